@@ -1,0 +1,3 @@
+//! # diptych-service — the server
+//!
+//! Turns images into codes with ONNX Runtime and answers viewers over gRPC.

@@ -1,0 +1,3 @@
+//! The `diptych` binary.
+
+fn main() {}

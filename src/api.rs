@@ -1,0 +1,14 @@
+//! The public gRPC API, package `diptych.v1`, generated from `proto/diptych/v1/*.proto`.
+//!
+//! Handlers in `diptych-service` adapt these types to the domain; nothing below the gRPC edge sees
+//! a protobuf message.
+
+#![allow(missing_docs, clippy::all)]
+
+/// Messages and services of `diptych.v1`.
+pub mod v1 {
+    tonic::include_proto!("diptych.v1");
+}
+
+/// The encoded file descriptor set of `diptych.v1`, for gRPC server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("diptych_v1_descriptor");

@@ -1,0 +1,22 @@
+//! # diptych — the shared vocabulary
+//!
+//! diptych decomposes every 2D medical image *slice* into two discrete *codes* with a VQ-VAE-style
+//! network: a **normal anatomy code** and an **abnormal anatomy code**. Each code is a *grid* of
+//! h×w integers, each an index into a *codebook* of K vectors of dimension D. A *record* is one
+//! indexed slice (its codes, its model id and its DICOM metadata in the *catalog*). A search has a
+//! *mode* — normal, abnormal or combined — and a *composite* query takes the normal code of one
+//! source and the abnormal code of another.
+//!
+//! This crate holds what every other crate shares, so that nothing is written twice:
+//!
+//! - [`api`]: the gRPC contract `diptych.v1`, generated from `proto/` by `build.rs`;
+//! - [`preprocess`]: the image contract, the one function that turns a stored frame into model
+//!   input, used by training on every sample and by the service on every slice;
+//! - [`manifest`]: the model-bundle manifest (`manifest.json`) and its validation;
+//! - [`phantom`]: a deterministic generator of synthetic BraTS-like brain slices with normal and
+//!   abnormal labels and a healthy twin for every diseased slice.
+
+pub mod api;
+pub mod manifest;
+pub mod phantom;
+pub mod preprocess;
