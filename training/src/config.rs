@@ -1,0 +1,382 @@
+//! The training configuration file (TOML): model sizes, loss weights, schedule and data source.
+//!
+//! `configs/phantom-v1.toml` is the default recipe. Every field has a documented default so a
+//! config file only states what it changes; unknown keys are rejected so that a typo is an error,
+//! not a silently ignored setting.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Sizes and constants of the network (`.notes/MODEL.md`); travels into the model bundle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Side S of the square preprocessed input image.
+    pub input_size: usize,
+    /// Number n of stride-2 blocks; the code grid is S/2^n on a side.
+    pub downsamples: usize,
+    /// Codebook size K (entries per codebook).
+    pub codebook_size: usize,
+    /// Code dimension D (length of each codebook entry).
+    pub code_dim: usize,
+    /// Channel widths [w0..wn] at resolutions S, S/2, .., S/2^n (n+1 values).
+    pub widths: Vec<usize>,
+    /// Hidden channels of each SPADE block's shared conv.
+    pub spade_hidden: usize,
+    /// Number L of abnormal labels, background included (4).
+    pub abnormal_labels: usize,
+    /// Negative slope of the encoder's LeakyReLU.
+    pub leaky_slope: f64,
+    /// BatchNorm epsilon.
+    pub bn_eps: f64,
+    /// BatchNorm running-statistics momentum.
+    pub bn_momentum: f64,
+    /// Decay of the codebooks' exponential moving averages.
+    pub ema_decay: f64,
+    /// A code whose EMA usage count falls below this is re-initialised from the batch.
+    pub dead_code_threshold: f64,
+    /// Margin m of the discrimination loss; also scales the abnormality score.
+    pub abnormality_margin: f64,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            input_size: 128,
+            downsamples: 3,
+            codebook_size: 256,
+            code_dim: 32,
+            widths: vec![8, 16, 32, 64],
+            spade_hidden: 16,
+            abnormal_labels: 4,
+            leaky_slope: 0.2,
+            bn_eps: 1e-5,
+            bn_momentum: 0.1,
+            ema_decay: 0.99,
+            dead_code_threshold: 0.05,
+            abnormality_margin: 1.0,
+        }
+    }
+}
+
+impl ModelConfig {
+    /// Side h = w of the code grid (S / 2^n).
+    pub fn grid_size(&self) -> usize {
+        self.input_size >> self.downsamples
+    }
+
+    /// Checks that the sizes fit together; the message says which field to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |what: String| Err(ConfigError::Invalid(what));
+        if self.downsamples == 0 {
+            return bad("model.downsamples must be at least 1".into());
+        }
+        if self.widths.len() != self.downsamples + 1 {
+            return bad(format!(
+                "model.widths has {} values but model.downsamples = {} needs {}",
+                self.widths.len(),
+                self.downsamples,
+                self.downsamples + 1
+            ));
+        }
+        if self.input_size % (1 << self.downsamples) != 0 || self.grid_size() == 0 {
+            return bad(format!(
+                "model.input_size {} is not divisible by 2^downsamples = {}",
+                self.input_size,
+                1 << self.downsamples
+            ));
+        }
+        if self.codebook_size < 2 || self.code_dim == 0 || self.spade_hidden == 0 {
+            return bad("model.codebook_size must be ≥ 2, code_dim and spade_hidden ≥ 1".into());
+        }
+        if self.widths.contains(&0) {
+            return bad("model.widths must all be ≥ 1".into());
+        }
+        if self.abnormal_labels != diptych::phantom::ABNORMAL_LABELS.len() {
+            return bad(format!(
+                "model.abnormal_labels must be {} (background + NCR/NET, edema, enhancing)",
+                diptych::phantom::ABNORMAL_LABELS.len()
+            ));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) || self.abnormality_margin <= 0.0 {
+            return bad("model.ema_decay must be in [0,1) and abnormality_margin > 0".into());
+        }
+        Ok(())
+    }
+}
+
+/// Whether the discrimination loss is decided per latent position or per image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiscriminationLevel {
+    /// Each grid position is abnormal when its cell holds a lesion pixel (needs label maps).
+    Position,
+    /// METHOD.md literally: the mean commitment distance of an image, abnormal when it has a lesion.
+    Image,
+}
+
+/// Weights and constants of the five losses (METHOD.md §2).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LossConfig {
+    /// Commitment weight β of the latent loss.
+    pub beta: f64,
+    /// λ_lat.
+    pub lambda_lat: f64,
+    /// λ_dis.
+    pub lambda_dis: f64,
+    /// λ_seg.
+    pub lambda_seg: f64,
+    /// λ_rec.
+    pub lambda_rec: f64,
+    /// λ_res.
+    pub lambda_res: f64,
+    /// λ_ssim inside the reconstruction loss.
+    pub lambda_ssim: f64,
+    /// Granularity of the discrimination loss.
+    pub discrimination: DiscriminationLevel,
+}
+
+impl Default for LossConfig {
+    fn default() -> Self {
+        Self {
+            beta: 0.25,
+            lambda_lat: 1.0,
+            lambda_dis: 1.0,
+            lambda_seg: 1.0,
+            lambda_rec: 10.0,
+            lambda_res: 1.0,
+            lambda_ssim: 0.1,
+            discrimination: DiscriminationLevel::Position,
+        }
+    }
+}
+
+/// Optimisation schedule and output cadence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScheduleConfig {
+    /// Number of optimiser steps.
+    pub steps: usize,
+    /// Images per step.
+    pub batch_size: usize,
+    /// Peak Adam learning rate.
+    pub learning_rate: f64,
+    /// Linear warm-up steps before the peak learning rate.
+    pub warmup_steps: usize,
+    /// Cosine decay ends at this fraction of the peak learning rate.
+    pub final_lr_fraction: f64,
+    /// Seed of torch's RNG (weights, dead-code re-initialisation) and of the data order.
+    pub seed: u64,
+    /// Save a checkpoint every this many steps (0: only at the end).
+    pub checkpoint_every: usize,
+    /// Write the loss curve, sample grid and validation figures every this many steps (0: only at the end).
+    pub figure_every: usize,
+    /// Held-out slices (phantom seed 2) scored at each figure step.
+    pub validation_slices: usize,
+}
+
+impl Default for ScheduleConfig {
+    fn default() -> Self {
+        Self {
+            steps: 5000,
+            batch_size: 16,
+            learning_rate: 2e-3,
+            warmup_steps: 100,
+            final_lr_fraction: 0.05,
+            seed: 1,
+            checkpoint_every: 500,
+            figure_every: 500,
+            validation_slices: 128,
+        }
+    }
+}
+
+/// Where training images come from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// The synthetic phantom generator of the `diptych` crate.
+    Phantom {
+        /// Generator seed (1 = training; 2 is reserved for evaluation).
+        seed: u64,
+        /// Share of healthy subjects.
+        healthy_fraction: f32,
+    },
+    /// A BraTS-style folder: per case `*_t1ce.nii.gz` and `*_seg.nii.gz`.
+    Brats {
+        /// The folder holding one sub-folder (or file pair) per case.
+        dir: PathBuf,
+    },
+}
+
+/// Augmentation applied identically to image and labels.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AugmentConfig {
+    /// Probability of a horizontal flip.
+    pub flip_probability: f32,
+    /// Maximum relative scale change (0.1 = scale in [0.9, 1.1]).
+    pub max_scale: f32,
+    /// Maximum rotation in degrees (either direction).
+    pub max_rotation_degrees: f32,
+}
+
+impl Default for AugmentConfig {
+    fn default() -> Self {
+        Self {
+            flip_probability: 0.5,
+            max_scale: 0.1,
+            max_rotation_degrees: 10.0,
+        }
+    }
+}
+
+/// Data source, pre-processing percentiles and augmentation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DataConfig {
+    /// The image source.
+    pub source: SourceConfig,
+    /// Low intensity percentile of the shared pre-processing.
+    pub low_percentile: f32,
+    /// High intensity percentile of the shared pre-processing.
+    pub high_percentile: f32,
+    /// Augmentation.
+    pub augment: AugmentConfig,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        let p = diptych::preprocess::PreprocessParams::default();
+        Self {
+            source: SourceConfig::Phantom {
+                seed: 1,
+                healthy_fraction: 0.5,
+            },
+            low_percentile: p.low_percentile,
+            high_percentile: p.high_percentile,
+            augment: AugmentConfig::default(),
+        }
+    }
+}
+
+/// A whole training configuration file.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Network sizes.
+    pub model: ModelConfig,
+    /// Loss weights.
+    pub loss: LossConfig,
+    /// Optimisation schedule.
+    pub schedule: ScheduleConfig,
+    /// Data source.
+    pub data: DataConfig,
+}
+
+/// A configuration that cannot be read or does not hold together.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML does not parse or has unknown keys.
+    #[error("config {path} is not a valid training config: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is out of range or inconsistent with another.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+impl TrainConfig {
+    /// Reads and validates a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config: Self = toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every section.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.model.validate()?;
+        if self.schedule.batch_size < 2 {
+            return Err(ConfigError::Invalid(
+                "schedule.batch_size must be ≥ 2 (BatchNorm needs a batch)".into(),
+            ));
+        }
+        if self.schedule.learning_rate <= 0.0 {
+            return Err(ConfigError::Invalid(
+                "schedule.learning_rate must be > 0".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The shared pre-processing parameters this config implies.
+    pub fn preprocess(&self) -> diptych::preprocess::PreprocessParams {
+        diptych::preprocess::PreprocessParams {
+            input_size: self.model.input_size,
+            low_percentile: self.data.low_percentile,
+            high_percentile: self.data.high_percentile,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_validate_and_grid_is_input_over_eight() {
+        let c = TrainConfig::default();
+        c.validate().unwrap();
+        assert_eq!(c.model.grid_size(), 16);
+    }
+
+    #[test]
+    fn shipped_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/phantom-v1.toml");
+        let c = TrainConfig::load(&path).unwrap();
+        assert_eq!(c.model.input_size, 128);
+        assert_eq!(c.model.grid_size(), 16);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_widths_are_errors() {
+        assert!(toml::from_str::<TrainConfig>("[model]\nwidht = 3\n").is_err());
+        let c: TrainConfig = toml::from_str("[model]\nwidths = [8, 16]\n").unwrap();
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("model.widths"), "{err}");
+    }
+
+    #[test]
+    fn source_kinds_parse() {
+        let c: TrainConfig =
+            toml::from_str("[data.source]\nkind = \"brats\"\ndir = \"/data/brats\"\n").unwrap();
+        assert_eq!(
+            c.data.source,
+            SourceConfig::Brats {
+                dir: "/data/brats".into()
+            }
+        );
+    }
+}

@@ -1,0 +1,59 @@
+//! Discrimination loss on the abnormal path: pull abnormal codes onto the codebook, push normal
+//! ones at least the margin m away.
+
+use tch::{Kind, Tensor};
+
+/// Per position: `a·c + (1 − a)·max(0, m − c)`, averaged, where c [N,h,w] is the commitment
+/// distance (mean over D of (z_a − sg[e_a])²) and a [N,h,w] is 1 where the grid cell holds a
+/// lesion pixel, 0 elsewhere.
+pub fn discrimination_position(distance: &Tensor, abnormal: &Tensor, margin: f64) -> Tensor {
+    let hinge = (-distance + margin).relu();
+    (abnormal * distance + (-abnormal + 1.0) * hinge).mean(Kind::Float)
+}
+
+/// METHOD.md literally: c is the mean distance of each image, a [N] is 1 for an image with a
+/// lesion; `a·c + (1 − a)·max(0, m − c)` averaged over the batch.
+pub fn discrimination_image(distance: &Tensor, has_lesion: &Tensor, margin: f64) -> Tensor {
+    let c = distance.mean_dim(&[1i64, 2][..], false, Kind::Float);
+    let hinge = (-&c + margin).relu();
+    (has_lesion * &c + (-has_lesion + 1.0) * hinge).mean(Kind::Float)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(values: &[f32], shape: [i64; 3]) -> Tensor {
+        Tensor::from_slice(values).reshape(shape)
+    }
+
+    #[test]
+    fn hinge_on_both_sides_of_the_margin() {
+        let m = 1.0;
+        // normal positions: c = 0.4 < m costs 0.6; c = 1.5 > m costs 0
+        let c = t(&[0.4, 1.5], [1, 1, 2]);
+        let normal = t(&[0.0, 0.0], [1, 1, 2]);
+        assert!((discrimination_position(&c, &normal, m).double_value(&[]) - 0.3).abs() < 1e-6);
+        // abnormal positions cost c itself, whatever the margin
+        let abnormal = t(&[1.0, 1.0], [1, 1, 2]);
+        assert!((discrimination_position(&c, &abnormal, m).double_value(&[]) - 0.95).abs() < 1e-6);
+    }
+
+    #[test]
+    fn image_level_uses_the_mean_distance() {
+        // image 0 (normal): c = mean(0.2, 0.6) = 0.4 → 0.6; image 1 (lesion): c = 2 → 2
+        let c = t(&[0.2, 0.6, 1.0, 3.0], [2, 1, 2]);
+        let has_lesion = Tensor::from_slice(&[0.0f32, 1.0]);
+        let loss = discrimination_image(&c, &has_lesion, 1.0).double_value(&[]);
+        assert!((loss - 1.3).abs() < 1e-6, "{loss}");
+    }
+
+    #[test]
+    fn gradient_pushes_normal_codes_away_below_the_margin_only() {
+        let c = t(&[0.4, 1.5], [1, 1, 2]).set_requires_grad(true);
+        let normal = t(&[0.0, 0.0], [1, 1, 2]);
+        discrimination_position(&c, &normal, 1.0).backward();
+        let g: Vec<f32> = Vec::try_from(c.grad().reshape([-1])).unwrap();
+        assert!(g[0] < 0.0 && g[1] == 0.0, "{g:?}");
+    }
+}
