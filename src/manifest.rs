@@ -129,6 +129,9 @@ pub enum ManifestError {
         #[source]
         source: serde_json::Error,
     },
+    /// The manifest could not be turned into JSON.
+    #[error("cannot serialise the manifest: {0}")]
+    Serialize(#[source] serde_json::Error),
     /// A field holds a value no bundle may have.
     #[error("manifest field `{field}` is invalid: {problem}")]
     Invalid {
@@ -182,12 +185,7 @@ impl Manifest {
     /// Writes the manifest as pretty JSON to `dir/manifest.json` (the folder must exist).
     pub fn write(&self, dir: impl AsRef<Path>) -> Result<(), ManifestError> {
         let path = dir.as_ref().join(MANIFEST_FILE);
-        let mut text = serde_json::to_string_pretty(self).map_err(|source| {
-            ManifestError::Parse {
-                path: path.clone(),
-                source,
-            }
-        })?;
+        let mut text = serde_json::to_string_pretty(self).map_err(ManifestError::Serialize)?;
         text.push('\n');
         fs::write(&path, text).map_err(|source| ManifestError::Io { path, source })
     }

@@ -1,8 +1,52 @@
-//! A deterministic generator of synthetic BraTS-like brain slices (first version: simple shapes).
+//! A deterministic generator of synthetic BraTS-like brain slices, each with normal labels,
+//! abnormal labels and — for every diseased slice — its healthy twin.
+//!
+//! Real BraTS data cannot be shipped, and no real data set shows what a lesion's tissue would
+//! look like without the lesion. The phantom does: it draws a subject's anatomy, cuts it at an
+//! axial level, optionally grows a glioma-like lesion in it (edema ⊃ enhancing rim ⊃ necrotic
+//! core, with mass effect on the ventricles and midline), and renders the slice twice with the
+//! same randomised appearance: once with the lesion (`image`) and once with the tissue that would
+//! be there instead (`healthy_twin`). Outside the lesion the two are identical.
+//!
+//! - **Random access and determinism**: slice `index` of seed `s` is a pure function of
+//!   `(s, index, config)`, computed with ChaCha8 streams and IEEE arithmetic only (no platform
+//!   math library), so it is the same on every machine and can be drawn in any order.
+//! - **Subjects and levels**: slices `16·k .. 16·k + 15` belong to subject `k` and spread over
+//!   its levels from the skull base (0: cerebellum, small cerebrum) to the vertex (1: small
+//!   cerebral cross-section); the lateral ventricles show at mid levels.
+//! - **Labels**: normal labels as in [`NORMAL_LABELS`], abnormal labels as in
+//!   [`ABNORMAL_LABELS`]; the patient's left is on the image's right (radiological convention).
+//! - **Appearance**: per-sample intensities, bias field, noise, blur, contrast, rotation and scale
+//!   ([`Appearance`]), the same for a slice and its twin; labels follow the same geometry.
+//!
+//! ```
+//! use diptych::phantom::{PhantomConfig, PhantomGenerator};
+//!
+//! let generator = PhantomGenerator::new(1, PhantomConfig::default());
+//! let slice = generator.slice(42);
+//! assert_eq!(slice.image.len(), slice.rows * slice.cols);
+//! assert_eq!(slice, generator.slice(42));
+//! ```
 
-use std::path::Path;
+mod anatomy;
+mod appearance;
+mod contact_sheet;
+mod lesion;
+mod shape;
+
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use crate::preprocess::{Photometric, RawFrame};
+
+pub use appearance::Appearance;
+pub use contact_sheet::write_contact_sheet;
+
+use anatomy::{Subject, compartment};
+use appearance::Rendering;
+use lesion::{Lesion, abnormal};
+use shape::Point;
 
 /// Names of the normal labels; the index is the value in a normal label map.
 pub const NORMAL_LABELS: [&str; 7] = [
@@ -16,81 +60,124 @@ pub const NORMAL_LABELS: [&str; 7] = [
 ];
 
 /// Names of the abnormal labels; the index is the value in an abnormal label map.
-pub const ABNORMAL_LABELS: [&str; 4] = ["background", "necrotic_core", "edema", "enhancing_tumor"];
+pub const ABNORMAL_LABELS: [&str; 4] = [
+    "background",
+    "necrotic_core",
+    "edema",
+    "enhancing_tumor",
+];
 
-/// Ranges of the per-sample appearance randomisation.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Appearance {
-    /// Maximum rotation, degrees.
-    pub rotation_degrees: f32,
-}
-
-impl Default for Appearance {
-    fn default() -> Self {
-        Self { rotation_degrees: 10.0 }
-    }
-}
-
-impl Appearance {
-    /// No randomisation: one fixed rendering.
-    pub fn fixed() -> Self {
-        Self { rotation_degrees: 0.0 }
-    }
-}
+/// Number of consecutive slice indices that belong to one subject.
+pub const SLICES_PER_SUBJECT: u64 = 16;
 
 /// Configuration of a phantom generator.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct PhantomConfig {
-    /// Rows of each slice.
+    /// Rows of each slice (at least 32).
     pub rows: usize,
-    /// Columns of each slice.
+    /// Columns of each slice (at least 32).
     pub cols: usize,
-    /// Share of slices without a lesion.
+    /// Share of slices without a lesion, in [0, 1].
     pub healthy_fraction: f32,
-    /// Appearance randomisation.
+    /// Ranges of the per-sample appearance randomisation.
     pub appearance: Appearance,
 }
 
 impl Default for PhantomConfig {
     fn default() -> Self {
-        Self { rows: 192, cols: 160, healthy_fraction: 0.3, appearance: Appearance::default() }
+        Self {
+            rows: 192,
+            cols: 160,
+            healthy_fraction: 0.3,
+            appearance: Appearance::default(),
+        }
     }
 }
 
 /// One generated slice with its labels and healthy twin.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PhantomSlice {
-    /// Index of the slice in the generator's sequence.
+    /// Index of the slice in its generator's sequence.
     pub index: u64,
-    /// Subject the slice belongs to.
+    /// Subject the slice belongs to (`index / 16`).
     pub subject: u64,
     /// Axial level, 0 = skull base, 1 = vertex.
     pub level: f32,
-    /// Rows.
+    /// Rows (image height).
     pub rows: usize,
-    /// Columns.
+    /// Columns (image width).
     pub cols: usize,
-    /// Raw MR-like stored values.
+    /// MR-like stored values (whole numbers, about 0..4000, background 0), row-major.
     pub image: Vec<f32>,
-    /// The same anatomy and rendering without the lesion.
+    /// The same anatomy and rendering without the lesion; equal to `image` outside the lesion
+    /// and for healthy slices.
     pub healthy_twin: Vec<f32>,
-    /// Normal label map.
+    /// Normal label per pixel (index into [`NORMAL_LABELS`]).
     pub normal_labels: Vec<u8>,
-    /// Abnormal label map.
+    /// Abnormal label per pixel (index into [`ABNORMAL_LABELS`]); all 0 for healthy slices.
     pub abnormal_labels: Vec<u8>,
     /// Whether the slice has a lesion.
     pub has_lesion: bool,
 }
 
 impl PhantomSlice {
-    /// The image as a stored frame.
+    fn frame<'a>(&self, pixels: &'a [f32]) -> RawFrame<'a> {
+        RawFrame {
+            rows: self.rows,
+            cols: self.cols,
+            pixels,
+            rescale_slope: 1.0,
+            rescale_intercept: 0.0,
+            photometric: Photometric::Monochrome2,
+        }
+    }
+
+    /// The image as a stored frame (slope 1, intercept 0, MONOCHROME2), ready for
+    /// [`preprocess`](crate::preprocess::preprocess).
     pub fn raw_frame(&self) -> RawFrame<'_> {
-        RawFrame { rows: self.rows, cols: self.cols, pixels: &self.image, rescale_slope: 1.0, rescale_intercept: 0.0, photometric: Photometric::Monochrome2 }
+        self.frame(&self.image)
     }
-    /// The healthy twin as a stored frame.
+
+    /// The healthy twin as a stored frame (slope 1, intercept 0, MONOCHROME2).
     pub fn twin_frame(&self) -> RawFrame<'_> {
-        RawFrame { rows: self.rows, cols: self.cols, pixels: &self.healthy_twin, rescale_slope: 1.0, rescale_intercept: 0.0, photometric: Photometric::Monochrome2 }
+        self.frame(&self.healthy_twin)
     }
+
+    /// Pixels carrying any abnormal label (the whole tumour).
+    pub fn lesion_pixels(&self) -> usize {
+        self.abnormal_labels.iter().filter(|&&l| l != 0).count()
+    }
+}
+
+/// The independent random streams of one slice or subject.
+#[derive(Debug, Clone, Copy)]
+#[repr(u64)]
+enum Stream {
+    Subject = 1,
+    Level,
+    Health,
+    Lesion,
+    Rendering,
+    Noise,
+}
+
+/// A ChaCha8 stream keyed by `(seed, id, stream)`.
+fn stream(seed: u64, id: u64, which: Stream) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&id.to_le_bytes());
+    key[16..24].copy_from_slice(&(which as u64).to_le_bytes());
+    key[24..].copy_from_slice(b"diptych\0");
+    ChaCha8Rng::from_seed(key)
+}
+
+/// An approximately standard normal sample (sum of four uniforms; mean 0, variance 1).
+#[inline]
+fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
+    let v = rng.next_u64();
+    let sum = (v & 0xffff) + ((v >> 16) & 0xffff) + ((v >> 32) & 0xffff) + (v >> 48);
+    ((sum as f32 + 2.0) / 65536.0 - 2.0) * 1.732_050_8
 }
 
 /// Deterministic, random-access generator of phantom slices.
@@ -101,55 +188,179 @@ pub struct PhantomGenerator {
 }
 
 impl PhantomGenerator {
-    /// A generator for `seed` and `config`.
+    /// A generator of the slices of `seed` under `config`.
+    ///
+    /// # Panics
+    /// If `config.rows` or `config.cols` is below 32.
     pub fn new(seed: u64, config: PhantomConfig) -> Self {
+        assert!(
+            config.rows >= 32 && config.cols >= 32,
+            "phantom slices need at least 32×32 pixels, got {}×{}",
+            config.rows,
+            config.cols
+        );
         Self { seed, config }
     }
 
-    /// The slice at `index`.
+    /// The seed of this generator.
+    pub fn seed(&self) -> u64 {
+        self.seed
+    }
+
+    /// The configuration of this generator.
+    pub fn config(&self) -> &PhantomConfig {
+        &self.config
+    }
+
+    /// The subject that slice `index` belongs to.
+    pub fn subject_of(index: u64) -> u64 {
+        index / SLICES_PER_SUBJECT
+    }
+
+    /// The axial level of slice `index`: slot `index % 16` of its subject, jittered within the
+    /// slot, so a subject's slices run from the skull base to the vertex.
+    pub fn level_of(&self, index: u64) -> f32 {
+        let slot = (index % SLICES_PER_SUBJECT) as f32;
+        let jitter = shape::uniform(&mut stream(self.seed, index, Stream::Level), 0.0, 1.0);
+        ((slot + jitter) / SLICES_PER_SUBJECT as f32).min(1.0)
+    }
+
+    /// Generates slice `index` (the same slice for the same seed, config and index).
     pub fn slice(&self, index: u64) -> PhantomSlice {
-        let (rows, cols) = (self.config.rows, self.config.cols);
-        let h = (self.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ index).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        let has_lesion = (h >> 40) as f32 / (1u64 << 24) as f32 >= self.config.healthy_fraction;
-        let mut image = vec![0f32; rows * cols];
-        let mut normal_labels = vec![0u8; rows * cols];
-        let mut abnormal_labels = vec![0u8; rows * cols];
-        let (cy, cx) = (rows as f32 / 2.0, cols as f32 / 2.0);
+        let PhantomConfig {
+            rows,
+            cols,
+            healthy_fraction,
+            ref appearance,
+        } = self.config;
+        let subject_id = Self::subject_of(index);
+        let level = self.level_of(index);
+        let subject = Subject::sample(&mut stream(self.seed, subject_id, Stream::Subject));
+        let section = subject.section(level);
+        let healthy = shape::uniform(&mut stream(self.seed, index, Stream::Health), 0.0, 1.0)
+            < healthy_fraction;
+        let lesion = (!healthy)
+            .then(|| Lesion::sample(&mut stream(self.seed, index, Stream::Lesion), &section));
+        let rendering = Rendering::sample(
+            appearance,
+            &mut stream(self.seed, index, Stream::Rendering),
+        );
+
+        // Pixel → canonical frame: centre, undo rotation and scale, undo the head's shift.
+        let n = rows * cols;
+        let unit = (rows as f32 * 0.5).min(cols as f32 * 0.6) * rendering.scale;
+        let (sin, cos) = rendering.rotation;
+        let (shift_x, shift_y) = rendering.shift;
+        let (half_rows, half_cols) = (rows as f32 * 0.5, cols as f32 * 0.5);
+
+        let mut normal_labels = vec![0u8; n];
+        let mut abnormal_labels = vec![0u8; n];
+        let mut twin_field = vec![0f32; n];
+        let mut lesion_field = lesion.as_ref().map(|_| vec![0f32; n]);
+        let mut in_head = vec![false; n];
         for r in 0..rows {
+            let y = r as f32 + 0.5 - half_rows;
             for c in 0..cols {
-                let (y, x) = ((r as f32 - cy) / (0.4 * rows as f32), (c as f32 - cx) / (0.4 * cols as f32));
                 let i = r * cols + c;
-                if x * x + y * y < 1.0 {
-                    normal_labels[i] = if x > 0.0 { 1 } else { 2 };
-                    image[i] = 2000.0;
+                let x = c as f32 + 0.5 - half_cols;
+                let p = Point::new(
+                    (cos * x + sin * y) / unit - shift_x,
+                    (cos * y - sin * x) / unit - shift_y,
+                );
+                let (q, squeeze) = match &lesion {
+                    Some(l) => l.mass.deform(p),
+                    None => (p, 1.0),
+                };
+                let (tissue, normal) = section.tissue_at(p, q, squeeze);
+                let value = rendering.of(tissue);
+                normal_labels[i] = normal;
+                twin_field[i] = value;
+                in_head[i] = tissue != anatomy::Tissue::Background;
+                if let (Some(l), Some(field)) = (&lesion, &mut lesion_field) {
+                    let label = if normal != 0 && compartment(normal) == l.compartment {
+                        l.label_at(p)
+                    } else {
+                        0
+                    };
+                    abnormal_labels[i] = label;
+                    field[i] = match label {
+                        0 => value,
+                        abnormal::NECROTIC_CORE if l.non_enhancing() => rendering.non_enhancing,
+                        _ => rendering.lesion[label as usize],
+                    };
                 }
             }
         }
-        let twin = image.clone();
-        if has_lesion {
-            for r in 0..rows {
-                for c in 0..cols {
-                    let (y, x) = ((r as f32 - cy) / 10.0, (c as f32 - cx - 20.0) / 10.0);
-                    let i = r * cols + c;
-                    if x * x + y * y < 1.0 {
-                        abnormal_labels[i] = 2;
-                        image[i] = 3000.0;
-                    }
-                }
+        let has_lesion = abnormal_labels.iter().any(|&l| l != 0);
+
+        blur(&mut twin_field, rows, cols, rendering.blur);
+        if let Some(field) = &mut lesion_field {
+            blur(field, rows, cols, rendering.blur);
+        }
+
+        let mut noise_rng = stream(self.seed, index, Stream::Noise);
+        let mut healthy_twin = vec![0f32; n];
+        let mut image = vec![0f32; n];
+        for r in 0..rows {
+            let w = (r as f32 + 0.5) / half_rows - 1.0;
+            for c in 0..cols {
+                let i = r * cols + c;
+                let u = (c as f32 + 0.5) / half_cols - 1.0;
+                let bias = rendering.bias_at(u, w);
+                let z = if in_head[i] {
+                    standard_normal(&mut noise_rng)
+                } else {
+                    0.0
+                };
+                let twin = rendering.stored(twin_field[i], bias, z);
+                healthy_twin[i] = twin;
+                image[i] = match &lesion_field {
+                    Some(field) if abnormal_labels[i] != 0 => rendering.stored(field[i], bias, z),
+                    _ => twin,
+                };
             }
         }
-        PhantomSlice { index, subject: index / 16, level: (index % 16) as f32 / 16.0, rows, cols, image, healthy_twin: twin, normal_labels, abnormal_labels, has_lesion }
+
+        PhantomSlice {
+            index,
+            subject: subject_id,
+            level,
+            rows,
+            cols,
+            image,
+            healthy_twin,
+            normal_labels,
+            abnormal_labels,
+            has_lesion,
+        }
     }
 }
 
-/// Writes a PNG grid of slices with label overlays.
-pub fn write_contact_sheet(slices: &[PhantomSlice], path: &Path) -> Result<(), image::ImageError> {
-    let (rows, cols) = slices.first().map(|s| (s.rows, s.cols)).unwrap_or((1, 1));
-    let mut img = image::GrayImage::new(cols as u32, (rows * slices.len().max(1)) as u32);
-    for (k, s) in slices.iter().enumerate() {
-        for (i, v) in s.image.iter().enumerate() {
-            img.put_pixel((i % cols) as u32, (k * rows + i / cols) as u32, image::Luma([(v / 16.0).min(255.0) as u8]));
+/// In-place separable blur with the kernel `[a, 1 − 2a, a]` (edges replicated).
+fn blur(field: &mut [f32], rows: usize, cols: usize, a: f32) {
+    if a <= 0.0 {
+        return;
+    }
+    let centre = 1.0 - 2.0 * a;
+    let mut line = vec![0f32; rows.max(cols)];
+    for row in field.chunks_exact_mut(cols) {
+        line[..cols].copy_from_slice(row);
+        for c in 0..cols {
+            let left = line[c.saturating_sub(1)];
+            let right = line[(c + 1).min(cols - 1)];
+            row[c] = centre * line[c] + a * (left + right);
         }
     }
-    img.save(path)
+    let mut prev = vec![0f32; cols];
+    let mut cur = vec![0f32; cols];
+    prev.copy_from_slice(&field[..cols]);
+    for r in 0..rows {
+        cur.copy_from_slice(&field[r * cols..(r + 1) * cols]);
+        let next_row = (r + 1).min(rows - 1);
+        for c in 0..cols {
+            let next = field[next_row * cols + c];
+            field[r * cols + c] = centre * cur[c] + a * (prev[c] + next);
+        }
+        std::mem::swap(&mut prev, &mut cur);
+    }
 }
