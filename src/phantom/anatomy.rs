@@ -186,13 +186,13 @@ impl Subject {
             // (start, end, r0, r1, lowest level, highest level)
             let parts = [
                 // frontal horn: diverging forwards and outwards (the "butterfly")
-                (pt(0.07, -0.06), pt(0.20, -0.40), 0.065, 0.040, 0.36, 0.64),
+                (pt(0.07, -0.06), pt(0.20, -0.40), 0.095, 0.060, 0.36, 0.64),
                 // body, along the midline
-                (pt(0.07, -0.06), pt(0.15, 0.24), 0.055, 0.050, 0.44, 0.70),
+                (pt(0.07, -0.06), pt(0.15, 0.24), 0.080, 0.075, 0.44, 0.70),
                 // atrium and occipital horn
-                (pt(0.15, 0.22), pt(0.25, 0.50), 0.075, 0.030, 0.34, 0.57),
+                (pt(0.15, 0.22), pt(0.25, 0.50), 0.110, 0.045, 0.34, 0.57),
                 // temporal horn, low and lateral
-                (pt(0.36, -0.08), pt(0.40, 0.12), 0.030, 0.030, 0.27, 0.39),
+                (pt(0.36, -0.08), pt(0.40, 0.12), 0.045, 0.040, 0.27, 0.39),
             ];
             for (p0, p1, r0, r1, lo, hi) in parts {
                 let w = bump(level, lo, hi);
@@ -313,6 +313,10 @@ impl Section {
         if let Some(cb) = &self.cerebellum {
             let l = cb.level(q);
             if l < 1.0 {
+                // The notch between the hemispheres at the back (vermis and cisterna magna).
+                if offset.abs() < 0.02 && q.y > cb.centre.y + 0.45 * cb.b {
+                    return (Tissue::Csf, 0);
+                }
                 let label = if left {
                     label::LEFT_CEREBELLUM
                 } else {

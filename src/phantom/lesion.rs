@@ -19,6 +19,12 @@ pub(crate) mod abnormal {
     pub const ENHANCING_TUMOR: u8 = 3;
 }
 
+/// Smallest thickness of the enhancing rim, in canonical units (about 1.7 px at 192 rows).
+const RIM: f32 = 0.018;
+
+/// Smallest thickness of edema around the core, in canonical units (about 2.5 px at 192 rows).
+const MARGIN: f32 = 0.026;
+
 /// How the tumour core looks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum CoreKind {
@@ -67,6 +73,10 @@ pub(crate) struct Lesion {
     /// The compartment (hemisphere) the lesion grows in; it does not cross into another.
     pub compartment: Compartment,
     pub mass: MassEffect,
+    /// Core levels below this may be necrotic: keeps an enhancing rim of at least ~1.5 px.
+    rim_level: f32,
+    /// Core levels below this are at least edema: keeps the core inside the whole tumour.
+    margin_level: f32,
     bounds: (Point, Point),
 }
 
@@ -148,8 +158,16 @@ impl Lesion {
             strength: uniform(rng, 0.25, 0.65),
             squeeze: uniform(rng, 0.3, 0.6),
         };
+        let core_minor = core.a.min(core.b);
+        let rim_level = 1.0 - RIM / core_minor;
+        let margin_level = 1.0 + MARGIN / core_minor;
         let (e0, e1) = edema.bounds();
-        let (c0, c1) = core.bounds();
+        let (c0, c1) = Outline {
+            a: core.a * margin_level,
+            b: core.b * margin_level,
+            ..core
+        }
+        .bounds();
         let bounds = (
             Point::new(e0.x.min(c0.x), e0.y.min(c0.y)),
             Point::new(e1.x.max(c1.x), e1.y.max(c1.y)),
@@ -161,6 +179,8 @@ impl Lesion {
             kind,
             compartment,
             mass,
+            rim_level,
+            margin_level,
             bounds,
         }
     }
@@ -172,8 +192,10 @@ impl Lesion {
         if p.x < lo.x || p.x > hi.x || p.y < lo.y || p.y > hi.y {
             return 0;
         }
-        if self.core.level(p) < 1.0 {
+        let core = self.core.level(p);
+        if core < 1.0 {
             if let Some(n) = &self.necrosis
+                && core < self.rim_level
                 && n.level(p) < 1.0
             {
                 return abnormal::NECROTIC_CORE;
@@ -183,7 +205,7 @@ impl Lesion {
                 CoreKind::NonEnhancing => abnormal::NECROTIC_CORE,
             };
         }
-        if self.edema.level(p) < 1.0 {
+        if core < self.margin_level || self.edema.level(p) < 1.0 {
             return abnormal::EDEMA;
         }
         0
