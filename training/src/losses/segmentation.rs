@@ -12,12 +12,10 @@ const EPS: f64 = 1e-12;
 pub fn generalized_dice_probabilities(p: &Tensor, y: &Tensor) -> Tensor {
     let volume = y.sum_dim_intlist(&[2i64, 3][..], false, Kind::Float);
     let present = volume.gt(0.0);
-    let finite = present.where_self(
-        &volume.clamp_min(1.0).square().reciprocal(),
-        &volume.zeros_like(),
-    );
+    let inverse_square = volume.clamp_min(1.0).square().reciprocal();
+    let finite = inverse_square.where_self(&present, &volume.zeros_like());
     let largest = finite.amax([1], true).expand_as(&finite);
-    let weights = present.where_self(&finite, &largest);
+    let weights = finite.where_self(&present, &largest);
     let intersection = (p * y).sum_dim_intlist(&[2i64, 3][..], false, Kind::Float);
     let total = (p + y).sum_dim_intlist(&[2i64, 3][..], false, Kind::Float);
     let numerator = (&weights * intersection).sum_dim_intlist(&[1i64][..], false, Kind::Float);

@@ -1,0 +1,138 @@
+//! `diptych-train`: train the diptych network, write the phantom contact sheet, and (with the
+//! export helper's subcommands) export a model bundle and evaluate it.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use diptych::phantom::{PhantomConfig, PhantomGenerator, SLICES_PER_SUBJECT};
+use diptych_training::config::TrainConfig;
+use diptych_training::device::{DeviceChoice, use_all_cores};
+use diptych_training::trainer::{TrainOptions, train};
+
+/// Train and ship the diptych network.
+#[derive(Debug, Parser)]
+#[command(name = "diptych-train", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Train the network from a config file; checkpoints and figures go to --out.
+    Train(TrainArgs),
+    /// Write a PNG contact sheet of phantom slices with their label overlays.
+    PhantomSheet(SheetArgs),
+    /// Export a checkpoint as a model bundle (encoder.onnx, decoder.onnx, manifest.json).
+    Export(diptych_training::export::command::ExportArgs),
+    /// Score a model bundle through ONNX Runtime on held-out phantom slices.
+    Eval(diptych_training::eval::command::EvalArgs),
+}
+
+#[derive(Debug, Args)]
+struct TrainArgs {
+    /// The training config (TOML), e.g. training/configs/phantom-v1.toml.
+    #[arg(long)]
+    config: PathBuf,
+    /// Output folder for checkpoints (last.ot), losses and figures.
+    #[arg(long)]
+    out: PathBuf,
+    /// Override schedule.steps.
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Override schedule.batch_size.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// Override schedule.learning_rate.
+    #[arg(long)]
+    lr: Option<f64>,
+    /// Override schedule.seed.
+    #[arg(long)]
+    seed: Option<u64>,
+    /// cpu, cuda or auto (CUDA when available).
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// Continue from <out>/last.ot, last.adam.ot and last.json.
+    #[arg(long)]
+    resume: bool,
+    /// Threads assembling batches in the background.
+    #[arg(long, default_value_t = 1)]
+    data_workers: usize,
+    /// No progress bar (for logs).
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct SheetArgs {
+    /// Where to write the PNG.
+    #[arg(long, default_value = "docs/phantom-contact-sheet.png")]
+    out: PathBuf,
+    /// Generator seed.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Number of slices (from different subjects and levels).
+    #[arg(long, default_value_t = 12)]
+    count: u64,
+}
+
+fn run_train(args: &TrainArgs) -> Result<()> {
+    let mut config = TrainConfig::load(&args.config)?;
+    let s = &mut config.schedule;
+    s.steps = args.steps.unwrap_or(s.steps);
+    s.batch_size = args.batch.unwrap_or(s.batch_size);
+    s.learning_rate = args.lr.unwrap_or(s.learning_rate);
+    s.seed = args.seed.unwrap_or(s.seed);
+    let device = args.device.resolve()?;
+    let cores = use_all_cores();
+    eprintln!(
+        "diptych-train: {} steps, batch {}, device {device:?}, {cores} torch threads, out {}",
+        config.schedule.steps,
+        config.schedule.batch_size,
+        args.out.display()
+    );
+    let options = TrainOptions {
+        config,
+        out: args.out.clone(),
+        device,
+        resume: args.resume,
+        progress: !args.quiet,
+        data_workers: args.data_workers,
+    };
+    let report = train(&options).context("training failed")?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+fn run_sheet(args: &SheetArgs) -> Result<()> {
+    let generator = PhantomGenerator::new(args.seed, PhantomConfig::default());
+    // one slice per subject, walking the levels from skull base to vertex
+    let slices: Vec<_> = (0..args.count)
+        .map(|i| generator.slice(i * SLICES_PER_SUBJECT + (2 + i * 5) % SLICES_PER_SUBJECT))
+        .collect();
+    if let Some(dir) = args.out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    diptych::phantom::write_contact_sheet(&slices, Path::new(&args.out))
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    println!("wrote {}", args.out.display());
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match &cli.command {
+        Command::Train(args) => run_train(args),
+        Command::PhantomSheet(args) => run_sheet(args),
+        Command::Export(args) => {
+            use diptych_training::export::command;
+            let exported = command::run(args).context("export failed")?;
+            println!("{}", command::summary(&exported, &args.out));
+            Ok(())
+        }
+        Command::Eval(args) => diptych_training::eval::command::run(args)
+            .map(|_| ())
+            .context("eval failed"),
+    }
+}

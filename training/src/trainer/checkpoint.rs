@@ -1,0 +1,116 @@
+//! Checkpoints: `<out>/last.ot` (the VarStore: weights, BatchNorm statistics, codebooks),
+//! `<out>/last.adam.ot` (optimiser moments) and `<out>/last.json` (step and recipe), each
+//! written to a temporary file and renamed, so a crash never leaves a torn checkpoint.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use tch::nn::VarStore;
+
+use super::TrainError;
+use super::adam::Adam;
+use crate::config::TrainConfig;
+
+/// The JSON half of a checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckpointInfo {
+    /// Optimiser steps completed.
+    pub step: usize,
+    /// Wall-clock seconds of training so far (all sessions).
+    pub elapsed_seconds: f64,
+    /// The device that trained it ("cpu", "cuda:0").
+    pub device: String,
+    /// The full configuration in force.
+    pub config: TrainConfig,
+}
+
+/// Paths of the checkpoint files in an output folder.
+#[derive(Debug, Clone)]
+pub struct CheckpointPaths {
+    /// `last.ot`.
+    pub weights: PathBuf,
+    /// `last.adam.ot`.
+    pub optimizer: PathBuf,
+    /// `last.json`.
+    pub info: PathBuf,
+}
+
+impl CheckpointPaths {
+    /// The checkpoint files of `out`.
+    pub fn new(out: &Path) -> Self {
+        Self {
+            weights: out.join("last.ot"),
+            optimizer: out.join("last.adam.ot"),
+            info: out.join("last.json"),
+        }
+    }
+}
+
+fn temporary(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
+    move |source| TrainError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Writes all three files.
+pub fn save(
+    paths: &CheckpointPaths,
+    vs: &VarStore,
+    adam: &Adam,
+    info: &CheckpointInfo,
+) -> Result<(), TrainError> {
+    let torch = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| TrainError::Torch {
+            what: format!("writing {}", path.display()),
+            source,
+        }
+    };
+    let tmp = temporary(&paths.weights);
+    vs.save(&tmp).map_err(torch(&paths.weights))?;
+    std::fs::rename(&tmp, &paths.weights).map_err(io(&paths.weights))?;
+    let tmp = temporary(&paths.optimizer);
+    adam.save(&tmp).map_err(torch(&paths.optimizer))?;
+    std::fs::rename(&tmp, &paths.optimizer).map_err(io(&paths.optimizer))?;
+    let tmp = temporary(&paths.info);
+    let json = serde_json::to_string_pretty(info).expect("checkpoint info serialises");
+    std::fs::write(&tmp, json).map_err(io(&paths.info))?;
+    std::fs::rename(&tmp, &paths.info).map_err(io(&paths.info))?;
+    Ok(())
+}
+
+/// Reads the JSON half.
+pub fn read_info(paths: &CheckpointPaths) -> Result<CheckpointInfo, TrainError> {
+    let text = std::fs::read_to_string(&paths.info).map_err(io(&paths.info))?;
+    serde_json::from_str(&text).map_err(|e| {
+        TrainError::Resume(format!("{} is not a checkpoint: {e}", paths.info.display()))
+    })
+}
+
+/// Loads weights and optimiser state into an already built network and optimiser.
+pub fn restore(
+    paths: &CheckpointPaths,
+    vs: &mut VarStore,
+    adam: &mut Adam,
+) -> Result<(), TrainError> {
+    vs.load(&paths.weights)
+        .map_err(|source| TrainError::Torch {
+            what: format!(
+                "loading {} (was it written by a different model config?)",
+                paths.weights.display()
+            ),
+            source,
+        })?;
+    adam.load(&paths.optimizer)
+        .map_err(|source| TrainError::Torch {
+            what: format!("loading {}", paths.optimizer.display()),
+            source,
+        })
+}
