@@ -248,7 +248,7 @@ impl PhantomGenerator {
 
         // Pixel → canonical frame: centre, undo rotation and scale, undo the head's shift.
         let n = rows * cols;
-        let unit = (rows as f32 * 0.5).min(cols as f32 * 0.6) * rendering.scale;
+        let inv_unit = 1.0 / ((rows as f32 * 0.5).min(cols as f32 * 0.6) * rendering.scale);
         let (sin, cos) = rendering.rotation;
         let (shift_x, shift_y) = rendering.shift;
         let (half_rows, half_cols) = (rows as f32 * 0.5, cols as f32 * 0.5);
@@ -264,8 +264,8 @@ impl PhantomGenerator {
                 let i = r * cols + c;
                 let x = c as f32 + 0.5 - half_cols;
                 let p = Point::new(
-                    (cos * x + sin * y) / unit - shift_x,
-                    (cos * y - sin * x) / unit - shift_y,
+                    (cos * x + sin * y) * inv_unit - shift_x,
+                    (cos * y - sin * x) * inv_unit - shift_y,
                 );
                 let (q, squeeze) = match &lesion {
                     Some(l) => l.mass.deform(p),

@@ -152,6 +152,9 @@ impl Outline {
             return 0.0;
         }
         let r = r2.sqrt();
+        if self.wobble.bound == 0.0 {
+            return r;
+        }
         r / self.wobble.factor(u / r, v / r)
     }
 
