@@ -1,4 +1,45 @@
 //! # diptych-dicom-adapter — DICOM in and out of diptych
 //!
 //! Turns DICOM instances into what the rest of diptych understands: pixel frames for the image
-//! contract and catalog metadata.
+//! contract ([`diptych::preprocess`]) and catalog metadata. Built on dicom-rs 0.10
+//! (`dicom-object` to parse, `dicom-pixeldata` to decode); nothing here knows about gRPC or
+//! protobuf.
+//!
+//! | module | what it is for |
+//! |---|---|
+//! | [`instance`] | parse bytes (a Part-10 file or a bare data set) into an [`Instance`] |
+//! | `framing` (private) | check every declared length against the bytes received, before the parser allocates |
+//! | [`pixels`] | check an instance's geometry against [`Limits`] and decode a frame into modality values ([`Frame`], a [`diptych::preprocess::RawFrame`] source) |
+//! | [`metadata`] | extract the catalog fields into [`InstanceMetadata`] |
+//! | [`synthetic`] | write synthetic instances (phantom slices) as DICOM, for tests and demos |
+//! | [`error`] | [`AdapterError`]: what went wrong, named so a sender can fix it |
+//!
+//! Codecs: the `native` feature of dicom-pixeldata (JPEG baseline/extended/lossless, RLE,
+//! deflate, in pure Rust) and `openjp2` (JPEG 2000 through OpenJPEG compiled to Rust).
+//!
+//! ```
+//! use diptych::phantom::{PhantomConfig, PhantomGenerator};
+//! use diptych::preprocess::{preprocess, PreprocessParams};
+//! use diptych_dicom_adapter::{Limits, parse, synthetic::SyntheticInstance};
+//!
+//! let slice = PhantomGenerator::new(2, PhantomConfig::default()).slice(3);
+//! let bytes = SyntheticInstance::from_phantom(&slice).to_part10();
+//!
+//! let instance = parse(&bytes, &Limits::default())?;
+//! let frame = instance.decode_frame(0)?;
+//! let input = preprocess(&frame.raw_frame(), &PreprocessParams::default()).unwrap();
+//! assert_eq!(input.pixels.len(), 128 * 128);
+//! # Ok::<(), diptych_dicom_adapter::AdapterError>(())
+//! ```
+
+pub mod error;
+mod framing;
+pub mod instance;
+pub mod metadata;
+pub mod pixels;
+pub mod synthetic;
+
+pub use error::AdapterError;
+pub use instance::{Instance, parse};
+pub use metadata::InstanceMetadata;
+pub use pixels::{Frame, Geometry, Limits};
