@@ -1,0 +1,311 @@
+//! The two exported graphs, built from the model configuration and the trained weights by the
+//! VarStore names of .notes/MODEL.md: `encoder.onnx` (image → codes, abnormality) and
+//! `decoder.onnx` (codes → segmentation, x̂, x̃). Every BatchNorm is folded into its convolution.
+
+use super::ExportError;
+use super::graph::{Dim, Elem, GraphBuilder, attr_int, attr_ints};
+use super::layers::{self, SpadeConvs};
+use super::onnx::ModelProto;
+use super::weights::Weights;
+use crate::config::ModelConfig;
+
+/// Initializer name of the normal codebook `[K, D]` in both graphs.
+pub const CODEBOOK_NORMAL: &str = "codebook_normal";
+/// Initializer name of the abnormal codebook `[K, D]` in both graphs.
+pub const CODEBOOK_ABNORMAL: &str = "codebook_abnormal";
+
+/// Graph input: the preprocessed image `[N, 1, S, S]` in [0, 1].
+pub const IMAGE: &str = "image";
+/// Encoder output and decoder input: normal code indices `[N, h, w]` (i64).
+pub const NORMAL_INDICES: &str = "normal_indices";
+/// Encoder output and decoder input: abnormal code indices `[N, h, w]` (i64).
+pub const ABNORMAL_INDICES: &str = "abnormal_indices";
+/// Encoder output: per-position mean over D of (z_a − e_a)², `[N, h, w]`.
+pub const ABNORMAL_DISTANCE: &str = "abnormal_distance";
+/// Encoder output: clamp(1 − mean(abnormal_distance)/m, 0, 1), `[N]`.
+pub const ABNORMALITY: &str = "abnormality";
+/// Decoder output: abnormal-label logits `[N, L, S, S]`.
+pub const SEGMENTATION: &str = "segmentation";
+/// Decoder output: the reconstruction x̂ `[N, 1, S, S]`.
+pub const RECONSTRUCTION: &str = "reconstruction";
+/// Decoder output: the normal-appearing image x̃ `[N, 1, S, S]`.
+pub const NORMAL_APPEARING: &str = "normal_appearing";
+
+/// The sizes the graphs need, checked once against the configuration.
+struct Sizes {
+    s: usize,
+    n: usize,
+    grid: usize,
+    k: usize,
+    d: usize,
+    widths: Vec<usize>,
+    hidden: usize,
+    labels: usize,
+    eps: f64,
+}
+
+impl Sizes {
+    fn of(config: &ModelConfig) -> Result<Self, ExportError> {
+        config
+            .validate()
+            .map_err(|e| ExportError::Config(e.to_string()))?;
+        Ok(Self {
+            s: config.input_size,
+            n: config.downsamples,
+            grid: config.grid_size(),
+            k: config.codebook_size,
+            d: config.code_dim,
+            widths: config.widths.clone(),
+            hidden: config.spade_hidden,
+            labels: config.abnormal_labels,
+            eps: config.bn_eps,
+        })
+    }
+}
+
+/// Builds `encoder.onnx`: image → `normal_indices`, `abnormal_indices`, `abnormal_distance`,
+/// `abnormality`.
+pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelProto, ExportError> {
+    let z = Sizes::of(config)?;
+    let w = &z.widths;
+    let slope = config.leaky_slope as f32;
+    let mut g = GraphBuilder::new("diptych_encoder");
+    let batch_grid = [Dim::Batch, Dim::Fixed(z.grid), Dim::Fixed(z.grid)];
+    let image = g.input(
+        IMAGE,
+        Elem::F32,
+        &[Dim::Batch, Dim::Fixed(1), Dim::Fixed(z.s), Dim::Fixed(z.s)],
+    );
+    let (cb_n, cb_a) = codebooks(&mut g, weights, &z)?;
+
+    let stem = weights.conv_bn(
+        "encoder.stem.conv",
+        "encoder.stem.bn",
+        [w[0], 1, 3, 3],
+        z.eps,
+    )?;
+    let mut h = layers::conv(&mut g, "encoder.stem", &image, &stem, 1, 1);
+    h = layers::leaky_relu(&mut g, &h, slope);
+    for i in 0..z.n {
+        let p = format!("encoder.down{i}");
+        let c = weights.conv_bn(
+            &format!("{p}.conv"),
+            &format!("{p}.bn"),
+            [w[i + 1], w[i], 4, 4],
+            z.eps,
+        )?;
+        h = layers::conv(&mut g, &p, &h, &c, 2, 1);
+        h = layers::leaky_relu(&mut g, &h, slope);
+    }
+    let wn = w[z.n];
+    let mid = weights.conv_bn("encoder.mid.conv", "encoder.mid.bn", [wn, wn, 3, 3], z.eps)?;
+    h = layers::conv(&mut g, "encoder.mid", &h, &mid, 1, 1);
+    h = layers::leaky_relu(&mut g, &h, slope);
+    let head = weights.conv("encoder.head", [2 * z.d, wn, 1, 1])?;
+    let latent = layers::conv(&mut g, "encoder.head", &h, &head, 1, 0);
+    let z_n = layers::slice_channels(&mut g, &latent, 0, z.d);
+    let z_a = layers::slice_channels(&mut g, &latent, z.d, 2 * z.d);
+
+    layers::vq_indices(&mut g, &z_n, &cb_n, NORMAL_INDICES);
+    let idx_a = layers::vq_indices(&mut g, &z_a, &cb_a, ABNORMAL_INDICES);
+    let e_a = layers::gather_codes(&mut g, &cb_a, &idx_a);
+    let diff = g.node("Sub", &[&z_a, &e_a], vec![]);
+    let sq = g.node("Mul", &[&diff, &diff], vec![]);
+    let distance = g.node_into(
+        "ReduceMean",
+        &[&sq],
+        vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
+        ABNORMAL_DISTANCE,
+    );
+    let mean = g.node(
+        "ReduceMean",
+        &[&distance],
+        vec![attr_ints("axes", &[1, 2]), attr_int("keepdims", 0)],
+    );
+    let margin = g.initializer_f32(
+        "abnormality_margin",
+        &[],
+        &[config.abnormality_margin as f32],
+    );
+    let ratio = g.node("Div", &[&mean, &margin], vec![]);
+    let one = g.shared_f32("const.one", &[], &[1.0]);
+    let zero = g.shared_f32("const.zero", &[], &[0.0]);
+    let score = g.node("Sub", &[&one, &ratio], vec![]);
+    g.node_into("Clip", &[&score, &zero, &one], vec![], ABNORMALITY);
+
+    g.output(NORMAL_INDICES, Elem::I64, &batch_grid);
+    g.output(ABNORMAL_INDICES, Elem::I64, &batch_grid);
+    g.output(ABNORMAL_DISTANCE, Elem::F32, &batch_grid);
+    g.output(ABNORMALITY, Elem::F32, &[Dim::Batch]);
+    Ok(g.finish(
+        "diptych encoder: preprocessed image [N,1,S,S] -> normal and abnormal code indices [N,h,w], \
+         per-position abnormal commitment distance [N,h,w], abnormality score [N]",
+    ))
+}
+
+/// Builds `decoder.onnx`: `normal_indices`, `abnormal_indices` → `segmentation`, `reconstruction`,
+/// `normal_appearing`.
+pub fn decoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelProto, ExportError> {
+    let z = Sizes::of(config)?;
+    let mut g = GraphBuilder::new("diptych_decoder");
+    let batch_grid = [Dim::Batch, Dim::Fixed(z.grid), Dim::Fixed(z.grid)];
+    let image_dims = |c| [Dim::Batch, Dim::Fixed(c), Dim::Fixed(z.s), Dim::Fixed(z.s)];
+    let idx_n = g.input(NORMAL_INDICES, Elem::I64, &batch_grid);
+    let idx_a = g.input(ABNORMAL_INDICES, Elem::I64, &batch_grid);
+    let (cb_n, cb_a) = codebooks(&mut g, weights, &z)?;
+    let e_n = layers::gather_codes(&mut g, &cb_n, &idx_n);
+    let e_a = layers::gather_codes(&mut g, &cb_a, &idx_a);
+
+    let logits = seg_decoder(&mut g, weights, &z, &e_a)?;
+    let logits = g.node_into("Identity", &[&logits], vec![], SEGMENTATION);
+    let soft = layers::softmax_channels(&mut g, &logits);
+
+    let image = ImageDecoder::read(weights, &z)?;
+    let recon = image.emit(&mut g, &z, &e_n, &Condition::Map(soft));
+    g.node_into("Identity", &[&recon], vec![], RECONSTRUCTION);
+    let normal = image.emit(&mut g, &z, &e_n, &Condition::Zero);
+    g.node_into("Identity", &[&normal], vec![], NORMAL_APPEARING);
+
+    g.output(SEGMENTATION, Elem::F32, &image_dims(z.labels));
+    g.output(RECONSTRUCTION, Elem::F32, &image_dims(1));
+    g.output(NORMAL_APPEARING, Elem::F32, &image_dims(1));
+    Ok(g.finish(
+        "diptych decoder: normal and abnormal code indices [N,h,w] -> abnormal-label logits \
+         [N,L,S,S], reconstruction x̂ [N,1,S,S], normal-appearing image x̃ [N,1,S,S]",
+    ))
+}
+
+/// Adds both codebooks as initializers and returns their names.
+fn codebooks(
+    g: &mut GraphBuilder,
+    weights: &Weights,
+    z: &Sizes,
+) -> Result<(String, String), ExportError> {
+    let normal = weights.codebook("quantizer_normal.codebook", z.k, z.d)?;
+    let abnormal = weights.codebook("quantizer_abnormal.codebook", z.k, z.d)?;
+    Ok((
+        g.initializer_f32(CODEBOOK_NORMAL, &[z.k, z.d], &normal),
+        g.initializer_f32(CODEBOOK_ABNORMAL, &[z.k, z.d], &abnormal),
+    ))
+}
+
+/// The segmentation decoder on e_a: logits `[N, L, S, S]`.
+fn seg_decoder(
+    g: &mut GraphBuilder,
+    weights: &Weights,
+    z: &Sizes,
+    e_a: &str,
+) -> Result<String, ExportError> {
+    let w = &z.widths;
+    let inp = weights.conv_bn(
+        "seg_decoder.inp.conv",
+        "seg_decoder.inp.bn",
+        [w[z.n], z.d, 3, 3],
+        z.eps,
+    )?;
+    let mut h = layers::conv(g, "seg_decoder.inp", e_a, &inp, 1, 1);
+    h = layers::relu(g, &h);
+    for j in 0..z.n {
+        let p = format!("seg_decoder.up{j}");
+        let c = weights.conv_bn(
+            &format!("{p}.conv"),
+            &format!("{p}.bn"),
+            [w[z.n - j - 1], w[z.n - j], 3, 3],
+            z.eps,
+        )?;
+        h = layers::upsample2(g, &h);
+        h = layers::conv(g, &p, &h, &c, 1, 1);
+        h = layers::relu(g, &h);
+    }
+    let head = weights.conv("seg_decoder.head", [z.labels, w[0], 1, 1])?;
+    Ok(layers::conv(g, "seg_decoder.head", &h, &head, 1, 0))
+}
+
+/// What conditions the image decoder's SPADE layers.
+enum Condition {
+    /// A full-resolution `[N, L, S, S]` map (softmax of the segmentation logits) → x̂.
+    Map(String),
+    /// s = 0 → x̃.
+    Zero,
+}
+
+/// One image-decoder block: a convolution with SPADE's BatchNorm folded in, and SPADE's convs.
+struct SpadeBlock {
+    name: String,
+    conv: super::weights::FoldedConv,
+    spade: SpadeConvs,
+    resolution: usize,
+}
+
+/// The image decoder's weights, read once and emitted twice (for x̂ and x̃).
+struct ImageDecoder {
+    blocks: Vec<SpadeBlock>,
+    head: super::weights::FoldedConv,
+}
+
+impl ImageDecoder {
+    fn read(weights: &Weights, z: &Sizes) -> Result<Self, ExportError> {
+        let w = &z.widths;
+        let mut blocks = Vec::with_capacity(z.n + 1);
+        for j in 0..=z.n {
+            // Block "inp" maps D → w_n at the grid; block up{j} maps w_{n-j} → w_{n-j-1} at 2^(j+1)·grid.
+            let (name, c_in, c_out, resolution) = if j == 0 {
+                ("image_decoder.inp".to_string(), z.d, w[z.n], z.grid)
+            } else {
+                let k = j - 1;
+                (
+                    format!("image_decoder.up{k}"),
+                    w[z.n - k],
+                    w[z.n - k - 1],
+                    z.grid << j,
+                )
+            };
+            let conv = weights.conv_bn(
+                &format!("{name}.conv"),
+                &format!("{name}.spade.bn"),
+                [c_out, c_in, 3, 3],
+                z.eps,
+            )?;
+            let sp = format!("{name}.spade");
+            let shared = weights.conv(&format!("{sp}.shared"), [z.hidden, z.labels, 3, 3])?;
+            let mut gamma_plus_one =
+                weights.conv(&format!("{sp}.gamma"), [c_out, z.hidden, 3, 3])?;
+            gamma_plus_one.shift_bias(1.0);
+            let beta = weights.conv(&format!("{sp}.beta"), [c_out, z.hidden, 3, 3])?;
+            blocks.push(SpadeBlock {
+                name,
+                conv,
+                spade: SpadeConvs {
+                    shared,
+                    gamma_plus_one,
+                    beta,
+                },
+                resolution,
+            });
+        }
+        let head = weights.conv("image_decoder.head", [1, w[0], 3, 3])?;
+        Ok(Self { blocks, head })
+    }
+
+    /// Emits one pass of the decoder on e_n under `condition`; returns the image `[N, 1, S, S]`.
+    /// Both passes use the same weight initializers.
+    fn emit(&self, g: &mut GraphBuilder, z: &Sizes, e_n: &str, condition: &Condition) -> String {
+        let mut h = e_n.to_string();
+        for (j, block) in self.blocks.iter().enumerate() {
+            if j > 0 {
+                h = layers::upsample2(g, &h);
+            }
+            h = layers::conv(g, &block.name, &h, &block.conv, 1, 1);
+            let s = match condition {
+                Condition::Map(s) if block.resolution == z.s => s.clone(),
+                Condition::Map(s) => layers::avg_pool(g, s, z.s / block.resolution),
+                Condition::Zero => layers::zeros_map(g, z.labels, block.resolution),
+            };
+            let spade_name = format!("{}.spade", block.name);
+            h = layers::spade(g, &spade_name, &h, &s, &block.spade);
+            h = layers::relu(g, &h);
+        }
+        h = layers::conv(g, "image_decoder.head", &h, &self.head, 1, 1);
+        layers::sigmoid(g, &h)
+    }
+}

@@ -1,0 +1,189 @@
+//! Export parity: a tiny network with non-trivial random weights is exported, both graphs are run
+//! through ONNX Runtime on fresh phantom slices, and every output is compared with the tch
+//! eval-mode forward pass (issue #2 §5): continuous outputs agree to 1e-4 of their range, code
+//! indices on at least 99.9% of positions. The bundle's manifest must validate, its checksums
+//! match, and the codebooks read back from the ONNX initializers equal the VarStore's.
+
+mod export_fixture;
+
+use diptych::manifest::Manifest;
+use diptych_training::eval::runtime::BundleRunner;
+use diptych_training::export::{BUNDLE_LIMIT_BYTES, DECODER_FILE, ENCODER_FILE, read_initializer};
+use export_fixture::{
+    export_tiny, phantom_batch, phantom_pixels, require_ort, temp_dir, tiny_config, trained_tiny,
+};
+use tch::{Kind, Tensor};
+
+/// Continuous outputs may differ by at most this fraction of the tch output's range.
+const RELATIVE_TOLERANCE: f64 = 1e-4;
+/// Code indices must agree on at least this share of positions.
+const INDEX_AGREEMENT: f64 = 0.999;
+/// Held-out slices compared (phantom seed 2; the train-mode passes used seed 1).
+const SLICES: usize = 24;
+
+fn floats(t: &Tensor) -> Vec<f32> {
+    Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().view([-1])).unwrap()
+}
+
+fn ints(t: &Tensor) -> Vec<i64> {
+    Vec::<i64>::try_from(t.contiguous().view([-1])).unwrap()
+}
+
+/// Max-abs difference between two outputs, relative to the range of the reference (at least
+/// `min_range`, so that an output that is nearly constant is not judged on noise).
+fn relative_error(name: &str, reference: &[f32], onnx: &[f32], min_range: f64) -> f64 {
+    assert_eq!(reference.len(), onnx.len(), "{name}: output sizes differ");
+    let (lo, hi) = reference.iter().fold((f64::MAX, f64::MIN), |(lo, hi), &v| {
+        (lo.min(v as f64), hi.max(v as f64))
+    });
+    let range = (hi - lo).max(min_range);
+    let max_abs = reference
+        .iter()
+        .zip(onnx)
+        .map(|(&a, &b)| (a as f64 - b as f64).abs())
+        .fold(0.0, f64::max);
+    let relative = max_abs / range;
+    eprintln!("parity {name}: max-abs {max_abs:.3e}, range {range:.3e}, relative {relative:.3e}");
+    assert!(
+        relative <= RELATIVE_TOLERANCE,
+        "{name}: ONNX differs from tch by {max_abs:e} = {relative:e} of its range {range:e} \
+         (limit {RELATIVE_TOLERANCE:e})"
+    );
+    relative
+}
+
+fn agreement(name: &str, reference: &[i64], onnx: &[i64]) -> f64 {
+    assert_eq!(reference.len(), onnx.len(), "{name}: output sizes differ");
+    let same = reference.iter().zip(onnx).filter(|(a, b)| a == b).count();
+    let share = same as f64 / reference.len() as f64;
+    eprintln!(
+        "parity {name}: {same}/{} positions agree ({:.4}%)",
+        reference.len(),
+        share * 100.0
+    );
+    assert!(
+        share >= INDEX_AGREEMENT,
+        "{name}: only {same}/{} indices agree (need {INDEX_AGREEMENT})",
+        reference.len()
+    );
+    share
+}
+
+#[test]
+fn onnx_bundle_matches_tch_forward() {
+    require_ort();
+    let config = tiny_config();
+    let (vs, net) = trained_tiny(&config, 11);
+    let dir = temp_dir("export-parity");
+    let exported = export_tiny(&config, &vs, &dir);
+    assert!(exported.bundle_bytes < BUNDLE_LIMIT_BYTES);
+
+    let params = config.preprocess();
+    let x = phantom_batch(2, 0, SLICES, &params);
+    let reference = net.encode(&x);
+    let mut runner = BundleRunner::open(&dir).expect("bundle opens in ONNX Runtime");
+    let encoded = runner
+        .encode(&phantom_pixels(2, 0, SLICES, &params))
+        .expect("encoder runs");
+
+    agreement(
+        "normal_indices",
+        &ints(&reference.idx_n),
+        &encoded.normal_indices,
+    );
+    agreement(
+        "abnormal_indices",
+        &ints(&reference.idx_a),
+        &encoded.abnormal_indices,
+    );
+    let distance = floats(&reference.abnormal_distance);
+    assert!(
+        distance.iter().any(|&d| d > 0.0),
+        "a degenerate test: all distances are zero"
+    );
+    relative_error(
+        "abnormal_distance",
+        &distance,
+        &encoded.abnormal_distance,
+        1e-6,
+    );
+    // The abnormality score is defined on [0, 1]: its range is 1 however little it varies here.
+    let abnormality = floats(&reference.abnormality);
+    assert!(
+        abnormality.iter().any(|&a| a > 0.0 && a < 1.0),
+        "a degenerate test: every abnormality score is clamped ({abnormality:?})"
+    );
+    relative_error("abnormality", &abnormality, &encoded.abnormality, 1.0);
+
+    // Decode the same indices on both sides, so that the decoder is judged on its own.
+    let (idx_n, idx_a) = (ints(&reference.idx_n), ints(&reference.idx_a));
+    let decoded_ref = net.decode(&reference.idx_n, &reference.idx_a);
+    let decoded = runner.decode(&idx_n, &idx_a).expect("decoder runs");
+    relative_error(
+        "segmentation",
+        &floats(&decoded_ref.seg_logits),
+        &decoded.segmentation,
+        1e-6,
+    );
+    relative_error(
+        "reconstruction",
+        &floats(&decoded_ref.recon),
+        &decoded.reconstruction,
+        1e-6,
+    );
+    relative_error(
+        "normal_appearing",
+        &floats(&decoded_ref.normal_appearing),
+        &decoded.normal_appearing,
+        1e-6,
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bundle_manifest_validates_and_codebooks_read_back() {
+    let config = tiny_config();
+    let (vs, _net) = trained_tiny(&config, 12);
+    let dir = temp_dir("export-manifest");
+    let exported = export_tiny(&config, &vs, &dir);
+
+    let manifest = Manifest::load(&dir).expect("the manifest validates and checksums match");
+    assert_eq!(manifest, exported.manifest);
+    assert_eq!(manifest.model_id, "tiny-test");
+    assert_eq!(manifest.opset, 17);
+    assert_eq!((manifest.grid.rows, manifest.grid.cols), (8, 8));
+    assert_eq!((manifest.codebook_size, manifest.code_dim), (16, 4));
+    assert_eq!(manifest.preprocess, config.preprocess());
+    assert_eq!(manifest.abnormality_margin, 4.0);
+    assert_eq!(manifest.abnormal_labels[0], "background");
+    assert_eq!(manifest.training["seed"], 7);
+    assert_eq!(manifest.training["config"]["model"]["input_size"], 32);
+    assert_eq!(manifest.encoder.file, ENCODER_FILE);
+    assert_eq!(manifest.decoder.file, DECODER_FILE);
+    assert_eq!(
+        manifest.encoder.sha256,
+        diptych::manifest::sha256_file(dir.join(ENCODER_FILE)).unwrap()
+    );
+
+    let variables = vs.variables();
+    for (path, name) in [
+        ("quantizer_normal.codebook", &manifest.codebooks.normal),
+        ("quantizer_abnormal.codebook", &manifest.codebooks.abnormal),
+    ] {
+        let expected = floats(&variables[path]);
+        for file in [ENCODER_FILE, DECODER_FILE] {
+            let (dims, values) = read_initializer(&dir.join(file), name).unwrap();
+            assert_eq!(dims, [16, 4], "{file} {name}");
+            assert_eq!(values, expected, "{file} {name} differs from {path}");
+        }
+    }
+
+    // A bundle whose graph was altered after export is refused.
+    let mut bytes = std::fs::read(dir.join(DECODER_FILE)).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(dir.join(DECODER_FILE), bytes).unwrap();
+    let err = Manifest::load(&dir).unwrap_err().to_string();
+    assert!(err.contains("SHA-256"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
