@@ -66,15 +66,16 @@ fn recipe(args: &ExportArgs) -> Result<serde_json::Value, ExportError> {
         return Ok(serde_json::json!({}));
     };
     let value = read_json(&path)?;
+    // Only the file name: the manifest ships, the machine's folders are nobody's business.
+    let file = path
+        .file_name()
+        .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
     Ok(match value {
         serde_json::Value::Object(mut map) => {
-            map.insert(
-                "recipe_file".into(),
-                serde_json::Value::String(path.display().to_string()),
-            );
+            map.insert("recipe_file".into(), serde_json::Value::String(file));
             serde_json::Value::Object(map)
         }
-        other => serde_json::json!({ "recipe": other, "recipe_file": path.display().to_string() }),
+        other => serde_json::json!({ "recipe": other, "recipe_file": file }),
     })
 }
 
