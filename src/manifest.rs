@@ -318,7 +318,7 @@ impl Manifest {
     fn validate_grid(&self) -> Result<(), ManifestError> {
         let size = self.preprocess.input_size;
         for (field, n) in [("grid.rows", self.grid.rows), ("grid.cols", self.grid.cols)] {
-            if n == 0 || size % n != 0 {
+            if n == 0 || !size.is_multiple_of(n) {
                 return Err(invalid(
                     field,
                     format!(
@@ -409,7 +409,9 @@ fn validate_graph(
     if file.is_empty() || !plain || file.contains(['/', '\\']) {
         return Err(invalid(
             file_field,
-            format!("{file:?} must be a plain file name inside the bundle folder, e.g. \"encoder.onnx\""),
+            format!(
+                "{file:?} must be a plain file name inside the bundle folder, e.g. \"encoder.onnx\""
+            ),
         ));
     }
     let sha = graph.sha256.as_str();

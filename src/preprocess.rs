@@ -294,7 +294,11 @@ fn modality_values(frame: &RawFrame) -> Vec<f32> {
     };
     let slope = frame.rescale_slope * sign;
     let intercept = frame.rescale_intercept * sign;
-    frame.pixels.iter().map(|&v| v * slope + intercept).collect()
+    frame
+        .pixels
+        .iter()
+        .map(|&v| v * slope + intercept)
+        .collect()
 }
 
 /// Maps the low/high percentile values to 0/1 and clips; falls back to min/max when the

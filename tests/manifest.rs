@@ -75,7 +75,10 @@ fn written_manifest_loads_back_equal() {
     assert_eq!(loaded.grid.positions(), 256);
 
     let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
-    assert!(text.contains("\n  \"model_id\": \"phantom-v1\""), "pretty JSON");
+    assert!(
+        text.contains("\n  \"model_id\": \"phantom-v1\""),
+        "pretty JSON"
+    );
     let json: serde_json::Value = serde_json::from_str(&text).unwrap();
     assert_eq!(json["grid"]["rows"], 16);
     assert_eq!(json["codebooks"]["normal"], "codebook_normal");
@@ -113,15 +116,23 @@ fn each_invalid_field_is_named() {
         ("code_dim", |m| m.code_dim = 0),
         ("normal_labels", |m| m.normal_labels.clear()),
         ("normal_labels", |m| m.normal_labels[0] = "brain".into()),
-        ("normal_labels", |m| m.normal_labels[2] = "left_cerebrum".into()),
+        ("normal_labels", |m| {
+            m.normal_labels[2] = "left_cerebrum".into()
+        }),
         ("abnormal_labels", |m| m.abnormal_labels.truncate(1)),
         ("abnormal_labels", |m| m.abnormal_labels[1] = " ".into()),
         ("abnormality_margin", |m| m.abnormality_margin = 0.0),
-        ("abnormality_margin", |m| m.abnormality_margin = f32::INFINITY),
+        ("abnormality_margin", |m| {
+            m.abnormality_margin = f32::INFINITY
+        }),
         ("opset", |m| m.opset = 12),
-        ("encoder.file", |m| m.encoder.file = "../encoder.onnx".into()),
+        ("encoder.file", |m| {
+            m.encoder.file = "../encoder.onnx".into()
+        }),
         ("encoder.file", |m| m.encoder.file = String::new()),
-        ("decoder.file", |m| m.decoder.file = "sub/decoder.onnx".into()),
+        ("decoder.file", |m| {
+            m.decoder.file = "sub/decoder.onnx".into()
+        }),
         ("decoder.file", |m| m.decoder.file = "encoder.onnx".into()),
         ("encoder.sha256", |m| m.encoder.sha256 = "abc".into()),
         ("decoder.sha256", |m| m.decoder.sha256 = "z".repeat(64)),
@@ -134,7 +145,10 @@ fn each_invalid_field_is_named() {
         let mut m = good.clone();
         edit(&mut m);
         match m.validate() {
-            Err(ManifestError::Invalid { field: got, problem }) => {
+            Err(ManifestError::Invalid {
+                field: got,
+                problem,
+            }) => {
                 assert_eq!(got, field, "problem: {problem}");
                 let message = ManifestError::Invalid {
                     field: got,
@@ -142,7 +156,10 @@ fn each_invalid_field_is_named() {
                 }
                 .to_string();
                 assert!(message.contains(field), "{message}");
-                assert!(problem.len() > 15, "the problem says how to fix it: {problem}");
+                assert!(
+                    problem.len() > 15,
+                    "the problem says how to fix it: {problem}"
+                );
             }
             other => panic!("editing {field} gave {other:?}"),
         }

@@ -103,7 +103,11 @@ fn labels_nest_and_stay_inside_the_brain() {
     for i in 0..400 {
         let s = g.slice(i);
         let (rows, cols) = (s.rows, s.cols);
-        assert!(s.normal_labels.iter().all(|&l| (l as usize) < NORMAL_LABELS.len()));
+        assert!(
+            s.normal_labels
+                .iter()
+                .all(|&l| (l as usize) < NORMAL_LABELS.len())
+        );
         assert!(
             s.abnormal_labels
                 .iter()
@@ -124,7 +128,10 @@ fn labels_nest_and_stay_inside_the_brain() {
                     continue;
                 }
                 let n = s.normal_labels[k];
-                assert_ne!(n, 0, "slice {i}: abnormal label outside the brain at {r},{c}");
+                assert_ne!(
+                    n, 0,
+                    "slice {i}: abnormal label outside the brain at {r},{c}"
+                );
                 lesion_compartments.insert(compartment(n));
                 // The tumour core (necrosis, enhancing tumour) never touches healthy tissue of
                 // its own compartment: whole tumour ⊃ enhancing ⊃ necrotic core.
@@ -252,7 +259,11 @@ fn anatomy_follows_the_level_from_skull_base_to_vertex() {
         let cerebellum = count(&s, &[3, 4]);
         let ventricles = count(&s, &[5, 6]);
         let cerebrum = count(&s, &[1, 2]);
-        assert!(cerebrum > 0, "slice {i} at level {} has no cerebrum", s.level);
+        assert!(
+            cerebrum > 0,
+            "slice {i} at level {} has no cerebrum",
+            s.level
+        );
         if s.level > 0.35 {
             assert_eq!(cerebellum, 0, "cerebellum at level {}", s.level);
         }
@@ -276,7 +287,10 @@ fn anatomy_follows_the_level_from_skull_base_to_vertex() {
         brain_by_band[band] += cerebrum;
         slices_by_band[band] += 1;
     }
-    assert_eq!(ventricles_mid, mid, "every mid-level slice shows ventricles");
+    assert_eq!(
+        ventricles_mid, mid,
+        "every mid-level slice shows ventricles"
+    );
     let mean = |b: usize| brain_by_band[b] as f64 / slices_by_band[b] as f64;
     assert!(
         mean(1) > 1.5 * mean(0),
@@ -309,7 +323,10 @@ fn both_hemispheres_and_every_abnormal_label_occur() {
     }
     assert!(sides.iter().all(|&n| n > 10_000), "sides {sides:?}");
     assert!(labels[1..].iter().all(|&n| n > 10_000), "labels {labels:?}");
-    assert!(without_necrosis > 20, "{without_necrosis} lesions without necrosis");
+    assert!(
+        without_necrosis > 20,
+        "{without_necrosis} lesions without necrosis"
+    );
 }
 
 #[test]

@@ -44,7 +44,10 @@ fn contact_sheet_is_a_png_grid_of_four_panels_per_slice() {
         .pixels()
         .filter(|p| p[0] as i32 - p[2] as i32 > 90)
         .count();
-    assert!(coloured > 50, "only {coloured} pixels carry a lesion colour");
+    assert!(
+        coloured > 50,
+        "only {coloured} pixels carry a lesion colour"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 
     if std::env::var("DIPTYCH_WRITE_DOCS").as_deref() == Ok("1") {

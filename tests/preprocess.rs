@@ -291,11 +291,19 @@ fn bad_frames_and_parameters_are_refused_with_the_reason() {
         check(frame(2, 3, &[]), &params),
         PreprocessError::PixelCountMismatch { actual: 0, .. }
     ));
-    for (slope, intercept) in [(f32::NAN, 0.0), (f32::INFINITY, 0.0), (0.0, 0.0), (1.0, f32::NAN)] {
+    for (slope, intercept) in [
+        (f32::NAN, 0.0),
+        (f32::INFINITY, 0.0),
+        (0.0, 0.0),
+        (1.0, f32::NAN),
+    ] {
         let mut f = frame(2, 3, &pixels);
         f.rescale_slope = slope;
         f.rescale_intercept = intercept;
-        assert!(matches!(check(f, &params), PreprocessError::BadRescale { .. }));
+        assert!(matches!(
+            check(f, &params),
+            PreprocessError::BadRescale { .. }
+        ));
     }
     let with_nan = [1.0, 2.0, f32::NAN, 4.0, 5.0, 6.0];
     assert!(matches!(

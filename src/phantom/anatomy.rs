@@ -99,7 +99,8 @@ pub(crate) struct Section {
     midline_tilt: f32,
     midline_bend: f32,
     fissure: f32,
-    cerebellum: Option<Outline>,
+    /// The two cerebellar hemispheres (they overlap at the vermis).
+    cerebellum: Option<[Outline; 2]>,
     brainstem: Option<Outline>,
     /// Ventricle capsules per side: `[image right (patient left), image left]`.
     ventricles: [Vec<Capsule>; 2],
@@ -126,7 +127,7 @@ impl Subject {
             ventricle_scale: uniform(rng, 0.75, 1.35),
             ventricle_sides: [1.0 + 0.12 * symmetric(rng), 1.0 + 0.12 * symmetric(rng)],
             cerebellum_top: uniform(rng, 0.24, 0.31),
-            cerebellum_width: uniform(rng, 0.75, 0.88),
+            cerebellum_width: uniform(rng, 0.85, 1.0),
             widest_level: uniform(rng, 0.36, 0.44),
         }
     }
@@ -154,12 +155,18 @@ impl Subject {
             let t = level / self.cerebellum_top;
             let c = (1.0 - t * t).sqrt();
             let k = 0.35 + 0.65 * c;
-            Outline::aligned(
-                Point::new(centre.x, centre.y + bb * (0.38 - 0.08 * t)),
-                ba * self.cerebellum_width * k,
-                bb * 0.60 * k,
-                Wobble::none(),
-            )
+            let half = 0.5 * self.cerebellum_width;
+            [1.0f32, -1.0].map(|s| {
+                Outline::aligned(
+                    Point::new(
+                        centre.x + s * ba * half * 0.92,
+                        centre.y + bb * (0.42 - 0.06 * t),
+                    ),
+                    ba * half * k,
+                    bb * 0.50 * k,
+                    Wobble::none(),
+                )
+            })
         });
         let brainstem = (level < self.cerebellum_top * 0.85).then(|| {
             let t = level / (self.cerebellum_top * 0.85);
@@ -186,13 +193,13 @@ impl Subject {
             // (start, end, r0, r1, lowest level, highest level)
             let parts = [
                 // frontal horn: diverging forwards and outwards (the "butterfly")
-                (pt(0.07, -0.06), pt(0.20, -0.40), 0.095, 0.060, 0.36, 0.64),
+                (pt(0.07, -0.06), pt(0.20, -0.40), 0.120, 0.075, 0.36, 0.64),
                 // body, along the midline
-                (pt(0.07, -0.06), pt(0.15, 0.24), 0.080, 0.075, 0.44, 0.70),
+                (pt(0.07, -0.06), pt(0.15, 0.24), 0.105, 0.095, 0.44, 0.70),
                 // atrium and occipital horn
-                (pt(0.15, 0.22), pt(0.25, 0.50), 0.110, 0.045, 0.34, 0.57),
+                (pt(0.15, 0.22), pt(0.25, 0.50), 0.135, 0.055, 0.34, 0.57),
                 // temporal horn, low and lateral
-                (pt(0.36, -0.08), pt(0.40, 0.12), 0.045, 0.040, 0.27, 0.39),
+                (pt(0.36, -0.08), pt(0.40, 0.12), 0.055, 0.050, 0.27, 0.39),
             ];
             for (p0, p1, r0, r1, lo, hi) in parts {
                 let w = bump(level, lo, hi);
@@ -310,13 +317,9 @@ impl Section {
 
         let offset = self.midline_offset(q);
         let left = offset >= 0.0;
-        if let Some(cb) = &self.cerebellum {
-            let l = cb.level(q);
+        if let Some([right_lobe, left_lobe]) = &self.cerebellum {
+            let l = right_lobe.level(q).min(left_lobe.level(q));
             if l < 1.0 {
-                // The notch between the hemispheres at the back (vermis and cisterna magna).
-                if offset.abs() < 0.02 && q.y > cb.centre.y + 0.45 * cb.b {
-                    return (Tissue::Csf, 0);
-                }
                 let label = if left {
                     label::LEFT_CEREBELLUM
                 } else {

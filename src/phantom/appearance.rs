@@ -176,6 +176,10 @@ impl Rendering {
         let t = t + self.contrast * t * (1.0 - t);
         let v = self.gain * t;
         // Rounds half up; cheaper than `f32::round`, which is a library call on baseline x86-64.
-        if v > 0.0 { (v + 0.5) as u32 as f32 } else { 0.0 }
+        if v > 0.0 {
+            (v + 0.5) as u32 as f32
+        } else {
+            0.0
+        }
     }
 }

@@ -10,7 +10,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::anatomy::{Compartment, Section, Tissue, compartment, label};
-use super::shape::{Outline, Point, Wobble, unit_vector, uniform};
+use super::shape::{Outline, Point, Wobble, uniform, unit_vector};
 
 /// Abnormal label values (see `ABNORMAL_LABELS`).
 pub(crate) mod abnormal {
@@ -113,8 +113,12 @@ impl Lesion {
             (p, self::compartment(normal))
         });
 
-        let room = if cerebellar { 0.5 * ba.min(bb) } else { ba.min(bb) };
-        let edema_radius = (room * uniform(rng, 0.22, 0.48)).max(0.085);
+        let room = if cerebellar {
+            0.5 * ba.min(bb)
+        } else {
+            ba.min(bb)
+        };
+        let edema_radius = (room * uniform(rng, 0.22, 0.48)).max(0.10);
         let core_radius = edema_radius * uniform(rng, 0.38, 0.72);
         let kind = match rng.random::<f32>() {
             u if u < 0.55 => CoreKind::Ring,
@@ -211,8 +215,46 @@ impl Lesion {
         0
     }
 
+    /// The same lesion without mass effect (for tests that measure the mass effect).
+    #[cfg(test)]
+    pub fn without_mass_effect(&self) -> Self {
+        let mut lesion = self.clone();
+        lesion.mass.strength = 0.0;
+        lesion.mass.squeeze = 0.0;
+        lesion
+    }
+
     /// Whether the core is non-enhancing (its NCR/NET label then gets a brighter intensity).
     pub fn non_enhancing(&self) -> bool {
         self.kind == CoreKind::NonEnhancing
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mass_effect_pushes_tissue_outwards_and_fades_with_distance() {
+        let mass = MassEffect {
+            centre: Point::new(0.1, 0.2),
+            r2: 0.01,
+            strength: 0.6,
+            squeeze: 0.5,
+        };
+        let mut previous = 0.0;
+        for step in 1..60 {
+            let r = step as f32 * 0.01;
+            let (q, squeeze) = mass.deform(Point::new(0.1 + r, 0.2));
+            let from = q.x - 0.1;
+            // Tissue shown at distance r came from closer to the lesion, in the same direction,
+            // and the map stays one-to-one (monotone in r).
+            assert!(from > previous && from < r, "r {r}: from {from}");
+            assert!((q.y - 0.2).abs() < 1e-6);
+            assert!((0.5..1.0).contains(&squeeze));
+            previous = from;
+        }
+        let (q, squeeze) = mass.deform(Point::new(5.1, 0.2));
+        assert!((q.x - 5.1).abs() < 0.002 && squeeze > 0.999);
     }
 }

@@ -60,12 +60,7 @@ pub const NORMAL_LABELS: [&str; 7] = [
 ];
 
 /// Names of the abnormal labels; the index is the value in an abnormal label map.
-pub const ABNORMAL_LABELS: [&str; 4] = [
-    "background",
-    "necrotic_core",
-    "edema",
-    "enhancing_tumor",
-];
+pub const ABNORMAL_LABELS: [&str; 4] = ["background", "necrotic_core", "edema", "enhancing_tumor"];
 
 /// Number of consecutive slice indices that belong to one subject.
 pub const SLICES_PER_SUBJECT: u64 = 16;
@@ -180,6 +175,16 @@ fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
     ((sum as f32 + 2.0) / 65536.0 - 2.0) * 1.732_050_8
 }
 
+/// Everything random about one slice except its noise.
+struct Plan {
+    index: u64,
+    subject: u64,
+    level: f32,
+    section: anatomy::Section,
+    lesion: Option<Lesion>,
+    rendering: Rendering,
+}
+
 /// Deterministic, random-access generator of phantom slices.
 #[derive(Debug, Clone)]
 pub struct PhantomGenerator {
@@ -227,24 +232,44 @@ impl PhantomGenerator {
 
     /// Generates slice `index` (the same slice for the same seed, config and index).
     pub fn slice(&self, index: u64) -> PhantomSlice {
-        let PhantomConfig {
-            rows,
-            cols,
-            healthy_fraction,
-            ref appearance,
-        } = self.config;
-        let subject_id = Self::subject_of(index);
+        self.render(&self.plan(index))
+    }
+
+    /// Draws everything random about slice `index` except the noise.
+    fn plan(&self, index: u64) -> Plan {
+        let subject = Self::subject_of(index);
         let level = self.level_of(index);
-        let subject = Subject::sample(&mut stream(self.seed, subject_id, Stream::Subject));
-        let section = subject.section(level);
+        let anatomy = Subject::sample(&mut stream(self.seed, subject, Stream::Subject));
+        let section = anatomy.section(level);
         let healthy = shape::uniform(&mut stream(self.seed, index, Stream::Health), 0.0, 1.0)
-            < healthy_fraction;
+            < self.config.healthy_fraction;
         let lesion = (!healthy)
             .then(|| Lesion::sample(&mut stream(self.seed, index, Stream::Lesion), &section));
         let rendering = Rendering::sample(
-            appearance,
+            &self.config.appearance,
             &mut stream(self.seed, index, Stream::Rendering),
         );
+        Plan {
+            index,
+            subject,
+            level,
+            section,
+            lesion,
+            rendering,
+        }
+    }
+
+    /// Renders a planned slice: labels, the lesion and its twin, bias, noise and blur.
+    fn render(&self, plan: &Plan) -> PhantomSlice {
+        let (rows, cols) = (self.config.rows, self.config.cols);
+        let Plan {
+            index,
+            subject: subject_id,
+            level,
+            ref section,
+            ref lesion,
+            ref rendering,
+        } = *plan;
 
         // Pixel → canonical frame: centre, undo rotation and scale, undo the head's shift.
         let n = rows * cols;
@@ -267,7 +292,7 @@ impl PhantomGenerator {
                     (cos * x + sin * y) * inv_unit - shift_x,
                     (cos * y - sin * x) * inv_unit - shift_y,
                 );
-                let (q, squeeze) = match &lesion {
+                let (q, squeeze) = match lesion {
                     Some(l) => l.mass.deform(p),
                     None => (p, 1.0),
                 };
@@ -276,7 +301,7 @@ impl PhantomGenerator {
                 normal_labels[i] = normal;
                 twin_field[i] = value;
                 in_head[i] = tissue != anatomy::Tissue::Background;
-                if let (Some(l), Some(field)) = (&lesion, &mut lesion_field) {
+                if let (Some(l), Some(field)) = (lesion, &mut lesion_field) {
                     let label = if normal != 0 && compartment(normal) == l.compartment {
                         l.label_at(p)
                     } else {
@@ -362,5 +387,66 @@ fn blur(field: &mut [f32], rows: usize, cols: usize, a: f32) {
             field[r * cols + c] = centre * cur[c] + a * (prev[c] + next);
         }
         std::mem::swap(&mut prev, &mut cur);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Mean distance (pixels) from `centre` to the pixels with one of `labels`, and their count.
+    fn spread(slice: &PhantomSlice, labels: &[u8], centre: (f32, f32)) -> (f32, usize) {
+        let (mut sum, mut n) = (0.0, 0);
+        for (k, l) in slice.normal_labels.iter().enumerate() {
+            if labels.contains(l) {
+                let (r, c) = ((k / slice.cols) as f32, (k % slice.cols) as f32);
+                sum += ((r - centre.0).powi(2) + (c - centre.1).powi(2)).sqrt();
+                n += 1;
+            }
+        }
+        (sum / n.max(1) as f32, n)
+    }
+
+    #[test]
+    fn mass_effect_pushes_the_ventricles_away_from_the_lesion() {
+        let generator = PhantomGenerator::new(
+            21,
+            PhantomConfig {
+                healthy_fraction: 0.0,
+                appearance: Appearance::fixed(),
+                ..PhantomConfig::default()
+            },
+        );
+        let mut checked = 0;
+        for index in 0..400 {
+            let plan = generator.plan(index);
+            if !(0.45..0.62).contains(&plan.level) {
+                continue;
+            }
+            let with = generator.render(&plan);
+            let without = generator.render(&Plan {
+                lesion: plan.lesion.as_ref().map(Lesion::without_mass_effect),
+                ..generator.plan(index)
+            });
+            // Lesion centroid in pixels.
+            let (mut rs, mut cs, mut n) = (0.0, 0.0, 0.0);
+            for (k, &a) in with.abnormal_labels.iter().enumerate() {
+                if a != 0 {
+                    rs += (k / with.cols) as f32;
+                    cs += (k % with.cols) as f32;
+                    n += 1.0;
+                }
+            }
+            let centre = (rs / n, cs / n);
+            let (far, count) = spread(&with, &[5, 6], centre);
+            let (near, _) = spread(&without, &[5, 6], centre);
+            assert!(
+                far > near,
+                "slice {index}: ventricles at {far:.1} px with mass effect, {near:.1} without"
+            );
+            assert!(count > 0, "slice {index}: the ventricles vanished");
+            checked += 1;
+        }
+        assert!(checked >= 10, "only {checked} mid-level slices");
     }
 }
