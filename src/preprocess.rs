@@ -11,7 +11,9 @@
 //!    shrinks, bilinear interpolation where it grows, the content centred with zero padding.
 //!
 //! [`place_labels`] puts a label map through the same geometry (nearest neighbour), so that labels
-//! stay aligned with the pre-processed image.
+//! stay aligned with the pre-processed image. [`preprocess_with_window`] renders a companion frame
+//! (a healthy twin, a reconstruction) with another frame's normalisation [`window`], so that the
+//! two can be compared on one intensity scale.
 //!
 //! ```
 //! use diptych::preprocess::{preprocess, Photometric, PreprocessParams, RawFrame};
@@ -184,12 +186,49 @@ pub enum PreprocessError {
     },
 }
 
+/// The intensity window of a frame: the values (after the modality LUT and MONOCHROME1
+/// inversion, which negates) that map to 0 and to 1.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Value mapped to 0 (the low percentile).
+    pub low: f32,
+    /// Value mapped to 1 (the high percentile).
+    pub high: f32,
+}
+
 /// Applies the image contract to one frame: modality LUT, MONOCHROME1 inversion, robust
 /// normalisation to [0, 1], aspect-preserving resize and centred zero padding.
 pub fn preprocess(
     frame: &RawFrame,
     params: &PreprocessParams,
 ) -> Result<Preprocessed, PreprocessError> {
+    check(frame, params)?;
+    let values = modality_values(frame);
+    let window = window_of(&values, params);
+    Ok(finish(values, frame, params, &window))
+}
+
+/// The normalisation window that [`preprocess`] uses for `frame`.
+pub fn window(frame: &RawFrame, params: &PreprocessParams) -> Result<Window, PreprocessError> {
+    check(frame, params)?;
+    Ok(window_of(&modality_values(frame), params))
+}
+
+/// [`preprocess`] with a given normalisation window instead of the frame's own percentiles:
+/// renders a companion frame (a healthy twin, a reconstruction) on the same intensity scale as
+/// the frame whose [`window`] it is given. `preprocess_with_window(f, p, &window(f, p)?)` equals
+/// `preprocess(f, p)` bit for bit.
+pub fn preprocess_with_window(
+    frame: &RawFrame,
+    params: &PreprocessParams,
+    window: &Window,
+) -> Result<Preprocessed, PreprocessError> {
+    check(frame, params)?;
+    Ok(finish(modality_values(frame), frame, params, window))
+}
+
+/// Refuses frames and parameters that the contract cannot handle.
+fn check(frame: &RawFrame, params: &PreprocessParams) -> Result<(), PreprocessError> {
     params.validate()?;
     let RawFrame { rows, cols, .. } = *frame;
     if rows == 0 || cols == 0 {
@@ -216,16 +255,30 @@ pub fn preprocess(
     {
         return Err(PreprocessError::NonFinitePixel { index, value });
     }
+    Ok(())
+}
 
-    let values = modality_values(frame);
-    let normalised = normalise(values, params.low_percentile, params.high_percentile);
-    let placement = placement_for(rows, cols, params.input_size);
-    let pixels = resize_into(&normalised, rows, cols, &placement, params.input_size);
-    Ok(Preprocessed {
+/// Normalises `values` with `window`, then resizes and pads them.
+fn finish(
+    mut values: Vec<f32>,
+    frame: &RawFrame,
+    params: &PreprocessParams,
+    window: &Window,
+) -> Preprocessed {
+    apply_window(&mut values, window);
+    let placement = placement_for(frame.rows, frame.cols, params.input_size);
+    let pixels = resize_into(
+        &values,
+        frame.rows,
+        frame.cols,
+        &placement,
+        params.input_size,
+    );
+    Preprocessed {
         size: params.input_size,
         pixels,
         placement,
-    })
+    }
 }
 
 /// Places a label map of `rows × cols` into the `size × size` model grid with the same geometry
@@ -301,34 +354,35 @@ fn modality_values(frame: &RawFrame) -> Vec<f32> {
         .collect()
 }
 
-/// Maps the low/high percentile values to 0/1 and clips; falls back to min/max when the
-/// percentiles coincide, and to all zeros for a constant frame.
-fn normalise(mut values: Vec<f32>, low_pct: f32, high_pct: f32) -> Vec<f32> {
-    let mut scratch = values.clone();
-    let (mut lo, mut hi) = percentile_pair(&mut scratch, low_pct, high_pct);
-    if hi <= lo {
-        lo = values.iter().copied().fold(f32::INFINITY, f32::min);
-        hi = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+/// The low/high percentile values; falls back to min/max when the percentiles coincide.
+fn window_of(values: &[f32], params: &PreprocessParams) -> Window {
+    let mut scratch = values.to_vec();
+    let high = percentile(&mut scratch, params.high_percentile);
+    let low = percentile(&mut scratch, params.low_percentile);
+    if high > low {
+        return Window { low, high };
     }
-    let span = hi - lo;
+    Window {
+        low: values.iter().copied().fold(f32::INFINITY, f32::min),
+        high: values.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+    }
+}
+
+/// Maps `window.low`/`window.high` to 0/1 and clips; an empty window makes everything 0.
+fn apply_window(values: &mut [f32], window: &Window) {
+    let span = window.high - window.low;
     if span.is_finite() && span > 0.0 {
         let inv = 1.0 / span;
-        for v in &mut values {
-            *v = ((*v - lo) * inv).clamp(0.0, 1.0);
+        for v in values {
+            *v = ((*v - window.low) * inv).clamp(0.0, 1.0);
         }
     } else {
         values.fill(0.0);
     }
-    values
 }
 
-/// Percentiles (linear interpolation between order statistics) of `values`, which it reorders.
-fn percentile_pair(values: &mut [f32], low_pct: f32, high_pct: f32) -> (f32, f32) {
-    let hi = percentile(values, high_pct);
-    let lo = percentile(values, low_pct);
-    (lo, hi)
-}
-
+/// The `pct` percentile (linear interpolation between order statistics) of `values`, which it
+/// reorders.
 fn percentile(values: &mut [f32], pct: f32) -> f32 {
     let n = values.len();
     let pos = (pct as f64 / 100.0) * (n - 1) as f64;

@@ -6,7 +6,7 @@ use std::time::Instant;
 use diptych::phantom::{
     ABNORMAL_LABELS, Appearance, NORMAL_LABELS, PhantomConfig, PhantomGenerator, PhantomSlice,
 };
-use diptych::preprocess::{PreprocessParams, place_labels, preprocess};
+use diptych::preprocess::{PreprocessParams, place_labels, preprocess, window};
 
 const NECROTIC: u8 = 1;
 const EDEMA: u8 = 2;
@@ -415,4 +415,27 @@ fn generation_is_fast_enough_for_training() {
         // Target ~2 ms on one core; the bound leaves room for a busy shared machine.
         assert!(per_slice < 15.0, "{per_slice:.2} ms per slice");
     }
+}
+
+#[test]
+fn image_and_twin_share_one_normalisation_window() {
+    // Scalp fat, not the lesion, sets the high percentile, so the plain pre-processing of a
+    // slice and of its twin are on the same intensity scale.
+    let g = generator(14);
+    let params = PreprocessParams::default();
+    let (mut diseased, mut same) = (0, 0);
+    for i in 0..300 {
+        let s = g.slice(i);
+        if !s.has_lesion {
+            continue;
+        }
+        diseased += 1;
+        let image = window(&s.raw_frame(), &params).unwrap();
+        let twin = window(&s.twin_frame(), &params).unwrap();
+        same += usize::from(image == twin);
+    }
+    assert!(
+        same * 100 >= diseased * 99,
+        "{same} of {diseased} windows agree"
+    );
 }

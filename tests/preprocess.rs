@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use diptych::preprocess::{
     Photometric, PreprocessError, PreprocessParams, RawFrame, place_labels, placement_for,
-    preprocess,
+    preprocess, preprocess_with_window, window,
 };
 
 fn frame(rows: usize, cols: usize, pixels: &[f32]) -> RawFrame<'_> {
@@ -365,4 +365,42 @@ fn output_is_in_unit_range_and_fast() {
         // Target well under 1 ms; the bound leaves room for a busy shared machine.
         assert!(ms < 3.0, "{ms:.3} ms per frame");
     }
+}
+
+#[test]
+fn a_companion_frame_can_share_the_window_of_its_image() {
+    let image: Vec<f32> = (0..100).map(|v| v as f32).collect();
+    // The companion lacks the bright end of the image.
+    let twin: Vec<f32> = (0..100).map(|v| (v as f32).min(50.0)).collect();
+    let params = PreprocessParams {
+        input_size: 10,
+        ..PreprocessParams::default()
+    };
+    let f = frame(10, 10, &image);
+    let w = window(&f, &params).unwrap();
+    assert!(
+        (w.low - 0.495).abs() < 1e-4 && (w.high - 98.505).abs() < 1e-3,
+        "{w:?}"
+    );
+    let own = preprocess(&f, &params).unwrap();
+    let shared = preprocess_with_window(&f, &params, &w).unwrap();
+    assert_eq!(own, shared, "the same window gives the same pixels");
+
+    let t = frame(10, 10, &twin);
+    let twin_own = preprocess(&t, &params).unwrap();
+    let twin_shared = preprocess_with_window(&t, &params, &w).unwrap();
+    // On its own the twin stretches 50 to 1; on the image's scale 50 stays mid-grey, as in the
+    // image.
+    assert!(twin_own.pixels[99] > 0.999_99);
+    assert!((twin_shared.pixels[99] - own.pixels[50]).abs() < 1e-6);
+    assert_eq!(&twin_shared.pixels[..50], &own.pixels[..50]);
+
+    let mut inverted = frame(10, 10, &image);
+    inverted.photometric = Photometric::Monochrome1;
+    let w = window(&inverted, &params).unwrap();
+    assert!(
+        w.high < 0.0,
+        "MONOCHROME1 windows are on negated values: {w:?}"
+    );
+    assert!(window(&frame(0, 10, &[]), &params).is_err());
 }

@@ -41,8 +41,8 @@ impl Default for Appearance {
         Self {
             intensity_jitter: 0.08,
             bias_amplitude: 0.15,
-            noise_min: 0.004,
-            noise_max: 0.012,
+            noise_min: 0.005,
+            noise_max: 0.016,
             blur_max: 0.8,
             contrast: 0.25,
             rotation_degrees: 10.0,
@@ -72,7 +72,7 @@ impl Appearance {
 /// Nominal T1-weighted, Gd-enhanced intensities relative to white matter, by [`Tissue`].
 const TISSUE_INTENSITY: [f32; TISSUES] = [
     0.0,  // background
-    1.15, // scalp (fat is bright in T1)
+    2.2,  // scalp (fat is the brightest tissue in T1, brighter than enhancement)
     0.12, // bone
     0.28, // CSF
     0.78, // grey matter
@@ -89,8 +89,11 @@ const LESION_INTENSITY: [f32; 4] = [0.0, 0.35, 0.62, 1.60];
 /// Nominal intensity of a non-enhancing tumour core (labelled NCR/NET).
 const NON_ENHANCING_INTENSITY: f32 = 0.52;
 
-/// Stored value of white matter at nominal gain, before the contrast curve: `0.5 · GAIN`.
+/// Stored value of intensity 1 / [`SCALE`] at nominal gain (before the contrast curve).
 const GAIN: f32 = 3000.0;
+
+/// Intensity to contrast-curve input: white matter (1) at 0.4, scalp fat (2.2) at 0.88.
+const SCALE: f32 = 0.4;
 
 /// One draw of the appearance: everything needed to render one slice and its twin.
 #[derive(Debug, Clone, PartialEq)]
@@ -172,7 +175,7 @@ impl Rendering {
     /// normal noise sample (0 outside the head).
     #[inline]
     pub fn stored(&self, value: f32, bias: f32, noise: f32) -> f32 {
-        let t = 0.5 * (value * bias + self.noise * noise);
+        let t = SCALE * (value * bias + self.noise * noise);
         let t = t + self.contrast * t * (1.0 - t);
         let v = self.gain * t;
         // Rounds half up; cheaper than `f32::round`, which is a library call on baseline x86-64.
