@@ -80,7 +80,7 @@ impl ModelConfig {
                 self.downsamples + 1
             ));
         }
-        if self.input_size % (1 << self.downsamples) != 0 || self.grid_size() == 0 {
+        if !self.input_size.is_multiple_of(1 << self.downsamples) || self.grid_size() == 0 {
             return bad(format!(
                 "model.input_size {} is not divisible by 2^downsamples = {}",
                 self.input_size,

@@ -54,11 +54,13 @@ impl DeviceChoice {
     }
 }
 
-/// Sets libtorch's intra-op thread count to the number of cores this process may use.
-pub fn use_all_cores() -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    tch::set_num_threads(cores as i32);
-    cores
+/// Sets libtorch's intra-op thread count: `threads` when given, else every core this process
+/// may use. Returns the count set.
+pub fn set_torch_threads(threads: Option<usize>) -> usize {
+    let cores =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    tch::set_num_threads(cores.max(1) as i32);
+    cores.max(1)
 }
 
 #[cfg(test)]

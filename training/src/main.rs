@@ -7,8 +7,8 @@ use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use diptych::phantom::{PhantomConfig, PhantomGenerator, SLICES_PER_SUBJECT};
 use diptych_training::config::TrainConfig;
-use diptych_training::device::{DeviceChoice, use_all_cores};
-use diptych_training::trainer::{TrainOptions, train};
+use diptych_training::device::{DeviceChoice, set_torch_threads};
+use diptych_training::trainer::{TrainOptions, bench, train};
 
 /// Train and ship the diptych network.
 #[derive(Debug, Parser)]
@@ -24,6 +24,8 @@ enum Command {
     Train(TrainArgs),
     /// Write a PNG contact sheet of phantom slices with their label overlays.
     PhantomSheet(SheetArgs),
+    /// Time data generation and the training step of a config on this machine.
+    Bench(BenchArgs),
     /// Export a checkpoint as a model bundle (encoder.onnx, decoder.onnx, manifest.json).
     Export(diptych_training::export::command::ExportArgs),
     /// Score a model bundle through ONNX Runtime on held-out phantom slices.
@@ -53,6 +55,9 @@ struct TrainArgs {
     /// cpu, cuda or auto (CUDA when available).
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
+    /// libtorch threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
     /// Continue from <out>/last.ot, last.adam.ot and last.json.
     #[arg(long)]
     resume: bool,
@@ -62,6 +67,25 @@ struct TrainArgs {
     /// No progress bar (for logs).
     #[arg(long)]
     quiet: bool,
+}
+
+#[derive(Debug, Args)]
+struct BenchArgs {
+    /// The training config (TOML).
+    #[arg(long)]
+    config: PathBuf,
+    /// Training steps to time (after 2 warm-up steps).
+    #[arg(long, default_value_t = 10)]
+    steps: usize,
+    /// Override schedule.batch_size.
+    #[arg(long)]
+    batch: Option<usize>,
+    /// cpu, cuda or auto.
+    #[arg(long, default_value = "auto")]
+    device: DeviceChoice,
+    /// libtorch threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -85,7 +109,7 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     s.learning_rate = args.lr.unwrap_or(s.learning_rate);
     s.seed = args.seed.unwrap_or(s.seed);
     let device = args.device.resolve()?;
-    let cores = use_all_cores();
+    let cores = set_torch_threads(args.threads);
     eprintln!(
         "diptych-train: {} steps, batch {}, device {device:?}, {cores} torch threads, out {}",
         config.schedule.steps,
@@ -120,11 +144,33 @@ fn run_sheet(args: &SheetArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_bench(args: &BenchArgs) -> Result<()> {
+    let mut config = TrainConfig::load(&args.config)?;
+    config.schedule.batch_size = args.batch.unwrap_or(config.schedule.batch_size);
+    let device = args.device.resolve()?;
+    let cores = set_torch_threads(args.threads);
+    let timing = bench(&config, device, args.steps)?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "device": format!("{device:?}"),
+            "torch_threads": cores,
+            "batch_size": config.schedule.batch_size,
+            "seconds_per_sample": timing.seconds_per_sample,
+            "seconds_per_step": timing.seconds_per_step,
+            "cpu_seconds_per_step": timing.cpu_seconds_per_step,
+            "parameters": timing.parameters,
+        })
+    );
+    Ok(())
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match &cli.command {
         Command::Train(args) => run_train(args),
         Command::PhantomSheet(args) => run_sheet(args),
+        Command::Bench(args) => run_bench(args),
         Command::Export(args) => {
             use diptych_training::export::command;
             let exported = command::run(args).context("export failed")?;

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use tch::{Device, Kind, Tensor};
+use tch::{Device, Tensor};
 
 use super::{Augmenter, Sample, SliceSource};
 use crate::losses::Targets;
@@ -171,6 +171,7 @@ impl Iterator for Batcher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tch::Kind;
 
     /// A source whose every pixel holds its index, to trace ordering.
     struct Numbered;

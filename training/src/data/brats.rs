@@ -244,7 +244,7 @@ mod tests {
                     if d2 < 144.0 {
                         image[[x, y, z]] = 100.0 + x as f32;
                     }
-                    if (2..4).contains(&z) && x >= 18 && y >= 20 && y < 24 {
+                    if (2..4).contains(&z) && x >= 18 && (20..24).contains(&y) {
                         seg[[x, y, z]] = match x {
                             18 | 19 => 2,
                             20 | 21 => 1,

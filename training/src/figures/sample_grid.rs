@@ -11,6 +11,9 @@ use super::{FigureError, font::text_available};
 /// Overlay colours of the abnormal labels 1 NCR/NET (red), 2 edema (yellow), 3 enhancing (blue).
 const LABEL_COLOURS: [[u8; 3]; 4] = [[0, 0, 0], [230, 50, 50], [250, 210, 40], [60, 120, 255]];
 const GAP: u32 = 4;
+
+/// Colour of pixel i of one tile.
+type TilePixel<'a> = Box<dyn Fn(usize) -> [u8; 3] + 'a>;
 const HEADER: u32 = 24;
 
 /// One row of the grid; all images S×S row-major in [0,1], labels 0..3.
@@ -66,7 +69,7 @@ pub fn write_sample_grid(rows: &[GridRow], path: &Path) -> Result<(), FigureErro
     let mut canvas = RgbImage::from_pixel(width, height, Rgb([255, 255, 255]));
     for (r, row) in rows.iter().enumerate() {
         let y0 = header + GAP + r as u32 * (tile + GAP);
-        let tiles: [Option<Box<dyn Fn(usize) -> [u8; 3] + '_>>; 6] = [
+        let tiles: [Option<TilePixel>; 6] = [
             Some(Box::new(|i| grey(row.input[i]))),
             Some(Box::new(|i| grey(row.recon[i]))),
             Some(Box::new(|i| grey(row.normal_appearing[i]))),
@@ -74,7 +77,7 @@ pub fn write_sample_grid(rows: &[GridRow], path: &Path) -> Result<(), FigureErro
             Some(Box::new(|i| overlay(row.input[i], row.truth[i]))),
             row.twin
                 .as_ref()
-                .map(|t| Box::new(move |i: usize| grey(t[i])) as Box<dyn Fn(usize) -> [u8; 3]>),
+                .map(|t| Box::new(move |i: usize| grey(t[i])) as TilePixel),
         ];
         for (c, pixel) in tiles.iter().take(columns as usize).enumerate() {
             let x0 = GAP + c as u32 * (tile + GAP);

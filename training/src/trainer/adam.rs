@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tch::{Kind, Tensor, nn::VarStore};
+use tch::{Tensor, nn::VarStore};
 
 /// Adam (Kingma & Ba 2015) over the trainable variables of a VarStore, without weight decay.
 #[derive(Debug)]
@@ -135,7 +135,7 @@ impl Adam {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tch::{Device, nn};
+    use tch::{Device, Kind, nn};
 
     #[test]
     fn minimises_a_quadratic_and_restores_its_state() {

@@ -5,6 +5,7 @@
 //! at each figure step), `loss-curve.png`, `samples.png`, and `summary.json` at the end.
 
 mod adam;
+mod bench;
 pub mod checkpoint;
 mod schedule;
 mod validation;
@@ -19,6 +20,7 @@ use serde::Serialize;
 use tch::{Device, nn::VarStore};
 
 pub use adam::Adam;
+pub use bench::{Timing, bench};
 pub use checkpoint::{CheckpointInfo, CheckpointPaths};
 pub use schedule::learning_rate;
 pub use validation::{Validation, ValidationSet, auc};
