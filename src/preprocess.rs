@@ -356,9 +356,20 @@ fn modality_values(frame: &RawFrame) -> Vec<f32> {
 
 /// The low/high percentile values; falls back to min/max when the percentiles coincide.
 fn window_of(values: &[f32], params: &PreprocessParams) -> Window {
-    let mut scratch = values.to_vec();
-    let high = percentile(&mut scratch, params.high_percentile);
-    let low = percentile(&mut scratch, params.low_percentile);
+    let (lo_rank, lo_frac) = rank(values.len(), params.low_percentile);
+    let (hi_rank, hi_frac) = rank(values.len(), params.high_percentile);
+    let last = values.len() - 1;
+    let [lo_a, lo_b, hi_a, hi_b] = order_statistics(
+        values,
+        [
+            lo_rank,
+            (lo_rank + 1).min(last),
+            hi_rank,
+            (hi_rank + 1).min(last),
+        ],
+    );
+    let low = interpolate(lo_a, lo_b, lo_frac);
+    let high = interpolate(hi_a, hi_b, hi_frac);
     if high > low {
         return Window { low, high };
     }
@@ -381,20 +392,84 @@ fn apply_window(values: &mut [f32], window: &Window) {
     }
 }
 
-/// The `pct` percentile (linear interpolation between order statistics) of `values`, which it
-/// reorders.
-fn percentile(values: &mut [f32], pct: f32) -> f32 {
-    let n = values.len();
+/// The percentile `pct` of `n` values as a rank and a fraction towards the next rank (linear
+/// interpolation between order statistics).
+fn rank(n: usize, pct: f32) -> (usize, f32) {
     let pos = (pct as f64 / 100.0) * (n - 1) as f64;
     let k = (pos.floor() as usize).min(n - 1);
-    let frac = (pos - k as f64) as f32;
-    let (_, &mut at_k, right) = values.select_nth_unstable_by(k, f32::total_cmp);
-    if frac > 0.0 && !right.is_empty() {
-        let next = right.iter().copied().fold(f32::INFINITY, f32::min);
+    (k, (pos - k as f64) as f32)
+}
+
+fn interpolate(at_k: f32, next: f32, frac: f32) -> f32 {
+    if frac > 0.0 {
         at_k + (next - at_k) * frac
     } else {
         at_k
     }
+}
+
+/// Number of histogram bins that narrow down an order statistic before the exact selection.
+const BINS: usize = 4096;
+
+/// The exact order statistics of `values` at `ranks` (0 = smallest), in O(n): a histogram over
+/// [min, max] finds the bin that holds each rank (bins are monotone in value), and only that
+/// bin's values are searched. Equals indexing a sorted copy, bit for bit.
+fn order_statistics<const N: usize>(values: &[f32], ranks: [usize; N]) -> [f32; N] {
+    const { assert!(N < 255, "bin slots are u8") };
+    let (min, max) = values
+        .iter()
+        .fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| {
+            (lo.min(v), hi.max(v))
+        });
+    if max <= min {
+        return [min; N];
+    }
+    let scale = (BINS - 1) as f32 / (max - min);
+    if !scale.is_finite() {
+        // A span too small for f32 bins: sort (rare, and exact all the same).
+        let mut sorted = values.to_vec();
+        sorted.sort_unstable_by(f32::total_cmp);
+        return ranks.map(|k| sorted[k]);
+    }
+    // Rounding is monotone, so bins are ordered like the values they hold.
+    let bins: Vec<u16> = values
+        .iter()
+        .map(|&v| (((v - min) * scale) as u32).min(BINS as u32 - 1) as u16)
+        .collect();
+    let mut counts = vec![0usize; BINS];
+    for &b in &bins {
+        counts[b as usize] += 1;
+    }
+    // The bin of each rank, and the number of values below that bin.
+    let located = ranks.map(|wanted| {
+        let (mut b, mut below) = (0, 0);
+        while below + counts[b] <= wanted {
+            below += counts[b];
+            b += 1;
+        }
+        (b as u16, below)
+    });
+    // One pass gathers the members of every bin needed; `slot[b]` is 1 + the index of the rank
+    // whose member list collects bin `b` (0: not needed).
+    let mut slot = vec![0u8; BINS];
+    for (i, &(b, _)) in located.iter().enumerate().rev() {
+        slot[b as usize] = i as u8 + 1;
+    }
+    let mut members: [Vec<f32>; N] = std::array::from_fn(|_| Vec::new());
+    for (&v, &b) in values.iter().zip(&bins) {
+        let s = slot[b as usize];
+        if s != 0 {
+            members[s as usize - 1].push(v);
+        }
+    }
+    let mut result = [0f32; N];
+    for i in 0..N {
+        let (b, below) = located[i];
+        let set = &mut members[slot[b as usize] as usize - 1];
+        let (_, &mut at, _) = set.select_nth_unstable_by(ranks[i] - below, f32::total_cmp);
+        result[i] = at;
+    }
+    result
 }
 
 /// Per-axis resampling weights: for each output index, the source indices and weights.
@@ -488,4 +563,46 @@ fn resize_into(
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    #[test]
+    fn order_statistics_equal_a_sorted_copy() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for case in 0..200 {
+            let n = 1 + case * 7;
+            let values: Vec<f32> = (0..n)
+                .map(|i| match case % 4 {
+                    // MR-like: many exact zeros, a spread of tissue values, rare outliers.
+                    0 if i % 2 == 0 => 0.0,
+                    1 => (rng.random::<f32>() * 5.0).floor() - 2.0,
+                    2 => rng.random::<f32>() * 1e-30,
+                    _ => rng.random::<f32>() * 4000.0 - if i % 97 == 0 { 1e6 } else { 0.0 },
+                })
+                .collect();
+            let mut sorted = values.clone();
+            sorted.sort_by(f32::total_cmp);
+            let ranks = [0, n / 200, n / 2, n - 1 - n / 200, n - 1];
+            let got = order_statistics(&values, ranks);
+            for (k, v) in ranks.iter().zip(got) {
+                assert_eq!(v.to_bits(), sorted[*k].to_bits(), "case {case} rank {k}");
+            }
+        }
+    }
+
+    #[test]
+    fn resampling_weights_sum_to_one() {
+        for (input, output) in [(192, 128), (160, 107), (7, 3), (2, 9), (5, 5), (1, 4)] {
+            let w = AxisWeights::new(input, output);
+            for o in 0..output {
+                let sum: f32 = w.taps(o).iter().map(|t| t.1).sum();
+                assert!((sum - 1.0).abs() < 1e-5, "{input}→{output} at {o}: {sum}");
+                assert!(w.taps(o).iter().all(|&(i, _)| i < input));
+            }
+        }
+    }
 }
