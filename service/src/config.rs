@@ -1,0 +1,476 @@
+//! Configuration of `diptych serve`: defaults, then a TOML file, then `DIPTYCH_*` environment
+//! variables, then command-line flags — each later source overriding the earlier ones.
+//!
+//! ```toml
+//! data_dir = "data"
+//! model = "models/phantom-v1"
+//!
+//! [grpc]
+//! addr = "0.0.0.0:50051"
+//! max_message_bytes = 67108864
+//!
+//! [encoder]
+//! execution_provider = "auto"      # auto | cuda | cpu
+//! ort_library = "/opt/onnxruntime/libonnxruntime.so.1.31.0"
+//! sessions = 1                     # ONNX Runtime sessions per graph
+//! intra_threads = 0                # threads per session; 0 = cores / sessions
+//! max_batch = 32
+//! max_queue_delay_ms = 2
+//! queue_capacity = 1024
+//!
+//! [images]
+//! max_pixels = 134217728           # rows × columns × frames per DICOM instance
+//! max_inflated_bytes = 536870912   # a deflated data set, once inflated
+//! ```
+//!
+//! Environment variables: `DIPTYCH_CONFIG`, `DIPTYCH_DATA_DIR`, `DIPTYCH_MODEL`,
+//! `DIPTYCH_GRPC_ADDR`, `DIPTYCH_EXECUTION_PROVIDER`, `DIPTYCH_ORT_LIBRARY`,
+//! `DIPTYCH_MAX_BATCH`, `DIPTYCH_SESSIONS`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use diptych_dicom_adapter::Limits;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+/// Everything `diptych serve` can be configured with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Folder for the service's data (store and catalog, from #3 on); created if missing.
+    pub data_dir: PathBuf,
+    /// The model bundle folder.
+    pub model: PathBuf,
+    /// The gRPC server.
+    pub grpc: GrpcConfig,
+    /// ONNX Runtime and dynamic batching.
+    pub encoder: EncoderConfig,
+    /// Bounds on the DICOM instances and raw images accepted.
+    pub images: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("data"),
+            model: PathBuf::from("models/phantom-v1"),
+            grpc: GrpcConfig::default(),
+            encoder: EncoderConfig::default(),
+            images: Limits::default(),
+        }
+    }
+}
+
+/// The gRPC server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcConfig {
+    /// Address to listen on, HOST:PORT.
+    pub addr: SocketAddr,
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+}
+
+impl Default for GrpcConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
+            max_message_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Which ONNX Runtime execution provider runs the graphs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutionProvider {
+    /// CUDA when it registers, otherwise CPU.
+    Auto,
+    /// CUDA, or fail at start-up.
+    Cuda,
+    /// CPU only.
+    Cpu,
+}
+
+impl FromStr for ExecutionProvider {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Self::Auto),
+            "cuda" => Ok(Self::Cuda),
+            "cpu" => Ok(Self::Cpu),
+            other => Err(format!(
+                "{other:?} is not an execution provider; use auto, cuda or cpu"
+            )),
+        }
+    }
+}
+
+/// ONNX Runtime sessions and the dynamic batcher in front of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// auto, cuda or cpu.
+    pub execution_provider: ExecutionProvider,
+    /// Path of libonnxruntime; when absent, `ORT_DYLIB_PATH`, then the project cache.
+    pub ort_library: Option<PathBuf>,
+    /// ONNX Runtime sessions per graph (each runs one batch at a time).
+    pub sessions: usize,
+    /// Threads per session; 0 shares the machine's cores among the sessions.
+    pub intra_threads: usize,
+    /// Largest batch handed to a session.
+    pub max_batch: usize,
+    /// Longest a request waits for others to join its batch, in milliseconds.
+    pub max_queue_delay_ms: u64,
+    /// Requests that may wait in the queue before new ones are refused.
+    pub queue_capacity: usize,
+}
+
+impl Default for EncoderConfig {
+    fn default() -> Self {
+        Self {
+            execution_provider: ExecutionProvider::Auto,
+            ort_library: None,
+            sessions: 1,
+            intra_threads: 0,
+            max_batch: 32,
+            max_queue_delay_ms: 2,
+            queue_capacity: 1024,
+        }
+    }
+}
+
+impl EncoderConfig {
+    /// The longest a request waits for its batch to fill.
+    pub fn max_queue_delay(&self) -> Duration {
+        Duration::from_millis(self.max_queue_delay_ms)
+    }
+}
+
+/// Values given on the command line; `None` leaves the earlier sources' value.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Overrides {
+    /// `--config FILE`.
+    pub config: Option<PathBuf>,
+    /// `--data-dir DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--model DIR`.
+    pub model: Option<PathBuf>,
+    /// `--grpc-addr HOST:PORT`.
+    pub grpc_addr: Option<SocketAddr>,
+    /// `--execution-provider auto|cuda|cpu`.
+    pub execution_provider: Option<ExecutionProvider>,
+    /// `--ort-library PATH`.
+    pub ort_library: Option<PathBuf>,
+}
+
+/// Why the configuration could not be assembled.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The configuration file could not be read.
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The configuration file is not valid TOML of the expected shape.
+    #[error("configuration file {path} is invalid: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML parser's message (it names the key and line).
+        message: String,
+    },
+    /// An environment variable holds an unusable value.
+    #[error("environment variable {name}={value:?} is invalid: {problem}")]
+    Env {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A value is out of its range.
+    #[error("configuration `{key}` = {value} is invalid: {problem}")]
+    Invalid {
+        /// The key, e.g. `encoder.max_batch`.
+        key: &'static str,
+        /// Its value.
+        value: String,
+        /// What is allowed.
+        problem: &'static str,
+    },
+}
+
+impl Config {
+    /// Assembles the configuration from defaults, the file (`--config`, else
+    /// `DIPTYCH_CONFIG`), the environment (read through `env`) and the flags.
+    pub fn load(
+        overrides: &Overrides,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let file = overrides
+            .config
+            .clone()
+            .or_else(|| env("DIPTYCH_CONFIG").map(PathBuf::from));
+        let mut config = match &file {
+            Some(path) => Self::from_file(path)?,
+            None => Config::default(),
+        };
+        config.apply_env(&env)?;
+        config.apply_overrides(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Reads a TOML configuration file; keys it leaves out keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+        fn parsed<T: FromStr>(
+            name: &'static str,
+            value: String,
+            what: &str,
+        ) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse::<T>().map_err(|e| ConfigError::Env {
+                name,
+                problem: format!("{e}; expected {what}"),
+                value,
+            })
+        }
+        if let Some(v) = env("DIPTYCH_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+        if let Some(v) = env("DIPTYCH_MODEL") {
+            self.model = PathBuf::from(v);
+        }
+        if let Some(v) = env("DIPTYCH_GRPC_ADDR") {
+            self.grpc.addr = parsed("DIPTYCH_GRPC_ADDR", v, "HOST:PORT, e.g. 0.0.0.0:50051")?;
+        }
+        if let Some(v) = env("DIPTYCH_EXECUTION_PROVIDER") {
+            self.encoder.execution_provider =
+                parsed("DIPTYCH_EXECUTION_PROVIDER", v, "auto, cuda or cpu")?;
+        }
+        if let Some(v) = env("DIPTYCH_ORT_LIBRARY") {
+            self.encoder.ort_library = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("DIPTYCH_MAX_BATCH") {
+            self.encoder.max_batch = parsed("DIPTYCH_MAX_BATCH", v, "a whole number ≥ 1")?;
+        }
+        if let Some(v) = env("DIPTYCH_SESSIONS") {
+            self.encoder.sessions = parsed("DIPTYCH_SESSIONS", v, "a whole number ≥ 1")?;
+        }
+        Ok(())
+    }
+
+    fn apply_overrides(&mut self, o: &Overrides) {
+        if let Some(v) = &o.data_dir {
+            self.data_dir = v.clone();
+        }
+        if let Some(v) = &o.model {
+            self.model = v.clone();
+        }
+        if let Some(v) = o.grpc_addr {
+            self.grpc.addr = v;
+        }
+        if let Some(v) = o.execution_provider {
+            self.encoder.execution_provider = v;
+        }
+        if let Some(v) = &o.ort_library {
+            self.encoder.ort_library = Some(v.clone());
+        }
+    }
+
+    /// Checks the ranges of numeric settings.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, value: usize, problem| {
+            Err(ConfigError::Invalid {
+                key,
+                value: value.to_string(),
+                problem,
+            })
+        };
+        let e = &self.encoder;
+        if e.sessions == 0 || e.sessions > 64 {
+            return invalid("encoder.sessions", e.sessions, "must be 1..=64");
+        }
+        if e.max_batch == 0 || e.max_batch > 4096 {
+            return invalid("encoder.max_batch", e.max_batch, "must be 1..=4096");
+        }
+        if e.queue_capacity < e.max_batch {
+            return invalid(
+                "encoder.queue_capacity",
+                e.queue_capacity,
+                "must be at least encoder.max_batch",
+            );
+        }
+        if e.intra_threads > 1024 {
+            return invalid("encoder.intra_threads", e.intra_threads, "must be 0..=1024");
+        }
+        if self.grpc.max_message_bytes < 1024 {
+            return invalid(
+                "grpc.max_message_bytes",
+                self.grpc.max_message_bytes,
+                "must be at least 1024",
+            );
+        }
+        if self.images.max_pixels == 0 {
+            return invalid("images.max_pixels", 0, "must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name| map.get(name).cloned()
+    }
+
+    fn write_file(text: &str) -> tempfile::NamedTempFile {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), text).unwrap();
+        file
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = Config::load(&Overrides::default(), env_of(&[])).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("data"));
+        assert_eq!(config.model, PathBuf::from("models/phantom-v1"));
+        assert_eq!(config.grpc.addr.to_string(), "0.0.0.0:50051");
+        assert_eq!(config.encoder.execution_provider, ExecutionProvider::Auto);
+        assert_eq!(config.encoder.ort_library, None);
+    }
+
+    #[test]
+    fn file_then_environment_then_flags() {
+        let file = write_file(
+            r#"
+            data_dir = "/from/file"
+            model = "/model/file"
+            [grpc]
+            addr = "127.0.0.1:6000"
+            [encoder]
+            execution_provider = "cpu"
+            max_batch = 8
+            "#,
+        );
+        let flags = Overrides {
+            config: Some(file.path().to_path_buf()),
+            ..Overrides::default()
+        };
+        // File over defaults; untouched keys keep their defaults.
+        let config = Config::load(&flags, env_of(&[])).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/file"));
+        assert_eq!(config.grpc.addr.to_string(), "127.0.0.1:6000");
+        assert_eq!(config.encoder.execution_provider, ExecutionProvider::Cpu);
+        assert_eq!(config.encoder.max_batch, 8);
+        assert_eq!(config.encoder.max_queue_delay_ms, 2);
+
+        // Environment over file.
+        let env = env_of(&[
+            ("DIPTYCH_DATA_DIR", "/from/env"),
+            ("DIPTYCH_GRPC_ADDR", "127.0.0.1:7000"),
+            ("DIPTYCH_EXECUTION_PROVIDER", "CUDA"),
+        ]);
+        let config = Config::load(&flags, &env).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/env"));
+        assert_eq!(config.model, PathBuf::from("/model/file"));
+        assert_eq!(config.grpc.addr.to_string(), "127.0.0.1:7000");
+        assert_eq!(config.encoder.execution_provider, ExecutionProvider::Cuda);
+
+        // Flags over environment.
+        let flags = Overrides {
+            data_dir: Some(PathBuf::from("/from/flag")),
+            grpc_addr: Some("127.0.0.1:8000".parse().unwrap()),
+            execution_provider: Some(ExecutionProvider::Cpu),
+            ..flags
+        };
+        let config = Config::load(&flags, &env).unwrap();
+        assert_eq!(config.data_dir, PathBuf::from("/from/flag"));
+        assert_eq!(config.grpc.addr.to_string(), "127.0.0.1:8000");
+        assert_eq!(config.encoder.execution_provider, ExecutionProvider::Cpu);
+        assert_eq!(
+            config.model,
+            PathBuf::from("/model/file"),
+            "no flag: file value"
+        );
+    }
+
+    #[test]
+    fn the_config_file_can_come_from_the_environment() {
+        let file = write_file("model = \"/env/config/model\"\n");
+        let env = env_of(&[("DIPTYCH_CONFIG", file.path().to_str().unwrap())]);
+        let config = Config::load(&Overrides::default(), env).unwrap();
+        assert_eq!(config.model, PathBuf::from("/env/config/model"));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let file = write_file("[encoder]\nmax_bach = 4\n");
+        let flags = Overrides {
+            config: Some(file.path().to_path_buf()),
+            ..Overrides::default()
+        };
+        let err = Config::load(&flags, env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("max_bach"), "unknown key named: {err}");
+
+        let err = Config::load(
+            &Overrides::default(),
+            env_of(&[("DIPTYCH_GRPC_ADDR", "50051")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("DIPTYCH_GRPC_ADDR") && err.contains("HOST:PORT"),
+            "{err}"
+        );
+
+        let err = Config::load(
+            &Overrides::default(),
+            env_of(&[("DIPTYCH_EXECUTION_PROVIDER", "tpu")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("auto, cuda or cpu"), "{err}");
+
+        let err = Config::load(&Overrides::default(), env_of(&[("DIPTYCH_MAX_BATCH", "0")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("encoder.max_batch"), "{err}");
+
+        let missing = Overrides {
+            config: Some(PathBuf::from("/nonexistent/diptych.toml")),
+            ..Overrides::default()
+        };
+        let err = Config::load(&missing, env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/diptych.toml"), "{err}");
+    }
+}
