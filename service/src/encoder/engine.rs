@@ -1,0 +1,195 @@
+//! The engine: the serving model's sessions behind two dynamic batchers (encoder, decoder),
+//! started from a checked bundle and warmed up before the service reports ready.
+
+use std::time::{Duration, Instant};
+
+use diptych::manifest::Manifest;
+use diptych::phantom::{PhantomConfig, PhantomGenerator};
+use diptych::preprocess::preprocess;
+use ort::environment::Environment;
+use thiserror::Error;
+
+use super::batcher::{BatchError, Batcher, BatcherConfig};
+use super::model::{CodePair, Decoded, DecoderRunner, EncoderRunner, Geometry, SliceCode};
+use super::runtime::{Provider, RuntimeError, open_session};
+use crate::bundle::{Bundle, Codebooks};
+use crate::config::ExecutionProvider;
+
+/// How to run the model.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct EngineOptions {
+    /// auto, cuda or cpu.
+    pub execution_provider: ExecutionProvider,
+    /// Sessions per graph.
+    pub sessions: usize,
+    /// Threads per session.
+    pub intra_threads: usize,
+    /// The batchers' limits.
+    pub batcher: BatcherConfig,
+}
+
+/// Why the engine could not start or warm up.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// ONNX Runtime refused a session.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The warm-up run failed or produced values the contract forbids.
+    #[error("warm-up of model {model_id} failed: {problem}")]
+    WarmUp {
+        /// The model id.
+        model_id: String,
+        /// What went wrong.
+        problem: String,
+    },
+}
+
+/// The serving model: manifest, codebooks, and its sessions behind batchers.
+pub struct Engine {
+    manifest: Manifest,
+    codebooks: Codebooks,
+    provider: Provider,
+    geometry: Geometry,
+    max_batch: usize,
+    encoder: Batcher<Vec<f32>, SliceCode>,
+    decoder: Batcher<CodePair, Decoded>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("model_id", &self.manifest.model_id)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Opens `options.sessions` sessions per graph and starts the batchers. Blocking (sessions
+    /// compile the graphs); must run inside a tokio runtime.
+    pub fn start(
+        bundle: Bundle,
+        env: &Environment,
+        options: EngineOptions,
+    ) -> Result<Engine, EngineError> {
+        let geometry = Geometry::of(&bundle.manifest);
+        let mut provider_request = options.execution_provider;
+        let mut provider = None;
+        let mut encoders = Vec::with_capacity(options.sessions);
+        let mut decoders = Vec::with_capacity(options.sessions);
+        let threads = options.intra_threads;
+        for _ in 0..options.sessions {
+            let enc_name = bundle.manifest.encoder.file.as_str();
+            let (session, got) =
+                open_session(env, enc_name, &bundle.encoder, provider_request, threads)?;
+            // Every later session runs on the provider the first one got.
+            provider_request = match got {
+                Provider::Cuda => ExecutionProvider::Cuda,
+                Provider::Cpu => ExecutionProvider::Cpu,
+            };
+            provider.get_or_insert(got);
+            encoders.push(EncoderRunner::new(session, geometry));
+            let dec_name = bundle.manifest.decoder.file.as_str();
+            let (session, _) =
+                open_session(env, dec_name, &bundle.decoder, provider_request, threads)?;
+            decoders.push(DecoderRunner::new(session, geometry));
+        }
+        Ok(Engine {
+            manifest: bundle.manifest,
+            codebooks: bundle.codebooks,
+            provider: provider.unwrap_or(Provider::Cpu),
+            geometry,
+            max_batch: options.batcher.max_batch,
+            encoder: Batcher::start(encoders, options.batcher),
+            decoder: Batcher::start(decoders, options.batcher),
+        })
+    }
+
+    /// The serving model's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The serving model's codebooks.
+    pub fn codebooks(&self) -> &Codebooks {
+        &self.codebooks
+    }
+
+    /// The execution provider the sessions run on.
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// The shapes the model works with.
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
+    }
+
+    /// Encodes one pre-processed slice (S·S values in [0, 1]).
+    pub async fn encode(&self, pixels: Vec<f32>) -> Result<SliceCode, BatchError> {
+        self.encoder.submit(pixels).await
+    }
+
+    /// Decodes one pair of codes.
+    pub async fn decode(&self, codes: CodePair) -> Result<Decoded, BatchError> {
+        self.decoder.submit(codes).await
+    }
+
+    /// Runs held-out phantom slices through both graphs — one alone, then a full batch — and
+    /// checks the outputs against the contract; returns how long it took.
+    pub async fn warm_up(&self) -> Result<Duration, EngineError> {
+        let started = Instant::now();
+        let fail = |problem: String| EngineError::WarmUp {
+            model_id: self.manifest.model_id.clone(),
+            problem,
+        };
+        let generator = PhantomGenerator::new(2, PhantomConfig::default());
+        let slices: Vec<Vec<f32>> = (0..self.max_batch as u64)
+            .map(|i| {
+                let slice = generator.slice(i);
+                preprocess(&slice.raw_frame(), &self.manifest.preprocess)
+                    .map(|p| p.pixels)
+                    .map_err(|e| fail(format!("pre-processing a phantom slice: {e}")))
+            })
+            .collect::<Result<_, _>>()?;
+
+        let single = self
+            .encode(slices[0].clone())
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        // Submitted together, so the batcher forms one full batch.
+        let handles: Vec<_> = slices
+            .into_iter()
+            .map(|s| {
+                let encoder = self.encoder.clone();
+                tokio::spawn(async move { encoder.submit(s).await })
+            })
+            .collect();
+        for (i, handle) in handles.into_iter().enumerate() {
+            let code = handle
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .map_err(|e| fail(e.to_string()))?;
+            if !(0.0..=1.0).contains(&code.abnormality) {
+                return Err(fail(format!(
+                    "abnormality {} of slice {i} is outside [0, 1]; the encoder must clamp it",
+                    code.abnormality
+                )));
+            }
+            if i == 0 && (code.normal != single.normal || code.abnormal != single.abnormal) {
+                return Err(fail(
+                    "a slice encodes differently alone and in a batch; the graph mixes the \
+                     slices of a batch"
+                        .to_string(),
+                ));
+            }
+        }
+        self.decode(CodePair {
+            normal: single.normal,
+            abnormal: single.abnormal,
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?;
+        Ok(started.elapsed())
+    }
+}

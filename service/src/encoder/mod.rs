@@ -1,0 +1,22 @@
+//! The encoder: ONNX Runtime sessions of the bundle's two graphs, served through dynamic
+//! batching.
+//!
+//! | module | what it is for |
+//! |---|---|
+//! | [`runtime`] | find and load libonnxruntime, open sessions on CUDA or the CPU |
+//! | [`batcher`] | the dynamic batcher: a bounded queue, batches of up to `max_batch` formed within `max_queue_delay`, a pool of worker threads each owning a session |
+//! | [`model`] | the encoder and decoder graphs as batch runners, with their outputs checked |
+//! | [`engine`] | the serving model: both batchers, started from a checked bundle, warmed up |
+//!
+//! `Session::run` takes `&mut self`, so each session lives on its own worker thread and the
+//! batcher hands it whole batches: no lock is held around inference.
+
+pub mod batcher;
+pub mod engine;
+pub mod model;
+pub mod runtime;
+
+pub use batcher::{BatchError, BatchRunner, Batcher, BatcherConfig};
+pub use engine::{Engine, EngineError, EngineOptions};
+pub use model::{CodePair, Decoded, Geometry, SliceCode};
+pub use runtime::{LibraryLocation, Provider, RuntimeError};

@@ -1,0 +1,250 @@
+//! The two graphs as batch runners: the encoder turns pre-processed slices into codes, the
+//! decoder turns codes into segmentation logits, reconstruction and normal-appearing image.
+//!
+//! Each runner owns one ONNX Runtime session, stacks a batch into one tensor, runs it, and checks
+//! every output's shape and values (indices within the codebook, finite numbers) before splitting
+//! it back into per-slice results: a graph that disagrees with its manifest fails loudly instead of
+//! producing codes that would be stored.
+
+use std::borrow::Cow;
+
+use diptych::manifest::Manifest;
+use ort::session::{Session, SessionOutputs};
+use ort::value::Tensor;
+
+use super::batcher::BatchRunner;
+
+/// The codes of one slice and its abnormality, as the encoder produced them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SliceCode {
+    /// Normal anatomy code: h×w indices in [0, K), row-major.
+    pub normal: Vec<u32>,
+    /// Abnormal anatomy code: h×w indices in [0, K), row-major.
+    pub abnormal: Vec<u32>,
+    /// Per-position abnormal commitment distance, h×w.
+    pub abnormal_distance: Vec<f32>,
+    /// Abnormality score in [0, 1].
+    pub abnormality: f32,
+}
+
+/// A pair of codes to decode.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CodePair {
+    /// Normal anatomy code, h×w.
+    pub normal: Vec<u32>,
+    /// Abnormal anatomy code, h×w.
+    pub abnormal: Vec<u32>,
+}
+
+/// The decoder's outputs for one slice, each at the model's input size S×S.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decoded {
+    /// Segmentation logits, L×S×S (L abnormal labels), channel-major.
+    pub segmentation: Vec<f32>,
+    /// x̂, the reconstruction, S×S.
+    pub reconstruction: Vec<f32>,
+    /// x̃, the normal-appearing image, S×S.
+    pub normal_appearing: Vec<f32>,
+}
+
+/// The geometry both runners check their tensors against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Model input side S.
+    pub size: usize,
+    /// Grid rows h.
+    pub grid_rows: usize,
+    /// Grid columns w.
+    pub grid_cols: usize,
+    /// Codebook size K.
+    pub codebook_size: usize,
+    /// Number of abnormal labels L.
+    pub labels: usize,
+}
+
+impl Geometry {
+    /// The geometry a manifest describes.
+    pub fn of(manifest: &Manifest) -> Self {
+        Self {
+            size: manifest.input_size(),
+            grid_rows: manifest.grid.rows,
+            grid_cols: manifest.grid.cols,
+            codebook_size: manifest.codebook_size,
+            labels: manifest.abnormal_labels.len(),
+        }
+    }
+
+    /// Positions in a code, h·w.
+    pub fn positions(&self) -> usize {
+        self.grid_rows * self.grid_cols
+    }
+
+    /// Pixels in a model image, S·S.
+    pub fn pixels(&self) -> usize {
+        self.size * self.size
+    }
+}
+
+/// Runs the encoder graph on batches of pre-processed slices (S·S values each).
+pub struct EncoderRunner {
+    session: Session,
+    geometry: Geometry,
+}
+
+impl EncoderRunner {
+    /// Wraps an encoder session.
+    pub fn new(session: Session, geometry: Geometry) -> Self {
+        Self { session, geometry }
+    }
+}
+
+impl BatchRunner for EncoderRunner {
+    type Item = Vec<f32>;
+    type Output = SliceCode;
+
+    fn run(&mut self, items: &[Vec<f32>]) -> Result<Vec<SliceCode>, String> {
+        let g = self.geometry;
+        let n = items.len();
+        let mut data = Vec::with_capacity(n * g.pixels());
+        for item in items {
+            if item.len() != g.pixels() {
+                return Err(format!(
+                    "a slice has {} pixels, not {}",
+                    item.len(),
+                    g.pixels()
+                ));
+            }
+            data.extend_from_slice(item);
+        }
+        let image =
+            Tensor::from_array(([n, 1, g.size, g.size], data)).map_err(|e| e.to_string())?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["image" => image])
+            .map_err(|e| e.to_string())?;
+        let hw = [n, g.grid_rows, g.grid_cols];
+        let normal = indices(&outputs, "normal_indices", &hw, g.codebook_size)?;
+        let abnormal = indices(&outputs, "abnormal_indices", &hw, g.codebook_size)?;
+        let distance = floats(&outputs, "abnormal_distance", &hw)?;
+        let abnormality = floats(&outputs, "abnormality", &[n])?;
+        let p = g.positions();
+        Ok((0..n)
+            .map(|i| SliceCode {
+                normal: normal[i * p..(i + 1) * p].to_vec(),
+                abnormal: abnormal[i * p..(i + 1) * p].to_vec(),
+                abnormal_distance: distance[i * p..(i + 1) * p].to_vec(),
+                abnormality: abnormality[i],
+            })
+            .collect())
+    }
+}
+
+/// Runs the decoder graph on batches of code pairs.
+pub struct DecoderRunner {
+    session: Session,
+    geometry: Geometry,
+}
+
+impl DecoderRunner {
+    /// Wraps a decoder session.
+    pub fn new(session: Session, geometry: Geometry) -> Self {
+        Self { session, geometry }
+    }
+}
+
+impl BatchRunner for DecoderRunner {
+    type Item = CodePair;
+    type Output = Decoded;
+
+    fn run(&mut self, items: &[CodePair]) -> Result<Vec<Decoded>, String> {
+        let g = self.geometry;
+        let n = items.len();
+        let p = g.positions();
+        let mut normal = Vec::with_capacity(n * p);
+        let mut abnormal = Vec::with_capacity(n * p);
+        for item in items {
+            if item.normal.len() != p || item.abnormal.len() != p {
+                return Err(format!(
+                    "a code has the wrong number of positions (not {p})"
+                ));
+            }
+            normal.extend(item.normal.iter().map(|&v| i64::from(v)));
+            abnormal.extend(item.abnormal.iter().map(|&v| i64::from(v)));
+        }
+        let shape = [n, g.grid_rows, g.grid_cols];
+        let normal = Tensor::from_array((shape, normal)).map_err(|e| e.to_string())?;
+        let abnormal = Tensor::from_array((shape, abnormal)).map_err(|e| e.to_string())?;
+        let outputs = self
+            .session
+            .run(ort::inputs!["normal_indices" => normal, "abnormal_indices" => abnormal])
+            .map_err(|e| e.to_string())?;
+        let (s, l) = (g.size, g.labels);
+        let segmentation = floats(&outputs, "segmentation", &[n, l, s, s])?;
+        let reconstruction = floats(&outputs, "reconstruction", &[n, 1, s, s])?;
+        let normal_appearing = floats(&outputs, "normal_appearing", &[n, 1, s, s])?;
+        let (seg, img) = (l * s * s, s * s);
+        Ok((0..n)
+            .map(|i| Decoded {
+                segmentation: segmentation[i * seg..(i + 1) * seg].to_vec(),
+                reconstruction: reconstruction[i * img..(i + 1) * img].to_vec(),
+                normal_appearing: normal_appearing[i * img..(i + 1) * img].to_vec(),
+            })
+            .collect())
+    }
+}
+
+/// Output `name` as int64 indices of `shape`, each in [0, k), converted to u32.
+fn indices(
+    outputs: &SessionOutputs<'_>,
+    name: &str,
+    shape: &[usize],
+    k: usize,
+) -> Result<Vec<u32>, String> {
+    let (got, values) = outputs
+        .get(name)
+        .ok_or_else(|| format!("the graph has no output {name:?}"))?
+        .try_extract_tensor::<i64>()
+        .map_err(|e| format!("output {name:?}: {e}"))?;
+    check_shape(name, got, shape)?;
+    values
+        .iter()
+        .map(|&v| {
+            u32::try_from(v)
+                .ok()
+                .filter(|&i| (i as usize) < k)
+                .ok_or_else(|| {
+                    format!("output {name:?} holds index {v}, outside the codebook [0, {k})")
+                })
+        })
+        .collect()
+}
+
+/// Output `name` as finite float32 values of `shape`.
+fn floats<'a>(
+    outputs: &'a SessionOutputs<'_>,
+    name: &str,
+    shape: &[usize],
+) -> Result<Cow<'a, [f32]>, String> {
+    let (got, values) = outputs
+        .get(name)
+        .ok_or_else(|| format!("the graph has no output {name:?}"))?
+        .try_extract_tensor::<f32>()
+        .map_err(|e| format!("output {name:?}: {e}"))?;
+    check_shape(name, got, shape)?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        return Err(format!("output {name:?} holds a non-finite value at {i}"));
+    }
+    Ok(Cow::Borrowed(values))
+}
+
+fn check_shape(name: &str, got: &[i64], want: &[usize]) -> Result<(), String> {
+    let matches = got.len() == want.len() && got.iter().zip(want).all(|(&g, &w)| g == w as i64);
+    if matches {
+        Ok(())
+    } else {
+        Err(format!(
+            "output {name:?} has shape {got:?} but the manifest implies {want:?}; the bundle's \
+             graph and manifest disagree"
+        ))
+    }
+}
