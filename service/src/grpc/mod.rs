@@ -1,0 +1,131 @@
+//! The gRPC edge: thin adapters from the generated `diptych.v1` types to the domain, plus gRPC
+//! health checking and server reflection. Nothing below this module sees a protobuf message.
+//!
+//! | module | what it is for |
+//! |---|---|
+//! | [`image`] | ImageService: Encode, Decompose |
+//! | [`info`] | InfoService: model card, index statistics, capabilities |
+//! | [`ingest`], [`search`] | UNIMPLEMENTED until issues #3 and #4, with a message saying so |
+//! | [`input`], [`output`], [`status`] | protobuf ↔ domain conversions and error mapping |
+//!
+//! Health: the overall status ("") and each implemented service report NOT_SERVING from the
+//! moment the port is bound until the model has warmed up, then SERVING.
+
+pub mod image;
+pub mod info;
+pub mod ingest;
+pub mod input;
+pub mod output;
+pub mod search;
+pub mod status;
+
+use std::future::Future;
+use std::sync::{Arc, OnceLock};
+
+use diptych::api::v1::image_service_server::ImageServiceServer;
+use diptych::api::v1::info_service_server::InfoServiceServer;
+use diptych::api::v1::ingest_service_server::IngestServiceServer;
+use diptych::api::v1::search_service_server::SearchServiceServer;
+use diptych_dicom_adapter::Limits;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::Status;
+use tonic_health::ServingStatus;
+use tonic_health::pb::health_server::{Health, HealthServer};
+use tonic_health::server::HealthReporter;
+
+use crate::encoder::Engine;
+
+/// What every handler shares: the engine once it is warm, and the request limits.
+pub struct ServiceState {
+    engine: OnceLock<Arc<Engine>>,
+    /// Bounds on DICOM instances and raw images.
+    pub limits: Limits,
+    /// Largest gRPC message accepted or sent.
+    pub max_message_bytes: usize,
+}
+
+impl ServiceState {
+    /// State with no engine yet.
+    pub fn new(limits: Limits, max_message_bytes: usize) -> Self {
+        Self {
+            engine: OnceLock::new(),
+            limits,
+            max_message_bytes,
+        }
+    }
+
+    /// The engine, or UNAVAILABLE while it warms up.
+    pub fn engine(&self) -> Result<Arc<Engine>, Status> {
+        self.engine.get().cloned().ok_or_else(status::warming_up)
+    }
+
+    /// Installs the warm engine; returns false if one was already installed.
+    pub fn set_engine(&self, engine: Arc<Engine>) -> bool {
+        self.engine.set(engine).is_ok()
+    }
+}
+
+/// The names health checking reports on: the whole server ("") and each serving service.
+const HEALTH_NAMES: [&str; 3] = ["", "diptych.v1.ImageService", "diptych.v1.InfoService"];
+
+/// Sets every health name to `status`.
+pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
+    for name in HEALTH_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
+
+/// The health service and its reporter, every name NOT_SERVING.
+pub async fn health() -> (HealthReporter, HealthServer<impl Health>) {
+    let (reporter, server) = tonic_health::server::health_reporter();
+    set_health(&reporter, ServingStatus::NotServing).await;
+    (reporter, server)
+}
+
+/// Serves the API and `health` on `listener` until `shutdown` completes.
+pub async fn serve<H: Health>(
+    listener: TcpListener,
+    state: Arc<ServiceState>,
+    health: HealthServer<H>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), tonic::transport::Error> {
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(diptych::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(diptych::api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .expect("the embedded descriptor sets are valid");
+
+    let max = state.max_message_bytes;
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(
+            ImageServiceServer::new(image::ImageApi::new(state.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            InfoServiceServer::new(info::InfoApi::new(state.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            IngestServiceServer::new(ingest::IngestApi)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .add_service(
+            SearchServiceServer::new(search::SearchApi)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}

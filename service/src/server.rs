@@ -1,0 +1,193 @@
+//! `diptych serve`: start-up in the order that fails fastest, then serving until a shutdown
+//! signal.
+//!
+//! 1. the data folder exists (created if missing);
+//! 2. ONNX Runtime is found and loaded (a missing library says to run `make deps-ort`);
+//! 3. the model bundle loads and its graphs agree with its manifest;
+//! 4. the gRPC port is bound; health answers NOT_SERVING;
+//! 5. the sessions open on the chosen execution provider, the model warms up;
+//! 6. health switches to SERVING.
+//!
+//! A failure in 1–5 ends the process with the reason; 5 and 6 happen while the port already
+//! answers, so orchestrators see the process as alive but not ready.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic_health::ServingStatus;
+
+use crate::bundle::{Bundle, BundleError};
+use crate::config::Config;
+use crate::encoder::runtime::{self, RuntimeError, default_intra_threads};
+use crate::encoder::{BatcherConfig, Engine, EngineError, EngineOptions};
+use crate::grpc::{self, ServiceState};
+
+/// Why the server stopped with an error.
+#[derive(Debug, Error)]
+pub enum ServeError {
+    /// The data folder could not be created.
+    #[error("cannot create the data folder {path}: {source}; pick a writable --data-dir")]
+    DataDir {
+        /// The folder.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// ONNX Runtime could not be found or loaded.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// The model bundle was refused.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The sessions could not start or the warm-up failed.
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    /// The gRPC address could not be bound.
+    #[error("cannot listen on {addr}: {source}; choose another --grpc-addr")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The gRPC server failed.
+    #[error("the gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    /// A start-up task stopped unexpectedly.
+    #[error("start-up was interrupted: {0}")]
+    Interrupted(String),
+}
+
+/// Runs the server until `shutdown` completes (or start-up fails).
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let library = runtime::locate_library(config.encoder.ort_library.as_deref(), |name| {
+        std::env::var(name).ok()
+    })?;
+    let env = runtime::environment(&library.path)?;
+    tracing::info!(path = %library.path.display(), from = library.source, "ONNX Runtime loaded");
+
+    let model_dir = config.model.clone();
+    let bundle = tokio::task::spawn_blocking(move || Bundle::load(model_dir))
+        .await
+        .map_err(|e| ServeError::Interrupted(e.to_string()))??;
+    let m = &bundle.manifest;
+    tracing::info!(
+        model_id = %m.model_id,
+        dir = %bundle.dir.display(),
+        input_size = m.input_size(),
+        grid = %format!("{}x{}", m.grid.rows, m.grid.cols),
+        codebook_size = m.codebook_size,
+        code_dim = m.code_dim,
+        "model bundle checked"
+    );
+
+    let addr = config.grpc.addr;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    let bound = listener.local_addr().unwrap_or(addr);
+    let state = Arc::new(ServiceState::new(
+        config.images,
+        config.grpc.max_message_bytes,
+    ));
+    let (reporter, health) = grpc::health().await;
+
+    // One shutdown signal for the server, whether it comes from outside or from a failed start.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
+    let stop_on_signal = stop_tx.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop_on_signal.send(true);
+    });
+    let server = tokio::spawn(grpc::serve(listener, state.clone(), health, async move {
+        let _ = stop_rx.wait_for(|stop| *stop).await;
+    }));
+    tracing::info!(addr = %bound, "gRPC listening; NOT_SERVING until the model is warm");
+
+    let options = engine_options(&config);
+    let start = async {
+        let engine = tokio::task::spawn_blocking(move || Engine::start(bundle, env, options))
+            .await
+            .map_err(|e| ServeError::Interrupted(e.to_string()))??;
+        let took = engine.warm_up().await?;
+        Ok::<_, ServeError>((engine, took))
+    };
+    match start.await {
+        Ok((engine, took)) => {
+            tracing::info!(
+                execution_provider = engine.provider().name(),
+                sessions = options.sessions,
+                intra_threads = options.intra_threads,
+                max_batch = options.batcher.max_batch,
+                warm_up_ms = took.as_secs_f64() * 1e3,
+                "model warm; SERVING"
+            );
+            state.set_engine(Arc::new(engine));
+            grpc::set_health(&reporter, ServingStatus::Serving).await;
+        }
+        Err(error) => {
+            let _ = stop_tx.send(true);
+            let _ = server.await;
+            return Err(error);
+        }
+    }
+    let outcome = server
+        .await
+        .map_err(|e| ServeError::Interrupted(e.to_string()))?;
+    tracing::info!("gRPC server stopped");
+    Ok(outcome?)
+}
+
+fn engine_options(config: &Config) -> EngineOptions {
+    let e = &config.encoder;
+    EngineOptions {
+        execution_provider: e.execution_provider,
+        sessions: e.sessions,
+        intra_threads: if e.intra_threads == 0 {
+            default_intra_threads(e.sessions)
+        } else {
+            e.intra_threads
+        },
+        batcher: BatcherConfig {
+            max_batch: e.max_batch,
+            max_delay: e.max_queue_delay(),
+            queue_capacity: e.queue_capacity,
+        },
+    }
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => tracing::info!("Ctrl-C: shutting down"),
+        _ = term => tracing::info!("SIGTERM: shutting down"),
+    }
+}
