@@ -1,0 +1,151 @@
+//! The engine on ONNX Runtime (CPU), with the toy bundle of `support`: sessions open, warm-up
+//! passes, batched results go back to the right requests, and a graph whose real output shapes
+//! disagree with the manifest is refused at warm-up.
+//!
+//! Needs libonnxruntime 1.31: ORT_DYLIB_PATH, or the cache `make deps-ort` fills.
+
+mod support;
+
+use std::time::Duration;
+
+use diptych_service::bundle::Bundle;
+use diptych_service::config::ExecutionProvider;
+use diptych_service::encoder::runtime::{environment, locate_library};
+use diptych_service::encoder::{BatcherConfig, CodePair, Engine, EngineOptions, Provider};
+use support::{LABELS, Toy, write_bundle, write_toy};
+
+fn options(max_batch: usize, sessions: usize) -> EngineOptions {
+    EngineOptions {
+        execution_provider: ExecutionProvider::Cpu,
+        sessions,
+        intra_threads: 1,
+        batcher: BatcherConfig {
+            max_batch,
+            max_delay: Duration::from_millis(2),
+            queue_capacity: 256,
+        },
+    }
+}
+
+fn start(dir: &std::path::Path, opts: EngineOptions) -> Result<Engine, String> {
+    let library =
+        locate_library(None, |name| std::env::var(name).ok()).map_err(|e| e.to_string())?;
+    let env = environment(&library.path).map_err(|e| e.to_string())?;
+    let bundle = Bundle::load(dir).map_err(|e| e.to_string())?;
+    Engine::start(bundle, env, opts).map_err(|e| e.to_string())
+}
+
+/// An S×S image whose (S/g)-blocks hold the value `value(block_row, block_col)`.
+fn blocks(toy: &Toy, value: impl Fn(usize, usize) -> f32) -> Vec<f32> {
+    let b = toy.size / toy.grid;
+    (0..toy.size * toy.size)
+        .map(|i| value(i / toy.size / b, i % toy.size / b))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_come_back_to_the_request_that_asked_and_decode_to_the_expected_images() {
+    let toy = Toy::default();
+    let dir = tempfile::tempdir().unwrap();
+    write_toy(dir.path(), &toy);
+    let engine = std::sync::Arc::new(start(dir.path(), options(8, 2)).unwrap());
+    assert_eq!(engine.provider(), Provider::Cpu);
+    engine.warm_up().await.unwrap();
+
+    // 40 concurrent requests, each image with its own block values v in 0..K−1, drawn as
+    // (v + ½)/(K−1) so that truncation lands on v whatever the rounding of the average.
+    let km1 = (toy.k - 1) as f32;
+    let v = move |n: usize, r: usize, c: usize| (n + r * 4 + c) % (toy.k - 1);
+    let tasks: Vec<_> = (0..40usize)
+        .map(|n| {
+            let engine = engine.clone();
+            let image = blocks(&toy, move |r, c| (v(n, r, c) as f32 + 0.5) / km1);
+            tokio::spawn(async move { (n, engine.encode(image).await) })
+        })
+        .collect();
+    for task in tasks {
+        let (n, code) = task.await.unwrap();
+        let code = code.unwrap();
+        for r in 0..toy.grid {
+            for c in 0..toy.grid {
+                let expected = v(n, r, c) as u32;
+                let i = r * toy.grid + c;
+                assert_eq!(code.normal[i], expected, "request {n}, position ({r},{c})");
+                // ⌊(1 − (v + ½)/(K−1))·(K−1)⌋ = K − 2 − v.
+                assert_eq!(code.abnormal[i], toy.k as u32 - 2 - expected);
+            }
+        }
+        let mean = code.abnormal_distance.iter().sum::<f32>() / code.abnormal_distance.len() as f32;
+        assert!((code.abnormality - mean).abs() < 1e-5);
+    }
+
+    // Decoding: reconstruction = normal index / (K−1), nearest-upsampled; segmentation arg-max
+    // is the label whose centre c/(L−1) is nearest to the abnormal index / (K−1).
+    let normal: Vec<u32> = (0..16).collect();
+    let abnormal: Vec<u32> = vec![15; 16];
+    let decoded = engine.decode(CodePair { normal, abnormal }).await.unwrap();
+    let s = toy.size;
+    assert_eq!(decoded.reconstruction.len(), s * s);
+    assert_eq!(decoded.reconstruction[0], 0.0);
+    assert_eq!(decoded.reconstruction[s * s - 1], 1.0);
+    assert_eq!(decoded.reconstruction, decoded.normal_appearing);
+    assert_eq!(decoded.segmentation.len(), LABELS * s * s);
+    let labels = diptych_service::render::argmax_labels(&decoded.segmentation, LABELS, s * s);
+    assert!(
+        labels.iter().all(|&l| l == 3),
+        "abnormal index K−1 is nearest the last label"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_shapes_that_disagree_with_the_manifest_are_refused_at_warm_up() {
+    // The graphs leave their output shapes undeclared, so the file check cannot see that the
+    // manifest claims an 8×8 grid while the encoder pools to 4×4: the warm-up run does.
+    let toy = Toy {
+        declare_output_shapes: false,
+        ..Toy::default()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut manifest = support::manifest(&toy);
+    manifest.grid = diptych::manifest::Grid { rows: 8, cols: 8 };
+    let mut encoder = support::encoder(&toy);
+    let mut decoder = support::decoder(&toy);
+    // The decoder's inputs must then declare 8×8 to pass the file check.
+    for input in &mut decoder.graph.as_mut().unwrap().input {
+        let shape = input
+            .r#type
+            .as_mut()
+            .unwrap()
+            .tensor_type
+            .as_mut()
+            .unwrap()
+            .shape
+            .as_mut()
+            .unwrap();
+        shape.dim[1].dim_value = Some(8);
+        shape.dim[2].dim_value = Some(8);
+    }
+    encoder.graph.as_mut().unwrap().name = "toy_encoder_8x8_claim".to_string();
+    write_bundle(dir.path(), &manifest, &encoder, &decoder);
+
+    let engine = start(dir.path(), options(4, 1)).unwrap();
+    let err = engine.warm_up().await.unwrap_err().to_string();
+    assert!(
+        err.contains("normal_indices") && err.contains("[1, 4, 4]") && err.contains("[1, 8, 8]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_library_is_a_clear_start_up_error() {
+    let err = locate_library(
+        Some(std::path::Path::new("/nonexistent/libonnxruntime.so")),
+        |_| None,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("/nonexistent/libonnxruntime.so") && err.contains("make deps-ort"),
+        "{err}"
+    );
+}
