@@ -146,11 +146,27 @@ fn serve_answers_a_python_grpc_client() {
     let raw = dir.path().join("slice.u16");
     std::fs::write(&raw, stored).unwrap();
 
+    // A configuration file for what the flags do not cover: a small message limit the client
+    // checks, and a batcher shaped for the concurrent requests.
+    let config = dir.path().join("serve.toml");
+    let max_message_bytes = 4 * 1024 * 1024;
+    std::fs::write(
+        &config,
+        format!(
+            "[grpc]\nmax_message_bytes = {max_message_bytes}\n\n\
+             [encoder]\nmax_batch = 8\nmax_queue_delay_ms = 5\n"
+        ),
+    )
+    .unwrap();
+
     let addr = format!("127.0.0.1:{}", free_port());
     let log = dir.path().join("serve.log");
     let started = Instant::now();
     let child = Command::new(env!("CARGO_BIN_EXE_diptych"))
-        .args(["serve", "--model"])
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--model")
         .arg(&bundle)
         .arg("--data-dir")
         .arg(dir.path().join("data"))
@@ -181,6 +197,7 @@ fn serve_answers_a_python_grpc_client() {
             &slice.cols.to_string(),
         ])
         .args(["--provider", "cpu"])
+        .args(["--max-message-bytes", &max_message_bytes.to_string()])
         .output()
         .expect("running the Python client");
     let stdout = String::from_utf8_lossy(&output.stdout);

@@ -96,6 +96,7 @@ def main():
     parser.add_argument("--rows", required=True, type=int)
     parser.add_argument("--cols", required=True, type=int)
     parser.add_argument("--provider", default="", help="expected execution provider, if known")
+    parser.add_argument("--max-message-bytes", type=int, default=0, help="the server's limit, if known")
     parser.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args()
 
@@ -153,7 +154,9 @@ def main():
         if args.provider:
             check(caps.execution_provider == args.provider, f"execution provider is {args.provider}")
         check(caps.model_id == card.model_id, "capabilities name the serving model")
-        check(caps.max_message_bytes >= 1024 * 1024, "a message size limit is reported")
+        check(caps.max_message_bytes >= 1024, "a message size limit is reported")
+        if args.max_message_bytes:
+            check(caps.max_message_bytes == args.max_message_bytes, "the configured message limit is reported")
         stats = info_stub.GetIndexStats(info.GetIndexStatsRequest())
         check(stats.records == 0 and stats.model_id == card.model_id, "an empty index of the serving model")
 
@@ -252,6 +255,19 @@ def main():
             "format",
             "an unknown image format",
         )
+
+        # A request beyond the message limit is refused before it is decoded (tonic answers
+        # OUT_OF_RANGE, "decoded message length too large").
+        if args.max_message_bytes:
+            oversized = np.zeros(args.max_message_bytes // 2 + 1024, dtype="<u2").tobytes()
+            expect_error(
+                lambda: image_stub.Encode(
+                    images.EncodeRequest(image=raw_input(common.PIXEL_TYPE_UINT16, oversized, rows=1, cols=len(oversized) // 2))
+                ),
+                grpc.StatusCode.OUT_OF_RANGE,
+                "too large",
+                "a request beyond the message limit",
+            )
 
         # Calls of later issues say which issue brings them.
         search_pb, ingest_pb = pb["search"], pb["ingest"]
