@@ -71,7 +71,7 @@ $(ORT_LIB):
 deps-py: $(PY_VENV)/.ok
 $(PY_VENV)/.ok: Makefile
 	$(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools numpy
+	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy
 	touch $@
 
 lint:
