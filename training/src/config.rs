@@ -38,6 +38,9 @@ pub struct ModelConfig {
     pub dead_code_threshold: f64,
     /// Margin m of the discrimination loss; also scales the abnormality score.
     pub abnormality_margin: f64,
+    /// Pin row 0 of the abnormal codebook to zero: the "no lesion" code that normal positions
+    /// quantise to while the discrimination loss keeps them at least m away from every code.
+    pub abnormal_null_code: bool,
 }
 
 impl Default for ModelConfig {
@@ -54,8 +57,9 @@ impl Default for ModelConfig {
             bn_eps: 1e-5,
             bn_momentum: 0.1,
             ema_decay: 0.99,
-            dead_code_threshold: 0.05,
+            dead_code_threshold: 0.01,
             abnormality_margin: 1.0,
+            abnormal_null_code: true,
         }
     }
 }

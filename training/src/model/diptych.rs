@@ -83,8 +83,12 @@ impl Diptych {
         Self {
             config: config.clone(),
             encoder: Encoder::new(&(root / "encoder"), config),
-            quantizer_normal: VectorQuantizer::new(&(root / "quantizer_normal"), config),
-            quantizer_abnormal: VectorQuantizer::new(&(root / "quantizer_abnormal"), config),
+            quantizer_normal: VectorQuantizer::new(&(root / "quantizer_normal"), config, false),
+            quantizer_abnormal: VectorQuantizer::new(
+                &(root / "quantizer_abnormal"),
+                config,
+                config.abnormal_null_code,
+            ),
             seg_decoder: SegDecoder::new(&(root / "seg_decoder"), config),
             image_decoder: ImageDecoder::new(&(root / "image_decoder"), config),
         }
@@ -96,11 +100,11 @@ impl Diptych {
     }
 
     /// Full forward pass on images x [N,1,S,S]. With `train`, BatchNorm uses batch statistics
-    /// and updates its running statistics, and both codebooks take one EMA step.
+    /// and updates its running statistics; the codebooks change only by [`Self::update_codebooks`].
     pub fn forward_t(&self, x: &Tensor, train: bool) -> Outputs {
         let (z_n, z_a) = self.encoder.forward_t(x, train);
-        let qn = self.quantizer_normal.forward_t(&z_n, train);
-        let qa = self.quantizer_abnormal.forward_t(&z_a, train);
+        let qn = self.quantizer_normal.forward(&z_n);
+        let qa = self.quantizer_abnormal.forward(&z_a);
         let (seg_logits, recon, normal_appearing) = self.decode_codes(&qn.e, &qa.e, train);
         Outputs {
             z_n,
@@ -116,6 +120,15 @@ impl Diptych {
             recon,
             normal_appearing,
         }
+    }
+
+    /// One EMA step of both codebooks from a training forward pass. The normal codebook follows
+    /// every position; the abnormal one follows the positions where `abnormal_weights` [N,h,w]
+    /// is 1 (the lesion positions), or every position when it is `None`.
+    pub fn update_codebooks(&self, out: &Outputs, abnormal_weights: Option<&Tensor>) {
+        self.quantizer_normal.update(&out.z_n, &out.idx_n, None);
+        self.quantizer_abnormal
+            .update(&out.z_a, &out.idx_a, abnormal_weights);
     }
 
     /// Decoder graph order: seg decoder on e_a → softmax → image decoder(e_n, softmax) = x̂ and
@@ -137,7 +150,7 @@ impl Diptych {
         tch::no_grad(|| {
             let (z_n, z_a) = self.encoder.forward_t(x, false);
             let idx_n = self.quantizer_normal.nearest(&z_n);
-            let qa = self.quantizer_abnormal.forward_t(&z_a, false);
+            let qa = self.quantizer_abnormal.forward(&z_a);
             let mean = qa.distance.mean_dim(&[1i64, 2][..], false, Kind::Float);
             let abnormality = (-(mean / self.config.abnormality_margin) + 1.0).clamp(0.0, 1.0);
             Encoded {
@@ -243,7 +256,8 @@ mod tests {
         let x = Tensor::rand([2, 1, 32, 32], (Kind::Float, Device::Cpu));
         // a few training passes so BN running stats and codebooks are not at their init
         for _ in 0..3 {
-            net.forward_t(&x, true);
+            let out = net.forward_t(&x, true);
+            net.update_codebooks(&out, None);
         }
         let out = tch::no_grad(|| net.forward_t(&x, false));
         let enc = net.encode(&x);

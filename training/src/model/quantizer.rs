@@ -16,6 +16,7 @@ pub struct VectorQuantizer {
     embed_sum: Tensor,
     decay: f64,
     dead_threshold: f64,
+    null_code: bool,
 }
 
 /// The result of quantising z [N,D,h,w].
@@ -32,11 +33,16 @@ pub struct Quantized {
 }
 
 impl VectorQuantizer {
-    /// Creates the codebook under `path` (`quantizer_normal` or `quantizer_abnormal`).
-    pub fn new(path: &nn::Path, config: &ModelConfig) -> Self {
+    /// Creates the codebook under `path` (`quantizer_normal` or `quantizer_abnormal`). With
+    /// `null_code`, row 0 is pinned to the zero vector: the abnormal path's "no lesion" code.
+    pub fn new(path: &nn::Path, config: &ModelConfig, null_code: bool) -> Self {
         let (k, d) = (config.codebook_size as i64, config.code_dim as i64);
         let opts = (Kind::Float, path.device());
-        let codebook = path.add("codebook", Tensor::randn([k, d], opts), false);
+        let initial = Tensor::randn([k, d], opts);
+        if null_code {
+            let _ = initial.get(0).zero_();
+        }
+        let codebook = path.add("codebook", initial, false);
         let cluster_size = path.add("cluster_size", Tensor::zeros([k], opts), false);
         let embed_sum = path.add("embed_sum", Tensor::zeros([k, d], opts), false);
         Self {
@@ -45,6 +51,7 @@ impl VectorQuantizer {
             embed_sum,
             decay: config.ema_decay,
             dead_threshold: config.dead_code_threshold,
+            null_code,
         }
     }
 
@@ -78,15 +85,12 @@ impl VectorQuantizer {
             .contiguous()
     }
 
-    /// Quantises z [N,D,h,w]; when `train`, also updates the codebook by EMA afterwards.
-    pub fn forward_t(&self, z: &Tensor, train: bool) -> Quantized {
+    /// Quantises z [N,D,h,w] (the codebook is updated separately, by [`Self::update`]).
+    pub fn forward(&self, z: &Tensor) -> Quantized {
         let indices = self.nearest(z);
         let codes = self.lookup(&indices).detach();
         let distance = (z - &codes).square().mean_dim(1, false, Kind::Float);
         let e = z + (&codes - z).detach();
-        if train {
-            tch::no_grad(|| self.update(z, &indices));
-        }
         Quantized {
             e,
             codes,
@@ -95,13 +99,23 @@ impl VectorQuantizer {
         }
     }
 
-    /// EMA codebook update from the vectors z and their assignments, then re-initialises codes
-    /// whose usage fell below the threshold to random vectors of this batch.
-    fn update(&self, z: &Tensor, indices: &Tensor) {
+    /// One EMA step of the codebook from vectors z [N,D,h,w] and their assigned indices
+    /// [N,h,w]; `weights` [N,h,w] (1 = learn from this position, 0 = ignore it) restricts which
+    /// vectors the codes follow. Codes whose usage fell below the threshold are then
+    /// re-initialised to random (weighted) vectors of this batch; a pinned null code stays zero.
+    pub fn update(&self, z: &Tensor, indices: &Tensor, weights: Option<&Tensor>) {
+        tch::no_grad(|| self.update_inner(z, indices, weights));
+    }
+
+    fn update_inner(&self, z: &Tensor, indices: &Tensor, weights: Option<&Tensor>) {
         let d = z.size()[1];
         let k = self.codebook.size()[0];
         let flat = z.detach().permute([0, 2, 3, 1]).reshape([-1, d]);
-        let one_hot = indices.reshape([-1]).one_hot(k).to_kind(Kind::Float);
+        let mut one_hot = indices.reshape([-1]).one_hot(k).to_kind(Kind::Float);
+        let weight = weights.map(|w| w.reshape([-1]).to_kind(Kind::Float));
+        if let Some(w) = &weight {
+            one_hot = one_hot * w.unsqueeze(1);
+        }
         let counts = one_hot.sum_dim_intlist(0, false, Kind::Float);
         let sums = one_hot.tr().matmul(&flat);
         let mut cluster_size = self.cluster_size.shallow_clone();
@@ -117,15 +131,28 @@ impl VectorQuantizer {
         let mut codebook = self.codebook.shallow_clone();
         codebook.copy_(&(&embed_sum / smoothed.unsqueeze(1)));
 
+        // candidates for re-initialisation: the vectors the codes may learn from
+        let candidates = match &weight {
+            Some(w) => w.gt(0.0).nonzero().squeeze_dim(1),
+            None => Tensor::arange(flat.size()[0], (Kind::Int64, flat.device())),
+        };
         let dead = cluster_size.lt(self.dead_threshold);
+        if self.null_code {
+            let _ = dead.get(0).fill_(0);
+        }
         let n_dead = dead.sum(Kind::Int64).int64_value(&[]);
-        if n_dead > 0 {
+        let n_candidates = candidates.size()[0];
+        if n_dead > 0 && n_candidates > 0 {
             let dead_rows = dead.nonzero().squeeze_dim(1);
-            let picks = Tensor::randint(flat.size()[0], [n_dead], (Kind::Int64, flat.device()));
-            let fresh = flat.index_select(0, &picks);
+            let picks = Tensor::randint(n_candidates, [n_dead], (Kind::Int64, flat.device()));
+            let fresh = flat.index_select(0, &candidates.index_select(0, &picks));
             let _ = codebook.index_copy_(0, &dead_rows, &fresh);
             let _ = embed_sum.index_copy_(0, &dead_rows, &fresh);
             let _ = cluster_size.index_fill_(0, &dead_rows, 1.0);
+        }
+        if self.null_code {
+            let _ = codebook.get(0).zero_();
+            let _ = embed_sum.get(0).zero_();
         }
     }
 }
@@ -142,7 +169,7 @@ mod tests {
             code_dim: d,
             ..Default::default()
         };
-        let q = VectorQuantizer::new(&(vs.root() / "q"), &config);
+        let q = VectorQuantizer::new(&(vs.root() / "q"), &config, false);
         (vs, q)
     }
 
@@ -155,7 +182,7 @@ mod tests {
         });
         // Three positions (h=1, w=3): near row 0, exactly rows 1 and 2 (tie → 1), near row 0.
         let z = Tensor::from_slice(&[0.1f32, 0.9, -0.2, 0.0, 1.0, 0.1]).reshape([1, 2, 1, 3]);
-        let out = q.forward_t(&z, false);
+        let out = q.forward(&z);
         assert_eq!(
             Vec::<i64>::try_from(out.indices.reshape([-1])).unwrap(),
             vec![0, 1, 0]
@@ -168,10 +195,52 @@ mod tests {
     }
 
     #[test]
+    fn weights_choose_what_codes_follow_and_the_null_code_stays_zero() {
+        let vs = nn::VarStore::new(Device::Cpu);
+        let config = ModelConfig {
+            codebook_size: 3,
+            code_dim: 2,
+            ..Default::default()
+        };
+        let q = VectorQuantizer::new(&(vs.root() / "q"), &config, true);
+        // 8 positions at (4,4) with weight 1 and 8 at (-4,-4) with weight 0
+        let a = Tensor::from_slice(&[4.0f32, 4.0])
+            .reshape([1, 2, 1, 1])
+            .repeat([1, 1, 2, 4]);
+        let b = Tensor::from_slice(&[-4.0f32, -4.0])
+            .reshape([1, 2, 1, 1])
+            .repeat([1, 1, 2, 4]);
+        let z = Tensor::cat(&[a, b], 0);
+        let w = Tensor::cat(
+            &[
+                Tensor::ones([1, 2, 4], (Kind::Float, Device::Cpu)),
+                Tensor::zeros([1, 2, 4], (Kind::Float, Device::Cpu)),
+            ],
+            0,
+        );
+        for _ in 0..300 {
+            let out = q.forward(&z);
+            q.update(&z, &out.indices, Some(&w));
+        }
+        let rows: Vec<f32> = Vec::try_from(q.codebook.reshape([-1])).unwrap();
+        assert_eq!(&rows[..2], &[0.0, 0.0], "row 0 is the pinned null code");
+        for r in 1..3 {
+            let (x, y) = (rows[2 * r], rows[2 * r + 1]);
+            assert!(
+                x > 0.0 && y > 0.0,
+                "no code follows the ignored cluster: {rows:?}"
+            );
+        }
+        let near =
+            (0..3).any(|r| (rows[2 * r] - 4.0).abs() < 0.1 && (rows[2 * r + 1] - 4.0).abs() < 0.1);
+        assert!(near, "a code sits on the weighted cluster: {rows:?}");
+    }
+
+    #[test]
     fn straight_through_passes_gradient_to_z() {
         let (_vs, q) = quantizer(4, 3);
         let z = Tensor::randn([2, 3, 2, 2], (Kind::Float, Device::Cpu)).set_requires_grad(true);
-        let out = q.forward_t(&z, false);
+        let out = q.forward(&z);
         out.e.sum(Kind::Float).backward();
         let g = z.grad();
         assert!((g - 1.0).abs().max().double_value(&[]) < 1e-6);
@@ -185,7 +254,8 @@ mod tests {
         let b = Tensor::from_slice(&[-5.0f32, -5.0]).reshape([1, 2, 1, 1]);
         let z = Tensor::cat(&[a.repeat([1, 1, 4, 4]), b.repeat([1, 1, 4, 4])], 0);
         for _ in 0..600 {
-            q.forward_t(&z, true);
+            let out = q.forward(&z);
+            q.update(&z, &out.indices, None);
         }
         let mut rows: Vec<f64> = (0..2).map(|i| q.codebook.double_value(&[i, 0])).collect();
         rows.sort_by(f64::total_cmp);

@@ -56,8 +56,8 @@ pub fn bench(config: &TrainConfig, device: Device, steps: usize) -> Result<Timin
             let (zn, za) = net.encoder.forward_t(x, true);
             let _ = zn.double_value(&[0, 0, 0, 0]);
             let t1 = t.elapsed().as_secs_f64();
-            let qn = net.quantizer_normal.forward_t(&zn, true);
-            let qa = net.quantizer_abnormal.forward_t(&za, true);
+            let qn = net.quantizer_normal.forward(&zn);
+            let qa = net.quantizer_abnormal.forward(&za);
             let _ = qa.e.double_value(&[0, 0, 0, 0]);
             let t2 = t.elapsed().as_secs_f64();
             let y = net.seg_decoder.forward_t(&qa.e, true);
@@ -81,6 +81,8 @@ pub fn bench(config: &TrainConfig, device: Device, steps: usize) -> Result<Timin
         let t = Instant::now();
         let out = net.forward_t(&targets.image, true);
         let _ = out.recon.double_value(&[0, 0, 0, 0]);
+        let grid = config.model.grid_size() as i64;
+        net.update_codebooks(&out, Some(&targets.lesion_positions(grid)));
         let t1 = t.elapsed().as_secs_f64();
         let terms = total_loss(
             &out,

@@ -25,7 +25,7 @@ pub use checkpoint::{CheckpointInfo, CheckpointPaths};
 pub use schedule::learning_rate;
 pub use validation::{Validation, ValidationSet, auc};
 
-use crate::config::{ConfigError, TrainConfig};
+use crate::config::{ConfigError, DiscriminationLevel, TrainConfig};
 use crate::data::{Augmenter, Batcher, BratsError, PhantomSource, SliceSource, open_source};
 use crate::figures::{FigureError, LossHistory, write_loss_curve, write_sample_grid};
 use crate::losses::total_loss;
@@ -109,6 +109,9 @@ pub struct TrainReport {
     /// The configuration.
     pub config: TrainConfig,
 }
+
+/// Steps between two plain progress lines when the progress bar is hidden.
+const LOG_EVERY: usize = 50;
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> TrainError + '_ {
     move |source| TrainError::Io {
@@ -201,6 +204,15 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         let targets = batch.targets(options.device);
         let out = net.forward_t(&targets.image, true);
         let terms = total_loss(&out, &targets, &config.loss, margin);
+        let grid = config.model.grid_size() as i64;
+        let followed = match config.loss.discrimination {
+            DiscriminationLevel::Position => targets.lesion_positions(grid),
+            DiscriminationLevel::Image => targets
+                .has_lesion
+                .view([-1, 1, 1])
+                .expand([-1, grid, grid], false),
+        };
+        net.update_codebooks(&out, Some(&followed));
         adam.zero_grad();
         terms.total.backward();
         adam.step(learning_rate(schedule, step));
@@ -226,15 +238,35 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
 
         let done = step + 1;
         let last = done == schedule.steps;
+        if bar.is_hidden() && (done % LOG_EVERY == 0 || last) {
+            // no progress bar (quiet, or stderr is not a terminal): a plain line for logs
+            let losses: Vec<String> = values.iter().map(|(n, v)| format!("{n} {v:.4}")).collect();
+            eprintln!(
+                "step {done}/{}: {} ({:.2} s/step)",
+                schedule.steps,
+                losses.join(" "),
+                step_time / (done - start) as f64
+            );
+        }
         let due = |every: usize| last || (every > 0 && done % every == 0);
         if due(schedule.figure_every) {
             last_validation =
                 write_figures(options, &net, &history, validation_set.as_ref(), done)?;
             if let Some(v) = &last_validation {
-                bar.println(format!(
-                    "step {done}: dice {:.3} auc {:.3} (distance {:.3}) recon-ssim {:.3} twin-ssim in lesion {:.3} outside {:.3}",
-                    v.whole_tumor_dice, v.abnormality_auc, v.distance_auc, v.recon_ssim, v.twin_ssim_in_lesion, v.twin_ssim_outside
-                ));
+                let line = format!(
+                    "step {done}: held-out dice {:.3} auc {:.3} (distance {:.3}) recon-ssim {:.3} twin-ssim in lesion {:.3} outside {:.3}",
+                    v.whole_tumor_dice,
+                    v.abnormality_auc,
+                    v.distance_auc,
+                    v.recon_ssim,
+                    v.twin_ssim_in_lesion,
+                    v.twin_ssim_outside
+                );
+                if bar.is_hidden() {
+                    eprintln!("{line}");
+                } else {
+                    bar.println(line);
+                }
             }
         }
         if due(schedule.checkpoint_every) {
