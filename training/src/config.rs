@@ -36,7 +36,10 @@ pub struct ModelConfig {
     pub ema_decay: f64,
     /// A code whose EMA usage count falls below this is re-initialised from the batch.
     pub dead_code_threshold: f64,
-    /// Margin m of the discrimination loss; also scales the abnormality score.
+    /// Scale of the abnormality score, `clamp(1 − mean distance / abnormality_margin, 0, 1)`
+    /// (manifest.abnormality_margin). Twice `loss.margin` by default: normal positions settle at
+    /// the loss margin, so a healthy slice scores about 0.5 and a lesion raises the score, with
+    /// no clamping that would tie healthy slices with small lesions.
     pub abnormality_margin: f64,
     /// Pin row 0 of the abnormal codebook to zero: the "no lesion" code that normal positions
     /// quantise to while the discrimination loss keeps them at least m away from every code.
@@ -58,7 +61,7 @@ impl Default for ModelConfig {
             bn_momentum: 0.1,
             ema_decay: 0.99,
             dead_code_threshold: 0.01,
-            abnormality_margin: 1.0,
+            abnormality_margin: 2.0,
             abnormal_null_code: true,
         }
     }
@@ -140,6 +143,9 @@ pub struct LossConfig {
     pub lambda_ssim: f64,
     /// Granularity of the discrimination loss.
     pub discrimination: DiscriminationLevel,
+    /// Margin m of the discrimination loss: normal positions are pushed at least this far
+    /// (mean squared distance per code dimension) from every abnormal code.
+    pub margin: f64,
 }
 
 impl Default for LossConfig {
@@ -153,6 +159,7 @@ impl Default for LossConfig {
             lambda_res: 1.0,
             lambda_ssim: 0.1,
             discrimination: DiscriminationLevel::Position,
+            margin: 1.0,
         }
     }
 }
@@ -326,6 +333,9 @@ impl TrainConfig {
             return Err(ConfigError::Invalid(
                 "schedule.batch_size must be ≥ 2 (BatchNorm needs a batch)".into(),
             ));
+        }
+        if self.loss.margin <= 0.0 {
+            return Err(ConfigError::Invalid("loss.margin must be > 0".into()));
         }
         if self.schedule.learning_rate <= 0.0 {
             return Err(ConfigError::Invalid(

@@ -75,8 +75,9 @@ impl LossTerms {
     }
 }
 
-/// All five losses of a forward pass against its targets; `margin` is the model's m.
-pub fn total_loss(out: &Outputs, targets: &Targets, config: &LossConfig, margin: f64) -> LossTerms {
+/// All five losses of a forward pass against its targets.
+pub fn total_loss(out: &Outputs, targets: &Targets, config: &LossConfig) -> LossTerms {
+    let margin = config.margin;
     let latent_loss =
         latent(&out.z_n, &out.codes_n, config.beta) + latent(&out.z_a, &out.codes_a, config.beta);
     let discrimination = match config.discrimination {

@@ -83,8 +83,8 @@ impl Diptych {
         Self {
             config: config.clone(),
             encoder: Encoder::new(&(root / "encoder"), config),
-            quantizer_normal: VectorQuantizer::new(&(root / "quantizer_normal"), config, false),
-            quantizer_abnormal: VectorQuantizer::new(
+            quantizer_normal: VectorQuantizer::new(&(root / "quantizer_normal"), config),
+            quantizer_abnormal: VectorQuantizer::with_null_code(
                 &(root / "quantizer_abnormal"),
                 config,
                 config.abnormal_null_code,

@@ -33,9 +33,14 @@ pub struct Quantized {
 }
 
 impl VectorQuantizer {
+    /// Creates a codebook under `path` whose every row is learned.
+    pub fn new(path: &nn::Path, config: &ModelConfig) -> Self {
+        Self::with_null_code(path, config, false)
+    }
+
     /// Creates the codebook under `path` (`quantizer_normal` or `quantizer_abnormal`). With
     /// `null_code`, row 0 is pinned to the zero vector: the abnormal path's "no lesion" code.
-    pub fn new(path: &nn::Path, config: &ModelConfig, null_code: bool) -> Self {
+    pub fn with_null_code(path: &nn::Path, config: &ModelConfig, null_code: bool) -> Self {
         let (k, d) = (config.codebook_size as i64, config.code_dim as i64);
         let opts = (Kind::Float, path.device());
         let initial = Tensor::randn([k, d], opts);
@@ -114,7 +119,7 @@ impl VectorQuantizer {
         let mut one_hot = indices.reshape([-1]).one_hot(k).to_kind(Kind::Float);
         let weight = weights.map(|w| w.reshape([-1]).to_kind(Kind::Float));
         if let Some(w) = &weight {
-            one_hot = one_hot * w.unsqueeze(1);
+            one_hot *= w.unsqueeze(1);
         }
         let counts = one_hot.sum_dim_intlist(0, false, Kind::Float);
         let sums = one_hot.tr().matmul(&flat);
@@ -169,7 +174,7 @@ mod tests {
             code_dim: d,
             ..Default::default()
         };
-        let q = VectorQuantizer::new(&(vs.root() / "q"), &config, false);
+        let q = VectorQuantizer::new(&(vs.root() / "q"), &config);
         (vs, q)
     }
 
@@ -202,7 +207,7 @@ mod tests {
             code_dim: 2,
             ..Default::default()
         };
-        let q = VectorQuantizer::new(&(vs.root() / "q"), &config, true);
+        let q = VectorQuantizer::with_null_code(&(vs.root() / "q"), &config, true);
         // 8 positions at (4,4) with weight 1 and 8 at (-4,-4) with weight 0
         let a = Tensor::from_slice(&[4.0f32, 4.0])
             .reshape([1, 2, 1, 1])

@@ -84,12 +84,7 @@ pub fn bench(config: &TrainConfig, device: Device, steps: usize) -> Result<Timin
         let grid = config.model.grid_size() as i64;
         net.update_codebooks(&out, Some(&targets.lesion_positions(grid)));
         let t1 = t.elapsed().as_secs_f64();
-        let terms = total_loss(
-            &out,
-            &targets,
-            &config.loss,
-            config.model.abnormality_margin,
-        );
+        let terms = total_loss(&out, &targets, &config.loss);
         let _ = terms.total.double_value(&[]);
         let t2 = t.elapsed().as_secs_f64();
         adam.zero_grad();

@@ -194,7 +194,6 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
     let session_start = Instant::now();
     let mut step_time = 0.0;
     let mut last_validation = None;
-    let margin = config.model.abnormality_margin;
     let mut batches = batches.take(schedule.steps.saturating_sub(start));
     for step in start..schedule.steps {
         let t0 = Instant::now();
@@ -203,7 +202,7 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         tch::manual_seed((schedule.seed.wrapping_mul(1_000_003) ^ step as u64) as i64);
         let targets = batch.targets(options.device);
         let out = net.forward_t(&targets.image, true);
-        let terms = total_loss(&out, &targets, &config.loss, margin);
+        let terms = total_loss(&out, &targets, &config.loss);
         let grid = config.model.grid_size() as i64;
         let followed = match config.loss.discrimination {
             DiscriminationLevel::Position => targets.lesion_positions(grid),
