@@ -3,12 +3,17 @@
 
 use tch::{Kind, Tensor};
 
-/// Per position: `a·c + (1 − a)·max(0, m − c)`, averaged, where c [N,h,w] is the commitment
-/// distance (mean over D of (z_a − sg[e_a])²) and a [N,h,w] is 1 where the grid cell holds a
-/// lesion pixel, 0 elsewhere.
+/// Per position `a·c + (1 − a)·max(0, m − c)`, where c [N,h,w] is the commitment distance
+/// (mean over D of (z_a − sg[e_a])²) and a [N,h,w] is 1 where the grid cell holds a lesion pixel,
+/// 0 elsewhere; each class is averaged over its own positions and the two means are added, so
+/// the few lesion positions (a few percent of a batch) pull as hard as the many normal ones push.
 pub fn discrimination_position(distance: &Tensor, abnormal: &Tensor, margin: f64) -> Tensor {
+    let normal = -abnormal + 1.0;
     let hinge = (-distance + margin).relu();
-    (abnormal * distance + (-abnormal + 1.0) * hinge).mean(Kind::Float)
+    let class_mean = |weights: &Tensor, values: &Tensor| {
+        (weights * values).sum(Kind::Float) / weights.sum(Kind::Float).clamp_min(1.0)
+    };
+    class_mean(abnormal, distance) + class_mean(&normal, &hinge)
 }
 
 /// METHOD.md literally: c is the mean distance of each image, a [N] is 1 for an image with a
@@ -37,6 +42,15 @@ mod tests {
         // abnormal positions cost c itself, whatever the margin
         let abnormal = t(&[1.0, 1.0], [1, 1, 2]);
         assert!((discrimination_position(&c, &abnormal, m).double_value(&[]) - 0.95).abs() < 1e-6);
+    }
+
+    #[test]
+    fn each_class_is_averaged_over_its_own_positions() {
+        // lesion positions c = 0.2, 3.0 → mean 1.6; normal c = 0.4, 1.5 → hinge mean 0.3
+        let c = t(&[0.2, 0.4, 1.5, 3.0], [1, 2, 2]);
+        let a = t(&[1.0, 0.0, 0.0, 1.0], [1, 2, 2]);
+        let loss = discrimination_position(&c, &a, 1.0).double_value(&[]);
+        assert!((loss - 1.9).abs() < 1e-6, "{loss}");
     }
 
     #[test]
