@@ -124,11 +124,13 @@ impl Diptych {
 
     /// One EMA step of both codebooks from a training forward pass. The normal codebook follows
     /// every position; the abnormal one follows the positions where `abnormal_weights` [N,h,w]
-    /// is 1 (the lesion positions), or every position when it is `None`.
-    pub fn update_codebooks(&self, out: &Outputs, abnormal_weights: Option<&Tensor>) {
-        self.quantizer_normal.update(&out.z_n, &out.idx_n, None);
+    /// is 1 (the lesion positions), or every position when it is `None`. `seed` drives the
+    /// re-initialisation of dead codes (pass a function of the step).
+    pub fn update_codebooks(&self, out: &Outputs, abnormal_weights: Option<&Tensor>, seed: u64) {
+        self.quantizer_normal
+            .update(&out.z_n, &out.idx_n, None, seed);
         self.quantizer_abnormal
-            .update(&out.z_a, &out.idx_a, abnormal_weights);
+            .update(&out.z_a, &out.idx_a, abnormal_weights, seed ^ 0x5EED);
     }
 
     /// Decoder graph order: seg decoder on e_a → softmax → image decoder(e_n, softmax) = x̂ and
@@ -257,7 +259,7 @@ mod tests {
         // a few training passes so BN running stats and codebooks are not at their init
         for _ in 0..3 {
             let out = net.forward_t(&x, true);
-            net.update_codebooks(&out, None);
+            net.update_codebooks(&out, None, 1);
         }
         let out = tch::no_grad(|| net.forward_t(&x, false));
         let enc = net.encode(&x);

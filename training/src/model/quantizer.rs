@@ -1,5 +1,7 @@
 //! Vector quantisation with an EMA-updated codebook and dead-code re-initialisation.
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use tch::{Kind, Tensor, nn};
 
 use crate::config::ModelConfig;
@@ -107,12 +109,14 @@ impl VectorQuantizer {
     /// One EMA step of the codebook from vectors z [N,D,h,w] and their assigned indices
     /// [N,h,w]; `weights` [N,h,w] (1 = learn from this position, 0 = ignore it) restricts which
     /// vectors the codes follow. Codes whose usage fell below the threshold are then
-    /// re-initialised to random (weighted) vectors of this batch; a pinned null code stays zero.
-    pub fn update(&self, z: &Tensor, indices: &Tensor, weights: Option<&Tensor>) {
-        tch::no_grad(|| self.update_inner(z, indices, weights));
+    /// re-initialised to (weighted) vectors of this batch drawn with `seed` (a function of the
+    /// step, so training is reproducible and resumable without torch's global RNG); a pinned
+    /// null code stays zero.
+    pub fn update(&self, z: &Tensor, indices: &Tensor, weights: Option<&Tensor>, seed: u64) {
+        tch::no_grad(|| self.update_inner(z, indices, weights, seed));
     }
 
-    fn update_inner(&self, z: &Tensor, indices: &Tensor, weights: Option<&Tensor>) {
+    fn update_inner(&self, z: &Tensor, indices: &Tensor, weights: Option<&Tensor>, seed: u64) {
         let d = z.size()[1];
         let k = self.codebook.size()[0];
         let flat = z.detach().permute([0, 2, 3, 1]).reshape([-1, d]);
@@ -149,7 +153,11 @@ impl VectorQuantizer {
         let n_candidates = candidates.size()[0];
         if n_dead > 0 && n_candidates > 0 {
             let dead_rows = dead.nonzero().squeeze_dim(1);
-            let picks = Tensor::randint(n_candidates, [n_dead], (Kind::Int64, flat.device()));
+            let mut rng = ChaCha8Rng::seed_from_u64(seed);
+            let picks: Vec<i64> = (0..n_dead)
+                .map(|_| rng.random_range(0..n_candidates))
+                .collect();
+            let picks = Tensor::from_slice(&picks).to_device(flat.device());
             let fresh = flat.index_select(0, &candidates.index_select(0, &picks));
             let _ = codebook.index_copy_(0, &dead_rows, &fresh);
             let _ = embed_sum.index_copy_(0, &dead_rows, &fresh);
@@ -225,7 +233,7 @@ mod tests {
         );
         for _ in 0..300 {
             let out = q.forward(&z);
-            q.update(&z, &out.indices, Some(&w));
+            q.update(&z, &out.indices, Some(&w), 7);
         }
         let rows: Vec<f32> = Vec::try_from(q.codebook.reshape([-1])).unwrap();
         assert_eq!(&rows[..2], &[0.0, 0.0], "row 0 is the pinned null code");
@@ -260,7 +268,7 @@ mod tests {
         let z = Tensor::cat(&[a.repeat([1, 1, 4, 4]), b.repeat([1, 1, 4, 4])], 0);
         for _ in 0..600 {
             let out = q.forward(&z);
-            q.update(&z, &out.indices, None);
+            q.update(&z, &out.indices, None, 7);
         }
         let mut rows: Vec<f64> = (0..2).map(|i| q.codebook.double_value(&[i, 0])).collect();
         rows.sort_by(f64::total_cmp);

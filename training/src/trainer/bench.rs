@@ -82,7 +82,7 @@ pub fn bench(config: &TrainConfig, device: Device, steps: usize) -> Result<Timin
         let out = net.forward_t(&targets.image, true);
         let _ = out.recon.double_value(&[0, 0, 0, 0]);
         let grid = config.model.grid_size() as i64;
-        net.update_codebooks(&out, Some(&targets.lesion_positions(grid)));
+        net.update_codebooks(&out, Some(&targets.lesion_positions(grid)), step as u64);
         let t1 = t.elapsed().as_secs_f64();
         let terms = total_loss(&out, &targets, &config.loss);
         let _ = terms.total.double_value(&[]);
