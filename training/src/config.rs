@@ -36,7 +36,7 @@ pub struct ModelConfig {
     pub ema_decay: f64,
     /// A code whose EMA usage count falls below this is re-initialised from the batch.
     pub dead_code_threshold: f64,
-    /// Scale of the abnormality score, `clamp(1 − mean distance / abnormality_margin, 0, 1)`
+    /// Scale of the abnormality score, `clamp(1 − smallest per-position distance / abnormality_margin, 0, 1)`
     /// (manifest.abnormality_margin). Twice `loss.margin` by default: normal positions settle at
     /// the loss margin, so a healthy slice scores about 0.5 and a lesion raises the score, with
     /// no clamping that would tie healthy slices with small lesions.

@@ -22,7 +22,7 @@ pub const NORMAL_INDICES: &str = "normal_indices";
 pub const ABNORMAL_INDICES: &str = "abnormal_indices";
 /// Encoder output: per-position mean over D of (z_a − e_a)², `[N, h, w]`.
 pub const ABNORMAL_DISTANCE: &str = "abnormal_distance";
-/// Encoder output: clamp(1 − mean(abnormal_distance)/m, 0, 1), `[N]`.
+/// Encoder output: clamp(1 − min(abnormal_distance)/m, 0, 1), `[N]`.
 pub const ABNORMALITY: &str = "abnormality";
 /// Decoder output: abnormal-label logits `[N, L, S, S]`.
 pub const SEGMENTATION: &str = "segmentation";
@@ -117,8 +117,9 @@ pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelPro
         vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
         ABNORMAL_DISTANCE,
     );
-    let mean = g.node(
-        "ReduceMean",
+    // The score follows the most lesion-like position (see `Diptych::encode`).
+    let nearest = g.node(
+        "ReduceMin",
         &[&distance],
         vec![attr_ints("axes", &[1, 2]), attr_int("keepdims", 0)],
     );
@@ -127,7 +128,7 @@ pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelPro
         &[],
         &[config.abnormality_margin as f32],
     );
-    let ratio = g.node("Div", &[&mean, &margin], vec![]);
+    let ratio = g.node("Div", &[&nearest, &margin], vec![]);
     let one = g.shared_f32("const.one", &[], &[1.0]);
     let zero = g.shared_f32("const.zero", &[], &[0.0]);
     let score = g.node("Sub", &[&one, &ratio], vec![]);

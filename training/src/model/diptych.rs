@@ -46,7 +46,7 @@ pub struct Encoded {
     pub idx_a: Tensor,
     /// Per position mean over D of (z_a − e_a)². [N,h,w]
     pub abnormal_distance: Tensor,
-    /// clamp(1 − mean_positions(abnormal_distance)/m, 0, 1). [N]
+    /// clamp(1 − min_positions(abnormal_distance)/m, 0, 1). [N]
     pub abnormality: Tensor,
 }
 
@@ -153,8 +153,12 @@ impl Diptych {
             let (z_n, z_a) = self.encoder.forward_t(x, false);
             let idx_n = self.quantizer_normal.nearest(&z_n);
             let qa = self.quantizer_abnormal.forward(&z_a);
-            let mean = qa.distance.mean_dim(&[1i64, 2][..], false, Kind::Float);
-            let abnormality = (-(mean / self.config.abnormality_margin) + 1.0).clamp(0.0, 1.0);
+            // The discrimination loss works per grid position: lesion positions sit on the
+            // codebook, normal ones at least m away. The image's score therefore follows its
+            // most lesion-like position (the smallest distance), not the mean, which the many
+            // normal positions of a slice with a small lesion would dominate.
+            let nearest = qa.distance.amin(&[1i64, 2][..], false);
+            let abnormality = (-(nearest / self.config.abnormality_margin) + 1.0).clamp(0.0, 1.0);
             Encoded {
                 idx_n,
                 idx_a: qa.indices,
