@@ -105,16 +105,7 @@ fn a_missing_output_is_refused_with_its_name() {
 fn a_fixed_batch_axis_is_refused() {
     let err = refused(|_, e, _| {
         let input = &mut e.graph.as_mut().unwrap().input[0];
-        let shape = input
-            .r#type
-            .as_mut()
-            .unwrap()
-            .tensor_type
-            .as_mut()
-            .unwrap()
-            .shape
-            .as_mut()
-            .unwrap();
+        let shape = support::shape_mut(input);
         shape.dim[0] = DimensionProto {
             dim_value: Some(1),
             dim_param: None,
@@ -153,14 +144,7 @@ fn an_unexpected_input_or_a_wrong_type_is_refused() {
 
     let err = refused(|_, _, d| {
         let input = &mut d.graph.as_mut().unwrap().input[0];
-        input
-            .r#type
-            .as_mut()
-            .unwrap()
-            .tensor_type
-            .as_mut()
-            .unwrap()
-            .elem_type = FLOAT;
+        support::tensor_type_mut(input).elem_type = FLOAT;
     });
     assert!(err.to_string().contains("int64"), "{err}");
 }

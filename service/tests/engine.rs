@@ -112,16 +112,7 @@ async fn output_shapes_that_disagree_with_the_manifest_are_refused_at_warm_up() 
     let mut decoder = support::decoder(&toy);
     // The decoder's inputs must then declare 8×8 to pass the file check.
     for input in &mut decoder.graph.as_mut().unwrap().input {
-        let shape = input
-            .r#type
-            .as_mut()
-            .unwrap()
-            .tensor_type
-            .as_mut()
-            .unwrap()
-            .shape
-            .as_mut()
-            .unwrap();
+        let shape = support::shape_mut(input);
         shape.dim[1].dim_value = Some(8);
         shape.dim[2].dim_value = Some(8);
     }

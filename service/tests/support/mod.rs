@@ -45,6 +45,16 @@ impl Default for Toy {
 
 pub const LABELS: usize = 4;
 
+/// The tensor type of a graph input or output, for tests that corrupt it.
+pub fn tensor_type_mut(value: &mut ValueInfoProto) -> &mut TensorTypeProto {
+    value.r#type.as_mut().unwrap().tensor_type.as_mut().unwrap()
+}
+
+/// The declared shape of a graph input or output, for tests that corrupt it.
+pub fn shape_mut(value: &mut ValueInfoProto) -> &mut TensorShapeProto {
+    tensor_type_mut(value).shape.as_mut().unwrap()
+}
+
 fn dim_value(v: usize) -> DimensionProto {
     DimensionProto {
         dim_value: Some(v as i64),

@@ -85,31 +85,32 @@ impl GraphBuilder {
 
     /// Adds a float initializer (a weight or constant) of the given shape and returns its name.
     pub fn initializer_f32(&mut self, name: &str, dims: &[usize], data: &[f32]) -> String {
-        assert_eq!(
-            dims.iter().product::<usize>(),
-            data.len(),
-            "initializer {name}: shape {dims:?} does not match {} values",
-            data.len()
-        );
-        self.claim(name);
         let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.initializers
-            .push(tensor(name, DataType::Float, dims, raw));
-        name.to_string()
+        self.push_initializer(name, DataType::Float, dims, data.len(), raw)
     }
 
     /// Adds a 64-bit integer initializer (shapes, axes, slice bounds) and returns its name.
     pub fn initializer_i64(&mut self, name: &str, dims: &[usize], data: &[i64]) -> String {
+        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.push_initializer(name, DataType::Int64, dims, data.len(), raw)
+    }
+
+    /// Checks the shape against the value count, claims the name and stores the raw bytes.
+    fn push_initializer(
+        &mut self,
+        name: &str,
+        elem: DataType,
+        dims: &[usize],
+        count: usize,
+        raw: Vec<u8>,
+    ) -> String {
         assert_eq!(
             dims.iter().product::<usize>(),
-            data.len(),
-            "initializer {name}: shape {dims:?} does not match {} values",
-            data.len()
+            count,
+            "initializer {name}: shape {dims:?} does not match {count} values"
         );
         self.claim(name);
-        let raw = data.iter().flat_map(|v| v.to_le_bytes()).collect();
-        self.initializers
-            .push(tensor(name, DataType::Int64, dims, raw));
+        self.initializers.push(tensor(name, elem, dims, raw));
         name.to_string()
     }
 
