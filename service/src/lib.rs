@@ -17,9 +17,13 @@
 //! Logs go through `tracing` (filter with `RUST_LOG`); they never carry patient data.
 
 pub mod bundle;
+pub mod catalog;
 pub mod config;
 pub mod encoder;
 pub mod grpc;
+pub mod record;
 pub mod render;
+pub mod search;
 pub mod server;
 pub mod slice;
+pub mod store;

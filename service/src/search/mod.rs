@@ -1,0 +1,1 @@
+//! Exact code search (being written).
