@@ -1,0 +1,1 @@
+//! The search benchmark (being written).
