@@ -4,6 +4,7 @@
 //! ```toml
 //! data_dir = "data"
 //! model = "models/phantom-v1"
+//! viewer_url_template = "https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}"
 //!
 //! [grpc]
 //! addr = "0.0.0.0:50051"
@@ -18,6 +19,18 @@
 //! max_queue_delay_ms = 2
 //! queue_capacity = 1024
 //!
+//! [dicom]
+//! enabled = true
+//! addr = "0.0.0.0:11112"
+//! ae_title = "DIPTYCH"
+//! max_associations = 32
+//! allowed_callers = ["MODALITY1", "PACS@10.0.0.5"]   # empty: any caller
+//! study_quiet_period_s = 10
+//! # tls_cert = "server.pem"; tls_key = "server.key"; tls_client_ca = "ca.pem"
+//! # [dicom.kos]
+//! # destination = "WEASIS@10.0.0.9:11113"
+//! # archive = "teaching"                  # or "de-identified"; KOS reference other patients
+//!
 //! [images]
 //! max_pixels = 134217728           # rows × columns × frames per DICOM instance
 //! max_inflated_bytes = 536870912   # a deflated data set, once inflated
@@ -25,7 +38,7 @@
 //!
 //! Environment variables: `DIPTYCH_CONFIG`, `DIPTYCH_DATA_DIR`, `DIPTYCH_MODEL`,
 //! `DIPTYCH_GRPC_ADDR`, `DIPTYCH_EXECUTION_PROVIDER`, `DIPTYCH_ORT_LIBRARY`,
-//! `DIPTYCH_MAX_BATCH`, `DIPTYCH_SESSIONS`.
+//! `DIPTYCH_MAX_BATCH`, `DIPTYCH_SESSIONS`, `DIPTYCH_DICOM_ADDR`, `DIPTYCH_AE_TITLE`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -50,6 +63,12 @@ pub struct Config {
     pub encoder: EncoderConfig,
     /// Bounds on the DICOM instances and raw images accepted.
     pub images: Limits,
+    /// The DICOM listener and the answers sent to viewers.
+    pub dicom: DicomConfig,
+    /// A viewer deep link for search hits, e.g. an OHIF URL:
+    /// `https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}`
+    /// (placeholders `{study_instance_uid}`, `{series_instance_uid}`, `{sop_instance_uid}`).
+    pub viewer_url_template: Option<String>,
 }
 
 impl Default for Config {
@@ -60,8 +79,81 @@ impl Default for Config {
             grpc: GrpcConfig::default(),
             encoder: EncoderConfig::default(),
             images: Limits::default(),
+            dicom: DicomConfig::default(),
+            viewer_url_template: None,
         }
     }
+}
+
+/// The DICOM listener (C-ECHO, C-STORE) and the DICOM answers sent to viewers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DicomConfig {
+    /// Whether `diptych serve` listens for DICOM at all.
+    pub enabled: bool,
+    /// Address to listen on, HOST:PORT.
+    pub addr: SocketAddr,
+    /// This node's AE title; associations calling another title are rejected.
+    pub ae_title: String,
+    /// Associations served at once; more get a transient reject.
+    pub max_associations: usize,
+    /// Largest PDU accepted, in bytes.
+    pub max_pdu_length: u32,
+    /// Longest wait for the rest of a PDU, in seconds.
+    pub read_timeout_s: u64,
+    /// Longest wait for the next message of an association, in seconds.
+    pub idle_timeout_s: u64,
+    /// Calling AE titles allowed, each `AE` or `AE@ip`; empty allows any caller.
+    pub allowed_callers: Vec<String>,
+    /// DICOM over TLS: PEM files of the certificate chain and key (both, or neither).
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// When set, callers must present a certificate signed by one of these CAs (PEM).
+    pub tls_client_ca: Option<PathBuf>,
+    /// A study is "received" once no instance of it arrived for this many seconds; then its
+    /// similar studies go out on the Watch stream (and as a KOS, when configured).
+    pub study_quiet_period_s: f64,
+    /// Send a Key Object Selection document per received study to a viewer.
+    pub kos: Option<KosConfig>,
+}
+
+impl Default for DicomConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            addr: SocketAddr::from(([0, 0, 0, 0], 11112)),
+            ae_title: "DIPTYCH".to_string(),
+            max_associations: 32,
+            max_pdu_length: 64 * 1024,
+            read_timeout_s: 30,
+            idle_timeout_s: 120,
+            allowed_callers: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            study_quiet_period_s: 10.0,
+            kos: None,
+        }
+    }
+}
+
+/// Where Key Object Selection documents of received studies go. They reference other patients'
+/// images, so they are only sent when the archive is de-identified or a teaching collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KosConfig {
+    /// The viewer or archive to C-STORE to, `AE@HOST:PORT`.
+    pub destination: String,
+    /// What the archive holds: `de-identified` or `teaching`; anything else refuses to start.
+    pub archive: String,
+    /// Similar instances referenced per mode.
+    #[serde(default = "default_kos_top_k")]
+    pub top_k: u32,
+}
+
+fn default_kos_top_k() -> u32 {
+    5
 }
 
 /// The gRPC server.
@@ -165,6 +257,12 @@ pub struct Overrides {
     pub execution_provider: Option<ExecutionProvider>,
     /// `--ort-library PATH`.
     pub ort_library: Option<PathBuf>,
+    /// `--dicom-addr HOST:PORT`.
+    pub dicom_addr: Option<SocketAddr>,
+    /// `--ae-title TITLE`.
+    pub ae_title: Option<String>,
+    /// `--no-dicom`: do not listen for DICOM.
+    pub no_dicom: bool,
 }
 
 /// Why the configuration could not be assembled.
@@ -276,6 +374,12 @@ impl Config {
         if let Some(v) = env("DIPTYCH_MAX_BATCH") {
             self.encoder.max_batch = parsed("DIPTYCH_MAX_BATCH", v, "a whole number ≥ 1")?;
         }
+        if let Some(v) = env("DIPTYCH_DICOM_ADDR") {
+            self.dicom.addr = parsed("DIPTYCH_DICOM_ADDR", v, "HOST:PORT, e.g. 0.0.0.0:11112")?;
+        }
+        if let Some(v) = env("DIPTYCH_AE_TITLE") {
+            self.dicom.ae_title = v;
+        }
         if let Some(v) = env("DIPTYCH_SESSIONS") {
             self.encoder.sessions = parsed("DIPTYCH_SESSIONS", v, "a whole number ≥ 1")?;
         }
@@ -297,6 +401,15 @@ impl Config {
         }
         if let Some(v) = &o.ort_library {
             self.encoder.ort_library = Some(v.clone());
+        }
+        if let Some(v) = o.dicom_addr {
+            self.dicom.addr = v;
+        }
+        if let Some(v) = &o.ae_title {
+            self.dicom.ae_title = v.clone();
+        }
+        if o.no_dicom {
+            self.dicom.enabled = false;
         }
     }
 
@@ -325,6 +438,42 @@ impl Config {
         }
         if e.intra_threads > 1024 {
             return invalid("encoder.intra_threads", e.intra_threads, "must be 0..=1024");
+        }
+        let d = &self.dicom;
+        let ae = d.ae_title.trim();
+        if ae.is_empty() || ae.len() > 16 || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ') || ae.contains('\\') {
+            return Err(ConfigError::Invalid {
+                key: "dicom.ae_title",
+                value: d.ae_title.clone(),
+                problem: "must be 1 to 16 printable ASCII characters without backslash",
+            });
+        }
+        if d.max_associations == 0 {
+            return invalid("dicom.max_associations", 0, "must be at least 1");
+        }
+        if d.tls_cert.is_some() != d.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "dicom.tls_cert",
+                value: String::new(),
+                problem: "tls_cert and tls_key go together: set both or neither",
+            });
+        }
+        if !(d.study_quiet_period_s.is_finite() && d.study_quiet_period_s >= 0.0) {
+            return Err(ConfigError::Invalid {
+                key: "dicom.study_quiet_period_s",
+                value: d.study_quiet_period_s.to_string(),
+                problem: "must be a number of seconds ≥ 0",
+            });
+        }
+        if let Some(kos) = &d.kos
+            && kos.archive != "de-identified"
+            && kos.archive != "teaching"
+        {
+            return Err(ConfigError::Invalid {
+                key: "dicom.kos.archive",
+                value: kos.archive.clone(),
+                problem: "KOS documents reference other patients' images: set \"de-identified\" or \"teaching\" only when the archive is one, or remove [dicom.kos]",
+            });
         }
         if self.grpc.max_message_bytes < 1024 {
             return invalid(
@@ -472,5 +621,57 @@ mod tests {
         };
         let err = Config::load(&missing, env_of(&[])).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/diptych.toml"), "{err}");
+    }
+
+    #[test]
+    fn dicom_settings_come_from_file_env_and_flags() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(
+            &mut file,
+            b"[dicom]\nae_title = \"ARCHIVE\"\nallowed_callers = [\"CT1\", \"PACS@10.0.0.5\"]\nstudy_quiet_period_s = 2.5\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            config: Some(file.path().to_path_buf()),
+            ..Overrides::default()
+        };
+        let config = Config::load(&flags, env_of(&[("DIPTYCH_DICOM_ADDR", "127.0.0.1:104")])).unwrap();
+        assert_eq!(config.dicom.ae_title, "ARCHIVE");
+        assert_eq!(config.dicom.allowed_callers, ["CT1", "PACS@10.0.0.5"]);
+        assert_eq!(config.dicom.addr.to_string(), "127.0.0.1:104");
+        assert_eq!(config.dicom.study_quiet_period_s, 2.5);
+        let flags = Overrides {
+            ae_title: Some("FLAGGED".into()),
+            no_dicom: true,
+            ..flags
+        };
+        let config = Config::load(&flags, env_of(&[])).unwrap();
+        assert_eq!(config.dicom.ae_title, "FLAGGED");
+        assert!(!config.dicom.enabled);
+        assert_eq!(Config::default().dicom.addr.port(), 11112);
+        assert_eq!(Config::default().dicom.ae_title, "DIPTYCH");
+
+        let too_long = Overrides {
+            ae_title: Some("A-TITLE-LONGER-THAN-16".into()),
+            ..Overrides::default()
+        };
+        let err = Config::load(&too_long, env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("dicom.ae_title"), "{err}");
+    }
+
+    #[test]
+    fn kos_needs_a_de_identified_or_teaching_archive() {
+        let mut file = tempfile::NamedTempFile::new().unwrap();
+        std::io::Write::write_all(
+            &mut file,
+            b"[dicom.kos]\ndestination = \"WEASIS@127.0.0.1:11113\"\narchive = \"clinical\"\n",
+        )
+        .unwrap();
+        let flags = Overrides {
+            config: Some(file.path().to_path_buf()),
+            ..Overrides::default()
+        };
+        let err = Config::load(&flags, env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("dicom.kos.archive") && err.contains("other patients"), "{err}");
     }
 }

@@ -42,6 +42,15 @@ struct ServeArgs {
     /// Path of libonnxruntime.so 1.31 [default: ORT_DYLIB_PATH, then the `make deps-ort` cache].
     #[arg(long, value_name = "PATH")]
     ort_library: Option<PathBuf>,
+    /// DICOM listen address [default: 0.0.0.0:11112].
+    #[arg(long, value_name = "HOST:PORT")]
+    dicom_addr: Option<SocketAddr>,
+    /// DICOM AE title of this node [default: DIPTYCH].
+    #[arg(long, value_name = "TITLE")]
+    ae_title: Option<String>,
+    /// Do not listen for DICOM (gRPC only).
+    #[arg(long)]
+    no_dicom: bool,
 }
 
 fn parse_provider(text: &str) -> Result<ExecutionProvider, String> {
@@ -71,6 +80,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         grpc_addr: args.grpc_addr,
         execution_provider: args.execution_provider,
         ort_library: args.ort_library,
+        dicom_addr: args.dicom_addr,
+        ae_title: args.ae_title,
+        no_dicom: args.no_dicom,
     };
     let config = Config::load(&overrides, |name| std::env::var(name).ok())
         .context("reading the configuration")?;
