@@ -1,0 +1,96 @@
+//! Why a DICOM answer could not be built or delivered.
+//!
+//! Messages name the study or destination concerned and what would fix it; none carries patient
+//! data (names, IDs), since they end up in logs.
+
+use std::time::Duration;
+
+use thiserror::Error;
+
+/// Everything that can go wrong building a Key Object Selection document or sending an instance.
+#[derive(Debug, Error)]
+pub enum OutputError {
+    /// A Key Object Selection document must reference at least one instance.
+    #[error(
+        "the key object for study {study} would reference no instance; a Key Object Selection \
+         document needs at least one similar instance: skip the study until a search finds one"
+    )]
+    NoHits {
+        /// Study Instance UID of the received study.
+        study: String,
+    },
+    /// A UID given to the builder is not a valid DICOM UID.
+    #[error(
+        "{field} {value:?} is not a DICOM UID (1 to 64 characters, digits in dot-separated \
+         components without leading zeros); pass the UID exactly as the instance carries it"
+    )]
+    InvalidUid {
+        /// Which field held it, e.g. "hit 3 SOP Instance UID".
+        field: String,
+        /// The offending value.
+        value: String,
+    },
+    /// dicom-object refused to assemble or write the document.
+    #[error("cannot assemble the DICOM object: {message}")]
+    Build {
+        /// The library's message.
+        message: String,
+    },
+    /// The bytes handed to the sender are not a DICOM instance it can send.
+    #[error(
+        "cannot send to {destination}: the instance is not valid DICOM ({message}); pass a Part-10 file or a bare data set"
+    )]
+    InvalidInstance {
+        /// The destination, as "CALLED@host:port".
+        destination: String,
+        /// Why it could not be read.
+        message: String,
+    },
+    /// The TCP connection or the association request failed.
+    #[error(
+        "cannot open an association with {destination} (calling AE {calling_ae}): {message}; \
+         check that the destination listens at that address, that its AE title is right and \
+         that it accepts the calling AE title"
+    )]
+    Associate {
+        /// The destination, as "CALLED@host:port".
+        destination: String,
+        /// The calling AE title used.
+        calling_ae: String,
+        /// What the association layer reported.
+        message: String,
+    },
+    /// The destination accepted the association but none of the proposed transfer syntaxes for
+    /// the instance's SOP class.
+    #[error(
+        "{destination} does not accept SOP class {sop_class} in transfer syntax {offered}; \
+         configure the destination to accept that storage SOP class"
+    )]
+    NotAccepted {
+        /// The destination, as "CALLED@host:port".
+        destination: String,
+        /// SOP Class UID of the instance.
+        sop_class: String,
+        /// The transfer syntaxes proposed, joined by " or ".
+        offered: String,
+    },
+    /// The association broke or the destination answered out of protocol.
+    #[error("C-STORE to {destination} failed: {message}; check the destination's log")]
+    Protocol {
+        /// The destination, as "CALLED@host:port".
+        destination: String,
+        /// What happened.
+        message: String,
+    },
+    /// The whole exchange did not finish in time.
+    #[error(
+        "C-STORE to {destination} did not finish within {after:?}; check that the destination \
+         is up and reachable, or raise the timeout"
+    )]
+    Timeout {
+        /// The destination, as "CALLED@host:port".
+        destination: String,
+        /// The timeout that expired.
+        after: Duration,
+    },
+}

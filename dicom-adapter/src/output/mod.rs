@@ -1,0 +1,55 @@
+//! DICOM output to viewers: what diptych sends back over the DICOM network.
+//!
+//! When a received study has been searched (issue #4, "similar studies for viewers"), diptych can
+//! file a Key Object Selection document under that study, referencing its most similar instances,
+//! and C-STORE it to a viewer or archive, where it shows as a key-image note.
+//!
+//! | module | what it is for |
+//! |---|---|
+//! | [`kos`] | build the Key Object Selection document ([`SimilarStudies`] in, Part-10 out) |
+//! | [`send`] | a C-STORE SCU: send one instance to a [`Destination`] and return its DICOM status |
+//! | [`uid`] | new UIDs under the UUID root `2.25`, and the UID syntax check |
+//! | `datetime` (private) | DICOM DA/TM values for the current time |
+//! | `dimse` (private) | the C-STORE request and response command sets |
+//! | [`error`] | [`OutputError`]: what went wrong, naming the destination and the fix |
+//!
+//! ```
+//! use diptych_dicom_adapter::output::{ReferencedInstance, SimilarStudies, StudyIdentity};
+//!
+//! let similar = SimilarStudies {
+//!     received: StudyIdentity {
+//!         patient_id: "PHANTOM-0001".into(),
+//!         patient_name: None,
+//!         study_instance_uid: "2.25.1".into(),
+//!         accession: None,
+//!         study_date: "20240102".into(),
+//!         study_id: "1".into(),
+//!     },
+//!     title: "diptych: similar studies".into(),
+//!     hits: vec![ReferencedInstance {
+//!         study_instance_uid: "2.25.2".into(),
+//!         series_instance_uid: "2.25.3".into(),
+//!         sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
+//!         sop_instance_uid: "2.25.4".into(),
+//!         frame: None,
+//!         rank: 1,
+//!         distance: 12.5,
+//!         mode: "normal".into(),
+//!     }],
+//! };
+//! let bytes = similar.key_object_part10()?;
+//! let instance = diptych_dicom_adapter::parse(&bytes, &Default::default()).unwrap();
+//! assert_eq!(instance.sop_class_uid(), "1.2.840.10008.5.1.4.1.1.88.59");
+//! # Ok::<(), diptych_dicom_adapter::output::OutputError>(())
+//! ```
+
+mod datetime;
+mod dimse;
+pub mod error;
+pub mod kos;
+pub mod send;
+pub mod uid;
+
+pub use error::OutputError;
+pub use kos::{DocumentUids, ReferencedInstance, SimilarStudies, StudyIdentity};
+pub use send::{Destination, send_instance};

@@ -1,0 +1,316 @@
+//! A C-STORE SCU: send one instance to a DICOM destination (a viewer, an archive) and return the
+//! status it answered.
+//!
+//! One association per call: the instance's SOP class is proposed with explicit and implicit VR
+//! little endian (an uncompressed instance is re-encoded in whichever the destination accepts) or,
+//! for a compressed instance, with its own transfer syntax only. The data set travels in P-DATA
+//! fragments no longer than the maximum PDU length the destination announced. The whole exchange,
+//! from connecting to releasing, runs under one timeout.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use dicom_dictionary_std::uids;
+use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
+use dicom_ul::Pdu;
+use dicom_ul::association::client::{AsyncClientAssociation, ClientAssociationOptions};
+use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use tokio::net::TcpStream;
+
+use super::dimse::{parse_store_response, store_request};
+use super::error::OutputError;
+use crate::instance::error_chain;
+use crate::pixels::Limits;
+
+/// Largest P-DATA PDU sent, whatever larger length the destination admits (0 means unlimited).
+const MAX_SENT_PDU: u32 = 1 << 20;
+/// Bytes of a P-DATA PDU taken by one PDV item's header (item length, context ID, control).
+const PDV_ITEM_HEADER: u32 = 6;
+/// Largest PDU diptych accepts from the destination (its responses are a few hundred bytes).
+const MAX_RECEIVED_PDU: u32 = 16_384;
+
+/// Where to send: the destination's address and AE titles.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// Host and port of the destination's DICOM listener.
+    pub addr: SocketAddr,
+    /// The destination's AE title (Called AE Title).
+    pub called_ae: String,
+    /// diptych's AE title as the destination knows it (Calling AE Title).
+    pub calling_ae: String,
+}
+
+impl fmt::Display for Destination {
+    /// `CALLED@host:port`, the way DICOM tools name a destination.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}", self.called_ae, self.addr)
+    }
+}
+
+/// Sends one instance (a Part-10 file or a bare data set) by C-STORE and returns the DICOM status
+/// the destination answered: 0x0000 success, 0xB000–0xBFFF a warning (stored), anything else a
+/// failure it reported (0xA7xx out of resources, 0xA9xx data set mismatch, 0xCxxx cannot
+/// understand). `Err` when no status came back: unreadable instance, connection or association
+/// refused, transfer syntax not accepted, protocol error, or `timeout` expired.
+pub async fn send_instance(
+    destination: &Destination,
+    part10: &[u8],
+    timeout: Duration,
+) -> Result<u16, OutputError> {
+    let instance =
+        crate::parse(part10, &Limits::default()).map_err(|e| OutputError::InvalidInstance {
+            destination: destination.to_string(),
+            message: e.to_string(),
+        })?;
+    match tokio::time::timeout(timeout, exchange(destination, &instance)).await {
+        Ok(result) => result,
+        Err(_) => Err(OutputError::Timeout {
+            destination: destination.to_string(),
+            after: timeout,
+        }),
+    }
+}
+
+/// Associates, stores, releases.
+async fn exchange(
+    destination: &Destination,
+    instance: &crate::Instance,
+) -> Result<u16, OutputError> {
+    let sop_class = instance.sop_class_uid();
+    let sop_instance = instance.sop_instance_uid();
+    let proposed = proposed_transfer_syntaxes(instance.transfer_syntax());
+    let mut association = ClientAssociationOptions::new()
+        .calling_ae_title(destination.calling_ae.as_str())
+        .called_ae_title(destination.called_ae.as_str())
+        .with_presentation_context(sop_class.as_str(), proposed.clone())
+        .max_pdu_length(MAX_RECEIVED_PDU)
+        .establish_async(destination.addr)
+        .await
+        .map_err(|e| OutputError::Associate {
+            destination: destination.to_string(),
+            calling_ae: destination.calling_ae.clone(),
+            message: error_chain(&e),
+        })?;
+    let accepted = association
+        .presentation_contexts()
+        .iter()
+        .find(|pc| {
+            pc.reason == PresentationContextResultReason::Acceptance
+                && proposed.contains(&pc.transfer_syntax.as_str())
+        })
+        .map(|pc| (pc.id, pc.transfer_syntax.clone()));
+    let Some((context_id, transfer_syntax)) = accepted else {
+        let _ = association.abort().await;
+        return Err(OutputError::NotAccepted {
+            destination: destination.to_string(),
+            sop_class,
+            offered: proposed.join(" or "),
+        });
+    };
+    let protocol = |message: String| OutputError::Protocol {
+        destination: destination.to_string(),
+        message,
+    };
+    let data_set = match encode(instance, &transfer_syntax) {
+        Ok(bytes) => bytes,
+        Err(message) => {
+            let _ = association.abort().await;
+            return Err(protocol(message));
+        }
+    };
+    let message_id = 1;
+    let command = store_request(message_id, &sop_class, &sop_instance);
+    let outcome = store(&mut association, context_id, &command, &data_set).await;
+    let response = match outcome {
+        Ok(response) => response,
+        Err(message) => {
+            let _ = association.abort().await;
+            return Err(protocol(message));
+        }
+    };
+    if response.responding_to != message_id {
+        let _ = association.abort().await;
+        return Err(protocol(format!(
+            "the response answers message {} instead of {message_id}",
+            response.responding_to
+        )));
+    }
+    if let Err(e) = association.release().await {
+        // The status is in hand: the instance was stored (or refused) whatever the release does.
+        tracing::warn!(%destination, error = %error_chain(&e), "association release failed after C-STORE");
+    }
+    if response.status != 0 {
+        tracing::warn!(
+            %destination,
+            status = format_args!("0x{:04X}", response.status),
+            comment = response.error_comment.as_deref().unwrap_or(""),
+            "C-STORE answered with a non-success status"
+        );
+    }
+    Ok(response.status)
+}
+
+/// Transfer syntaxes to propose for an instance held in `current`: both little endian
+/// uncompressed syntaxes when it can be re-encoded into them, else its own syntax only.
+fn proposed_transfer_syntaxes(current: &str) -> Vec<&'static str> {
+    #[allow(deprecated)]
+    let native = [
+        uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        uids::IMPLICIT_VR_LITTLE_ENDIAN,
+        uids::EXPLICIT_VR_BIG_ENDIAN,
+        uids::DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+    ];
+    if native.contains(&current) {
+        vec![
+            uids::EXPLICIT_VR_LITTLE_ENDIAN,
+            uids::IMPLICIT_VR_LITTLE_ENDIAN,
+        ]
+    } else {
+        match TransferSyntaxRegistry.get(current) {
+            Some(ts) => vec![ts.uid()],
+            // `parse` only succeeds for registered syntaxes; propose the default to fail clearly.
+            None => vec![uids::EXPLICIT_VR_LITTLE_ENDIAN],
+        }
+    }
+}
+
+/// The data set encoded in the accepted transfer syntax.
+fn encode(instance: &crate::Instance, transfer_syntax: &str) -> Result<Vec<u8>, String> {
+    let ts = TransferSyntaxRegistry.get(transfer_syntax).ok_or_else(|| {
+        format!("the destination accepted unknown transfer syntax {transfer_syntax}")
+    })?;
+    let mut bytes = Vec::new();
+    instance
+        .object()
+        .write_dataset_with_ts(&mut bytes, ts)
+        .map_err(|e| {
+            format!(
+                "cannot encode the data set in {transfer_syntax}: {}",
+                error_chain(&e)
+            )
+        })?;
+    Ok(bytes)
+}
+
+/// Sends the command and the data set, and reads the C-STORE response.
+async fn store(
+    association: &mut AsyncClientAssociation<TcpStream>,
+    context_id: u8,
+    command: &[u8],
+    data_set: &[u8],
+) -> Result<super::dimse::StoreResponse, String> {
+    let fragment = fragment_len(association.acceptor_max_pdu_length());
+    for (value_type, bytes) in [
+        (PDataValueType::Command, command),
+        (PDataValueType::Data, data_set),
+    ] {
+        let mut chunks = bytes.chunks(fragment).peekable();
+        while let Some(chunk) = chunks.next() {
+            let pdu = Pdu::PData {
+                data: vec![PDataValue {
+                    presentation_context_id: context_id,
+                    value_type: value_type.clone(),
+                    is_last: chunks.peek().is_none(),
+                    data: chunk.to_vec(),
+                }],
+            };
+            association
+                .send(&pdu)
+                .await
+                .map_err(|e| format!("sending the C-STORE request: {}", error_chain(&e)))?;
+        }
+    }
+    let mut response = Vec::new();
+    loop {
+        let pdu = association
+            .receive()
+            .await
+            .map_err(|e| format!("waiting for the C-STORE response: {}", error_chain(&e)))?;
+        match pdu {
+            Pdu::PData { data } => {
+                for value in data {
+                    if value.value_type != PDataValueType::Command {
+                        return Err("the C-STORE response carries a data set".to_string());
+                    }
+                    response.extend_from_slice(&value.data);
+                    if value.is_last {
+                        return parse_store_response(&response);
+                    }
+                }
+            }
+            Pdu::AbortRQ { source } => {
+                return Err(format!(
+                    "the destination aborted the association ({source:?})"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "expected the C-STORE response, got {}",
+                    pdu_name(&other)
+                ));
+            }
+        }
+    }
+}
+
+/// Longest PDV value that fits a P-DATA PDU for a destination admitting `max_pdu` bytes.
+fn fragment_len(max_pdu: u32) -> usize {
+    let max_pdu = if max_pdu == 0 {
+        MAX_SENT_PDU
+    } else {
+        max_pdu.min(MAX_SENT_PDU)
+    };
+    max_pdu.saturating_sub(PDV_ITEM_HEADER).max(2) as usize
+}
+
+/// The kind of a PDU, without its content.
+fn pdu_name(pdu: &Pdu) -> &'static str {
+    match pdu {
+        Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
+        Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",
+        Pdu::AssociationRJ(_) => "A-ASSOCIATE-RJ",
+        Pdu::PData { .. } => "P-DATA-TF",
+        Pdu::ReleaseRQ => "A-RELEASE-RQ",
+        Pdu::ReleaseRP => "A-RELEASE-RP",
+        Pdu::AbortRQ { .. } => "A-ABORT",
+        _ => "an unknown PDU",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fragments_fit_the_announced_pdu_length() {
+        assert_eq!(fragment_len(16_384), 16_378);
+        assert_eq!(fragment_len(0), (MAX_SENT_PDU - 6) as usize);
+        assert_eq!(fragment_len(u32::MAX), (MAX_SENT_PDU - 6) as usize);
+    }
+
+    #[test]
+    fn uncompressed_instances_are_offered_in_both_little_endian_syntaxes() {
+        assert_eq!(
+            proposed_transfer_syntaxes(uids::IMPLICIT_VR_LITTLE_ENDIAN),
+            [
+                uids::EXPLICIT_VR_LITTLE_ENDIAN,
+                uids::IMPLICIT_VR_LITTLE_ENDIAN
+            ]
+        );
+        assert_eq!(
+            proposed_transfer_syntaxes(uids::JPEG_BASELINE8_BIT),
+            [uids::JPEG_BASELINE8_BIT]
+        );
+    }
+
+    #[test]
+    fn a_destination_is_named_as_tools_name_it() {
+        let destination = Destination {
+            addr: "127.0.0.1:104".parse().unwrap(),
+            called_ae: "VIEWER".into(),
+            calling_ae: "DIPTYCH".into(),
+        };
+        assert_eq!(destination.to_string(), "VIEWER@127.0.0.1:104");
+    }
+}
