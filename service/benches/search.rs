@@ -68,7 +68,7 @@ async fn search_bench_on_phantom_encodings() {
         .map(|python| FaissBaseline {
             python: python.into(),
             script: root.join("service/bench/faiss_search.py"),
-            workdir: std::env::temp_dir().join(format!("diptych-faiss-{}", std::process::id())),
+            workdir: std::env::temp_dir().join(format!("diptych-faiss-{records}")),
         });
     let config = SearchBenchConfig {
         records,
@@ -95,7 +95,7 @@ async fn search_bench_on_phantom_encodings() {
     .await
     .unwrap()
     .unwrap();
-    if let Some(f) = faiss {
+    if let Some(f) = faiss.filter(|_| std::env::var_os("DIPTYCH_BENCH_KEEP").is_none()) {
         let _ = std::fs::remove_dir_all(f.workdir);
     }
     println!(

@@ -65,8 +65,9 @@ pub(crate) struct QueryBounds {
 
 #[derive(Debug, Clone)]
 struct Side {
-    z: [f32; DIMS],
-    weight: [f32; DIMS],
+    /// DIMS × 256: `scale_j² · (z_j − b)²` for every byte b, where z is the query's
+    /// projection in quantised units; a bound is then DIMS look-ups.
+    gap: Vec<f32>,
     slack: f32,
 }
 
@@ -218,12 +219,12 @@ impl QueryBounds {
 impl Side {
     #[inline(always)]
     fn bound(&self, y: &[u8; DIMS], error: f32) -> f32 {
-        let mut sum = [0f32; 8];
+        let gap: &[f32; DIMS * 256] = self.gap[..].try_into().expect("DIMS rows of 256");
+        let mut sum = [0f32; 4];
         for j in 0..DIMS {
-            let e = self.z[j] - y[j] as f32;
-            sum[j % 8] += self.weight[j] * e * e;
+            sum[j % 4] += gap[j * 256 + y[j] as usize];
         }
-        let total = sum.iter().sum::<f32>();
+        let total = (sum[0] + sum[2]) + (sum[1] + sum[3]);
         let r = total.sqrt() * (1.0 - 1e-5) - error - self.slack;
         if r <= 0.0 { 0.0 } else { r * r * (1.0 - 1e-4) }
     }
@@ -407,15 +408,17 @@ impl Projection {
 
     fn side(&self, codes: &[u8]) -> Side {
         let y = self.project(codes);
-        let mut z = [0f32; DIMS];
-        let mut weight = [0f32; DIMS];
+        let mut gap = vec![0f32; DIMS * 256];
         for j in 0..DIMS {
-            z[j] = (y[j] - self.offset[j]) / self.scale[j];
-            weight[j] = self.scale[j] * self.scale[j];
+            let z = (y[j] - self.offset[j]) / self.scale[j];
+            let weight = self.scale[j] * self.scale[j];
+            for b in 0..256 {
+                let e = z - b as f32;
+                gap[j * 256 + b] = weight * e * e;
+            }
         }
         Side {
-            z,
-            weight,
+            gap,
             slack: self.slack,
         }
     }
