@@ -441,7 +441,11 @@ impl Config {
         }
         let d = &self.dicom;
         let ae = d.ae_title.trim();
-        if ae.is_empty() || ae.len() > 16 || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ') || ae.contains('\\') {
+        if ae.is_empty()
+            || ae.len() > 16
+            || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
+            || ae.contains('\\')
+        {
             return Err(ConfigError::Invalid {
                 key: "dicom.ae_title",
                 value: d.ae_title.clone(),
@@ -635,7 +639,8 @@ mod tests {
             config: Some(file.path().to_path_buf()),
             ..Overrides::default()
         };
-        let config = Config::load(&flags, env_of(&[("DIPTYCH_DICOM_ADDR", "127.0.0.1:104")])).unwrap();
+        let config =
+            Config::load(&flags, env_of(&[("DIPTYCH_DICOM_ADDR", "127.0.0.1:104")])).unwrap();
         assert_eq!(config.dicom.ae_title, "ARCHIVE");
         assert_eq!(config.dicom.allowed_callers, ["CT1", "PACS@10.0.0.5"]);
         assert_eq!(config.dicom.addr.to_string(), "127.0.0.1:104");
@@ -655,7 +660,9 @@ mod tests {
             ae_title: Some("A-TITLE-LONGER-THAN-16".into()),
             ..Overrides::default()
         };
-        let err = Config::load(&too_long, env_of(&[])).unwrap_err().to_string();
+        let err = Config::load(&too_long, env_of(&[]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("dicom.ae_title"), "{err}");
     }
 
@@ -672,6 +679,9 @@ mod tests {
             ..Overrides::default()
         };
         let err = Config::load(&flags, env_of(&[])).unwrap_err().to_string();
-        assert!(err.contains("dicom.kos.archive") && err.contains("other patients"), "{err}");
+        assert!(
+            err.contains("dicom.kos.archive") && err.contains("other patients"),
+            "{err}"
+        );
     }
 }

@@ -1,8 +1,9 @@
 //! # diptych-service — the server
 //!
 //! Turns images into codes with ONNX Runtime and answers viewers over gRPC; the `diptych`
-//! binary. This first slice serves the model (ImageService: Encode, Decompose; InfoService);
-//! the durable store, the catalog and search arrive with issue #3, the DICOM listener with #4.
+//! binary. How a received instance becomes a searchable record: [`grpc::ingest`] → [`index::accept`] (examine, log durably, acknowledge) → [`index::apply`]
+//! (encode, [`store`] the codes, [`catalog`] the metadata, checkpoint) → [`search`] over the
+//! stored codes ([`index::query`]) → [`watch`] (received studies and their similar studies).
 //!
 //! | module | what it is for |
 //! |---|---|
@@ -10,6 +11,12 @@
 //! | [`bundle`] | the model bundle loaded and checked against its manifest; codebooks read from the graphs |
 //! | [`encoder`] | ONNX Runtime sessions behind dynamic batching; warm-up |
 //! | [`slice`] | a DICOM frame or raw pixels turned into model input by the shared image contract |
+//! | [`record`] | record ids, keys and sets: the vocabulary store, catalog and search share |
+//! | [`store`] | the write-ahead log and the memory-mapped compact codes |
+//! | [`catalog`] | DICOM metadata in tantivy: filters and display |
+//! | [`search`] | exact search over the compact codes: distance tables, a two-core scan, pruning |
+//! | [`index`] | accept → log → encode → store + catalog, recovery, searches and deletes |
+//! | [`watch`] | studies judged received after a quiet period, and their most similar studies |
 //! | [`render`] | model images and label maps as PNG or float32 |
 //! | [`grpc`] | the gRPC edge: thin adapters, health, reflection, limits |
 //! | [`server`] | `diptych serve`: start-up order, serving, shutdown |
@@ -21,9 +28,11 @@ pub mod catalog;
 pub mod config;
 pub mod encoder;
 pub mod grpc;
+pub mod index;
 pub mod record;
 pub mod render;
 pub mod search;
 pub mod server;
 pub mod slice;
 pub mod store;
+pub mod watch;

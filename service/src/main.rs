@@ -1,4 +1,7 @@
-//! The `diptych` command: `diptych serve` starts the server (see `diptych serve --help`).
+//! The `diptych` command: `diptych serve` starts the server; `ingest`, `search`, `stats` and
+//! `delete` talk to a running server over gRPC (see `diptych --help`).
+
+mod cli;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,6 +23,110 @@ enum Command {
     /// Serve the model over gRPC (Encode, Decompose, model card, capabilities, health,
     /// reflection). Settings: defaults < --config file < DIPTYCH_* environment < flags.
     Serve(ServeArgs),
+    /// Send DICOM files and folders (walked recursively) to a running server; prints a summary
+    /// of what was indexed and why anything was refused.
+    Ingest {
+        /// Files or folders of DICOM instances.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// The server's gRPC URL (also DIPTYCH_SERVER).
+        #[arg(long, env = "DIPTYCH_SERVER", default_value = cli::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Find the slices (series, studies) most similar to a DICOM file or an indexed slice.
+    Search(SearchArgs),
+    /// Print the index statistics and the server's capabilities.
+    Stats {
+        /// The server's gRPC URL (also DIPTYCH_SERVER).
+        #[arg(long, env = "DIPTYCH_SERVER", default_value = cli::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Delete every record of a patient, study, series or instance, completely and durably.
+    Delete(DeleteArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct SearchArgs {
+    /// The query: a DICOM file, or the SOP Instance UID of an indexed slice.
+    query: Option<String>,
+    /// Frame of a multi-frame query.
+    #[arg(long, default_value_t = 0)]
+    frame: u32,
+    /// Composite query: take the normal (anatomy) code from this file or UID …
+    #[arg(
+        long,
+        value_name = "FILE|UID",
+        requires = "abnormal_from",
+        conflicts_with = "query"
+    )]
+    normal_from: Option<String>,
+    /// … and the abnormal (lesion) code from this one.
+    #[arg(long, value_name = "FILE|UID", requires = "normal_from")]
+    abnormal_from: Option<String>,
+    /// Which codes to compare.
+    #[arg(long, value_enum, default_value_t = ModeArg::Combined)]
+    mode: ModeArg,
+    /// Weight of the normal distance in combined mode.
+    #[arg(long, default_value_t = 1.0)]
+    normal_weight: f32,
+    /// Weight of the abnormal distance in combined mode.
+    #[arg(long, default_value_t = 1.0)]
+    abnormal_weight: f32,
+    /// Metadata filter, e.g. 'modality:MR AND study_date:[20190101 TO 20191231]'.
+    #[arg(long, default_value = "")]
+    filter: String,
+    /// Hits to return (1..1000).
+    #[arg(long, default_value_t = 10)]
+    top_k: u32,
+    /// One hit per slice, series or study.
+    #[arg(long, value_enum, default_value_t = GroupArg::Instance)]
+    group: GroupArg,
+    /// A group's distance is the mean of its best N slices (default: its best slice).
+    #[arg(long, value_name = "N")]
+    mean_of_best: Option<u32>,
+    /// Leave the query slice (its series or study with --group) out; for indexed queries.
+    #[arg(long)]
+    exclude_query: bool,
+    /// Write the query and the hits, each above its normal-appearing image, to this PNG.
+    #[arg(long, value_name = "PNG")]
+    montage: Option<PathBuf>,
+    /// The server's gRPC URL (also DIPTYCH_SERVER).
+    #[arg(long, env = "DIPTYCH_SERVER", default_value = cli::DEFAULT_SERVER)]
+    server: String,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ModeArg {
+    Normal,
+    Abnormal,
+    Combined,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum GroupArg {
+    Instance,
+    Series,
+    Study,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).multiple(false)))]
+struct DeleteArgs {
+    /// Delete every record of this Patient ID.
+    #[arg(long, group = "target")]
+    patient: Option<String>,
+    /// Delete every record of this Study Instance UID.
+    #[arg(long, group = "target")]
+    study: Option<String>,
+    /// Delete every record of this Series Instance UID.
+    #[arg(long, group = "target")]
+    series: Option<String>,
+    /// Delete every record of this SOP Instance UID.
+    #[arg(long, group = "target")]
+    instance: Option<String>,
+    /// The server's gRPC URL (also DIPTYCH_SERVER).
+    #[arg(long, env = "DIPTYCH_SERVER", default_value = cli::DEFAULT_SERVER)]
+    server: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,6 +176,67 @@ fn main() -> anyhow::Result<()> {
         .init();
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Ingest { paths, server } => client(cli::ingest::run(&server, &paths)),
+        Command::Search(args) => {
+            let server = args.server.clone();
+            client(cli::search::run(&server, search_options(args)))
+        }
+        Command::Stats { server } => client(cli::admin::stats(&server)),
+        Command::Delete(args) => {
+            use cli::admin::Level;
+            let level = match (args.patient, args.study, args.series, args.instance) {
+                (Some(id), ..) => Level::Patient(id),
+                (_, Some(id), ..) => Level::Study(id),
+                (_, _, Some(id), _) => Level::Series(id),
+                (.., Some(id)) => Level::Instance(id),
+                _ => {
+                    anyhow::bail!("name what to delete: --patient, --study, --series or --instance")
+                }
+            };
+            client(cli::admin::delete(&args.server, level))
+        }
+    }
+}
+
+/// Runs a client command on a small runtime.
+fn client(command: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(command)
+}
+
+fn search_options(args: SearchArgs) -> cli::search::SearchOptions {
+    use cli::search::{SearchOptions, Source};
+    use diptych::api::v1::{Grouping, SearchMode};
+    SearchOptions {
+        query: args.query.as_deref().map(|q| Source::parse(q, args.frame)),
+        normal_from: args
+            .normal_from
+            .as_deref()
+            .map(|q| Source::parse(q, args.frame)),
+        abnormal_from: args
+            .abnormal_from
+            .as_deref()
+            .map(|q| Source::parse(q, args.frame)),
+        mode: match args.mode {
+            ModeArg::Normal => SearchMode::Normal,
+            ModeArg::Abnormal => SearchMode::Abnormal,
+            ModeArg::Combined => SearchMode::Combined,
+        },
+        weights: (args.normal_weight, args.abnormal_weight),
+        filter: args.filter,
+        top_k: args.top_k,
+        grouping: match args.group {
+            GroupArg::Instance => Grouping::Instance,
+            GroupArg::Series => Grouping::Series,
+            GroupArg::Study => Grouping::Study,
+        },
+        mean_of_best: args.mean_of_best,
+        exclude_query: args.exclude_query,
+        montage: args.montage,
     }
 }
 

@@ -6,7 +6,9 @@
 //! 3. the model bundle loads and its graphs agree with its manifest;
 //! 4. the gRPC port is bound; health answers NOT_SERVING;
 //! 5. the sessions open on the chosen execution provider, the model warms up;
-//! 6. health switches to SERVING.
+//! 6. the index opens: store records past the last checkpoint are dropped and the write-ahead
+//!    log is replayed after it;
+//! 7. health switches to SERVING.
 //!
 //! A failure in 1–5 ends the process with the reason; 5 and 6 happen while the port already
 //! answers, so orchestrators see the process as alive but not ready.
@@ -15,6 +17,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use thiserror::Error;
 use tokio::net::TcpListener;
@@ -26,6 +29,7 @@ use crate::config::Config;
 use crate::encoder::runtime::{self, RuntimeError, default_intra_threads};
 use crate::encoder::{BatcherConfig, Engine, EngineError, EngineOptions};
 use crate::grpc::{self, ServiceState};
+use crate::index::{Index, IndexError, IndexOptions};
 
 /// Why the server stopped with an error.
 #[derive(Debug, Error)]
@@ -48,6 +52,9 @@ pub enum ServeError {
     /// The sessions could not start or the warm-up failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// The index (log, store, catalog) could not open.
+    #[error("cannot open the index in the data folder: {0}")]
+    Index(#[from] IndexError),
     /// The gRPC address could not be bound.
     #[error("cannot listen on {addr}: {source}; choose another --grpc-addr")]
     Bind {
@@ -103,6 +110,7 @@ pub async fn run(
     let state = Arc::new(ServiceState::new(
         config.images,
         config.grpc.max_message_bytes,
+        config.viewer_url_template.clone(),
     ));
     let (reporter, health) = grpc::health().await;
 
@@ -124,10 +132,28 @@ pub async fn run(
             .await
             .map_err(|e| ServeError::Interrupted(e.to_string()))??;
         let took = engine.warm_up().await?;
-        Ok::<_, ServeError>((engine, took))
+        let engine = Arc::new(engine);
+        let (data_dir, for_index) = (config.data_dir.clone(), engine.clone());
+        let index_options = IndexOptions {
+            limits: config.images,
+            quiet_period: Duration::from_secs_f64(config.dicom.study_quiet_period_s),
+        };
+        let opened = Instant::now();
+        let index =
+            tokio::task::spawn_blocking(move || Index::open(&data_dir, for_index, index_options))
+                .await
+                .map_err(|e| ServeError::Interrupted(e.to_string()))??;
+        let (records, live) = index.record_counts();
+        tracing::info!(
+            records,
+            live,
+            open_ms = opened.elapsed().as_secs_f64() * 1e3,
+            "index open"
+        );
+        Ok::<_, ServeError>((engine, index, took))
     };
     match start.await {
-        Ok((engine, took)) => {
+        Ok((engine, index, took)) => {
             tracing::info!(
                 execution_provider = engine.provider().name(),
                 sessions = options.sessions,
@@ -136,7 +162,8 @@ pub async fn run(
                 warm_up_ms = took.as_secs_f64() * 1e3,
                 "model warm; SERVING"
             );
-            state.set_engine(Arc::new(engine));
+            state.set_engine(engine);
+            state.set_index(index);
             grpc::set_health(&reporter, ServingStatus::Serving).await;
         }
         Err(error) => {

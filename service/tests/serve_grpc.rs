@@ -7,120 +7,15 @@
 //! creates in `$HOME/.cache/diptych/py-venv`. ONNX Runtime: `ORT_DYLIB_PATH` or the cache that
 //! `make deps-ort` fills.
 
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_check_response::ServingStatus;
-use tonic_health::pb::health_client::HealthClient;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-/// The model bundle under test, or a panic that says how to get one.
-fn test_bundle() -> PathBuf {
-    let (path, from) = match std::env::var_os("DIPTYCH_TEST_MODEL") {
-        Some(path) => (PathBuf::from(path), "DIPTYCH_TEST_MODEL"),
-        None => (workspace().join("models/phantom-v1"), "the default"),
-    };
-    assert!(
-        path.join("manifest.json").is_file(),
-        "no model bundle for the end-to-end test at {} ({from}): train and export the shipped \
-         model with `make train-default`, or set DIPTYCH_TEST_MODEL to a bundle folder \
-         (manifest.json, encoder.onnx, decoder.onnx)",
-        path.display()
-    );
-    path
-}
-
-fn python() -> PathBuf {
-    let home = std::env::var_os("HOME").expect("HOME is set");
-    let python = PathBuf::from(home).join(".cache/diptych/py-venv/bin/python");
-    assert!(
-        python.is_file(),
-        "no Python venv at {}: create it with `make deps-py`",
-        python.display()
-    );
-    python
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// The server process; killed when dropped.
-struct Server {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Server {
-    fn log_tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(40)..].join("\n")
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Polls gRPC health until the server reports SERVING, failing early if the process exits.
-fn wait_until_serving(server: &mut Server, addr: &str, limit: Duration) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let started = Instant::now();
-    loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            panic!(
-                "diptych serve exited with {status} before serving:\n{}",
-                server.log_tail()
-            );
-        }
-        let serving = runtime.block_on(async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .ok()?
-                .connect()
-                .await
-                .ok()?;
-            let mut client = HealthClient::new(channel);
-            let answer = client
-                .check(HealthCheckRequest {
-                    service: String::new(),
-                })
-                .await
-                .ok()?;
-            Some(answer.into_inner().status == ServingStatus::Serving as i32)
-        });
-        if serving == Some(true) {
-            return;
-        }
-        assert!(
-            started.elapsed() < limit,
-            "diptych serve was not SERVING after {limit:?}:\n{}",
-            server.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
+#[path = "support/serve.rs"]
+mod serve;
+use serve::{Server, free_port, python, test_bundle, wait_until_serving, workspace};
 
 #[test]
 fn serve_answers_a_python_grpc_client() {

@@ -186,6 +186,35 @@ impl Catalog {
         Ok(ids)
     }
 
+    /// Rewrites every segment holding deleted documents without them and removes the old
+    /// files, so a deleted patient's metadata leaves the disk (a tantivy delete only marks
+    /// documents). Call after the delete's commit.
+    pub fn purge(&self) -> Result<(), CatalogError> {
+        let mut writer = self.writer();
+        let with_deletes: Vec<_> = self
+            .index
+            .searchable_segment_metas()
+            .map_err(CatalogError::index("list its segments"))?
+            .into_iter()
+            .filter(|meta| meta.has_deletes())
+            .map(|meta| meta.id())
+            .collect();
+        if !with_deletes.is_empty() {
+            writer
+                .merge(&with_deletes)
+                .wait()
+                .map_err(CatalogError::index("merge segments with deleted documents"))?;
+        }
+        writer
+            .garbage_collect_files()
+            .wait()
+            .map_err(CatalogError::index("remove files of deleted documents"))?;
+        self.reader
+            .reload()
+            .map_err(CatalogError::index("reload its reader after a purge"))?;
+        Ok(())
+    }
+
     /// Commits pending adds and deletes durably together with `checkpoint`, and makes them
     /// visible: a filter run after this returns sees them.
     pub fn commit(&self, checkpoint: Checkpoint) -> Result<(), CatalogError> {

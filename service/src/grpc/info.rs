@@ -3,13 +3,17 @@
 use std::sync::Arc;
 
 use diptych::api::v1::info_service_server::InfoService;
+use std::sync::atomic::Ordering;
+
 use diptych::api::v1::{
-    Capabilities, GetCapabilitiesRequest, GetIndexStatsRequest, GetModelCardRequest, IndexStats,
-    ModelCard,
+    Capabilities, FilterField, GetCapabilitiesRequest, GetIndexStatsRequest, GetModelCardRequest,
+    Grouping, IndexStats, ModelCard, SearchMode,
 };
 use tonic::{Request, Response, Status};
 
 use super::ServiceState;
+use crate::catalog::{Catalog, FieldKind};
+use crate::search::MAX_TOP_K;
 
 /// The InfoService handlers.
 pub struct InfoApi {
@@ -49,19 +53,38 @@ impl InfoService for InfoApi {
         }))
     }
 
-    /// The store and catalog arrive with issue #3; until then the index is empty.
+    /// Counts of the index; zeros (and the model id) while it is still opening.
     async fn get_index_stats(
         &self,
         _request: Request<GetIndexStatsRequest>,
     ) -> Result<Response<IndexStats>, Status> {
-        let model_id = self
-            .state
-            .engine()
-            .map(|e| e.manifest().model_id.clone())
-            .unwrap_or_default();
+        let Ok(index) = self.state.index() else {
+            let model_id = self
+                .state
+                .engine()
+                .map(|e| e.manifest().model_id.clone())
+                .unwrap_or_default();
+            return Ok(Response::new(IndexStats {
+                model_id,
+                ..IndexStats::default()
+            }));
+        };
+        let counts = index
+            .catalog()
+            .counts()
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let (code_bytes, catalog_bytes) = index.disk_bytes();
         Ok(Response::new(IndexStats {
-            model_id,
-            ..IndexStats::default()
+            records: counts.records,
+            instances: counts.instances,
+            series: counts.series,
+            studies: counts.studies,
+            patients: counts.patients,
+            model_id: index.engine().manifest().model_id.clone(),
+            code_bytes,
+            catalog_bytes,
+            pending: index.counters.pending.load(Ordering::Relaxed),
+            non_image: index.counters.non_image.load(Ordering::Relaxed),
         }))
     }
 
@@ -77,13 +100,27 @@ impl InfoService for InfoApi {
                 .as_ref()
                 .map(|e| e.provider().name().to_string())
                 .unwrap_or_default(),
-            // Search, filters, grouping and the DICOM listener arrive with issues #3 and #4.
-            modes: Vec::new(),
-            groupings: Vec::new(),
-            filter_fields: Vec::new(),
-            max_top_k: 0,
+            modes: vec![
+                SearchMode::Normal as i32,
+                SearchMode::Abnormal as i32,
+                SearchMode::Combined as i32,
+            ],
+            groupings: vec![
+                Grouping::Instance as i32,
+                Grouping::Series as i32,
+                Grouping::Study as i32,
+            ],
+            filter_fields: Catalog::fields()
+                .into_iter()
+                .map(|f| FilterField {
+                    name: f.name.to_string(),
+                    kind: kind_name(f.kind).to_string(),
+                    description: f.description.to_string(),
+                })
+                .collect(),
+            max_top_k: MAX_TOP_K as u32,
             max_message_bytes: self.state.max_message_bytes as u64,
-            exact_search: false,
+            exact_search: true,
             dicom_ae_title: String::new(),
             dicom_port: 0,
             transfer_syntaxes: Vec::new(),
@@ -91,5 +128,16 @@ impl InfoService for InfoApi {
                 .map(|e| e.manifest().model_id.clone())
                 .unwrap_or_default(),
         }))
+    }
+}
+
+/// The API's name of a catalog field kind (see FilterField.kind).
+fn kind_name(kind: FieldKind) -> &'static str {
+    match kind {
+        FieldKind::Text => "text",
+        FieldKind::Keyword => "keyword",
+        FieldKind::Integer => "integer",
+        FieldKind::Float => "number",
+        FieldKind::Date => "date",
     }
 }

@@ -1,31 +1,151 @@
-//! `diptych.v1.IngestService`: not yet — the durable store and catalog arrive with issue #3.
+//! `diptych.v1.IngestService`: DICOM instances into the index (acknowledged once durable) and
+//! deletes by patient, study, series or instance.
+
+use std::sync::Arc;
 
 use diptych::api::v1::ingest_service_server::IngestService;
-use diptych::api::v1::{DeleteRequest, DeleteResponse, IngestRequest, IngestResponse};
+use diptych::api::v1::{
+    DeleteRequest, DeleteResponse, IngestFailure, IngestRequest, IngestResponse, dicom_ref,
+};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::status::not_yet;
+use super::ServiceState;
+use super::input::invalid;
+use crate::index::{AcceptOutcome, IndexError};
+use crate::record::DeleteTarget;
 
-/// IngestService handlers that answer UNIMPLEMENTED until issue #3 lands.
-pub struct IngestApi;
+/// The IngestService handlers.
+pub struct IngestApi {
+    state: Arc<ServiceState>,
+}
+
+impl IngestApi {
+    /// Handlers over the shared state.
+    pub fn new(state: Arc<ServiceState>) -> Self {
+        Self { state }
+    }
+}
+
+/// UNAVAILABLE when the index is stopping, INTERNAL otherwise.
+pub fn index_error(error: IndexError) -> Status {
+    match error {
+        IndexError::Stopped => Status::unavailable(error.to_string()),
+        other => Status::internal(other.to_string()),
+    }
+}
+
+/// Instances of one Ingest stream examined and logged at the same time.
+const MAX_IN_FLIGHT: usize = 16;
+
+type Accepted = (u32, String, Result<AcceptOutcome, IndexError>);
+
+/// Adds one instance's outcome to the answer.
+fn record(
+    answer: &mut IngestResponse,
+    done: Result<Accepted, tokio::task::JoinError>,
+) -> Result<(), Status> {
+    let (position, client_ref, outcome) =
+        done.map_err(|e| Status::internal(format!("an ingest task failed: {e}")))?;
+    match outcome.map_err(index_error)? {
+        AcceptOutcome::Accepted { slices, .. } => {
+            answer.accepted += 1;
+            answer.slices += slices;
+        }
+        AcceptOutcome::Duplicate { .. } => answer.duplicates += 1,
+        AcceptOutcome::NonImage => answer.non_image += 1,
+        AcceptOutcome::Refused {
+            sop_instance_uid,
+            refusal,
+        } => answer.failures.push(IngestFailure {
+            position,
+            client_ref,
+            sop_instance_uid: sop_instance_uid.unwrap_or_default(),
+            reason: refusal.to_string(),
+        }),
+    }
+    Ok(())
+}
 
 #[tonic::async_trait]
 impl IngestService for IngestApi {
     async fn ingest(
         &self,
-        _request: Request<Streaming<IngestRequest>>,
+        request: Request<Streaming<IngestRequest>>,
     ) -> Result<Response<IngestResponse>, Status> {
-        Err(not_yet(
-            "Ingest",
-            "#3",
-            "durable store, encoding queue and catalog",
-        ))
+        let index = self.state.index()?;
+        let mut stream = request.into_inner();
+        let mut answer = IngestResponse::default();
+        // Instances of one stream are examined and logged concurrently (group commit shares the
+        // fsyncs); the answer still reports each by its position in the stream.
+        let mut in_flight = tokio::task::JoinSet::new();
+        let mut position = 0u32;
+        while let Some(message) = stream.message().await? {
+            let client_ref = message.client_ref;
+            if message.dicom.is_empty() {
+                answer.failures.push(IngestFailure {
+                    position,
+                    client_ref,
+                    sop_instance_uid: String::new(),
+                    reason: "dicom: is empty; send a DICOM Part-10 file".into(),
+                });
+            } else {
+                let index = index.clone();
+                let dicom = message.dicom;
+                in_flight.spawn(async move { (position, client_ref, index.accept(dicom).await) });
+                while in_flight.len() >= MAX_IN_FLIGHT {
+                    if let Some(done) = in_flight.join_next().await {
+                        record(&mut answer, done)?;
+                    }
+                }
+            }
+            position += 1;
+        }
+        while let Some(done) = in_flight.join_next().await {
+            record(&mut answer, done)?;
+        }
+        answer.failures.sort_by_key(|f| f.position);
+        Ok(Response::new(answer))
     }
 
     async fn delete(
         &self,
-        _request: Request<DeleteRequest>,
+        request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
-        Err(not_yet("Delete", "#3", "durable store and catalog"))
+        let index = self.state.index()?;
+        let target = match request.into_inner().target.and_then(|t| t.level) {
+            None => {
+                return Err(invalid(
+                    "target",
+                    "is required; set one of patient_id, study_instance_uid, \
+                     series_instance_uid, sop_instance_uid",
+                ));
+            }
+            Some(dicom_ref::Level::PatientId(id)) => {
+                ("target.patient_id", DeleteTarget::Patient(id))
+            }
+            Some(dicom_ref::Level::StudyInstanceUid(id)) => {
+                ("target.study_instance_uid", DeleteTarget::Study(id))
+            }
+            Some(dicom_ref::Level::SeriesInstanceUid(id)) => {
+                ("target.series_instance_uid", DeleteTarget::Series(id))
+            }
+            Some(dicom_ref::Level::SopInstanceUid(id)) => {
+                ("target.sop_instance_uid", DeleteTarget::Instance(id))
+            }
+        };
+        let (field, target) = target;
+        if target.identifier().trim().is_empty() {
+            return Err(invalid(field, "is empty; name what to delete"));
+        }
+        let counts = index.delete(target).await.map_err(index_error)?;
+        if counts.records == 0 {
+            return Err(Status::not_found(format!(
+                "{field}: no indexed record matches; nothing was deleted"
+            )));
+        }
+        Ok(Response::new(DeleteResponse {
+            records_deleted: counts.records,
+            instances_deleted: counts.instances,
+        }))
     }
 }

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | [`image`] | ImageService: Encode, Decompose |
 //! | [`info`] | InfoService: model card, index statistics, capabilities |
-//! | [`ingest`], [`search`] | UNIMPLEMENTED until issues #3 and #4, with a message saying so |
+//! | [`ingest`] | IngestService: Ingest (acknowledged once durable), Delete |
+//! | [`search`] | SearchService: Search; Watch arrives with issue #4 |
 //! | [`input`], [`output`], [`status`] | protobuf ↔ domain conversions and error mapping |
 //!
 //! Health: the overall status ("") and each implemented service report NOT_SERVING from the
@@ -35,10 +36,15 @@ use tonic_health::pb::health_server::{Health, HealthServer};
 use tonic_health::server::HealthReporter;
 
 use crate::encoder::Engine;
+use crate::index::Index;
 
-/// What every handler shares: the engine once it is warm, and the request limits.
+/// What every handler shares: the engine and the index once they are ready, and the limits.
 pub struct ServiceState {
     engine: OnceLock<Arc<Engine>>,
+    index: OnceLock<Arc<Index>>,
+    /// A viewer deep-link template for search hits, with `{study_instance_uid}`,
+    /// `{series_instance_uid}` and `{sop_instance_uid}` placeholders.
+    pub viewer_url_template: Option<String>,
     /// Bounds on DICOM instances and raw images.
     pub limits: Limits,
     /// Largest gRPC message accepted or sent.
@@ -47,9 +53,15 @@ pub struct ServiceState {
 
 impl ServiceState {
     /// State with no engine yet.
-    pub fn new(limits: Limits, max_message_bytes: usize) -> Self {
+    pub fn new(
+        limits: Limits,
+        max_message_bytes: usize,
+        viewer_url_template: Option<String>,
+    ) -> Self {
         Self {
             engine: OnceLock::new(),
+            index: OnceLock::new(),
+            viewer_url_template,
             limits,
             max_message_bytes,
         }
@@ -60,6 +72,16 @@ impl ServiceState {
         self.engine.get().cloned().ok_or_else(status::warming_up)
     }
 
+    /// The index, or UNAVAILABLE while the model warms up and the index recovers.
+    pub fn index(&self) -> Result<Arc<Index>, Status> {
+        self.index.get().cloned().ok_or_else(status::warming_up)
+    }
+
+    /// Installs the opened index; returns false if one was already installed.
+    pub fn set_index(&self, index: Arc<Index>) -> bool {
+        self.index.set(index).is_ok()
+    }
+
     /// Installs the warm engine; returns false if one was already installed.
     pub fn set_engine(&self, engine: Arc<Engine>) -> bool {
         self.engine.set(engine).is_ok()
@@ -67,7 +89,13 @@ impl ServiceState {
 }
 
 /// The names health checking reports on: the whole server ("") and each serving service.
-const HEALTH_NAMES: [&str; 3] = ["", "diptych.v1.ImageService", "diptych.v1.InfoService"];
+const HEALTH_NAMES: [&str; 5] = [
+    "",
+    "diptych.v1.ImageService",
+    "diptych.v1.InfoService",
+    "diptych.v1.IngestService",
+    "diptych.v1.SearchService",
+];
 
 /// Sets every health name to `status`.
 pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
@@ -117,12 +145,12 @@ pub async fn serve<H: Health>(
                 .max_encoding_message_size(max),
         )
         .add_service(
-            IngestServiceServer::new(ingest::IngestApi)
+            IngestServiceServer::new(ingest::IngestApi::new(state.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
         .add_service(
-            SearchServiceServer::new(search::SearchApi)
+            SearchServiceServer::new(search::SearchApi::new(state.clone()))
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )

@@ -1,6 +1,10 @@
 //! Answers out: domain results converted to protobuf messages.
 
-use diptych::api::v1::{Code, EncodedImage, ImageFormat, SliceCodes, encoded_image};
+use diptych::api::v1::{
+    Code, EncodedImage, ImageFormat, RecordMetadata, SliceCodes, encoded_image,
+};
+
+use crate::catalog::StoredRecord;
 
 use crate::encoder::{Geometry, SliceCode};
 use crate::render;
@@ -46,5 +50,33 @@ pub fn label_map(labels: &[u8], size: usize, format: ImageFormat) -> EncodedImag
         rows: size as u32,
         columns: size as u32,
         data: Some(data),
+    }
+}
+
+/// The catalog record of a hit as the API shows it (birth dates are never returned).
+pub fn record_metadata(record: &StoredRecord) -> RecordMetadata {
+    let m = &record.metadata;
+    RecordMetadata {
+        patient_id: m.patient_id.clone(),
+        patient_sex: m.patient_sex.clone(),
+        patient_age: m.patient_age.clone(),
+        study_date: m.study_date.clone(),
+        study_time: m.study_time.clone(),
+        modality: m.modality.clone(),
+        body_part: m.body_part.clone(),
+        study_description: m.study_description.clone(),
+        series_description: m.series_description.clone(),
+        institution: m.institution.clone(),
+        manufacturer: m.manufacturer.clone(),
+        manufacturer_model: m.manufacturer_model.clone(),
+        slice_location: m.slice_location.unwrap_or_default(),
+        slice_thickness: m.slice_thickness.unwrap_or_default(),
+        pixel_spacing: m.pixel_spacing.map(|s| s.to_vec()).unwrap_or_default(),
+        rows: m.rows,
+        columns: m.columns,
+        sequence: m.sequence.clone(),
+        abnormality: record.abnormality,
+        series_number: m.series_number.unwrap_or_default(),
+        instance_number: m.instance_number.unwrap_or_default(),
     }
 }

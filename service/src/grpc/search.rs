@@ -1,25 +1,276 @@
-//! `diptych.v1.SearchService`: not yet — search arrives with issue #3, the watch stream with #4.
+//! `diptych.v1.SearchService`: exact search over the index; the watch stream of newly received
+//! studies arrives with issue #4.
+
+use std::sync::Arc;
 
 use diptych::api::v1::search_service_server::SearchService;
-use diptych::api::v1::{SearchRequest, SearchResponse, WatchEvent, WatchRequest};
+use diptych::api::v1::{
+    self as pb, CodeSource, GroupScore as PbGroupScore, Grouping as PbGrouping, ImageFormat,
+    SearchHit, SearchMode, SearchRequest, SearchResponse, SliceRef, WatchEvent, WatchRequest,
+    code_source, query,
+};
 use tonic::{Request, Response, Status};
 
+use super::ServiceState;
+use super::input::{invalid, slice_source};
+use super::output;
 use super::status::not_yet;
+use crate::index::{QueryError, QuerySource, SearchSpec};
+use crate::search::{GroupScore, Grouping, Mode, QueryCodes};
 
-/// SearchService handlers that answer UNIMPLEMENTED until issues #3 and #4 land.
-pub struct SearchApi;
+/// The SearchService handlers.
+pub struct SearchApi {
+    state: Arc<ServiceState>,
+}
+
+impl SearchApi {
+    /// Handlers over the shared state.
+    pub fn new(state: Arc<ServiceState>) -> Self {
+        Self { state }
+    }
+}
+
+/// The search mode of a request (weights for combined mode).
+pub fn mode(value: i32, normal_weight: f32, abnormal_weight: f32) -> Result<Mode, Status> {
+    match SearchMode::try_from(value) {
+        Ok(SearchMode::Normal) => Ok(Mode::Normal),
+        Ok(SearchMode::Abnormal) => Ok(Mode::Abnormal),
+        Ok(SearchMode::Combined) => {
+            let (w_n, w_a) = if normal_weight == 0.0 && abnormal_weight == 0.0 {
+                (1.0, 1.0)
+            } else {
+                (normal_weight, abnormal_weight)
+            };
+            Ok(Mode::Combined {
+                normal_weight: w_n,
+                abnormal_weight: w_a,
+            })
+        }
+        _ => Err(invalid(
+            "mode",
+            format!(
+                "{value} is not a search mode; use SEARCH_MODE_NORMAL, SEARCH_MODE_ABNORMAL or \
+                 SEARCH_MODE_COMBINED"
+            ),
+        )),
+    }
+}
+
+/// The grouping and group score of a request.
+pub fn grouping(value: i32, score: i32, best_n: u32) -> Result<(Grouping, GroupScore), Status> {
+    let grouping = match PbGrouping::try_from(value) {
+        Ok(PbGrouping::Unspecified) | Ok(PbGrouping::Instance) => Grouping::Instance,
+        Ok(PbGrouping::Series) => Grouping::Series,
+        Ok(PbGrouping::Study) => Grouping::Study,
+        Err(_) => {
+            return Err(invalid(
+                "grouping",
+                format!(
+                    "{value} is not a grouping; use GROUPING_INSTANCE, GROUPING_SERIES or GROUPING_STUDY"
+                ),
+            ));
+        }
+    };
+    let score = match PbGroupScore::try_from(score) {
+        Ok(PbGroupScore::Unspecified) | Ok(PbGroupScore::BestSlice) => GroupScore::BestSlice,
+        Ok(PbGroupScore::MeanOfBestN) => {
+            let n = if best_n == 0 { 3 } else { best_n };
+            if n > 100 {
+                return Err(invalid(
+                    "group_best_n",
+                    format!("{n} is out of range; use 1..100 (0 means 3)"),
+                ));
+            }
+            GroupScore::MeanOfBestN(n)
+        }
+        Err(_) => {
+            return Err(invalid(
+                "group_score",
+                format!(
+                    "{score} is not a group score; use GROUP_SCORE_BEST_SLICE or GROUP_SCORE_MEAN_OF_BEST_N"
+                ),
+            ));
+        }
+    };
+    Ok((grouping, score))
+}
+
+/// Codes given in a request, checked for shape against the serving model.
+fn codes(codes: pb::SliceCodes, field: &str, model_id: &str) -> Result<QueryCodes, Status> {
+    if !codes.model_id.is_empty() && codes.model_id != model_id {
+        return Err(invalid(
+            &format!("{field}.model_id"),
+            format!(
+                "codes of model {:?} cannot be compared with the serving model {model_id:?}; \
+                 encode the image with this server",
+                codes.model_id
+            ),
+        ));
+    }
+    let take = |code: Option<pb::Code>, name: &str| -> Result<Vec<u8>, Status> {
+        let code = code.ok_or_else(|| invalid(&format!("{field}.{name}"), "is required"))?;
+        code.indices
+            .iter()
+            .map(|&i| u8::try_from(i))
+            .collect::<Result<Vec<u8>, _>>()
+            .map_err(|_| {
+                invalid(
+                    &format!("{field}.{name}.indices"),
+                    "holds an index outside the codebook",
+                )
+            })
+    };
+    Ok(QueryCodes {
+        normal: take(codes.normal, "normal")?,
+        abnormal: take(codes.abnormal, "abnormal")?,
+    })
+}
+
+fn code_source(
+    source: Option<CodeSource>,
+    field: &str,
+    model_id: &str,
+) -> Result<QuerySource, Status> {
+    match source.and_then(|s| s.source) {
+        None => Err(invalid(field, "is required; set image, indexed or code")),
+        Some(code_source::Source::Image(image)) => {
+            let slice = slice_source(Some(image))
+                .map_err(|s| Status::invalid_argument(format!("{field}.{}", s.message())))?;
+            Ok(QuerySource::Image(slice))
+        }
+        Some(code_source::Source::Indexed(slice)) => Ok(indexed(slice)),
+        Some(code_source::Source::Code(code)) => {
+            // One code: used for the side this source feeds; the other side is ignored.
+            let single = pb::SliceCodes {
+                normal: Some(code.clone()),
+                abnormal: Some(code),
+                model_id: String::new(),
+            };
+            Ok(QuerySource::Codes(codes(
+                single,
+                &format!("{field}.code"),
+                model_id,
+            )?))
+        }
+    }
+}
+
+fn indexed(slice: SliceRef) -> QuerySource {
+    QuerySource::Indexed {
+        sop_instance_uid: slice.sop_instance_uid,
+        frame: slice.frame,
+    }
+}
+
+/// The query of a request.
+pub fn query_source(query: Option<pb::Query>, model_id: &str) -> Result<QuerySource, Status> {
+    match query.and_then(|q| q.source) {
+        None => Err(invalid(
+            "query",
+            "is required; set image, indexed, codes or composite",
+        )),
+        Some(query::Source::Image(image)) => Ok(QuerySource::Image(slice_source(Some(image))?)),
+        Some(query::Source::Indexed(slice)) => Ok(indexed(slice)),
+        Some(query::Source::Codes(c)) => Ok(QuerySource::Codes(codes(c, "query.codes", model_id)?)),
+        Some(query::Source::Composite(c)) => Ok(QuerySource::Composite {
+            normal_from: Box::new(code_source(
+                c.normal_from,
+                "query.composite.normal_from",
+                model_id,
+            )?),
+            abnormal_from: Box::new(code_source(
+                c.abnormal_from,
+                "query.composite.abnormal_from",
+                model_id,
+            )?),
+        }),
+    }
+}
+
+/// A query error as a gRPC status.
+pub fn query_error(error: QueryError) -> Status {
+    match error {
+        QueryError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+        QueryError::NotFound { .. } => Status::not_found(error.to_string()),
+        QueryError::Encoder(e) => super::status::batch(e),
+        QueryError::Catalog(e) => Status::internal(e.to_string()),
+    }
+}
 
 #[tonic::async_trait]
 impl SearchService for SearchApi {
     async fn search(
         &self,
-        _request: Request<SearchRequest>,
+        request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
-        Err(not_yet(
-            "Search",
-            "#3",
-            "exact code search with filters and grouping",
-        ))
+        let index = self.state.index()?;
+        let r = request.into_inner();
+        let model_id = index.engine().manifest().model_id.clone();
+        let size = index.engine().geometry().size;
+        let (grouping, group_score) = grouping(r.grouping, r.group_score, r.group_best_n)?;
+        let top_k = if r.top_k == 0 { 10 } else { r.top_k as usize };
+        let spec = SearchSpec {
+            query: query_source(r.query, &model_id)?,
+            mode: mode(r.mode, r.normal_weight, r.abnormal_weight)?,
+            filter: r.filter,
+            top_k,
+            grouping,
+            group_score,
+            include_thumbnails: r.include_thumbnails,
+            exclude_query: r.exclude_query,
+        };
+        let outcome = index.search(spec).await.map_err(query_error)?;
+        let viewer = self.state.viewer_url_template.clone();
+        let hits = outcome
+            .hits
+            .into_iter()
+            .enumerate()
+            .map(|(i, view)| {
+                let (thumbnail, normal_appearing) = match &view.thumbnails {
+                    Some((x_hat, x_tilde)) => (
+                        Some(output::image(x_hat, size, ImageFormat::Png)),
+                        Some(output::image(x_tilde, size, ImageFormat::Png)),
+                    ),
+                    None => (None, None),
+                };
+                let record = view.record;
+                SearchHit {
+                    rank: i as u32 + 1,
+                    distance: view.hit.distance,
+                    normal_distance: view.hit.normal_distance,
+                    abnormal_distance: view.hit.abnormal_distance,
+                    slice: Some(SliceRef {
+                        sop_instance_uid: record.metadata.sop_instance_uid.clone(),
+                        frame: record.frame,
+                    }),
+                    viewer_url: viewer
+                        .as_deref()
+                        .map(|t| {
+                            t.replace("{study_instance_uid}", &record.metadata.study_instance_uid)
+                                .replace(
+                                    "{series_instance_uid}",
+                                    &record.metadata.series_instance_uid,
+                                )
+                                .replace("{sop_instance_uid}", &record.metadata.sop_instance_uid)
+                        })
+                        .unwrap_or_default(),
+                    study_instance_uid: record.metadata.study_instance_uid.clone(),
+                    series_instance_uid: record.metadata.series_instance_uid.clone(),
+                    group_slices: view.hit.group_slices,
+                    metadata: Some(output::record_metadata(&record)),
+                    thumbnail,
+                    normal_appearing,
+                }
+            })
+            .collect();
+        Ok(Response::new(SearchResponse {
+            hits,
+            model_id,
+            records_matched: outcome.records_matched,
+            records_total: outcome.records_total,
+            exact: true,
+            elapsed_ms: outcome.elapsed_ms,
+        }))
     }
 
     type WatchStream = tokio_stream::Empty<Result<WatchEvent, Status>>;

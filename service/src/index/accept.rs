@@ -1,0 +1,203 @@
+//! Accepting an instance: examine it completely (parse, decode every frame, apply the image
+//! contract) so that nothing acknowledged can fail later, drop duplicates, then append it to the
+//! write-ahead log and wait for the fsync. The acknowledgement means "durable".
+
+use std::sync::atomic::Ordering;
+
+use diptych::preprocess::preprocess;
+use diptych_dicom_adapter::{InstanceMetadata, Limits};
+
+use super::apply::Work;
+use super::{Index, IndexError};
+use crate::encoder::Engine;
+use crate::record::{RecordKeys, key_of};
+use crate::store::wal::WalRecord;
+
+/// An image instance made ready for the encoder: its metadata and one model input per frame.
+pub struct Prepared {
+    /// The catalog metadata.
+    pub metadata: InstanceMetadata,
+    /// The key of its SOP Instance UID.
+    pub keys_instance: u64,
+    /// Model input (preprocessed pixels) of every frame, in frame order.
+    pub frames: Vec<Vec<f32>>,
+}
+
+impl Prepared {
+    /// The record keys of frame `frame`.
+    pub fn keys(&self, frame: u32) -> RecordKeys {
+        RecordKeys {
+            patient: key_of(&self.metadata.patient_id),
+            study: key_of(&self.metadata.study_instance_uid),
+            series: key_of(&self.metadata.series_instance_uid),
+            instance: self.keys_instance,
+            frame,
+        }
+    }
+}
+
+/// What examining an instance found.
+pub enum Examined {
+    /// An image: its frames are ready for the encoder.
+    Image(Box<Prepared>),
+    /// A non-image object (SR, KOS, presentation state, raw data): counted, not indexed.
+    NonImage,
+}
+
+/// Why an instance was refused. The message names the problem and never holds patient data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// It cannot be parsed or decoded (DICOM status 0xC000).
+    CannotUnderstand(String),
+    /// The server cannot take it now (DICOM status 0xA700).
+    OutOfResources(String),
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Refusal::CannotUnderstand(m) | Refusal::OutOfResources(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What happened to an instance offered to the index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcceptOutcome {
+    /// Durable; its frames will be searchable shortly.
+    Accepted {
+        /// SOP Instance UID.
+        sop_instance_uid: String,
+        /// Study Instance UID.
+        study_instance_uid: String,
+        /// Frames (records) it brings.
+        slices: u32,
+    },
+    /// Already indexed (or in flight) with the same SOP Instance UID: kept once.
+    Duplicate {
+        /// SOP Instance UID.
+        sop_instance_uid: String,
+    },
+    /// A non-image object: acknowledged and counted, not indexed.
+    NonImage,
+    /// Refused, with the reason.
+    Refused {
+        /// SOP Instance UID, when it could be read.
+        sop_instance_uid: Option<String>,
+        /// Why.
+        refusal: Refusal,
+    },
+}
+
+/// Parses, decodes and pre-processes every frame of `bytes`; the error says what is wrong with
+/// the instance (never patient data).
+pub fn examine(bytes: &[u8], limits: &Limits, engine: &Engine) -> Result<Examined, String> {
+    let instance = diptych_dicom_adapter::parse(bytes, limits).map_err(|e| e.to_string())?;
+    if !instance.is_image() {
+        return Ok(Examined::NonImage);
+    }
+    let metadata = instance.metadata();
+    let params = &engine.manifest().preprocess;
+    let count = instance.frame_count().map_err(|e| e.to_string())?;
+    let mut frames = Vec::with_capacity(count as usize);
+    for i in 0..count {
+        let frame = instance.decode_frame(i).map_err(|e| e.to_string())?;
+        let input = preprocess(&frame.raw_frame(), params)
+            .map_err(|e| format!("frame {i} cannot be pre-processed: {e}"))?;
+        frames.push(input.pixels);
+    }
+    Ok(Examined::Image(Box::new(Prepared {
+        keys_instance: key_of(&metadata.sop_instance_uid),
+        metadata,
+        frames,
+    })))
+}
+
+impl Index {
+    /// Offers one DICOM instance (Part-10 bytes or a bare data set) to the index; answers once it
+    /// is durable, a duplicate, a non-image object, or refused.
+    pub async fn accept(&self, dicom: Vec<u8>) -> Result<AcceptOutcome, IndexError> {
+        let limits = self.limits;
+        let engine = self.engine.clone();
+        let (dicom, examined) = tokio::task::spawn_blocking(move || {
+            let examined = examine(&dicom, &limits, &engine);
+            (dicom, examined)
+        })
+        .await
+        .map_err(|_| IndexError::Stopped)?;
+        let prepared = match examined {
+            Err(error) => {
+                return Ok(AcceptOutcome::Refused {
+                    sop_instance_uid: None,
+                    refusal: Refusal::CannotUnderstand(error),
+                });
+            }
+            Ok(Examined::NonImage) => {
+                self.counters.non_image.fetch_add(1, Ordering::Relaxed);
+                return Ok(AcceptOutcome::NonImage);
+            }
+            Ok(Examined::Image(prepared)) => prepared,
+        };
+        let sop_instance_uid = prepared.metadata.sop_instance_uid.clone();
+        if sop_instance_uid.is_empty() {
+            return Ok(AcceptOutcome::Refused {
+                sop_instance_uid: None,
+                refusal: Refusal::CannotUnderstand(
+                    "the data set has no SOP Instance UID (0008,0018); every instance needs one"
+                        .into(),
+                ),
+            });
+        }
+        // Claim the instance key before the log append so two concurrent copies cannot both go in.
+        {
+            let mut in_flight = self.in_flight.lock().expect("in-flight set poisoned");
+            let indexed = match self.catalog.records_of_instance(&sop_instance_uid) {
+                Ok(records) => !records.is_empty(),
+                Err(error) => {
+                    return Ok(AcceptOutcome::Refused {
+                        sop_instance_uid: Some(sop_instance_uid),
+                        refusal: Refusal::OutOfResources(format!(
+                            "the catalog cannot be read ({error}); retry later"
+                        )),
+                    });
+                }
+            };
+            if indexed || in_flight.contains_key(&prepared.keys_instance) {
+                return Ok(AcceptOutcome::Duplicate { sop_instance_uid });
+            }
+            in_flight.insert(
+                prepared.keys_instance,
+                prepared.metadata.study_instance_uid.clone(),
+            );
+        }
+        let slices = prepared.frames.len() as u32;
+        let study_instance_uid = prepared.metadata.study_instance_uid.clone();
+        let key = prepared.keys_instance;
+        let seq = match self.wal.append(WalRecord::Instance { dicom }).await {
+            Ok(seq) => seq,
+            Err(error) => {
+                self.in_flight
+                    .lock()
+                    .expect("in-flight set poisoned")
+                    .remove(&key);
+                tracing::error!(%error, "write-ahead log append failed");
+                return Ok(AcceptOutcome::Refused {
+                    sop_instance_uid: Some(sop_instance_uid),
+                    refusal: Refusal::OutOfResources(format!(
+                        "the instance could not be written durably ({error}); retry later"
+                    )),
+                });
+            }
+        };
+        self.counters.pending.fetch_add(1, Ordering::Relaxed);
+        self.work
+            .send(Work::Instance { seq, prepared })
+            .map_err(|_| IndexError::Stopped)?;
+        self.tracker.arrived(&study_instance_uid);
+        Ok(AcceptOutcome::Accepted {
+            sop_instance_uid,
+            study_instance_uid,
+            slices,
+        })
+    }
+}

@@ -1,0 +1,355 @@
+//! Applying accepted work, in write-ahead-log order: encode, store, catalog, checkpoint.
+//!
+//! One worker owns every write to the store and the catalog. It takes work in log sequence
+//! order (a small reorder buffer absorbs concurrent acceptors that reach the channel out of
+//! order), encodes the frames of a whole chunk concurrently so the dynamic batcher fills its
+//! batches, and ends each chunk with a checkpoint: store synced, catalog committed with the last
+//! applied sequence number, applied log segments pruned. A chunk is what has arrived by the time
+//! the previous one finished, so under steady ingest new records become searchable within a
+//! chunk's time (well under the 2 s the API promises).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+
+use super::Index;
+use super::accept::Prepared;
+use crate::catalog::{CatalogEntry, Checkpoint};
+use crate::encoder::{BatchError, SliceCode};
+use crate::record::DeleteTarget;
+use crate::store::{NewRecord, WalRecord};
+
+/// Most frames encoded in one chunk.
+const CHUNK_FRAMES: usize = 512;
+/// How long a gap in the sequence numbers is waited for before it is taken as a failed append.
+const GAP_PATIENCE: Duration = Duration::from_secs(5);
+
+/// What a delete removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeleteCounts {
+    /// Records (slices) removed.
+    pub records: u64,
+    /// Distinct instances removed.
+    pub instances: u64,
+}
+
+/// One unit of accepted work, named by its log sequence number.
+pub enum Work {
+    /// An image instance, decoded and pre-processed.
+    Instance {
+        /// Log sequence number.
+        seq: u64,
+        /// Its frames and metadata.
+        prepared: Box<Prepared>,
+    },
+    /// A delete; `reply` hears the counts once it is applied and committed.
+    Delete {
+        /// Log sequence number.
+        seq: u64,
+        /// What to delete.
+        target: DeleteTarget,
+        /// Who waits for the answer (none during replay).
+        reply: Option<oneshot::Sender<Result<DeleteCounts, String>>>,
+    },
+    /// A log entry with nothing to apply (a non-image object replayed).
+    Skip {
+        /// Log sequence number.
+        seq: u64,
+    },
+}
+
+impl Work {
+    fn seq(&self) -> u64 {
+        match self {
+            Work::Instance { seq, .. } | Work::Delete { seq, .. } | Work::Skip { seq } => *seq,
+        }
+    }
+}
+
+/// The worker: runs until the channel closes.
+pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first_seq: u64) {
+    let mut waiting: BTreeMap<u64, Work> = BTreeMap::new();
+    let mut next = first_seq;
+    let mut gap_since: Option<Instant> = None;
+    loop {
+        // Wait for work (with a gap open, at most a moment, to re-check the gap's patience).
+        let received = if waiting.is_empty() {
+            Some(rx.recv().await)
+        } else {
+            tokio::time::timeout(Duration::from_millis(200), rx.recv())
+                .await
+                .ok()
+        };
+        match received {
+            Some(None) => return,
+            Some(Some(work)) => {
+                waiting.insert(work.seq(), work);
+            }
+            None => {}
+        }
+        while let Ok(work) = rx.try_recv() {
+            waiting.insert(work.seq(), work);
+        }
+        // Late arrivals below `next` (after a gap was given up) are applied at once.
+        let late: Vec<Work> = {
+            let keep = waiting.split_off(&next);
+            std::mem::replace(&mut waiting, keep)
+                .into_values()
+                .collect()
+        };
+        if !late.is_empty() {
+            apply_chunk(&index, late).await;
+        }
+        let ready = take_contiguous(&mut waiting, &mut next);
+        if ready.is_empty() {
+            let since = *gap_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= GAP_PATIENCE
+                && let Some((&lowest, _)) = waiting.first_key_value()
+            {
+                tracing::error!(
+                    missing_from = next,
+                    resumes_at = lowest,
+                    "write-ahead log sequence gap (a failed append?); applying what follows"
+                );
+                next = lowest;
+                gap_since = None;
+            }
+            continue;
+        }
+        gap_since = None;
+        apply_chunk(&index, ready).await;
+    }
+}
+
+/// Removes the work items with sequence numbers `next, next+1, …` from `waiting`, up to a
+/// chunk's worth of frames.
+fn take_contiguous(waiting: &mut BTreeMap<u64, Work>, next: &mut u64) -> Vec<Work> {
+    let mut ready = Vec::new();
+    let mut frames = 0;
+    while frames < CHUNK_FRAMES {
+        let Some(work) = waiting.remove(next) else {
+            break;
+        };
+        if let Work::Instance { prepared, .. } = &work {
+            frames += prepared.frames.len();
+        }
+        ready.push(work);
+        *next += 1;
+    }
+    ready
+}
+
+/// Applies a chunk in order and checkpoints.
+async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>) {
+    let Some(last_seq) = chunk.last().map(Work::seq) else {
+        return;
+    };
+    let count = chunk.len() as u64;
+    let mut instances: Vec<(u64, Box<Prepared>)> = Vec::new();
+    for work in chunk {
+        match work {
+            Work::Instance { seq, prepared } => instances.push((seq, prepared)),
+            Work::Skip { .. } => {}
+            Work::Delete { seq, target, reply } => {
+                // Everything before the delete is indexed and committed first, so the delete sees it.
+                index_instances(index, std::mem::take(&mut instances)).await;
+                checkpoint(index, seq.saturating_sub(1));
+                let outcome = apply_delete(index, &target, seq);
+                if let Err(message) = &outcome {
+                    tracing::error!(level = target.level(), %message, "delete failed");
+                }
+                if let Some(reply) = reply {
+                    let _ = reply.send(outcome);
+                }
+            }
+        }
+    }
+    index_instances(index, instances).await;
+    checkpoint(index, last_seq);
+    index.counters.pending.fetch_sub(count, Ordering::Relaxed);
+}
+
+/// Encodes every frame of `instances` concurrently, then appends codes and catalog entries in
+/// log order.
+async fn index_instances(index: &Arc<Index>, instances: Vec<(u64, Box<Prepared>)>) {
+    if instances.is_empty() {
+        return;
+    }
+    let mut tasks = JoinSet::new();
+    for (i, (_, prepared)) in instances.iter().enumerate() {
+        for (f, pixels) in prepared.frames.iter().enumerate() {
+            let engine = index.engine.clone();
+            let pixels = pixels.clone();
+            tasks.spawn(async move { (i, f, encode_with_retry(&engine, pixels).await) });
+        }
+    }
+    let mut codes: Vec<Vec<Option<SliceCode>>> = instances
+        .iter()
+        .map(|(_, p)| vec![None; p.frames.len()])
+        .collect();
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok((i, f, Ok(code))) => codes[i][f] = Some(code),
+            Ok((_, _, Err(error))) => tracing::error!(%error, "encoding an accepted frame failed"),
+            Err(error) => tracing::error!(%error, "an encoding task failed"),
+        }
+    }
+    let mut records = Vec::new();
+    let mut entries = Vec::new();
+    for ((_, prepared), codes) in instances.iter().zip(codes) {
+        if codes.iter().any(Option::is_none) {
+            // Should not happen: the frames were decoded before acknowledgement. Counted and logged.
+            index
+                .counters
+                .apply_failures
+                .fetch_add(1, Ordering::Relaxed);
+            continue;
+        }
+        for (frame, code) in codes.into_iter().flatten().enumerate() {
+            let frame = frame as u32;
+            records.push(NewRecord {
+                normal: code.normal.iter().map(|&c| c as u8).collect(),
+                abnormal: code.abnormal.iter().map(|&c| c as u8).collect(),
+                keys: prepared.keys(frame),
+                abnormality: code.abnormality,
+            });
+            entries.push(CatalogEntry {
+                record: 0,
+                frame,
+                metadata: prepared.metadata.clone(),
+                abnormality: code.abnormality,
+            });
+        }
+    }
+    let appended = {
+        let mut store = index.codes.write().expect("code store lock poisoned");
+        match store.append(&records) {
+            Ok(range) => {
+                let view = store.view();
+                let mut search = index.search.write().expect("search lock poisoned");
+                search
+                    .index
+                    .extend(&index.tables, view.normal(), view.abnormal());
+                Some(range)
+            }
+            Err(error) => {
+                tracing::error!(%error, "appending codes failed");
+                None
+            }
+        }
+    };
+    if let Some(range) = appended {
+        for (entry, record) in entries.iter_mut().zip(range) {
+            entry.record = record;
+        }
+        if let Err(error) = index.catalog.add(&entries) {
+            tracing::error!(%error, "adding catalog entries failed");
+        }
+    }
+    let mut in_flight = index.in_flight.lock().expect("in-flight set poisoned");
+    for (_, prepared) in &instances {
+        in_flight.remove(&prepared.keys_instance);
+    }
+}
+
+/// Encodes one frame, waiting while the encoder queue is full.
+async fn encode_with_retry(
+    engine: &crate::encoder::Engine,
+    pixels: Vec<f32>,
+) -> Result<SliceCode, BatchError> {
+    loop {
+        match engine.encode(pixels.clone()).await {
+            Err(BatchError::QueueFull { .. }) => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Syncs the store, commits the catalog with `applied_seq`, and prunes the log through it.
+fn checkpoint(index: &Index, applied_seq: u64) {
+    let records = {
+        let mut store = index.codes.write().expect("code store lock poisoned");
+        if let Err(error) = store.sync() {
+            tracing::error!(%error, "syncing the code store failed; the log keeps the work");
+            return;
+        }
+        store.len() as u64
+    };
+    if let Err(error) = index.catalog.commit(Checkpoint {
+        applied_seq,
+        records,
+    }) {
+        tracing::error!(%error, "committing the catalog failed; the log keeps the work");
+        return;
+    }
+    if let Err(error) = index.wal.prune_through(applied_seq) {
+        tracing::warn!(%error, "pruning the write-ahead log failed");
+    }
+}
+
+/// Removes every record of `target` from the catalog and the store, durably, and drops the log
+/// segments that held its instances.
+fn apply_delete(index: &Index, target: &DeleteTarget, seq: u64) -> Result<DeleteCounts, String> {
+    let ids = index.catalog.delete(target).map_err(|e| e.to_string())?;
+    let instances = {
+        let mut store = index.codes.write().expect("code store lock poisoned");
+        let view = store.view();
+        let mut keys: Vec<u64> = ids
+            .iter()
+            .map(|&id| view.records()[id as usize].keys().instance)
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        store.tombstone(&ids).map_err(|e| e.to_string())?;
+        let mut search = index.search.write().expect("search lock poisoned");
+        for &id in &ids {
+            search.deleted.insert(id);
+        }
+        keys.len() as u64
+    };
+    checkpoint(index, seq);
+    index.catalog.purge().map_err(|e| e.to_string())?;
+    // The deleted instances' bytes live on only in log segments: close the current one and prune.
+    index.wal.rotate().map_err(|e| e.to_string())?;
+    index.wal.prune_through(seq).map_err(|e| e.to_string())?;
+    tracing::info!(
+        level = target.level(),
+        records = ids.len(),
+        instances,
+        "deleted"
+    );
+    Ok(DeleteCounts {
+        records: ids.len() as u64,
+        instances,
+    })
+}
+
+impl Index {
+    /// Deletes every record of `target` durably; answers once it is applied and committed.
+    pub async fn delete(&self, target: DeleteTarget) -> Result<DeleteCounts, super::IndexError> {
+        let seq = self
+            .wal
+            .append(WalRecord::Delete {
+                target: target.clone(),
+            })
+            .await?;
+        let (tx, rx) = oneshot::channel();
+        self.counters.pending.fetch_add(1, Ordering::Relaxed);
+        self.work
+            .send(Work::Delete {
+                seq,
+                target,
+                reply: Some(tx),
+            })
+            .map_err(|_| super::IndexError::Stopped)?;
+        rx.await
+            .map_err(|_| super::IndexError::Stopped)?
+            .map_err(super::IndexError::Apply)
+    }
+}

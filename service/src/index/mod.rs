@@ -1,0 +1,307 @@
+//! The index: where an accepted DICOM instance becomes searchable records, and where searches
+//! and deletes meet the store and the catalog.
+//!
+//! The path of an instance, in order:
+//!
+//! 1. [`accept`]: parse and decode it (bad input is refused here, with a reason, before anything
+//!    is written), drop duplicates, append it to the write-ahead log and wait for the fsync — only
+//!    then is it acknowledged;
+//! 2. [`apply`]: a single worker takes accepted work in log order, encodes every frame through the
+//!    batching encoder, appends the codes to the store and the metadata to the catalog, and
+//!    checkpoints (store synced, catalog committed with the last applied log sequence number),
+//!    after which the log's applied segments are pruned;
+//! 3. on start, [`Index::open`] drops store records past the catalog's checkpoint and replays the
+//!    log after it, so whatever was acknowledged is finished exactly once.
+//!
+//! Searches ([`query`]) read the store under a shared lock and the catalog through its reader.
+
+pub mod accept;
+pub mod apply;
+pub mod query;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use diptych_dicom_adapter::Limits;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::encoder::Engine;
+use crate::record::RecordId;
+use crate::record::RecordSet;
+use crate::search::tables::TablesError;
+use crate::search::{DistanceTables, SearchIndex};
+use crate::store::{CodeStore, ModelStamp, StoreError, Wal, WalOptions, WalRecord};
+use crate::watch::StudyTracker;
+
+pub use accept::{AcceptOutcome, Refusal};
+pub use apply::{DeleteCounts, Work};
+pub use query::{QueryError, QuerySource, SearchOutcome, SearchSpec};
+
+/// Why the index could not open or act.
+#[derive(Debug, Error)]
+pub enum IndexError {
+    /// The store (log or codes) failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The model's codebooks cannot make distance tables.
+    #[error("the model's codebooks cannot be used for search: {0}")]
+    Tables(#[from] TablesError),
+    /// Applying a delete failed.
+    #[error("the delete could not be applied: {0}")]
+    Apply(String),
+    /// The apply worker has stopped (the server is shutting down).
+    #[error("the indexing worker has stopped; the server is shutting down")]
+    Stopped,
+}
+
+/// How the index is set up.
+#[derive(Debug, Clone)]
+pub struct IndexOptions {
+    /// Bounds on the DICOM instances accepted.
+    pub limits: Limits,
+    /// A study is "received" once no instance of it arrived for this long.
+    pub quiet_period: Duration,
+}
+
+/// Counters the statistics call reports.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Instances acknowledged but not yet applied.
+    pub pending: AtomicU64,
+    /// Non-image objects received.
+    pub non_image: AtomicU64,
+    /// Acknowledged instances that failed when applied (should stay 0: they were decoded before
+    /// acknowledgement).
+    pub apply_failures: AtomicU64,
+}
+
+/// The searchable index of one model: write-ahead log, code store, catalog and search structures.
+pub struct Index {
+    engine: Arc<Engine>,
+    limits: Limits,
+    dir: PathBuf,
+    wal: Wal,
+    codes: RwLock<CodeStore>,
+    search: RwLock<SearchState>,
+    catalog: Catalog,
+    tables: DistanceTables,
+    /// Instance keys acknowledged and not yet applied, with their Study Instance UIDs:
+    /// duplicates of these are dropped at accept, and their studies are not yet "received".
+    in_flight: Mutex<HashMap<u64, String>>,
+    /// Arrivals per study, for the watch stream.
+    tracker: Arc<StudyTracker>,
+    work: mpsc::UnboundedSender<Work>,
+    /// What the statistics call reports.
+    pub counters: Counters,
+}
+
+/// What search needs beside the codes: the lower-bound summaries and the deleted records.
+pub struct SearchState {
+    /// Per-record projections for exact pruning.
+    pub index: SearchIndex,
+    /// Records tombstoned in the store.
+    pub deleted: RecordSet,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Index {
+    /// Opens (or creates) the index in `data_dir` for the engine's model, recovers what the log
+    /// holds past the last checkpoint, and starts the apply worker on the current tokio runtime.
+    pub fn open(
+        data_dir: &Path,
+        engine: Arc<Engine>,
+        options: IndexOptions,
+    ) -> Result<Arc<Index>, IndexError> {
+        let limits = options.limits;
+        let manifest = engine.manifest();
+        let stamp = ModelStamp {
+            model_id: manifest.model_id.clone(),
+            positions: manifest.grid.rows * manifest.grid.cols,
+            codebook_size: manifest.codebook_size,
+        };
+        let mut codes = CodeStore::open(data_dir.join("codes"), stamp)?;
+        let catalog = Catalog::open(&data_dir.join("catalog"))?;
+        let checkpoint = catalog.checkpoint();
+        // Records past the catalog's checkpoint were never committed: the log replays them.
+        let committed = usize::try_from(checkpoint.records).unwrap_or(usize::MAX);
+        if codes.len() > committed {
+            tracing::warn!(
+                dropped = codes.len() - committed,
+                "store records past the last checkpoint dropped; the log replays them"
+            );
+            codes.truncate(committed)?;
+        }
+        let (wal, recovery) = Wal::open(data_dir.join("wal"), WalOptions::default())?;
+        for corruption in &recovery.corruptions {
+            tracing::warn!(%corruption, "write-ahead log: a torn or corrupted entry was skipped");
+        }
+        let codebooks = engine.codebooks();
+        let tables = DistanceTables::new(
+            &codebooks.normal.values,
+            &codebooks.abnormal.values,
+            codebooks.normal.size,
+            codebooks.normal.dim,
+        )?;
+        let search = {
+            let view = codes.view();
+            let deleted: RecordSet = view
+                .records()
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| r.is_deleted())
+                .map(|(i, _)| i as RecordId)
+                .collect();
+            SearchState {
+                index: SearchIndex::build(
+                    &tables,
+                    view.positions(),
+                    view.normal(),
+                    view.abnormal(),
+                ),
+                deleted,
+            }
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        let index = Arc::new(Index {
+            engine,
+            limits,
+            dir: data_dir.to_path_buf(),
+            wal,
+            codes: RwLock::new(codes),
+            search: RwLock::new(search),
+            catalog,
+            tables,
+            in_flight: Mutex::new(HashMap::new()),
+            tracker: StudyTracker::new(options.quiet_period),
+            work: tx,
+            counters: Counters::default(),
+        });
+        let replayed = index.replay_after(checkpoint.applied_seq)?;
+        if replayed > 0 {
+            tracing::info!(
+                entries = replayed,
+                after_seq = checkpoint.applied_seq,
+                "write-ahead log replay queued"
+            );
+        }
+        tokio::spawn(apply::run(index.clone(), rx, checkpoint.applied_seq + 1));
+        Ok(index)
+    }
+
+    /// Queues every log entry after `seq` for the apply worker, in order.
+    fn replay_after(&self, seq: u64) -> Result<usize, IndexError> {
+        let mut queued = 0;
+        for entry in self.wal.replay_after(seq) {
+            let (seq, record) = entry?;
+            let work = match record {
+                WalRecord::Instance { dicom } => {
+                    match accept::examine(&dicom, &self.limits, &self.engine) {
+                        Ok(accept::Examined::Image(prepared)) => {
+                            self.in_flight
+                                .lock()
+                                .expect("in-flight set poisoned")
+                                .insert(
+                                    prepared.keys_instance,
+                                    prepared.metadata.study_instance_uid.clone(),
+                                );
+                            Work::Instance { seq, prepared }
+                        }
+                        Ok(accept::Examined::NonImage) | Err(_) => Work::Skip { seq },
+                    }
+                }
+                WalRecord::Delete { target } => Work::Delete {
+                    seq,
+                    target,
+                    reply: None,
+                },
+            };
+            self.counters.pending.fetch_add(1, Ordering::Relaxed);
+            self.work.send(work).map_err(|_| IndexError::Stopped)?;
+            queued += 1;
+        }
+        Ok(queued)
+    }
+
+    /// The model the index serves.
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Arrivals per study and the announcements of received studies.
+    pub fn tracker(&self) -> &Arc<StudyTracker> {
+        &self.tracker
+    }
+
+    /// Whether every acknowledged instance of the study is applied (searchable).
+    pub fn study_indexed(&self, study_instance_uid: &str) -> bool {
+        !self
+            .in_flight
+            .lock()
+            .expect("in-flight set poisoned")
+            .values()
+            .any(|s| s == study_instance_uid)
+    }
+
+    /// The catalog.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// Records in the store (deleted ones included) and live records.
+    pub fn record_counts(&self) -> (usize, usize) {
+        let codes = self.codes.read().expect("code store lock poisoned");
+        (codes.len(), codes.live_len())
+    }
+
+    /// Bytes of the stored codes and of the catalog on disk.
+    pub fn disk_bytes(&self) -> (u64, u64) {
+        (
+            folder_bytes(&self.dir.join("codes")),
+            folder_bytes(&self.dir.join("catalog")),
+        )
+    }
+
+    /// The store's code of one record: (normal, abnormal) indices.
+    pub fn codes_of(&self, record: RecordId) -> Option<(Vec<u8>, Vec<u8>)> {
+        let codes = self.codes.read().expect("code store lock poisoned");
+        let view = codes.view();
+        let i = record as usize;
+        if i >= view.len() || view.records()[i].is_deleted() {
+            return None;
+        }
+        Some((
+            view.normal_code(record).to_vec(),
+            view.abnormal_code(record).to_vec(),
+        ))
+    }
+}
+
+/// Total size of the files in a folder (not recursive into symlinks), 0 when absent.
+fn folder_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => folder_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}

@@ -1,0 +1,380 @@
+//! Answering a search: resolve the query's codes (image, indexed slice, raw codes, or a
+//! composite of two sources), turn the filter into the set of matching records, run the exact
+//! search, and dress the hits with their catalog metadata (and decoded thumbnails on request).
+
+use std::time::Instant;
+
+use thiserror::Error;
+
+use super::Index;
+use crate::catalog::{CatalogError, StoredRecord};
+use crate::encoder::{BatchError, CodePair};
+use crate::record::RecordId;
+use crate::search::{self, GroupScore, Grouping, Hit, Mode, QueryCodes};
+use crate::slice::{SliceError, SliceSource, prepare};
+
+pub use crate::search::MAX_TOP_K;
+
+/// Where a query's codes come from.
+#[derive(Debug, Clone)]
+pub enum QuerySource {
+    /// Encode this slice.
+    Image(SliceSource),
+    /// Take the codes of this indexed slice.
+    Indexed {
+        /// SOP Instance UID.
+        sop_instance_uid: String,
+        /// Zero-based frame.
+        frame: u32,
+    },
+    /// Use these codes (from the serving model).
+    Codes(QueryCodes),
+    /// The normal code of one source with the abnormal code of another.
+    Composite {
+        /// Source of the normal code.
+        normal_from: Box<QuerySource>,
+        /// Source of the abnormal code.
+        abnormal_from: Box<QuerySource>,
+    },
+}
+
+/// A search, in domain terms.
+#[derive(Debug, Clone)]
+pub struct SearchSpec {
+    /// What to search with.
+    pub query: QuerySource,
+    /// Which codes to compare, with the combined-mode weights.
+    pub mode: Mode,
+    /// Catalog filter; empty keeps every record.
+    pub filter: String,
+    /// Hits wanted, 1..=[`MAX_TOP_K`].
+    pub top_k: usize,
+    /// Hits per slice, series or study.
+    pub grouping: Grouping,
+    /// How a group's distance comes from its slices'.
+    pub group_score: GroupScore,
+    /// Decode each hit's codes into a reconstruction and a normal-appearing image.
+    pub include_thumbnails: bool,
+    /// Leave the query's own slice (series, study with grouping) out; needs an indexed query.
+    pub exclude_query: bool,
+}
+
+/// One hit with what a viewer shows.
+#[derive(Debug, Clone)]
+pub struct HitView {
+    /// The ranked hit.
+    pub hit: Hit,
+    /// The (best) slice's catalog record.
+    pub record: StoredRecord,
+    /// Reconstruction x̂ and normal-appearing x̃ decoded from its codes, when asked for.
+    pub thumbnails: Option<(Vec<f32>, Vec<f32>)>,
+}
+
+/// The answer to a search.
+#[derive(Debug, Clone)]
+pub struct SearchOutcome {
+    /// Hits, nearest first.
+    pub hits: Vec<HitView>,
+    /// Records that passed the filter.
+    pub records_matched: u64,
+    /// Live records in the index.
+    pub records_total: u64,
+    /// Server-side time, milliseconds.
+    pub elapsed_ms: f64,
+}
+
+/// Why a search was not answered. Each names the request field at fault.
+#[derive(Debug, Error)]
+pub enum QueryError {
+    /// A request field is invalid (INVALID_ARGUMENT).
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The request field.
+        field: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
+    /// A referenced slice is not indexed (NOT_FOUND).
+    #[error("{field}: {message}")]
+    NotFound {
+        /// The request field.
+        field: String,
+        /// What was not found.
+        message: String,
+    },
+    /// The encoder could not take the query image (RESOURCE_EXHAUSTED / UNAVAILABLE / INTERNAL).
+    #[error(transparent)]
+    Encoder(#[from] BatchError),
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(CatalogError),
+}
+
+impl QueryError {
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        QueryError::Invalid {
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+}
+
+impl Index {
+    /// Runs a search.
+    pub async fn search(&self, spec: SearchSpec) -> Result<SearchOutcome, QueryError> {
+        let started = Instant::now();
+        if spec.top_k == 0 || spec.top_k > MAX_TOP_K {
+            return Err(QueryError::invalid(
+                "top_k",
+                format!("{} is out of range; ask for 1..{MAX_TOP_K}", spec.top_k),
+            ));
+        }
+        if let Mode::Combined {
+            normal_weight,
+            abnormal_weight,
+        } = spec.mode
+            && !(normal_weight >= 0.0
+                && normal_weight.is_finite()
+                && abnormal_weight >= 0.0
+                && abnormal_weight.is_finite())
+        {
+            return Err(QueryError::invalid(
+                "normal_weight",
+                "weights must be finite and ≥ 0 (both 0 means 1 and 1)",
+            ));
+        }
+        let exclude = match (&spec.query, spec.exclude_query) {
+            (_, false) => None,
+            (
+                QuerySource::Indexed {
+                    sop_instance_uid,
+                    frame,
+                },
+                true,
+            ) => {
+                let record = self.indexed_record(sop_instance_uid, *frame, "query.indexed")?;
+                Some(self.exclusion(record, spec.grouping))
+            }
+            (_, true) => {
+                return Err(QueryError::invalid(
+                    "exclude_query",
+                    "only applies to a query that names an indexed slice (query.indexed)",
+                ));
+            }
+        };
+        let codes = self.resolve(&spec.query, "query").await?;
+        let filter = if spec.filter.trim().is_empty() {
+            None
+        } else {
+            Some(self.catalog.filter(&spec.filter).map_err(|e| match e {
+                CatalogError::Filter(message) => QueryError::Invalid {
+                    field: "filter".into(),
+                    message,
+                },
+                other => QueryError::Catalog(other),
+            })?)
+        };
+        let (hits, matched, total) = {
+            let store = self.codes.read().expect("code store lock poisoned");
+            let state = self.search.read().expect("search lock poisoned");
+            let view = store.view();
+            let records = view.records();
+            let keys = |id: RecordId| records[id as usize].keys();
+            let corpus = search::Corpus {
+                normal: view.normal(),
+                abnormal: view.abnormal(),
+                positions: view.positions(),
+                keys: &keys,
+                deleted: &state.deleted,
+                filter: filter.as_ref(),
+            };
+            let request = search::SearchRequest {
+                query: codes,
+                mode: spec.mode,
+                grouping: spec.grouping,
+                group_score: spec.group_score,
+                top_k: spec.top_k,
+                exclude,
+            };
+            let hits = search::search(&self.tables, Some(&state.index), &corpus, &request)
+                .map_err(|e| QueryError::invalid(search_field(&e), e.to_string()))?;
+            let total = store.live_len() as u64;
+            let matched = match &filter {
+                Some(set) => set.iter().filter(|&id| !state.deleted.contains(id)).count() as u64,
+                None => total,
+            };
+            (hits, matched, total)
+        };
+        let ids: Vec<RecordId> = hits.iter().map(|h| h.record).collect();
+        let records = self.catalog.entries(&ids).map_err(QueryError::Catalog)?;
+        let mut views = Vec::with_capacity(hits.len());
+        for (hit, record) in hits.into_iter().zip(records) {
+            // A record deleted between the scan and this look-up is left out.
+            let Some(record) = record else { continue };
+            let thumbnails = if spec.include_thumbnails {
+                match self.codes_of(hit.record) {
+                    Some((normal, abnormal)) => {
+                        let decoded = self
+                            .engine
+                            .decode(CodePair {
+                                normal: normal.iter().map(|&c| u32::from(c)).collect(),
+                                abnormal: abnormal.iter().map(|&c| u32::from(c)).collect(),
+                            })
+                            .await?;
+                        Some((decoded.reconstruction, decoded.normal_appearing))
+                    }
+                    None => None,
+                }
+            } else {
+                None
+            };
+            views.push(HitView {
+                hit,
+                record,
+                thumbnails,
+            });
+        }
+        Ok(SearchOutcome {
+            hits: views,
+            records_matched: matched,
+            records_total: total,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+        })
+    }
+
+    /// The codes a query source stands for.
+    pub async fn resolve(
+        &self,
+        source: &QuerySource,
+        field: &str,
+    ) -> Result<QueryCodes, QueryError> {
+        match source {
+            QuerySource::Image(slice) => {
+                let params = self.engine.manifest().preprocess;
+                let limits = self.limits;
+                let slice = slice.clone();
+                let input = tokio::task::spawn_blocking(move || prepare(&slice, &params, &limits))
+                    .await
+                    .map_err(|e| QueryError::invalid(field, e.to_string()))?
+                    .map_err(|e: SliceError| {
+                        QueryError::invalid(&format!("{field}.{}", e.field()), e.to_string())
+                    })?;
+                let code = self.engine.encode(input.pixels).await?;
+                Ok(QueryCodes {
+                    normal: code.normal.iter().map(|&c| c as u8).collect(),
+                    abnormal: code.abnormal.iter().map(|&c| c as u8).collect(),
+                })
+            }
+            QuerySource::Indexed {
+                sop_instance_uid,
+                frame,
+            } => {
+                let record =
+                    self.indexed_record(sop_instance_uid, *frame, &format!("{field}.indexed"))?;
+                let (normal, abnormal) =
+                    self.codes_of(record).ok_or_else(|| QueryError::NotFound {
+                        field: format!("{field}.indexed"),
+                        message: "the slice was deleted".into(),
+                    })?;
+                Ok(QueryCodes { normal, abnormal })
+            }
+            QuerySource::Codes(codes) => {
+                let positions = self.engine.geometry().positions();
+                let k = self.engine.manifest().codebook_size;
+                for (name, code) in [("normal", &codes.normal), ("abnormal", &codes.abnormal)] {
+                    if code.len() != positions {
+                        return Err(QueryError::invalid(
+                            &format!("{field}.codes.{name}.indices"),
+                            format!(
+                                "has {} indices; the serving model's grid has {positions} positions",
+                                code.len()
+                            ),
+                        ));
+                    }
+                    if let Some(bad) = code.iter().find(|&&c| usize::from(c) >= k) {
+                        return Err(QueryError::invalid(
+                            &format!("{field}.codes.{name}.indices"),
+                            format!("index {bad} is outside the codebook (K = {k})"),
+                        ));
+                    }
+                }
+                Ok(codes.clone())
+            }
+            QuerySource::Composite {
+                normal_from,
+                abnormal_from,
+            } => {
+                if matches!(**normal_from, QuerySource::Composite { .. })
+                    || matches!(**abnormal_from, QuerySource::Composite { .. })
+                {
+                    return Err(QueryError::invalid(
+                        field,
+                        "a composite query's sources must be an image, an indexed slice or codes",
+                    ));
+                }
+                let normal =
+                    Box::pin(self.resolve(normal_from, &format!("{field}.composite.normal_from")))
+                        .await?
+                        .normal;
+                let abnormal = Box::pin(
+                    self.resolve(abnormal_from, &format!("{field}.composite.abnormal_from")),
+                )
+                .await?
+                .abnormal;
+                Ok(QueryCodes { normal, abnormal })
+            }
+        }
+    }
+
+    /// The record of an indexed slice, or NOT_FOUND naming `field`.
+    fn indexed_record(
+        &self,
+        sop_instance_uid: &str,
+        frame: u32,
+        field: &str,
+    ) -> Result<RecordId, QueryError> {
+        if sop_instance_uid.is_empty() {
+            return Err(QueryError::invalid(
+                &format!("{field}.sop_instance_uid"),
+                "is empty; name an indexed SOP Instance UID",
+            ));
+        }
+        self.catalog
+            .records_of_instance(sop_instance_uid)
+            .map_err(QueryError::Catalog)?
+            .into_iter()
+            .find(|&(_, f)| f == frame)
+            .map(|(record, _)| record)
+            .ok_or_else(|| QueryError::NotFound {
+                field: field.to_string(),
+                message: format!(
+                    "no indexed slice has this SOP Instance UID and frame {frame}; \
+                     ingest it first or check the UID"
+                ),
+            })
+    }
+
+    /// What `exclude_query` leaves out for a query slice under `grouping`: its instance, series
+    /// or study.
+    fn exclusion(&self, record: RecordId, grouping: Grouping) -> search::Exclude {
+        let store = self.codes.read().expect("code store lock poisoned");
+        let keys = store.view().records()[record as usize].keys();
+        match grouping {
+            Grouping::Instance => search::Exclude::Instance(keys.instance),
+            Grouping::Series => search::Exclude::Series(keys.series),
+            Grouping::Study => search::Exclude::Study(keys.study),
+        }
+    }
+}
+
+/// The request field a search error points at.
+fn search_field(error: &search::SearchError) -> &'static str {
+    use search::SearchError as E;
+    match error {
+        E::TopK(_) => "top_k",
+        E::GroupBestN(_) => "group_best_n",
+        E::Weight { name, .. } => name,
+        E::QueryLength { .. } | E::QueryCode { .. } => "query",
+        E::CorpusShape { .. } | E::TooManyRecords(_) => "index",
+    }
+}

@@ -1,0 +1,144 @@
+//! A `diptych serve` process for end-to-end tests: the bundle under test, the Python venv, a
+//! free port, and waiting for gRPC health to say SERVING.
+
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+/// The model bundle under test, or a panic that says how to get one.
+pub fn test_bundle() -> PathBuf {
+    let (path, from) = match std::env::var_os("DIPTYCH_TEST_MODEL") {
+        Some(path) => (PathBuf::from(path), "DIPTYCH_TEST_MODEL"),
+        None => (workspace().join("models/phantom-v1"), "the default"),
+    };
+    assert!(
+        path.join("manifest.json").is_file(),
+        "no model bundle for the end-to-end test at {} ({from}): train and export the shipped \
+         model with `make train-default`, or set DIPTYCH_TEST_MODEL to a bundle folder \
+         (manifest.json, encoder.onnx, decoder.onnx)",
+        path.display()
+    );
+    path
+}
+
+pub fn python() -> PathBuf {
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    let python = PathBuf::from(home).join(".cache/diptych/py-venv/bin/python");
+    assert!(
+        python.is_file(),
+        "no Python venv at {}: create it with `make deps-py`",
+        python.display()
+    );
+    python
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The server process; killed when dropped.
+pub struct Server {
+    /// The process.
+    pub child: Child,
+    /// Its stderr, captured.
+    pub log: PathBuf,
+}
+
+impl Server {
+    /// The last 40 lines of the log.
+    pub fn log_tail(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls gRPC health until the server reports SERVING, failing early if the process exits.
+pub fn wait_until_serving(server: &mut Server, addr: &str, limit: Duration) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            panic!(
+                "diptych serve exited with {status} before serving:\n{}",
+                server.log_tail()
+            );
+        }
+        let serving = runtime.block_on(async {
+            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                .ok()?
+                .connect()
+                .await
+                .ok()?;
+            let mut client = HealthClient::new(channel);
+            let answer = client
+                .check(HealthCheckRequest {
+                    service: String::new(),
+                })
+                .await
+                .ok()?;
+            Some(answer.into_inner().status == ServingStatus::Serving as i32)
+        });
+        if serving == Some(true) {
+            return;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "diptych serve was not SERVING after {limit:?}:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+impl Server {
+    /// Starts `diptych serve` on the bundle under test with `data_dir`, the CPU provider, the
+    /// given gRPC address and extra arguments; waits until it is SERVING.
+    pub fn start(data_dir: &Path, addr: &str, extra: &[&str], log: PathBuf) -> Server {
+        let child = Command::new(env!("CARGO_BIN_EXE_diptych"))
+            .arg("serve")
+            .arg("--model")
+            .arg(test_bundle())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--grpc-addr", addr, "--execution-provider", "cpu"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("starting diptych serve");
+        let mut server = Server { child, log };
+        wait_until_serving(&mut server, addr, Duration::from_secs(180));
+        server
+    }
+}
