@@ -11,6 +11,7 @@
 //! | `framing` (private) | check every declared length against the bytes received, before the parser allocates |
 //! | [`pixels`] | check an instance's geometry against [`Limits`] and decode a frame into modality values ([`Frame`], a [`diptych::preprocess::RawFrame`] source) |
 //! | [`metadata`] | extract the catalog fields into [`InstanceMetadata`] |
+//! | [`scp`] | the DICOM listener: C-ECHO and C-STORE over TCP or TLS, each instance checked and handed to a [`scp::StoreSink`] |
 //! | [`synthetic`] | write synthetic instances (phantom slices) as DICOM, for tests and demos |
 //! | [`error`] | [`AdapterError`]: what went wrong, named so a sender can fix it |
 //!
@@ -37,9 +38,11 @@ mod framing;
 pub mod instance;
 pub mod metadata;
 pub mod pixels;
+pub mod scp;
 pub mod synthetic;
 
 pub use error::AdapterError;
 pub use instance::{Instance, parse};
 pub use metadata::InstanceMetadata;
 pub use pixels::{Frame, Geometry, Limits};
+pub mod output;

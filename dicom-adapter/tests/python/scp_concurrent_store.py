@@ -1,0 +1,86 @@
+"""Concurrent C-STORE load on diptych's DICOM listener, from pynetdicom.
+
+Opens ASSOCIATIONS associations at once (one process each, so that Python's GIL does not
+serialise them); each sends INSTANCES instances made
+from the template file, every one with its own SOP Instance UID (<root>.<association>.<n>), and
+checks every C-STORE status. Prints one JSON line: {"sent": n, "failures": [...], "seconds": s}.
+Exits 1 if any association failed to open or any status was not 0x0000.
+
+usage: scp_concurrent_store.py HOST PORT CALLED_AE TEMPLATE.dcm ASSOCIATIONS INSTANCES UID_ROOT
+"""
+
+import json
+import multiprocessing
+import sys
+import time
+
+from pydicom import dcmread
+from pynetdicom import AE
+from pynetdicom.sop_class import MRImageStorage
+
+
+def run_association(host, port, called, path, index, count, root, queue):
+    results = []
+    try:
+        associate_and_send(host, port, called, dcmread(path), index, count, root, results)
+    except Exception as error:  # reported, not raised: the parent counts it as a failure
+        results.append(("exception", index, repr(error)))
+    queue.put(results)
+
+
+def associate_and_send(host, port, called, template, index, count, root, results):
+    ae = AE(ae_title=f"LOAD{index:02d}")
+    ae.add_requested_context(MRImageStorage)
+    ae.acse_timeout = 30
+    ae.dimse_timeout = 60
+    ae.network_timeout = 60
+    assoc = ae.associate(host, port, ae_title=called)
+    if not assoc.is_established:
+        results.append(("association", index, "not established"))
+        return
+    sent = 0
+    try:
+        for n in range(count):
+            ds = template
+            uid = f"{root}.{index + 1}.{n + 1}"
+            ds.SOPInstanceUID = uid
+            ds.file_meta.MediaStorageSOPInstanceUID = uid
+            status = assoc.send_c_store(ds)
+            code = getattr(status, "Status", None)
+            if code != 0x0000:
+                results.append(("status", index, n, code))
+            else:
+                sent += 1
+    finally:
+        assoc.release()
+    results.append(("sent", index, sent))
+
+
+def main():
+    host, port, called, path = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+    associations, instances, root = int(sys.argv[5]), int(sys.argv[6]), sys.argv[7]
+    queue = multiprocessing.Queue()
+    processes = [
+        multiprocessing.Process(
+            target=run_association,
+            args=(host, port, called, path, i, instances, root, queue),
+        )
+        for i in range(associations)
+    ]
+    start = time.monotonic()
+    for process in processes:
+        process.start()
+    results = []
+    for _ in processes:
+        results.extend(queue.get())
+    for process in processes:
+        process.join()
+    seconds = time.monotonic() - start
+    sent = sum(r[2] for r in results if r[0] == "sent")
+    failures = [r for r in results if r[0] != "sent"]
+    print(json.dumps({"sent": sent, "failures": failures[:20], "seconds": seconds}))
+    sys.exit(1 if failures or sent != associations * instances else 0)
+
+
+if __name__ == "__main__":
+    main()
