@@ -1037,3 +1037,148 @@ async fn twelve_bit_lossy_jpeg_is_refused_because_this_build_cannot_decode_it() 
     listener.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+// ---------------------------------------------------------------------------------------------
+// DICOM over TLS.
+
+/// A test CA and, signed by it, a server and a client certificate (PEM files in `dir`).
+fn certificates(dir: &Path) {
+    let run = |args: &[&str]| {
+        let output = Command::new("openssl")
+            .current_dir(dir)
+            .args(args)
+            .output()
+            .expect("openssl runs");
+        assert!(
+            output.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=diptych test CA",
+    ]);
+    for (name, usage) in [("server", "serverAuth"), ("client", "clientAuth")] {
+        std::fs::write(
+            dir.join(format!("{name}.ext")),
+            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"),
+        )
+        .unwrap();
+        run(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-subj",
+            &format!("/CN={name}"),
+        ]);
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.crt"),
+            "-days",
+            "2",
+            "-extfile",
+            &format!("{name}.ext"),
+        ]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn echoscu_over_mutual_tls_is_answered_and_plain_tcp_is_not() {
+    let dir = temp_dir("tls");
+    certificates(&dir);
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let listener = Listener::start(ScpConfig {
+        tls: Some(scp::TlsConfig {
+            cert_pem: read("server.crt"),
+            key_pem: read("server.key"),
+            client_ca_pem: Some(read("ca.crt")),
+        }),
+        ..config()
+    })
+    .await;
+    let port = listener.addr.port().to_string();
+    let echo_tls = |key: &str, cert: &str| {
+        Command::new("echoscu")
+            .current_dir(&dir)
+            .args([
+                "-aet",
+                "ECHOSCU",
+                "-aec",
+                "DIPTYCH",
+                "-to",
+                "10",
+                "+tls",
+                key,
+                cert,
+                "+cf",
+                "ca.crt",
+                "127.0.0.1",
+                &port,
+            ])
+            .output()
+            .unwrap()
+    };
+    let secure = echo_tls("client.key", "client.crt");
+    assert!(
+        secure.status.success(),
+        "echoscu over TLS: {}",
+        String::from_utf8_lossy(&secure.stderr)
+    );
+    // A client certificate not signed by the configured CA is refused in the handshake.
+    let self_signed = echo_tls("ca.key", "ca.crt");
+    assert!(
+        !self_signed.status.success(),
+        "a CA certificate used as a client certificate must be refused"
+    );
+    assert!(
+        !listener.echo_as("ECHOSCU"),
+        "plain TCP must not reach a TLS listener"
+    );
+    let again = echo_tls("client.key", "client.crt");
+    assert!(
+        again.status.success(),
+        "the TLS listener keeps serving after refusals"
+    );
+
+    // Unusable PEM is a clear configuration error at bind time.
+    let err = scp::bind(ScpConfig {
+        tls: Some(scp::TlsConfig {
+            cert_pem: b"not a certificate".to_vec(),
+            key_pem: read("server.key"),
+            client_ca_pem: None,
+        }),
+        ..config()
+    })
+    .await
+    .err()
+    .expect("bad PEM is refused");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    listener.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
