@@ -531,7 +531,7 @@ pub async fn phantom_encodings(
 ) -> Result<Vec<QueryCodes>, SearchBenchError> {
     use diptych::phantom::{PhantomConfig, PhantomGenerator};
     let generator = PhantomGenerator::new(seed, PhantomConfig::default());
-    let params = engine.manifest().preprocess.clone();
+    let params = engine.manifest().preprocess;
     let mut out = Vec::with_capacity(count as usize);
     let end = first + count;
     for start in (first..end).step_by(64) {

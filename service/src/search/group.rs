@@ -104,7 +104,7 @@ impl TopRecords {
                 slices: Some(1),
             })
             .collect();
-        v.sort_by(|a, b| a.best.cmp(&b.best));
+        v.sort_by_key(|r| r.best);
         v
     }
 }
@@ -259,7 +259,7 @@ pub(crate) fn mean(best: &[Scored]) -> f64 {
 /// The k best of some ranked groups, nearest first.
 pub(crate) fn rank(groups: impl Iterator<Item = Ranked>, k: usize) -> Vec<Ranked> {
     let mut v: Vec<Ranked> = groups.collect();
-    v.sort_by(|a, b| a.best.cmp(&b.best));
+    v.sort_by_key(|r| r.best);
     v.truncate(k);
     v
 }

@@ -456,3 +456,63 @@ fn orthonormalise(v: &mut [f64], len: usize, random: &mut impl FnMut() -> f64) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::search::distance::position_sum;
+
+    #[test]
+    fn bounds_never_exceed_the_computed_distance_and_are_tight_on_clustered_codes() {
+        let (size, dim, p, n) = (32usize, 6usize, 48usize, 3000usize);
+        let mut state = 99u64;
+        let mut next = move || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as usize
+        };
+        let book: Vec<f32> = (0..size * dim)
+            .map(|_| (next() % 997) as f32 / 97.0)
+            .collect();
+        let tables = DistanceTables::new(&book, &book, size, dim).unwrap();
+        let centres: Vec<Vec<u8>> = (0..8)
+            .map(|_| (0..p).map(|_| (next() % size) as u8).collect())
+            .collect();
+        let mut codes = Vec::with_capacity(n * p);
+        for _ in 0..n {
+            let mut r = centres[next() % centres.len()].clone();
+            for _ in 0..next() % 5 {
+                r[next() % p] = (next() % size) as u8;
+            }
+            codes.extend_from_slice(&r);
+        }
+        let index = SearchIndex::build(&tables, p, &codes, &codes);
+        assert_eq!(index.len(), n);
+        let mut ratio = 0.0;
+        for q in 0..20 {
+            let query = QueryCodes {
+                normal: codes[q * p..(q + 1) * p].to_vec(),
+                abnormal: centres[q % 8].clone(),
+            };
+            let (qt, bounds) = (tables.query(&query), index.query(&query));
+            for id in 0..n {
+                let s = index.summary(id).unwrap();
+                let dn = position_sum(&qt.normal, &codes[id * p..(id + 1) * p]);
+                let da = position_sum(&qt.abnormal, &codes[id * p..(id + 1) * p]);
+                assert!(
+                    bounds.normal(s) <= dn,
+                    "record {id}: {} > {dn}",
+                    bounds.normal(s)
+                );
+                assert!(bounds.abnormal(s) <= da, "record {id}");
+                if dn > 0.0 {
+                    ratio += (bounds.normal(s) / dn) as f64;
+                }
+            }
+        }
+        // Clustered codes project well: the bound carries most of the distance.
+        let mean = ratio / (20 * n) as f64;
+        assert!(mean > 0.5, "mean bound/distance {mean}");
+    }
+}

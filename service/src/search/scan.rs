@@ -98,7 +98,7 @@ pub fn search_with_threads(
                     _ => unreachable!("one collector kind per search"),
                 })
                 .collect();
-            all.sort_by(|a, b| a.best.cmp(&b.best));
+            all.sort_by_key(|r| r.best);
             all.truncate(k);
             all
         }
