@@ -25,7 +25,7 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 MODEL ?= models/phantom-v1
 TRAIN_CONFIG ?= training/configs/phantom-v1.toml
 
-.PHONY: run test build eval train-default deps deps-torch deps-ort deps-py lint fmt clean-cache
+.PHONY: run test bench build eval train-default deps deps-apt deps-torch deps-ort deps-py deps-bench lint fmt clean-cache
 
 ## run: build the service and start it on the shipped model, a local data folder and default ports.
 run: deps-ort
@@ -33,7 +33,7 @@ run: deps-ort
 	$(CARGO_TARGET_DIR)/release/diptych serve --model $(MODEL) --data-dir data
 
 ## test: every test of the workspace, training and ONNX parity included, plus formatting and lints.
-test: deps
+test: deps deps-apt
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --release
@@ -49,7 +49,38 @@ train-default: deps
 	$(CARGO_TARGET_DIR)/release/diptych-train train --config $(TRAIN_CONFIG) --out $(CACHE)/runs/phantom-v1
 	$(CARGO_TARGET_DIR)/release/diptych-train export --checkpoint $(CACHE)/runs/phantom-v1/last.ot --config $(TRAIN_CONFIG) --out $(MODEL)
 
+## bench: every benchmark of the README's performance section; ends with one JSON line each.
+bench: deps deps-apt deps-bench
+	cargo build --release -p diptych-service
+	$(CARGO_TARGET_DIR)/release/diptych bench encode --model $(MODEL)
+	$(CARGO_TARGET_DIR)/release/diptych bench search --model $(MODEL)
+	$(CARGO_TARGET_DIR)/release/diptych bench ready --model $(MODEL) --data-dir $(CACHE)/bench-ready
+	$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(CARGO_TARGET_DIR)/release/diptych --model $(MODEL) --work $(CACHE)/bench-cstore
+	@echo "--- one JSON line per benchmark ---"
+	@$(CARGO_TARGET_DIR)/release/diptych bench encode --model $(MODEL) --json --seconds 3
+	@$(CARGO_TARGET_DIR)/release/diptych bench search --model $(MODEL) --json --queries 100
+	@$(CARGO_TARGET_DIR)/release/diptych bench ready --model $(MODEL) --data-dir $(CACHE)/bench-ready --json
+	@$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(CARGO_TARGET_DIR)/release/diptych --model $(MODEL) --work $(CACHE)/bench-cstore --json
+
 deps: deps-torch deps-ort deps-py
+
+## deps-apt: the DICOM peers of the tests and benchmarks, from Debian: dcmtk (storescu, echoscu,
+## dcmcjpeg, dcmcjpls, dcmcrle, storescp), GDCM's gdcmconv (JPEG 2000), Orthanc (benchmark).
+APT_TOOLS := /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc
+deps-apt:
+	@missing=""; for t in $(APT_TOOLS); do [ -x $$t ] || missing=1; done; \
+	if [ -n "$$missing" ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q dcmtk libgdcm-tools orthanc; \
+	fi
+
+## deps-bench: the baselines of the benchmarks in the torch venv: onnx2torch (PyTorch eager on
+## the shipped weights) and faiss-cpu (IndexPQ). torch stays pinned: onnx2torch pulls torchvision,
+## whose newest release would upgrade torch past the version tch is built for.
+deps-bench: $(TORCH_VENV)/.bench-ok
+$(TORCH_VENV)/.bench-ok: $(TORCH_VENV)/.ok
+	$(TORCH_VENV)/bin/pip install --quiet torch==$(TORCH_VERSION) "torchvision<0.29" onnx onnx2torch faiss-cpu numpy
+	touch $@
 
 ## deps-torch: libtorch for tch, from the torch wheel on PyPI (CPU and CUDA kernels in one wheel).
 deps-torch: $(TORCH_VENV)/.ok
@@ -71,7 +102,7 @@ $(ORT_LIB):
 deps-py: $(PY_VENV)/.ok
 $(PY_VENV)/.ok: Makefile
 	$(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy
+	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pynetdicom pydicom
 	touch $@
 
 lint:

@@ -1,7 +1,8 @@
 //! # diptych-service — the server
 //!
 //! Turns images into codes with ONNX Runtime and answers viewers over gRPC; the `diptych`
-//! binary. How a received instance becomes a searchable record: [`grpc::ingest`] → [`index::accept`] (examine, log durably, acknowledge) → [`index::apply`]
+//! binary. How a received instance becomes a searchable record: [`dicom`] (C-STORE) or
+//! [`grpc::ingest`] → [`index::accept`] (examine, log durably, acknowledge) → [`index::apply`]
 //! (encode, [`store`] the codes, [`catalog`] the metadata, checkpoint) → [`search`] over the
 //! stored codes ([`index::query`]) → [`watch`] (received studies and their similar studies).
 //!
@@ -17,6 +18,7 @@
 //! | [`search`] | exact search over the compact codes: distance tables, a two-core scan, pruning |
 //! | [`index`] | accept → log → encode → store + catalog, recovery, searches and deletes |
 //! | [`watch`] | studies judged received after a quiet period, and their most similar studies |
+//! | [`dicom`] | the DICOM listener wired to the index, and the KOS answers to viewers |
 //! | [`render`] | model images and label maps as PNG or float32 |
 //! | [`grpc`] | the gRPC edge: thin adapters, health, reflection, limits |
 //! | [`server`] | `diptych serve`: start-up order, serving, shutdown |
@@ -26,6 +28,7 @@
 pub mod bundle;
 pub mod catalog;
 pub mod config;
+pub mod dicom;
 pub mod encoder;
 pub mod grpc;
 pub mod index;

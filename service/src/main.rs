@@ -43,6 +43,63 @@ enum Command {
     },
     /// Delete every record of a patient, study, series or instance, completely and durably.
     Delete(DeleteArgs),
+    /// Benchmarks of the README's performance section (in-process; no server needed).
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Slices/s through the encoder at batch 1 and 32, against PyTorch eager on the same weights.
+    Encode {
+        /// Model bundle.
+        #[arg(long, default_value = "models/phantom-v1")]
+        model: PathBuf,
+        /// Threads for both runtimes.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Seconds per measurement.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Top-10 latency over replicated encodings in each mode, with and without a 10% filter,
+    /// against the naive scan and FAISS IndexPQ.
+    Search {
+        /// Model bundle.
+        #[arg(long, default_value = "models/phantom-v1")]
+        model: PathBuf,
+        /// Records to search.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Queries per mode and filter.
+        #[arg(long, default_value_t = 200)]
+        queries: usize,
+        /// Skip the FAISS baseline.
+        #[arg(long)]
+        no_faiss: bool,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resident memory per indexed slice and start-to-SERVING time of `diptych serve` on an
+    /// index of N records.
+    Ready {
+        /// Model bundle.
+        #[arg(long, default_value = "models/phantom-v1")]
+        model: PathBuf,
+        /// Records in the index.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Where the benchmark's data folders go (reused across runs).
+        #[arg(long, default_value = "target/bench-ready")]
+        data_dir: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -182,6 +239,7 @@ fn main() -> anyhow::Result<()> {
             client(cli::search::run(&server, search_options(args)))
         }
         Command::Stats { server } => client(cli::admin::stats(&server)),
+        Command::Bench(bench) => client(run_bench(bench)),
         Command::Delete(args) => {
             use cli::admin::Level;
             let level = match (args.patient, args.study, args.series, args.instance) {
@@ -194,6 +252,76 @@ fn main() -> anyhow::Result<()> {
                 }
             };
             client(cli::admin::delete(&args.server, level))
+        }
+    }
+}
+
+async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
+    use cli::bench::{self, encode, ready, search};
+    match bench {
+        BenchCommand::Encode {
+            model,
+            threads,
+            seconds,
+            json,
+        } => {
+            let rows = encode::run(&encode::EncodeBench {
+                model,
+                slices: 256,
+                batches: vec![1, 32],
+                threads,
+                seconds,
+                python: bench::bench_python(),
+                script: bench::script("torch_encode.py"),
+            })
+            .await?;
+            if json {
+                bench::print_json(&rows)
+            } else {
+                encode::print_table(&rows);
+                Ok(())
+            }
+        }
+        BenchCommand::Search {
+            model,
+            records,
+            queries,
+            no_faiss,
+            json,
+        } => {
+            let report = search::run(&search::SearchBench {
+                model,
+                records,
+                queries,
+                seeds: 2048,
+                faiss: !no_faiss,
+            })
+            .await?;
+            if json {
+                bench::print_json(&report.rows)
+            } else {
+                search::print_table(&report);
+                Ok(())
+            }
+        }
+        BenchCommand::Ready {
+            model,
+            records,
+            data_dir,
+            json,
+        } => {
+            let row = ready::run(&ready::ReadyBench {
+                model,
+                records,
+                data_dir,
+            })
+            .await?;
+            if json {
+                bench::print_json(&[row])
+            } else {
+                ready::print_table(&row);
+                Ok(())
+            }
         }
     }
 }

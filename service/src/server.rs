@@ -8,7 +8,8 @@
 //! 5. the sessions open on the chosen execution provider, the model warms up;
 //! 6. the index opens: store records past the last checkpoint are dropped and the write-ahead
 //!    log is replayed after it;
-//! 7. health switches to SERVING.
+//! 7. the DICOM listener binds (unless `--no-dicom`), received studies are watched;
+//! 8. health switches to SERVING.
 //!
 //! A failure in 1–5 ends the process with the reason; 5 and 6 happen while the port already
 //! answers, so orchestrators see the process as alive but not ready.
@@ -26,10 +27,12 @@ use tonic_health::ServingStatus;
 
 use crate::bundle::{Bundle, BundleError};
 use crate::config::Config;
+use crate::dicom::{DicomSettings, IndexSink};
 use crate::encoder::runtime::{self, RuntimeError, default_intra_threads};
 use crate::encoder::{BatcherConfig, Engine, EngineError, EngineOptions};
 use crate::grpc::{self, ServiceState};
 use crate::index::{Index, IndexError, IndexOptions};
+use diptych_dicom_adapter::scp;
 
 /// Why the server stopped with an error.
 #[derive(Debug, Error)]
@@ -55,6 +58,11 @@ pub enum ServeError {
     /// The index (log, store, catalog) could not open.
     #[error("cannot open the index in the data folder: {0}")]
     Index(#[from] IndexError),
+    /// The DICOM settings are wrong or the listener could not start.
+    #[error(
+        "the DICOM listener cannot start: {0}; fix [dicom] in the configuration, choose another --dicom-addr, or pass --no-dicom"
+    )]
+    Dicom(String),
     /// The gRPC address could not be bound.
     #[error("cannot listen on {addr}: {source}; choose another --grpc-addr")]
     Bind {
@@ -77,6 +85,8 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    let dicom = DicomSettings::from_config(&config.dicom, &config.images)
+        .map_err(|e| ServeError::Dicom(e.to_string()))?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -116,6 +126,7 @@ pub async fn run(
 
     // One shutdown signal for the server, whether it comes from outside or from a failed start.
     let (stop_tx, mut stop_rx) = watch::channel(false);
+    let stop_rx_dicom = stop_rx.clone();
     let stop_on_signal = stop_tx.clone();
     tokio::spawn(async move {
         shutdown.await;
@@ -150,6 +161,35 @@ pub async fn run(
             open_ms = opened.elapsed().as_secs_f64() * 1e3,
             "index open"
         );
+        tokio::spawn(crate::watch::tracker::run(index.tracker().clone(), {
+            let index = index.clone();
+            move |study: &str| index.study_indexed(study)
+        }));
+        if config.dicom.enabled {
+            let scp = scp::bind(dicom.scp.clone())
+                .await
+                .map_err(|e| ServeError::Dicom(e.to_string()))?;
+            let local = scp.local_addr();
+            state.set_dicom(dicom.scp.ae_title.clone(), local.port());
+            let mut stop = stop_rx_dicom.clone();
+            let sink = Arc::new(IndexSink::new(index.clone()));
+            tokio::spawn(async move {
+                let stopped = async move {
+                    let _ = stop.wait_for(|stop| *stop).await;
+                };
+                if let Err(error) = scp.serve(sink, stopped).await {
+                    tracing::error!(%error, "the DICOM listener stopped");
+                }
+            });
+            tracing::info!(addr = %local, ae_title = %dicom.scp.ae_title, "DICOM listening");
+            if let Some(kos) = dicom.kos.clone() {
+                tokio::spawn(crate::dicom::kos::run(
+                    index.clone(),
+                    kos,
+                    dicom.scp.ae_title.clone(),
+                ));
+            }
+        }
         Ok::<_, ServeError>((engine, index, took))
     };
     match start.await {

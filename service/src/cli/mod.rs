@@ -1,5 +1,5 @@
-//! The client commands of the `diptych` binary: they talk to a running `diptych serve` over gRPC,
-//! like any viewer would.
+//! The commands of the `diptych` binary besides `serve`: the clients talk to a running
+//! `diptych serve` over gRPC, like any viewer would; the benchmarks run in-process.
 //!
 //! | module | command |
 //! |---|---|
@@ -7,8 +7,12 @@
 //! | [`search`] | `diptych search`: by file, UID or composite; a table, and `--montage` |
 //! | [`montage`] | the montage PNG: query and hits, each above its normal-appearing image |
 //! | [`admin`] | `diptych stats`, `diptych delete` |
+//! | [`bench`] | `diptych bench encode|search|ready` (in-process, no server needed) |
+//! | [`engine`] | the in-process encoder the benchmarks start |
 
 pub mod admin;
+pub mod bench;
+pub mod engine;
 pub mod ingest;
 pub mod montage;
 pub mod search;

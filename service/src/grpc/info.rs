@@ -121,9 +121,21 @@ impl InfoService for InfoApi {
             max_top_k: MAX_TOP_K as u32,
             max_message_bytes: self.state.max_message_bytes as u64,
             exact_search: true,
-            dicom_ae_title: String::new(),
-            dicom_port: 0,
-            transfer_syntaxes: Vec::new(),
+            dicom_ae_title: self
+                .state
+                .dicom()
+                .map(|(ae, _)| ae.clone())
+                .unwrap_or_default(),
+            dicom_port: self
+                .state
+                .dicom()
+                .map(|(_, port)| u32::from(*port))
+                .unwrap_or(0),
+            transfer_syntaxes: if self.state.dicom().is_some() {
+                diptych_dicom_adapter::scp::decodable_transfer_syntaxes()
+            } else {
+                Vec::new()
+            },
             model_id: engine
                 .map(|e| e.manifest().model_id.clone())
                 .unwrap_or_default(),

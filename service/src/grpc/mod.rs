@@ -42,6 +42,7 @@ use crate::index::Index;
 pub struct ServiceState {
     engine: OnceLock<Arc<Engine>>,
     index: OnceLock<Arc<Index>>,
+    dicom: OnceLock<(String, u16)>,
     /// A viewer deep-link template for search hits, with `{study_instance_uid}`,
     /// `{series_instance_uid}` and `{sop_instance_uid}` placeholders.
     pub viewer_url_template: Option<String>,
@@ -61,6 +62,7 @@ impl ServiceState {
         Self {
             engine: OnceLock::new(),
             index: OnceLock::new(),
+            dicom: OnceLock::new(),
             viewer_url_template,
             limits,
             max_message_bytes,
@@ -75,6 +77,16 @@ impl ServiceState {
     /// The index, or UNAVAILABLE while the model warms up and the index recovers.
     pub fn index(&self) -> Result<Arc<Index>, Status> {
         self.index.get().cloned().ok_or_else(status::warming_up)
+    }
+
+    /// Records the DICOM listener's AE title and port, for the capabilities call.
+    pub fn set_dicom(&self, ae_title: String, port: u16) {
+        let _ = self.dicom.set((ae_title, port));
+    }
+
+    /// The DICOM listener's AE title and port, once it listens.
+    pub fn dicom(&self) -> Option<&(String, u16)> {
+        self.dicom.get()
     }
 
     /// Installs the opened index; returns false if one was already installed.

@@ -1,20 +1,21 @@
-//! `diptych.v1.SearchService`: exact search over the index; the watch stream of newly received
-//! studies arrives with issue #4.
+//! `diptych.v1.SearchService`: exact search over the index, and the watch stream of received
+//! studies with their most similar studies.
 
 use std::sync::Arc;
 
 use diptych::api::v1::search_service_server::SearchService;
 use diptych::api::v1::{
     self as pb, CodeSource, GroupScore as PbGroupScore, Grouping as PbGrouping, ImageFormat,
-    SearchHit, SearchMode, SearchRequest, SearchResponse, SliceRef, WatchEvent, WatchRequest,
-    code_source, query,
+    ModeResults, SearchHit, SearchMode, SearchRequest, SearchResponse, SliceRef, WatchEvent,
+    WatchRequest, code_source, query,
 };
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::ServiceState;
 use super::input::{invalid, slice_source};
 use super::output;
-use super::status::not_yet;
+use crate::index::query::HitView;
 use crate::index::{QueryError, QuerySource, SearchSpec};
 use crate::search::{GroupScore, Grouping, Mode, QueryCodes};
 
@@ -187,6 +188,41 @@ pub fn query_source(query: Option<pb::Query>, model_id: &str) -> Result<QuerySou
     }
 }
 
+/// One hit as the API returns it; `size` is the model's image side for thumbnails.
+fn search_hit(i: usize, view: HitView, size: usize, viewer: Option<&str>) -> SearchHit {
+    let (thumbnail, normal_appearing) = match &view.thumbnails {
+        Some((x_hat, x_tilde)) => (
+            Some(output::image(x_hat, size, ImageFormat::Png)),
+            Some(output::image(x_tilde, size, ImageFormat::Png)),
+        ),
+        None => (None, None),
+    };
+    let m = &view.record.metadata;
+    SearchHit {
+        rank: i as u32 + 1,
+        distance: view.hit.distance,
+        normal_distance: view.hit.normal_distance,
+        abnormal_distance: view.hit.abnormal_distance,
+        slice: Some(SliceRef {
+            sop_instance_uid: m.sop_instance_uid.clone(),
+            frame: view.record.frame,
+        }),
+        viewer_url: viewer
+            .map(|t| {
+                t.replace("{study_instance_uid}", &m.study_instance_uid)
+                    .replace("{series_instance_uid}", &m.series_instance_uid)
+                    .replace("{sop_instance_uid}", &m.sop_instance_uid)
+            })
+            .unwrap_or_default(),
+        study_instance_uid: m.study_instance_uid.clone(),
+        series_instance_uid: m.series_instance_uid.clone(),
+        group_slices: view.hit.group_slices,
+        metadata: Some(output::record_metadata(&view.record)),
+        thumbnail,
+        normal_appearing,
+    }
+}
+
 /// A query error as a gRPC status.
 pub fn query_error(error: QueryError) -> Status {
     match error {
@@ -225,43 +261,7 @@ impl SearchService for SearchApi {
             .hits
             .into_iter()
             .enumerate()
-            .map(|(i, view)| {
-                let (thumbnail, normal_appearing) = match &view.thumbnails {
-                    Some((x_hat, x_tilde)) => (
-                        Some(output::image(x_hat, size, ImageFormat::Png)),
-                        Some(output::image(x_tilde, size, ImageFormat::Png)),
-                    ),
-                    None => (None, None),
-                };
-                let record = view.record;
-                SearchHit {
-                    rank: i as u32 + 1,
-                    distance: view.hit.distance,
-                    normal_distance: view.hit.normal_distance,
-                    abnormal_distance: view.hit.abnormal_distance,
-                    slice: Some(SliceRef {
-                        sop_instance_uid: record.metadata.sop_instance_uid.clone(),
-                        frame: record.frame,
-                    }),
-                    viewer_url: viewer
-                        .as_deref()
-                        .map(|t| {
-                            t.replace("{study_instance_uid}", &record.metadata.study_instance_uid)
-                                .replace(
-                                    "{series_instance_uid}",
-                                    &record.metadata.series_instance_uid,
-                                )
-                                .replace("{sop_instance_uid}", &record.metadata.sop_instance_uid)
-                        })
-                        .unwrap_or_default(),
-                    study_instance_uid: record.metadata.study_instance_uid.clone(),
-                    series_instance_uid: record.metadata.series_instance_uid.clone(),
-                    group_slices: view.hit.group_slices,
-                    metadata: Some(output::record_metadata(&record)),
-                    thumbnail,
-                    normal_appearing,
-                }
-            })
+            .map(|(i, view)| search_hit(i, view, size, viewer.as_deref()))
             .collect();
         Ok(Response::new(SearchResponse {
             hits,
@@ -273,16 +273,93 @@ impl SearchService for SearchApi {
         }))
     }
 
-    type WatchStream = tokio_stream::Empty<Result<WatchEvent, Status>>;
+    type WatchStream = ReceiverStream<Result<WatchEvent, Status>>;
 
+    /// Streams each received study with its most similar studies per requested mode.
     async fn watch(
         &self,
-        _request: Request<WatchRequest>,
+        request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(not_yet(
-            "Watch",
-            "#4",
-            "similar studies of newly received DICOM studies",
-        ))
+        let index = self.state.index()?;
+        let r = request.into_inner();
+        let modes = if r.modes.is_empty() {
+            vec![
+                SearchMode::Normal as i32,
+                SearchMode::Abnormal as i32,
+                SearchMode::Combined as i32,
+            ]
+        } else {
+            r.modes.clone()
+        };
+        let modes: Vec<(i32, Mode)> = modes
+            .into_iter()
+            .map(|m| mode(m, 0.0, 0.0).map(|mode| (m, mode)))
+            .collect::<Result<_, _>>()
+            .map_err(|s| invalid("modes", s.message()))?;
+        let top_k = if r.top_k == 0 { 10 } else { r.top_k as usize };
+        if top_k > 100 {
+            return Err(invalid(
+                "top_k",
+                format!("{top_k} is out of range; use 1..100 (0 means 10)"),
+            ));
+        }
+        // A malformed filter is refused now, not at the first study.
+        index
+            .catalog()
+            .filter(if r.filter.trim().is_empty() {
+                ""
+            } else {
+                &r.filter
+            })
+            .map_err(|e| invalid("filter", e))?;
+        let mut received = index.tracker().subscribe();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let filter = r.filter;
+        tokio::spawn(async move {
+            loop {
+                let study = match received.recv().await {
+                    Ok(study) => study,
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::warn!(missed, "a watch stream fell behind");
+                        continue;
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                };
+                let mut results = Vec::new();
+                let mut slices = 0;
+                for (proto_mode, mode) in &modes {
+                    match index
+                        .similar_studies(&study.study_instance_uid, *mode, &filter, top_k)
+                        .await
+                    {
+                        Ok((n, hits)) => {
+                            slices = n as u32;
+                            results.push(ModeResults {
+                                mode: *proto_mode,
+                                hits: hits
+                                    .into_iter()
+                                    .enumerate()
+                                    .map(|(i, view)| search_hit(i, view, 0, None))
+                                    .collect(),
+                            });
+                        }
+                        Err(error) => {
+                            let _ = tx.send(Err(query_error(error))).await;
+                            return;
+                        }
+                    }
+                }
+                let event = WatchEvent {
+                    study_instance_uid: study.study_instance_uid,
+                    slices,
+                    completed_unix_ms: study.completed_unix_ms,
+                    results,
+                };
+                if tx.send(Ok(event)).await.is_err() {
+                    return; // the client went away
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
     }
 }

@@ -231,9 +231,9 @@ async fn index_instances(index: &Arc<Index>, instances: Vec<(u64, Box<Prepared>)
             Ok(range) => {
                 let view = store.view();
                 let mut search = index.search.write().expect("search lock poisoned");
-                search
-                    .index
-                    .extend(&index.tables, view.normal(), view.abnormal());
+                if let Some(projections) = search.index.as_mut() {
+                    projections.extend(&index.tables, view.normal(), view.abnormal());
+                }
                 Some(range)
             }
             Err(error) => {

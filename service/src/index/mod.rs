@@ -105,8 +105,9 @@ pub struct Index {
 
 /// What search needs beside the codes: the lower-bound summaries and the deleted records.
 pub struct SearchState {
-    /// Per-record projections for exact pruning.
-    pub index: SearchIndex,
+    /// Per-record projections for exact pruning; `None` while they are built in the
+    /// background after a restart (search is exact without them, only slower).
+    pub index: Option<SearchIndex>,
     /// Records tombstoned in the store.
     pub deleted: RecordSet,
 }
@@ -167,12 +168,10 @@ impl Index {
                 .map(|(i, _)| i as RecordId)
                 .collect();
             SearchState {
-                index: SearchIndex::build(
-                    &tables,
-                    view.positions(),
-                    view.normal(),
-                    view.abnormal(),
-                ),
+                // An empty store builds at once; a large one in the background (see below).
+                index: view.is_empty().then(|| {
+                    SearchIndex::build(&tables, view.positions(), view.normal(), view.abnormal())
+                }),
                 deleted,
             }
         };
@@ -198,6 +197,17 @@ impl Index {
                 after_seq = checkpoint.applied_seq,
                 "write-ahead log replay queued"
             );
+        }
+        if index
+            .search
+            .read()
+            .expect("search lock poisoned")
+            .index
+            .is_none()
+        {
+            // The projections of a large index take seconds: SERVING does not wait for them.
+            let building = index.clone();
+            tokio::task::spawn_blocking(move || building.build_search_index());
         }
         tokio::spawn(apply::run(index.clone(), rx, checkpoint.applied_seq + 1));
         Ok(index)
@@ -235,6 +245,27 @@ impl Index {
             queued += 1;
         }
         Ok(queued)
+    }
+
+    /// Builds the search projections over every stored record and installs them; appends
+    /// wait meanwhile (searches do not).
+    fn build_search_index(&self) {
+        let started = std::time::Instant::now();
+        let store = self.codes.read().expect("code store lock poisoned");
+        let view = store.view();
+        let built = SearchIndex::build(
+            &self.tables,
+            view.positions(),
+            view.normal(),
+            view.abnormal(),
+        );
+        let records = built.len();
+        self.search.write().expect("search lock poisoned").index = Some(built);
+        tracing::info!(
+            records,
+            build_ms = started.elapsed().as_secs_f64() * 1e3,
+            "search projections built"
+        );
     }
 
     /// The model the index serves.

@@ -9,7 +9,7 @@ use thiserror::Error;
 use super::Index;
 use crate::catalog::{CatalogError, StoredRecord};
 use crate::encoder::{BatchError, CodePair};
-use crate::record::RecordId;
+use crate::record::{RecordId, RecordSet};
 use crate::search::{self, GroupScore, Grouping, Hit, Mode, QueryCodes};
 use crate::slice::{SliceError, SliceSource, prepare};
 
@@ -163,83 +163,166 @@ impl Index {
             }
         };
         let codes = self.resolve(&spec.query, "query").await?;
-        let filter = if spec.filter.trim().is_empty() {
-            None
-        } else {
-            Some(self.catalog.filter(&spec.filter).map_err(|e| match e {
-                CatalogError::Filter(message) => QueryError::Invalid {
-                    field: "filter".into(),
-                    message,
-                },
-                other => QueryError::Catalog(other),
-            })?)
+        let filter = self.parse_filter(&spec.filter)?;
+        let request = search::SearchRequest {
+            query: codes,
+            mode: spec.mode,
+            grouping: spec.grouping,
+            group_score: spec.group_score,
+            top_k: spec.top_k,
+            exclude,
         };
-        let (hits, matched, total) = {
-            let store = self.codes.read().expect("code store lock poisoned");
-            let state = self.search.read().expect("search lock poisoned");
-            let view = store.view();
-            let records = view.records();
-            let keys = |id: RecordId| records[id as usize].keys();
-            let corpus = search::Corpus {
-                normal: view.normal(),
-                abnormal: view.abnormal(),
-                positions: view.positions(),
-                keys: &keys,
-                deleted: &state.deleted,
-                filter: filter.as_ref(),
-            };
-            let request = search::SearchRequest {
-                query: codes,
-                mode: spec.mode,
-                grouping: spec.grouping,
-                group_score: spec.group_score,
-                top_k: spec.top_k,
-                exclude,
-            };
-            let hits = search::search(&self.tables, Some(&state.index), &corpus, &request)
-                .map_err(|e| QueryError::invalid(search_field(&e), e.to_string()))?;
-            let total = store.live_len() as u64;
-            let matched = match &filter {
-                Some(set) => set.iter().filter(|&id| !state.deleted.contains(id)).count() as u64,
-                None => total,
-            };
-            (hits, matched, total)
-        };
-        let ids: Vec<RecordId> = hits.iter().map(|h| h.record).collect();
-        let records = self.catalog.entries(&ids).map_err(QueryError::Catalog)?;
-        let mut views = Vec::with_capacity(hits.len());
-        for (hit, record) in hits.into_iter().zip(records) {
-            // A record deleted between the scan and this look-up is left out.
-            let Some(record) = record else { continue };
-            let thumbnails = if spec.include_thumbnails {
-                match self.codes_of(hit.record) {
-                    Some((normal, abnormal)) => {
-                        let decoded = self
-                            .engine
-                            .decode(CodePair {
-                                normal: normal.iter().map(|&c| u32::from(c)).collect(),
-                                abnormal: abnormal.iter().map(|&c| u32::from(c)).collect(),
-                            })
-                            .await?;
-                        Some((decoded.reconstruction, decoded.normal_appearing))
-                    }
-                    None => None,
-                }
-            } else {
-                None
-            };
-            views.push(HitView {
-                hit,
-                record,
-                thumbnails,
-            });
-        }
+        let (hits, matched, total) =
+            tokio::task::block_in_place(|| self.scan(&request, filter.as_ref()))?;
+        let hits = self.hydrate(hits, spec.include_thumbnails).await?;
         Ok(SearchOutcome {
-            hits: views,
+            hits,
             records_matched: matched,
             records_total: total,
             elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
         })
+    }
+
+    /// The most similar studies to an indexed study in one mode: each of its slices is searched
+    /// with grouping by study (the study itself left out), and a candidate study's distance is
+    /// its best slice's distance to any of the query study's slices. Exact: a study in the true
+    /// top-k is in the top-k of the query slice that comes closest to it.
+    pub async fn similar_studies(
+        &self,
+        study_instance_uid: &str,
+        mode: Mode,
+        filter: &str,
+        top_k: usize,
+    ) -> Result<(usize, Vec<HitView>), QueryError> {
+        if top_k == 0 || top_k > MAX_TOP_K {
+            return Err(QueryError::invalid(
+                "top_k",
+                format!("{top_k} is out of range; ask for 1..{MAX_TOP_K}"),
+            ));
+        }
+        let filter = self.parse_filter(filter)?;
+        let slices = self
+            .catalog
+            .filter(&format!("study_instance_uid:\"{study_instance_uid}\""))
+            .map_err(QueryError::Catalog)?;
+        let queries: Vec<QueryCodes> = slices
+            .iter()
+            .filter_map(|record| self.codes_of(record))
+            .map(|(normal, abnormal)| QueryCodes { normal, abnormal })
+            .collect();
+        let exclude = Some(search::Exclude::Study(crate::record::key_of(
+            study_instance_uid,
+        )));
+        let found = tokio::task::block_in_place(|| {
+            let mut found = Vec::new();
+            for query in &queries {
+                let request = search::SearchRequest {
+                    query: query.clone(),
+                    mode,
+                    grouping: Grouping::Study,
+                    group_score: GroupScore::BestSlice,
+                    top_k,
+                    exclude,
+                };
+                found.extend(self.scan(&request, filter.as_ref())?.0);
+            }
+            Ok::<_, QueryError>(found)
+        })?;
+        let mut best: std::collections::HashMap<u64, Hit> = std::collections::HashMap::new();
+        {
+            let store = self.codes.read().expect("code store lock poisoned");
+            let records = store.view().records();
+            for hit in found {
+                let study = records[hit.record as usize].keys().study;
+                let better = best
+                    .get(&study)
+                    .is_none_or(|b| (hit.distance, hit.record) < (b.distance, b.record));
+                if better {
+                    best.insert(study, hit);
+                }
+            }
+        }
+        let mut hits: Vec<Hit> = best.into_values().collect();
+        hits.sort_by(|a, b| {
+            a.distance
+                .total_cmp(&b.distance)
+                .then(a.record.cmp(&b.record))
+        });
+        hits.truncate(top_k);
+        Ok((queries.len(), self.hydrate(hits, false).await?))
+    }
+
+    /// The records a filter keeps; `None` for an empty filter.
+    fn parse_filter(&self, filter: &str) -> Result<Option<RecordSet>, QueryError> {
+        if filter.trim().is_empty() {
+            return Ok(None);
+        }
+        self.catalog.filter(filter).map(Some).map_err(|e| match e {
+            CatalogError::Filter(message) => QueryError::Invalid {
+                field: "filter".into(),
+                message,
+            },
+            other => QueryError::Catalog(other),
+        })
+    }
+
+    /// The exact search over the store's codes: hits, records the filter kept, live records.
+    fn scan(
+        &self,
+        request: &search::SearchRequest,
+        filter: Option<&RecordSet>,
+    ) -> Result<(Vec<Hit>, u64, u64), QueryError> {
+        let store = self.codes.read().expect("code store lock poisoned");
+        let state = self.search.read().expect("search lock poisoned");
+        let view = store.view();
+        let records = view.records();
+        let keys = |id: RecordId| records[id as usize].keys();
+        let corpus = search::Corpus {
+            normal: view.normal(),
+            abnormal: view.abnormal(),
+            positions: view.positions(),
+            keys: &keys,
+            deleted: &state.deleted,
+            filter,
+        };
+        let hits = search::search(&self.tables, state.index.as_ref(), &corpus, request)
+            .map_err(|e| QueryError::invalid(search_field(&e), e.to_string()))?;
+        let total = store.live_len() as u64;
+        let matched = match filter {
+            Some(set) => set.iter().filter(|&id| !state.deleted.contains(id)).count() as u64,
+            None => total,
+        };
+        Ok((hits, matched, total))
+    }
+
+    /// The hits with their catalog records (and decoded thumbnails when asked for); records
+    /// deleted since the scan are left out.
+    async fn hydrate(&self, hits: Vec<Hit>, thumbnails: bool) -> Result<Vec<HitView>, QueryError> {
+        let ids: Vec<RecordId> = hits.iter().map(|h| h.record).collect();
+        let records = self.catalog.entries(&ids).map_err(QueryError::Catalog)?;
+        let mut views = Vec::with_capacity(hits.len());
+        for (hit, record) in hits.into_iter().zip(records) {
+            let Some(record) = record else { continue };
+            let images = match (thumbnails, self.codes_of(hit.record)) {
+                (true, Some((normal, abnormal))) => {
+                    let decoded = self
+                        .engine
+                        .decode(CodePair {
+                            normal: normal.iter().map(|&c| u32::from(c)).collect(),
+                            abnormal: abnormal.iter().map(|&c| u32::from(c)).collect(),
+                        })
+                        .await?;
+                    Some((decoded.reconstruction, decoded.normal_appearing))
+                }
+                _ => None,
+            };
+            views.push(HitView {
+                hit,
+                record,
+                thumbnails: images,
+            });
+        }
+        Ok(views)
     }
 
     /// The codes a query source stands for.

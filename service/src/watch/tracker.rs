@@ -94,6 +94,28 @@ impl StudyTracker {
     }
 }
 
+/// How often the quiet-period clock is checked.
+pub const TICK: Duration = Duration::from_millis(250);
+
+/// Checks the clock every [`TICK`] until the tracker is dropped elsewhere; `indexed` says
+/// whether every acknowledged instance of a study is searchable.
+pub async fn run(tracker: Arc<StudyTracker>, indexed: impl Fn(&str) -> bool + Send + 'static) {
+    let mut ticks = tokio::time::interval(TICK);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        for study in tracker.tick(&indexed) {
+            tracing::info!(
+                instances = study.instances,
+                "study received (quiet period over)"
+            );
+        }
+        if Arc::strong_count(&tracker) == 1 {
+            return;
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

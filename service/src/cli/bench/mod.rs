@@ -1,0 +1,40 @@
+//! `diptych bench …`: the benchmarks of the README's performance section. Each prints a table,
+//! or with `--json` one JSON object per line; ratios against the baselines are included.
+//!
+//! | module | benchmark | baseline |
+//! |---|---|---|
+//! | [`encode`] | slices/s through the service's encoder at batch 1 and 32 | PyTorch eager, same weights, same threads |
+//! | [`search`] | p50/p99 latency of top-10 over 1M records, each mode, with and without a 10 % filter | the naive scan, FAISS IndexPQ |
+//! | [`ready`] | resident memory per indexed slice and start-to-ready time at 1M records | raw code bytes + catalog |
+
+pub mod encode;
+pub mod ready;
+pub mod search;
+
+use std::path::{Path, PathBuf};
+
+/// The Python of the `make deps-bench` venv (torch, onnx2torch, faiss-cpu), or of `$DIPTYCH_BENCH_PYTHON`.
+pub fn bench_python() -> PathBuf {
+    if let Some(p) = std::env::var_os("DIPTYCH_BENCH_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_default();
+    home.join(".cache/diptych/torch-venv/bin/python")
+}
+
+/// A script under `service/bench/`, found next to the workspace the binary was built from.
+pub fn script(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("bench")
+        .join(name)
+}
+
+/// Prints rows as JSON lines.
+pub fn print_json<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
+    for row in rows {
+        println!("{}", serde_json::to_string(row)?);
+    }
+    Ok(())
+}

@@ -1,0 +1,330 @@
+//! `diptych bench ready`: what an index of N records (default 1M) costs to keep and to start.
+//!
+//! Builds a data folder as `diptych serve` would leave it — N records of the serving model's
+//! encodings of phantom slices (replicated with small perturbations, as in the search
+//! benchmark) in the code store, and N catalog documents with realistic metadata — then starts
+//! `diptych serve` on it as a separate process and measures
+//! - the time from process start to gRPC health SERVING (model warm, index open, search
+//!   structures built), and
+//! - the resident memory after a search has touched every code, minus the resident memory of
+//!   the same server on an empty folder: memory per indexed slice, against the raw code bytes
+//!   (2·P per record) and the catalog's bytes on disk per record.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use diptych::api::v1::search_service_client::SearchServiceClient;
+use diptych::api::v1::{Query, SearchMode, SearchRequest, SliceCodes, query};
+use diptych_dicom_adapter::InstanceMetadata;
+use diptych_service::catalog::{Catalog, CatalogEntry, Checkpoint};
+use diptych_service::record::{RecordKeys, key_of};
+use diptych_service::search::DistanceTables;
+use diptych_service::search::bench::{phantom_encodings, replicate};
+use diptych_service::store::{CodeStore, ModelStamp, NewRecord};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::cli::engine::start_engine;
+
+/// Options of the ready benchmark.
+#[derive(Debug, Clone)]
+pub struct ReadyBench {
+    /// The model bundle.
+    pub model: PathBuf,
+    /// Records in the index.
+    pub records: usize,
+    /// Where to build the data folder (kept for reuse when it already holds `records`).
+    pub data_dir: PathBuf,
+}
+
+/// What the benchmark measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReadyRow {
+    /// Always "ready".
+    pub bench: &'static str,
+    /// Records in the index.
+    pub records: usize,
+    /// Seconds from process start to SERVING.
+    pub ready_s: f64,
+    /// Seconds from process start to SERVING on an empty folder (model load and warm-up alone).
+    pub empty_ready_s: f64,
+    /// Resident bytes per indexed slice (loaded server minus empty server, over records).
+    pub resident_bytes_per_slice: f64,
+    /// Raw code bytes per slice (2·P).
+    pub code_bytes_per_slice: usize,
+    /// Catalog bytes on disk per slice.
+    pub catalog_bytes_per_slice: f64,
+    /// resident / (1.25 × code bytes + catalog bytes): at most 1 meets the bar.
+    pub bar_ratio: f64,
+}
+
+/// Runs the benchmark.
+pub async fn run(options: &ReadyBench) -> anyhow::Result<ReadyRow> {
+    let data = options
+        .data_dir
+        .join(format!("records-{}", options.records));
+    let positions = build(&options.model, &data, options.records).await?;
+    let empty = options.data_dir.join("empty");
+    let _ = std::fs::remove_dir_all(&empty);
+    let (empty_ready_s, empty_rss) = measure(&options.model, &empty, positions).await?;
+    let (ready_s, rss) = measure(&options.model, &data, positions).await?;
+    let code_bytes = 2 * positions;
+    let catalog_bytes = folder_bytes(&data.join("catalog")) as f64 / options.records as f64;
+    let resident = (rss as f64 - empty_rss as f64) / options.records as f64;
+    Ok(ReadyRow {
+        bench: "ready",
+        records: options.records,
+        ready_s,
+        empty_ready_s,
+        resident_bytes_per_slice: resident,
+        code_bytes_per_slice: code_bytes,
+        catalog_bytes_per_slice: catalog_bytes,
+        bar_ratio: resident / (1.25 * code_bytes as f64 + catalog_bytes),
+    })
+}
+
+/// Builds the data folder unless a previous run left one with the same count.
+async fn build(model: &Path, data: &Path, records: usize) -> anyhow::Result<usize> {
+    let engine = Arc::new(start_engine(model, 32, 2).await?);
+    let manifest = engine.manifest().clone();
+    let positions = manifest.grid.rows * manifest.grid.cols;
+    let done = data.join("complete");
+    if done.is_file() {
+        return Ok(positions);
+    }
+    let _ = std::fs::remove_dir_all(data);
+    let seeds = phantom_encodings(&engine, 1, 0, 2048).await?;
+    let c = engine.codebooks();
+    let tables = DistanceTables::new(
+        &c.normal.values,
+        &c.abnormal.values,
+        c.normal.size,
+        c.normal.dim,
+    )?;
+    let (normal, abnormal) = replicate(&tables, &seeds, records, 11);
+    let mut store = CodeStore::open(
+        data.join("codes"),
+        ModelStamp {
+            model_id: manifest.model_id.clone(),
+            positions,
+            codebook_size: manifest.codebook_size,
+        },
+    )?;
+    let catalog = Catalog::open(&data.join("catalog"))?;
+    let bar = ProgressBar::new(records as u64).with_style(
+        ProgressStyle::with_template("building {pos}/{len} records [{bar:30}] {per_sec} eta {eta}")
+            .context("progress template")?,
+    );
+    const CHUNK: usize = 10_000;
+    for start in (0..records).step_by(CHUNK) {
+        let end = (start + CHUNK).min(records);
+        let mut new = Vec::with_capacity(end - start);
+        let mut entries = Vec::with_capacity(end - start);
+        for i in start..end {
+            let metadata = metadata_of(i);
+            new.push(NewRecord {
+                normal: normal[i * positions..(i + 1) * positions].to_vec(),
+                abnormal: abnormal[i * positions..(i + 1) * positions].to_vec(),
+                keys: RecordKeys {
+                    patient: key_of(&metadata.patient_id),
+                    study: key_of(&metadata.study_instance_uid),
+                    series: key_of(&metadata.series_instance_uid),
+                    instance: key_of(&metadata.sop_instance_uid),
+                    frame: 0,
+                },
+                abnormality: (i % 100) as f32 / 100.0,
+            });
+            entries.push(CatalogEntry {
+                record: i as u32,
+                frame: 0,
+                metadata,
+                abnormality: (i % 100) as f32 / 100.0,
+            });
+        }
+        store.append(&new)?;
+        catalog.add(&entries)?;
+        bar.set_position(end as u64);
+    }
+    store.sync()?;
+    catalog.commit(Checkpoint {
+        applied_seq: 0,
+        records: records as u64,
+    })?;
+    bar.finish_and_clear();
+    std::fs::write(done, records.to_string())?;
+    Ok(positions)
+}
+
+/// Metadata of synthetic record `i`: 150 slices per series, 1 series per study, 2 studies per
+/// patient, dates over five years, MR and CT.
+fn metadata_of(i: usize) -> InstanceMetadata {
+    let series = i / 150;
+    InstanceMetadata {
+        patient_id: format!("BENCH-{:07}", series / 2),
+        patient_sex: if series.is_multiple_of(2) { "F" } else { "M" }.into(),
+        patient_age: format!("{:03}Y", 20 + series % 60),
+        study_instance_uid: format!("2.25.{}", 10_000_000 + series),
+        series_instance_uid: format!("2.25.{}", 20_000_000 + series),
+        sop_instance_uid: format!("2.25.{}", 100_000_000 + i),
+        sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
+        study_date: format!(
+            "{}{:02}{:02}",
+            2019 + series % 5,
+            1 + series % 12,
+            1 + series % 28
+        ),
+        study_time: "120000".into(),
+        modality: if series.is_multiple_of(10) { "CT" } else { "MR" }.into(),
+        body_part: "BRAIN".into(),
+        study_description: "MRI brain with contrast".into(),
+        series_description: "T1 post contrast".into(),
+        institution: "Bench Hospital".into(),
+        manufacturer: "Phantom".into(),
+        manufacturer_model: "Synthetic".into(),
+        slice_location: Some((i % 150) as f64),
+        slice_thickness: Some(1.0),
+        pixel_spacing: Some([1.0, 1.0]),
+        rows: 192,
+        columns: 160,
+        number_of_frames: 1,
+        sequence: "T1".into(),
+        series_number: Some(1),
+        instance_number: Some((i % 150) as i32 + 1),
+        ..InstanceMetadata::default()
+    }
+}
+
+/// Starts `diptych serve` on `data`, waits for SERVING, runs one search over every record,
+/// and returns (seconds to SERVING, resident bytes after the search).
+async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<(f64, u64)> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let started = Instant::now();
+    let child = Command::new(std::env::current_exe()?)
+        .arg("serve")
+        .arg("--model")
+        .arg(model)
+        .arg("--data-dir")
+        .arg(data)
+        .args([
+            "--grpc-addr",
+            &addr,
+            "--no-dicom",
+            "--execution-provider",
+            "cpu",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("starting diptych serve")?;
+    let mut server = KillOnDrop(child);
+    let url = format!("http://{addr}");
+    let ready = loop {
+        if let Some(status) = server.0.try_wait()? {
+            anyhow::bail!("diptych serve exited with {status} before it was ready");
+        }
+        if let Ok(channel) = tonic::transport::Endpoint::from_shared(url.clone())?
+            .connect()
+            .await
+        {
+            let answer = HealthClient::new(channel)
+                .check(HealthCheckRequest::default())
+                .await;
+            if answer.is_ok_and(|a| a.into_inner().status == 1) {
+                break started.elapsed().as_secs_f64();
+            }
+        }
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "not ready after 300 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let channel = tonic::transport::Endpoint::from_shared(url)?
+        .connect()
+        .await?;
+    let code = diptych::api::v1::Code {
+        grid_rows: 16,
+        grid_columns: (positions / 16) as u32,
+        indices: vec![0; positions],
+    };
+    SearchServiceClient::new(channel)
+        .search(SearchRequest {
+            query: Some(Query {
+                source: Some(query::Source::Codes(SliceCodes {
+                    normal: Some(code.clone()),
+                    abnormal: Some(code),
+                    model_id: String::new(),
+                })),
+            }),
+            mode: SearchMode::Combined as i32,
+            top_k: 10,
+            ..SearchRequest::default()
+        })
+        .await
+        .context("the warming search failed")?;
+    let rss = resident_bytes(server.0.id())?;
+    Ok((ready, rss))
+}
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// VmRSS of a process, from /proc.
+fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("no VmRSS in /proc/<pid>/status")?;
+    Ok(kb * 1024)
+}
+
+fn folder_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| match e.metadata() {
+                    Ok(m) if m.is_dir() => folder_bytes(&e.path()),
+                    Ok(m) => m.len(),
+                    Err(_) => 0,
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Prints the row as a table.
+pub fn print_table(r: &ReadyRow) {
+    println!("records                      {}", r.records);
+    println!(
+        "start to SERVING             {:.2} s (empty folder: {:.2} s)",
+        r.ready_s, r.empty_ready_s
+    );
+    println!(
+        "resident per indexed slice   {:.0} bytes",
+        r.resident_bytes_per_slice
+    );
+    println!("raw code bytes per slice     {}", r.code_bytes_per_slice);
+    println!(
+        "catalog on disk per slice    {:.0} bytes",
+        r.catalog_bytes_per_slice
+    );
+    println!("bar ratio (≤ 1 meets it)     {:.2}", r.bar_ratio);
+}

@@ -1,0 +1,36 @@
+//! An encoder started in-process for the benchmarks: ONNX Runtime on the CPU, one session.
+
+use std::path::Path;
+use std::time::Duration;
+
+use diptych_service::bundle::Bundle;
+use diptych_service::config::ExecutionProvider;
+use diptych_service::encoder::runtime::{environment, locate_library};
+use diptych_service::encoder::{BatcherConfig, Engine, EngineOptions};
+
+/// Loads `model`, opens one CPU session with `threads` threads behind a batcher of `max_batch`,
+/// and warms it up.
+pub async fn start_engine(
+    model: &Path,
+    max_batch: usize,
+    threads: usize,
+) -> anyhow::Result<Engine> {
+    let library = locate_library(None, |name| std::env::var(name).ok())?;
+    let env = environment(&library.path)?;
+    let engine = Engine::start(
+        Bundle::load(model)?,
+        env,
+        EngineOptions {
+            execution_provider: ExecutionProvider::Cpu,
+            sessions: 1,
+            intra_threads: threads,
+            batcher: BatcherConfig {
+                max_batch,
+                max_delay: Duration::from_millis(if max_batch == 1 { 0 } else { 5 }),
+                queue_capacity: 4 * max_batch.max(64),
+            },
+        },
+    )?;
+    engine.warm_up().await?;
+    Ok(engine)
+}

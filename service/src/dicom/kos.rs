@@ -1,0 +1,132 @@
+//! The DICOM answer to viewers: for every received study, a Key Object Selection document
+//! referencing its most similar studies' best slices in each mode, C-STOREd to the configured
+//! viewer. Configured only for de-identified or teaching archives (the configuration refuses
+//! anything else), because the document references other patients' images.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use diptych_dicom_adapter::output::{
+    Destination, ReferencedInstance, SimilarStudies, StudyIdentity, send_instance,
+};
+use tokio::sync::broadcast::error::RecvError;
+
+use super::KosSettings;
+use crate::index::Index;
+use crate::search::Mode;
+
+/// How long one KOS transfer may take.
+const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The modes a KOS references, with their names in the document.
+const MODES: [(Mode, &str); 3] = [
+    (Mode::Normal, "normal"),
+    (Mode::Abnormal, "abnormal"),
+    (
+        Mode::Combined {
+            normal_weight: 1.0,
+            abnormal_weight: 1.0,
+        },
+        "combined",
+    ),
+];
+
+/// Sends a KOS per received study until the server stops.
+pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String) {
+    let destination = Destination {
+        addr: settings.addr,
+        called_ae: settings.called_ae.clone(),
+        calling_ae,
+    };
+    let mut received = index.tracker().subscribe();
+    loop {
+        let study = match received.recv().await {
+            Ok(study) => study,
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "KOS sender fell behind; some studies get no KOS");
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        match document(&index, &study.study_instance_uid, settings.top_k).await {
+            Ok(Some(kos)) => match send_instance(&destination, &kos, SEND_TIMEOUT).await {
+                Ok(0) => tracing::info!(%destination, "KOS of a received study sent"),
+                Ok(status) => {
+                    tracing::warn!(%destination, status = format!("{status:#06X}"), "KOS refused")
+                }
+                Err(error) => tracing::warn!(%error, "KOS could not be sent"),
+            },
+            Ok(None) => {}
+            Err(error) => tracing::warn!(%error, "KOS could not be built"),
+        }
+    }
+}
+
+/// The KOS of one received study, or `None` when nothing similar is indexed.
+pub async fn document(
+    index: &Index,
+    study_instance_uid: &str,
+    top_k: u32,
+) -> Result<Option<Vec<u8>>, String> {
+    let mut hits = Vec::new();
+    for (mode, name) in MODES {
+        let (_, similar) = index
+            .similar_studies(study_instance_uid, mode, "", top_k as usize)
+            .await
+            .map_err(|e| e.to_string())?;
+        for (rank, view) in similar.into_iter().enumerate() {
+            let m = view.record.metadata;
+            hits.push(ReferencedInstance {
+                study_instance_uid: m.study_instance_uid,
+                series_instance_uid: m.series_instance_uid,
+                sop_class_uid: m.sop_class_uid,
+                sop_instance_uid: m.sop_instance_uid,
+                frame: (m.number_of_frames > 1).then_some(view.record.frame + 1),
+                rank: rank as u32 + 1,
+                distance: view.hit.distance,
+                mode: name.to_string(),
+            });
+        }
+    }
+    let identity = received_identity(index, study_instance_uid)?;
+    let (Some(received), false) = (identity, hits.is_empty()) else {
+        return Ok(None);
+    };
+    let similar = SimilarStudies {
+        received,
+        title: "diptych: similar studies".to_string(),
+        hits,
+    };
+    similar
+        .key_object_part10()
+        .map(Some)
+        .map_err(|e| e.to_string())
+}
+
+/// Patient and study attributes of the received study, from one of its catalog records.
+fn received_identity(
+    index: &Index,
+    study_instance_uid: &str,
+) -> Result<Option<StudyIdentity>, String> {
+    let records = index
+        .catalog()
+        .filter(&format!("study_instance_uid:\"{study_instance_uid}\""))
+        .map_err(|e| e.to_string())?;
+    let Some(first) = records.iter().next() else {
+        return Ok(None);
+    };
+    let entry = index
+        .catalog()
+        .entries(&[first])
+        .map_err(|e| e.to_string())?
+        .pop()
+        .flatten();
+    Ok(entry.map(|e| StudyIdentity {
+        patient_id: e.metadata.patient_id,
+        patient_name: None,
+        study_instance_uid: e.metadata.study_instance_uid,
+        accession: None,
+        study_date: e.metadata.study_date,
+        study_id: String::new(),
+    }))
+}

@@ -1,0 +1,628 @@
+//! End to end for issue #4: `diptych serve` listening for DICOM, driven by real peers — dcmtk's
+//! echoscu, storescu (every transfer syntax the build decodes, converted by dcmtk and GDCM),
+//! storescp (the viewer that receives the KOS documents), and pynetdicom (16 concurrent
+//! associations) — and checked over gRPC: codes equal across transfer syntaxes (within a lossy
+//! codec's loss), the Watch stream announcing received studies with their similar studies, a
+//! KOS per study, and a SIGKILL in the middle of a storescu run losing nothing acknowledged.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dicom_core::VR;
+use dicom_dictionary_std::tags;
+use diptych::api::v1::info_service_client::InfoServiceClient;
+use diptych::api::v1::search_service_client::SearchServiceClient;
+use diptych::api::v1::{
+    GetIndexStatsRequest, IndexStats, Query, SearchMode, SearchRequest, SliceRef, WatchRequest,
+    query,
+};
+use diptych::phantom::{PhantomConfig, PhantomGenerator};
+use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
+use tonic::transport::Channel;
+
+#[path = "support/serve.rs"]
+mod serve;
+use serve::{Server, free_port, python, workspace};
+
+/// The tests each run a server and a DICOM load; one at a time, so that timings and timeouts
+/// are those of one server on this machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn tool(program: &str, args: &[&str]) -> std::process::Output {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{program} did not start ({e}); run `make deps-apt` (dcmtk, libgdcm-tools)")
+        });
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed:\n{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn channel(addr: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Polls the statistics until nothing is pending and `records` are indexed (or panics).
+async fn wait_indexed(addr: &str, records: u64, limit: Duration) -> IndexStats {
+    let mut info = InfoServiceClient::new(channel(addr).await);
+    let started = Instant::now();
+    loop {
+        let stats = info
+            .get_index_stats(GetIndexStatsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if stats.pending == 0 && stats.records >= records {
+            return stats;
+        }
+        assert!(
+            started.elapsed() < limit,
+            "not indexed after {limit:?}: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A search restricted by `filter`, with an indexed query.
+async fn search(
+    addr: &str,
+    query_sop: &str,
+    filter: &str,
+    top_k: u32,
+) -> diptych::api::v1::SearchResponse {
+    SearchServiceClient::new(channel(addr).await)
+        .search(SearchRequest {
+            query: Some(Query {
+                source: Some(query::Source::Indexed(SliceRef {
+                    sop_instance_uid: query_sop.to_string(),
+                    frame: 0,
+                })),
+            }),
+            mode: SearchMode::Combined as i32,
+            filter: filter.to_string(),
+            top_k,
+            ..SearchRequest::default()
+        })
+        .await
+        .unwrap_or_else(|s| panic!("search failed: {s:?}"))
+        .into_inner()
+}
+
+/// A phantom slice as a file with chosen UIDs, description, and (optionally) 8-bit samples.
+fn write_instance(
+    path: &Path,
+    slice_index: u64,
+    sop: &str,
+    study: &str,
+    series_description: &str,
+    eight_bit: bool,
+) {
+    let generator = PhantomGenerator::new(2, PhantomConfig::default());
+    let slice = generator.slice(slice_index);
+    let mut instance = SyntheticInstance::from_phantom(&slice);
+    if let StoredSamples::U16(samples) = &instance.samples {
+        instance.samples = if eight_bit {
+            StoredSamples::U8(samples.iter().map(|&v| (v.min(4095) / 16) as u8).collect())
+        } else {
+            StoredSamples::U16(samples.iter().map(|&v| v.min(4095)).collect())
+        };
+    }
+    instance.set(tags::SOP_INSTANCE_UID, VR::UI, sop.to_string());
+    instance.set(tags::STUDY_INSTANCE_UID, VR::UI, study.to_string());
+    instance.set(tags::SERIES_INSTANCE_UID, VR::UI, format!("{study}.1"));
+    instance.set(
+        tags::SERIES_DESCRIPTION,
+        VR::LO,
+        series_description.to_string(),
+    );
+    let mut object = instance.object();
+    let bits: u16 = if eight_bit { 8 } else { 12 };
+    object.put(dicom_core::DataElement::new(
+        tags::BITS_STORED,
+        VR::US,
+        dicom_core::PrimitiveValue::from(bits),
+    ));
+    object.put(dicom_core::DataElement::new(
+        tags::HIGH_BIT,
+        VR::US,
+        dicom_core::PrimitiveValue::from(bits - 1),
+    ));
+    object.write_to_file(path).unwrap();
+}
+
+/// One transfer syntax: how to convert to it, what storescu must propose, and whether it loses.
+struct Syntax {
+    name: &'static str,
+    eight_bit: bool,
+    convert: Option<(&'static str, &'static [&'static str])>,
+    propose: &'static [&'static str],
+    lossy: bool,
+}
+
+/// JPEG-LS is left out: this build has no CharLS decoder, so the listener does not offer it
+/// (dicom-adapter's tests check that its contexts are refused).
+const SYNTAXES: &[Syntax] = &[
+    Syntax {
+        name: "implicit-le",
+        eight_bit: false,
+        convert: Some(("dcmconv", &["+ti"])),
+        propose: &["-xi"],
+        lossy: false,
+    },
+    Syntax {
+        name: "explicit-be",
+        eight_bit: false,
+        convert: Some(("dcmconv", &["+tb"])),
+        propose: &["-xb", "-R"],
+        lossy: false,
+    },
+    Syntax {
+        name: "deflated",
+        eight_bit: false,
+        convert: Some(("dcmconv", &["+td"])),
+        propose: &["-xd", "-R"],
+        lossy: false,
+    },
+    Syntax {
+        name: "jpeg-baseline",
+        eight_bit: true,
+        convert: Some(("dcmcjpeg", &["+eb"])),
+        propose: &["-xy", "-R"],
+        lossy: true,
+    },
+    Syntax {
+        name: "jpeg-extended",
+        eight_bit: true,
+        convert: Some(("dcmcjpeg", &["+ee"])),
+        propose: &["-xx", "-R"],
+        lossy: true,
+    },
+    Syntax {
+        name: "jpeg-lossless",
+        eight_bit: false,
+        convert: Some(("dcmcjpeg", &["+e1"])),
+        propose: &["-xs", "-R"],
+        lossy: false,
+    },
+    Syntax {
+        name: "rle",
+        eight_bit: false,
+        convert: Some(("dcmcrle", &[])),
+        propose: &["-xr", "-R"],
+        lossy: false,
+    },
+    Syntax {
+        name: "j2k-lossless",
+        eight_bit: false,
+        convert: Some(("gdcmconv", &["--j2k"])),
+        propose: &["-xv", "-R"],
+        lossy: false,
+    },
+    Syntax {
+        name: "j2k-lossy",
+        eight_bit: false,
+        convert: Some(("gdcmconv", &["--j2k", "--lossy", "-r", "5"])),
+        propose: &["-xw", "-R"],
+        lossy: true,
+    },
+];
+
+/// dcmtk's storescp as the viewer that receives KOS documents; killed when dropped.
+struct Viewer {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Viewer {
+    fn start(dir: PathBuf) -> Viewer {
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let child = Command::new("storescp")
+            .args(["-aet", "VIEWER", "-od"])
+            .arg(&dir)
+            .arg(port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("storescp (dcmtk) starts; run `make deps-apt`");
+        Viewer { child, dir, port }
+    }
+}
+
+impl Drop for Viewer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn storescu_in_every_transfer_syntax_then_watch_and_kos() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let viewer = Viewer::start(dir.path().join("viewer"));
+    let dicom_port = free_port();
+    let config = dir.path().join("serve.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[dicom]\nstudy_quiet_period_s = 1.0\n\n[dicom.kos]\ndestination = \"VIEWER@127.0.0.1:{}\"\narchive = \"teaching\"\ntop_k = 3\n",
+            viewer.port
+        ),
+    )
+    .unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dicom_addr = format!("127.0.0.1:{dicom_port}");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &addr,
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--dicom-addr",
+            &dicom_addr,
+        ],
+        dir.path().join("serve.log"),
+    );
+    let port = dicom_port.to_string();
+
+    // C-ECHO.
+    tool(
+        "echoscu",
+        &["-aet", "ECHO", "-aec", "DIPTYCH", "127.0.0.1", &port],
+    );
+
+    // The Watch stream, opened before anything arrives.
+    let rt = runtime();
+    let (events_tx, events_rx) = std::sync::mpsc::channel();
+    let watch_addr = addr.clone();
+    rt.spawn(async move {
+        let mut stream = SearchServiceClient::new(channel(&watch_addr).await)
+            .watch(WatchRequest {
+                modes: vec![],
+                top_k: 3,
+                filter: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        while let Ok(Some(event)) = stream.message().await {
+            let _ = events_tx.send(event);
+        }
+    });
+
+    // Study A: the originals (16- and 8-bit) and the distractors; study B: one variant per
+    // transfer syntax, all of the same phantom slice as the originals.
+    let study_a = "2.25.7000001";
+    let study_b = "2.25.7000002";
+    write_instance(
+        &files.join("orig16.dcm"),
+        5,
+        "2.25.7100016",
+        study_a,
+        "orig",
+        false,
+    );
+    write_instance(
+        &files.join("orig8.dcm"),
+        5,
+        "2.25.7100008",
+        study_a,
+        "orig",
+        true,
+    );
+    for d in 0..8u64 {
+        let sop = format!("2.25.72000{d:02}");
+        write_instance(
+            &files.join(format!("other{d}.dcm")),
+            20 + d * 7,
+            &sop,
+            study_a,
+            "other",
+            false,
+        );
+    }
+    tool(
+        "storescu",
+        &[
+            "-aet",
+            "STORESCU",
+            "-aec",
+            "DIPTYCH",
+            "+sd",
+            "127.0.0.1",
+            &port,
+            files.to_str().unwrap(),
+        ],
+    );
+    let variants = dir.path().join("variants");
+    std::fs::create_dir_all(&variants).unwrap();
+    for (i, syntax) in SYNTAXES.iter().enumerate() {
+        let source = variants.join(format!("{}-source.dcm", syntax.name));
+        let sop = format!("2.25.73000{i:02}");
+        write_instance(
+            &source,
+            5,
+            &sop,
+            study_b,
+            &format!("variant {}", syntax.name),
+            syntax.eight_bit,
+        );
+        let target = variants.join(format!("{}.dcm", syntax.name));
+        let (program, options) = syntax.convert.unwrap();
+        let mut args: Vec<&str> = options.to_vec();
+        args.push(source.to_str().unwrap());
+        args.push(target.to_str().unwrap());
+        tool(program, &args);
+        std::fs::remove_file(&source).unwrap();
+        let mut args = vec!["-aet", "STORESCU", "-aec", "DIPTYCH"];
+        args.extend(syntax.propose);
+        args.extend(["127.0.0.1", &port, target.to_str().unwrap()]);
+        tool("storescu", &args);
+    }
+
+    rt.block_on(async {
+        let stats = wait_indexed(&addr, 10 + SYNTAXES.len() as u64, Duration::from_secs(120)).await;
+        assert_eq!(stats.records, 10 + SYNTAXES.len() as u64, "{stats:?}");
+        // Codes equal to the uncompressed file's (lossless), or nearest to it (lossy).
+        for syntax in SYNTAXES {
+            let original = if syntax.eight_bit { "2.25.7100008" } else { "2.25.7100016" };
+            // Lossy converters give the copy a new SOP Instance UID: find it by its series.
+            let same =
+                search(&addr, original, &format!("series_description:\"variant {}\"", syntax.name), 1)
+                    .await;
+            assert_eq!(same.hits.len(), 1, "{}: the copy is indexed", syntax.name);
+            let sop = same.hits[0].slice.clone().unwrap().sop_instance_uid;
+            let distance = same.hits[0].distance;
+            if syntax.lossy {
+                let nearest = search(&addr, &sop, "series_description:orig OR series_description:other", 1).await;
+                let top = &nearest.hits[0].slice.as_ref().unwrap().sop_instance_uid;
+                assert!(
+                    top == "2.25.7100016" || top == "2.25.7100008",
+                    "{}: the lossy copy's nearest slice is {top}, not its original (distance {distance})",
+                    syntax.name
+                );
+            } else {
+                assert_eq!(distance, 0.0, "{}: codes differ from the uncompressed file's", syntax.name);
+            }
+        }
+    });
+
+    // Both studies go quiet: the Watch stream announces each with its similar studies.
+    let mut seen = std::collections::HashMap::new();
+    let started = Instant::now();
+    while seen.len() < 2 {
+        let left = Duration::from_secs(60).saturating_sub(started.elapsed());
+        let event = events_rx
+            .recv_timeout(left)
+            .unwrap_or_else(|_| panic!("no Watch event for both studies; got {:?}", seen.keys()));
+        seen.insert(event.study_instance_uid.clone(), event);
+    }
+    for (study, event) in &seen {
+        assert_eq!(event.results.len(), 3, "three modes for {study}");
+        for result in &event.results {
+            assert!(!result.hits.is_empty(), "{study} has similar studies");
+            assert!(
+                result.hits.iter().all(|h| &h.study_instance_uid != study),
+                "a study is not its own similar study"
+            );
+        }
+    }
+    assert_eq!(seen[study_a].slices, 10);
+    assert_eq!(seen[study_b].slices, SYNTAXES.len() as u32);
+
+    // And the viewer received a KOS per study.
+    let started = Instant::now();
+    let kos: Vec<PathBuf> = loop {
+        let found: Vec<PathBuf> = std::fs::read_dir(&viewer.dir)
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .collect();
+        if found.len() >= 2 || started.elapsed() > Duration::from_secs(30) {
+            break found;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(
+        kos.len(),
+        2,
+        "one KOS per received study: {kos:?}\n{}",
+        server.log_tail()
+    );
+    for file in &kos {
+        let dump = tool("dcmdump", &[file.to_str().unwrap()]);
+        let text = String::from_utf8_lossy(&dump.stdout);
+        assert!(text.contains("KeyObjectSelectionDocumentStorage"), "{text}");
+    }
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(!log.contains("PHANTOM-0"), "the log leaks a patient ID");
+}
+
+#[test]
+fn sixteen_pynetdicom_associations_of_200_instances_all_searchable() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let dicom_port = free_port();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dicom_addr = format!("127.0.0.1:{dicom_port}");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &addr,
+        &["--dicom-addr", &dicom_addr],
+        dir.path().join("serve.log"),
+    );
+    let template = dir.path().join("template.dcm");
+    write_instance(&template, 9, "2.25.7400000", "2.25.7400001", "load", false);
+    let output = Command::new(python())
+        .arg(workspace().join("dicom-adapter/tests/python/scp_concurrent_store.py"))
+        .args(["127.0.0.1", &dicom_port.to_string(), "DIPTYCH"])
+        .arg(&template)
+        .args(["16", "200", "2.25.7500"])
+        .output()
+        .expect("running pynetdicom");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pynetdicom failed:\n{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.log_tail()
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(report["sent"], 3200, "{report}");
+    assert_eq!(report["failures"].as_array().unwrap().len(), 0, "{report}");
+    let stats = runtime().block_on(wait_indexed(&addr, 3200, Duration::from_secs(300)));
+    assert_eq!(
+        stats.records, 3200,
+        "every acknowledged instance is searchable: {stats:?}"
+    );
+    assert_eq!(stats.instances, 3200);
+    eprintln!(
+        "16 x 200 over pynetdicom in {} s: {stats:?}",
+        report["seconds"]
+    );
+}
+
+#[test]
+fn sigkill_during_storescu_loses_nothing_acknowledged() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    let count = 400u64;
+    for i in 0..count {
+        write_instance(
+            &files.join(format!("f{i:04}.dcm")),
+            i % 64,
+            &format!("2.25.76{i:05}"),
+            &format!("2.25.77{:03}", i / 50),
+            "crash",
+            false,
+        );
+    }
+    let data = dir.path().join("data");
+    let dicom_port = free_port();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dicom_addr = format!("127.0.0.1:{dicom_port}");
+    let mut server = Server::start(
+        &data,
+        &addr,
+        &["--dicom-addr", &dicom_addr],
+        dir.path().join("serve.log"),
+    );
+
+    // storescu, verbose: it logs each file it sends and each response it receives, in order.
+    let log = dir.path().join("storescu.log");
+    let mut storescu = Command::new("storescu")
+        .args([
+            "-v",
+            "-aet",
+            "STORESCU",
+            "-aec",
+            "DIPTYCH",
+            "+sd",
+            "127.0.0.1",
+            &dicom_port.to_string(),
+        ])
+        .arg(&files)
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+        .spawn()
+        .unwrap();
+    // Kill the server once a good part of the files went through.
+    let started = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.matches("Received Store Response (Success)").count() >= 60 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "storescu made no progress:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let _ = storescu.wait();
+
+    // The acknowledged files: each "Sending file" followed by a success response.
+    let text = std::fs::read_to_string(&log).unwrap();
+    let mut acknowledged = Vec::new();
+    let mut current: Option<String> = None;
+    for line in text.lines() {
+        if let Some(path) = line.split("Sending file: ").nth(1) {
+            current = Some(path.trim().to_string());
+        } else if line.contains("Received Store Response (Success)")
+            && let Some(path) = current.take()
+        {
+            acknowledged.push(path);
+        }
+    }
+    assert!(
+        acknowledged.len() >= 30 && (acknowledged.len() as u64) < count,
+        "the kill came mid-run ({} acknowledged)",
+        acknowledged.len()
+    );
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(&data, &addr, &["--no-dicom"], dir.path().join("serve2.log"));
+    runtime().block_on(async {
+        let stats = wait_indexed(&addr, acknowledged.len() as u64, Duration::from_secs(120)).await;
+        assert_eq!(
+            stats.records, stats.instances,
+            "no instance indexed twice: {stats:?}"
+        );
+        for path in &acknowledged {
+            let i: u64 = Path::new(path)
+                .file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_start_matches('f')
+                .parse()
+                .unwrap();
+            let sop = format!("2.25.76{i:05}");
+            let answer = search(&addr, &sop, &format!("sop_instance_uid:\"{sop}\""), 10).await;
+            assert_eq!(
+                answer.records_matched,
+                1,
+                "{sop} was acknowledged: searchable exactly once\n{}",
+                server.log_tail()
+            );
+        }
+        eprintln!(
+            "{} acknowledged before SIGKILL, {} records after restart",
+            acknowledged.len(),
+            stats.records
+        );
+    });
+}
