@@ -22,6 +22,10 @@ all 8N stores count as acknowledgements, and the N distinct instances count for 
 searchable. `--distinct` gives each sender its own copy of the files with fresh UIDs instead, so
 that 8N distinct instances must be encoded.
 
+storescu and Orthanc (both DCMTK) run with TCP_NODELAY=1, as diptych's listener does on its own;
+Debian's DCMTK otherwise leaves Nagle's algorithm on, and a ~40 ms delayed-ACK stall per instance
+would cap one sender near 22 instances/s against any server (`--nagle` keeps that default).
+
 The phantom files are made once with pydicom into --work and reused. Every child process is ended
 when the script ends, on errors too.
 """
@@ -178,6 +182,22 @@ def dicom_files(folder):
 # --- child processes ---------------------------------------------------------------------------
 
 
+def dcmtk_env(nagle):
+    """The environment of a DCMTK program (storescu, Orthanc's DICOM server).
+
+    Debian's DCMTK leaves Nagle's algorithm on unless TCP_NODELAY=1 is set. DCMTK writes each
+    P-DATA PDU as a 12-byte header and a body, so with Nagle on a small write of every instance
+    waits for the peer's delayed ACK (~40 ms): one storescu then stalls near 22 instances/s
+    against any server, dcmtk's own `storescp --ignore` included, and Orthanc's responses stall
+    the same way. Unless `nagle`, both run with TCP_NODELAY=1 (diptych sets it on its sockets).
+    """
+    env = {k: v for k, v in os.environ.items() if k != "TCP_NODELAY"}
+    if not nagle:
+        env["TCP_NODELAY"] = "1"
+    return env
+
+
+
 def free_port():
     """A TCP port nothing listens on right now."""
     with socket.socket() as s:
@@ -267,7 +287,7 @@ class Orthanc:
 
     ae_title = "ORTHANC"
 
-    def __init__(self, folder):
+    def __init__(self, folder, nagle):
         folder.mkdir(parents=True)
         self.dicom_port = free_port()
         self.http_port = free_port()
@@ -285,7 +305,8 @@ class Orthanc:
         }
         path = folder / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
-        self.server = Server("Orthanc", [ORTHANC, str(path)], folder / "orthanc.log")
+        env = dcmtk_env(nagle)
+        self.server = Server("Orthanc", [ORTHANC, str(path)], folder / "orthanc.log", env)
         wait_until(self.http_ready, self.server, 60, "HTTP /system did not answer")
         wait_until(lambda: port_open(self.dicom_port), self.server, 30, "DICOM port did not open")
 
@@ -364,11 +385,12 @@ class Diptych:
 # --- measurement -------------------------------------------------------------------------------
 
 
-def send(ae_title, port, folders, work):
+def send(ae_title, port, folders, work, nagle):
     """Runs one storescu per folder at once, each sending every file of its folder over one
     association; returns (seconds until all exited, status counts over all responses)."""
     logs = []
     processes = []
+    env = dcmtk_env(nagle)
     start = time.monotonic()
     try:
         for k, folder in enumerate(folders):
@@ -377,7 +399,9 @@ def send(ae_title, port, folders, work):
             argv = [STORESCU, "-v", "-aet", "BENCH", "-aec", ae_title, "127.0.0.1", str(port)]
             argv += dicom_files(folder)
             processes.append(
-                subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+                subprocess.Popen(
+                    argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
+                )
             )
         codes = [p.wait() for p in processes]
         seconds = time.monotonic() - start
@@ -414,13 +438,15 @@ def measure(target, senders, args, stubs, folders_for):
     sent = len(folders) * args.files
     distinct = len(set(folders)) * args.files
     server = (
-        Orthanc(run / "orthanc")
+        Orthanc(run / "orthanc", args.nagle)
         if target == "orthanc"
         else Diptych(args.diptych, args.model, run / "diptych", stubs)
     )
     try:
         start = time.monotonic()
-        seconds, statuses, failures = send(server.ae_title, server.dicom_port, folders, run)
+        seconds, statuses, failures = send(
+            server.ae_title, server.dicom_port, folders, run, args.nagle
+        )
         acks = acknowledged(statuses)
         result = {
             "target": target,
@@ -504,7 +530,7 @@ def table(results, encoder, encoder_note, args):
     copies = "distinct copies per sender" if args.distinct else "same files for every sender"
     lines = [
         f"C-STORE of {args.files} phantom MR instances ({ROWS}x{COLS} uint16, explicit VR LE), "
-        f"storescu over loopback, {copies}",
+        f"storescu over loopback (Nagle {'on' if args.nagle else 'off'} in DCMTK), {copies}",
         f"{'target':<8} {'senders':>7} {'sent':>6} {'acked':>6} {'ack s':>8} {'ack/s':>8} "
         f"{'searchable s':>13} {'searchable/s':>13}",
     ]
@@ -537,7 +563,12 @@ def table(results, encoder, encoder_note, args):
 def summary(results, encoder, args):
     """The one JSON line of the benchmark."""
     by = {(r["target"], r["senders"]): r for r in results}
-    out = {"bench": "cstore", "instances": args.files, "distinct_per_sender": args.distinct}
+    out = {
+        "bench": "cstore",
+        "instances": args.files,
+        "distinct_per_sender": args.distinct,
+        "dcmtk_nagle": args.nagle,
+    }
     for senders in (1, 8):
         out[f"diptych_ack_per_s_{senders}"] = rounded(by[("diptych", senders)]["ack_per_s"])
         out[f"orthanc_ack_per_s_{senders}"] = rounded(by[("orthanc", senders)]["ack_per_s"])
@@ -575,9 +606,17 @@ def main():
     parser.add_argument("--model", required=True, type=Path, help="model bundle folder")
     parser.add_argument("--work", required=True, type=Path, help="folder for files, configs, data and logs")
     parser.add_argument("--files", type=int, default=400, help="phantom instances per sender (default 400)")
-    parser.add_argument("--json", action="store_true", help="print one JSON line instead of the table")
+    parser.add_argument(
+        "--json", action="store_true", help="print one JSON line (the table goes to stderr)"
+    )
     parser.add_argument("--distinct", action="store_true", help="give each sender its own copy with fresh UIDs")
     parser.add_argument("--timeout", type=float, default=600, help="seconds to wait for searchable")
+    parser.add_argument(
+        "--nagle",
+        action="store_true",
+        help="leave Nagle's algorithm on in storescu and Orthanc (Debian's DCMTK default; "
+        "~40 ms stall per instance)",
+    )
     parser.add_argument("--skip-encoder", action="store_true", help="do not run `diptych bench encode`")
     args = parser.parse_args()
     args.work = args.work.resolve()
@@ -632,6 +671,7 @@ def main():
             server.stop()
 
     if args.json:
+        log(table(results, encoder, encoder_note, args))
         line = summary(results, encoder, args)
         if encoder is None:
             line["encoder_missing"] = encoder_note
