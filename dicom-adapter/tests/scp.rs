@@ -117,6 +117,15 @@ impl Listener {
     }
 }
 
+/// The tests run one at a time: each starts listeners and peer processes, and on two cores the
+/// 16-association load test beside the others starves pynetdicom's own threads until its
+/// client-side DIMSE timeout fires (the listener's log shows every response sent).
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn serial() -> tokio::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME.lock().await
+}
+
 fn config() -> ScpConfig {
     ScpConfig {
         addr: "127.0.0.1:0".parse().unwrap(),
@@ -207,6 +216,7 @@ fn sop_instance_of(path: &Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoscu_is_answered() {
+    let _one_at_a_time = serial().await;
     let listener = Listener::start(config()).await;
     assert!(listener.echo_as("ECHOSCU"));
     listener.stop().await;
@@ -331,6 +341,7 @@ const SYNTAXES: &[Syntax] = &[
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storescu_delivers_every_decodable_transfer_syntax_with_its_pixels() {
+    let _one_at_a_time = serial().await;
     let listener = Listener::start(config()).await;
     let decodable = scp::decodable_transfer_syntaxes();
     let root = temp_dir("syntaxes");
@@ -510,6 +521,7 @@ async fn storescu_delivers_every_decodable_transfer_syntax_with_its_pixels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn storescu_fragmented_into_small_pdus_is_reassembled() {
+    let _one_at_a_time = serial().await;
     let listener = Listener::start(ScpConfig {
         max_pdu_length: 4096,
         ..config()
@@ -564,6 +576,7 @@ fn python() -> PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sixteen_pynetdicom_associations_of_200_instances_all_arrive() {
+    let _one_at_a_time = serial().await;
     const ASSOCIATIONS: usize = 16;
     const INSTANCES: usize = 200;
     // The production timeouts: on a loaded 2-core machine a peer process can stall for seconds.
@@ -747,6 +760,7 @@ fn phantom_instance(seed: u64) -> (SyntheticInstance, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broken_instances_get_the_right_status_and_the_listener_keeps_serving() {
+    let _one_at_a_time = serial().await;
     let listener = Listener::start(config()).await;
     let addr = listener.addr;
     let (instance, uid) = phantom_instance(1);
@@ -826,6 +840,7 @@ async fn broken_instances_get_the_right_status_and_the_listener_keeps_serving() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pdu_claiming_4_gib_is_aborted_without_buffering_it() {
+    let _one_at_a_time = serial().await;
     let listener = Listener::start(config()).await;
     let addr = listener.addr;
     let answer = tokio::task::spawn_blocking(move || {
@@ -874,6 +889,7 @@ async fn a_pdu_claiming_4_gib_is_aborted_without_buffering_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_transfer_syntax_is_refused_per_context() {
+    let _one_at_a_time = serial().await;
     let listener = Listener::start(config()).await;
     let addr = listener.addr;
     let contexts = tokio::task::spawn_blocking(move || {
@@ -906,6 +922,7 @@ async fn an_unknown_transfer_syntax_is_refused_per_context() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn callers_off_the_allow_list_and_wrong_called_titles_are_rejected() {
+    let _one_at_a_time = serial().await;
     let listener = Listener::start(ScpConfig {
         allowed_callers: vec![
             AllowedCaller {
@@ -960,6 +977,7 @@ async fn callers_off_the_allow_list_and_wrong_called_titles_are_rejected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn beyond_max_associations_a_transient_reject_is_sent() {
+    let _one_at_a_time = serial().await;
     let listener = Listener::start(ScpConfig {
         max_associations: 2,
         ..config()
@@ -1002,6 +1020,7 @@ async fn beyond_max_associations_a_transient_reject_is_sent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twelve_bit_lossy_jpeg_is_refused_because_this_build_cannot_decode_it() {
+    let _one_at_a_time = serial().await;
     let listener = Listener::start(config()).await;
     let addr = listener.addr;
     let dir = temp_dir("jpeg12");
@@ -1116,6 +1135,7 @@ fn certificates(dir: &Path) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echoscu_over_mutual_tls_is_answered_and_plain_tcp_is_not() {
+    let _one_at_a_time = serial().await;
     let dir = temp_dir("tls");
     certificates(&dir);
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
