@@ -16,7 +16,7 @@ sending all the phantom files over one association:
 - the encoder's own throughput at batch 32, from `diptych bench encode --json` (issue #3), which the
   rate to searchable is compared with (bar: >= 90%).
 
-Every measurement starts both servers afresh on empty folders, so no run sees an earlier run's
+Every measurement starts its server afresh on an empty folder, so no run sees an earlier run's
 instances. With 8 senders of the same files (as the issue specifies) each instance arrives 8 times:
 all 8N stores count as acknowledgements, and the N distinct instances count for the rate to
 searchable. `--distinct` gives each sender its own copy of the files with fresh UIDs instead, so
