@@ -626,3 +626,62 @@ fn sigkill_during_storescu_loses_nothing_acknowledged() {
         );
     });
 }
+
+#[test]
+fn the_same_files_from_four_senders_at_once_are_indexed_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    for i in 0..40u64 {
+        write_instance(
+            &files.join(format!("f{i:02}.dcm")),
+            i,
+            &format!("2.25.78{i:04}"),
+            "2.25.7900001",
+            "same",
+            false,
+        );
+    }
+    let dicom_port = free_port();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dicom_addr = format!("127.0.0.1:{dicom_port}");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &addr,
+        &["--dicom-addr", &dicom_addr],
+        dir.path().join("serve.log"),
+    );
+    let senders: Vec<Child> = (0..4)
+        .map(|_| {
+            Command::new("storescu")
+                .args([
+                    "-aet",
+                    "SAME",
+                    "-aec",
+                    "DIPTYCH",
+                    "+sd",
+                    "127.0.0.1",
+                    &dicom_port.to_string(),
+                ])
+                .arg(&files)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut sender in senders {
+        assert!(
+            sender.wait().unwrap().success(),
+            "every store succeeded (duplicates included)"
+        );
+    }
+    let stats = runtime().block_on(wait_indexed(&addr, 40, Duration::from_secs(120)));
+    assert_eq!(
+        (stats.records, stats.instances),
+        (40, 40),
+        "each instance indexed once: {stats:?}\n{}",
+        server.log_tail()
+    );
+}

@@ -42,6 +42,8 @@ pub enum Examined {
     Image(Box<Prepared>),
     /// A non-image object (SR, KOS, presentation state, raw data): counted, not indexed.
     NonImage,
+    /// An instance already indexed or in flight (found before its pixels were decoded).
+    Duplicate(String),
 }
 
 /// Why an instance was refused. The message names the problem and never holds patient data.
@@ -91,12 +93,23 @@ pub enum AcceptOutcome {
 
 /// Parses, decodes and pre-processes every frame of `bytes`; the error says what is wrong with
 /// the instance (never patient data).
-pub fn examine(bytes: &[u8], limits: &Limits, engine: &Engine) -> Result<Examined, String> {
+///
+/// `known` is asked, once the instance is parsed and before any pixel is decoded, whether its
+/// SOP Instance UID is already indexed or in flight: duplicates cost a parse, not a decode.
+pub fn examine(
+    bytes: &[u8],
+    limits: &Limits,
+    engine: &Engine,
+    known: impl Fn(&str) -> bool,
+) -> Result<Examined, String> {
     let instance = diptych_dicom_adapter::parse(bytes, limits).map_err(|e| e.to_string())?;
     if !instance.is_image() {
         return Ok(Examined::NonImage);
     }
     let metadata = instance.metadata();
+    if !metadata.sop_instance_uid.is_empty() && known(&metadata.sop_instance_uid) {
+        return Ok(Examined::Duplicate(metadata.sop_instance_uid));
+    }
     let params = &engine.manifest().preprocess;
     let count = instance.frame_count().map_err(|e| e.to_string())?;
     let mut frames = Vec::with_capacity(count as usize);
@@ -114,17 +127,26 @@ pub fn examine(bytes: &[u8], limits: &Limits, engine: &Engine) -> Result<Examine
 }
 
 impl Index {
+    /// Whether an instance is indexed or acknowledged and on its way (a read error counts as
+    /// unknown: the claim under the lock in [`Index::accept`] decides).
+    fn known(&self, sop_instance_uid: &str) -> bool {
+        self.in_flight
+            .lock()
+            .expect("in-flight set poisoned")
+            .contains_key(&key_of(sop_instance_uid))
+            || self
+                .catalog
+                .records_of_instance(sop_instance_uid)
+                .is_ok_and(|records| !records.is_empty())
+    }
+
     /// Offers one DICOM instance (Part-10 bytes or a bare data set) to the index; answers once it
     /// is durable, a duplicate, a non-image object, or refused.
     pub async fn accept(&self, dicom: Vec<u8>) -> Result<AcceptOutcome, IndexError> {
-        let limits = self.limits;
-        let engine = self.engine.clone();
-        let (dicom, examined) = tokio::task::spawn_blocking(move || {
-            let examined = examine(&dicom, &limits, &engine);
-            (dicom, examined)
-        })
-        .await
-        .map_err(|_| IndexError::Stopped)?;
+        // Parsing and decoding are CPU work: done in place, with the runtime told so.
+        let examined = tokio::task::block_in_place(|| {
+            examine(&dicom, &self.limits, &self.engine, |sop| self.known(sop))
+        });
         let prepared = match examined {
             Err(error) => {
                 return Ok(AcceptOutcome::Refused {
@@ -135,6 +157,9 @@ impl Index {
             Ok(Examined::NonImage) => {
                 self.counters.non_image.fetch_add(1, Ordering::Relaxed);
                 return Ok(AcceptOutcome::NonImage);
+            }
+            Ok(Examined::Duplicate(sop_instance_uid)) => {
+                return Ok(AcceptOutcome::Duplicate { sop_instance_uid });
             }
             Ok(Examined::Image(prepared)) => prepared,
         };

@@ -156,8 +156,9 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>) {
             Work::Skip { .. } => {}
             Work::Delete { seq, target, reply } => {
                 // Everything before the delete is indexed and committed first, so the delete sees it.
-                index_instances(index, std::mem::take(&mut instances)).await;
+                let keys = index_instances(index, std::mem::take(&mut instances)).await;
                 checkpoint(index, seq.saturating_sub(1));
+                index.release(&keys);
                 let outcome = apply_delete(index, &target, seq);
                 if let Err(message) = &outcome {
                     tracing::error!(level = target.level(), %message, "delete failed");
@@ -168,16 +169,20 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>) {
             }
         }
     }
-    index_instances(index, instances).await;
+    let keys = index_instances(index, instances).await;
     checkpoint(index, last_seq);
+    // Only now, committed and visible to the catalog's duplicate check, do they leave the
+    // in-flight set (earlier, a copy arriving in between would be indexed twice).
+    index.release(&keys);
     index.counters.pending.fetch_sub(count, Ordering::Relaxed);
 }
 
 /// Encodes every frame of `instances` concurrently, then appends codes and catalog entries in
 /// log order.
-async fn index_instances(index: &Arc<Index>, instances: Vec<(u64, Box<Prepared>)>) {
+/// Returns the instance keys it applied.
+async fn index_instances(index: &Arc<Index>, instances: Vec<(u64, Box<Prepared>)>) -> Vec<u64> {
     if instances.is_empty() {
-        return;
+        return Vec::new();
     }
     let mut tasks = JoinSet::new();
     for (i, (_, prepared)) in instances.iter().enumerate() {
@@ -231,8 +236,11 @@ async fn index_instances(index: &Arc<Index>, instances: Vec<(u64, Box<Prepared>)
             Ok(range) => {
                 let view = store.view();
                 let mut search = index.search.write().expect("search lock poisoned");
-                if let Some(projections) = search.index.as_mut() {
-                    projections.extend(&index.tables, view.normal(), view.abnormal());
+                match search.index.as_mut() {
+                    Some(projections) => {
+                        projections.extend(&index.tables, view.normal(), view.abnormal())
+                    }
+                    None => index.build_search_index_when_worth_it(view.len()),
                 }
                 Some(range)
             }
@@ -250,10 +258,7 @@ async fn index_instances(index: &Arc<Index>, instances: Vec<(u64, Box<Prepared>)
             tracing::error!(%error, "adding catalog entries failed");
         }
     }
-    let mut in_flight = index.in_flight.lock().expect("in-flight set poisoned");
-    for (_, prepared) in &instances {
-        in_flight.remove(&prepared.keys_instance);
-    }
+    instances.iter().map(|(_, p)| p.keys_instance).collect()
 }
 
 /// Encodes one frame, waiting while the encoder queue is full.

@@ -21,7 +21,7 @@ pub mod query;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -62,6 +62,9 @@ pub enum IndexError {
     Stopped,
 }
 
+/// Records from which search uses (and builds) its lower-bound projections.
+pub const PROJECTIONS_FROM: usize = 4096;
+
 /// How the index is set up.
 #[derive(Debug, Clone)]
 pub struct IndexOptions {
@@ -98,6 +101,8 @@ pub struct Index {
     in_flight: Mutex<HashMap<u64, String>>,
     /// Arrivals per study, for the watch stream.
     tracker: Arc<StudyTracker>,
+    /// Set once the search projections are being built (or built).
+    building: AtomicBool,
     work: mpsc::UnboundedSender<Work>,
     /// What the statistics call reports.
     pub counters: Counters,
@@ -168,10 +173,8 @@ impl Index {
                 .map(|(i, _)| i as RecordId)
                 .collect();
             SearchState {
-                // An empty store builds at once; a large one in the background (see below).
-                index: view.is_empty().then(|| {
-                    SearchIndex::build(&tables, view.positions(), view.normal(), view.abnormal())
-                }),
+                // Built in the background once the store is large enough to need it.
+                index: None,
                 deleted,
             }
         };
@@ -187,6 +190,7 @@ impl Index {
             tables,
             in_flight: Mutex::new(HashMap::new()),
             tracker: StudyTracker::new(options.quiet_period),
+            building: AtomicBool::new(false),
             work: tx,
             counters: Counters::default(),
         });
@@ -220,7 +224,7 @@ impl Index {
             let (seq, record) = entry?;
             let work = match record {
                 WalRecord::Instance { dicom } => {
-                    match accept::examine(&dicom, &self.limits, &self.engine) {
+                    match accept::examine(&dicom, &self.limits, &self.engine, |_| false) {
                         Ok(accept::Examined::Image(prepared)) => {
                             self.in_flight
                                 .lock()
@@ -231,7 +235,8 @@ impl Index {
                                 );
                             Work::Instance { seq, prepared }
                         }
-                        Ok(accept::Examined::NonImage) | Err(_) => Work::Skip { seq },
+                        Ok(accept::Examined::NonImage | accept::Examined::Duplicate(_))
+                        | Err(_) => Work::Skip { seq },
                     }
                 }
                 WalRecord::Delete { target } => Work::Delete {
@@ -245,6 +250,16 @@ impl Index {
             queued += 1;
         }
         Ok(queued)
+    }
+
+    /// Starts building the search projections in the background once the store holds
+    /// [`PROJECTIONS_FROM`] records (a smaller index is scanned fast enough without them, and
+    /// fitting them while it grows would refit at every doubling). SERVING never waits for it.
+    fn build_search_index_when_worth_it(self: &Arc<Self>, records: usize) {
+        if records >= PROJECTIONS_FROM && !self.building.swap(true, Ordering::AcqRel) {
+            let index = self.clone();
+            tokio::task::spawn_blocking(move || index.build_search_index());
+        }
     }
 
     /// Builds the search projections over every stored record and installs them; appends
@@ -271,6 +286,14 @@ impl Index {
     /// The model the index serves.
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
+    }
+
+    /// Takes applied instances out of the in-flight set, once their records are committed.
+    fn release(&self, keys: &[u64]) {
+        let mut in_flight = self.in_flight.lock().expect("in-flight set poisoned");
+        for key in keys {
+            in_flight.remove(key);
+        }
     }
 
     /// Arrivals per study and the announcements of received studies.
