@@ -25,15 +25,15 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 MODEL ?= models/phantom-v1
 TRAIN_CONFIG ?= training/configs/phantom-v1.toml
 
-.PHONY: run test bench build eval train-default deps deps-apt deps-torch deps-ort deps-py deps-bench lint fmt clean-cache
+.PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-bench lint fmt clean-cache
 
 ## run: build the service and start it on the shipped model, a local data folder and default ports.
-run: deps-ort
+run: deps-ort deps-build
 	cargo build --release -p diptych-service
 	$(CARGO_TARGET_DIR)/release/diptych serve --model $(MODEL) --data-dir data
 
 ## test: every test of the workspace, training and ONNX parity included, plus formatting and lints.
-test: deps deps-apt
+test: deps deps-build deps-apt
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --release
@@ -49,20 +49,28 @@ train-default: deps
 	$(CARGO_TARGET_DIR)/release/diptych-train train --config $(TRAIN_CONFIG) --out $(CACHE)/runs/phantom-v1
 	$(CARGO_TARGET_DIR)/release/diptych-train export --checkpoint $(CACHE)/runs/phantom-v1/last.ot --config $(TRAIN_CONFIG) --out $(MODEL)
 
-## bench: every benchmark of the README's performance section; ends with one JSON line each.
-bench: deps deps-apt deps-bench
+## bench: every benchmark of the README's performance section: tables as they run, then one JSON
+## line per benchmark row (also kept in $(CACHE)/bench.jsonl).
+DIPTYCH := $(CARGO_TARGET_DIR)/release/diptych
+bench: deps deps-build deps-apt deps-bench
 	cargo build --release -p diptych-service
-	$(CARGO_TARGET_DIR)/release/diptych bench encode --model $(MODEL)
-	$(CARGO_TARGET_DIR)/release/diptych bench search --model $(MODEL)
-	$(CARGO_TARGET_DIR)/release/diptych bench ready --model $(MODEL) --data-dir $(CACHE)/bench-ready
-	$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(CARGO_TARGET_DIR)/release/diptych --model $(MODEL) --work $(CACHE)/bench-cstore
+	@rm -f $(CACHE)/bench.jsonl
+	$(DIPTYCH) bench encode --model $(MODEL) --json >> $(CACHE)/bench.jsonl
+	$(DIPTYCH) bench search --model $(MODEL) --json >> $(CACHE)/bench.jsonl
+	$(DIPTYCH) bench ready --model $(MODEL) --data-dir $(CACHE)/bench-ready --json >> $(CACHE)/bench.jsonl
+	$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(DIPTYCH) --model $(MODEL) \
+		--work $(CACHE)/bench-cstore --json >> $(CACHE)/bench.jsonl
 	@echo "--- one JSON line per benchmark ---"
-	@$(CARGO_TARGET_DIR)/release/diptych bench encode --model $(MODEL) --json --seconds 3
-	@$(CARGO_TARGET_DIR)/release/diptych bench search --model $(MODEL) --json --queries 100
-	@$(CARGO_TARGET_DIR)/release/diptych bench ready --model $(MODEL) --data-dir $(CACHE)/bench-ready --json
-	@$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(CARGO_TARGET_DIR)/release/diptych --model $(MODEL) --work $(CACHE)/bench-cstore --json
+	@cat $(CACHE)/bench.jsonl
 
 deps: deps-torch deps-ort deps-py
+
+## deps-build: cmake, which builds the CharLS (JPEG-LS) decoder that dicom-pixeldata compiles in.
+deps-build:
+	@if [ ! -x /usr/bin/cmake ]; then \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q cmake; \
+	fi
 
 ## deps-apt: the DICOM peers of the tests and benchmarks, from Debian: dcmtk (storescu, echoscu,
 ## dcmcjpeg, dcmcjpls, dcmcrle, storescp), GDCM's gdcmconv (JPEG 2000), Orthanc (benchmark).

@@ -16,7 +16,8 @@
 //! | [`error`] | [`AdapterError`]: what went wrong, named so a sender can fix it |
 //!
 //! Codecs: the `native` feature of dicom-pixeldata (JPEG baseline/extended/lossless, RLE,
-//! deflate, in pure Rust) and `openjp2` (JPEG 2000 through OpenJPEG compiled to Rust).
+//! deflate, in pure Rust), `openjp2` (JPEG 2000 through OpenJPEG compiled to Rust) and `charls`
+//! (JPEG-LS through CharLS, built with cmake).
 //!
 //! ```
 //! use diptych::phantom::{PhantomConfig, PhantomGenerator};

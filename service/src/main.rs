@@ -275,12 +275,7 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
                 script: bench::script("torch_encode.py"),
             })
             .await?;
-            if json {
-                bench::print_json(&rows)
-            } else {
-                encode::print_table(&rows);
-                Ok(())
-            }
+            bench::report(json, &encode::table(&rows), &rows)
         }
         BenchCommand::Search {
             model,
@@ -297,12 +292,7 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
                 faiss: !no_faiss,
             })
             .await?;
-            if json {
-                bench::print_json(&report.rows)
-            } else {
-                search::print_table(&report);
-                Ok(())
-            }
+            bench::report(json, &search::table(&report), &report.rows)
         }
         BenchCommand::Ready {
             model,
@@ -316,12 +306,7 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
                 data_dir,
             })
             .await?;
-            if json {
-                bench::print_json(&[row])
-            } else {
-                ready::print_table(&row);
-                Ok(())
-            }
+            bench::report(json, &ready::table(&row), &[row])
         }
     }
 }

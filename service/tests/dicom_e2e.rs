@@ -164,8 +164,6 @@ struct Syntax {
     lossy: bool,
 }
 
-/// JPEG-LS is left out: this build has no CharLS decoder, so the listener does not offer it
-/// (dicom-adapter's tests check that its contexts are refused).
 const SYNTAXES: &[Syntax] = &[
     Syntax {
         name: "implicit-le",
@@ -207,6 +205,13 @@ const SYNTAXES: &[Syntax] = &[
         eight_bit: false,
         convert: Some(("dcmcjpeg", &["+e1"])),
         propose: &["-xs", "-R"],
+        lossy: false,
+    },
+    Syntax {
+        name: "jpeg-ls",
+        eight_bit: false,
+        convert: Some(("dcmcjpls", &[])),
+        propose: &["-xt", "-R"],
         lossy: false,
     },
     Syntax {

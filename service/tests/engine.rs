@@ -140,3 +140,55 @@ fn a_missing_library_is_a_clear_start_up_error() {
         "{err}"
     );
 }
+
+/// Whether this machine has an NVIDIA GPU (a device node, as the driver creates it).
+fn gpu_present() -> bool {
+    std::path::Path::new("/dev/nvidia0").exists()
+}
+
+/// Where a GPU exists, `cuda` must register (with the onnxruntime-gpu library in
+/// `DIPTYCH_ORT_GPU_LIBRARY`, or ORT_DYLIB_PATH) and give the CPU's codes; elsewhere, asking
+/// for `cuda` must fail with a message that says what to install, and `auto` must fall back to
+/// the CPU.
+#[test]
+fn cuda_is_used_where_a_gpu_exists_and_refused_clearly_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let toy = Toy::default();
+    write_toy(dir.path(), &toy);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let _guard = runtime.enter();
+    let with = |provider| EngineOptions {
+        execution_provider: provider,
+        ..options(4, 1)
+    };
+    if gpu_present() {
+        if let Some(gpu) = std::env::var_os("DIPTYCH_ORT_GPU_LIBRARY") {
+            // SAFETY: set before any ONNX Runtime environment exists in this test process.
+            unsafe { std::env::set_var("ORT_DYLIB_PATH", gpu) };
+        }
+        let engine = start(dir.path(), with(ExecutionProvider::Cuda))
+            .expect("a GPU is present: the CUDA execution provider must register");
+        assert_eq!(engine.provider(), Provider::Cuda);
+        let image = blocks(&toy, |r, c| (r * toy.grid + c) as f32 / 16.0);
+        let code = runtime.block_on(engine.encode(image.clone())).unwrap();
+        let cpu = start(dir.path(), with(ExecutionProvider::Cpu)).unwrap();
+        assert_eq!(
+            runtime.block_on(cpu.encode(image)).unwrap().normal,
+            code.normal
+        );
+        eprintln!("CUDA execution provider ran and matched the CPU");
+    } else {
+        let error = start(dir.path(), with(ExecutionProvider::Cuda))
+            .expect_err("no GPU here: cuda must be refused");
+        assert!(
+            error.contains("CUDA execution provider is not available")
+                && error.contains("--execution-provider cpu"),
+            "{error}"
+        );
+        let engine = start(dir.path(), with(ExecutionProvider::Auto)).unwrap();
+        assert_eq!(engine.provider(), Provider::Cpu);
+        eprintln!(
+            "NOT RUN: the CUDA path needs a GPU (none on this machine); checked the CPU fallback"
+        );
+    }
+}

@@ -54,7 +54,11 @@ fn write_data(dir: &Path) -> std::path::PathBuf {
     let mut truth = Vec::new();
     for index in 0..SUBJECTS * SLICES_PER_SUBJECT {
         let slice = generator.slice(index);
-        let year = if slice.subject.is_multiple_of(2) { 2019 } else { 2020 };
+        let year = if slice.subject.is_multiple_of(2) {
+            2019
+        } else {
+            2020
+        };
         let date = format!("{year}0{}15", 1 + slice.subject % 9);
         let mut instance = SyntheticInstance::from_phantom(&slice);
         instance.set(tags::STUDY_DATE, VR::DA, date.clone());

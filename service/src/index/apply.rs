@@ -169,8 +169,18 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>) {
             }
         }
     }
+    let started = Instant::now();
+    let frames: usize = instances.iter().map(|(_, p)| p.frames.len()).sum();
     let keys = index_instances(index, instances).await;
+    let indexed = started.elapsed();
     checkpoint(index, last_seq);
+    tracing::debug!(
+        entries = count,
+        frames,
+        index_ms = indexed.as_secs_f64() * 1e3,
+        checkpoint_ms = (started.elapsed() - indexed).as_secs_f64() * 1e3,
+        "chunk applied"
+    );
     // Only now, committed and visible to the catalog's duplicate check, do they leave the
     // in-flight set (earlier, a copy arriving in between would be indexed twice).
     index.release(&keys);

@@ -2,6 +2,7 @@
 //! the dynamic batcher) at batch 1 and 32, side by side in one run with PyTorch eager inference
 //! of the same weights on the same slices and the same number of threads.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -200,14 +201,17 @@ fn tempfile_dir() -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
-/// Prints the rows as a table.
-pub fn print_table(rows: &[EncodeRow]) {
-    println!(
+/// The rows as a table.
+pub fn table(rows: &[EncodeRow]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{:>6}  {:>8}  {:>14}  {:>16}  {:>7}  {:>10}",
         "batch", "threads", "ort slices/s", "torch slices/s", "ratio", "agreement"
     );
     for r in rows {
-        println!(
+        let _ = writeln!(
+            out,
             "{:>6}  {:>8}  {:>14.1}  {:>16.1}  {:>6.2}x  {:>9.4}",
             r.batch,
             r.threads,
@@ -217,4 +221,5 @@ pub fn print_table(rows: &[EncodeRow]) {
             r.index_agreement
         );
     }
+    out
 }

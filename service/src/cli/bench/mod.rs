@@ -31,8 +31,14 @@ pub fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// Prints rows as JSON lines.
-pub fn print_json<T: serde::Serialize>(rows: &[T]) -> anyhow::Result<()> {
+/// Prints the table on stdout, or with `json` the table on stderr and one JSON object per row
+/// on stdout (so `make bench` can collect the lines).
+pub fn report<T: serde::Serialize>(json: bool, table: &str, rows: &[T]) -> anyhow::Result<()> {
+    if !json {
+        print!("{table}");
+        return Ok(());
+    }
+    eprint!("{table}");
     for row in rows {
         println!("{}", serde_json::to_string(row)?);
     }

@@ -10,6 +10,7 @@
 //!   the same server on an empty folder: memory per indexed slice, against the raw code bytes
 //!   (2·P per record) and the catalog's bytes on disk per record.
 
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -179,7 +180,12 @@ fn metadata_of(i: usize) -> InstanceMetadata {
             1 + series % 28
         ),
         study_time: "120000".into(),
-        modality: if series.is_multiple_of(10) { "CT" } else { "MR" }.into(),
+        modality: if series.is_multiple_of(10) {
+            "CT"
+        } else {
+            "MR"
+        }
+        .into(),
         body_part: "BRAIN".into(),
         study_description: "MRI brain with contrast".into(),
         series_description: "T1 post contrast".into(),
@@ -200,7 +206,7 @@ fn metadata_of(i: usize) -> InstanceMetadata {
 }
 
 /// Starts `diptych serve` on `data`, waits for SERVING, runs one search over every record,
-/// and returns (seconds to SERVING, resident bytes after the search).
+/// and returns (seconds to SERVING, resident bytes once they settle).
 async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<(f64, u64)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
@@ -271,8 +277,23 @@ async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<
         })
         .await
         .context("the warming search failed")?;
-    let rss = resident_bytes(server.0.id())?;
-    Ok((ready, rss))
+    // The search projections are built in the background after SERVING: wait until the
+    // resident size settles (unchanged within 1 % for 2 s) before reading it.
+    let pid = server.0.id();
+    let mut last = resident_bytes(pid)?;
+    let mut stable_since = Instant::now();
+    let settling = Instant::now();
+    while stable_since.elapsed() < Duration::from_secs(2)
+        && settling.elapsed() < Duration::from_secs(60)
+    {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let now = resident_bytes(pid)?;
+        if (now as f64 - last as f64).abs() > 0.01 * last as f64 {
+            stable_since = Instant::now();
+        }
+        last = now;
+    }
+    Ok((ready, last))
 }
 
 struct KillOnDrop(Child);
@@ -310,21 +331,30 @@ fn folder_bytes(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
-/// Prints the row as a table.
-pub fn print_table(r: &ReadyRow) {
-    println!("records                      {}", r.records);
-    println!(
+/// The row as a table.
+pub fn table(r: &ReadyRow) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "records                      {}", r.records);
+    let _ = writeln!(
+        out,
         "start to SERVING             {:.2} s (empty folder: {:.2} s)",
         r.ready_s, r.empty_ready_s
     );
-    println!(
+    let _ = writeln!(
+        out,
         "resident per indexed slice   {:.0} bytes",
         r.resident_bytes_per_slice
     );
-    println!("raw code bytes per slice     {}", r.code_bytes_per_slice);
-    println!(
+    let _ = writeln!(
+        out,
+        "raw code bytes per slice     {}",
+        r.code_bytes_per_slice
+    );
+    let _ = writeln!(
+        out,
         "catalog on disk per slice    {:.0} bytes",
         r.catalog_bytes_per_slice
     );
-    println!("bar ratio (≤ 1 meets it)     {:.2}", r.bar_ratio);
+    let _ = writeln!(out, "bar ratio (≤ 1 meets it)     {:.2}", r.bar_ratio);
+    out
 }

@@ -1,6 +1,7 @@
 //! `diptych bench search`: the search benchmark of [`diptych_service::search::bench`] on the
 //! serving model's encodings of phantom slices, with progress bars.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -73,9 +74,11 @@ pub async fn run(options: &SearchBench) -> anyhow::Result<SearchBenchReport> {
     Ok(report?)
 }
 
-/// Prints the report as a table.
-pub fn print_table(report: &SearchBenchReport) {
-    println!(
+/// The report as a table.
+pub fn table(report: &SearchBenchReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
         "{:>9}  {:>8}  {:>6}  {:>8}  {:>8}  {:>9}  {:>9}  {:>8}  {:>8}  identical",
         "records",
         "mode",
@@ -88,7 +91,8 @@ pub fn print_table(report: &SearchBenchReport) {
         "x faiss"
     );
     for r in &report.rows {
-        println!(
+        let _ = writeln!(
+            out,
             "{:>9}  {:>8}  {:>6}  {:>8.2}  {:>8.2}  {:>9.2}  {:>9}  {:>7.1}x  {:>8}  {}",
             r.records,
             r.mode,
@@ -103,8 +107,10 @@ pub fn print_table(report: &SearchBenchReport) {
             r.identical
         );
     }
-    println!(
+    let _ = writeln!(
+        out,
         "search index: built in {:.2} s, {:.1} bytes/record (codes: {} bytes/record)",
         report.index_build_s, report.index_bytes_per_record, report.code_bytes_per_record
     );
+    out
 }
