@@ -109,6 +109,22 @@ pub enum AdapterError {
         /// The configured limit.
         limit: u64,
     },
+    /// A compressed frame's codestream declares a larger image than Rows × Columns (a
+    /// decompression bomb, or a corrupt header); refused before decoding.
+    #[error(
+        "a compressed frame declares {width}×{height} pixels but the instance is {cols}×{rows} \
+         (Columns × Rows); the codestream does not match its header"
+    )]
+    CodestreamTooLarge {
+        /// Width the codestream declares.
+        width: u32,
+        /// Height the codestream declares.
+        height: u32,
+        /// Rows (0028,0010).
+        rows: u32,
+        /// Columns (0028,0011).
+        cols: u32,
+    },
     /// Native pixel data holds fewer bytes than the geometry declares.
     #[error(
         "Pixel Data holds {actual} bytes but {rows}×{cols}×{frames} samples of {bits_allocated} \

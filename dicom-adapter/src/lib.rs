@@ -8,6 +8,7 @@
 //! | module | what it is for |
 //! |---|---|
 //! | [`instance`] | parse bytes (a Part-10 file or a bare data set) into an [`Instance`] |
+//! | `codestream` (private) | the image size a compressed frame's codestream declares, checked before decoding |
 //! | `framing` (private) | check every declared length against the bytes received, before the parser allocates |
 //! | [`pixels`] | check an instance's geometry against [`Limits`] and decode a frame into modality values ([`Frame`], a [`diptych::preprocess::RawFrame`] source) |
 //! | [`metadata`] | extract the catalog fields into [`InstanceMetadata`] |
@@ -34,6 +35,7 @@
 //! # Ok::<(), diptych_dicom_adapter::AdapterError>(())
 //! ```
 
+mod codestream;
 pub mod error;
 mod framing;
 pub mod instance;

@@ -206,11 +206,37 @@ impl Instance {
     }
 }
 
+/// Refuses compressed data whose codestream headers declare more pixels than Rows × Columns,
+/// before a decoder allocates what they say.
+fn check_codestreams(instance: &Instance, geometry: &Geometry) -> Result<(), AdapterError> {
+    let Ok(element) = instance.object.element(tags::PIXEL_DATA) else {
+        return Ok(());
+    };
+    let Some(fragments) = element.value().fragments() else {
+        return Ok(());
+    };
+    let allowed = u64::from(geometry.rows) * u64::from(geometry.cols);
+    for fragment in fragments {
+        if let Some((width, height)) = crate::codestream::declared_size(fragment)
+            && u64::from(width) * u64::from(height) > allowed
+        {
+            return Err(AdapterError::CodestreamTooLarge {
+                width,
+                height,
+                rows: geometry.rows,
+                cols: geometry.cols,
+            });
+        }
+    }
+    Ok(())
+}
+
 fn decode_checked(
     instance: &Instance,
     index: u32,
     geometry: &Geometry,
 ) -> Result<Frame, AdapterError> {
+    check_codestreams(instance, geometry)?;
     let decoded = instance
         .object
         .decode_pixel_data_frame(index)

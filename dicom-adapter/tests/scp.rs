@@ -608,15 +608,20 @@ async fn sixteen_pynetdicom_associations_of_200_instances_all_arrive() {
         "pynetdicom load failed: {stdout}{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or("{}"))
+        .unwrap_or_else(|e| panic!("the load script's last line is not JSON ({e}): {stdout}"));
+    // An instance whose response pynetdicom did not see in time is sent again (see the script).
+    let resent = report["lost_responses"].as_array().map_or(0, Vec::len);
     let received = listener.sink.take();
     let uids: HashSet<&str> = received
         .iter()
         .map(|r| r.sop_instance_uid.as_str())
         .collect();
-    assert_eq!(
-        received.len(),
-        ASSOCIATIONS * INSTANCES,
-        "every acknowledged instance reached the sink once"
+    assert!(
+        (ASSOCIATIONS * INSTANCES..=ASSOCIATIONS * INSTANCES + resent).contains(&received.len()),
+        "every acknowledged instance reached the sink once (plus at most the {resent} sent \
+         again): {} received",
+        received.len()
     );
     assert_eq!(uids.len(), ASSOCIATIONS * INSTANCES);
     for a in 1..=ASSOCIATIONS {

@@ -361,8 +361,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
             error_comment: response.comment.as_deref(),
         }
         .encode();
-        if let Err(e) = self.wire.send_command(context_id, bytes).await {
-            warn!(peer = %self.peer, error = %e, "cannot send the response");
+        match self.wire.send_command(context_id, bytes).await {
+            Ok(()) => debug!(
+                peer = %self.peer,
+                message_id = command.message_id,
+                status = response.status,
+                "answered"
+            ),
+            Err(e) => warn!(peer = %self.peer, error = %e, "cannot send the response"),
         }
     }
 

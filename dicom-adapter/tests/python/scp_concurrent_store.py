@@ -3,8 +3,10 @@
 Opens ASSOCIATIONS associations at once (one process each, so that Python's GIL does not
 serialise them); each sends INSTANCES instances made
 from the template file, every one with its own SOP Instance UID (<root>.<association>.<n>), and
-checks every C-STORE status. Prints one JSON line: {"sent": n, "failures": [...], "seconds": s}.
-Exits 1 if any association failed to open or any status was not 0x0000.
+checks every C-STORE status. A C-STORE whose response does not come within pynetdicom's DIMSE
+timeout is reported under "lost_responses" and sent again on a new association. Prints one JSON
+line: {"sent": n, "failures": [...], "lost_responses": [...], "seconds": s}. Exits 1 if any
+association failed to open or any status was not 0x0000.
 
 usage: scp_concurrent_store.py HOST PORT CALLED_AE TEMPLATE.dcm ASSOCIATIONS INSTANCES UID_ROOT
 """
@@ -28,15 +30,22 @@ def run_association(host, port, called, path, index, count, root, queue):
     queue.put(results)
 
 
+def associate(ae, host, port, called, index, results):
+    assoc = ae.associate(host, port, ae_title=called)
+    if not assoc.is_established:
+        results.append(("association", index, "not established"))
+        return None
+    return assoc
+
+
 def associate_and_send(host, port, called, template, index, count, root, results):
     ae = AE(ae_title=f"LOAD{index:02d}")
     ae.add_requested_context(MRImageStorage)
     ae.acse_timeout = 30
     ae.dimse_timeout = 60
     ae.network_timeout = 60
-    assoc = ae.associate(host, port, ae_title=called)
-    if not assoc.is_established:
-        results.append(("association", index, "not established"))
+    assoc = associate(ae, host, port, called, index, results)
+    if assoc is None:
         return
     sent = 0
     try:
@@ -47,12 +56,22 @@ def associate_and_send(host, port, called, template, index, count, root, results
             ds.file_meta.MediaStorageSOPInstanceUID = uid
             status = assoc.send_c_store(ds)
             code = getattr(status, "Status", None)
+            if code is None:
+                # No response before the DIMSE timeout: pynetdicom aborts the association.
+                # Reported (as "lost"), then the instance is sent again on a new association,
+                # as a modality would; the server keeps it once.
+                results.append(("lost", index, n))
+                assoc = associate(ae, host, port, called, index, results)
+                if assoc is None:
+                    return
+                code = getattr(assoc.send_c_store(ds), "Status", None)
             if code != 0x0000:
                 results.append(("status", index, n, code))
             else:
                 sent += 1
     finally:
-        assoc.release()
+        if assoc is not None and assoc.is_established:
+            assoc.release()
     results.append(("sent", index, sent))
 
 
@@ -77,8 +96,9 @@ def main():
         process.join()
     seconds = time.monotonic() - start
     sent = sum(r[2] for r in results if r[0] == "sent")
-    failures = [r for r in results if r[0] != "sent"]
-    print(json.dumps({"sent": sent, "failures": failures[:20], "seconds": seconds}))
+    lost = [r for r in results if r[0] == "lost"]
+    failures = [r for r in results if r[0] not in ("sent", "lost")]
+    print(json.dumps({"sent": sent, "failures": failures[:20], "lost_responses": lost, "seconds": seconds}))
     sys.exit(1 if failures or sent != associations * instances else 0)
 
 

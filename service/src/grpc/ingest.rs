@@ -112,6 +112,9 @@ impl IngestService for IngestApi {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let index = self.state.index()?;
+        let caller = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let target = match request.into_inner().target.and_then(|t| t.level) {
             None => {
                 return Err(invalid(
@@ -137,7 +140,17 @@ impl IngestService for IngestApi {
         if target.identifier().trim().is_empty() {
             return Err(invalid(field, "is empty; name what to delete"));
         }
+        let level = target.level();
         let counts = index.delete(target).await.map_err(index_error)?;
+        // The audit trail: who deleted at which level, and how much; never the identifier.
+        tracing::info!(
+            target: "audit",
+            %caller,
+            level,
+            records = counts.records,
+            instances = counts.instances,
+            "delete"
+        );
         if counts.records == 0 {
             return Err(Status::not_found(format!(
                 "{field}: no indexed record matches; nothing was deleted"

@@ -240,6 +240,9 @@ impl SearchService for SearchApi {
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
         let index = self.state.index()?;
+        let caller = request
+            .remote_addr()
+            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
         let r = request.into_inner();
         let model_id = index.engine().manifest().model_id.clone();
         let size = index.engine().geometry().size;
@@ -255,7 +258,29 @@ impl SearchService for SearchApi {
             include_thumbnails: r.include_thumbnails,
             exclude_query: r.exclude_query,
         };
-        let outcome = index.search(spec).await.map_err(query_error)?;
+        let query_kind = match &spec.query {
+            QuerySource::Image(_) => "image",
+            QuerySource::Indexed { .. } => "indexed",
+            QuerySource::Codes(_) => "codes",
+            QuerySource::Composite { .. } => "composite",
+        };
+        let (filtered, top_k) = (!spec.filter.trim().is_empty(), spec.top_k);
+        let outcome = index.search(spec).await;
+        // The audit trail: who searched, how, and how many hits went back. Never the query's
+        // identifiers or the filter text, which may name a patient.
+        tracing::info!(
+            target: "audit",
+            %caller,
+            query = query_kind,
+            mode = r.mode,
+            grouping = r.grouping,
+            filtered,
+            top_k,
+            hits = outcome.as_ref().map_or(0, |o| o.hits.len()),
+            ok = outcome.is_ok(),
+            "search"
+        );
+        let outcome = outcome.map_err(query_error)?;
         let viewer = self.state.viewer_url_template.clone();
         let hits = outcome
             .hits

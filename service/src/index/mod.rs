@@ -202,17 +202,9 @@ impl Index {
                 "write-ahead log replay queued"
             );
         }
-        if index
-            .search
-            .read()
-            .expect("search lock poisoned")
-            .index
-            .is_none()
-        {
-            // The projections of a large index take seconds: SERVING does not wait for them.
-            let building = index.clone();
-            tokio::task::spawn_blocking(move || building.build_search_index());
-        }
+        // The projections of a large index take seconds: SERVING does not wait for them.
+        let records = index.codes.read().expect("code store lock poisoned").len();
+        index.build_search_index_when_worth_it(records);
         tokio::spawn(apply::run(index.clone(), rx, checkpoint.applied_seq + 1));
         Ok(index)
     }
