@@ -337,8 +337,8 @@ impl Index {
     }
 }
 
-/// Total size of the files in a folder (not recursive into symlinks), 0 when absent.
-fn folder_bytes(dir: &Path) -> u64 {
+/// Total size of the files in a folder and its subfolders, 0 when absent.
+pub fn folder_bytes(dir: &Path) -> u64 {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return 0;
     };

@@ -21,8 +21,8 @@ use diptych::api::v1::search_service_client::SearchServiceClient;
 use diptych::api::v1::{Query, SearchMode, SearchRequest, SliceCodes, query};
 use diptych_dicom_adapter::InstanceMetadata;
 use diptych_service::catalog::{Catalog, CatalogEntry, Checkpoint};
+use diptych_service::index::folder_bytes;
 use diptych_service::record::{RecordKeys, key_of};
-use diptych_service::search::DistanceTables;
 use diptych_service::search::bench::{phantom_encodings, replicate};
 use diptych_service::store::{CodeStore, ModelStamp, NewRecord};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,7 +30,7 @@ use serde::Serialize;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::cli::engine::start_engine;
+use crate::cli::engine::{distance_tables, start_engine};
 
 /// Options of the ready benchmark.
 #[derive(Debug, Clone)]
@@ -100,13 +100,7 @@ async fn build(model: &Path, data: &Path, records: usize) -> anyhow::Result<usiz
     }
     let _ = std::fs::remove_dir_all(data);
     let seeds = phantom_encodings(&engine, 1, 0, 2048).await?;
-    let c = engine.codebooks();
-    let tables = DistanceTables::new(
-        &c.normal.values,
-        &c.abnormal.values,
-        c.normal.size,
-        c.normal.dim,
-    )?;
+    let tables = distance_tables(&engine)?;
     let (normal, abnormal) = replicate(&tables, &seeds, records, 11);
     let mut store = CodeStore::open(
         data.join("codes"),
@@ -314,21 +308,6 @@ fn resident_bytes(pid: u32) -> anyhow::Result<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .context("no VmRSS in /proc/<pid>/status")?;
     Ok(kb * 1024)
-}
-
-fn folder_bytes(dir: &Path) -> u64 {
-    std::fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => folder_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
 }
 
 /// The row as a table.

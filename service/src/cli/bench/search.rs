@@ -6,14 +6,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use diptych_service::search::DistanceTables;
 use diptych_service::search::bench::{
     FaissBaseline, SearchBenchConfig, SearchBenchReport, phantom_encodings, run_search_bench,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{bench_python, script};
-use crate::cli::engine::start_engine;
+use crate::cli::engine::{distance_tables, start_engine};
 
 /// Options of the search benchmark.
 #[derive(Debug, Clone)]
@@ -39,13 +38,7 @@ pub async fn run(options: &SearchBench) -> anyhow::Result<SearchBenchReport> {
     let seeds = phantom_encodings(&engine, 1, 0, options.seeds).await?;
     let held_out = phantom_encodings(&engine, 2, 0, 256).await?;
     spinner.finish_and_clear();
-    let c = engine.codebooks();
-    let tables = DistanceTables::new(
-        &c.normal.values,
-        &c.abnormal.values,
-        c.normal.size,
-        c.normal.dim,
-    )?;
+    let tables = distance_tables(&engine)?;
     let workdir = std::env::temp_dir().join(format!("diptych-bench-search-{}", std::process::id()));
     let config = SearchBenchConfig {
         records: options.records,
