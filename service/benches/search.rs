@@ -50,14 +50,7 @@ async fn search_bench_on_phantom_encodings() {
         },
     )
     .unwrap();
-    let books = engine.codebooks();
-    let tables = DistanceTables::new(
-        &books.normal.values,
-        &books.abnormal.values,
-        books.normal.size,
-        books.normal.dim,
-    )
-    .unwrap();
+    let tables = DistanceTables::of(engine.codebooks()).unwrap();
     let seeds = phantom_encodings(&engine, 11, 0, env_usize("DIPTYCH_BENCH_SEEDS", 640) as u64)
         .await
         .unwrap();

@@ -7,7 +7,6 @@ use diptych_service::bundle::Bundle;
 use diptych_service::config::ExecutionProvider;
 use diptych_service::encoder::runtime::{environment, locate_library};
 use diptych_service::encoder::{BatcherConfig, Engine, EngineOptions};
-use diptych_service::search::DistanceTables;
 
 /// Loads `model`, opens one CPU session with `threads` threads behind a batcher of `max_batch`,
 /// and warms it up.
@@ -34,15 +33,4 @@ pub async fn start_engine(
     )?;
     engine.warm_up().await?;
     Ok(engine)
-}
-
-/// The per-codebook distance tables of the engine's model.
-pub fn distance_tables(engine: &Engine) -> anyhow::Result<DistanceTables> {
-    let c = engine.codebooks();
-    Ok(DistanceTables::new(
-        &c.normal.values,
-        &c.abnormal.values,
-        c.normal.size,
-        c.normal.dim,
-    )?)
 }

@@ -156,13 +156,7 @@ impl Index {
         for corruption in &recovery.corruptions {
             tracing::warn!(%corruption, "write-ahead log: a torn or corrupted entry was skipped");
         }
-        let codebooks = engine.codebooks();
-        let tables = DistanceTables::new(
-            &codebooks.normal.values,
-            &codebooks.abnormal.values,
-            codebooks.normal.size,
-            codebooks.normal.dim,
-        )?;
+        let tables = DistanceTables::of(engine.codebooks())?;
         let search = {
             let view = codes.view();
             let deleted: RecordSet = view

@@ -3,6 +3,7 @@
 //! the query's code at position p to every code), so a record's distance is P look-ups.
 
 use super::QueryCodes;
+use crate::bundle::codebook::Codebooks;
 
 /// Width of a query table row: one entry per possible `u8` code, so any stored code indexes a
 /// row without a bounds check. Entries for codes ≥ K are 0 (the store never holds such codes).
@@ -43,6 +44,16 @@ pub enum TablesError {
 }
 
 impl DistanceTables {
+    /// Tabulates the codebooks of a model bundle (see [`DistanceTables::new`]).
+    pub fn of(codebooks: &Codebooks) -> Result<DistanceTables, TablesError> {
+        DistanceTables::new(
+            &codebooks.normal.values,
+            &codebooks.abnormal.values,
+            codebooks.normal.size,
+            codebooks.normal.dim,
+        )
+    }
+
     /// Tabulates both codebooks (K vectors of dimension D each, row-major). Distances are
     /// computed in f64 and rounded once to f32.
     pub fn new(

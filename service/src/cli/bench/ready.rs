@@ -23,6 +23,7 @@ use diptych_dicom_adapter::InstanceMetadata;
 use diptych_service::catalog::{Catalog, CatalogEntry, Checkpoint};
 use diptych_service::index::folder_bytes;
 use diptych_service::record::{RecordKeys, key_of};
+use diptych_service::search::DistanceTables;
 use diptych_service::search::bench::{phantom_encodings, replicate};
 use diptych_service::store::{CodeStore, ModelStamp, NewRecord};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -30,7 +31,7 @@ use serde::Serialize;
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_client::HealthClient;
 
-use crate::cli::engine::{distance_tables, start_engine};
+use crate::cli::engine::start_engine;
 
 /// Options of the ready benchmark.
 #[derive(Debug, Clone)]
@@ -100,7 +101,7 @@ async fn build(model: &Path, data: &Path, records: usize) -> anyhow::Result<usiz
     }
     let _ = std::fs::remove_dir_all(data);
     let seeds = phantom_encodings(&engine, 1, 0, 2048).await?;
-    let tables = distance_tables(&engine)?;
+    let tables = DistanceTables::of(engine.codebooks())?;
     let (normal, abnormal) = replicate(&tables, &seeds, records, 11);
     let mut store = CodeStore::open(
         data.join("codes"),

@@ -6,13 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use diptych_service::search::DistanceTables;
 use diptych_service::search::bench::{
     FaissBaseline, SearchBenchConfig, SearchBenchReport, phantom_encodings, run_search_bench,
 };
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{bench_python, script};
-use crate::cli::engine::{distance_tables, start_engine};
+use crate::cli::engine::start_engine;
 
 /// Options of the search benchmark.
 #[derive(Debug, Clone)]
@@ -38,7 +39,7 @@ pub async fn run(options: &SearchBench) -> anyhow::Result<SearchBenchReport> {
     let seeds = phantom_encodings(&engine, 1, 0, options.seeds).await?;
     let held_out = phantom_encodings(&engine, 2, 0, 256).await?;
     spinner.finish_and_clear();
-    let tables = distance_tables(&engine)?;
+    let tables = DistanceTables::of(engine.codebooks())?;
     let workdir = std::env::temp_dir().join(format!("diptych-bench-search-{}", std::process::id()));
     let config = SearchBenchConfig {
         records: options.records,
