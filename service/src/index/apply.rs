@@ -217,11 +217,9 @@ async fn index_instances(index: &Arc<Index>, instances: Vec<(u64, Box<Prepared>)
     let mut entries = Vec::new();
     for ((_, prepared), codes) in instances.iter().zip(codes) {
         if codes.iter().any(Option::is_none) {
-            // Should not happen: the frames were decoded before acknowledgement. Counted and logged.
-            index
-                .counters
-                .apply_failures
-                .fetch_add(1, Ordering::Relaxed);
+            // Should not happen: the frames were decoded before acknowledgement. Each failed frame
+            // was logged above; the instance is left out whole.
+            tracing::error!("an acknowledged instance was left out: a frame failed to encode");
             continue;
         }
         for (frame, code) in codes.into_iter().flatten().enumerate() {

@@ -81,9 +81,6 @@ pub struct Counters {
     pub pending: AtomicU64,
     /// Non-image objects received.
     pub non_image: AtomicU64,
-    /// Acknowledged instances that failed when applied (should stay 0: they were decoded before
-    /// acknowledgement).
-    pub apply_failures: AtomicU64,
 }
 
 /// The searchable index of one model: write-ahead log, code store, catalog and search structures.
