@@ -190,22 +190,22 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>) {
 /// Encodes every frame of `instances` concurrently, then appends codes and catalog entries in
 /// log order.
 /// Returns the instance keys it applied.
-async fn index_instances(index: &Arc<Index>, instances: Vec<(u64, Box<Prepared>)>) -> Vec<u64> {
+async fn index_instances(index: &Arc<Index>, mut instances: Vec<(u64, Box<Prepared>)>) -> Vec<u64> {
     if instances.is_empty() {
         return Vec::new();
-    }
-    let mut tasks = JoinSet::new();
-    for (i, (_, prepared)) in instances.iter().enumerate() {
-        for (f, pixels) in prepared.frames.iter().enumerate() {
-            let engine = index.engine.clone();
-            let pixels = pixels.clone();
-            tasks.spawn(async move { (i, f, encode_with_retry(&engine, pixels).await) });
-        }
     }
     let mut codes: Vec<Vec<Option<SliceCode>>> = instances
         .iter()
         .map(|(_, p)| vec![None; p.frames.len()])
         .collect();
+    // The pixels go to the encoder; only the metadata is needed after it.
+    let mut tasks = JoinSet::new();
+    for (i, (_, prepared)) in instances.iter_mut().enumerate() {
+        for (f, pixels) in std::mem::take(&mut prepared.frames).into_iter().enumerate() {
+            let engine = index.engine.clone();
+            tasks.spawn(async move { (i, f, encode_with_retry(&engine, pixels).await) });
+        }
+    }
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((i, f, Ok(code))) => codes[i][f] = Some(code),
