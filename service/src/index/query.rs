@@ -13,8 +13,6 @@ use crate::record::{RecordId, RecordSet};
 use crate::search::{self, GroupScore, Grouping, Hit, Mode, QueryCodes};
 use crate::slice::{SliceError, SliceSource, prepare};
 
-pub use crate::search::MAX_TOP_K;
-
 /// Where a query's codes come from.
 #[derive(Debug, Clone)]
 pub enum QuerySource {
@@ -47,7 +45,7 @@ pub struct SearchSpec {
     pub mode: Mode,
     /// Catalog filter; empty keeps every record.
     pub filter: String,
-    /// Hits wanted, 1..=[`MAX_TOP_K`].
+    /// Hits wanted, 1..=[`crate::search::MAX_TOP_K`].
     pub top_k: usize,
     /// Hits per slice, series or study.
     pub grouping: Grouping,
@@ -122,27 +120,9 @@ impl QueryError {
 impl Index {
     /// Runs a search.
     pub async fn search(&self, spec: SearchSpec) -> Result<SearchOutcome, QueryError> {
+        // top_k and the weights are checked by the search itself (`search::SearchError`, mapped
+        // to the request field by `search_field`).
         let started = Instant::now();
-        if spec.top_k == 0 || spec.top_k > MAX_TOP_K {
-            return Err(QueryError::invalid(
-                "top_k",
-                format!("{} is out of range; ask for 1..{MAX_TOP_K}", spec.top_k),
-            ));
-        }
-        if let Mode::Combined {
-            normal_weight,
-            abnormal_weight,
-        } = spec.mode
-            && !(normal_weight >= 0.0
-                && normal_weight.is_finite()
-                && abnormal_weight >= 0.0
-                && abnormal_weight.is_finite())
-        {
-            return Err(QueryError::invalid(
-                "normal_weight",
-                "weights must be finite and ≥ 0 (both 0 means 1 and 1)",
-            ));
-        }
         let exclude = match (&spec.query, spec.exclude_query) {
             (_, false) => None,
             (
@@ -194,12 +174,6 @@ impl Index {
         filter: &str,
         top_k: usize,
     ) -> Result<(usize, Vec<HitView>), QueryError> {
-        if top_k == 0 || top_k > MAX_TOP_K {
-            return Err(QueryError::invalid(
-                "top_k",
-                format!("{top_k} is out of range; ask for 1..{MAX_TOP_K}"),
-            ));
-        }
         let filter = self.parse_filter(filter)?;
         let slices = self
             .catalog
