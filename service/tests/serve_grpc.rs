@@ -7,15 +7,15 @@
 //! creates in `$HOME/.cache/diptych/py-venv`. ONNX Runtime: `ORT_DYLIB_PATH` or the cache that
 //! `make deps-ort` fills.
 
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Instant;
 
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
 
 #[path = "support/serve.rs"]
 mod serve;
-use serve::{Server, free_port, python, test_bundle, wait_until_serving, workspace};
+use serve::{Server, free_port, python, test_bundle, workspace};
 
 #[test]
 fn serve_answers_a_python_grpc_client() {
@@ -55,25 +55,13 @@ fn serve_answers_a_python_grpc_client() {
     .unwrap();
 
     let addr = format!("127.0.0.1:{}", free_port());
-    let log = dir.path().join("serve.log");
     let started = Instant::now();
-    let child = Command::new(env!("CARGO_BIN_EXE_diptych"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--model")
-        .arg(&bundle)
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--grpc-addr", &addr, "--execution-provider", "cpu"])
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("starting diptych serve");
-    let mut server = Server { child, log };
-    wait_until_serving(&mut server, &addr, Duration::from_secs(180));
+    let server = Server::start(
+        &dir.path().join("data"),
+        &addr,
+        &["--config", config.to_str().unwrap()],
+        dir.path().join("serve.log"),
+    );
     let ready = started.elapsed();
 
     let output = Command::new(&python)

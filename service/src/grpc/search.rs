@@ -329,14 +329,7 @@ impl SearchService for SearchApi {
             ));
         }
         // A malformed filter is refused now, not at the first study.
-        index
-            .catalog()
-            .filter(if r.filter.trim().is_empty() {
-                ""
-            } else {
-                &r.filter
-            })
-            .map_err(|e| invalid("filter", e))?;
+        index.parse_filter(&r.filter).map_err(query_error)?;
         let mut received = index.tracker().subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let filter = r.filter;

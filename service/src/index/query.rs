@@ -226,8 +226,9 @@ impl Index {
         Ok((queries.len(), self.hydrate(hits, false).await?))
     }
 
-    /// The records a filter keeps; `None` for an empty filter.
-    fn parse_filter(&self, filter: &str) -> Result<Option<RecordSet>, QueryError> {
+    /// The records a filter keeps; `None` for an empty filter. A malformed filter is
+    /// [`QueryError::Invalid`] naming the `filter` field.
+    pub fn parse_filter(&self, filter: &str) -> Result<Option<RecordSet>, QueryError> {
         if filter.trim().is_empty() {
             return Ok(None);
         }

@@ -303,9 +303,14 @@ def main():
         )
 
 
-if __name__ == "__main__":
+def run_checks(main_function):
+    """Runs a check script's main; a failed check exits 1 saying how many passed before it."""
     try:
-        main()
+        main_function()
     except AssertionError as failure:
         print(f"FAILED after {len(CHECKS)} passing checks: {failure}", file=sys.stderr)
         sys.exit(1)
+
+
+if __name__ == "__main__":
+    run_checks(main)

@@ -18,7 +18,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from client_check import CHECKS, check, expect_error, generate_stubs  # noqa: E402
+from client_check import CHECKS, check, expect_error, generate_stubs, run_checks  # noqa: E402
 
 
 def lesion_overlap(a, b):
@@ -226,8 +226,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except AssertionError as failure:
-        print(f"FAILED after {len(CHECKS)} passing checks: {failure}", file=sys.stderr)
-        sys.exit(1)
+    run_checks(main)

@@ -79,7 +79,7 @@ impl Drop for Server {
 }
 
 /// Polls gRPC health until the server reports SERVING, failing early if the process exits.
-pub fn wait_until_serving(server: &mut Server, addr: &str, limit: Duration) {
+fn wait_until_serving(server: &mut Server, addr: &str, limit: Duration) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
