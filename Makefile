@@ -14,7 +14,10 @@ TORCH_VENV := $(CACHE)/torch-venv
 PY_VENV := $(CACHE)/py-venv
 ORT_DIR := $(CACHE)/onnxruntime-$(ORT_VERSION)
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
-TORCH_LIB = $(shell ls -d $(TORCH_VENV)/lib/python3*/site-packages/torch/lib 2>/dev/null)
+# Known before the venv exists (a fresh machine): the venv is made by $(PYTHON), so its
+# site-packages folder is named after that interpreter's version.
+PYTHON_XY := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+TORCH_LIB := $(TORCH_VENV)/lib/python$(PYTHON_XY)/site-packages/torch/lib
 
 export CARGO_TARGET_DIR ?= $(CACHE)/target
 export LIBTORCH_USE_PYTORCH := 1
