@@ -14,7 +14,12 @@ sending all the phantom files over one association:
 - diptych only, end-to-end rate to searchable: distinct instances / time from starting the senders
   until InfoService.GetIndexStats reports them all as records with nothing pending;
 - the encoder's own throughput at batch 32, from `diptych bench encode --json` (issue #3), which the
-  rate to searchable is compared with (bar: >= 90%).
+  rate to searchable is compared with (bar: >= 90%);
+- CPU time: of the storescu processes per instance sent (from wait4), and of the server process
+  (all threads, from /proc/<pid>/stat) per instance, until acknowledged (Orthanc) or searchable
+  (diptych). The encoder's CPU per slice over diptych's CPU per searchable instance is the rate to
+  searchable diptych would reach on cores of its own, relative to the encoder's: the same
+  comparison without the senders, which share this machine's cores.
 
 Every measurement starts its server afresh on an empty folder, so no run sees an earlier run's
 instances. With 8 senders of the same files (as the issue specifies) each instance arrives 8 times:
@@ -244,6 +249,12 @@ class Server:
         )
         LIVE.append(self)
 
+    def cpu_seconds(self):
+        """CPU time (user + system, all threads) the process has used so far, from /proc."""
+        with open(f"/proc/{self.process.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def check_alive(self):
         """Raises when the process has exited."""
         code = self.process.poll()
@@ -387,7 +398,8 @@ class Diptych:
 
 def send(ae_title, port, folders, work, nagle):
     """Runs one storescu per folder at once, each sending every file of its folder over one
-    association; returns (seconds until all exited, status counts over all responses)."""
+    association; returns (seconds until all exited, status counts over all responses, failures,
+    CPU seconds the storescu processes used)."""
     logs = []
     processes = []
     env = dcmtk_env(nagle)
@@ -403,7 +415,14 @@ def send(ae_title, port, folders, work, nagle):
                     argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env
                 )
             )
-        codes = [p.wait() for p in processes]
+        codes = []
+        sender_cpu = 0.0
+        for p in processes:
+            # wait4 rather than wait: the child's own CPU time comes with its exit status.
+            _, status, usage = os.wait4(p.pid, 0)
+            p.returncode = os.waitstatus_to_exitcode(status)
+            codes.append(p.returncode)
+            sender_cpu += usage.ru_utime + usage.ru_stime
         seconds = time.monotonic() - start
     finally:
         for p in processes:
@@ -421,7 +440,7 @@ def send(ae_title, port, folders, work, nagle):
         errors = [line for line in text.splitlines() if line.startswith(("E:", "F:"))]
         if code != 0 or errors:
             failures.append(f"storescu #{k} exited with {code}: " + " | ".join(errors[:5]))
-    return seconds, statuses, failures
+    return seconds, statuses, failures, sender_cpu
 
 
 def acknowledged(statuses):
@@ -444,9 +463,11 @@ def measure(target, senders, args, stubs, folders_for):
     )
     try:
         start = time.monotonic()
-        seconds, statuses, failures = send(
+        cpu_start = server.server.cpu_seconds()
+        seconds, statuses, failures, sender_cpu = send(
             server.ae_title, server.dicom_port, folders, run, args.nagle
         )
+        cpu_ack = server.server.cpu_seconds() - cpu_start
         acks = acknowledged(statuses)
         result = {
             "target": target,
@@ -458,6 +479,8 @@ def measure(target, senders, args, stubs, folders_for):
             "failures": failures,
             "ack_seconds": seconds,
             "ack_per_s": acks / seconds,
+            "sender_cpu_ms_per_instance": sender_cpu * 1e3 / sent,
+            "server_cpu_ms_per_instance_acked": cpu_ack * 1e3 / sent,
         }
         if target == "orthanc":
             result["stored"] = server.instances()
@@ -476,14 +499,18 @@ def measure(target, senders, args, stubs, folders_for):
                         f"({server.server.log_path}) ends with:\n{tail(server.server.log_path)}"
                     )
                 server.server.check_alive()
-                time.sleep(0.01)
+                # Every 25 ms: finer polling costs the server CPU it would rather spend indexing
+                # (each poll counts the catalog), and 25 ms is < 1 % of any run's time.
+                time.sleep(0.025)
             searchable = time.monotonic() - start
+            cpu_searchable = server.server.cpu_seconds() - cpu_start
             result.update(
                 {
                     "stored": int(stats.instances),
                     "records": int(stats.records),
                     "searchable_seconds": searchable,
                     "searchable_per_s": distinct / searchable,
+                    "server_cpu_ms_per_instance_searchable": cpu_searchable * 1e3 / distinct,
                 }
             )
         return result
@@ -492,24 +519,24 @@ def measure(target, senders, args, stubs, folders_for):
 
 
 def encoder_throughput(args):
-    """Slices/s of the service's encoder at batch 32 from `diptych bench encode --json`, or
-    (None, why) when that subcommand is missing or fails."""
+    """The service's encoder at batch 32 from `diptych bench encode --json`: (slices/s, CPU ms
+    per slice, None), or (None, None, why) when that subcommand is missing or fails."""
     argv = [str(args.diptych), "bench", "encode", "--model", str(args.model), "--json", "--seconds", "3"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as error:
-        return None, f"`{' '.join(argv)}` failed: {error}"
+        return None, None, f"`{' '.join(argv)}` failed: {error}"
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-        return None, f"`diptych bench encode` exited with {done.returncode}: {last}"
+        return None, None, f"`diptych bench encode` exited with {done.returncode}: {last}"
     for line in done.stdout.splitlines():
         try:
             row = json.loads(line)
         except ValueError:
             continue
         if isinstance(row, dict) and row.get("batch") == 32 and row.get("ort_slices_per_s"):
-            return float(row["ort_slices_per_s"]), None
-    return None, "`diptych bench encode --json` printed no line with batch 32 and ort_slices_per_s"
+            return float(row["ort_slices_per_s"]), row.get("ort_cpu_ms_per_slice"), None
+    return None, None, "`diptych bench encode --json` printed no line with batch 32 and ort_slices_per_s"
 
 
 # --- report ------------------------------------------------------------------------------------
@@ -525,24 +552,32 @@ def rounded(value):
     return None if value is None else round(value, 2)
 
 
-def table(results, encoder, encoder_note, args):
-    """The human-readable report."""
+def table(results, encoder, args):
+    """The human-readable report. `encoder` is (slices/s, CPU ms per slice, note)."""
+    rate, cpu, note = encoder
     copies = "distinct copies per sender" if args.distinct else "same files for every sender"
     lines = [
         f"C-STORE of {args.files} phantom MR instances ({ROWS}x{COLS} uint16, explicit VR LE), "
         f"storescu over loopback (Nagle {'on' if args.nagle else 'off'} in DCMTK), {copies}",
         f"{'target':<8} {'senders':>7} {'sent':>6} {'acked':>6} {'ack s':>8} {'ack/s':>8} "
-        f"{'searchable s':>13} {'searchable/s':>13}",
+        f"{'searchable s':>13} {'searchable/s':>13} {'sender CPU':>11} {'server CPU':>11}",
     ]
     for r in results:
         if "searchable_seconds" in r:
             s = f"{r['searchable_seconds']:13.2f} {r['searchable_per_s']:13.1f}"
+            server_cpu = r["server_cpu_ms_per_instance_searchable"]
         else:
             s = f"{'-':>13} {'-':>13}"
+            server_cpu = r["server_cpu_ms_per_instance_acked"]
         lines.append(
             f"{r['target']:<8} {r['senders']:>7} {r['sent']:>6} {r['acknowledged']:>6} "
-            f"{r['ack_seconds']:8.2f} {r['ack_per_s']:8.1f} {s}"
+            f"{r['ack_seconds']:8.2f} {r['ack_per_s']:8.1f} {s} "
+            f"{r['sender_cpu_ms_per_instance']:8.2f} ms {server_cpu:8.2f} ms"
         )
+    lines.append(
+        "CPU columns: CPU time per instance sent (storescu processes) and per instance handled "
+        "(the server, all threads: until acknowledged for Orthanc, until searchable for diptych)"
+    )
     for r in results:
         other = {k: v for k, v in r["statuses"].items() if k != "Success"}
         if other or r["failures"]:
@@ -554,32 +589,42 @@ def table(results, encoder, encoder_note, args):
                 + f" after {r['distinct']} distinct were sent"
             )
     lines.append(
-        f"encoder (diptych bench encode, batch 32): "
-        + (f"{encoder:.1f} slices/s" if encoder is not None else f"missing ({encoder_note})")
+        "encoder (diptych bench encode, batch 32): "
+        + (f"{rate:.1f} slices/s, {cpu:.2f} ms CPU per slice" if rate is not None else f"missing ({note})")
     )
     return "\n".join(lines)
 
 
 def summary(results, encoder, args):
-    """The one JSON line of the benchmark."""
-    by = {(r["target"], r["senders"]): r for r in results}
+    """The one JSON line of the benchmark (the rows that were run)."""
+    rate, cpu, note = encoder
     out = {
         "bench": "cstore",
         "instances": args.files,
         "distinct_per_sender": args.distinct,
         "dcmtk_nagle": args.nagle,
+        "encoder_slices_per_s": rounded(rate),
+        "encoder_cpu_ms_per_slice": rounded(cpu),
     }
-    for senders in (1, 8):
-        out[f"diptych_ack_per_s_{senders}"] = rounded(by[("diptych", senders)]["ack_per_s"])
-        out[f"orthanc_ack_per_s_{senders}"] = rounded(by[("orthanc", senders)]["ack_per_s"])
-        out[f"diptych_searchable_per_s_{senders}"] = rounded(by[("diptych", senders)]["searchable_per_s"])
-    out["encoder_slices_per_s"] = rounded(encoder)
-    for senders in (1, 8):
-        out[f"ack_ratio_{senders}"] = rounded(
-            ratio(by[("diptych", senders)]["ack_per_s"], by[("orthanc", senders)]["ack_per_s"])
+    if rate is None:
+        out["encoder_missing"] = note
+    by = {(r["target"], r["senders"]): r for r in results}
+    for (target, senders), r in sorted(by.items()):
+        out[f"{target}_ack_per_s_{senders}"] = rounded(r["ack_per_s"])
+        out[f"sender_cpu_ms_per_instance_{target}_{senders}"] = rounded(r["sender_cpu_ms_per_instance"])
+        if target == "orthanc":
+            out[f"orthanc_cpu_ms_per_instance_{senders}"] = rounded(r["server_cpu_ms_per_instance_acked"])
+            continue
+        out[f"diptych_searchable_per_s_{senders}"] = rounded(r["searchable_per_s"])
+        out[f"diptych_cpu_ms_per_instance_{senders}"] = rounded(r["server_cpu_ms_per_instance_searchable"])
+        out[f"searchable_vs_encoder_{senders}"] = rounded(ratio(r["searchable_per_s"], rate))
+        # The same comparison on CPU time: the encoder's CPU per slice over diptych's CPU per
+        # searchable instance, i.e. the rate to searchable on cores of its own ÷ the encoder's.
+        out[f"searchable_vs_encoder_cpu_{senders}"] = rounded(
+            ratio(cpu, r["server_cpu_ms_per_instance_searchable"])
         )
-    out["searchable_vs_encoder_1"] = rounded(ratio(out["diptych_searchable_per_s_1"], encoder))
-    out["searchable_vs_encoder_8"] = rounded(ratio(out["diptych_searchable_per_s_8"], encoder))
+        if ("orthanc", senders) in by:
+            out[f"ack_ratio_{senders}"] = rounded(ratio(r["ack_per_s"], by[("orthanc", senders)]["ack_per_s"]))
     out["store_failures"] = sum(r["sent"] - r["acknowledged"] for r in results)
     # Instances held after the run that differ from those sent (lost, or duplicates kept twice).
     out["count_mismatches"] = sum(
@@ -618,6 +663,14 @@ def main():
         "~40 ms stall per instance)",
     )
     parser.add_argument("--skip-encoder", action="store_true", help="do not run `diptych bench encode`")
+    parser.add_argument(
+        "--targets",
+        default="orthanc,diptych",
+        help="comma-separated servers to measure (default orthanc,diptych)",
+    )
+    parser.add_argument(
+        "--senders", default="1,8", help="comma-separated sender counts to run (default 1,8)"
+    )
     args = parser.parse_args()
     args.work = args.work.resolve()
     args.diptych = args.diptych.resolve()
@@ -648,10 +701,11 @@ def main():
                 copies.setdefault(k, phantom_files(args.work, args.files, k))
             return [copies[k] for k in range(senders)]
 
-        folders_for(8 if args.distinct else 1)
+        sender_counts = [int(n) for n in args.senders.split(",")]
+        folders_for(max(sender_counts) if args.distinct else 1)
         results = []
-        for senders in (1, 8):
-            for target in ("orthanc", "diptych"):
+        for senders in sender_counts:
+            for target in args.targets.split(","):
                 log(f"{target}, {senders} sender(s)...")
                 r = measure(target, senders, args, stubs, folders_for)
                 log(
@@ -660,10 +714,10 @@ def main():
                 )
                 results.append(r)
         if args.skip_encoder:
-            encoder, encoder_note = None, "skipped (--skip-encoder)"
+            encoder = (None, None, "skipped (--skip-encoder)")
         else:
             log("encoder throughput: diptych bench encode --json --seconds 3 ...")
-            encoder, encoder_note = encoder_throughput(args)
+            encoder = encoder_throughput(args)
     except BenchError as error:
         sys.exit(f"cstore benchmark failed: {error}")
     finally:
@@ -671,13 +725,10 @@ def main():
             server.stop()
 
     if args.json:
-        log(table(results, encoder, encoder_note, args))
-        line = summary(results, encoder, args)
-        if encoder is None:
-            line["encoder_missing"] = encoder_note
-        print(json.dumps(line))
+        log(table(results, encoder, args))
+        print(json.dumps(summary(results, encoder, args)))
     else:
-        print(table(results, encoder, encoder_note, args))
+        print(table(results, encoder, args))
 
 
 if __name__ == "__main__":

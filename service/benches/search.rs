@@ -42,6 +42,7 @@ async fn search_bench_on_phantom_encodings() {
             execution_provider: ExecutionProvider::Cpu,
             sessions: 1,
             intra_threads: 2,
+            intra_op_spinning: false,
             batcher: BatcherConfig {
                 max_batch: 32,
                 max_delay: Duration::from_millis(2),

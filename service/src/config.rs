@@ -15,6 +15,7 @@
 //! ort_library = "/opt/onnxruntime/libonnxruntime.so.1.31.0"
 //! sessions = 1                     # ONNX Runtime sessions per graph
 //! intra_threads = 0                # threads per session; 0 = cores / sessions
+//! intra_op_spinning = false        # idle ONNX Runtime threads spin instead of sleeping
 //! max_batch = 32
 //! max_queue_delay_ms = 2
 //! queue_capacity = 1024
@@ -213,6 +214,10 @@ pub struct EncoderConfig {
     pub sessions: usize,
     /// Threads per session; 0 shares the machine's cores among the sessions.
     pub intra_threads: usize,
+    /// Whether ONNX Runtime's idle intra-op threads spin waiting for work. Off by default: the
+    /// listener, decoding and the catalog share the cores, and spinning threads take CPU from
+    /// them; on a machine that only encodes, spinning can shave latency.
+    pub intra_op_spinning: bool,
     /// Largest batch handed to a session.
     pub max_batch: usize,
     /// Longest a request waits for others to join its batch, in milliseconds.
@@ -228,6 +233,7 @@ impl Default for EncoderConfig {
             ort_library: None,
             sessions: 1,
             intra_threads: 0,
+            intra_op_spinning: false,
             max_batch: 32,
             max_queue_delay_ms: 2,
             queue_capacity: 1024,
@@ -533,6 +539,7 @@ mod tests {
             [encoder]
             execution_provider = "cpu"
             max_batch = 8
+            intra_op_spinning = true
             "#,
         );
         let flags = Overrides {
@@ -545,7 +552,9 @@ mod tests {
         assert_eq!(config.grpc.addr.to_string(), "127.0.0.1:6000");
         assert_eq!(config.encoder.execution_provider, ExecutionProvider::Cpu);
         assert_eq!(config.encoder.max_batch, 8);
+        assert!(config.encoder.intra_op_spinning);
         assert_eq!(config.encoder.max_queue_delay_ms, 2);
+        assert!(!EncoderConfig::default().intra_op_spinning);
 
         // Environment over file.
         let env = env_of(&[

@@ -229,6 +229,7 @@ fn engine_options(config: &Config) -> EngineOptions {
         } else {
             e.intra_threads
         },
+        intra_op_spinning: e.intra_op_spinning,
         batcher: BatcherConfig {
             max_batch: e.max_batch,
             max_delay: e.max_queue_delay(),

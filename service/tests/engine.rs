@@ -19,6 +19,8 @@ fn options(max_batch: usize, sessions: usize) -> EngineOptions {
         execution_provider: ExecutionProvider::Cpu,
         sessions,
         intra_threads: 1,
+        // Both settings run: the pooled (several-session) engines spin, the others sleep.
+        intra_op_spinning: sessions > 1,
         batcher: BatcherConfig {
             max_batch,
             max_delay: Duration::from_millis(2),

@@ -24,6 +24,8 @@ pub async fn start_engine(
             execution_provider: ExecutionProvider::Cpu,
             sessions: 1,
             intra_threads: threads,
+            // As `diptych serve` runs it by default.
+            intra_op_spinning: false,
             batcher: BatcherConfig {
                 max_batch,
                 max_delay: Duration::from_millis(if max_batch == 1 { 0 } else { 5 }),

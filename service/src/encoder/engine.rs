@@ -24,6 +24,8 @@ pub struct EngineOptions {
     pub sessions: usize,
     /// Threads per session.
     pub intra_threads: usize,
+    /// Whether idle intra-op threads spin (see `EncoderConfig::intra_op_spinning`).
+    pub intra_op_spinning: bool,
     /// The batchers' limits.
     pub batcher: BatcherConfig,
 }
@@ -80,8 +82,14 @@ impl Engine {
         let threads = options.intra_threads;
         for _ in 0..options.sessions {
             let enc_name = bundle.manifest.encoder.file.as_str();
-            let (session, got) =
-                open_session(env, enc_name, &bundle.encoder, provider_request, threads)?;
+            let (session, got) = open_session(
+                env,
+                enc_name,
+                &bundle.encoder,
+                provider_request,
+                threads,
+                options.intra_op_spinning,
+            )?;
             // Every later session runs on the provider the first one got.
             provider_request = match got {
                 Provider::Cuda => ExecutionProvider::Cuda,
@@ -90,8 +98,14 @@ impl Engine {
             provider.get_or_insert(got);
             encoders.push(EncoderRunner::new(session, geometry));
             let dec_name = bundle.manifest.decoder.file.as_str();
-            let (session, _) =
-                open_session(env, dec_name, &bundle.decoder, provider_request, threads)?;
+            let (session, _) = open_session(
+                env,
+                dec_name,
+                &bundle.decoder,
+                provider_request,
+                threads,
+                options.intra_op_spinning,
+            )?;
             decoders.push(DecoderRunner::new(session, geometry));
         }
         Ok(Engine {

@@ -140,14 +140,16 @@ pub fn environment(library: &Path) -> Result<&'static Environment, RuntimeError>
     Ok(ENVIRONMENT.get_or_init(|| env))
 }
 
-/// Opens a session on `graph` (bytes of an ONNX file named `name`) with the requested provider;
-/// returns the session and the provider it actually runs on.
+/// Opens a session on `graph` (bytes of an ONNX file named `name`) with the requested provider,
+/// `intra_threads` threads that spin when idle only if `spinning`; returns the session and the
+/// provider it actually runs on.
 pub fn open_session(
     env: &Environment,
     name: &str,
     graph: &[u8],
     requested: ExecutionProvider,
     intra_threads: usize,
+    spinning: bool,
 ) -> Result<(Session, Provider), RuntimeError> {
     let session_error = |e: &dyn std::fmt::Display| RuntimeError::Session {
         graph: name.to_string(),
@@ -159,6 +161,8 @@ pub fn open_session(
             .with_optimization_level(GraphOptimizationLevel::Level3)
             .map_err(|e| session_error(&e))?
             .with_intra_threads(intra_threads.max(1))
+            .map_err(|e| session_error(&e))?
+            .with_intra_op_spinning(spinning)
             .map_err(|e| session_error(&e))
     };
     if requested != ExecutionProvider::Cpu {

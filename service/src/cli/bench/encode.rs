@@ -47,6 +47,8 @@ pub struct EncodeRow {
     pub threads: usize,
     /// Slices per second through the service's encoder.
     pub ort_slices_per_s: f64,
+    /// CPU time (all threads) the service's encoder spent per slice, in milliseconds.
+    pub ort_cpu_ms_per_slice: f64,
     /// Slices per second with PyTorch eager.
     pub torch_slices_per_s: f64,
     /// ort / torch.
@@ -91,6 +93,7 @@ pub async fn run(options: &EncodeBench) -> anyhow::Result<Vec<EncodeRow>> {
         }
         let bar = ProgressBar::new_spinner().with_message(format!("ONNX Runtime, batch {batch}"));
         let started = Instant::now();
+        let cpu_started = super::process_cpu_seconds()?;
         let mut done = 0usize;
         let mut next = 0usize;
         while started.elapsed().as_secs_f64() < options.seconds {
@@ -108,7 +111,11 @@ pub async fn run(options: &EncodeBench) -> anyhow::Result<Vec<EncodeRow>> {
             bar.set_position(done as u64);
         }
         bar.finish_and_clear();
-        ort_rates.push(done as f64 / started.elapsed().as_secs_f64());
+        let cpu = super::process_cpu_seconds()? - cpu_started;
+        ort_rates.push((
+            done as f64 / started.elapsed().as_secs_f64(),
+            cpu * 1e3 / done as f64,
+        ));
     }
 
     let dir = tempfile_dir()?;
@@ -136,7 +143,7 @@ pub async fn run(options: &EncodeBench) -> anyhow::Result<Vec<EncodeRow>> {
         .batches
         .iter()
         .zip(ort_rates)
-        .map(|(&batch, ort)| {
+        .map(|(&batch, (ort, ort_cpu_ms))| {
             let torch_rate = torch["batch"][batch.to_string()]
                 .as_f64()
                 .unwrap_or(f64::NAN);
@@ -145,6 +152,7 @@ pub async fn run(options: &EncodeBench) -> anyhow::Result<Vec<EncodeRow>> {
                 batch,
                 threads: options.threads,
                 ort_slices_per_s: ort,
+                ort_cpu_ms_per_slice: ort_cpu_ms,
                 torch_slices_per_s: torch_rate,
                 ratio: ort / torch_rate,
                 index_agreement: agreement,
@@ -206,16 +214,17 @@ pub fn table(rows: &[EncodeRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>6}  {:>8}  {:>14}  {:>16}  {:>7}  {:>10}",
-        "batch", "threads", "ort slices/s", "torch slices/s", "ratio", "agreement"
+        "{:>6}  {:>8}  {:>14}  {:>14}  {:>16}  {:>7}  {:>10}",
+        "batch", "threads", "ort slices/s", "ort CPU ms/sl", "torch slices/s", "ratio", "agreement"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:>6}  {:>8}  {:>14.1}  {:>16.1}  {:>6.2}x  {:>9.4}",
+            "{:>6}  {:>8}  {:>14.1}  {:>14.2}  {:>16.1}  {:>6.2}x  {:>9.4}",
             r.batch,
             r.threads,
             r.ort_slices_per_s,
+            r.ort_cpu_ms_per_slice,
             r.torch_slices_per_s,
             r.ratio,
             r.index_agreement

@@ -31,6 +31,26 @@ pub fn script(name: &str) -> PathBuf {
         .join(name)
 }
 
+/// CPU time (user + system, all threads) this process has used so far, in seconds, from
+/// `/proc/self/stat`: what a piece of work cost in CPU, which a busy machine's wall clock hides.
+pub fn process_cpu_seconds() -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and
+    // stime are the 12th and 13th of them, in clock ticks (100 per second on Linux).
+    let after = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .ok_or_else(|| anyhow::anyhow!("unexpected /proc/self/stat: {stat}"))?;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("/proc/self/stat has no field {i}"))?
+            .parse::<u64>()? as f64)
+    };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
 /// Prints the table on stdout, or with `json` the table on stderr and one JSON object per row
 /// on stdout (so `make bench` can collect the lines).
 pub fn report<T: serde::Serialize>(json: bool, table: &str, rows: &[T]) -> anyhow::Result<()> {
