@@ -19,7 +19,6 @@ pub trait StoreSink: Send + Sync + 'static {
 }
 
 /// One instance received by C-STORE, checked by the listener.
-#[derive(Clone, PartialEq, Eq)]
 pub struct ReceivedInstance {
     /// AE title of the peer that sent it (trimmed).
     pub calling_ae: String,
@@ -32,6 +31,8 @@ pub struct ReceivedInstance {
     /// A complete Part-10 file: 128-byte preamble, `DICM`, the file meta group naming
     /// `transfer_syntax`, then the data set exactly as received.
     pub part10: Vec<u8>,
+    /// `part10` as the listener parsed it to check it, so the sink need not parse it again.
+    pub parsed: crate::Instance,
 }
 
 impl std::fmt::Debug for ReceivedInstance {

@@ -99,6 +99,7 @@ pub(crate) fn check(
         sop_instance_uid: request.sop_instance_uid,
         transfer_syntax: request.transfer_syntax,
         part10,
+        parsed: instance,
     })
 }
 

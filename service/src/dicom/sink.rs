@@ -27,7 +27,11 @@ impl StoreSink for IndexSink {
         instance: ReceivedInstance,
     ) -> Pin<Box<dyn Future<Output = StoreOutcome> + Send + '_>> {
         Box::pin(async move {
-            match self.index.accept(instance.part10).await {
+            match self
+                .index
+                .accept_parsed(instance.part10, instance.parsed)
+                .await
+            {
                 Err(error) => StoreOutcome::OutOfResources(error.to_string()),
                 Ok(AcceptOutcome::Accepted { .. } | AcceptOutcome::Duplicate { .. }) => {
                     StoreOutcome::Stored

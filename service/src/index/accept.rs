@@ -5,7 +5,7 @@
 use std::sync::atomic::Ordering;
 
 use diptych::preprocess::preprocess;
-use diptych_dicom_adapter::{InstanceMetadata, Limits};
+use diptych_dicom_adapter::{Instance, InstanceMetadata, Limits};
 
 use super::apply::Work;
 use super::{Index, IndexError};
@@ -103,6 +103,15 @@ pub fn examine(
     known: impl Fn(&str) -> bool,
 ) -> Result<Examined, String> {
     let instance = diptych_dicom_adapter::parse(bytes, limits).map_err(|e| e.to_string())?;
+    examine_parsed(&instance, engine, known)
+}
+
+/// [`examine`] for an instance already parsed (under the same limits).
+pub fn examine_parsed(
+    instance: &Instance,
+    engine: &Engine,
+    known: impl Fn(&str) -> bool,
+) -> Result<Examined, String> {
     if !instance.is_image() {
         return Ok(Examined::NonImage);
     }
@@ -143,10 +152,34 @@ impl Index {
     /// Offers one DICOM instance (Part-10 bytes or a bare data set) to the index; answers once it
     /// is durable, a duplicate, a non-image object, or refused.
     pub async fn accept(&self, dicom: Vec<u8>) -> Result<AcceptOutcome, IndexError> {
+        self.accept_with(dicom, None).await
+    }
+
+    /// [`Index::accept`] for an instance its receiver has already parsed from `dicom` under the
+    /// index's limits (the DICOM listener does, to check it against its command): it is not
+    /// parsed again.
+    pub async fn accept_parsed(
+        &self,
+        dicom: Vec<u8>,
+        parsed: Instance,
+    ) -> Result<AcceptOutcome, IndexError> {
+        self.accept_with(dicom, Some(parsed)).await
+    }
+
+    async fn accept_with(
+        &self,
+        dicom: Vec<u8>,
+        parsed: Option<Instance>,
+    ) -> Result<AcceptOutcome, IndexError> {
         // Parsing and decoding are CPU work: done in place, with the runtime told so.
         let examined = tokio::task::block_in_place(|| {
-            examine(&dicom, &self.limits, &self.engine, |sop| self.known(sop))
+            let known = |sop: &str| self.known(sop);
+            match &parsed {
+                Some(instance) => examine_parsed(instance, &self.engine, known),
+                None => examine(&dicom, &self.limits, &self.engine, known),
+            }
         });
+        drop(parsed);
         let prepared = match examined {
             Err(error) => {
                 return Ok(AcceptOutcome::Refused {
