@@ -4,7 +4,9 @@
 //! order (a small reorder buffer absorbs concurrent acceptors that reach the channel out of
 //! order), encodes the frames of a whole chunk concurrently so the dynamic batcher fills its
 //! batches, and ends each chunk with a checkpoint: store synced, catalog committed with the last
-//! applied sequence number, applied log segments pruned. A chunk is what has arrived by the time
+//! applied sequence number, applied log segments pruned. The checkpoint runs on a blocking thread
+//! while the next chunk encodes (that chunk's codes are added only once it is done), so the
+//! encoder does not sit idle during its fsyncs. A chunk is what has arrived by the time
 //! the previous one finished, so under steady ingest new records become searchable within a
 //! chunk's time (well under the 2 s the API promises).
 
@@ -75,6 +77,7 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
     let mut waiting: BTreeMap<u64, Work> = BTreeMap::new();
     let mut next = first_seq;
     let mut gap_since: Option<Instant> = None;
+    let mut committing: Committing = None;
     loop {
         // Wait for work (with a gap open, at most a moment, to re-check the gap's patience).
         let received = if waiting.is_empty() {
@@ -85,7 +88,10 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
                 .ok()
         };
         match received {
-            Some(None) => return,
+            Some(None) => {
+                committed(&mut committing).await;
+                return;
+            }
             Some(Some(work)) => {
                 waiting.insert(work.seq(), work);
             }
@@ -102,7 +108,7 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
                 .collect()
         };
         if !late.is_empty() {
-            apply_chunk(&index, late).await;
+            apply_chunk(&index, late, &mut committing).await;
         }
         let ready = take_contiguous(&mut waiting, &mut next);
         if ready.is_empty() {
@@ -121,7 +127,7 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
             continue;
         }
         gap_since = None;
-        apply_chunk(&index, ready).await;
+        apply_chunk(&index, ready, &mut committing).await;
     }
 }
 
@@ -143,8 +149,21 @@ fn take_contiguous(waiting: &mut BTreeMap<u64, Work>, next: &mut u64) -> Vec<Wor
     ready
 }
 
-/// Applies a chunk in order and checkpoints.
-async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>) {
+/// The checkpoint of the previous chunk, running on a blocking thread while the next chunk
+/// encodes; the next chunk's codes and catalog entries are added only after it has finished.
+type Committing = Option<tokio::task::JoinHandle<()>>;
+
+/// Waits for the previous chunk's checkpoint, if one is running.
+async fn committed(committing: &mut Committing) {
+    if let Some(handle) = committing.take()
+        && let Err(error) = handle.await
+    {
+        tracing::error!(%error, "a checkpoint task failed");
+    }
+}
+
+/// Applies a chunk in order; its checkpoint is left running in `committing`.
+async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>, committing: &mut Committing) {
     let Some(last_seq) = chunk.last().map(Work::seq) else {
         return;
     };
@@ -156,7 +175,7 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>) {
             Work::Skip { .. } => {}
             Work::Delete { seq, target, reply } => {
                 // Everything before the delete is indexed and committed first, so the delete sees it.
-                let keys = index_instances(index, std::mem::take(&mut instances)).await;
+                let keys = index_instances(index, std::mem::take(&mut instances), committing).await;
                 checkpoint(index, seq.saturating_sub(1));
                 index.release(&keys);
                 let outcome = apply_delete(index, &target, seq);
@@ -171,27 +190,39 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>) {
     }
     let started = Instant::now();
     let frames: usize = instances.iter().map(|(_, p)| p.frames.len()).sum();
-    let keys = index_instances(index, instances).await;
+    let keys = index_instances(index, instances, committing).await;
+    committed(committing).await;
     let indexed = started.elapsed();
-    checkpoint(index, last_seq);
-    tracing::debug!(
-        entries = count,
-        frames,
-        index_ms = indexed.as_secs_f64() * 1e3,
-        checkpoint_ms = (started.elapsed() - indexed).as_secs_f64() * 1e3,
-        "chunk applied"
-    );
-    // Only now, committed and visible to the catalog's duplicate check, do they leave the
-    // in-flight set (earlier, a copy arriving in between would be indexed twice).
-    index.release(&keys);
-    index.counters.pending.fetch_sub(count, Ordering::Relaxed);
+    // The checkpoint (store sync, catalog commit: mostly waiting for fsyncs) overlaps the
+    // encoding of the next chunk.
+    let index = index.clone();
+    *committing = Some(tokio::task::spawn_blocking(move || {
+        let started = Instant::now();
+        checkpoint(&index, last_seq);
+        tracing::debug!(
+            entries = count,
+            frames,
+            index_ms = indexed.as_secs_f64() * 1e3,
+            checkpoint_ms = started.elapsed().as_secs_f64() * 1e3,
+            "chunk applied"
+        );
+        // Only now, committed and visible to the catalog's duplicate check, do they leave the
+        // in-flight set (earlier, a copy arriving in between would be indexed twice).
+        index.release(&keys);
+        index.counters.pending.fetch_sub(count, Ordering::Relaxed);
+    }));
 }
 
-/// Encodes every frame of `instances` concurrently, then appends codes and catalog entries in
-/// log order.
+/// Encodes every frame of `instances` concurrently, waits for the previous checkpoint in
+/// `committing`, then appends codes and catalog entries in log order.
 /// Returns the instance keys it applied.
-async fn index_instances(index: &Arc<Index>, mut instances: Vec<(u64, Box<Prepared>)>) -> Vec<u64> {
+async fn index_instances(
+    index: &Arc<Index>,
+    mut instances: Vec<(u64, Box<Prepared>)>,
+    committing: &mut Committing,
+) -> Vec<u64> {
     if instances.is_empty() {
+        committed(committing).await;
         return Vec::new();
     }
     let mut codes: Vec<Vec<Option<SliceCode>>> = instances
@@ -213,6 +244,7 @@ async fn index_instances(index: &Arc<Index>, mut instances: Vec<(u64, Box<Prepar
             Err(error) => tracing::error!(%error, "an encoding task failed"),
         }
     }
+    committed(committing).await;
     let mut records = Vec::new();
     let mut entries = Vec::new();
     for ((_, prepared), codes) in instances.iter().zip(codes) {
