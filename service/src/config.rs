@@ -20,6 +20,9 @@
 //! max_queue_delay_ms = 2
 //! queue_capacity = 1024
 //!
+//! [index]
+//! max_backlog_frames = 4096        # acknowledged, not yet indexed; beyond it acks wait
+//!
 //! [dicom]
 //! enabled = true
 //! addr = "0.0.0.0:11112"
@@ -66,6 +69,8 @@ pub struct Config {
     pub images: Limits,
     /// The DICOM listener and the answers sent to viewers.
     pub dicom: DicomConfig,
+    /// The index's ingest backlog.
+    pub index: IndexConfig,
     /// A viewer deep link for search hits, e.g. an OHIF URL:
     /// `https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}`
     /// (placeholders `{study_instance_uid}`, `{series_instance_uid}`, `{sop_instance_uid}`).
@@ -81,7 +86,26 @@ impl Default for Config {
             encoder: EncoderConfig::default(),
             images: Limits::default(),
             dicom: DicomConfig::default(),
+            index: IndexConfig::default(),
             viewer_url_template: None,
+        }
+    }
+}
+
+/// The index's ingest backlog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndexConfig {
+    /// Frames acknowledged but not yet indexed that may wait in memory (64 KiB each at 128×128);
+    /// once reached, further instances wait for room before they are acknowledged, so senders
+    /// slow to the indexing rate instead of memory growing.
+    pub max_backlog_frames: usize,
+}
+
+impl Default for IndexConfig {
+    fn default() -> Self {
+        Self {
+            max_backlog_frames: 4096,
         }
     }
 }
@@ -428,6 +452,10 @@ impl Config {
                 problem,
             })
         };
+        let backlog = self.index.max_backlog_frames;
+        if backlog == 0 || backlog > u32::MAX as usize {
+            return invalid("index.max_backlog_frames", backlog, "must be at least 1");
+        }
         let e = &self.encoder;
         if e.sessions == 0 || e.sessions > 64 {
             return invalid("encoder.sessions", e.sessions, "must be 1..=64");
@@ -584,6 +612,17 @@ mod tests {
             PathBuf::from("/model/file"),
             "no flag: file value"
         );
+    }
+
+    #[test]
+    fn an_empty_backlog_is_refused_with_its_key() {
+        let file = write_file("[index]\nmax_backlog_frames = 0\n");
+        let flags = Overrides {
+            config: Some(file.path().to_path_buf()),
+            ..Overrides::default()
+        };
+        let err = Config::load(&flags, env_of(&[])).unwrap_err().to_string();
+        assert!(err.contains("index.max_backlog_frames"), "{err}");
     }
 
     #[test]

@@ -148,6 +148,7 @@ pub async fn run(
         let index_options = IndexOptions {
             limits: config.images,
             quiet_period: Duration::from_secs_f64(config.dicom.study_quiet_period_s),
+            max_backlog_frames: config.index.max_backlog_frames,
         };
         let opened = Instant::now();
         let index =

@@ -3,7 +3,8 @@
 //! storescp (the viewer that receives the KOS documents), and pynetdicom (16 concurrent
 //! associations) — and checked over gRPC: codes equal across transfer syntaxes (within a lossy
 //! codec's loss), the Watch stream announcing received studies with their similar studies, a
-//! KOS per study, and a SIGKILL in the middle of a storescu run losing nothing acknowledged.
+//! KOS per study, a SIGKILL in the middle of a storescu run losing nothing acknowledged, and a
+//! full ingest backlog holding senders back instead of filling memory.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -687,6 +688,82 @@ fn the_same_files_from_four_senders_at_once_are_indexed_once() {
         (stats.records, stats.instances),
         (40, 40),
         "each instance indexed once: {stats:?}\n{}",
+        server.log_tail()
+    );
+}
+
+/// With room for only two frames between acknowledgement and indexing, storescu's instances
+/// wait for room instead of piling up: the statistics never show more than two pending, and
+/// every instance is stored and indexed all the same.
+#[test]
+fn a_full_backlog_makes_senders_wait_and_loses_nothing() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let files = dir.path().join("files");
+    std::fs::create_dir_all(&files).unwrap();
+    for i in 0..60u64 {
+        write_instance(
+            &files.join(format!("b{i:02}.dcm")),
+            i,
+            &format!("2.25.81{i:04}"),
+            "2.25.8200001",
+            "backlog",
+            false,
+        );
+    }
+    let config = dir.path().join("diptych.toml");
+    std::fs::write(&config, "[index]\nmax_backlog_frames = 2\n").unwrap();
+    let dicom_port = free_port();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dicom_addr = format!("127.0.0.1:{dicom_port}");
+    let server = Server::start(
+        &dir.path().join("data"),
+        &addr,
+        &[
+            "--dicom-addr",
+            &dicom_addr,
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        dir.path().join("serve.log"),
+    );
+    let mut sender = Command::new("storescu")
+        .args(["-aet", "BACKLOG", "-aec", "DIPTYCH", "+sd", "127.0.0.1"])
+        .arg(dicom_port.to_string())
+        .arg(&files)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let runtime = runtime();
+    let most_pending = runtime.block_on(async {
+        let mut info = InfoServiceClient::new(channel(&addr).await);
+        let mut most = 0;
+        while sender.try_wait().unwrap().is_none() {
+            let stats = info
+                .get_index_stats(GetIndexStatsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            most = most.max(stats.pending);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        most
+    });
+    assert!(
+        sender.wait().unwrap().success(),
+        "every store succeeded\n{}",
+        server.log_tail()
+    );
+    assert!(
+        most_pending <= 2,
+        "at most two frames wait for the indexer, saw {most_pending} pending"
+    );
+    let stats = runtime.block_on(wait_indexed(&addr, 60, Duration::from_secs(120)));
+    assert_eq!(
+        (stats.records, stats.instances),
+        (60, 60),
+        "every instance indexed once: {stats:?}\n{}",
         server.log_tail()
     );
 }

@@ -206,6 +206,18 @@ impl Index {
                 ),
             });
         }
+        // Room in the backlog before the acknowledgement: when indexing falls behind, the
+        // sender waits here instead of memory filling with decoded frames. Taken before the
+        // duplicate claim, so a copy is never answered for an original still waiting.
+        let backlog = match self
+            .backlog
+            .clone()
+            .acquire_many_owned((prepared.frames.len() as u32).clamp(1, self.max_backlog))
+            .await
+        {
+            Ok(permit) => permit,
+            Err(_) => return Err(IndexError::Stopped),
+        };
         // Claim the instance key before the log append so two concurrent copies cannot both go in.
         {
             let mut in_flight = self.in_flight.lock().expect("in-flight set poisoned");
@@ -249,7 +261,11 @@ impl Index {
         };
         self.counters.pending.fetch_add(1, Ordering::Relaxed);
         self.work
-            .send(Work::Instance { seq, prepared })
+            .send(Work::Instance {
+                seq,
+                prepared,
+                backlog: Some(backlog),
+            })
             .map_err(|_| IndexError::Stopped)?;
         self.tracker.arrived(&study_instance_uid);
         Ok(AcceptOutcome::Accepted {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::Index;
@@ -47,6 +47,8 @@ pub enum Work {
         seq: u64,
         /// Its frames and metadata.
         prepared: Box<Prepared>,
+        /// Its room in the index's backlog, given back once it is applied (none on replay).
+        backlog: Option<OwnedSemaphorePermit>,
     },
     /// A delete; `reply` hears the counts once it is applied and committed.
     Delete {
@@ -169,9 +171,17 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>, committing: &mut Comm
     };
     let count = chunk.len() as u64;
     let mut instances: Vec<(u64, Box<Prepared>)> = Vec::new();
+    let mut backlog: Vec<OwnedSemaphorePermit> = Vec::new();
     for work in chunk {
         match work {
-            Work::Instance { seq, prepared } => instances.push((seq, prepared)),
+            Work::Instance {
+                seq,
+                prepared,
+                backlog: permit,
+            } => {
+                instances.push((seq, prepared));
+                backlog.extend(permit);
+            }
             Work::Skip { .. } => {}
             Work::Delete { seq, target, reply } => {
                 // Everything before the delete is indexed and committed first, so the delete sees it.
@@ -210,6 +220,7 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>, committing: &mut Comm
         // in-flight set (earlier, a copy arriving in between would be indexed twice).
         index.release(&keys);
         index.counters.pending.fetch_sub(count, Ordering::Relaxed);
+        drop(backlog);
     }));
 }
 

@@ -72,6 +72,9 @@ pub struct IndexOptions {
     pub limits: Limits,
     /// A study is "received" once no instance of it arrived for this long.
     pub quiet_period: Duration,
+    /// Frames acknowledged and not yet applied that may be held in memory; an instance that
+    /// would exceed it waits before its acknowledgement.
+    pub max_backlog_frames: usize,
 }
 
 /// Counters the statistics call reports.
@@ -101,6 +104,11 @@ pub struct Index {
     /// Set once the search projections are being built (or built).
     building: AtomicBool,
     work: mpsc::UnboundedSender<Work>,
+    /// One permit per frame that may wait for the apply worker (see
+    /// [`IndexOptions::max_backlog_frames`]); held from acknowledgement until applied.
+    backlog: Arc<tokio::sync::Semaphore>,
+    /// The permits `backlog` started with.
+    max_backlog: u32,
     /// What the statistics call reports.
     pub counters: Counters,
 }
@@ -131,6 +139,7 @@ impl Index {
         options: IndexOptions,
     ) -> Result<Arc<Index>, IndexError> {
         let limits = options.limits;
+        let max_backlog = options.max_backlog_frames.clamp(1, u32::MAX as usize) as u32;
         let manifest = engine.manifest();
         let stamp = ModelStamp {
             model_id: manifest.model_id.clone(),
@@ -183,6 +192,8 @@ impl Index {
             tracker: StudyTracker::new(options.quiet_period),
             building: AtomicBool::new(false),
             work: tx,
+            backlog: Arc::new(tokio::sync::Semaphore::new(max_backlog as usize)),
+            max_backlog,
             counters: Counters::default(),
         });
         let replayed = index.replay_after(checkpoint.applied_seq)?;
@@ -216,7 +227,11 @@ impl Index {
                                     prepared.keys_instance,
                                     prepared.metadata.study_instance_uid.clone(),
                                 );
-                            Work::Instance { seq, prepared }
+                            Work::Instance {
+                                seq,
+                                prepared,
+                                backlog: None,
+                            }
                         }
                         Ok(accept::Examined::NonImage | accept::Examined::Duplicate(_))
                         | Err(_) => Work::Skip { seq },
