@@ -63,6 +63,8 @@ bench: deps deps-build deps-apt deps-bench
 	$(DIPTYCH) bench ready --model $(MODEL) --data-dir $(CACHE)/bench-ready --json >> $(CACHE)/bench.jsonl
 	$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(DIPTYCH) --model $(MODEL) \
 		--work $(CACHE)/bench-cstore --json >> $(CACHE)/bench.jsonl
+	$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(DIPTYCH) --model $(MODEL) \
+		--work $(CACHE)/bench-cstore --distinct --json >> $(CACHE)/bench.jsonl
 	@echo "--- one JSON line per benchmark ---"
 	@cat $(CACHE)/bench.jsonl
 

@@ -3,12 +3,13 @@
 //! One worker owns every write to the store and the catalog. It takes work in log sequence
 //! order (a small reorder buffer absorbs concurrent acceptors that reach the channel out of
 //! order), encodes the frames of a whole chunk concurrently so the dynamic batcher fills its
-//! batches, and ends each chunk with a checkpoint: store synced, catalog committed with the last
-//! applied sequence number, applied log segments pruned. The checkpoint runs on a blocking thread
-//! while the next chunk encodes (that chunk's codes are added only once it is done), so the
-//! encoder does not sit idle during its fsyncs. A chunk is what has arrived by the time
-//! the previous one finished, so under steady ingest new records become searchable within a
-//! chunk's time (well under the 2 s the API promises).
+//! batches. Applied chunks are covered by a checkpoint at most 100 ms later: store synced,
+//! catalog committed with the last applied sequence number (which makes them searchable),
+//! applied log segments pruned. A checkpoint costs about the same for one instance as for
+//! hundreds, so chunks are committed together; it runs on a blocking thread while the next chunk
+//! encodes (that chunk's codes are added only once it is done). A chunk is what has arrived by
+//! the time the previous one finished, so under steady ingest new records become searchable
+//! within a chunk's time plus 100 ms (well under the 2 s the API promises).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +30,10 @@ use crate::store::{NewRecord, WalRecord};
 const CHUNK_FRAMES: usize = 512;
 /// How long a gap in the sequence numbers is waited for before it is taken as a failed append.
 const GAP_PATIENCE: Duration = Duration::from_secs(5);
+/// How often an open sequence gap is looked at again.
+const GAP_RECHECK: Duration = Duration::from_millis(200);
+/// Longest applied work waits for its checkpoint (which makes it searchable).
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
 
 /// What a delete removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -79,19 +84,22 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
     let mut waiting: BTreeMap<u64, Work> = BTreeMap::new();
     let mut next = first_seq;
     let mut gap_since: Option<Instant> = None;
-    let mut committing: Committing = None;
+    let mut commits = Commits::default();
     loop {
-        // Wait for work (with a gap open, at most a moment, to re-check the gap's patience).
-        let received = if waiting.is_empty() {
-            Some(rx.recv().await)
-        } else {
-            tokio::time::timeout(Duration::from_millis(200), rx.recv())
-                .await
-                .ok()
+        // Wait for work: with a gap open, at most a moment (to re-check the gap's patience);
+        // with applied work uncommitted, at most until its checkpoint is due.
+        let mut patience = commits.due_in();
+        if !waiting.is_empty() {
+            patience = Some(patience.map_or(GAP_RECHECK, |d| d.min(GAP_RECHECK)));
+        }
+        let received = match patience {
+            None => Some(rx.recv().await),
+            Some(limit) => tokio::time::timeout(limit, rx.recv()).await.ok(),
         };
         match received {
             Some(None) => {
-                committed(&mut committing).await;
+                commits.checkpoint(&index).await;
+                commits.wait().await;
                 return;
             }
             Some(Some(work)) => {
@@ -110,10 +118,13 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
                 .collect()
         };
         if !late.is_empty() {
-            apply_chunk(&index, late, &mut committing).await;
+            apply_chunk(&index, late, &mut commits).await;
         }
         let ready = take_contiguous(&mut waiting, &mut next);
         if ready.is_empty() {
+            if commits.due_in() == Some(Duration::ZERO) {
+                commits.checkpoint(&index).await;
+            }
             let since = *gap_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= GAP_PATIENCE
                 && let Some((&lowest, _)) = waiting.first_key_value()
@@ -129,7 +140,10 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
             continue;
         }
         gap_since = None;
-        apply_chunk(&index, ready, &mut committing).await;
+        apply_chunk(&index, ready, &mut commits).await;
+        if commits.due_in() == Some(Duration::ZERO) {
+            commits.checkpoint(&index).await;
+        }
     }
 }
 
@@ -151,28 +165,125 @@ fn take_contiguous(waiting: &mut BTreeMap<u64, Work>, next: &mut u64) -> Vec<Wor
     ready
 }
 
-/// The checkpoint of the previous chunk, running on a blocking thread while the next chunk
-/// encodes; the next chunk's codes and catalog entries are added only after it has finished.
-type Committing = Option<tokio::task::JoinHandle<()>>;
+/// Applied work that no checkpoint covers yet, and the checkpoint running in the background.
+///
+/// A checkpoint (store sync, catalog commit: a new tantivy segment, later merged) costs about
+/// the same for 1 instance as for 500, so applied chunks are committed together at most every
+/// [`CHECKPOINT_EVERY`]; the checkpoint then runs on a blocking thread while the next chunk
+/// encodes, and that chunk's codes are added only once it is done.
+#[derive(Default)]
+struct Commits {
+    /// The checkpoint in flight.
+    running: Option<tokio::task::JoinHandle<()>>,
+    /// What was applied since the last checkpoint.
+    uncommitted: Option<Uncommitted>,
+}
 
-/// Waits for the previous chunk's checkpoint, if one is running.
-async fn committed(committing: &mut Committing) {
-    if let Some(handle) = committing.take()
-        && let Err(error) = handle.await
-    {
-        tracing::error!(%error, "a checkpoint task failed");
+/// Applied entries waiting for their checkpoint.
+struct Uncommitted {
+    /// The last applied log sequence number.
+    last_seq: u64,
+    /// Log entries applied (each was counted as pending).
+    entries: u64,
+    /// Their instance keys, released from the in-flight set once committed.
+    keys: Vec<u64>,
+    /// Their room in the backlog, given back once committed.
+    backlog: Vec<OwnedSemaphorePermit>,
+    /// When the first of them was applied.
+    since: Instant,
+}
+
+impl Commits {
+    /// Waits for the checkpoint in flight, if any.
+    async fn wait(&mut self) {
+        if let Some(handle) = self.running.take()
+            && let Err(error) = handle.await
+        {
+            tracing::error!(%error, "a checkpoint task failed");
+        }
+    }
+
+    /// Records applied entries.
+    fn applied(
+        &mut self,
+        last_seq: u64,
+        entries: u64,
+        keys: Vec<u64>,
+        backlog: Vec<OwnedSemaphorePermit>,
+    ) {
+        let open = self.uncommitted.get_or_insert_with(|| Uncommitted {
+            last_seq,
+            entries: 0,
+            keys: Vec::new(),
+            backlog: Vec::new(),
+            since: Instant::now(),
+        });
+        open.last_seq = open.last_seq.max(last_seq);
+        open.entries += entries;
+        open.keys.extend(keys);
+        open.backlog.extend(backlog);
+    }
+
+    /// How long until the uncommitted work must be checkpointed; `None` when there is none.
+    fn due_in(&self) -> Option<Duration> {
+        self.uncommitted
+            .as_ref()
+            .map(|u| CHECKPOINT_EVERY.saturating_sub(u.since.elapsed()))
+    }
+
+    /// Starts the checkpoint of everything applied (after the one in flight has finished).
+    async fn checkpoint(&mut self, index: &Arc<Index>) {
+        self.wait().await;
+        let Some(done) = self.uncommitted.take() else {
+            return;
+        };
+        let index = index.clone();
+        self.running = Some(tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            checkpoint(&index, done.last_seq);
+            tracing::debug!(
+                entries = done.entries,
+                checkpoint_ms = started.elapsed().as_secs_f64() * 1e3,
+                "checkpoint"
+            );
+            done.release(&index);
+        }));
+    }
+
+    /// Checkpoints synchronously through `seq` (before a delete): everything applied is covered.
+    async fn checkpoint_now(&mut self, index: &Arc<Index>, seq: u64) {
+        self.wait().await;
+        checkpoint(index, seq);
+        if let Some(done) = self.uncommitted.take() {
+            done.release(index);
+        }
     }
 }
 
-/// Applies a chunk in order; its checkpoint is left running in `committing`.
-async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>, committing: &mut Committing) {
+impl Uncommitted {
+    /// Once committed, and so visible to the catalog's duplicate check, the instances leave the
+    /// in-flight set (earlier, a copy arriving in between would be indexed twice), stop counting
+    /// as pending, and give their backlog room back.
+    fn release(self, index: &Index) {
+        index.release(&self.keys);
+        index
+            .counters
+            .pending
+            .fetch_sub(self.entries, Ordering::Relaxed);
+        drop(self.backlog);
+    }
+}
+
+/// Applies a chunk in order; its checkpoint is left to `commits`.
+async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>, commits: &mut Commits) {
     let Some(last_seq) = chunk.last().map(Work::seq) else {
         return;
     };
-    let count = chunk.len() as u64;
+    let mut entries = 0u64;
     let mut instances: Vec<(u64, Box<Prepared>)> = Vec::new();
     let mut backlog: Vec<OwnedSemaphorePermit> = Vec::new();
     for work in chunk {
+        entries += 1;
         match work {
             Work::Instance {
                 seq,
@@ -185,10 +296,17 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>, committing: &mut Comm
             Work::Skip { .. } => {}
             Work::Delete { seq, target, reply } => {
                 // Everything before the delete is indexed and committed first, so the delete sees it.
-                let keys = index_instances(index, std::mem::take(&mut instances), committing).await;
-                checkpoint(index, seq.saturating_sub(1));
-                index.release(&keys);
+                let keys = index_instances(index, std::mem::take(&mut instances), commits).await;
+                commits.applied(
+                    seq.saturating_sub(1),
+                    entries - 1,
+                    keys,
+                    std::mem::take(&mut backlog),
+                );
+                commits.checkpoint_now(index, seq.saturating_sub(1)).await;
+                entries = 0;
                 let outcome = apply_delete(index, &target, seq);
+                index.counters.pending.fetch_sub(1, Ordering::Relaxed);
                 if let Err(message) = &outcome {
                     tracing::error!(level = target.level(), %message, "delete failed");
                 }
@@ -200,40 +318,26 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>, committing: &mut Comm
     }
     let started = Instant::now();
     let frames: usize = instances.iter().map(|(_, p)| p.frames.len()).sum();
-    let keys = index_instances(index, instances, committing).await;
-    committed(committing).await;
-    let indexed = started.elapsed();
-    // The checkpoint (store sync, catalog commit: mostly waiting for fsyncs) overlaps the
-    // encoding of the next chunk.
-    let index = index.clone();
-    *committing = Some(tokio::task::spawn_blocking(move || {
-        let started = Instant::now();
-        checkpoint(&index, last_seq);
-        tracing::debug!(
-            entries = count,
-            frames,
-            index_ms = indexed.as_secs_f64() * 1e3,
-            checkpoint_ms = started.elapsed().as_secs_f64() * 1e3,
-            "chunk applied"
-        );
-        // Only now, committed and visible to the catalog's duplicate check, do they leave the
-        // in-flight set (earlier, a copy arriving in between would be indexed twice).
-        index.release(&keys);
-        index.counters.pending.fetch_sub(count, Ordering::Relaxed);
-        drop(backlog);
-    }));
+    let keys = index_instances(index, instances, commits).await;
+    tracing::debug!(
+        entries,
+        frames,
+        index_ms = started.elapsed().as_secs_f64() * 1e3,
+        "chunk applied"
+    );
+    commits.applied(last_seq, entries, keys, backlog);
 }
 
 /// Encodes every frame of `instances` concurrently, waits for the previous checkpoint in
-/// `committing`, then appends codes and catalog entries in log order.
+/// `commits`, then appends codes and catalog entries in log order.
 /// Returns the instance keys it applied.
 async fn index_instances(
     index: &Arc<Index>,
     mut instances: Vec<(u64, Box<Prepared>)>,
-    committing: &mut Committing,
+    commits: &mut Commits,
 ) -> Vec<u64> {
     if instances.is_empty() {
-        committed(committing).await;
+        commits.wait().await;
         return Vec::new();
     }
     let mut codes: Vec<Vec<Option<SliceCode>>> = instances
@@ -255,7 +359,7 @@ async fn index_instances(
             Err(error) => tracing::error!(%error, "an encoding task failed"),
         }
     }
-    committed(committing).await;
+    commits.wait().await;
     let mut records = Vec::new();
     let mut entries = Vec::new();
     for ((_, prepared), codes) in instances.iter().zip(codes) {
