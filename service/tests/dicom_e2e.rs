@@ -156,6 +156,43 @@ fn write_instance(
     object.write_to_file(path).unwrap();
 }
 
+/// A folder `name` under `dir` with `count` single-frame phantom instances of one study (SOP
+/// Instance UIDs `{sop_prefix}{i:04}`).
+fn phantom_folder(
+    dir: &Path,
+    name: &str,
+    count: u64,
+    sop_prefix: &str,
+    study: &str,
+    description: &str,
+) -> PathBuf {
+    let files = dir.join(name);
+    std::fs::create_dir_all(&files).unwrap();
+    for i in 0..count {
+        write_instance(
+            &files.join(format!("{name}{i:02}.dcm")),
+            i,
+            &format!("{sop_prefix}{i:04}"),
+            study,
+            description,
+            false,
+        );
+    }
+    files
+}
+
+/// `diptych serve` on a fresh data folder under `dir` with the DICOM listener on a free port,
+/// plus `extra` arguments; returns the server, its gRPC address and its DICOM port.
+fn serve_dicom(dir: &Path, extra: &[&str]) -> (Server, String, u16) {
+    let dicom_port = free_port();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let dicom_addr = format!("127.0.0.1:{dicom_port}");
+    let mut args = vec!["--dicom-addr", dicom_addr.as_str()];
+    args.extend_from_slice(extra);
+    let server = Server::start(&dir.join("data"), &addr, &args, dir.join("serve.log"));
+    (server, addr, dicom_port)
+}
+
 /// One transfer syntax: how to convert to it, what storescu must propose, and whether it loses.
 struct Syntax {
     name: &'static str,
@@ -535,15 +572,7 @@ fn sigkill_during_storescu_loses_nothing_acknowledged() {
         );
     }
     let data = dir.path().join("data");
-    let dicom_port = free_port();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let dicom_addr = format!("127.0.0.1:{dicom_port}");
-    let mut server = Server::start(
-        &data,
-        &addr,
-        &["--dicom-addr", &dicom_addr],
-        dir.path().join("serve.log"),
-    );
+    let (mut server, _, dicom_port) = serve_dicom(dir.path(), &[]);
 
     // storescu, verbose: it logs each file it sends and each response it receives, in order.
     let log = dir.path().join("storescu.log");
@@ -637,27 +666,8 @@ fn sigkill_during_storescu_loses_nothing_acknowledged() {
 fn the_same_files_from_four_senders_at_once_are_indexed_once() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    for i in 0..40u64 {
-        write_instance(
-            &files.join(format!("f{i:02}.dcm")),
-            i,
-            &format!("2.25.78{i:04}"),
-            "2.25.7900001",
-            "same",
-            false,
-        );
-    }
-    let dicom_port = free_port();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let dicom_addr = format!("127.0.0.1:{dicom_port}");
-    let server = Server::start(
-        &dir.path().join("data"),
-        &addr,
-        &["--dicom-addr", &dicom_addr],
-        dir.path().join("serve.log"),
-    );
+    let files = phantom_folder(dir.path(), "f", 40, "2.25.78", "2.25.7900001", "same");
+    let (server, addr, dicom_port) = serve_dicom(dir.path(), &[]);
     let senders: Vec<Child> = (0..4)
         .map(|_| {
             Command::new("storescu")
@@ -699,34 +709,11 @@ fn the_same_files_from_four_senders_at_once_are_indexed_once() {
 fn a_full_backlog_makes_senders_wait_and_loses_nothing() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
-    let files = dir.path().join("files");
-    std::fs::create_dir_all(&files).unwrap();
-    for i in 0..60u64 {
-        write_instance(
-            &files.join(format!("b{i:02}.dcm")),
-            i,
-            &format!("2.25.81{i:04}"),
-            "2.25.8200001",
-            "backlog",
-            false,
-        );
-    }
+    let files = phantom_folder(dir.path(), "b", 60, "2.25.81", "2.25.8200001", "backlog");
     let config = dir.path().join("diptych.toml");
     std::fs::write(&config, "[index]\nmax_backlog_frames = 2\n").unwrap();
-    let dicom_port = free_port();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let dicom_addr = format!("127.0.0.1:{dicom_port}");
-    let server = Server::start(
-        &dir.path().join("data"),
-        &addr,
-        &[
-            "--dicom-addr",
-            &dicom_addr,
-            "--config",
-            config.to_str().unwrap(),
-        ],
-        dir.path().join("serve.log"),
-    );
+    let (server, addr, dicom_port) =
+        serve_dicom(dir.path(), &["--config", config.to_str().unwrap()]);
     let mut sender = Command::new("storescu")
         .args(["-aet", "BACKLOG", "-aec", "DIPTYCH", "+sd", "127.0.0.1"])
         .arg(dicom_port.to_string())
