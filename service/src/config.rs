@@ -454,7 +454,11 @@ impl Config {
         };
         let backlog = self.index.max_backlog_frames;
         if backlog == 0 || backlog > u32::MAX as usize {
-            return invalid("index.max_backlog_frames", backlog, "must be at least 1");
+            return invalid(
+                "index.max_backlog_frames",
+                backlog,
+                "must be 1..=4294967295",
+            );
         }
         let e = &self.encoder;
         if e.sessions == 0 || e.sessions > 64 {

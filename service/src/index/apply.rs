@@ -110,6 +110,10 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
         while let Ok(work) = rx.try_recv() {
             waiting.insert(work.seq(), work);
         }
+        // Applied work whose checkpoint is due is committed now, while the next chunk encodes.
+        if commits.due_in() == Some(Duration::ZERO) {
+            commits.checkpoint(&index).await;
+        }
         // Late arrivals below `next` (after a gap was given up) are applied at once.
         let late: Vec<Work> = {
             let keep = waiting.split_off(&next);
@@ -122,9 +126,6 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
         }
         let ready = take_contiguous(&mut waiting, &mut next);
         if ready.is_empty() {
-            if commits.due_in() == Some(Duration::ZERO) {
-                commits.checkpoint(&index).await;
-            }
             let since = *gap_since.get_or_insert_with(Instant::now);
             if since.elapsed() >= GAP_PATIENCE
                 && let Some((&lowest, _)) = waiting.first_key_value()
@@ -141,9 +142,6 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
         }
         gap_since = None;
         apply_chunk(&index, ready, &mut commits).await;
-        if commits.due_in() == Some(Duration::ZERO) {
-            commits.checkpoint(&index).await;
-        }
     }
 }
 
