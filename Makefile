@@ -14,6 +14,9 @@ TORCH_VENV := $(CACHE)/torch-venv
 PY_VENV := $(CACHE)/py-venv
 ORT_DIR := $(CACHE)/onnxruntime-$(ORT_VERSION)
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
+NILEARN_VERSION := 0.14.1
+ATLAS_DIR := $(CACHE)/mni152
+ATLAS_MAPS := $(ATLAS_DIR)/mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz
 # Known before the venv exists (a fresh machine): the venv is made by $(PYTHON), so its
 # site-packages folder is named after that interpreter's version.
 PYTHON_XY := $(shell $(PYTHON) -c 'import sys; print("%d.%d" % sys.version_info[:2])')
@@ -23,12 +26,13 @@ export CARGO_TARGET_DIR ?= $(CACHE)/target
 export LIBTORCH_USE_PYTORCH := 1
 export PATH := $(TORCH_VENV)/bin:$(PATH)
 export ORT_DYLIB_PATH ?= $(ORT_LIB)
+export DIPTYCH_ATLAS_DIR ?= $(ATLAS_DIR)
 export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 
 MODEL ?= models/phantom-v1
 TRAIN_CONFIG ?= training/configs/phantom-v1.toml
 
-.PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-bench lint fmt clean-cache
+.PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-atlas deps-bench lint fmt clean-cache
 
 ## run: build the service and start it on the shipped model, a local data folder and default ports.
 run: deps-ort deps-build
@@ -68,7 +72,7 @@ bench: deps deps-build deps-apt deps-bench
 	@echo "--- one JSON line per benchmark ---"
 	@cat $(CACHE)/bench.jsonl
 
-deps: deps-torch deps-ort deps-py
+deps: deps-torch deps-ort deps-py deps-atlas
 
 ## deps-build: cmake, which builds the CharLS (JPEG-LS) decoder that dicom-pixeldata compiles in.
 deps-build:
@@ -110,6 +114,19 @@ $(ORT_LIB):
 	cd $(ORT_DIR) && $(PYTHON) -m zipfile -e wheel/onnxruntime-$(ORT_VERSION)-*.whl unpacked
 	cp $(ORT_DIR)/unpacked/onnxruntime/capi/libonnxruntime*.so* $(ORT_DIR)/
 	rm -rf $(ORT_DIR)/unpacked
+
+## deps-atlas: the MNI152 2009 grey- and white-matter maps of the atlas source, unpacked from
+## nilearn's wheel on PyPI (the two files only; nilearn itself is not installed).
+deps-atlas: $(ATLAS_MAPS)
+$(ATLAS_MAPS):
+	mkdir -p $(ATLAS_DIR)/wheel
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: nilearn==$(NILEARN_VERSION) -d $(ATLAS_DIR)/wheel
+	cd $(ATLAS_DIR) && $(PYTHON) -c 'import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+		[open(n.rsplit("/", 1)[1], "wb").write(z.read(n)) for n in z.namelist() \
+		 if n.endswith(("_gm_tal_nlin_sym_09a_converted.nii.gz", "_wm_tal_nlin_sym_09a_converted.nii.gz"))]' \
+		wheel/nilearn-$(NILEARN_VERSION)-py3-none-any.whl
+	rm -rf $(ATLAS_DIR)/wheel
+	test -s $(ATLAS_MAPS)
 
 ## deps-py: the Python peers of the tests (gRPC client stubs, numpy).
 deps-py: $(PY_VENV)/.ok

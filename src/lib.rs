@@ -13,10 +13,13 @@
 //! - [`preprocess`]: the image contract, the one function that turns a stored frame into model
 //!   input, used by training on every sample and by the service on every slice;
 //! - [`manifest`]: the model-bundle manifest (`manifest.json`) and its validation;
+//! - [`synthetic`]: the labelled slice every synthetic source gives, and the trait they share;
 //! - [`phantom`]: a deterministic generator of synthetic BraTS-like brain slices with normal and
 //!   abnormal labels and a healthy twin for every diseased slice.
 
 pub mod api;
+pub mod atlas;
 pub mod manifest;
 pub mod phantom;
 pub mod preprocess;
+pub mod synthetic;

@@ -4,7 +4,7 @@
 use std::time::Instant;
 
 use diptych::phantom::{
-    ABNORMAL_LABELS, Appearance, NORMAL_LABELS, PhantomConfig, PhantomGenerator, PhantomSlice,
+    ABNORMAL_LABELS, Appearance, NORMAL_LABELS, PhantomConfig, PhantomGenerator, SyntheticSlice,
 };
 use diptych::preprocess::{PreprocessParams, place_labels, preprocess, window};
 
@@ -43,7 +43,7 @@ fn label_names_follow_the_contract() {
 fn same_seed_and_index_give_identical_slices_in_any_order() {
     let a = generator(7);
     let b = generator(7);
-    let forward: Vec<PhantomSlice> = (0..24).map(|i| a.slice(i)).collect();
+    let forward: Vec<SyntheticSlice> = (0..24).map(|i| a.slice(i)).collect();
     for i in (0..24).rev() {
         let again = b.slice(i);
         let first = &forward[i as usize];
@@ -244,7 +244,7 @@ fn healthy_share_matches_the_configuration() {
 #[test]
 fn anatomy_follows_the_level_from_skull_base_to_vertex() {
     let g = generator(8);
-    let count = |s: &PhantomSlice, labels: &[u8]| {
+    let count = |s: &SyntheticSlice, labels: &[u8]| {
         s.normal_labels
             .iter()
             .filter(|l| labels.contains(l))

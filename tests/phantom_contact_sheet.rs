@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use diptych::phantom::{PhantomConfig, PhantomGenerator, write_contact_sheet};
 
 /// Slices with a spread of levels, lesions and one healthy slice.
-fn sample_slices() -> Vec<diptych::phantom::PhantomSlice> {
+fn sample_slices() -> Vec<diptych::phantom::SyntheticSlice> {
     let generator = PhantomGenerator::new(1, PhantomConfig::default());
     let mut slices = Vec::new();
     let mut healthy = 0;

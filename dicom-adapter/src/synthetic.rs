@@ -16,7 +16,7 @@ use dicom_core::{DataElement, Tag, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::meta::FileMetaTableBuilder;
 use dicom_object::{DefaultDicomObject, InMemDicomObject};
-use diptych::phantom::PhantomSlice;
+use diptych::phantom::SyntheticSlice;
 use diptych::preprocess::Photometric;
 
 /// Stored samples of every frame, concatenated frame after frame, row-major within a frame.
@@ -81,7 +81,7 @@ impl SyntheticInstance {
 
     /// A phantom slice as an MR image: values rounded to unsigned 16-bit, one study and series
     /// per subject, UIDs derived from the subject and slice index, a synthetic patient ID.
-    pub fn from_phantom(slice: &PhantomSlice) -> Self {
+    pub fn from_phantom(slice: &SyntheticSlice) -> Self {
         let samples = slice
             .image
             .iter()

@@ -15,7 +15,7 @@ use std::process::Command;
 
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
-use diptych::phantom::{PhantomConfig, PhantomGenerator, PhantomSlice};
+use diptych::phantom::{PhantomConfig, PhantomGenerator, SyntheticSlice};
 use diptych::preprocess::{PreprocessParams, place_labels, preprocess};
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
 
@@ -27,7 +27,7 @@ const SUBJECTS: u64 = 12;
 const SLICES_PER_SUBJECT: u64 = 16;
 
 /// Lesion cells of a slice on the model's grid (row-major indices of 16×16 cells).
-fn lesion_cells(slice: &PhantomSlice, params: &PreprocessParams, grid: usize) -> Vec<usize> {
+fn lesion_cells(slice: &SyntheticSlice, params: &PreprocessParams, grid: usize) -> Vec<usize> {
     let input = preprocess(&slice.raw_frame(), params).unwrap();
     let size = params.input_size;
     let labels = place_labels(

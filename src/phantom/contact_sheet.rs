@@ -6,7 +6,7 @@ use std::path::Path;
 use image::error::{ParameterError, ParameterErrorKind};
 use image::{ImageError, ImageFormat, Rgb, RgbImage};
 
-use super::PhantomSlice;
+use super::SyntheticSlice;
 
 /// Overlay colours of the normal labels (index = label; background unused).
 const NORMAL_COLOURS: [[u8; 3]; 7] = [
@@ -35,7 +35,7 @@ const PANELS: u32 = 4;
 
 /// Writes a PNG grid of `slices` to `path`: one row per slice with its image, its healthy twin,
 /// the normal labels and the abnormal labels over the image (both images share one window).
-pub fn write_contact_sheet(slices: &[PhantomSlice], path: &Path) -> Result<(), ImageError> {
+pub fn write_contact_sheet(slices: &[SyntheticSlice], path: &Path) -> Result<(), ImageError> {
     if slices.is_empty() {
         return Err(ImageError::Parameter(ParameterError::from_kind(
             ParameterErrorKind::Generic("a contact sheet needs at least one slice".into()),

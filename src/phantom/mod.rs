@@ -32,21 +32,21 @@ mod anatomy;
 mod appearance;
 mod contact_sheet;
 mod lesion;
-mod shape;
+pub(crate) mod shape;
 
-use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::preprocess::{Photometric, RawFrame};
+use crate::synthetic::SliceGenerator;
 
+pub use crate::synthetic::SyntheticSlice;
 pub use appearance::Appearance;
 pub use contact_sheet::write_contact_sheet;
 
 use anatomy::{Subject, compartment};
 use appearance::Rendering;
 use lesion::{Lesion, abnormal};
-use shape::Point;
+use shape::{Point, blur, standard_normal};
 
 /// Names of the normal labels; the index is the value in a normal label map.
 pub const NORMAL_LABELS: [&str; 7] = [
@@ -59,8 +59,7 @@ pub const NORMAL_LABELS: [&str; 7] = [
     "right_ventricle",
 ];
 
-/// Names of the abnormal labels; the index is the value in an abnormal label map.
-pub const ABNORMAL_LABELS: [&str; 4] = ["background", "necrotic_core", "edema", "enhancing_tumor"];
+pub use crate::synthetic::ABNORMAL_LABELS;
 
 /// Number of consecutive slice indices that belong to one subject.
 pub const SLICES_PER_SUBJECT: u64 = 16;
@@ -90,61 +89,6 @@ impl Default for PhantomConfig {
     }
 }
 
-/// One generated slice with its labels and healthy twin.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PhantomSlice {
-    /// Index of the slice in its generator's sequence.
-    pub index: u64,
-    /// Subject the slice belongs to (`index / 16`).
-    pub subject: u64,
-    /// Axial level, 0 = skull base, 1 = vertex.
-    pub level: f32,
-    /// Rows (image height).
-    pub rows: usize,
-    /// Columns (image width).
-    pub cols: usize,
-    /// MR-like stored values (whole numbers, about 0..4000, background 0), row-major.
-    pub image: Vec<f32>,
-    /// The same anatomy and rendering without the lesion; equal to `image` outside the lesion
-    /// and for healthy slices.
-    pub healthy_twin: Vec<f32>,
-    /// Normal label per pixel (index into [`NORMAL_LABELS`]).
-    pub normal_labels: Vec<u8>,
-    /// Abnormal label per pixel (index into [`ABNORMAL_LABELS`]); all 0 for healthy slices.
-    pub abnormal_labels: Vec<u8>,
-    /// Whether the slice has a lesion.
-    pub has_lesion: bool,
-}
-
-impl PhantomSlice {
-    fn frame<'a>(&self, pixels: &'a [f32]) -> RawFrame<'a> {
-        RawFrame {
-            rows: self.rows,
-            cols: self.cols,
-            pixels,
-            rescale_slope: 1.0,
-            rescale_intercept: 0.0,
-            photometric: Photometric::Monochrome2,
-        }
-    }
-
-    /// The image as a stored frame (slope 1, intercept 0, MONOCHROME2), ready for
-    /// [`preprocess`](crate::preprocess::preprocess).
-    pub fn raw_frame(&self) -> RawFrame<'_> {
-        self.frame(&self.image)
-    }
-
-    /// The healthy twin as a stored frame (slope 1, intercept 0, MONOCHROME2).
-    pub fn twin_frame(&self) -> RawFrame<'_> {
-        self.frame(&self.healthy_twin)
-    }
-
-    /// Pixels carrying any abnormal label (the whole tumour).
-    pub fn lesion_pixels(&self) -> usize {
-        self.abnormal_labels.iter().filter(|&&l| l != 0).count()
-    }
-}
-
 /// The independent random streams of one slice or subject.
 #[derive(Debug, Clone, Copy)]
 #[repr(u64)]
@@ -159,20 +103,7 @@ enum Stream {
 
 /// A ChaCha8 stream keyed by `(seed, id, stream)`.
 fn stream(seed: u64, id: u64, which: Stream) -> ChaCha8Rng {
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    key[8..16].copy_from_slice(&id.to_le_bytes());
-    key[16..24].copy_from_slice(&(which as u64).to_le_bytes());
-    key[24..].copy_from_slice(b"diptych\0");
-    ChaCha8Rng::from_seed(key)
-}
-
-/// An approximately standard normal sample (sum of four uniforms; mean 0, variance 1).
-#[inline]
-fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
-    let v = rng.next_u64();
-    let sum = (v & 0xffff) + ((v >> 16) & 0xffff) + ((v >> 32) & 0xffff) + (v >> 48);
-    ((sum as f32 + 2.0) / 65536.0 - 2.0) * 1.732_050_8
+    shape::keyed_stream(seed, id, which as u64, b"diptych\0")
 }
 
 /// Everything random about one slice except its noise.
@@ -231,7 +162,7 @@ impl PhantomGenerator {
     }
 
     /// Generates slice `index` (the same slice for the same seed, config and index).
-    pub fn slice(&self, index: u64) -> PhantomSlice {
+    pub fn slice(&self, index: u64) -> SyntheticSlice {
         self.render(&self.plan(index))
     }
 
@@ -260,7 +191,7 @@ impl PhantomGenerator {
     }
 
     /// Renders a planned slice: labels, the lesion and its twin, bias, noise and blur.
-    fn render(&self, plan: &Plan) -> PhantomSlice {
+    fn render(&self, plan: &Plan) -> SyntheticSlice {
         let (rows, cols) = (self.config.rows, self.config.cols);
         let Plan {
             index,
@@ -346,7 +277,7 @@ impl PhantomGenerator {
             }
         }
 
-        PhantomSlice {
+        SyntheticSlice {
             index,
             subject: subject_id,
             level,
@@ -361,32 +292,21 @@ impl PhantomGenerator {
     }
 }
 
-/// In-place separable blur with the kernel `[a, 1 − 2a, a]` (edges replicated).
-fn blur(field: &mut [f32], rows: usize, cols: usize, a: f32) {
-    if a <= 0.0 {
-        return;
+impl SliceGenerator for PhantomGenerator {
+    fn name(&self) -> &'static str {
+        "phantom"
     }
-    let centre = 1.0 - 2.0 * a;
-    let mut line = vec![0f32; rows.max(cols)];
-    for row in field.chunks_exact_mut(cols) {
-        line[..cols].copy_from_slice(row);
-        for c in 0..cols {
-            let left = line[c.saturating_sub(1)];
-            let right = line[(c + 1).min(cols - 1)];
-            row[c] = centre * line[c] + a * (left + right);
-        }
+
+    fn normal_labels(&self) -> &'static [&'static str] {
+        &NORMAL_LABELS
     }
-    let mut prev = vec![0f32; cols];
-    let mut cur = vec![0f32; cols];
-    prev.copy_from_slice(&field[..cols]);
-    for r in 0..rows {
-        cur.copy_from_slice(&field[r * cols..(r + 1) * cols]);
-        let next_row = (r + 1).min(rows - 1);
-        for c in 0..cols {
-            let next = field[next_row * cols + c];
-            field[r * cols + c] = centre * cur[c] + a * (prev[c] + next);
-        }
-        std::mem::swap(&mut prev, &mut cur);
+
+    fn slices_per_subject(&self) -> u64 {
+        SLICES_PER_SUBJECT
+    }
+
+    fn slice(&self, index: u64) -> SyntheticSlice {
+        PhantomGenerator::slice(self, index)
     }
 }
 
@@ -395,7 +315,7 @@ mod tests {
     use super::*;
 
     /// Mean distance (pixels) from `centre` to the pixels with one of `labels`, and their count.
-    fn spread(slice: &PhantomSlice, labels: &[u8], centre: (f32, f32)) -> (f32, usize) {
+    fn spread(slice: &SyntheticSlice, labels: &[u8], centre: (f32, f32)) -> (f32, usize) {
         let (mut sum, mut n) = (0.0, 0);
         for (k, l) in slice.normal_labels.iter().enumerate() {
             if labels.contains(l) {

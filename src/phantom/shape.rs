@@ -3,7 +3,7 @@
 //! Everything here uses only `+ − × ÷` and `sqrt` (all correctly rounded in IEEE 754), never a
 //! platform math library, so that a phantom is bit-identical on every machine.
 
-use rand::Rng;
+use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 /// A point in the phantom's canonical frame (x to the image right, y towards the back of the
@@ -17,6 +17,54 @@ pub(crate) struct Point {
 impl Point {
     pub fn new(x: f32, y: f32) -> Self {
         Self { x, y }
+    }
+}
+
+/// A ChaCha8 stream keyed by `(seed, id, stream, tag)`: independent for every combination, so
+/// any slice or subject can be drawn in any order.
+pub(crate) fn keyed_stream(seed: u64, id: u64, stream: u64, tag: &[u8; 8]) -> ChaCha8Rng {
+    let mut key = [0u8; 32];
+    key[..8].copy_from_slice(&seed.to_le_bytes());
+    key[8..16].copy_from_slice(&id.to_le_bytes());
+    key[16..24].copy_from_slice(&stream.to_le_bytes());
+    key[24..].copy_from_slice(tag);
+    ChaCha8Rng::from_seed(key)
+}
+
+/// An approximately standard normal sample (sum of four uniforms; mean 0, variance 1).
+#[inline]
+pub(crate) fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
+    let v = rng.next_u64();
+    let sum = (v & 0xffff) + ((v >> 16) & 0xffff) + ((v >> 32) & 0xffff) + (v >> 48);
+    ((sum as f32 + 2.0) / 65536.0 - 2.0) * 1.732_050_8
+}
+
+/// In-place separable blur with the kernel `[a, 1 − 2a, a]` (edges replicated).
+pub(crate) fn blur(field: &mut [f32], rows: usize, cols: usize, a: f32) {
+    if a <= 0.0 {
+        return;
+    }
+    let centre = 1.0 - 2.0 * a;
+    let mut line = vec![0f32; rows.max(cols)];
+    for row in field.chunks_exact_mut(cols) {
+        line[..cols].copy_from_slice(row);
+        for c in 0..cols {
+            let left = line[c.saturating_sub(1)];
+            let right = line[(c + 1).min(cols - 1)];
+            row[c] = centre * line[c] + a * (left + right);
+        }
+    }
+    let mut prev = vec![0f32; cols];
+    let mut cur = vec![0f32; cols];
+    prev.copy_from_slice(&field[..cols]);
+    for r in 0..rows {
+        cur.copy_from_slice(&field[r * cols..(r + 1) * cols]);
+        let next_row = (r + 1).min(rows - 1);
+        for c in 0..cols {
+            let next = field[next_row * cols + c];
+            field[r * cols + c] = centre * cur[c] + a * (prev[c] + next);
+        }
+        std::mem::swap(&mut prev, &mut cur);
     }
 }
 

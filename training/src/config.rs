@@ -141,6 +141,9 @@ pub struct LossConfig {
     pub lambda_res: f64,
     /// λ_ssim inside the reconstruction loss.
     pub lambda_ssim: f64,
+    /// λ_twin: weight of the twin loss (x̃ against the healthy twin inside the lesion, for
+    /// samples whose source knows the twin). 0 is the method as published.
+    pub lambda_twin: f64,
     /// Granularity of the discrimination loss.
     pub discrimination: DiscriminationLevel,
     /// Margin m of the discrimination loss: normal positions are pushed at least this far
@@ -158,6 +161,7 @@ impl Default for LossConfig {
             lambda_rec: 10.0,
             lambda_res: 1.0,
             lambda_ssim: 0.1,
+            lambda_twin: 0.0,
             discrimination: DiscriminationLevel::Position,
             margin: 1.0,
         }
@@ -215,11 +219,50 @@ pub enum SourceConfig {
         /// Share of healthy subjects.
         healthy_fraction: f32,
     },
+    /// Real anatomy: the MNI152 tissue maps of `diptych::atlas`, deformed per subject, with
+    /// implanted lesions (maps from `make deps-atlas`, or `DIPTYCH_ATLAS_DIR`).
+    Anatomy {
+        /// Generator seed (1 = training; 2 is reserved for evaluation).
+        seed: u64,
+        /// Share of healthy slices.
+        healthy_fraction: f32,
+    },
     /// A BraTS-style folder: per case `*_t1ce.nii.gz` and `*_seg.nii.gz`.
     Brats {
         /// The folder holding one sub-folder (or file pair) per case.
         dir: PathBuf,
     },
+    /// Several sources, interleaved slice by slice (equal shares).
+    Mix {
+        /// The sources.
+        parts: Vec<SourceConfig>,
+    },
+}
+
+impl SourceConfig {
+    /// The same sources with the held-out seed 2 (for validation); `None` for a BraTS folder,
+    /// which has no held-out split of its own.
+    pub fn held_out(&self) -> Option<SourceConfig> {
+        match self {
+            Self::Phantom {
+                healthy_fraction, ..
+            } => Some(Self::Phantom {
+                seed: 2,
+                healthy_fraction: *healthy_fraction,
+            }),
+            Self::Anatomy {
+                healthy_fraction, ..
+            } => Some(Self::Anatomy {
+                seed: 2,
+                healthy_fraction: *healthy_fraction,
+            }),
+            Self::Brats { .. } => None,
+            Self::Mix { parts } => {
+                let held: Vec<_> = parts.iter().filter_map(Self::held_out).collect();
+                (!held.is_empty()).then_some(Self::Mix { parts: held })
+            }
+        }
+    }
 }
 
 /// Augmentation applied identically to image and labels.
@@ -380,6 +423,32 @@ mod tests {
         let c: TrainConfig = toml::from_str("[model]\nwidths = [8, 16]\n").unwrap();
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("model.widths"), "{err}");
+    }
+
+    #[test]
+    fn a_mix_parses_and_holds_out_seed_2() {
+        let c: TrainConfig = toml::from_str(
+            "[data]\nsource = { kind = \"mix\", parts = [\
+             { kind = \"phantom\", seed = 1, healthy_fraction = 0.5 }, \
+             { kind = \"anatomy\", seed = 1, healthy_fraction = 0.4 }] }\n",
+        )
+        .unwrap();
+        let held = c.data.source.held_out().unwrap();
+        assert_eq!(
+            held,
+            SourceConfig::Mix {
+                parts: vec![
+                    SourceConfig::Phantom {
+                        seed: 2,
+                        healthy_fraction: 0.5
+                    },
+                    SourceConfig::Anatomy {
+                        seed: 2,
+                        healthy_fraction: 0.4
+                    },
+                ]
+            }
+        );
     }
 
     #[test]

@@ -62,9 +62,26 @@ impl Batch {
             .to_device(device)
     }
 
-    /// The loss targets of this batch.
+    /// 1 for each sample whose twin is known, [N,1,1,1] f32 on `device`.
+    pub fn has_twin(&self, device: Device) -> Tensor {
+        let flags: Vec<f32> = self
+            .samples
+            .iter()
+            .map(|s| if s.twin.is_some() { 1.0 } else { 0.0 })
+            .collect();
+        Tensor::from_slice(&flags)
+            .reshape([-1, 1, 1, 1])
+            .to_device(device)
+    }
+
+    /// The loss targets of this batch, with the twins the sources know.
     pub fn targets(&self, device: Device) -> Targets {
-        Targets::new(self.images(device), self.abnormal(device))
+        Targets::with_twins(
+            self.images(device),
+            self.abnormal(device),
+            self.twins(device),
+            self.has_twin(device),
+        )
     }
 }
 

@@ -21,7 +21,7 @@ pub mod runtime;
 use std::path::Path;
 use std::time::Instant;
 
-use diptych::phantom::{ABNORMAL_LABELS, PhantomConfig, PhantomGenerator, PhantomSlice};
+use diptych::phantom::{ABNORMAL_LABELS, PhantomConfig, PhantomGenerator, SyntheticSlice};
 use diptych::preprocess::{PreprocessError, PreprocessParams, place_labels, preprocess};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -175,7 +175,7 @@ struct Sample {
     has_lesion: bool,
 }
 
-fn sample(slice: &PhantomSlice, params: &PreprocessParams) -> Result<Sample, PreprocessError> {
+fn sample(slice: &SyntheticSlice, params: &PreprocessParams) -> Result<Sample, PreprocessError> {
     let image = preprocess(&slice.raw_frame(), params)?;
     let twin = preprocess(&slice.twin_frame(), params)?;
     let labels = place_labels(

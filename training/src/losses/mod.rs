@@ -1,4 +1,5 @@
-//! The five losses of METHOD.md §2, each a pure function on tensors, and their weighted sum.
+//! The five losses of METHOD.md §2, each a pure function on tensors, and their weighted sum;
+//! plus the twin loss, which the synthetic sources make possible (x̃ against the healthy twin).
 //!
 //! Every ‖·‖² of METHOD.md is taken as a mean over its elements (pixels, or positions × D), so
 //! that the weights λ do not depend on the image or grid size.
@@ -9,6 +10,7 @@ mod reconstruction;
 mod segmentation;
 mod ssim;
 mod total;
+mod twin;
 
 pub use discrimination::{discrimination_image, discrimination_position};
 pub use latent::latent;
@@ -18,3 +20,4 @@ pub use segmentation::{
 };
 pub use ssim::{SSIM_WINDOW, ssim, ssim_map};
 pub use total::{LossTerms, Targets, total_loss};
+pub use twin::twin;

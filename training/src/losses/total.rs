@@ -1,9 +1,11 @@
-//! The weighted sum `L = λ_lat L_lat + λ_dis L_dis + λ_seg L_seg + λ_rec L_rec + λ_res L_res`.
+//! The weighted sum `L = λ_lat L_lat + λ_dis L_dis + λ_seg L_seg + λ_rec L_rec + λ_res L_res
+//! + λ_twin L_twin` (λ_twin = 0, the method as published, unless a config sets it).
 
 use tch::{Kind, Tensor};
 
 use super::{
     discrimination_image, discrimination_position, latent, reconstruction, residual, segmentation,
+    twin,
 };
 use crate::config::{DiscriminationLevel, LossConfig};
 use crate::model::Outputs;
@@ -19,11 +21,24 @@ pub struct Targets {
     pub lesion: Tensor,
     /// 1 for images with a lesion. [N] f32
     pub has_lesion: Tensor,
+    /// Healthy twins (the image itself where a sample has none). [N,1,S,S] f32
+    pub twin: Tensor,
+    /// 1 for samples whose twin is known. [N,1,1,1] f32
+    pub has_twin: Tensor,
 }
 
 impl Targets {
-    /// Builds the targets from images [N,1,S,S] and abnormal label maps [N,S,S] (i64).
+    /// Builds the targets from images [N,1,S,S] and abnormal label maps [N,S,S] (i64), without
+    /// twins.
     pub fn new(image: Tensor, abnormal: Tensor) -> Self {
+        let has_twin = Tensor::zeros([image.size()[0], 1, 1, 1], (Kind::Float, image.device()));
+        let twin = image.shallow_clone();
+        Self::with_twins(image, abnormal, twin, has_twin)
+    }
+
+    /// Builds the targets with healthy twins [N,1,S,S] and a 0/1 flag per sample [N,1,1,1]
+    /// saying which twins are known.
+    pub fn with_twins(image: Tensor, abnormal: Tensor, twin: Tensor, has_twin: Tensor) -> Self {
         let lesion = abnormal.gt(0).to_kind(Kind::Float).unsqueeze(1);
         let has_lesion = lesion.amax([1, 2, 3], false);
         Self {
@@ -31,6 +46,8 @@ impl Targets {
             abnormal,
             lesion,
             has_lesion,
+            twin,
+            has_twin,
         }
     }
 
@@ -56,13 +73,15 @@ pub struct LossTerms {
     pub reconstruction: Tensor,
     /// L_res.
     pub residual: Tensor,
+    /// L_twin (x̃ against the healthy twin inside the lesion).
+    pub twin: Tensor,
     /// The weighted sum.
     pub total: Tensor,
 }
 
 impl LossTerms {
     /// The named scalar values, in a fixed order, for logs and curves.
-    pub fn values(&self) -> [(&'static str, f64); 6] {
+    pub fn values(&self) -> [(&'static str, f64); 7] {
         let v = |t: &Tensor| t.double_value(&[]);
         [
             ("total", v(&self.total)),
@@ -71,6 +90,7 @@ impl LossTerms {
             ("seg", v(&self.segmentation)),
             ("rec", v(&self.reconstruction)),
             ("res", v(&self.residual)),
+            ("twin", v(&self.twin)),
         ]
     }
 }
@@ -102,17 +122,29 @@ pub fn total_loss(out: &Outputs, targets: &Targets, config: &LossConfig) -> Loss
         config.lambda_ssim,
     );
     let res = residual(&out.recon, &out.normal_appearing, &targets.lesion);
+    let twin_loss = if config.lambda_twin > 0.0 {
+        twin(
+            &targets.twin,
+            &out.normal_appearing,
+            &targets.lesion,
+            &targets.has_twin,
+        )
+    } else {
+        Tensor::zeros([], (Kind::Float, targets.image.device()))
+    };
     let total = &latent_loss * config.lambda_lat
         + &discrimination * config.lambda_dis
         + &seg * config.lambda_seg
         + &rec * config.lambda_rec
-        + &res * config.lambda_res;
+        + &res * config.lambda_res
+        + &twin_loss * config.lambda_twin;
     LossTerms {
         latent: latent_loss,
         discrimination,
         segmentation: seg,
         reconstruction: rec,
         residual: res,
+        twin: twin_loss,
         total,
     }
 }

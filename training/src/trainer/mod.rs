@@ -25,8 +25,8 @@ pub use checkpoint::{CheckpointInfo, CheckpointPaths};
 pub use schedule::learning_rate;
 pub use validation::{Validation, ValidationSet, auc};
 
-use crate::config::{ConfigError, DiscriminationLevel, TrainConfig};
-use crate::data::{Augmenter, Batcher, BratsError, PhantomSource, SliceSource, open_source};
+use crate::config::{ConfigError, DiscriminationLevel, SourceConfig, TrainConfig};
+use crate::data::{self, Augmenter, Batcher, SliceSource, SourceError, open_source};
 use crate::figures::{FigureError, LossHistory, write_loss_curve, write_sample_grid};
 use crate::losses::total_loss;
 use crate::model::Diptych;
@@ -39,7 +39,7 @@ pub enum TrainError {
     Config(#[from] ConfigError),
     /// The data source cannot be opened.
     #[error(transparent)]
-    Data(#[from] BratsError),
+    Data(#[from] SourceError),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -169,14 +169,20 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         start,
         options.data_workers,
     );
-    let validation_set = (schedule.validation_slices > 0).then(|| {
-        let held_out = PhantomSource::new(
-            2,
-            diptych::phantom::PhantomConfig::default().healthy_fraction,
-            config.preprocess(),
-        );
-        ValidationSet::new(&held_out, schedule.validation_slices)
-    });
+    let validation_set = (schedule.validation_slices > 0)
+        .then(|| {
+            let held_out = config
+                .data
+                .source
+                .held_out()
+                .unwrap_or(SourceConfig::Phantom {
+                    seed: 2,
+                    healthy_fraction: diptych::phantom::PhantomConfig::default().healthy_fraction,
+                });
+            data::open(&held_out, config)
+                .map(|source| ValidationSet::new(source.as_ref(), schedule.validation_slices))
+        })
+        .transpose()?;
 
     let bar = if options.progress {
         ProgressBar::new(schedule.steps as u64)
