@@ -114,6 +114,9 @@ fn onnx_bundle_matches_tch_forward() {
         "a degenerate test: every abnormality score is clamped ({abnormality:?})"
     );
     relative_error("abnormality", &abnormality, &encoded.abnormality, 1.0);
+    let (z_n, z_a) = (floats(&reference.z_n), floats(&reference.z_a));
+    relative_error("normal_latent", &z_n, &encoded.normal_latent, 1e-6);
+    relative_error("abnormal_latent", &z_a, &encoded.abnormal_latent, 1e-6);
 
     // Decode the same indices on both sides, so that the decoder is judged on its own.
     let (idx_n, idx_a) = (ints(&reference.idx_n), ints(&reference.idx_a));

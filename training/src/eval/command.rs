@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use diptych::synthetic::SourceKind;
 
 use super::{EVAL_BATCH, EVAL_SEED, EvalError, EvalOptions, EvalReport, evaluate};
 
@@ -12,10 +13,13 @@ pub struct EvalArgs {
     /// The model bundle folder (manifest.json, encoder.onnx, decoder.onnx).
     #[arg(long)]
     pub model: PathBuf,
-    /// Number of held-out phantom slices.
+    /// Number of held-out slices.
     #[arg(long, default_value_t = 1000)]
     pub n: usize,
-    /// Phantom seed of the held-out slices (training uses 1).
+    /// The synthetic source: the phantom or the atlas (real anatomy).
+    #[arg(long, value_enum, default_value = "phantom")]
+    pub source: SourceArg,
+    /// Seed of the held-out slices (training uses 1).
     #[arg(long, default_value_t = EVAL_SEED)]
     pub seed: u64,
     /// Slices per ONNX Runtime call.
@@ -29,6 +33,25 @@ pub struct EvalArgs {
     pub quiet: bool,
 }
 
+/// The `--source` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SourceArg {
+    /// The cartoon phantom.
+    Phantom,
+    /// The atlas source: real anatomy from the MNI152 maps.
+    Anatomy,
+}
+
+impl SourceArg {
+    /// The source this argument names.
+    pub fn kind(self) -> SourceKind {
+        match self {
+            Self::Phantom => SourceKind::Phantom,
+            Self::Anatomy => SourceKind::Anatomy,
+        }
+    }
+}
+
 /// Runs the evaluation and prints the figures to stdout (with `--json`, the last line is JSON).
 pub fn run(args: &EvalArgs) -> Result<EvalReport, EvalError> {
     let options = EvalOptions {
@@ -36,6 +59,7 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport, EvalError> {
         seed: args.seed,
         batch: args.batch,
         progress: !args.quiet,
+        source: args.source.kind(),
     };
     let report = evaluate(&args.model, &options)?;
     print!("{}", summary(&report));
@@ -46,6 +70,14 @@ pub fn run(args: &EvalArgs) -> Result<EvalReport, EvalError> {
         );
     }
     Ok(report)
+}
+
+/// Three values as `a / b / c`, or `n/a`.
+fn triple(v: Option<[f64; 3]>) -> String {
+    v.map_or_else(
+        || "n/a".to_string(),
+        |[a, b, c]| format!("{a:.3} / {b:.3} / {c:.3}"),
+    )
 }
 
 /// A human-readable table of the figures.
@@ -63,10 +95,12 @@ pub fn summary(r: &EvalReport) -> String {
         ("x̃ vs twin PSNR, outside", f(r.twin_psnr_outside_lesion)),
         ("x̂ SSIM", f(r.recon_ssim)),
         ("x̂ PSNR", f(r.recon_psnr)),
+        ("score, healthy p10/50/90", triple(r.abnormality_healthy_percentiles)),
+        ("score, diseased p10/50/90", triple(r.abnormality_diseased_percentiles)),
     ];
     let mut out = format!(
-        "model {} on {} held-out phantom slices (seed {}: {} diseased, {} healthy) in {:.1} s\n",
-        r.model_id, r.n, r.seed, r.diseased, r.healthy, r.seconds
+        "model {} on {} held-out {:?} slices (seed {}: {} diseased, {} healthy) in {:.1} s\n",
+        r.model_id, r.n, r.source, r.seed, r.diseased, r.healthy, r.seconds
     );
     for (name, value) in rows {
         out.push_str(&format!("  {name:<26} {value}\n"));

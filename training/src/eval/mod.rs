@@ -1,7 +1,7 @@
-//! `diptych-train eval`: scores a model bundle through ONNX Runtime on held-out phantom slices.
+//! `diptych-train eval`: scores a model bundle through ONNX Runtime on held-out synthetic slices.
 //!
-//! Slices come from `PhantomGenerator` with seed 2 (training uses seed 1) and the generator's
-//! default configuration; image and healthy twin go through the shared pre-processing with the
+//! Slices come from a synthetic source — the phantom or the atlas (real anatomy) — with seed 2
+//! (training uses seed 1) and 30 % healthy slices; image and healthy twin go through the shared pre-processing with the
 //! bundle's parameters, the abnormal labels through `place_labels`. Figures (see [`metrics`] for
 //! the definitions of SSIM and PSNR):
 //!
@@ -11,7 +11,8 @@
 //! - x̃ (normal-appearing) against the healthy twin: SSIM and PSNR inside the true lesion
 //!   (averaged over diseased slices) and outside it (all pixels of the frame not in the lesion,
 //!   averaged over all slices);
-//! - ROC AUC of the abnormality score between healthy and diseased slices;
+//! - ROC AUC of the abnormality score between healthy and diseased slices, and the score's
+//!   distribution (10th, 50th, 90th percentile) on healthy and on diseased slices: calibration;
 //! - x̂ (reconstruction) against the input: whole-image SSIM and PSNR, averaged over all slices.
 
 pub mod command;
@@ -21,7 +22,8 @@ pub mod runtime;
 use std::path::Path;
 use std::time::Instant;
 
-use diptych::phantom::{ABNORMAL_LABELS, PhantomConfig, PhantomGenerator, SyntheticSlice};
+use diptych::phantom::PhantomConfig;
+use diptych::synthetic::{ABNORMAL_LABELS, SourceKind, SyntheticSlice};
 use diptych::preprocess::{PreprocessError, PreprocessParams, place_labels, preprocess};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
@@ -52,6 +54,9 @@ pub enum EvalError {
     /// Nothing to score.
     #[error("--n must be at least 1")]
     Empty,
+    /// The source's data cannot be loaded.
+    #[error(transparent)]
+    Source(#[from] diptych::atlas::AtlasError),
 }
 
 /// What to evaluate and how.
@@ -65,6 +70,8 @@ pub struct EvalOptions {
     pub batch: usize,
     /// Draw a progress bar on stderr.
     pub progress: bool,
+    /// The synthetic source of the slices.
+    pub source: SourceKind,
 }
 
 impl Default for EvalOptions {
@@ -74,6 +81,7 @@ impl Default for EvalOptions {
             seed: EVAL_SEED,
             batch: EVAL_BATCH,
             progress: true,
+            source: SourceKind::Phantom,
         }
     }
 }
@@ -94,6 +102,8 @@ pub struct LabelDice {
 pub struct EvalReport {
     /// The bundle's model id.
     pub model_id: String,
+    /// The synthetic source of the slices.
+    pub source: SourceKind,
     /// Slices scored.
     pub n: usize,
     /// Phantom seed of the slices.
@@ -128,6 +138,10 @@ pub struct EvalReport {
     pub abnormality_mean_diseased: Option<f64>,
     /// Mean abnormality score of healthy slices.
     pub abnormality_mean_healthy: Option<f64>,
+    /// 10th, 50th and 90th percentile of the abnormality score on healthy slices.
+    pub abnormality_healthy_percentiles: Option<[f64; 3]>,
+    /// 10th, 50th and 90th percentile of the abnormality score on diseased slices.
+    pub abnormality_diseased_percentiles: Option<[f64; 3]>,
     /// Wall time of the evaluation, seconds.
     pub seconds: f64,
 }
@@ -193,7 +207,7 @@ fn sample(slice: &SyntheticSlice, params: &PreprocessParams) -> Result<Sample, P
     })
 }
 
-/// Scores the bundle in `model` on `options.n` held-out phantom slices.
+/// Scores the bundle in `model` on `options.n` held-out slices of `options.source`.
 pub fn evaluate(model: &Path, options: &EvalOptions) -> Result<EvalReport, EvalError> {
     if options.n == 0 {
         return Err(EvalError::Empty);
@@ -207,7 +221,9 @@ pub fn evaluate(model: &Path, options: &EvalOptions) -> Result<EvalReport, EvalE
     if runner.manifest.abnormal_labels != ABNORMAL_LABELS {
         return Err(EvalError::Labels(runner.manifest.abnormal_labels.clone()));
     }
-    let generator = PhantomGenerator::new(options.seed, PhantomConfig::default());
+    let generator = options
+        .source
+        .open(options.seed, PhantomConfig::default().healthy_fraction)?;
     let bar = if options.progress {
         ProgressBar::new(options.n as u64)
     } else {
@@ -256,8 +272,21 @@ pub fn evaluate(model: &Path, options: &EvalOptions) -> Result<EvalReport, EvalE
         }
         m.get()
     };
+    let percentiles = |want: bool| {
+        let mut scores: Vec<f64> = tally
+            .scores
+            .iter()
+            .zip(&tally.diseased)
+            .filter(|(_, d)| **d == want)
+            .map(|(s, _)| *s)
+            .collect();
+        scores.sort_by(f64::total_cmp);
+        let at = |q: f64| scores[((scores.len() - 1) as f64 * q).round() as usize];
+        (!scores.is_empty()).then(|| [at(0.1), at(0.5), at(0.9)])
+    };
     Ok(EvalReport {
         model_id: runner.manifest.model_id.clone(),
+        source: options.source,
         n: options.n,
         seed: options.seed,
         diseased,
@@ -275,6 +304,8 @@ pub fn evaluate(model: &Path, options: &EvalOptions) -> Result<EvalReport, EvalE
         recon_psnr: tally.recon_psnr.get(),
         abnormality_mean_diseased: mean_score(true),
         abnormality_mean_healthy: mean_score(false),
+        abnormality_healthy_percentiles: percentiles(false),
+        abnormality_diseased_percentiles: percentiles(true),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

@@ -12,8 +12,8 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
 use crate::export::network::{
-    ABNORMAL_DISTANCE, ABNORMAL_INDICES, ABNORMALITY, IMAGE, NORMAL_APPEARING, NORMAL_INDICES,
-    RECONSTRUCTION, SEGMENTATION,
+    ABNORMAL_DISTANCE, ABNORMAL_INDICES, ABNORMAL_LATENT, ABNORMALITY, IMAGE, NORMAL_APPEARING,
+    NORMAL_INDICES, NORMAL_LATENT, RECONSTRUCTION, SEGMENTATION,
 };
 
 /// The environment variable naming the ONNX Runtime shared library.
@@ -93,6 +93,11 @@ pub struct EncoderOutputs {
     pub abnormal_distance: Vec<f32>,
     /// Abnormality score `[n]`.
     pub abnormality: Vec<f32>,
+    /// Continuous normal latent `[n, D, h, w]`, where the graph has it (bundles exported
+    /// before it was added lack it: empty).
+    pub normal_latent: Vec<f32>,
+    /// Continuous abnormal latent `[n, D, h, w]`, where the graph has it (else empty).
+    pub abnormal_latent: Vec<f32>,
 }
 
 /// The decoder's outputs for a batch of n code pairs, flat row-major.
@@ -168,6 +173,16 @@ impl BundleRunner {
             abnormal_indices: get_i64(ABNORMAL_INDICES)?,
             abnormal_distance: get_f32(ABNORMAL_DISTANCE)?,
             abnormality: get_f32(ABNORMALITY)?,
+            normal_latent: if out.contains_key(NORMAL_LATENT) {
+                get_f32(NORMAL_LATENT)?
+            } else {
+                Vec::new()
+            },
+            abnormal_latent: if out.contains_key(ABNORMAL_LATENT) {
+                get_f32(ABNORMAL_LATENT)?
+            } else {
+                Vec::new()
+            },
         })
     }
 

@@ -24,6 +24,11 @@ pub const ABNORMAL_INDICES: &str = "abnormal_indices";
 pub const ABNORMAL_DISTANCE: &str = "abnormal_distance";
 /// Encoder output: clamp(1 − min(abnormal_distance)/m, 0, 1), `[N]`.
 pub const ABNORMALITY: &str = "abnormality";
+/// Encoder output: the continuous normal latent z_n before quantisation, `[N, D, h, w]` (for
+/// evaluation baselines; the service does not fetch it).
+pub const NORMAL_LATENT: &str = "normal_latent";
+/// Encoder output: the continuous abnormal latent z_a before quantisation, `[N, D, h, w]`.
+pub const ABNORMAL_LATENT: &str = "abnormal_latent";
 /// Decoder output: abnormal-label logits `[N, L, S, S]`.
 pub const SEGMENTATION: &str = "segmentation";
 /// Decoder output: the reconstruction x̂ `[N, 1, S, S]`.
@@ -64,7 +69,7 @@ impl Sizes {
 }
 
 /// Builds `encoder.onnx`: image → `normal_indices`, `abnormal_indices`, `abnormal_distance`,
-/// `abnormality`.
+/// `abnormality`, and the continuous latents `normal_latent`, `abnormal_latent`.
 pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelProto, ExportError> {
     let z = Sizes::of(config)?;
     let w = &z.widths;
@@ -138,9 +143,20 @@ pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelPro
     g.output(ABNORMAL_INDICES, Elem::I64, &batch_grid);
     g.output(ABNORMAL_DISTANCE, Elem::F32, &batch_grid);
     g.output(ABNORMALITY, Elem::F32, &[Dim::Batch]);
+    g.node_into("Identity", &[&z_n], vec![], NORMAL_LATENT);
+    g.node_into("Identity", &[&z_a], vec![], ABNORMAL_LATENT);
+    let latent_dims = [
+        Dim::Batch,
+        Dim::Fixed(z.d),
+        Dim::Fixed(z.grid),
+        Dim::Fixed(z.grid),
+    ];
+    g.output(NORMAL_LATENT, Elem::F32, &latent_dims);
+    g.output(ABNORMAL_LATENT, Elem::F32, &latent_dims);
     Ok(g.finish(
         "diptych encoder: preprocessed image [N,1,S,S] -> normal and abnormal code indices [N,h,w], \
-         per-position abnormal commitment distance [N,h,w], abnormality score [N]",
+         per-position abnormal commitment distance [N,h,w], abnormality score [N], continuous \
+         latents z_n and z_a [N,D,h,w]",
     ))
 }
 

@@ -48,6 +48,10 @@ pub struct Encoded {
     pub abnormal_distance: Tensor,
     /// clamp(1 − min_positions(abnormal_distance)/m, 0, 1). [N]
     pub abnormality: Tensor,
+    /// The continuous normal latent z_n before quantisation. [N,D,h,w]
+    pub z_n: Tensor,
+    /// The continuous abnormal latent z_a before quantisation. [N,D,h,w]
+    pub z_a: Tensor,
 }
 
 /// What the decoder graph of the bundle computes from two index grids.
@@ -164,6 +168,8 @@ impl Diptych {
                 idx_a: qa.indices,
                 abnormal_distance: qa.distance,
                 abnormality,
+                z_n,
+                z_a,
             }
         })
     }
