@@ -45,10 +45,20 @@ test: deps deps-build deps-apt
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --release
 
-## eval: score the shipped model on 1000 held-out phantom slices through ONNX Runtime (JSON last).
+## eval: score the shipped model through ONNX Runtime — #2's model figures on 1000 held-out
+## slices of the phantom and of the atlas source, then retrieval quality (diptych eval: 500
+## queries, 5000 references of the atlas source, with baselines and the Figure-3 PNG) — and end
+## with one line of JSON holding the headline keys of both.
+EVAL_DIR := $(CACHE)/eval
+TRAIN_BIN := $(CARGO_TARGET_DIR)/release/diptych-train
 eval: deps
-	cargo build --release -p diptych-training
-	$(CARGO_TARGET_DIR)/release/diptych-train eval --model $(MODEL) --n 1000 --json
+	cargo build --release -p diptych-training -p diptych-service
+	@mkdir -p $(EVAL_DIR)
+	$(TRAIN_BIN) eval --model $(MODEL) --source phantom --n 1000 --json | tee $(EVAL_DIR)/phantom.txt
+	$(TRAIN_BIN) eval --model $(MODEL) --source anatomy --n 1000 --json | tee $(EVAL_DIR)/anatomy.txt
+	$(CARGO_TARGET_DIR)/release/diptych eval --model $(MODEL) --source anatomy --json \
+		--figure $(EVAL_DIR)/retrieval-figure.png | tee $(EVAL_DIR)/retrieval.txt
+	@$(PYTHON) training/eval_summary.py $(EVAL_DIR)/phantom.txt $(EVAL_DIR)/anatomy.txt $(EVAL_DIR)/retrieval.txt
 
 ## train-default: train the default bundle models/phantom-v1 on the phantom generator (CPU, ~1 h).
 train-default: deps

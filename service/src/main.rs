@@ -46,6 +46,53 @@ enum Command {
     /// Benchmarks of the README's performance section (in-process; no server needed).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Retrieval quality on synthetic slices through the service's encoder and exact search:
+    /// label Dice of the top-k in each mode, lesion agreement, twins and composites, against
+    /// random, raw-pixel and continuous-latent baselines (in-process; no server needed).
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EvalArgs {
+    /// Model bundle.
+    #[arg(long, default_value = "models/phantom-v1")]
+    model: PathBuf,
+    /// Synthetic source of queries and references (anatomy reads the MNI152 maps that
+    /// `make deps-atlas` unpacks, or DIPTYCH_ATLAS_DIR).
+    #[arg(long, value_enum, default_value_t = SourceArg::Anatomy)]
+    source: SourceArg,
+    /// Queries (generator seed --seed-queries).
+    #[arg(long, default_value_t = 500)]
+    queries: usize,
+    /// References (generator seed --seed-references).
+    #[arg(long, default_value_t = 5000)]
+    references: usize,
+    /// Generator seed of the queries (seed 1 trains the model, seed 2 is its held-out set).
+    #[arg(long, default_value_t = 4)]
+    seed_queries: u64,
+    /// Generator seed of the references.
+    #[arg(long, default_value_t = 3)]
+    seed_references: u64,
+    /// Share of healthy slices in both sets.
+    #[arg(long, default_value_t = 0.3)]
+    healthy_fraction: f32,
+    /// Threads for generation, encoding, search and the brute-force baselines.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Write a figure (queries and their top 5 in each mode, and a composite) to this PNG.
+    #[arg(long, value_name = "PNG")]
+    figure: Option<PathBuf>,
+    /// End stdout with one line of JSON holding every figure.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SourceArg {
+    /// The cartoon phantom.
+    Phantom,
+    /// Real anatomy from the MNI152 maps.
+    Anatomy,
 }
 
 #[derive(Debug, Subcommand)]
@@ -240,6 +287,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Stats { server } => client(cli::admin::stats(&server)),
         Command::Bench(bench) => client(run_bench(bench)),
+        Command::Eval(args) => client(run_eval(args)),
         Command::Delete(args) => {
             use cli::admin::Level;
             let level = match (args.patient, args.study, args.series, args.instance) {
@@ -309,6 +357,27 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
             bench::report(json, &ready::table(&row), &[row])
         }
     }
+}
+
+async fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
+    use cli::eval::{self, EvalOptions};
+    use diptych::synthetic::SourceKind;
+    let report = eval::run(&EvalOptions {
+        model: args.model,
+        source: match args.source {
+            SourceArg::Phantom => SourceKind::Phantom,
+            SourceArg::Anatomy => SourceKind::Anatomy,
+        },
+        queries: args.queries,
+        references: args.references,
+        seed_queries: args.seed_queries,
+        seed_references: args.seed_references,
+        healthy_fraction: args.healthy_fraction,
+        threads: args.threads,
+        figure: args.figure,
+    })
+    .await?;
+    eval::print(&report, args.json)
 }
 
 /// Runs a client command on a small runtime.

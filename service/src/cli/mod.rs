@@ -8,11 +8,13 @@
 //! | [`montage`] | the montage PNG: query and hits, each above its normal-appearing image |
 //! | [`admin`] | `diptych stats`, `diptych delete` |
 //! | [`bench`] | `diptych bench encode|search|ready` (in-process, no server needed) |
-//! | [`engine`] | the in-process encoder the benchmarks start |
+//! | [`eval`] | `diptych eval`: retrieval quality (label Dice, twins, composites) against baselines (in-process) |
+//! | [`engine`] | the in-process encoder the benchmarks and `eval` start |
 
 pub mod admin;
 pub mod bench;
 pub mod engine;
+pub mod eval;
 pub mod ingest;
 pub mod montage;
 pub mod search;

@@ -96,7 +96,12 @@ impl Engine {
                 Provider::Cpu => ExecutionProvider::Cpu,
             };
             provider.get_or_insert(got);
-            encoders.push(EncoderRunner::new(session, geometry));
+            encoders.push(EncoderRunner::new(session, geometry).map_err(|e| {
+                RuntimeError::Session {
+                    graph: enc_name.to_string(),
+                    message: format!("selecting the served outputs: {e}"),
+                }
+            })?);
             let dec_name = bundle.manifest.decoder.file.as_str();
             let (session, _) = open_session(
                 env,

@@ -9,7 +9,7 @@
 use std::borrow::Cow;
 
 use diptych::manifest::Manifest;
-use ort::session::{Session, SessionOutputs};
+use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionOutputs};
 use ort::value::Tensor;
 
 use super::batcher::BatchRunner;
@@ -85,16 +85,34 @@ impl Geometry {
     }
 }
 
+/// The encoder outputs serving fetches; newer bundles also output the continuous latents
+/// (`normal_latent`, `abnormal_latent`, for evaluation), which are never copied out here.
+const SERVED_OUTPUTS: [&str; 4] = [
+    "normal_indices",
+    "abnormal_indices",
+    "abnormal_distance",
+    "abnormality",
+];
+
 /// Runs the encoder graph on batches of pre-processed slices (S·S values each).
 pub struct EncoderRunner {
     session: Session,
     geometry: Geometry,
+    run_options: RunOptions<HasSelectedOutputs>,
 }
 
 impl EncoderRunner {
-    /// Wraps an encoder session.
-    pub fn new(session: Session, geometry: Geometry) -> Self {
-        Self { session, geometry }
+    /// Wraps an encoder session; it will compute only the outputs serving needs.
+    pub fn new(session: Session, geometry: Geometry) -> Result<Self, ort::Error> {
+        let selector = SERVED_OUTPUTS
+            .iter()
+            .fold(OutputSelector::no_default(), |s, name| s.with(*name));
+        let run_options = RunOptions::new()?.with_outputs(selector);
+        Ok(Self {
+            session,
+            geometry,
+            run_options,
+        })
     }
 }
 
@@ -120,7 +138,7 @@ impl BatchRunner for EncoderRunner {
             Tensor::from_array(([n, 1, g.size, g.size], data)).map_err(|e| e.to_string())?;
         let outputs = self
             .session
-            .run(ort::inputs!["image" => image])
+            .run_with_options(ort::inputs!["image" => image], &self.run_options)
             .map_err(|e| e.to_string())?;
         let hw = [n, g.grid_rows, g.grid_cols];
         let normal = indices(&outputs, "normal_indices", &hw, g.codebook_size)?;

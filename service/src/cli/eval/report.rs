@@ -1,0 +1,291 @@
+//! The report of `diptych eval`: a markdown table for people, and one line of JSON for
+//! `make eval` and the tests, with flat keys `<row>_<metric>` (e.g.
+//! `normal_mode_normal_dice_at10`, `pixel_l2_normal_dice_at10`, `random_lesion_precision_at10`)
+//! beside the detailed rows.
+
+use std::fmt::Write as _;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use super::metrics::{KS, RowSummary};
+
+/// One method and mode of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct MethodRow {
+    /// `codes`, `latent`, `pixel L2` or `random`.
+    pub method: &'static str,
+    /// `normal`, `abnormal`, `combined`, or `-` for methods without modes.
+    pub mode: &'static str,
+    /// Prefix of the row's flat JSON keys (e.g. `normal_mode`, `pixel_l2`).
+    pub key: &'static str,
+    /// The figures; `None` when the method could not run (JSON null).
+    pub scores: Option<RowSummary>,
+}
+
+/// The composite check of one method: A's normal representation with B's abnormal one.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CompositeScores {
+    /// Pairs (A, B) searched.
+    pub pairs: usize,
+    /// Normal-label Dice@10 of the results to A.
+    pub normal_dice_to_a_at10: Option<f64>,
+    /// Abnormal-label Dice@10 of the results to B.
+    pub abnormal_dice_to_b_at10: Option<f64>,
+    /// That normal Dice over the normal mode's normal Dice@10 of the same A's.
+    pub normal_ratio: Option<f64>,
+    /// That abnormal Dice over the abnormal mode's abnormal Dice@10 of the same B's.
+    pub abnormal_ratio: Option<f64>,
+}
+
+/// Everything one `diptych eval` run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalReport {
+    /// The model's id.
+    pub model_id: String,
+    /// The synthetic source (`phantom`, `anatomy`).
+    pub source: String,
+    /// Queries.
+    pub queries: usize,
+    /// References.
+    pub references: usize,
+    /// Queries with a lesion.
+    pub diseased_queries: usize,
+    /// References with a lesion.
+    pub diseased_references: usize,
+    /// Share of healthy slices the generators were asked for.
+    pub healthy_fraction: f32,
+    /// Generator seed of the queries.
+    pub seed_queries: u64,
+    /// Generator seed of the references.
+    pub seed_references: u64,
+    /// Whether the encoder graph gave continuous latents (the `latent` rows).
+    pub latent_baseline: bool,
+    /// Share of grid positions where the continuous latents quantise to the service's codes
+    /// (a check that the outputs are z_n and z_a); `None` without latents.
+    pub latent_code_agreement: Option<f64>,
+    /// Every method and mode.
+    pub rows: Vec<MethodRow>,
+    /// The composite check on the codes.
+    pub composite: Option<CompositeScores>,
+    /// The composite check on the continuous latents.
+    pub latent_composite: Option<CompositeScores>,
+    /// Wall-clock seconds of the whole run.
+    pub seconds: f64,
+    /// The figure written, if any.
+    pub figure: Option<String>,
+}
+
+impl EvalReport {
+    /// The report as one JSON object: the run's description, the flat keys, and the detailed
+    /// rows.
+    pub fn to_json(&self) -> Value {
+        let mut flat = Map::new();
+        for row in &self.rows {
+            let s = row.scores.as_ref();
+            let mut put = |name: String, value: Option<f64>| {
+                flat.insert(format!("{}_{name}", row.key), json!(value));
+            };
+            for (i, k) in KS.iter().enumerate() {
+                put(
+                    format!("normal_dice_at{k}"),
+                    s.and_then(|s| s.normal_dice[i]),
+                );
+                put(
+                    format!("abnormal_dice_at{k}"),
+                    s.and_then(|s| s.abnormal_dice[i]),
+                );
+                put(
+                    format!("lesion_precision_at{k}"),
+                    s.and_then(|s| s.lesion_precision[i]),
+                );
+                put(
+                    format!("level_error_at{k}"),
+                    s.and_then(|s| s.level_error[i]),
+                );
+            }
+            put(
+                "abnormal_dice_at10_diseased".into(),
+                s.and_then(|s| s.abnormal_dice_at10_diseased),
+            );
+            put("twin_top5".into(), s.and_then(|s| s.twin_top5));
+        }
+        for (prefix, c) in [
+            ("composite", &self.composite),
+            ("latent_composite", &self.latent_composite),
+        ] {
+            let c = c.as_ref();
+            let mut put = |name: &str, value: Option<f64>| {
+                flat.insert(format!("{prefix}_{name}"), json!(value));
+            };
+            put(
+                "normal_dice_to_a_at10",
+                c.and_then(|c| c.normal_dice_to_a_at10),
+            );
+            put(
+                "abnormal_dice_to_b_at10",
+                c.and_then(|c| c.abnormal_dice_to_b_at10),
+            );
+            put("normal_ratio", c.and_then(|c| c.normal_ratio));
+            put("abnormal_ratio", c.and_then(|c| c.abnormal_ratio));
+        }
+        let mut out = match serde_json::to_value(self) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        out.extend(flat);
+        Value::Object(out)
+    }
+
+    /// The report as markdown: a table of methods × modes, then the composite check.
+    pub fn markdown(&self) -> String {
+        let mut out = String::new();
+        let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+        let _ = writeln!(
+            out,
+            "Retrieval on {} ({} queries, {} diseased; {} references), model {}\n",
+            self.source, self.queries, self.diseased_queries, self.references, self.model_id
+        );
+        let _ = writeln!(
+            out,
+            "| method | mode | normal Dice@1 | @5 | @10 | abnormal Dice@1 | @5 | @10 | \
+             abnormal Dice@10 (diseased) | lesion P@10 | \\|Δ level\\|@10 | twin in top 5 |"
+        );
+        let _ = writeln!(
+            out,
+            "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
+        for row in &self.rows {
+            let _ = write!(out, "| {} | {} ", row.method, row.mode);
+            match &row.scores {
+                Some(s) => {
+                    let _ = writeln!(
+                        out,
+                        "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                        f(s.normal_dice[0]),
+                        f(s.normal_dice[1]),
+                        f(s.normal_dice[2]),
+                        f(s.abnormal_dice[0]),
+                        f(s.abnormal_dice[1]),
+                        f(s.abnormal_dice[2]),
+                        f(s.abnormal_dice_at10_diseased),
+                        f(s.lesion_precision[2]),
+                        f(s.level_error[2]),
+                        f(s.twin_top5),
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "{}", "| absent ".repeat(10) + "|");
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nComposite queries (A's normal + B's abnormal representation, combined mode, top 10):\n"
+        );
+        let _ = writeln!(
+            out,
+            "| method | pairs | normal Dice@10 to A | abnormal Dice@10 to B | normal ratio | abnormal ratio |"
+        );
+        let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
+        for (method, c) in [
+            ("codes", &self.composite),
+            ("latent", &self.latent_composite),
+        ] {
+            match c {
+                Some(c) => {
+                    let _ = writeln!(
+                        out,
+                        "| {method} | {} | {} | {} | {} | {} |",
+                        c.pairs,
+                        f(c.normal_dice_to_a_at10),
+                        f(c.abnormal_dice_to_b_at10),
+                        f(c.normal_ratio),
+                        f(c.abnormal_ratio)
+                    );
+                }
+                None => {
+                    let _ = writeln!(out, "| {method} | absent | | | | |");
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\nRatios: composite Dice over the Dice of the single-mode search on the same A (normal \
+             mode) or B (abnormal mode). Dice is undefined, and left out, where neither map has a \
+             label (abnormal labels of two healthy slices). {:.1} s.",
+            self.seconds
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(v: f64) -> RowSummary {
+        RowSummary {
+            normal_dice: [Some(v); 3],
+            abnormal_dice: [Some(v); 3],
+            lesion_precision: [Some(v); 3],
+            level_error: [Some(v); 3],
+            abnormal_dice_at10_diseased: Some(v),
+            twin_top5: None,
+            normal_dice_per_label_at10: [("a".to_string(), Some(v))].into(),
+            abnormal_dice_per_label_at10: Default::default(),
+            queries_with_abnormal_dice_at10: 3,
+        }
+    }
+
+    #[test]
+    fn json_has_flat_keys_and_nulls_for_absent_rows() {
+        let report = EvalReport {
+            model_id: "m".into(),
+            source: "phantom".into(),
+            queries: 3,
+            references: 30,
+            diseased_queries: 2,
+            diseased_references: 20,
+            healthy_fraction: 0.3,
+            seed_queries: 4,
+            seed_references: 3,
+            latent_baseline: false,
+            latent_code_agreement: None,
+            rows: vec![
+                MethodRow {
+                    method: "codes",
+                    mode: "normal",
+                    key: "normal_mode",
+                    scores: Some(summary(0.5)),
+                },
+                MethodRow {
+                    method: "latent",
+                    mode: "normal",
+                    key: "latent_normal_mode",
+                    scores: None,
+                },
+            ],
+            composite: Some(CompositeScores {
+                pairs: 3,
+                normal_dice_to_a_at10: Some(0.4),
+                abnormal_dice_to_b_at10: Some(0.2),
+                normal_ratio: Some(0.8),
+                abnormal_ratio: Some(0.5),
+            }),
+            latent_composite: None,
+            seconds: 1.0,
+            figure: None,
+        };
+        let v = report.to_json();
+        assert_eq!(v["normal_mode_normal_dice_at10"], json!(0.5));
+        assert_eq!(v["normal_mode_twin_top5"], Value::Null);
+        assert_eq!(v["latent_normal_mode_normal_dice_at10"], Value::Null);
+        assert_eq!(v["composite_normal_ratio"], json!(0.8));
+        assert_eq!(v["source"], json!("phantom"));
+        assert!(!serde_json::to_string(&v).unwrap().contains('\n'));
+        let md = report.markdown();
+        assert!(md.contains("| codes | normal | 0.500 |"));
+        assert!(md.contains("| latent | normal | absent"));
+    }
+}

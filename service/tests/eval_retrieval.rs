@@ -1,0 +1,209 @@
+//! `diptych eval` end to end on the model under test (`DIPTYCH_TEST_MODEL`, else the shipped
+//! `models/phantom-v1`): a small phantom run must report every figure, beat random retrieval
+//! where the method says it should, and write a figure of the documented size. A second run
+//! on a copy of the bundle whose encoder exposes z_n and z_a as `normal_latent` and
+//! `abnormal_latent` exercises the continuous-latent baseline.
+//!
+//! Needs libonnxruntime 1.31: ORT_DYLIB_PATH, or the cache `make deps-ort` fills.
+
+mod support;
+
+#[path = "support/serve.rs"]
+mod serve;
+
+use std::path::Path;
+use std::process::Command;
+
+use diptych::manifest::{Manifest, sha256_file};
+use diptych_service::bundle::onnx::{GraphProto, ModelProto, NodeProto};
+use prost::Message;
+use serde_json::Value;
+
+/// Keys the report must hold as finite numbers.
+const REQUIRED: [&str; 10] = [
+    "normal_mode_normal_dice_at10",
+    "pixel_l2_normal_dice_at10",
+    "normal_mode_lesion_precision_at10",
+    "random_lesion_precision_at10",
+    "normal_mode_twin_top5",
+    "abnormal_mode_abnormal_dice_at10",
+    "normal_mode_abnormal_dice_at10",
+    "abnormal_mode_abnormal_dice_at10_diseased",
+    "composite_normal_ratio",
+    "composite_abnormal_ratio",
+];
+
+/// Runs `diptych eval` and returns its last stdout line parsed as JSON, and stderr.
+fn eval(model: &Path, queries: usize, references: usize, figure: Option<&Path>) -> (Value, String) {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_diptych"));
+    command
+        .args(["eval", "--source", "phantom", "--json"])
+        .args(["--queries", &queries.to_string()])
+        .args(["--references", &references.to_string()])
+        .arg("--model")
+        .arg(model)
+        .env("NO_COLOR", "1");
+    if let Some(figure) = figure {
+        command.arg("--figure").arg(figure);
+    }
+    let output = command.output().expect("running diptych eval");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&output.stdout).to_string(),
+        String::from_utf8_lossy(&output.stderr).to_string(),
+    );
+    assert!(
+        output.status.success(),
+        "diptych eval failed:\n{stdout}\n{stderr}"
+    );
+    let last = stdout.lines().last().expect("diptych eval printed nothing");
+    let json = serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("the last line is not JSON ({e}):\n{stdout}"));
+    (json, stderr)
+}
+
+fn number(report: &Value, key: &str) -> f64 {
+    let value = report
+        .get(key)
+        .unwrap_or_else(|| panic!("the report has no key {key:?}"));
+    let v = value
+        .as_f64()
+        .unwrap_or_else(|| panic!("{key} is {value}, not a number"));
+    assert!(v.is_finite(), "{key} is {v}");
+    v
+}
+
+#[test]
+fn eval_scores_the_model_against_its_baselines_and_draws_the_figure() {
+    let model = serve::test_bundle();
+    let size = Manifest::load(&model).unwrap().input_size() as u32;
+    let dir = tempfile::tempdir().unwrap();
+    let figure = dir.path().join("retrieval.png");
+    let (report, _) = eval(&model, 40, 300, Some(&figure));
+
+    for key in REQUIRED {
+        number(&report, key);
+    }
+    assert_eq!(report["source"], "phantom");
+    assert_eq!(report["queries"], 40);
+    assert_eq!(report["references"], 300);
+    assert!(report["model_id"].as_str().is_some_and(|id| !id.is_empty()));
+    for key in [
+        "normal_mode_normal_dice_at10",
+        "pixel_l2_normal_dice_at10",
+        "normal_mode_twin_top5",
+        "normal_mode_lesion_precision_at10",
+        "random_lesion_precision_at10",
+    ] {
+        let v = number(&report, key);
+        assert!((0.0..=1.0).contains(&v), "{key} = {v} outside [0, 1]");
+    }
+
+    let normal = number(&report, "normal_mode_normal_dice_at10");
+    let random = number(&report, "random_normal_dice_at10");
+    assert!(
+        normal > random,
+        "normal-mode retrieval matches normal labels no better than random ({normal} vs {random})"
+    );
+    let abnormal = number(&report, "abnormal_mode_abnormal_dice_at10_diseased");
+    let random = number(&report, "random_abnormal_dice_at10_diseased");
+    assert!(
+        abnormal > random,
+        "abnormal-mode retrieval matches lesion labels of diseased queries no better than random \
+         ({abnormal} vs {random})"
+    );
+
+    // LABEL_WIDTH + 6·(S + GAP) × HEADER + 4·(S + S/2 + ROW_GAP), as figure.rs documents.
+    let png = image::open(&figure).expect("the figure is a readable PNG");
+    assert_eq!(
+        (png.width(), png.height()),
+        (124 + 6 * (size + 6), 22 + 4 * (size + size / 2 + 10))
+    );
+}
+
+/// Copies `model` to `dir` with an encoder that also outputs the inputs of its two vector
+/// quantisers (the `Slice` nodes that split the head's 2·D channels) as `normal_latent` and
+/// `abnormal_latent`. The nodes and outputs are appended as a second serialised `graph` field,
+/// which protobuf parsers merge into the first, so nothing of the original graph is re-encoded.
+fn bundle_with_latents(model: &Path, dir: &Path) {
+    let mut manifest = Manifest::load(model).unwrap();
+    let mut encoder = std::fs::read(model.join(&manifest.encoder.file)).unwrap();
+    let graph = ModelProto::decode(&*encoder).unwrap().graph.unwrap();
+    let split_at = |start: usize| {
+        let starts = format!("const.slice_start_{start}");
+        graph
+            .node
+            .iter()
+            .find(|n| n.op_type == "Slice" && n.input.get(1) == Some(&starts))
+            .unwrap_or_else(|| panic!("no Slice from channel {start} in the encoder"))
+            .output[0]
+            .clone()
+    };
+    let mut extra = GraphProto::default();
+    for (z, name) in [
+        (split_at(0), "normal_latent"),
+        (split_at(manifest.code_dim), "abnormal_latent"),
+    ] {
+        extra.node.push(NodeProto {
+            input: vec![z],
+            output: vec![name.to_string()],
+            name: format!("test.{name}"),
+            op_type: "Identity".to_string(),
+            ..NodeProto::default()
+        });
+        extra.output.push(support::value(name, 1, None));
+    }
+    encoder.extend(
+        ModelProto {
+            graph: Some(extra),
+            ..ModelProto::default()
+        }
+        .encode_to_vec(),
+    );
+    std::fs::create_dir_all(dir).unwrap();
+    let path = dir.join(&manifest.encoder.file);
+    std::fs::write(&path, encoder).unwrap();
+    manifest.encoder.sha256 = sha256_file(&path).unwrap();
+    std::fs::copy(
+        model.join(&manifest.decoder.file),
+        dir.join(&manifest.decoder.file),
+    )
+    .unwrap();
+    manifest.write(dir).unwrap();
+}
+
+#[test]
+fn eval_scores_the_continuous_latents_when_the_encoder_gives_them() {
+    let model = serve::test_bundle();
+    let dir = tempfile::tempdir().unwrap();
+    let (report, stderr) = eval(&model, 20, 100, None);
+    if report["latent_baseline"] == true {
+        // A bundle exported with the latents: nothing to add.
+        number(&report, "latent_normal_mode_normal_dice_at10");
+        return;
+    }
+    assert!(
+        report["latent_normal_mode_normal_dice_at10"].is_null() && stderr.contains("absent"),
+        "without latents the baseline must be null and said so on stderr:\n{stderr}"
+    );
+    let with = dir.path().join("bundle");
+    bundle_with_latents(&model, &with);
+    let (report, stderr) = eval(&with, 20, 100, None);
+    assert_eq!(report["latent_baseline"], true, "{stderr}");
+    let agreement = number(&report, "latent_code_agreement");
+    assert!(
+        agreement > 0.99,
+        "the latents quantise to the service's codes at only {agreement} of positions"
+    );
+    for mode in ["normal", "abnormal", "combined"] {
+        for metric in ["normal_dice_at10", "lesion_precision_at10", "twin_top5"] {
+            number(&report, &format!("latent_{mode}_mode_{metric}"));
+        }
+    }
+    number(&report, "latent_composite_normal_ratio");
+    let latent = number(&report, "latent_normal_mode_normal_dice_at10");
+    let random = number(&report, "random_normal_dice_at10");
+    assert!(
+        latent > random,
+        "L2 on z_n matches normal labels no better than random ({latent} vs {random})"
+    );
+}
