@@ -4,7 +4,8 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::phantom::shape::{sin_cos, symmetric, uniform};
+use crate::synthetic::field::BiasField;
+use crate::synthetic::shape::{sin_cos, symmetric, uniform};
 
 use super::maps::Tissues;
 
@@ -27,7 +28,7 @@ pub(crate) struct Rendering {
     pub grey: f32,
     pub white: f32,
     pub csf: f32,
-    bias: [f32; 5],
+    pub bias: BiasField,
     /// Noise standard deviation relative to white matter.
     pub noise: f32,
     /// Side weight of the separable blur kernel `[a, 1 − 2a, a]`.
@@ -66,7 +67,7 @@ impl Rendering {
                 uniform(rng, 0.08, 0.25),
             ),
         };
-        let bias = [0.5, 0.5, 0.3, 0.25, 0.25].map(|w| w * 0.25 * symmetric(rng));
+        let bias = BiasField::sample(rng, 0.25);
         let noise = uniform(rng, 0.008, 0.04);
         let sigma = uniform(rng, 0.0, 1.0);
         let blur = (0.5 * sigma * sigma).min(0.33);
@@ -108,13 +109,6 @@ impl Rendering {
         self.contrast == Contrast::T2
     }
 
-    /// The multiplicative bias at image coordinates `(u, w)` in [−1, 1].
-    #[inline]
-    pub fn bias_at(&self, u: f32, w: f32) -> f32 {
-        let b = &self.bias;
-        1.0 + b[0] * u + b[1] * w + b[2] * u * w + b[3] * (u * u - 0.33) + b[4] * (w * w - 0.33)
-    }
-
     /// A stored value (whole number ≥ 0) from an intensity, the bias there and a standard normal
     /// noise sample (0 outside the brain).
     #[inline]
@@ -124,35 +118,6 @@ impl Rendering {
             (v + 0.5) as u32 as f32
         } else {
             0.0
-        }
-    }
-}
-
-/// Box average of `width` pixels along rows or columns, in place (a thicker acquisition).
-pub(crate) fn box_along(
-    field: &mut [f32],
-    rows: usize,
-    cols: usize,
-    width: usize,
-    along_rows: bool,
-) {
-    if width <= 1 {
-        return;
-    }
-    let source = field.to_vec();
-    let (n, stride, lines, line_stride) = if along_rows {
-        (rows, cols, cols, 1)
-    } else {
-        (cols, 1, rows, cols)
-    };
-    let before = (width - 1) / 2;
-    for line in 0..lines {
-        let base = line * line_stride;
-        for k in 0..n {
-            let lo = k.saturating_sub(before);
-            let hi = (lo + width).min(n);
-            let sum: f32 = (lo..hi).map(|j| source[base + j * stride]).sum();
-            field[base + k * stride] = sum / (hi - lo) as f32;
         }
     }
 }

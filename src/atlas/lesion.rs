@@ -8,7 +8,7 @@
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::phantom::shape::{Outline, Point, Wobble, sin_cos, uniform, unit_vector};
+use crate::synthetic::shape::{Outline, Point, Wobble, sin_cos, uniform, unit_vector};
 
 /// Abnormal label values (see `ABNORMAL_LABELS`).
 pub(crate) const NECROTIC_CORE: u8 = 1;

@@ -39,12 +39,13 @@ use std::sync::Arc;
 use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
-use crate::phantom::shape::{Point, blur, keyed_stream, standard_normal, uniform};
+use crate::synthetic::field::{blur, box_along, store_pair};
+use crate::synthetic::shape::{Point, keyed_stream, uniform};
 use crate::synthetic::{SliceGenerator, SyntheticSlice};
 
 pub use maps::{AtlasMaps, GREY_MATTER_FILE, Tissues, WHITE_MATTER_FILE};
 
-use appearance::{Rendering, box_along};
+use appearance::Rendering;
 use lesion::{Lesion, LesionLook};
 use warp::SubjectWarp;
 
@@ -272,28 +273,17 @@ impl AtlasGenerator {
             blur(field, rows, cols, rendering.blur);
         }
 
-        let mut noise_rng = self.stream(plan.index, Stream::Noise);
-        let mut healthy_twin = vec![0f32; n];
-        let mut image = vec![0f32; n];
-        for r in 0..rows {
-            let w = (r as f32 + 0.5) / half_rows - 1.0;
-            for c in 0..cols {
-                let i = r * cols + c;
-                let u = (c as f32 + 0.5) / half_cols - 1.0;
-                let bias = rendering.bias_at(u, w);
-                let z = if in_brain[i] {
-                    standard_normal(&mut noise_rng)
-                } else {
-                    0.0
-                };
-                let twin = rendering.stored(twin_field[i], bias, z);
-                healthy_twin[i] = twin;
-                image[i] = match &lesion_field {
-                    Some(field) if abnormal_labels[i] != 0 => rendering.stored(field[i], bias, z),
-                    _ => twin,
-                };
-            }
-        }
+        let (image, healthy_twin) = store_pair(
+            rows,
+            cols,
+            &twin_field,
+            lesion_field.as_deref(),
+            &abnormal_labels,
+            &in_brain,
+            &rendering.bias,
+            &mut self.stream(plan.index, Stream::Noise),
+            |value, bias, z| rendering.stored(value, bias, z),
+        );
 
         SyntheticSlice {
             index: plan.index,

@@ -3,7 +3,7 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use crate::phantom::shape::{sin_cos, symmetric, uniform, unit_vector};
+use crate::synthetic::shape::{sin_cos, symmetric, uniform, unit_vector};
 
 /// Sinusoidal components of the displacement along each axis.
 const COMPONENTS: usize = 3;

@@ -10,7 +10,7 @@
 
 use rand_chacha::ChaCha8Rng;
 
-use super::shape::{Capsule, Outline, Point, Wobble, symmetric, uniform};
+use crate::synthetic::shape::{Capsule, Outline, Point, Wobble, symmetric, uniform};
 
 /// Tissue classes that the renderer gives an intensity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

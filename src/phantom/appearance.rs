@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use rand_chacha::ChaCha8Rng;
 
 use super::anatomy::{TISSUES, Tissue};
-use super::shape::{sin_cos, symmetric, uniform};
+use crate::synthetic::field::BiasField;
+use crate::synthetic::shape::{sin_cos, symmetric, uniform};
 
 /// Ranges of the per-sample appearance randomisation of the phantom.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -102,8 +103,8 @@ pub(crate) struct Rendering {
     /// By abnormal label (index 0 unused).
     pub lesion: [f32; 4],
     pub non_enhancing: f32,
-    /// Coefficients of the bias polynomial in x, y, xy, x², y² (image coordinates in [−1, 1]).
-    bias: [f32; 5],
+    /// The smooth multiplicative bias field.
+    pub bias: BiasField,
     /// Noise standard deviation relative to white matter.
     pub noise: f32,
     /// Side weight `a` of the separable blur kernel `[a, 1 − 2a, a]`.
@@ -131,7 +132,7 @@ impl Rendering {
         let non_enhancing = NON_ENHANCING_INTENSITY * (1.0 + 1.5 * j * symmetric(rng));
         let gain = GAIN * (1.0 + 2.5 * j * symmetric(rng));
         let amp = appearance.bias_amplitude;
-        let bias = [0.5, 0.5, 0.3, 0.25, 0.25].map(|w| w * amp * symmetric(rng));
+        let bias = BiasField::sample(rng, amp);
         let noise = uniform(rng, appearance.noise_min, appearance.noise_max);
         let sigma = appearance.blur_max * uniform(rng, 0.0, 1.0);
         let blur = (0.5 * sigma * sigma).min(0.33);
@@ -162,13 +163,6 @@ impl Rendering {
     #[inline]
     pub fn of(&self, tissue: Tissue) -> f32 {
         self.tissue[tissue as usize]
-    }
-
-    /// The multiplicative bias at image coordinates `(u, w)` in [−1, 1].
-    #[inline]
-    pub fn bias_at(&self, u: f32, w: f32) -> f32 {
-        let b = &self.bias;
-        1.0 + b[0] * u + b[1] * w + b[2] * u * w + b[3] * (u * u - 0.33) + b[4] * (w * w - 0.33)
     }
 
     /// Turns a blurred intensity into a stored value, given the bias there and a standard

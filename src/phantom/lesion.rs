@@ -10,7 +10,7 @@ use rand::Rng;
 use rand_chacha::ChaCha8Rng;
 
 use super::anatomy::{Compartment, Section, Tissue, compartment, label};
-use super::shape::{Outline, Point, Wobble, uniform, unit_vector};
+use crate::synthetic::shape::{Outline, Point, Wobble, uniform, unit_vector};
 
 /// Abnormal label values (see `ABNORMAL_LABELS`).
 pub(crate) mod abnormal {

@@ -32,7 +32,6 @@ mod anatomy;
 mod appearance;
 mod contact_sheet;
 mod lesion;
-pub(crate) mod shape;
 
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -43,10 +42,11 @@ pub use crate::synthetic::SyntheticSlice;
 pub use appearance::Appearance;
 pub use contact_sheet::write_contact_sheet;
 
+use crate::synthetic::field::{blur, store_pair};
+use crate::synthetic::shape::{self, Point};
 use anatomy::{Subject, compartment};
 use appearance::Rendering;
 use lesion::{Lesion, abnormal};
-use shape::{Point, blur, standard_normal};
 
 /// Names of the normal labels; the index is the value in a normal label map.
 pub const NORMAL_LABELS: [&str; 7] = [
@@ -254,28 +254,17 @@ impl PhantomGenerator {
             blur(field, rows, cols, rendering.blur);
         }
 
-        let mut noise_rng = stream(self.seed, index, Stream::Noise);
-        let mut healthy_twin = vec![0f32; n];
-        let mut image = vec![0f32; n];
-        for r in 0..rows {
-            let w = (r as f32 + 0.5) / half_rows - 1.0;
-            for c in 0..cols {
-                let i = r * cols + c;
-                let u = (c as f32 + 0.5) / half_cols - 1.0;
-                let bias = rendering.bias_at(u, w);
-                let z = if in_head[i] {
-                    standard_normal(&mut noise_rng)
-                } else {
-                    0.0
-                };
-                let twin = rendering.stored(twin_field[i], bias, z);
-                healthy_twin[i] = twin;
-                image[i] = match &lesion_field {
-                    Some(field) if abnormal_labels[i] != 0 => rendering.stored(field[i], bias, z),
-                    _ => twin,
-                };
-            }
-        }
+        let (image, healthy_twin) = store_pair(
+            rows,
+            cols,
+            &twin_field,
+            lesion_field.as_deref(),
+            &abnormal_labels,
+            &in_head,
+            &rendering.bias,
+            &mut stream(self.seed, index, Stream::Noise),
+            |value, bias, z| rendering.stored(value, bias, z),
+        );
 
         SyntheticSlice {
             index,

@@ -1,7 +1,8 @@
-//! Geometric primitives of the phantom: points, smooth random outlines and capsules.
+//! Geometric and random primitives of the synthetic sources: points, smooth random outlines and
+//! capsules, keyed random streams, uniform and normal samples, sine and cosine.
 //!
 //! Everything here uses only `+ − × ÷` and `sqrt` (all correctly rounded in IEEE 754), never a
-//! platform math library, so that a phantom is bit-identical on every machine.
+//! platform math library, so that a synthetic slice is bit-identical on every machine.
 
 use rand::{Rng, RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -37,35 +38,6 @@ pub(crate) fn standard_normal(rng: &mut ChaCha8Rng) -> f32 {
     let v = rng.next_u64();
     let sum = (v & 0xffff) + ((v >> 16) & 0xffff) + ((v >> 32) & 0xffff) + (v >> 48);
     ((sum as f32 + 2.0) / 65536.0 - 2.0) * 1.732_050_8
-}
-
-/// In-place separable blur with the kernel `[a, 1 − 2a, a]` (edges replicated).
-pub(crate) fn blur(field: &mut [f32], rows: usize, cols: usize, a: f32) {
-    if a <= 0.0 {
-        return;
-    }
-    let centre = 1.0 - 2.0 * a;
-    let mut line = vec![0f32; rows.max(cols)];
-    for row in field.chunks_exact_mut(cols) {
-        line[..cols].copy_from_slice(row);
-        for c in 0..cols {
-            let left = line[c.saturating_sub(1)];
-            let right = line[(c + 1).min(cols - 1)];
-            row[c] = centre * line[c] + a * (left + right);
-        }
-    }
-    let mut prev = vec![0f32; cols];
-    let mut cur = vec![0f32; cols];
-    prev.copy_from_slice(&field[..cols]);
-    for r in 0..rows {
-        cur.copy_from_slice(&field[r * cols..(r + 1) * cols]);
-        let next_row = (r + 1).min(rows - 1);
-        for c in 0..cols {
-            let next = field[next_row * cols + c];
-            field[r * cols + c] = centre * cur[c] + a * (prev[c] + next);
-        }
-        std::mem::swap(&mut prev, &mut cur);
-    }
 }
 
 /// Uniform sample in `[lo, hi)`.

@@ -8,6 +8,9 @@
 //! normal label map, an abnormal label map with the BraTS labels ([`ABNORMAL_LABELS`]) and the
 //! slice's axial level, so that anything written against [`SliceGenerator`] works on either.
 
+pub(crate) mod field;
+pub(crate) mod shape;
+
 use crate::preprocess::{Photometric, RawFrame};
 
 /// Names of the abnormal labels, shared by every generator; the index is the value in an
