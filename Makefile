@@ -29,8 +29,9 @@ export ORT_DYLIB_PATH ?= $(ORT_LIB)
 export DIPTYCH_ATLAS_DIR ?= $(ATLAS_DIR)
 export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 
-MODEL ?= models/phantom-v1
-TRAIN_CONFIG ?= training/configs/phantom-v1.toml
+MODEL ?= models/synth-v2
+TRAIN_CONFIG ?= training/configs/synth-v2.toml
+RUN_NAME := $(notdir $(MODEL))
 
 .PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-atlas deps-bench lint fmt clean-cache
 
@@ -60,11 +61,12 @@ eval: deps
 		--figure $(EVAL_DIR)/retrieval-figure.png | tee $(EVAL_DIR)/retrieval.txt
 	@$(PYTHON) training/eval_summary.py $(EVAL_DIR)/phantom.txt $(EVAL_DIR)/anatomy.txt $(EVAL_DIR)/retrieval.txt
 
-## train-default: train the default bundle models/phantom-v1 on the phantom generator (CPU, ~1 h).
+## train-default: train the default bundle models/synth-v2 on the phantom and the atlas source
+## (CPU, ~65 min on two free cores).
 train-default: deps
 	cargo build --release -p diptych-training
-	$(CARGO_TARGET_DIR)/release/diptych-train train --config $(TRAIN_CONFIG) --out $(CACHE)/runs/phantom-v1
-	$(CARGO_TARGET_DIR)/release/diptych-train export --checkpoint $(CACHE)/runs/phantom-v1/last.ot --config $(TRAIN_CONFIG) --out $(MODEL)
+	$(CARGO_TARGET_DIR)/release/diptych-train train --config $(TRAIN_CONFIG) --out $(CACHE)/runs/$(RUN_NAME)
+	$(CARGO_TARGET_DIR)/release/diptych-train export --checkpoint $(CACHE)/runs/$(RUN_NAME)/last.ot --config $(TRAIN_CONFIG) --out $(MODEL)
 
 ## bench: every benchmark of the README's performance section: tables as they run, then one JSON
 ## line per benchmark row (also kept in $(CACHE)/bench.jsonl).

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! data_dir = "data"
-//! model = "models/phantom-v1"
+//! model = "models/synth-v2"
 //! viewer_url_template = "https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}"
 //!
 //! [grpc]
@@ -81,7 +81,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
-            model: PathBuf::from("models/phantom-v1"),
+            model: PathBuf::from("models/synth-v2"),
             grpc: GrpcConfig::default(),
             encoder: EncoderConfig::default(),
             images: Limits::default(),
@@ -554,7 +554,7 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let config = Config::load(&Overrides::default(), env_of(&[])).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("data"));
-        assert_eq!(config.model, PathBuf::from("models/phantom-v1"));
+        assert_eq!(config.model, PathBuf::from("models/synth-v2"));
         assert_eq!(config.grpc.addr.to_string(), "0.0.0.0:50051");
         assert_eq!(config.encoder.execution_provider, ExecutionProvider::Auto);
         assert_eq!(config.encoder.ort_library, None);

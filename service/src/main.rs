@@ -55,7 +55,7 @@ enum Command {
 #[derive(Debug, clap::Args)]
 struct EvalArgs {
     /// Model bundle.
-    #[arg(long, default_value = "models/phantom-v1")]
+    #[arg(long, default_value = "models/synth-v2")]
     model: PathBuf,
     /// Synthetic source of queries and references (anatomy reads the MNI152 maps that
     /// `make deps-atlas` unpacks, or DIPTYCH_ATLAS_DIR).
@@ -100,7 +100,7 @@ enum BenchCommand {
     /// Slices/s through the encoder at batch 1 and 32, against PyTorch eager on the same weights.
     Encode {
         /// Model bundle.
-        #[arg(long, default_value = "models/phantom-v1")]
+        #[arg(long, default_value = "models/synth-v2")]
         model: PathBuf,
         /// Threads for both runtimes.
         #[arg(long, default_value_t = 2)]
@@ -116,7 +116,7 @@ enum BenchCommand {
     /// against the naive scan and FAISS IndexPQ.
     Search {
         /// Model bundle.
-        #[arg(long, default_value = "models/phantom-v1")]
+        #[arg(long, default_value = "models/synth-v2")]
         model: PathBuf,
         /// Records to search.
         #[arg(long, default_value_t = 1_000_000)]
@@ -135,7 +135,7 @@ enum BenchCommand {
     /// index of N records.
     Ready {
         /// Model bundle.
-        #[arg(long, default_value = "models/phantom-v1")]
+        #[arg(long, default_value = "models/synth-v2")]
         model: PathBuf,
         /// Records in the index.
         #[arg(long, default_value_t = 1_000_000)]
@@ -241,7 +241,7 @@ struct ServeArgs {
     /// Folder for the service's data [default: data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Model bundle folder [default: models/phantom-v1].
+    /// Model bundle folder [default: models/synth-v2].
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
     /// gRPC listen address [default: 0.0.0.0:50051].
