@@ -95,8 +95,14 @@ pub fn summary(r: &EvalReport) -> String {
         ("x̃ vs twin PSNR, outside", f(r.twin_psnr_outside_lesion)),
         ("x̂ SSIM", f(r.recon_ssim)),
         ("x̂ PSNR", f(r.recon_psnr)),
-        ("score, healthy p10/50/90", triple(r.abnormality_healthy_percentiles)),
-        ("score, diseased p10/50/90", triple(r.abnormality_diseased_percentiles)),
+        (
+            "score, healthy p10/50/90",
+            triple(r.abnormality_healthy_percentiles),
+        ),
+        (
+            "score, diseased p10/50/90",
+            triple(r.abnormality_diseased_percentiles),
+        ),
     ];
     let mut out = format!(
         "model {} on {} held-out {:?} slices (seed {}: {} diseased, {} healthy) in {:.1} s\n",

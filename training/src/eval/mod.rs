@@ -23,8 +23,8 @@ use std::path::Path;
 use std::time::Instant;
 
 use diptych::phantom::PhantomConfig;
-use diptych::synthetic::{ABNORMAL_LABELS, SourceKind, SyntheticSlice};
 use diptych::preprocess::{PreprocessError, PreprocessParams, place_labels, preprocess};
+use diptych::synthetic::{ABNORMAL_LABELS, SourceKind, SyntheticSlice};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
