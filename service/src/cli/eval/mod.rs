@@ -8,7 +8,8 @@
 //! codes form a [`Corpus`] searched by [`search_with_threads`] in normal, abnormal and combined
 //! mode (weights 1 and 1). The same metrics ([`metrics`]) score the baselines
 //! ([`baselines`]): random retrieval, L2 on the pre-processed pixels, and L2 on the encoder's
-//! continuous outputs when the graph declares them. Then:
+//! continuous outputs when the graph declares them; the label oracle ([`oracle`]) ranks by the
+//! true abnormal labels, the ceiling of abnormal-label Dice on this data. Then:
 //!
 //! - the twin check: each diseased query's healthy twin joins the references for that query
 //!   alone; is it in the query's top 5?
@@ -21,6 +22,7 @@
 //! | [`dataset`] | the query and reference sets at the model's input size |
 //! | [`metrics`] | Dice, lesion precision, level error, ratios |
 //! | [`baselines`] | random, brute-force L2, the session reading z_n and z_a |
+//! | [`oracle`] | the label oracle: references ranked by true abnormal-label overlap |
 //! | [`figure`] | the `--figure` PNG |
 //! | [`report`] | the markdown table and the JSON line |
 
@@ -28,6 +30,7 @@ pub mod baselines;
 pub mod dataset;
 pub mod figure;
 pub mod metrics;
+pub mod oracle;
 pub mod report;
 
 use std::path::PathBuf;
@@ -383,7 +386,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
 
     // Scores.
     let b = bar(0, "scoring");
-    b.set_length(8);
+    b.set_length(9);
     let mut rows = Vec::new();
     let per_query_of = |method: &'static str,
                         keys: &[&'static str],
@@ -459,6 +462,17 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         }
     };
     per_query_of("pixel L2", &["pixel_l2"], &pixels, &mut rows);
+    let oracle = Retrieval {
+        modes: vec![ModeResults::new(
+            "-",
+            (
+                oracle::top_by_abnormal_dice(&queries, &refs, labels.1, TOP_K),
+                Vec::new(),
+            ),
+        )],
+        composites: Vec::new(),
+    };
+    per_query_of("label oracle", &["abnormal_oracle"], &oracle, &mut rows);
     per_query_of("random", &["random"], &random, &mut rows);
     b.finish_and_clear();
 
