@@ -8,6 +8,7 @@ use super::layers::{self, SpadeConvs};
 use super::onnx::ModelProto;
 use super::weights::Weights;
 use crate::config::ModelConfig;
+use crate::model::ABNORMALITY_HALF_FRACTION;
 
 /// Initializer name of the normal codebook `[K, D]` in both graphs.
 pub const CODEBOOK_NORMAL: &str = "codebook_normal";
@@ -22,7 +23,8 @@ pub const NORMAL_INDICES: &str = "normal_indices";
 pub const ABNORMAL_INDICES: &str = "abnormal_indices";
 /// Encoder output: per-position mean over D of (z_a − e_a)², `[N, h, w]`.
 pub const ABNORMAL_DISTANCE: &str = "abnormal_distance";
-/// Encoder output: clamp(1 − min(abnormal_distance)/m, 0, 1), `[N]`.
+/// Encoder output: f / (f + 0.004), f the share of pixels the segmentation of the abnormal code
+/// labels as lesion, `[N]`.
 pub const ABNORMALITY: &str = "abnormality";
 /// Encoder output: the continuous normal latent z_n before quantisation, `[N, D, h, w]` (for
 /// evaluation baselines; the service does not fetch it).
@@ -116,28 +118,35 @@ pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelPro
     let e_a = layers::gather_codes(&mut g, &cb_a, &idx_a);
     let diff = g.node("Sub", &[&z_a, &e_a], vec![]);
     let sq = g.node("Mul", &[&diff, &diff], vec![]);
-    let distance = g.node_into(
+    g.node_into(
         "ReduceMean",
         &[&sq],
         vec![attr_ints("axes", &[1]), attr_int("keepdims", 0)],
         ABNORMAL_DISTANCE,
     );
-    // The score follows the most lesion-like position (see `Diptych::encode`).
-    let nearest = g.node(
-        "ReduceMin",
-        &[&distance],
+    // The score follows the lesion the abnormal code decodes to (see `Diptych::encode`).
+    let logits = seg_decoder(&mut g, weights, &z, &e_a)?;
+    let label = g.node(
+        "ArgMax",
+        &[&logits],
+        vec![attr_int("axis", 1), attr_int("keepdims", 0)],
+    );
+    let background = g.shared_i64("const.background", &[], &[0]);
+    let is_background = g.node("Equal", &[&label, &background], vec![]);
+    let is_lesion = g.node("Not", &[&is_background], vec![]);
+    let lesion = g.node("Cast", &[&is_lesion], vec![attr_int("to", 1)]);
+    let share = g.node(
+        "ReduceMean",
+        &[&lesion],
         vec![attr_ints("axes", &[1, 2]), attr_int("keepdims", 0)],
     );
-    let margin = g.initializer_f32(
-        "abnormality_margin",
+    let half = g.initializer_f32(
+        "abnormality_half_fraction",
         &[],
-        &[config.abnormality_margin as f32],
+        &[ABNORMALITY_HALF_FRACTION as f32],
     );
-    let ratio = g.node("Div", &[&nearest, &margin], vec![]);
-    let one = g.shared_f32("const.one", &[], &[1.0]);
-    let zero = g.shared_f32("const.zero", &[], &[0.0]);
-    let score = g.node("Sub", &[&one, &ratio], vec![]);
-    g.node_into("Clip", &[&score, &zero, &one], vec![], ABNORMALITY);
+    let denominator = g.node("Add", &[&share, &half], vec![]);
+    g.node_into("Div", &[&share, &denominator], vec![], ABNORMALITY);
 
     g.output(NORMAL_INDICES, Elem::I64, &batch_grid);
     g.output(ABNORMAL_INDICES, Elem::I64, &batch_grid);

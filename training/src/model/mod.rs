@@ -11,7 +11,7 @@ mod seg_decoder;
 mod spade;
 
 pub use block::{ConvBn, conv, leaky_relu, upsample2};
-pub use diptych::{Decoded, Diptych, Encoded, Outputs};
+pub use diptych::{ABNORMALITY_HALF_FRACTION, Decoded, Diptych, Encoded, Outputs};
 pub use encoder::Encoder;
 pub use image_decoder::ImageDecoder;
 pub use quantizer::{Quantized, VectorQuantizer};
