@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Sizes and constants of the network (`.notes/MODEL.md`); travels into the model bundle.
+/// Sizes and constants of the network (docs/METHOD.md §1); travels into the model bundle.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
@@ -119,11 +119,11 @@ impl ModelConfig {
 pub enum DiscriminationLevel {
     /// Each grid position is abnormal when its cell holds a lesion pixel (needs label maps).
     Position,
-    /// METHOD.md literally: the mean commitment distance of an image, abnormal when it has a lesion.
+    /// docs/METHOD.md literally: the mean commitment distance of an image, abnormal when it has a lesion.
     Image,
 }
 
-/// Weights and constants of the five losses (METHOD.md §2).
+/// Weights and constants of the five losses (docs/METHOD.md §2).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LossConfig {

@@ -61,7 +61,7 @@ pub struct ReferencedInstance {
     pub frame: Option<u32>,
     /// Rank of the hit among the results of its mode, 1 for the most similar.
     pub rank: u32,
-    /// Code distance of the hit to the received study (METHOD.md §3; smaller is more similar).
+    /// Code distance of the hit to the received study (docs/METHOD.md §3; smaller is more similar).
     pub distance: f64,
     /// The search mode that found it: "normal", "abnormal" or "combined".
     pub mode: String,

@@ -1,5 +1,5 @@
 //! Signatures: the names, element types and shapes the graphs must declare for their inputs and
-//! outputs, derived from the manifest (COMMON.md's fixed ONNX names).
+//! outputs, derived from the manifest (docs/DESIGN.md, "Model bundle").
 //!
 //! A declared axis is checked when the graph states it: the batch axis must be dynamic, the other
 //! axes must equal what the manifest implies. Axes a graph leaves unknown are verified by the

@@ -1,4 +1,4 @@
-//! Exact code search: the records nearest a query under the distances of METHOD.md §3.
+//! Exact code search: the records nearest a query under the distances of docs/METHOD.md §3.
 //!
 //! A record's codes are two grids of P integers, one into the normal codebook and one into the
 //! abnormal codebook. The distance between two records in one codebook is the sum over grid

@@ -7,7 +7,7 @@
 //! | [`wal`] | `<data_dir>/wal/` | the write-ahead log of accepted work (DICOM instances, deletes), fsynced with group commit before an acknowledgement; replayed on start |
 //! | [`codes`] | `<data_dir>/codes/` | the compact codes of every record (one byte per grid position per codebook) and its [`RecordKeys`](crate::record::RecordKeys), memory-mapped, stamped with the model that made them |
 //!
-//! The contract (DESIGN.md, "Durability"): an instance is acknowledged only once its WAL entry
+//! The contract (docs/DESIGN.md, "Durability"): an instance is acknowledged only once its WAL entry
 //! is on disk; encoding and indexing follow. The code store is synced at checkpoints; on restart
 //! the caller truncates it to the catalog's checkpoint and replays the WAL after it. Deleting a
 //! patient tombstones (and zeroes) its records here, then the caller rotates and prunes the WAL so

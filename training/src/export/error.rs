@@ -5,7 +5,7 @@ use std::path::PathBuf;
 /// An export failure, naming what was wrong and how to fix it.
 #[derive(Debug, thiserror::Error)]
 pub enum ExportError {
-    /// A tensor the network description (.notes/MODEL.md) names is absent from the weights.
+    /// A tensor the network description (docs/METHOD.md §1) names is absent from the weights.
     #[error(
         "the weights have no tensor `{name}`: the checkpoint does not match the exporter's network \
          description; export a checkpoint written by this version of diptych-train"

@@ -1,5 +1,5 @@
 //! The network's building blocks written as ONNX nodes, each the exact twin of a tch op listed in
-//! .notes/MODEL.md: convolution, activations, nearest upsampling, average pooling, channel slices,
+//! docs/METHOD.md §1: convolution, activations, nearest upsampling, average pooling, channel slices,
 //! SPADE and the vector-quantiser lookup.
 
 use super::graph::{GraphBuilder, attr_float, attr_int, attr_ints, attr_scalar_f32, attr_string};

@@ -1,5 +1,5 @@
 //! The two exported graphs, built from the model configuration and the trained weights by the
-//! VarStore names of .notes/MODEL.md: `encoder.onnx` (image → codes, abnormality) and
+//! VarStore names of docs/METHOD.md §1: `encoder.onnx` (image → codes, abnormality) and
 //! `decoder.onnx` (codes → segmentation, x̂, x̃). Every BatchNorm is folded into its convolution.
 
 use super::ExportError;

@@ -16,7 +16,7 @@ pub fn discrimination_position(distance: &Tensor, abnormal: &Tensor, margin: f64
     class_mean(abnormal, distance) + class_mean(&normal, &hinge)
 }
 
-/// METHOD.md literally: c is the mean distance of each image, a [N] is 1 for an image with a
+/// docs/METHOD.md literally: c is the mean distance of each image, a [N] is 1 for an image with a
 /// lesion; `a·c + (1 − a)·max(0, m − c)` averaged over the batch.
 pub fn discrimination_image(distance: &Tensor, has_lesion: &Tensor, margin: f64) -> Tensor {
     let c = distance.mean_dim(&[1i64, 2][..], false, Kind::Float);

@@ -1,7 +1,7 @@
-//! The five losses of METHOD.md §2, each a pure function on tensors, and their weighted sum;
+//! The five losses of docs/METHOD.md §2, each a pure function on tensors, and their weighted sum;
 //! plus the twin loss, which the synthetic sources make possible (x̃ against the healthy twin).
 //!
-//! Every ‖·‖² of METHOD.md is taken as a mean over its elements (pixels, or positions × D), so
+//! Every ‖·‖² of docs/METHOD.md is taken as a mean over its elements (pixels, or positions × D), so
 //! that the weights λ do not depend on the image or grid size.
 
 mod discrimination;

@@ -18,7 +18,7 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    /// Creates the encoder under `path` (`encoder.*` in MODEL.md).
+    /// Creates the encoder under `path` (`encoder.*` in docs/METHOD.md §1).
     pub fn new(path: &nn::Path, config: &ModelConfig) -> Self {
         let w = &config.widths;
         let n = config.downsamples;

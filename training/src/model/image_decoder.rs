@@ -39,7 +39,7 @@ pub struct ImageDecoder {
 }
 
 impl ImageDecoder {
-    /// Creates the decoder under `path` (`image_decoder.*` in MODEL.md).
+    /// Creates the decoder under `path` (`image_decoder.*` in docs/METHOD.md §1).
     pub fn new(path: &nn::Path, config: &ModelConfig) -> Self {
         let w = &config.widths;
         let n = config.downsamples;

@@ -1,6 +1,6 @@
-//! The diptych network (METHOD.md §1), one module per box of the diagram.
+//! The diptych network (docs/METHOD.md §1), one module per box of the diagram.
 //!
-//! Layer names, shapes and ops are fixed in `.notes/MODEL.md`; the ONNX exporter mirrors them.
+//! Layer names, shapes and ops are fixed in docs/METHOD.md §1; the ONNX exporter mirrors them.
 
 mod block;
 mod diptych;

@@ -15,7 +15,7 @@ pub struct SegDecoder {
 }
 
 impl SegDecoder {
-    /// Creates the decoder under `path` (`seg_decoder.*` in MODEL.md).
+    /// Creates the decoder under `path` (`seg_decoder.*` in docs/METHOD.md §1).
     pub fn new(path: &nn::Path, config: &ModelConfig) -> Self {
         let w = &config.widths;
         let n = config.downsamples;

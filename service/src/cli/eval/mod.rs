@@ -1,5 +1,5 @@
 //! `diptych eval`: retrieval quality of a model bundle through the service's own encoder and
-//! exact search, judged by label overlap on synthetic slices (METHOD.md §4).
+//! exact search, judged by label overlap on synthetic slices (docs/METHOD.md §4).
 //!
 //! Queries and references come from two generators of the chosen source with different seeds
 //! (disjoint subjects: references seed 3, queries seed 4; seed 1 trains the model, seed 2 is
