@@ -195,31 +195,28 @@ fn read_map(path: &Path) -> Result<(Vec<u8>, Grid), AtlasError> {
 
 /// Separable box average of half-width `radius` (edges clamped).
 fn box_average(values: &[f32], dims: [usize; 3], radius: usize) -> Vec<f32> {
-    let [nx, ny, nz] = dims;
-    let strides = [1, nx, nx * ny];
+    let strides = [1, dims[0], dims[0] * dims[1]];
     let mut current = values.to_vec();
-    let mut line = Vec::new();
-    for (axis, &stride) in strides.iter().enumerate() {
-        let n = dims[axis];
+    let mut prefix = Vec::new();
+    for (&n, &stride) in dims.iter().zip(&strides) {
         let mut next = current.clone();
-        let starts: Vec<usize> = (0..values.len())
-            .filter(|&i| (i / stride) % n == 0)
-            .collect();
-        for start in starts {
-            line.clear();
-            line.extend((0..n).map(|k| current[start + k * stride]));
-            let mut prefix = vec![0f32; n + 1];
-            for k in 0..n {
-                prefix[k + 1] = prefix[k] + line[k];
-            }
-            for k in 0..n {
-                let (lo, hi) = (k.saturating_sub(radius), (k + radius + 1).min(n));
-                next[start + k * stride] = (prefix[hi] - prefix[lo]) / (hi - lo) as f32;
+        // Every line along this axis starts at a voxel whose coordinate on the axis is 0.
+        for outer in 0..values.len() / (stride * n) {
+            for inner in 0..stride {
+                let start = outer * stride * n + inner;
+                prefix.clear();
+                prefix.push(0f32);
+                for k in 0..n {
+                    prefix.push(prefix[k] + current[start + k * stride]);
+                }
+                for k in 0..n {
+                    let (lo, hi) = (k.saturating_sub(radius), (k + radius + 1).min(n));
+                    next[start + k * stride] = (prefix[hi] - prefix[lo]) / (hi - lo) as f32;
+                }
             }
         }
         current = next;
     }
-    let _ = nz;
     current
 }
 
