@@ -21,6 +21,15 @@ fn generator(seed: u64, healthy_fraction: f32) -> AtlasGenerator {
 }
 
 #[test]
+fn generators_share_one_copy_of_the_maps() {
+    let dir = AtlasMaps::default_dir();
+    let a = AtlasMaps::shared(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let b = AtlasMaps::shared(&dir).unwrap();
+    assert!(Arc::ptr_eq(&a, &b), "the maps were read twice");
+    assert!(AtlasMaps::shared(Path::new("/nonexistent/mni")).is_err());
+}
+
+#[test]
 fn a_missing_folder_names_the_fix() {
     let err = AtlasMaps::open(Path::new("/nonexistent/mni")).unwrap_err();
     let text = err.to_string();

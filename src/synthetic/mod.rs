@@ -103,7 +103,7 @@ pub enum SourceKind {
 
 impl SourceKind {
     /// Opens a generator of this kind for `seed` with the given share of healthy slices; the
-    /// anatomy source loads its maps from [`crate::atlas::AtlasMaps::default_dir`].
+    /// anatomy source shares the maps of [`crate::atlas::AtlasMaps::default_dir`], read once.
     pub fn open(
         self,
         seed: u64,
@@ -118,9 +118,8 @@ impl SourceKind {
                 },
             )),
             Self::Anatomy => {
-                let maps = std::sync::Arc::new(crate::atlas::AtlasMaps::open(
-                    &crate::atlas::AtlasMaps::default_dir(),
-                )?);
+                let maps =
+                    crate::atlas::AtlasMaps::shared(&crate::atlas::AtlasMaps::default_dir())?;
                 Box::new(crate::atlas::AtlasGenerator::new(
                     maps,
                     seed,
