@@ -64,9 +64,10 @@ pub enum StoreError {
         reason: String,
     },
 
-    /// The log stopped accepting writes after an I/O failure (an fsync that failed may have lost data).
+    /// A write to the log failed (a full disk, an I/O error); nothing of it was acknowledged, and
+    /// the log repairs itself and accepts writes again once the cause is gone.
     #[error(
-        "the write-ahead log in {path} stopped accepting writes after an earlier failure ({reason}); fix the disk and restart the service"
+        "the write-ahead log in {path} could not write ({reason}); nothing was kept, retry once there is space on the disk"
     )]
     WalFailed {
         /// The log's folder.

@@ -1,5 +1,5 @@
 //! A memory-mapped file of fixed-size rows that grows in large steps: the file is extended
-//! (sparsely) and remapped only when its capacity is exhausted.
+//! (its blocks reserved, see [`allocate`]) and remapped only when its capacity is exhausted.
 
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
@@ -43,8 +43,7 @@ impl Column {
         }
         let capacity = held.max(INITIAL_ROWS);
         if capacity > held {
-            file.set_len((capacity * row_bytes) as u64)
-                .map_err(|e| StoreError::io("extend", path, e))?;
+            allocate(&file, path, (capacity * row_bytes) as u64)?;
         }
         Ok(Column {
             path: path.to_owned(),
@@ -70,9 +69,7 @@ impl Column {
                 path: self.path.clone(),
                 reason: format!("{rows} rows of {} bytes overflow", self.row_bytes),
             })?;
-        self.file
-            .set_len(bytes as u64)
-            .map_err(|e| StoreError::io("extend", &self.path, e))?;
+        allocate(&self.file, &self.path, bytes as u64)?;
         self.map = map(&self.file, &self.path)?;
         self.capacity = rows;
         Ok(())
@@ -101,6 +98,20 @@ impl Column {
         self.map
             .flush_range(start * self.row_bytes, (end - start) * self.row_bytes)
             .map_err(|e| StoreError::io("flush", &self.path, e))
+    }
+}
+
+/// Extends the file to `bytes` with its blocks reserved on disk (not sparsely): rows written
+/// through the map later can then never meet a full disk, which would kill the process with
+/// SIGBUS instead of returning an error. A full disk fails here, as an error the caller retries.
+fn allocate(file: &File, path: &Path, bytes: u64) -> Result<(), StoreError> {
+    match fs4::fs_std::FileExt::allocate(file, bytes) {
+        Ok(()) => Ok(()),
+        // A file system without fallocate: extend sparsely, as before.
+        Err(e) if e.kind() == std::io::ErrorKind::Unsupported => file
+            .set_len(bytes)
+            .map_err(|e| StoreError::io("extend", path, e)),
+        Err(e) => Err(StoreError::io("reserve space for", path, e)),
     }
 }
 

@@ -128,7 +128,8 @@ struct LogState {
     next_seq: u64,
     /// Seq of the last durable entry.
     durable_seq: Option<u64>,
-    /// Set after a failed write or fsync: nothing more is accepted.
+    /// Set after a failed write or fsync until the log is repaired (cut back to its last
+    /// durable entry), which the writer tries before every batch.
     failed: Option<String>,
 }
 
@@ -215,6 +216,7 @@ impl Wal {
                     segments.push(SegmentInfo {
                         number,
                         path,
+                        base_seq: 0,
                         last_seq: None,
                         valid_len: HEADER_LEN,
                     });
@@ -248,6 +250,7 @@ impl Wal {
                     segments.push(SegmentInfo {
                         number,
                         path,
+                        base_seq,
                         last_seq: scan.last_seq,
                         valid_len: scan.valid_len,
                     });

@@ -27,6 +27,8 @@ pub(super) struct SegmentInfo {
     pub number: u64,
     /// The segment file.
     pub path: PathBuf,
+    /// Seq its first entry gets (from its header; 0 for a damaged header).
+    pub base_seq: u64,
     /// Seq of its last valid entry, if it has one.
     pub last_seq: Option<u64>,
     /// Bytes of valid data (header and whole, verified entries); replay never reads past it.
@@ -78,6 +80,7 @@ pub(super) fn create(
     let info = SegmentInfo {
         number,
         path,
+        base_seq,
         last_seq: None,
         valid_len: HEADER_LEN,
     };

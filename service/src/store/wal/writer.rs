@@ -2,7 +2,7 @@
 //! all, fsyncs once, and only then answers each with its seq.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Seek, SeekFrom, Write};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -60,26 +60,32 @@ pub(super) fn run(shared: Arc<Shared>, queue: Receiver<Request>) {
                 Err(_) => break,
             }
         }
-        let outcome = {
+        let (first_seq, outcome) = {
             let mut state = shared.lock_state();
-            match state.failed.clone() {
-                Some(reason) => Err(reason),
-                None => match commit(&shared, &mut state, &batch, &mut buffer) {
-                    Ok(first_seq) => Ok(first_seq),
-                    Err(e) => {
-                        tracing::error!(error = %e, "the write-ahead log stopped accepting writes");
-                        let reason = e.to_string();
-                        state.failed = Some(reason.clone());
-                        Err(reason)
-                    }
-                },
-            }
+            let first_seq = state.next_seq;
+            let outcome = match repair_if_failed(&mut state) {
+                Err(reason) => Err(reason),
+                Ok(()) => commit(&shared, &mut state, &batch, &mut buffer).map_err(|e| {
+                    tracing::error!(error = %e, "a write-ahead log write failed; the log repairs itself and retries with the next write");
+                    let reason = e.to_string();
+                    state.failed = Some(reason.clone());
+                    // Repair at once when possible, so the next write finds the log clean.
+                    let _ = repair_if_failed(&mut state);
+                    reason
+                }),
+            };
+            // Entries of the batch made durable before the failure (an earlier segment of a
+            // rotation) are answered with their seq like any other.
+            let durable = state.durable_seq.filter(|&d| d >= first_seq);
+            (first_seq, outcome.map_err(|reason| (reason, durable)))
         };
         buffer.clear();
         for (i, request) in batch.into_iter().enumerate() {
+            let seq = first_seq + i as u64;
             let answer = match &outcome {
-                Ok(first_seq) => Ok(first_seq + i as u64),
-                Err(reason) => Err(StoreError::WalFailed {
+                Ok(_) => Ok(seq),
+                Err((_, Some(durable))) if seq <= *durable => Ok(seq),
+                Err((reason, _)) => Err(StoreError::WalFailed {
                     path: shared.dir.clone(),
                     reason: reason.clone(),
                 }),
@@ -87,6 +93,38 @@ pub(super) fn run(shared: Arc<Shared>, queue: Receiver<Request>) {
             request.reply.send(answer);
         }
     }
+}
+
+/// After a failed write (a full disk, an I/O error), puts the log back to its last durable
+/// state: the active segment is cut back to its last fsynced entry and the next seq follows the
+/// last durable entry, so nothing unacknowledged remains and the log accepts writes again once
+/// the cause is gone. Errs, with the first failure's reason, while that is not yet possible.
+fn repair_if_failed(state: &mut LogState) -> Result<(), String> {
+    let Some(reason) = state.failed.clone() else {
+        return Ok(());
+    };
+    let info = state.active_info().clone();
+    let cut = state
+        .active
+        .set_len(info.valid_len)
+        .and_then(|()| state.active.seek(SeekFrom::Start(info.valid_len)).map(drop))
+        .and_then(|()| state.active.sync_all());
+    if let Err(e) = cut {
+        return Err(format!(
+            "{reason}; cutting {} back to its last durable entry failed too: {e}",
+            info.path.display()
+        ));
+    }
+    // The active segment's entries are durable up to `info.last_seq`; without any, the next
+    // entry is the first its header promises.
+    state.next_seq = info.last_seq.map_or(info.base_seq, |last| last + 1);
+    state.failed = None;
+    tracing::info!(
+        segment = %info.path.display(),
+        valid_len = info.valid_len,
+        "the write-ahead log was repaired after a failed write and accepts writes again"
+    );
+    Ok(())
 }
 
 /// Writes the batch (rotating segments as they fill) and fsyncs; returns the first entry's seq.
