@@ -22,6 +22,7 @@
 //!
 //! [index]
 //! max_backlog_frames = 4096        # acknowledged, not yet indexed; beyond it acks wait
+//! min_free_bytes = 1073741824      # below this much free disk, new instances are refused
 //!
 //! [dicom]
 //! enabled = true
@@ -100,12 +101,17 @@ pub struct IndexConfig {
     /// once reached, further instances wait for room before they are acknowledged, so senders
     /// slow to the indexing rate instead of memory growing.
     pub max_backlog_frames: usize,
+    /// Free bytes kept on the data folder's file system: below it, C-STORE answers 0xA700 and
+    /// Ingest RESOURCE_EXHAUSTED before anything is written, so the log, the store and the
+    /// catalog never meet a full disk in normal operation. 0 turns the floor off.
+    pub min_free_bytes: u64,
 }
 
 impl Default for IndexConfig {
     fn default() -> Self {
         Self {
             max_backlog_frames: 4096,
+            min_free_bytes: 1 << 30,
         }
     }
 }

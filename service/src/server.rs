@@ -149,6 +149,8 @@ pub async fn run(
             limits: config.images,
             quiet_period: Duration::from_secs_f64(config.dicom.study_quiet_period_s),
             max_backlog_frames: config.index.max_backlog_frames,
+            min_free_bytes: config.index.min_free_bytes,
+            faults: Default::default(),
         };
         let opened = Instant::now();
         let index =
@@ -204,8 +206,23 @@ pub async fn run(
                 "model warm; SERVING"
             );
             state.set_engine(engine);
+            let mut faults = index.health().subscribe();
             state.set_index(index);
             grpc::set_health(&reporter, ServingStatus::Serving).await;
+            // Readiness follows the index: NOT_SERVING while indexing keeps failing.
+            let reporter = reporter.clone();
+            tokio::spawn(async move {
+                while faults.changed().await.is_ok() {
+                    let status = match faults.borrow_and_update().as_deref() {
+                        Some(reason) => {
+                            tracing::warn!(%reason, "gRPC health: NOT_SERVING while indexing fails");
+                            ServingStatus::NotServing
+                        }
+                        None => ServingStatus::Serving,
+                    };
+                    grpc::set_health(&reporter, status).await;
+                }
+            });
         }
         Err(error) => {
             let _ = stop_tx.send(true);

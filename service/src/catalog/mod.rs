@@ -235,6 +235,15 @@ impl Catalog {
         Ok(())
     }
 
+    /// Drops every add and delete since the last commit (after a failure, the apply worker
+    /// redoes that work from the write-ahead log).
+    pub fn roll_back(&self) -> Result<(), CatalogError> {
+        self.writer()
+            .rollback()
+            .map_err(CatalogError::index("roll back to its last commit"))?;
+        Ok(())
+    }
+
     /// The checkpoint of the last commit; zeros for a catalog never committed.
     pub fn checkpoint(&self) -> Checkpoint {
         *self

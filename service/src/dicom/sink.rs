@@ -39,7 +39,9 @@ impl StoreSink for IndexSink {
                 Ok(AcceptOutcome::NonImage) => StoreOutcome::NonImage,
                 Ok(AcceptOutcome::Refused { refusal, .. }) => match refusal {
                     Refusal::CannotUnderstand(m) => StoreOutcome::CannotUnderstand(m),
-                    Refusal::OutOfResources(m) => StoreOutcome::OutOfResources(m),
+                    Refusal::OutOfResources(m) | Refusal::DiskFull(m) | Refusal::Unavailable(m) => {
+                        StoreOutcome::OutOfResources(m)
+                    }
                 },
             }
         })

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ServiceState;
 use super::input::invalid;
-use crate::index::{AcceptOutcome, IndexError};
+use crate::index::{AcceptOutcome, IndexError, Refusal};
 use crate::record::DeleteTarget;
 
 /// The IngestService handlers.
@@ -53,6 +53,16 @@ fn record(
         }
         AcceptOutcome::Duplicate { .. } => answer.duplicates += 1,
         AcceptOutcome::NonImage => answer.non_image += 1,
+        // The index takes nothing now: the whole call fails so the client retries it (what was
+        // accepted before is then answered as a duplicate).
+        AcceptOutcome::Refused {
+            refusal: Refusal::Unavailable(m),
+            ..
+        } => return Err(Status::unavailable(m)),
+        AcceptOutcome::Refused {
+            refusal: Refusal::DiskFull(m),
+            ..
+        } => return Err(Status::resource_exhausted(m)),
         AcceptOutcome::Refused {
             sop_instance_uid,
             refusal,
@@ -73,6 +83,11 @@ impl IngestService for IngestApi {
         request: Request<Streaming<IngestRequest>>,
     ) -> Result<Response<IngestResponse>, Status> {
         let index = self.state.index()?;
+        match index.refuses_work(0) {
+            Some(Refusal::DiskFull(m)) => return Err(Status::resource_exhausted(m)),
+            Some(refusal) => return Err(Status::unavailable(refusal.to_string())),
+            None => {}
+        }
         let mut stream = request.into_inner();
         let mut answer = IngestResponse::default();
         // Instances of one stream are examined and logged concurrently (group commit shares the

@@ -51,14 +51,22 @@ pub enum Examined {
 pub enum Refusal {
     /// It cannot be parsed or decoded (DICOM status 0xC000).
     CannotUnderstand(String),
-    /// The server cannot take it now (DICOM status 0xA700).
+    /// This instance could not be kept now, e.g. its log write failed (DICOM status 0xA700).
     OutOfResources(String),
+    /// The data folder's free space is below its floor (DICOM 0xA700, gRPC RESOURCE_EXHAUSTED).
+    DiskFull(String),
+    /// Indexing keeps failing and new work is refused until it recovers (DICOM 0xA700, gRPC
+    /// UNAVAILABLE).
+    Unavailable(String),
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Refusal::CannotUnderstand(m) | Refusal::OutOfResources(m) => f.write_str(m),
+            Refusal::CannotUnderstand(m)
+            | Refusal::OutOfResources(m)
+            | Refusal::DiskFull(m)
+            | Refusal::Unavailable(m) => f.write_str(m),
         }
     }
 }
@@ -166,11 +174,50 @@ impl Index {
         self.accept_with(dicom, Some(parsed)).await
     }
 
+    /// Why no new work can be taken now, if so: indexing keeps failing, or the data folder's
+    /// free space (less `incoming` bytes) is below its floor.
+    pub fn refuses_work(&self, incoming: u64) -> Option<Refusal> {
+        if let Some(reason) = self.health.fault() {
+            return Some(Refusal::Unavailable(format!(
+                "indexing is failing ({reason}); nothing new is accepted until it recovers by \
+                 itself, retry later"
+            )));
+        }
+        if self.min_free_bytes == 0 {
+            return None;
+        }
+        match fs4::statvfs(&self.dir) {
+            Ok(stats) if stats.available_space() < self.min_free_bytes.saturating_add(incoming) => {
+                Some(Refusal::DiskFull(format!(
+                    "the data folder's disk has {} MiB free, below the {} MiB kept free \
+                     ([index] min_free_bytes); free space or grow the disk, then retry",
+                    stats.available_space() >> 20,
+                    self.min_free_bytes >> 20
+                )))
+            }
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, "the data folder's free space cannot be read");
+                None
+            }
+        }
+    }
+
     async fn accept_with(
         &self,
         dicom: Vec<u8>,
         parsed: Option<Instance>,
     ) -> Result<AcceptOutcome, IndexError> {
+        if self.is_closing() {
+            return Err(IndexError::Stopped);
+        }
+        // Refused before anything is examined or written.
+        if let Some(refusal) = self.refuses_work(dicom.len() as u64) {
+            return Ok(AcceptOutcome::Refused {
+                sop_instance_uid: None,
+                refusal,
+            });
+        }
         // Parsing and decoding are CPU work: done in place, with the runtime told so.
         let examined = tokio::task::block_in_place(|| {
             let known = |sop: &str| self.known(sop);

@@ -10,6 +10,16 @@
 //! encodes (that chunk's codes are added only once it is done). A chunk is what has arrived by
 //! the time the previous one finished, so under steady ingest new records become searchable
 //! within a chunk's time plus 100 ms (well under the 2 s the API promises).
+//!
+//! Nothing acknowledged is left out. When anything fails — encoding a frame, appending codes,
+//! adding catalog entries, a checkpoint, a delete — the worker rolls the store and the catalog
+//! back to the last checkpoint and redoes everything after it from the write-ahead log, after a
+//! pause that doubles with every failure in a row (up to [`MAX_BACKOFF`]). The checkpoint, and so
+//! log pruning, never passes an entry that is not in the store and the catalog. After
+//! [`PERSISTENT_AFTER`] failures in a row the index stops acknowledging new work
+//! ([`super::Health`]) until a checkpoint succeeds again. A gap in the sequence numbers (an
+//! acceptor that went away between its log append and handing over its work) is filled from the
+//! log too, never skipped.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -21,19 +31,28 @@ use tokio::task::JoinSet;
 
 use super::Index;
 use super::accept::Prepared;
+use super::faults::FaultPoint;
 use crate::catalog::{CatalogEntry, Checkpoint};
 use crate::encoder::{BatchError, SliceCode};
 use crate::record::DeleteTarget;
-use crate::store::{NewRecord, WalRecord};
+use crate::store::{NewRecord, StoreError, WalRecord, WalReplay};
 
 /// Most frames encoded in one chunk.
 const CHUNK_FRAMES: usize = 512;
-/// How long a gap in the sequence numbers is waited for before it is taken as a failed append.
+/// How long a gap in the sequence numbers is waited for before it is read from the log.
 const GAP_PATIENCE: Duration = Duration::from_secs(5);
 /// How often an open sequence gap is looked at again.
 const GAP_RECHECK: Duration = Duration::from_millis(200);
 /// Longest applied work waits for its checkpoint (which makes it searchable).
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(100);
+/// How often a running checkpoint is looked at when there is nothing else to do.
+const CHECKPOINT_POLL: Duration = Duration::from_millis(20);
+/// Pause before the first redo after a failure; it doubles with each failure in a row.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest pause between redos.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// Failures in a row after which new work is refused until the worker recovers.
+pub const PERSISTENT_AFTER: u32 = 3;
 
 /// What a delete removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -43,6 +62,9 @@ pub struct DeleteCounts {
     /// Distinct instances removed.
     pub instances: u64,
 }
+
+/// Where the answer to a delete goes.
+pub type DeleteReply = oneshot::Sender<Result<DeleteCounts, String>>;
 
 /// One unit of accepted work, named by its log sequence number.
 pub enum Work {
@@ -62,7 +84,7 @@ pub enum Work {
         /// What to delete.
         target: DeleteTarget,
         /// Who waits for the answer (none during replay).
-        reply: Option<oneshot::Sender<Result<DeleteCounts, String>>>,
+        reply: Option<DeleteReply>,
     },
     /// A log entry with nothing to apply (a non-image object replayed).
     Skip {
@@ -77,29 +99,157 @@ impl Work {
             Work::Instance { seq, .. } | Work::Delete { seq, .. } | Work::Skip { seq } => *seq,
         }
     }
+
+    /// Frames it holds in memory.
+    fn frames(&self) -> usize {
+        match self {
+            Work::Instance { prepared, .. } => prepared.frames.len(),
+            _ => 0,
+        }
+    }
 }
 
-/// The worker: runs until the channel closes.
-pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first_seq: u64) {
+/// Why applying failed, and what the failed work held that its redo from the log needs.
+struct Failure {
+    /// What failed (no patient data).
+    reason: String,
+    /// Backlog room of the failed work, given back once it is applied after all.
+    backlog: Vec<OwnedSemaphorePermit>,
+    /// Callers of the failed deletes, answered once they are applied after all.
+    replies: Vec<(u64, DeleteReply)>,
+}
+
+impl Failure {
+    fn new(reason: impl Into<String>) -> Failure {
+        Failure {
+            reason: reason.into(),
+            backlog: Vec::new(),
+            replies: Vec::new(),
+        }
+    }
+
+    /// Takes over what the unapplied rest of a chunk holds.
+    fn salvage(mut self, rest: impl IntoIterator<Item = Work>) -> Failure {
+        for work in rest {
+            match work {
+                Work::Instance { backlog, .. } => self.backlog.extend(backlog),
+                Work::Delete {
+                    seq,
+                    reply: Some(reply),
+                    ..
+                } => self.replies.push((seq, reply)),
+                _ => {}
+            }
+        }
+        self
+    }
+
+    /// Takes over what another failure holds (its reason is kept as the first one).
+    fn absorb(&mut self, other: Failure) {
+        self.backlog.extend(other.backlog);
+        self.replies.extend(other.replies);
+    }
+}
+
+/// The log entries the worker still has to read back after a restart: everything that was
+/// durable at open and is past the last checkpoint, read a chunk at a time so a long replay
+/// holds no more frames in memory than live ingest may.
+pub struct Replay {
+    entries: WalReplay,
+    /// Seq of the last entry to replay.
+    until: u64,
+}
+
+impl Replay {
+    /// Reads back `entries` through seq `until`.
+    pub fn new(entries: WalReplay, until: u64) -> Replay {
+        Replay { entries, until }
+    }
+}
+
+/// The worker: runs until the channel closes, then takes a final checkpoint.
+pub async fn run(
+    index: Arc<Index>,
+    mut rx: mpsc::UnboundedReceiver<Work>,
+    first_seq: u64,
+    mut replay: Option<Replay>,
+) {
     let mut waiting: BTreeMap<u64, Work> = BTreeMap::new();
     let mut next = first_seq;
     let mut gap_since: Option<Instant> = None;
     let mut commits = Commits::default();
+    let mut stop = index.stopping.subscribe();
+    let mut closed = false;
     loop {
-        // Wait for work: with a gap open, at most a moment (to re-check the gap's patience);
-        // with applied work uncommitted, at most until its checkpoint is due.
+        // After a restart, the log is read back a chunk at a time, ahead of live work.
+        if let Some(r) = replay.as_mut()
+            && !waiting.contains_key(&next)
+        {
+            let pulled = tokio::task::block_in_place(|| pull_replay(&index, r, &mut waiting));
+            if let Err(error) = &pulled {
+                tracing::error!(%error, "reading the write-ahead log back failed; retrying");
+                tokio::time::sleep(commits.failed(&index, &error.to_string())).await;
+                continue;
+            }
+            if pulled.is_ok_and(|more| !more) {
+                replay = None;
+            }
+        }
+        // A finished checkpoint is looked at: its failure is redone, its success ends a run of
+        // failures.
+        if commits.running.as_ref().is_some_and(|h| h.is_finished())
+            && let Err(failure) = commits.wait(&index).await
+        {
+            redo(&index, &mut commits, &mut waiting, &mut next, failure).await;
+            gap_since = None;
+        }
+        // Wait for work: not at all when the next entry is at hand; with a gap open, at most a
+        // moment (to re-check the gap's patience); with applied work uncommitted, at most until
+        // its checkpoint is due; with a checkpoint running, a moment (to look at its outcome).
         let mut patience = commits.due_in();
-        if !waiting.is_empty() {
+        if commits.running.is_some() {
+            patience = Some(patience.map_or(CHECKPOINT_POLL, |d| d.min(CHECKPOINT_POLL)));
+        }
+        if waiting.contains_key(&next) {
+            patience = Some(Duration::ZERO);
+        } else if !waiting.is_empty() {
             patience = Some(patience.map_or(GAP_RECHECK, |d| d.min(GAP_RECHECK)));
         }
-        let received = match patience {
-            None => Some(rx.recv().await),
-            Some(limit) => tokio::time::timeout(limit, rx.recv()).await.ok(),
+        let receive = async {
+            match patience {
+                None => Some(rx.recv().await),
+                Some(Duration::ZERO) => None,
+                Some(limit) => tokio::time::timeout(limit, rx.recv()).await.ok(),
+            }
+        };
+        let received = tokio::select! {
+            received = receive => received,
+            _ = stop.wait_for(|stop| *stop), if !closed => {
+                // Closing: what is queued is still applied, then the channel reports its end.
+                rx.close();
+                closed = true;
+                None
+            }
         };
         match received {
+            Some(None) if !waiting.is_empty() || replay.is_some() => {
+                // Closing, with work still to apply (a reorder gap or the replay): apply it.
+                // A gap is read from the log at once: nothing else will fill it.
+                let mut patience = Instant::now().checked_sub(GAP_PATIENCE);
+                let drained = step(&index, &mut waiting, &mut next, &mut patience, &mut commits);
+                if let Err(failure) = drained.await {
+                    tracing::error!(reason = %failure.reason, "applying the last work before stopping failed; the next start replays the log");
+                    return;
+                }
+                continue;
+            }
             Some(None) => {
-                commits.checkpoint(&index).await;
-                commits.wait().await;
+                // The index is closing: whatever was applied is committed; a failure here
+                // leaves the work in the log, which the next start replays.
+                let last = commits.checkpoint(&index).await;
+                if let Err(failure) = last.and(commits.wait(&index).await) {
+                    tracing::error!(reason = %failure.reason, "the final checkpoint failed; the next start replays the log");
+                }
                 return;
             }
             Some(Some(work)) => {
@@ -110,39 +260,133 @@ pub async fn run(index: Arc<Index>, mut rx: mpsc::UnboundedReceiver<Work>, first
         while let Ok(work) = rx.try_recv() {
             waiting.insert(work.seq(), work);
         }
-        // Applied work whose checkpoint is due is committed now, while the next chunk encodes.
-        if commits.due_in() == Some(Duration::ZERO) {
-            commits.checkpoint(&index).await;
+        if let Err(failure) = step(
+            &index,
+            &mut waiting,
+            &mut next,
+            &mut gap_since,
+            &mut commits,
+        )
+        .await
+        {
+            redo(&index, &mut commits, &mut waiting, &mut next, failure).await;
+            gap_since = None;
         }
-        // Late arrivals below `next` (after a gap was given up) are applied at once.
-        let late: Vec<Work> = {
-            let keep = waiting.split_off(&next);
-            std::mem::replace(&mut waiting, keep)
-                .into_values()
-                .collect()
-        };
-        if !late.is_empty() {
-            apply_chunk(&index, late, &mut commits).await;
-        }
-        let ready = take_contiguous(&mut waiting, &mut next);
-        if ready.is_empty() {
-            let since = *gap_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= GAP_PATIENCE
-                && let Some((&lowest, _)) = waiting.first_key_value()
-            {
-                tracing::error!(
-                    missing_from = next,
-                    resumes_at = lowest,
-                    "write-ahead log sequence gap (a failed append?); applying what follows"
-                );
-                next = lowest;
-                gap_since = None;
-            }
-            continue;
-        }
-        gap_since = None;
-        apply_chunk(&index, ready, &mut commits).await;
     }
+}
+
+/// Moves the next entries of `replay` into `waiting`, up to a chunk's worth of frames; `false`
+/// once the replay is complete.
+fn pull_replay(
+    index: &Index,
+    replay: &mut Replay,
+    waiting: &mut BTreeMap<u64, Work>,
+) -> Result<bool, StoreError> {
+    let mut frames = 0;
+    while frames < CHUNK_FRAMES {
+        let Some(entry) = replay.entries.next() else {
+            return Ok(false);
+        };
+        let (seq, record) = entry?;
+        if seq > replay.until {
+            return Ok(false);
+        }
+        let work = index.work_of(seq, record);
+        frames += work.frames();
+        waiting.insert(seq, work);
+        if seq == replay.until {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// One round of the worker: the due checkpoint, late arrivals, and the next contiguous chunk.
+async fn step(
+    index: &Arc<Index>,
+    waiting: &mut BTreeMap<u64, Work>,
+    next: &mut u64,
+    gap_since: &mut Option<Instant>,
+    commits: &mut Commits,
+) -> Result<(), Failure> {
+    // Applied work whose checkpoint is due is committed now, while the next chunk encodes.
+    if commits.due_in() == Some(Duration::ZERO) {
+        commits.checkpoint(index).await?;
+    }
+    // Late arrivals below `next` (entries read from the log to fill a gap) are applied at once.
+    let late: Vec<Work> = {
+        let keep = waiting.split_off(next);
+        std::mem::replace(waiting, keep).into_values().collect()
+    };
+    if !late.is_empty() {
+        apply_chunk(index, late, commits).await?;
+    }
+    let ready = take_contiguous(waiting, next);
+    if !ready.is_empty() {
+        *gap_since = None;
+        return apply_chunk(index, ready, commits).await;
+    }
+    let since = *gap_since.get_or_insert_with(Instant::now);
+    if since.elapsed() >= GAP_PATIENCE
+        && let Some((&lowest, _)) = waiting.first_key_value()
+    {
+        // An acceptor appended to the log and went away before handing its work over: the
+        // entries are durable, so they are read back and applied like any other.
+        tracing::warn!(
+            missing_from = *next,
+            resumes_at = lowest,
+            "write-ahead log sequence gap: reading the missing entries back from the log"
+        );
+        let missing = tokio::task::block_in_place(|| index.reread(*next - 1, lowest, true))
+            .map_err(|e| Failure::new(format!("reading a sequence gap back from the log: {e}")))?;
+        for work in missing {
+            waiting.insert(work.seq(), work);
+        }
+        *gap_since = None;
+    }
+    Ok(())
+}
+
+/// After `failure`: waits for the checkpoint in flight, rolls the store and the catalog back to
+/// the last checkpoint, and queues every entry after it again from the log, after a pause.
+async fn redo(
+    index: &Arc<Index>,
+    commits: &mut Commits,
+    waiting: &mut BTreeMap<u64, Work>,
+    next: &mut u64,
+    mut failure: Failure,
+) {
+    if let Err(other) = commits.wait(index).await {
+        failure.absorb(other);
+    }
+    if let Some(open) = commits.uncommitted.take() {
+        // Not committed: its keys stay in flight and its entries pending until the redo.
+        failure.backlog.extend(open.backlog);
+    }
+    failure.backlog.append(&mut commits.carried);
+    let redone = loop {
+        let pause = commits.failed(index, &failure.reason);
+        tracing::warn!(
+            reason = %failure.reason,
+            retry_in_ms = pause.as_millis() as u64,
+            "applying accepted work failed; redoing everything after the last checkpoint from the write-ahead log"
+        );
+        tokio::time::sleep(pause).await;
+        match tokio::task::block_in_place(|| index.roll_back(*next)) {
+            Ok(redone) => break redone,
+            Err(error) => failure.reason = format!("rolling back to the last checkpoint: {error}"),
+        }
+    };
+    let (applied_seq, works) = redone;
+    let mut replies: BTreeMap<u64, DeleteReply> = failure.replies.into_iter().collect();
+    for mut work in works {
+        if let Work::Delete { seq, reply, .. } = &mut work {
+            *reply = replies.remove(seq);
+        }
+        waiting.insert(work.seq(), work);
+    }
+    *next = applied_seq + 1;
+    commits.carried = failure.backlog;
 }
 
 /// Removes the work items with sequence numbers `next, next+1, …` from `waiting`, up to a
@@ -154,16 +398,15 @@ fn take_contiguous(waiting: &mut BTreeMap<u64, Work>, next: &mut u64) -> Vec<Wor
         let Some(work) = waiting.remove(next) else {
             break;
         };
-        if let Work::Instance { prepared, .. } = &work {
-            frames += prepared.frames.len();
-        }
+        frames += work.frames();
         ready.push(work);
         *next += 1;
     }
     ready
 }
 
-/// Applied work that no checkpoint covers yet, and the checkpoint running in the background.
+/// Applied work that no checkpoint covers yet, the checkpoint running in the background, and
+/// the run of failures.
 ///
 /// A checkpoint (store sync, catalog commit: a new tantivy segment, later merged) costs about
 /// the same for 1 instance as for 500, so applied chunks are committed together at most every
@@ -171,10 +414,14 @@ fn take_contiguous(waiting: &mut BTreeMap<u64, Work>, next: &mut u64) -> Vec<Wor
 /// encodes, and that chunk's codes are added only once it is done.
 #[derive(Default)]
 struct Commits {
-    /// The checkpoint in flight.
-    running: Option<tokio::task::JoinHandle<()>>,
+    /// The checkpoint in flight; a failed one hands its work back.
+    running: Option<tokio::task::JoinHandle<Result<(), (Uncommitted, String)>>>,
     /// What was applied since the last checkpoint.
     uncommitted: Option<Uncommitted>,
+    /// Backlog room of work being redone after a failure, given back at the next checkpoint.
+    carried: Vec<OwnedSemaphorePermit>,
+    /// Failures since the last successful checkpoint.
+    failures: u32,
 }
 
 /// Applied entries waiting for their checkpoint.
@@ -192,12 +439,41 @@ struct Uncommitted {
 }
 
 impl Commits {
-    /// Waits for the checkpoint in flight, if any.
-    async fn wait(&mut self) {
-        if let Some(handle) = self.running.take()
-            && let Err(error) = handle.await
-        {
-            tracing::error!(%error, "a checkpoint task failed");
+    /// Waits for the checkpoint in flight, if any; a success ends a run of failures.
+    async fn wait(&mut self, index: &Index) -> Result<(), Failure> {
+        let Some(handle) = self.running.take() else {
+            return Ok(());
+        };
+        match handle.await {
+            Ok(Ok(())) => {
+                self.recovered(index);
+                Ok(())
+            }
+            Ok(Err((done, reason))) => {
+                let mut failure = Failure::new(reason);
+                failure.backlog = done.backlog;
+                Err(failure)
+            }
+            Err(error) => Err(Failure::new(format!("a checkpoint task failed: {error}"))),
+        }
+    }
+
+    /// Counts a failure: returns the pause before the redo, and stops acknowledgements once
+    /// failures persist.
+    fn failed(&mut self, index: &Index, reason: &str) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        if self.failures >= PERSISTENT_AFTER {
+            index.health.set_fault(reason);
+        }
+        let doublings = self.failures.saturating_sub(1).min(16);
+        (FIRST_BACKOFF * 2u32.pow(doublings)).min(MAX_BACKOFF)
+    }
+
+    /// A checkpoint succeeded: the run of failures is over.
+    fn recovered(&mut self, index: &Index) {
+        if self.failures > 0 {
+            self.failures = 0;
+            index.health.clear();
         }
     }
 
@@ -220,6 +496,7 @@ impl Commits {
         open.entries += entries;
         open.keys.extend(keys);
         open.backlog.extend(backlog);
+        open.backlog.append(&mut self.carried);
     }
 
     /// How long until the uncommitted work must be checkpointed; `None` when there is none.
@@ -230,31 +507,37 @@ impl Commits {
     }
 
     /// Starts the checkpoint of everything applied (after the one in flight has finished).
-    async fn checkpoint(&mut self, index: &Arc<Index>) {
-        self.wait().await;
+    async fn checkpoint(&mut self, index: &Arc<Index>) -> Result<(), Failure> {
+        self.wait(index).await?;
         let Some(done) = self.uncommitted.take() else {
-            return;
+            return Ok(());
         };
         let index = index.clone();
         self.running = Some(tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            checkpoint(&index, done.last_seq);
+            if let Err(reason) = checkpoint(&index, done.last_seq) {
+                return Err((done, reason));
+            }
             tracing::debug!(
                 entries = done.entries,
                 checkpoint_ms = started.elapsed().as_secs_f64() * 1e3,
                 "checkpoint"
             );
             done.release(&index);
+            Ok(())
         }));
+        Ok(())
     }
 
     /// Checkpoints synchronously through `seq` (before a delete): everything applied is covered.
-    async fn checkpoint_now(&mut self, index: &Arc<Index>, seq: u64) {
-        self.wait().await;
-        checkpoint(index, seq);
+    async fn checkpoint_now(&mut self, index: &Arc<Index>, seq: u64) -> Result<(), Failure> {
+        self.wait(index).await?;
+        checkpoint(index, seq).map_err(Failure::new)?;
+        self.recovered(index);
         if let Some(done) = self.uncommitted.take() {
             done.release(index);
         }
+        Ok(())
     }
 }
 
@@ -272,15 +555,21 @@ impl Uncommitted {
     }
 }
 
-/// Applies a chunk in order; its checkpoint is left to `commits`.
-async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>, commits: &mut Commits) {
+/// Applies a chunk in order; its checkpoint is left to `commits`. On failure, what the chunk's
+/// unapplied work holds goes with the failure.
+async fn apply_chunk(
+    index: &Arc<Index>,
+    chunk: Vec<Work>,
+    commits: &mut Commits,
+) -> Result<(), Failure> {
     let Some(last_seq) = chunk.last().map(Work::seq) else {
-        return;
+        return Ok(());
     };
     let mut entries = 0u64;
     let mut instances: Vec<(u64, Box<Prepared>)> = Vec::new();
     let mut backlog: Vec<OwnedSemaphorePermit> = Vec::new();
-    for work in chunk {
+    let mut chunk = chunk.into_iter();
+    while let Some(work) = chunk.next() {
         entries += 1;
         match work {
             Work::Instance {
@@ -293,50 +582,79 @@ async fn apply_chunk(index: &Arc<Index>, chunk: Vec<Work>, commits: &mut Commits
             }
             Work::Skip { .. } => {}
             Work::Delete { seq, target, reply } => {
-                // Everything before the delete is indexed and committed first, so the delete sees it.
-                let keys = index_instances(index, std::mem::take(&mut instances), commits).await;
-                commits.applied(
-                    seq.saturating_sub(1),
-                    entries - 1,
-                    keys,
-                    std::mem::take(&mut backlog),
-                );
-                commits.checkpoint_now(index, seq.saturating_sub(1)).await;
+                // Everything before the delete is indexed and committed first, so the delete
+                // sees it.
+                let before = async {
+                    let keys =
+                        index_instances(index, std::mem::take(&mut instances), commits).await?;
+                    commits.applied(
+                        seq.saturating_sub(1),
+                        entries - 1,
+                        keys,
+                        std::mem::take(&mut backlog),
+                    );
+                    commits.checkpoint_now(index, seq.saturating_sub(1)).await
+                };
+                let outcome = match before.await {
+                    Ok(()) => apply_delete(index, &target, seq),
+                    Err(failure) => Err(DeleteFailure::Uncommitted(failure)),
+                };
                 entries = 0;
-                let outcome = apply_delete(index, &target, seq);
-                index.counters.pending.fetch_sub(1, Ordering::Relaxed);
-                if let Err(message) = &outcome {
-                    tracing::error!(level = target.level(), %message, "delete failed");
-                }
-                if let Some(reply) = reply {
-                    let _ = reply.send(outcome);
+                match outcome {
+                    Ok(counts) => {
+                        index.counters.pending.fetch_sub(1, Ordering::Relaxed);
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Ok(counts));
+                        }
+                    }
+                    Err(DeleteFailure::Committed(message)) => {
+                        // The delete is committed; cleaning up after it failed.
+                        index.counters.pending.fetch_sub(1, Ordering::Relaxed);
+                        tracing::error!(level = target.level(), %message, "cleaning up after a delete failed");
+                        if let Some(reply) = reply {
+                            let _ = reply.send(Err(message));
+                        }
+                    }
+                    Err(DeleteFailure::Uncommitted(mut failure)) => {
+                        failure.backlog.append(&mut backlog);
+                        failure.replies.extend(reply.map(|r| (seq, r)));
+                        return Err(failure.salvage(chunk));
+                    }
                 }
             }
         }
     }
     let started = Instant::now();
     let frames: usize = instances.iter().map(|(_, p)| p.frames.len()).sum();
-    let keys = index_instances(index, instances, commits).await;
-    tracing::debug!(
-        entries,
-        frames,
-        index_ms = started.elapsed().as_secs_f64() * 1e3,
-        "chunk applied"
-    );
-    commits.applied(last_seq, entries, keys, backlog);
+    match index_instances(index, instances, commits).await {
+        Ok(keys) => {
+            tracing::debug!(
+                entries,
+                frames,
+                index_ms = started.elapsed().as_secs_f64() * 1e3,
+                "chunk applied"
+            );
+            commits.applied(last_seq, entries, keys, backlog);
+            Ok(())
+        }
+        Err(mut failure) => {
+            failure.backlog.append(&mut backlog);
+            Err(failure)
+        }
+    }
 }
 
 /// Encodes every frame of `instances` concurrently, waits for the previous checkpoint in
-/// `commits`, then appends codes and catalog entries in log order.
-/// Returns the instance keys it applied.
+/// `commits`, then appends codes and catalog entries in log order. Returns the instance keys it
+/// applied; on failure nothing of it counts as applied (the redo rolls back what was written).
 async fn index_instances(
     index: &Arc<Index>,
     mut instances: Vec<(u64, Box<Prepared>)>,
     commits: &mut Commits,
-) -> Vec<u64> {
+) -> Result<Vec<u64>, Failure> {
     if instances.is_empty() {
-        commits.wait().await;
-        return Vec::new();
+        commits.wait(index).await?;
+        return Ok(Vec::new());
     }
     let mut codes: Vec<Vec<Option<SliceCode>>> = instances
         .iter()
@@ -346,27 +664,29 @@ async fn index_instances(
     let mut tasks = JoinSet::new();
     for (i, (_, prepared)) in instances.iter_mut().enumerate() {
         for (f, pixels) in std::mem::take(&mut prepared.frames).into_iter().enumerate() {
-            let engine = index.engine.clone();
-            tasks.spawn(async move { (i, f, encode_with_retry(&engine, pixels).await) });
+            let index = index.clone();
+            tasks.spawn(async move { (i, f, encode_with_retry(&index, pixels).await) });
         }
     }
+    let mut failed: Option<String> = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((i, f, Ok(code))) => codes[i][f] = Some(code),
-            Ok((_, _, Err(error))) => tracing::error!(%error, "encoding an accepted frame failed"),
-            Err(error) => tracing::error!(%error, "an encoding task failed"),
+            Ok((_, _, Err(error))) => {
+                failed.get_or_insert_with(|| format!("encoding an accepted frame failed: {error}"));
+            }
+            Err(error) => {
+                failed.get_or_insert_with(|| format!("an encoding task failed: {error}"));
+            }
         }
     }
-    commits.wait().await;
+    commits.wait(index).await?;
+    if let Some(reason) = failed {
+        return Err(Failure::new(reason));
+    }
     let mut records = Vec::new();
     let mut entries = Vec::new();
     for ((_, prepared), codes) in instances.iter().zip(codes) {
-        if codes.iter().any(Option::is_none) {
-            // Should not happen: the frames were decoded before acknowledgement. Each failed frame
-            // was logged above; the instance is left out whole.
-            tracing::error!("an acknowledged instance was left out: a frame failed to encode");
-            continue;
-        }
         for (frame, code) in codes.into_iter().flatten().enumerate() {
             let frame = frame as u32;
             records.push(NewRecord {
@@ -383,44 +703,45 @@ async fn index_instances(
             });
         }
     }
-    let appended = {
+    let range = {
         let mut store = index.codes.write().expect("code store lock poisoned");
-        match store.append(&records) {
-            Ok(range) => {
-                let view = store.view();
-                let mut search = index.search.write().expect("search lock poisoned");
-                match search.index.as_mut() {
-                    Some(projections) => {
-                        projections.extend(&index.tables, view.normal(), view.abnormal())
-                    }
-                    None => index.build_search_index_when_worth_it(view.len()),
-                }
-                Some(range)
-            }
-            Err(error) => {
-                tracing::error!(%error, "appending codes failed");
-                None
-            }
+        let appended = if index.faults.hit(FaultPoint::StoreAppend) {
+            Err(StoreError::injected_full_disk(store.dir()))
+        } else {
+            store.append(&records)
+        };
+        let range = appended.map_err(|e| Failure::new(format!("appending codes: {e}")))?;
+        let view = store.view();
+        let mut search = index.search.write().expect("search lock poisoned");
+        match search.index.as_mut() {
+            Some(projections) => projections.extend(&index.tables, view.normal(), view.abnormal()),
+            None => index.build_search_index_when_worth_it(view.len()),
         }
+        range
     };
-    if let Some(range) = appended {
-        for (entry, record) in entries.iter_mut().zip(range) {
-            entry.record = record;
-        }
-        if let Err(error) = index.catalog.add(&entries) {
-            tracing::error!(%error, "adding catalog entries failed");
-        }
+    for (entry, record) in entries.iter_mut().zip(range) {
+        entry.record = record;
     }
-    instances.iter().map(|(_, p)| p.keys_instance).collect()
+    if index.faults.hit(FaultPoint::CatalogAdd) {
+        return Err(Failure::new("adding catalog entries: an injected failure"));
+    }
+    index
+        .catalog
+        .add(&entries)
+        .map_err(|e| Failure::new(format!("adding catalog entries: {e}")))?;
+    Ok(instances.iter().map(|(_, p)| p.keys_instance).collect())
 }
 
 /// Encodes one frame, waiting while the encoder queue is full.
-async fn encode_with_retry(
-    engine: &crate::encoder::Engine,
-    pixels: Vec<f32>,
-) -> Result<SliceCode, BatchError> {
+async fn encode_with_retry(index: &Index, pixels: Vec<f32>) -> Result<SliceCode, BatchError> {
+    if index.faults.hit(FaultPoint::Encode) {
+        return Err(BatchError::Failed {
+            batch: 1,
+            message: "an injected failure".into(),
+        });
+    }
     loop {
-        match engine.encode(pixels.clone()).await {
+        match index.engine.encode(pixels.clone()).await {
             Err(BatchError::QueueFull { .. }) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -430,31 +751,53 @@ async fn encode_with_retry(
 }
 
 /// Syncs the store, commits the catalog with `applied_seq`, and prunes the log through it.
-fn checkpoint(index: &Index, applied_seq: u64) {
+/// Errs, with what failed, when the store or the catalog could not be made durable (the log
+/// keeps the work); a failed prune only leaves segments for the next checkpoint.
+fn checkpoint(index: &Index, applied_seq: u64) -> Result<(), String> {
     let records = {
         let mut store = index.codes.write().expect("code store lock poisoned");
-        if let Err(error) = store.sync() {
-            tracing::error!(%error, "syncing the code store failed; the log keeps the work");
-            return;
-        }
+        store
+            .sync()
+            .map_err(|e| format!("syncing the code store: {e}"))?;
         store.len() as u64
     };
-    if let Err(error) = index.catalog.commit(Checkpoint {
-        applied_seq,
-        records,
-    }) {
-        tracing::error!(%error, "committing the catalog failed; the log keeps the work");
-        return;
+    if index.faults.hit(FaultPoint::Checkpoint) {
+        return Err("committing the catalog: an injected failure".into());
     }
+    index
+        .catalog
+        .commit(Checkpoint {
+            applied_seq,
+            records,
+        })
+        .map_err(|e| format!("committing the catalog: {e}"))?;
     if let Err(error) = index.wal.prune_through(applied_seq) {
-        tracing::warn!(%error, "pruning the write-ahead log failed");
+        tracing::warn!(%error, "pruning the write-ahead log failed; the next checkpoint retries");
     }
+    Ok(())
+}
+
+/// How a delete failed.
+enum DeleteFailure {
+    /// Before its commit: it is redone from the log.
+    Uncommitted(Failure),
+    /// After its commit (purging the catalog, pruning the log): the records are gone from
+    /// search, their bytes may linger until the next purge.
+    Committed(String),
 }
 
 /// Removes every record of `target` from the catalog and the store, durably, and drops the log
 /// segments that held its instances.
-fn apply_delete(index: &Index, target: &DeleteTarget, seq: u64) -> Result<DeleteCounts, String> {
-    let ids = index.catalog.delete(target).map_err(|e| e.to_string())?;
+fn apply_delete(
+    index: &Index,
+    target: &DeleteTarget,
+    seq: u64,
+) -> Result<DeleteCounts, DeleteFailure> {
+    let uncommitted = |e: String| DeleteFailure::Uncommitted(Failure::new(e));
+    let ids = index
+        .catalog
+        .delete(target)
+        .map_err(|e| uncommitted(format!("finding the records to delete: {e}")))?;
     let instances = {
         let mut store = index.codes.write().expect("code store lock poisoned");
         let view = store.view();
@@ -464,18 +807,27 @@ fn apply_delete(index: &Index, target: &DeleteTarget, seq: u64) -> Result<Delete
             .collect();
         keys.sort_unstable();
         keys.dedup();
-        store.tombstone(&ids).map_err(|e| e.to_string())?;
+        store
+            .tombstone(&ids)
+            .map_err(|e| uncommitted(format!("tombstoning deleted records: {e}")))?;
         let mut search = index.search.write().expect("search lock poisoned");
         for &id in &ids {
             search.deleted.insert(id);
         }
         keys.len() as u64
     };
-    checkpoint(index, seq);
-    index.catalog.purge().map_err(|e| e.to_string())?;
+    checkpoint(index, seq).map_err(uncommitted)?;
+    let committed = |e: String| DeleteFailure::Committed(e);
+    index
+        .catalog
+        .purge()
+        .map_err(|e| committed(e.to_string()))?;
     // The deleted instances' bytes live on only in log segments: close the current one and prune.
-    index.wal.rotate().map_err(|e| e.to_string())?;
-    index.wal.prune_through(seq).map_err(|e| e.to_string())?;
+    index.wal.rotate().map_err(|e| committed(e.to_string()))?;
+    index
+        .wal
+        .prune_through(seq)
+        .map_err(|e| committed(e.to_string()))?;
     tracing::info!(
         level = target.level(),
         records = ids.len(),

@@ -9,14 +9,19 @@
 //! 2. [`apply`]: a single worker takes accepted work in log order, encodes every frame through the
 //!    batching encoder, appends the codes to the store and the metadata to the catalog, and
 //!    checkpoints (store synced, catalog committed with the last applied log sequence number),
-//!    after which the log's applied segments are pruned;
-//! 3. on start, [`Index::open`] drops store records past the catalog's checkpoint and replays the
-//!    log after it, so whatever was acknowledged is finished exactly once.
+//!    after which the log's applied segments are pruned. When any of it fails, the worker rolls
+//!    back to the last checkpoint and redoes the work from the log, and while failures persist
+//!    the index refuses new work ([`health`]);
+//! 3. on start, [`Index::open`] drops store records past the catalog's checkpoint and the worker
+//!    replays the log after it, a chunk at a time, so whatever was acknowledged is finished
+//!    exactly once.
 //!
 //! Searches ([`query`]) read the store under a shared lock and the catalog through its reader.
 
 pub mod accept;
 pub mod apply;
+pub mod faults;
+pub mod health;
 pub mod query;
 
 use std::collections::HashMap;
@@ -40,6 +45,8 @@ use crate::watch::StudyTracker;
 
 pub use accept::{AcceptOutcome, Refusal};
 pub use apply::{DeleteCounts, Work};
+pub use faults::{FaultPoint, Faults};
+pub use health::Health;
 pub use query::{QueryError, QuerySource, SearchOutcome, SearchSpec};
 
 /// Why the index could not open or act.
@@ -75,6 +82,11 @@ pub struct IndexOptions {
     /// Frames acknowledged and not yet applied that may be held in memory; an instance that
     /// would exceed it waits before its acknowledgement.
     pub max_backlog_frames: usize,
+    /// Free bytes the data folder's file system keeps: below it new instances are refused
+    /// (C-STORE 0xA700, Ingest RESOURCE_EXHAUSTED) before anything is written. 0 turns it off.
+    pub min_free_bytes: u64,
+    /// Failures to inject (tests only; unarmed by default).
+    pub faults: Arc<Faults>,
 }
 
 /// Counters the statistics call reports.
@@ -104,11 +116,21 @@ pub struct Index {
     /// Set once the search projections are being built (or built).
     building: AtomicBool,
     work: mpsc::UnboundedSender<Work>,
+    /// Set by [`Index::close`]: the worker drains what it has and stops.
+    stopping: tokio::sync::watch::Sender<bool>,
+    /// The apply worker, joined by [`Index::close`].
+    worker: Mutex<Option<tokio::task::JoinHandle<()>>>,
     /// One permit per frame that may wait for the apply worker (see
     /// [`IndexOptions::max_backlog_frames`]); held from acknowledgement until applied.
     backlog: Arc<tokio::sync::Semaphore>,
     /// The permits `backlog` started with.
     max_backlog: u32,
+    /// See [`IndexOptions::min_free_bytes`].
+    min_free_bytes: u64,
+    /// Injected failures (tests).
+    faults: Arc<Faults>,
+    /// Whether new work is taken.
+    health: Health,
     /// What the statistics call reports.
     pub counters: Counters,
 }
@@ -192,62 +214,172 @@ impl Index {
             tracker: StudyTracker::new(options.quiet_period),
             building: AtomicBool::new(false),
             work: tx,
+            stopping: tokio::sync::watch::Sender::new(false),
+            worker: Mutex::new(None),
             backlog: Arc::new(tokio::sync::Semaphore::new(max_backlog as usize)),
             max_backlog,
+            min_free_bytes: options.min_free_bytes,
+            faults: options.faults,
+            health: Health::default(),
             counters: Counters::default(),
         });
-        let replayed = index.replay_after(checkpoint.applied_seq)?;
-        if replayed > 0 {
-            tracing::info!(
-                entries = replayed,
-                after_seq = checkpoint.applied_seq,
-                "write-ahead log replay queued"
-            );
-        }
+        let replay = match index.claim_replay(checkpoint.applied_seq)? {
+            Some((entries, until)) => {
+                tracing::info!(
+                    entries,
+                    after_seq = checkpoint.applied_seq,
+                    "write-ahead log replay started"
+                );
+                Some(apply::Replay::new(
+                    index.wal.replay_after(checkpoint.applied_seq),
+                    until,
+                ))
+            }
+            None => None,
+        };
         // The projections of a large index take seconds: SERVING does not wait for them.
         let records = index.codes.read().expect("code store lock poisoned").len();
         index.build_search_index_when_worth_it(records);
-        tokio::spawn(apply::run(index.clone(), rx, checkpoint.applied_seq + 1));
+        let worker = tokio::spawn(apply::run(
+            index.clone(),
+            rx,
+            checkpoint.applied_seq + 1,
+            replay,
+        ));
+        *index.worker.lock().expect("worker slot poisoned") = Some(worker);
         Ok(index)
     }
 
-    /// Queues every log entry after `seq` for the apply worker, in order.
-    fn replay_after(&self, seq: u64) -> Result<usize, IndexError> {
-        let mut queued = 0;
+    /// Stops the index: new work is refused ([`IndexError::Stopped`]), the apply worker applies
+    /// everything acknowledged, takes a final checkpoint and ends; resolves once it has. After
+    /// it, dropping the last `Arc` releases the data folder.
+    pub async fn close(&self) {
+        self.stopping.send_replace(true);
+        let worker = self.worker.lock().expect("worker slot poisoned").take();
+        if let Some(worker) = worker
+            && let Err(error) = worker.await
+        {
+            tracing::error!(%error, "the apply worker failed while stopping");
+        }
+    }
+
+    /// Whether [`Index::close`] was called.
+    pub fn is_closing(&self) -> bool {
+        *self.stopping.borrow()
+    }
+
+    /// Before a replay: marks every instance in the log after `seq` as in flight (so a copy
+    /// that arrives meanwhile is a duplicate) and pending, reading one entry at a time without
+    /// decoding pixels. Returns the entries and the last seq, `None` when there are none.
+    fn claim_replay(&self, seq: u64) -> Result<Option<(u64, u64)>, IndexError> {
+        let mut entries = 0;
+        let mut last = None;
         for entry in self.wal.replay_after(seq) {
             let (seq, record) = entry?;
-            let work = match record {
-                WalRecord::Instance { dicom } => {
-                    match accept::examine(&dicom, &self.limits, &self.engine, |_| false) {
-                        Ok(accept::Examined::Image(prepared)) => {
-                            self.in_flight
-                                .lock()
-                                .expect("in-flight set poisoned")
-                                .insert(
-                                    prepared.keys_instance,
-                                    prepared.metadata.study_instance_uid.clone(),
-                                );
-                            Work::Instance {
-                                seq,
-                                prepared,
-                                backlog: None,
-                            }
+            if let WalRecord::Instance { dicom } = &record
+                && let Ok(instance) = diptych_dicom_adapter::parse(dicom, &self.limits)
+                && instance.is_image()
+            {
+                let metadata = instance.metadata();
+                self.in_flight
+                    .lock()
+                    .expect("in-flight set poisoned")
+                    .insert(
+                        crate::record::key_of(&metadata.sop_instance_uid),
+                        metadata.study_instance_uid,
+                    );
+            }
+            entries += 1;
+            last = Some(seq);
+        }
+        self.counters.pending.fetch_add(entries, Ordering::Relaxed);
+        Ok(last.map(|last| (entries, last)))
+    }
+
+    /// The work of log entry `seq`, decoded again from the log's bytes.
+    fn work_of(&self, seq: u64, record: WalRecord) -> Work {
+        match record {
+            WalRecord::Instance { dicom } => {
+                match accept::examine(&dicom, &self.limits, &self.engine, |_| false) {
+                    Ok(accept::Examined::Image(prepared)) => {
+                        self.in_flight
+                            .lock()
+                            .expect("in-flight set poisoned")
+                            .insert(
+                                prepared.keys_instance,
+                                prepared.metadata.study_instance_uid.clone(),
+                            );
+                        Work::Instance {
+                            seq,
+                            prepared,
+                            backlog: None,
                         }
-                        Ok(accept::Examined::NonImage | accept::Examined::Duplicate(_))
-                        | Err(_) => Work::Skip { seq },
+                    }
+                    Ok(accept::Examined::NonImage | accept::Examined::Duplicate(_)) | Err(_) => {
+                        Work::Skip { seq }
                     }
                 }
-                WalRecord::Delete { target } => Work::Delete {
-                    seq,
-                    target,
-                    reply: None,
-                },
-            };
-            self.counters.pending.fetch_add(1, Ordering::Relaxed);
-            self.work.send(work).map_err(|_| IndexError::Stopped)?;
-            queued += 1;
+            }
+            WalRecord::Delete { target } => Work::Delete {
+                seq,
+                target,
+                reply: None,
+            },
         }
-        Ok(queued)
+    }
+
+    /// The work of the log entries with `after < seq < before`, read back from the log; with
+    /// `count_pending`, each is counted as pending (entries nobody handed over).
+    fn reread(
+        &self,
+        after: u64,
+        before: u64,
+        count_pending: bool,
+    ) -> Result<Vec<Work>, StoreError> {
+        let mut works = Vec::new();
+        for entry in self.wal.replay_after(after) {
+            let (seq, record) = entry?;
+            if seq >= before {
+                break;
+            }
+            works.push(self.work_of(seq, record));
+        }
+        if count_pending {
+            self.counters
+                .pending
+                .fetch_add(works.len() as u64, Ordering::Relaxed);
+        }
+        Ok(works)
+    }
+
+    /// After a failure: drops every store record and catalog change since the last checkpoint,
+    /// and returns that checkpoint's seq with the work of the log entries after it and before
+    /// `next` (already counted as pending), to be applied again.
+    fn roll_back(&self, next: u64) -> Result<(u64, Vec<Work>), String> {
+        let checkpoint = self.catalog.checkpoint();
+        self.catalog.roll_back().map_err(|e| e.to_string())?;
+        {
+            let mut codes = self.codes.write().expect("code store lock poisoned");
+            let committed = usize::try_from(checkpoint.records).unwrap_or(usize::MAX);
+            if codes.len() > committed {
+                codes.truncate(committed).map_err(|e| e.to_string())?;
+            }
+            let mut search = self.search.write().expect("search lock poisoned");
+            if search.index.as_ref().is_some_and(|i| i.len() > committed) {
+                // Rebuilt once the store is large enough again.
+                search.index = None;
+                self.building.store(false, Ordering::Release);
+            }
+        }
+        let works = self
+            .reread(checkpoint.applied_seq, next, false)
+            .map_err(|e| format!("reading the work after the last checkpoint back: {e}"))?;
+        Ok((checkpoint.applied_seq, works))
+    }
+
+    /// Whether new work is taken, and why not.
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     /// Starts building the search projections in the background once the store holds

@@ -154,6 +154,15 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The error of an append that met a full disk (ENOSPC), for injected failures.
+    pub fn injected_full_disk(path: impl Into<PathBuf>) -> Self {
+        StoreError::io(
+            "append to (injected failure)",
+            path,
+            std::io::Error::from_raw_os_error(28),
+        )
+    }
+
     /// An [`StoreError::Io`] for `path`.
     pub(crate) fn io(
         action: &'static str,
