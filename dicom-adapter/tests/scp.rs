@@ -43,6 +43,10 @@ impl StoreSink for Recording {
         instance: ReceivedInstance,
     ) -> Pin<Box<dyn std::future::Future<Output = StoreOutcome> + Send + '_>> {
         Box::pin(async move {
+            // A bug in the service, simulated: it panics on one instance.
+            if instance.sop_instance_uid.ends_with(".666") {
+                panic!("a simulated bug while storing one instance");
+            }
             let image = parse(&instance.part10, &Limits::default())
                 .map(|i| i.is_image())
                 .unwrap_or(false);
@@ -715,6 +719,19 @@ fn raw_store_in(
     transfer_syntax: &str,
     data_set: &[u8],
 ) -> (u16, String) {
+    raw_stores_in(addr, class, transfer_syntax, &[(instance, data_set)])
+        .pop()
+        .expect("one response")
+}
+
+/// Several C-STOREs on one association (each command fragmented in three), one after the other;
+/// returns each response's status and comment.
+fn raw_stores_in(
+    addr: SocketAddr,
+    class: &str,
+    transfer_syntax: &str,
+    stores: &[(&str, &[u8])],
+) -> Vec<(u16, String)> {
     let mut association = ClientAssociationOptions::new()
         .calling_ae_title("RAWSCU")
         .called_ae_title("DIPTYCH")
@@ -723,31 +740,34 @@ fn raw_store_in(
         .establish(addr)
         .expect("association");
     let context = association.presentation_contexts()[0].id;
-    let command = store_command(class, instance, 9);
-    let cut = [0, command.len() / 3, 2 * command.len() / 3, command.len()];
-    for i in 0..3 {
-        association
-            .send(&Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: context,
-                    value_type: PDataValueType::Command,
-                    is_last: i == 2,
-                    data: command[cut[i]..cut[i + 1]].to_vec(),
-                }],
-            })
-            .unwrap();
+    let mut responses = Vec::new();
+    for (n, (instance, data_set)) in stores.iter().enumerate() {
+        let command = store_command(class, instance, 9 + n as u16);
+        let cut = [0, command.len() / 3, 2 * command.len() / 3, command.len()];
+        for i in 0..3 {
+            association
+                .send(&Pdu::PData {
+                    data: vec![PDataValue {
+                        presentation_context_id: context,
+                        value_type: PDataValueType::Command,
+                        is_last: i == 2,
+                        data: command[cut[i]..cut[i + 1]].to_vec(),
+                    }],
+                })
+                .unwrap();
+        }
+        {
+            let mut writer = association.send_pdata(context);
+            writer.write_all(data_set).unwrap();
+            writer.finish().unwrap();
+        }
+        let Pdu::PData { data } = association.receive().expect("a response") else {
+            panic!("expected P-DATA");
+        };
+        responses.push(status_of(&data[0].data));
     }
-    {
-        let mut writer = association.send_pdata(context);
-        writer.write_all(data_set).unwrap();
-        writer.finish().unwrap();
-    }
-    let Pdu::PData { data } = association.receive().expect("a response") else {
-        panic!("expected P-DATA");
-    };
-    let response = status_of(&data[0].data);
     association.release().unwrap();
-    response
+    responses
 }
 
 fn phantom_instance(seed: u64) -> (SyntheticInstance, String) {
@@ -1212,4 +1232,41 @@ async fn echoscu_over_mutual_tls_is_answered_and_plain_tcp_is_not() {
     assert!(err.to_string().contains("certificate"), "{err}");
     listener.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panic_while_storing_one_instance_answers_it_0xc000_and_the_association_goes_on() {
+    let _one_at_a_time = serial().await;
+    let listener = Listener::start(config()).await;
+    let addr = listener.addr;
+    let class = uids::MR_IMAGE_STORAGE;
+    let mut instances = Vec::new();
+    for (seed, uid) in [(1, "2.25.1001"), (2, "2.25.1002.666"), (3, "2.25.1003")] {
+        let (mut instance, _) = phantom_instance(seed);
+        instance.set(tags::SOP_INSTANCE_UID, VR::UI, uid.to_string());
+        instances.push((uid, instance.to_bare_data_set()));
+    }
+    let responses = tokio::task::spawn_blocking(move || {
+        let stores: Vec<(&str, &[u8])> =
+            instances.iter().map(|(u, b)| (*u, b.as_slice())).collect();
+        raw_stores_in(addr, class, uids::EXPLICIT_VR_LITTLE_ENDIAN, &stores)
+    })
+    .await
+    .unwrap();
+    let statuses: Vec<u16> = responses.iter().map(|(s, _)| *s).collect();
+    assert_eq!(
+        statuses,
+        vec![0x0000, 0xC000, 0x0000],
+        "the instance that hit the bug is refused, the others on the same association stored: {responses:?}"
+    );
+    assert!(responses[1].1.contains("unexpected"), "{responses:?}");
+    let stored: Vec<String> = listener
+        .sink
+        .take()
+        .into_iter()
+        .map(|i| i.sop_instance_uid)
+        .collect();
+    assert_eq!(stored, vec!["2.25.1001", "2.25.1003"]);
+    listener.assert_still_serving("after a panic in the sink");
+    listener.stop().await;
 }

@@ -5,6 +5,7 @@
 //! data_dir = "data"
 //! model = "models/synth-v2"
 //! viewer_url_template = "https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}"
+//! shutdown_deadline_s = 25.0       # SIGTERM: drain, checkpoint and exit within this
 //!
 //! [grpc]
 //! addr = "0.0.0.0:50051"
@@ -76,6 +77,11 @@ pub struct Config {
     /// `https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}`
     /// (placeholders `{study_instance_uid}`, `{series_instance_uid}`, `{sop_instance_uid}`).
     pub viewer_url_template: Option<String>,
+    /// On SIGTERM or Ctrl-C, the seconds allowed for answering what is in flight, applying
+    /// every acknowledged instance and taking the final checkpoint; past it the process exits
+    /// with status 1 and the next start replays the log. Keep it below Kubernetes'
+    /// `terminationGracePeriodSeconds` (30 by default).
+    pub shutdown_deadline_s: f64,
 }
 
 impl Default for Config {
@@ -89,6 +95,7 @@ impl Default for Config {
             dicom: DicomConfig::default(),
             index: IndexConfig::default(),
             viewer_url_template: None,
+            shutdown_deadline_s: 25.0,
         }
     }
 }
@@ -458,6 +465,13 @@ impl Config {
                 problem,
             })
         };
+        if !(self.shutdown_deadline_s.is_finite() && self.shutdown_deadline_s > 0.0) {
+            return Err(ConfigError::Invalid {
+                key: "shutdown_deadline_s",
+                value: self.shutdown_deadline_s.to_string(),
+                problem: "must be a positive number of seconds",
+            });
+        }
         let backlog = self.index.max_backlog_frames;
         if backlog == 0 || backlog > u32::MAX as usize {
             return invalid(

@@ -128,9 +128,21 @@ pub async fn run(
     let (stop_tx, mut stop_rx) = watch::channel(false);
     let stop_rx_dicom = stop_rx.clone();
     let stop_on_signal = stop_tx.clone();
+    let deadline = Duration::from_secs_f64(config.shutdown_deadline_s);
+    let stopping_state = state.clone();
     tokio::spawn(async move {
         shutdown.await;
+        tracing::info!(
+            deadline_s = deadline.as_secs_f64(),
+            "stopping: no new associations or calls; answering those in flight, applying what was acknowledged"
+        );
+        stopping_state.begin_shutdown();
         let _ = stop_on_signal.send(true);
+        tokio::time::sleep(deadline).await;
+        tracing::error!(
+            "the shutdown deadline passed; exiting with work left in the write-ahead log (the next start replays it)"
+        );
+        std::process::exit(1);
     });
     let server = tokio::spawn(grpc::serve(listener, state.clone(), health, async move {
         let _ = stop_rx.wait_for(|stop| *stop).await;
@@ -138,6 +150,7 @@ pub async fn run(
     tracing::info!(addr = %bound, "gRPC listening; NOT_SERVING until the model is warm");
 
     let options = engine_options(&config);
+    let mut dicom_task: Option<tokio::task::JoinHandle<()>> = None;
     let start = async {
         let engine = tokio::task::spawn_blocking(move || Engine::start(bundle, env, options))
             .await
@@ -176,14 +189,14 @@ pub async fn run(
             state.set_dicom(dicom.scp.ae_title.clone(), local.port());
             let mut stop = stop_rx_dicom.clone();
             let sink = Arc::new(IndexSink::new(index.clone()));
-            tokio::spawn(async move {
+            dicom_task = Some(tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stop.wait_for(|stop| *stop).await;
                 };
                 if let Err(error) = scp.serve(sink, stopped).await {
                     tracing::error!(%error, "the DICOM listener stopped");
                 }
-            });
+            }));
             tracing::info!(addr = %local, ae_title = %dicom.scp.ae_title, "DICOM listening");
             if let Some(kos) = dicom.kos.clone() {
                 tokio::spawn(crate::dicom::kos::run(
@@ -195,7 +208,8 @@ pub async fn run(
         }
         Ok::<_, ServeError>((engine, index, took))
     };
-    match start.await {
+    let started = start.await;
+    let index = match started {
         Ok((engine, index, took)) => {
             tracing::info!(
                 execution_provider = engine.provider().name(),
@@ -207,7 +221,7 @@ pub async fn run(
             );
             state.set_engine(engine);
             let mut faults = index.health().subscribe();
-            state.set_index(index);
+            state.set_index(index.clone());
             grpc::set_health(&reporter, ServingStatus::Serving).await;
             // Readiness follows the index: NOT_SERVING while indexing keeps failing.
             let reporter = reporter.clone();
@@ -223,17 +237,29 @@ pub async fn run(
                     grpc::set_health(&reporter, status).await;
                 }
             });
+            index
         }
         Err(error) => {
             let _ = stop_tx.send(true);
             let _ = server.await;
             return Err(error);
         }
-    }
+    };
     let outcome = server
         .await
         .map_err(|e| ServeError::Interrupted(e.to_string()))?;
     tracing::info!("gRPC server stopped");
+    // Associations in flight are answered (the listener took no new ones since the signal).
+    if let Some(task) = dicom_task {
+        match task.await {
+            Ok(()) => tracing::info!("DICOM listener stopped; associations in flight answered"),
+            Err(error) => tracing::error!(%error, "the DICOM listener failed while stopping"),
+        }
+    }
+    tracing::info!("applying what was acknowledged and taking the final checkpoint");
+    // Everything acknowledged is applied and checkpointed: the next start replays nothing.
+    index.close().await;
+    tracing::info!("stopped: every acknowledged instance is indexed and checkpointed");
     Ok(outcome?)
 }
 

@@ -554,13 +554,10 @@ fn sixteen_pynetdicom_associations_of_200_instances_all_searchable() {
     );
 }
 
-#[test]
-fn sigkill_during_storescu_loses_nothing_acknowledged() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let files = dir.path().join("files");
+/// Writes `count` phantom files `f0000.dcm`… with SOP Instance UID `2.25.76<i>`.
+fn crash_files(dir: &Path, count: u64) -> PathBuf {
+    let files = dir.join("files");
     std::fs::create_dir_all(&files).unwrap();
-    let count = 400u64;
     for i in 0..count {
         write_instance(
             &files.join(format!("f{i:04}.dcm")),
@@ -571,11 +568,21 @@ fn sigkill_during_storescu_loses_nothing_acknowledged() {
             false,
         );
     }
-    let data = dir.path().join("data");
-    let (mut server, _, dicom_port) = serve_dicom(dir.path(), &[]);
+    files
+}
 
-    // storescu, verbose: it logs each file it sends and each response it receives, in order.
-    let log = dir.path().join("storescu.log");
+/// Starts a verbose storescu of `files` (it logs each file it sends and each response it
+/// receives, in order, to `log`) and returns once `successes` responses were Success.
+#[expect(
+    clippy::zombie_processes,
+    reason = "returned to the caller, which waits for it"
+)]
+fn storescu_until(
+    files: &Path,
+    dicom_port: u16,
+    log: &Path,
+    successes: usize,
+) -> std::process::Child {
     let mut storescu = Command::new("storescu")
         .args([
             "-v",
@@ -587,30 +594,30 @@ fn sigkill_during_storescu_loses_nothing_acknowledged() {
             "127.0.0.1",
             &dicom_port.to_string(),
         ])
-        .arg(&files)
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::options().append(true).open(&log).unwrap())
+        .arg(files)
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::options().append(true).open(log).unwrap())
         .spawn()
         .unwrap();
-    // Kill the server once a good part of the files went through.
     let started = Instant::now();
     loop {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        if text.matches("Received Store Response (Success)").count() >= 60 {
-            break;
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        if text.matches("Received Store Response (Success)").count() >= successes {
+            return storescu;
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(60),
-            "storescu made no progress:\n{text}"
-        );
+        if started.elapsed() > Duration::from_secs(60) {
+            let _ = storescu.kill();
+            let _ = storescu.wait();
+            panic!("storescu made no progress:\n{text}");
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
-    server.child.kill().unwrap();
-    server.child.wait().unwrap();
-    let _ = storescu.wait();
+}
 
-    // The acknowledged files: each "Sending file" followed by a success response.
-    let text = std::fs::read_to_string(&log).unwrap();
+/// The indices of the files storescu's log shows acknowledged: each "Sending file" followed by
+/// a success response.
+fn acknowledged_files(log: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(log).unwrap();
     let mut acknowledged = Vec::new();
     let mut current: Option<String> = None;
     for line in text.lines() {
@@ -619,9 +626,55 @@ fn sigkill_during_storescu_loses_nothing_acknowledged() {
         } else if line.contains("Received Store Response (Success)")
             && let Some(path) = current.take()
         {
-            acknowledged.push(path);
+            let i = Path::new(&path)
+                .file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .trim_start_matches('f')
+                .parse()
+                .unwrap();
+            acknowledged.push(i);
         }
     }
+    acknowledged
+}
+
+/// Every acknowledged file is searchable exactly once on the server at `addr`, and no instance
+/// is indexed twice.
+async fn each_searchable_once(addr: &str, acknowledged: &[u64], server: &Server) -> IndexStats {
+    let stats = wait_indexed(addr, acknowledged.len() as u64, Duration::from_secs(120)).await;
+    assert_eq!(
+        stats.records, stats.instances,
+        "no instance indexed twice: {stats:?}"
+    );
+    for i in acknowledged {
+        let sop = format!("2.25.76{i:05}");
+        let answer = search(addr, &sop, &format!("sop_instance_uid:\"{sop}\""), 10).await;
+        assert_eq!(
+            answer.records_matched,
+            1,
+            "{sop} was acknowledged: searchable exactly once\n{}",
+            server.log_tail()
+        );
+    }
+    stats
+}
+
+#[test]
+fn sigkill_during_storescu_loses_nothing_acknowledged() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let count = 400u64;
+    let files = crash_files(dir.path(), count);
+    let data = dir.path().join("data");
+    let (mut server, _, dicom_port) = serve_dicom(dir.path(), &[]);
+    let log = dir.path().join("storescu.log");
+    let mut storescu = storescu_until(&files, dicom_port, &log, 60);
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+    let _ = storescu.wait();
+    let acknowledged = acknowledged_files(&log);
     assert!(
         acknowledged.len() >= 30 && (acknowledged.len() as u64) < count,
         "the kill came mid-run ({} acknowledged)",
@@ -631,31 +684,100 @@ fn sigkill_during_storescu_loses_nothing_acknowledged() {
     let addr = format!("127.0.0.1:{}", free_port());
     let server = Server::start(&data, &addr, &["--no-dicom"], dir.path().join("serve2.log"));
     runtime().block_on(async {
-        let stats = wait_indexed(&addr, acknowledged.len() as u64, Duration::from_secs(120)).await;
-        assert_eq!(
-            stats.records, stats.instances,
-            "no instance indexed twice: {stats:?}"
-        );
-        for path in &acknowledged {
-            let i: u64 = Path::new(path)
-                .file_stem()
-                .unwrap()
-                .to_str()
-                .unwrap()
-                .trim_start_matches('f')
-                .parse()
-                .unwrap();
-            let sop = format!("2.25.76{i:05}");
-            let answer = search(&addr, &sop, &format!("sop_instance_uid:\"{sop}\""), 10).await;
-            assert_eq!(
-                answer.records_matched,
-                1,
-                "{sop} was acknowledged: searchable exactly once\n{}",
-                server.log_tail()
-            );
-        }
+        let stats = each_searchable_once(&addr, &acknowledged, &server).await;
         eprintln!(
             "{} acknowledged before SIGKILL, {} records after restart",
+            acknowledged.len(),
+            stats.records
+        );
+    });
+}
+
+/// SIGTERM (what Kubernetes sends) in the middle of a storescu run, with a Watch subscriber:
+/// the stream ends with UNAVAILABLE, the server answers what is in flight, applies everything
+/// acknowledged, checkpoints and exits 0 in time; the next start replays nothing.
+#[test]
+fn sigterm_during_storescu_stops_cleanly_and_the_next_start_replays_nothing() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let count = 400u64;
+    let files = crash_files(dir.path(), count);
+    let data = dir.path().join("data");
+    let (mut server, addr, dicom_port) = serve_dicom(dir.path(), &[]);
+
+    // A Watch subscriber, on its own thread: its stream must end, with UNAVAILABLE.
+    let watch_addr = addr.clone();
+    let watcher = std::thread::spawn(move || {
+        runtime().block_on(async {
+            let mut stream = SearchServiceClient::new(channel(&watch_addr).await)
+                .watch(WatchRequest::default())
+                .await
+                .expect("watch starts")
+                .into_inner();
+            loop {
+                match stream.message().await {
+                    Ok(Some(_event)) => continue,
+                    Ok(None) => return None,
+                    Err(status) => return Some(status),
+                }
+            }
+        })
+    });
+    let log = dir.path().join("storescu.log");
+    let mut storescu = storescu_until(&files, dicom_port, &log, 60);
+    let term = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(30),
+            "diptych serve did not stop within 30 s of SIGTERM:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let stopped_in = signalled.elapsed();
+    assert!(
+        status.success(),
+        "exit status 0 after SIGTERM, got {status}:\n{}",
+        server.log_tail()
+    );
+    let _ = storescu.wait();
+    let ended = watcher.join().unwrap();
+    let ended = ended.expect("the Watch stream ended with a status, not a silent end");
+    assert_eq!(ended.code(), tonic::Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains("reconnect"), "{ended:?}");
+    let first_log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        first_log.contains("every acknowledged instance is indexed and checkpointed"),
+        "the final checkpoint ran:\n{}",
+        server.log_tail()
+    );
+    let acknowledged = acknowledged_files(&log);
+    assert!(
+        acknowledged.len() >= 30 && (acknowledged.len() as u64) < count,
+        "SIGTERM came mid-run ({} acknowledged)",
+        acknowledged.len()
+    );
+
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(&data, &addr, &["--no-dicom"], dir.path().join("serve2.log"));
+    runtime().block_on(async {
+        let stats = each_searchable_once(&addr, &acknowledged, &server).await;
+        let second_log = std::fs::read_to_string(&server.log).unwrap();
+        assert!(
+            !second_log.contains("replay started"),
+            "the next start replays nothing:\n{}",
+            server.log_tail()
+        );
+        eprintln!(
+            "{} acknowledged before SIGTERM, stopped in {stopped_in:?}, {} records after restart",
             acknowledged.len(),
             stats.records
         );

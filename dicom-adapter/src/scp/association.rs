@@ -372,6 +372,22 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
         }
     }
 
+    /// Hands an instance to the sink on a task of its own: a panic there (a bug) answers this
+    /// instance 0xC000 and the association goes on; and once handed over, the sink's work
+    /// completes even if the association ends meanwhile.
+    async fn sink_store(&self, instance: super::sink::ReceivedInstance) -> StoreOutcome {
+        let sink = Arc::clone(&self.shared.sink);
+        match tokio::spawn(async move { sink.store(instance).await }).await {
+            Ok(outcome) => outcome,
+            Err(error) => {
+                tracing::error!(peer = %self.peer, %error, "storing an instance failed unexpectedly (a bug)");
+                StoreOutcome::CannotUnderstand(
+                    "an unexpected error (a bug) while storing it".to_string(),
+                )
+            }
+        }
+    }
+
     /// Checks a complete C-STORE and hands it to the sink.
     async fn store(&self, command: &Command, message: Message) -> Reply {
         let request = store_request(&self.negotiated.calling_ae, command, &message);
@@ -395,7 +411,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
                             })
                         });
                 match checked {
-                    Ok(instance) => match self.shared.sink.store(instance).await {
+                    Ok(instance) => match self.sink_store(instance).await {
                         StoreOutcome::Stored | StoreOutcome::NonImage => Ok(()),
                         StoreOutcome::OutOfResources(comment) => Err(Refusal {
                             status: status::OUT_OF_RESOURCES,

@@ -50,6 +50,8 @@ pub struct ServiceState {
     pub limits: Limits,
     /// Largest gRPC message accepted or sent.
     pub max_message_bytes: usize,
+    /// Set when the server begins to stop: open streams end with UNAVAILABLE.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 impl ServiceState {
@@ -66,6 +68,21 @@ impl ServiceState {
             viewer_url_template,
             limits,
             max_message_bytes,
+            stopping: tokio::sync::watch::Sender::new(false),
+        }
+    }
+
+    /// The server begins to stop: streams that would stay open (Watch) end with UNAVAILABLE so
+    /// their clients reconnect, to another replica if there is one.
+    pub fn begin_shutdown(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Completes once the server begins to stop.
+    pub fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let mut stopping = self.stopping.subscribe();
+        async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
         }
     }
 

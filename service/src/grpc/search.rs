@@ -333,9 +333,23 @@ impl SearchService for SearchApi {
         let mut received = index.tracker().subscribe();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let filter = r.filter;
+        let stopped = self.state.stopped();
         tokio::spawn(async move {
+            tokio::pin!(stopped);
             loop {
-                let study = match received.recv().await {
+                let next = tokio::select! {
+                    next = received.recv() => next,
+                    () = &mut stopped => {
+                        let _ = tx
+                            .send(Err(Status::unavailable(
+                                "the server is shutting down; reconnect (to another replica if \
+                                 there is one) and watch again",
+                            )))
+                            .await;
+                        return;
+                    }
+                };
+                let study = match next {
                     Ok(study) => study,
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::warn!(missed, "a watch stream fell behind");
