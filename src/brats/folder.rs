@@ -105,13 +105,7 @@ impl BratsFolder {
     /// segmentation in either naming, else the error names the folder and the files expected.
     pub fn open(dir: &Path, contrast: Contrast) -> Result<Self, BratsError> {
         if !dir.is_dir() {
-            return Err(BratsError::Io {
-                path: dir.to_path_buf(),
-                source: std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    "not a folder (pass the folder holding one subfolder per subject)",
-                ),
-            });
+            return Err(BratsError::NotAFolder(dir.to_path_buf()));
         }
         let mut subjects = Vec::new();
         for (name, path) in sorted_entries(dir)? {

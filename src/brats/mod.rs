@@ -105,6 +105,9 @@ pub enum BratsError {
         /// Why.
         source: std::io::Error,
     },
+    /// The path given is not a folder.
+    #[error("{0} is not a folder: pass the BraTS folder that holds one subfolder per subject")]
+    NotAFolder(PathBuf),
     /// The folder holds no subject folder with NIfTI volumes.
     #[error(
         "no BraTS subject folders in {0}: expected one subfolder per subject holding \

@@ -14,7 +14,7 @@
 
 use std::path::Path;
 
-use ndarray::Array3;
+use ndarray::{Array3, ShapeBuilder};
 use nifti::NiftiHeader;
 use nifti::writer::WriterOptions;
 
@@ -151,20 +151,44 @@ pub enum VoxelType {
     Float32,
 }
 
-/// Writes `values` (indexed `[i, j, k]` by voxel) to `path` with `header` as `voxel`s (values
-/// are cast: rounded towards zero and saturated for the integer types); `.nii.gz` paths are
-/// compressed.
+/// The values of `f` at every voxel `[i, j, k]` of a volume of `dims`, the first axis fastest
+/// (NIfTI's order, which [`write_volume`] takes).
+pub fn volume_from_fn(dims: [usize; 3], mut f: impl FnMut([usize; 3]) -> f32) -> Vec<f32> {
+    let mut out = Vec::with_capacity(dims.iter().product());
+    for k in 0..dims[2] {
+        for j in 0..dims[1] {
+            for i in 0..dims[0] {
+                out.push(f([i, j, k]));
+            }
+        }
+    }
+    out
+}
+
+/// Writes `values` (one per voxel of a volume of `dims`, the first axis fastest) to `path` with
+/// `header` as `voxel`s (values are cast: rounded towards zero and saturated for the integer
+/// types); `.nii.gz` paths are compressed.
 pub fn write_volume(
     path: &Path,
     header: &NiftiHeader,
-    values: &Array3<f32>,
+    dims: [usize; 3],
+    values: &[f32],
     voxel: VoxelType,
 ) -> Result<(), BratsError> {
+    let values = Array3::from_shape_vec(dims.f(), values.to_vec()).map_err(|_| {
+        BratsError::Config(format!(
+            "{} values for a volume of {}×{}×{} voxels",
+            values.len(),
+            dims[0],
+            dims[1],
+            dims[2]
+        ))
+    })?;
     let writer = WriterOptions::new(path).reference_header(header);
     match voxel {
         VoxelType::Int16 => writer.write_nifti(&values.mapv(|v| v as i16)),
         VoxelType::Uint8 => writer.write_nifti(&values.mapv(|v| v as u8)),
-        VoxelType::Float32 => writer.write_nifti(values),
+        VoxelType::Float32 => writer.write_nifti(&values),
     }
     .map_err(|source| BratsError::Nifti {
         path: path.to_path_buf(),
@@ -206,17 +230,29 @@ fn intensity(contrast: Contrast, tissue: Tissue) -> f32 {
 }
 
 /// The tissue of subject `k` at display position `[c, r, p]` of a volume of `dims`.
+///
+/// Head size and shape, the brain's place in the volume and the lesion's side, place and size
+/// vary with `k` along low-discrepancy sequences (the fractional parts of `(k + 1)·α` for a few
+/// irrational `α`), so that no two subjects of a sample folder share their geometry.
 fn tissue(k: usize, lesion: bool, dims: [usize; 3], [c, r, p]: [usize; 3]) -> Tissue {
     let [nx, ny, nz] = dims.map(|d| d as f32);
+    let u = |alpha: f32| ((k as f32 + 1.0) * alpha).fract();
     // Voxels from the volume's centre: x to the patient's left, y posterior, z up.
     let (x, y, z) = (
         c as f32 + 0.5 - nx / 2.0,
         r as f32 + 0.5 - ny / 2.0,
         p as f32 + 0.5 - nz / 2.0,
     );
-    let shift = (k % 3) as f32 - 1.0;
-    let (ax, ay, az) = (0.31 * nx + shift, 0.4 * ny, 0.4 * nz);
-    let (bx, by, bz) = (x - shift, y - 0.03 * ny, z + 0.04 * nz);
+    let (ax, ay, az) = (
+        nx * (0.28 + 0.06 * u(0.618_034)),
+        ny * (0.36 + 0.06 * u(0.754_878)),
+        nz * (0.36 + 0.06 * u(0.569_840)),
+    );
+    let (bx, by, bz) = (
+        x - nx * 0.06 * (u(0.414_214) - 0.5),
+        y - ny * (0.03 + 0.04 * (u(0.732_051) - 0.5)),
+        z + 0.04 * nz,
+    );
     let d = ((bx / ax).powi(2) + (by / ay).powi(2) + (bz / az).powi(2)).sqrt();
     if d >= 1.0 {
         return Tissue::Background;
@@ -224,11 +260,11 @@ fn tissue(k: usize, lesion: bool, dims: [usize; 3], [c, r, p]: [usize; 3]) -> Ti
     if lesion {
         let side = if k.is_multiple_of(2) { 1.0 } else { -1.0 };
         let (lx, ly, lz) = (
-            bx - side * 0.35 * ax,
-            by + 0.3 * ay,
-            bz - 0.1 * az * ((k % 3) as f32 - 1.0),
+            bx - side * ax * (0.25 + 0.2 * u(0.236_068)),
+            by - ay * 0.8 * (u(0.381_966) - 0.5),
+            bz - az * 0.5 * (u(0.645_751) - 0.5),
         );
-        let radius = 0.45 * ax.min(az);
+        let radius = ax.min(az) * (0.38 + 0.12 * u(0.162_278));
         let dl = (lx * lx + ly * ly + lz * lz).sqrt();
         if dl < 0.35 * radius {
             return Tissue::Necrosis;
@@ -267,41 +303,54 @@ pub(crate) fn write_subject(
         path: folder.clone(),
         source,
     })?;
-    let display =
-        Array3::from_shape_fn(dims, |(i, j, l)| display_of(subject.grid, dims, [i, j, l]));
-    let tissues = display.mapv(|at| tissue(k, subject.lesion, dims, at));
+    // Per voxel (first axis fastest): its display position and its tissue.
+    let mut display = Vec::with_capacity(dims.iter().product());
+    volume_from_fn(dims, |v| {
+        display.push(display_of(subject.grid, dims, v));
+        0.0
+    });
+    let tissues: Vec<Tissue> = display
+        .iter()
+        .map(|&at| tissue(k, subject.lesion, dims, at))
+        .collect();
     let header = header(subject.grid, dims);
     let gain = 500.0 + 40.0 * k as f32;
     for contrast in Contrast::ALL {
-        let image = Array3::from_shape_fn(dims, |v| {
-            let t = tissues[v];
-            if t == Tissue::Background {
-                return 0.0;
-            }
-            // A fixed texture of ±3 %, so that the brain is not flat (a function of the
-            // anatomical position, so that both grids hold the same subject).
-            let [c, r, p] = display[v];
-            let texture =
-                ((c * 7919 + r * 104_729 + p * 1_299_709 + k * 31) % 1000) as f32 / 1000.0 - 0.5;
-            (gain * intensity(contrast, t) * (1.0 + 0.06 * texture)).round()
-        });
+        let image: Vec<f32> = tissues
+            .iter()
+            .zip(&display)
+            .map(|(&t, &[c, r, p])| {
+                if t == Tissue::Background {
+                    return 0.0;
+                }
+                // A fixed texture of ±3 %, so that the brain is not flat (a function of the
+                // anatomical position, so that both grids hold the same subject).
+                let texture = ((c * 7919 + r * 104_729 + p * 1_299_709 + k * 31) % 1000) as f32
+                    / 1000.0
+                    - 0.5;
+                (gain * intensity(contrast, t) * (1.0 + 0.06 * texture)).round()
+            })
+            .collect();
         let path = folder.join(subject.naming.file_name(
             &subject.name,
             Some(contrast),
             subject.gzip,
         ));
-        write_volume(&path, &header, &image, VoxelType::Int16)?;
+        write_volume(&path, &header, dims, &image, VoxelType::Int16)?;
     }
     let enhancing = match subject.naming {
         Naming::Brats2021 => 4.0,
         Naming::Brats2023 => 3.0,
     };
-    let seg = tissues.mapv(|t| match t {
-        Tissue::Necrosis => 1.0,
-        Tissue::Edema => 2.0,
-        Tissue::Enhancing => enhancing,
-        _ => 0.0f32,
-    });
+    let seg: Vec<f32> = tissues
+        .iter()
+        .map(|t| match t {
+            Tissue::Necrosis => 1.0,
+            Tissue::Edema => 2.0,
+            Tissue::Enhancing => enhancing,
+            _ => 0.0,
+        })
+        .collect();
     let path = folder.join(subject.naming.file_name(&subject.name, None, subject.gzip));
-    write_volume(&path, &header, &seg, VoxelType::Uint8)
+    write_volume(&path, &header, dims, &seg, VoxelType::Uint8)
 }

@@ -3,11 +3,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use ndarray::Array3;
-
 use super::sample::{
-    Grid, SampleOptions, SampleSubject, VoxelType, header, sample_subject, write_sample,
-    write_subject, write_volume,
+    Grid, SampleOptions, SampleSubject, VoxelType, header, sample_subject, volume_from_fn,
+    write_sample, write_subject, write_volume,
 };
 use super::volume::{orientation, slot_plane};
 use super::*;
@@ -140,6 +138,7 @@ fn a_folder_without_subject_folders_says_where_to_point() {
     assert!(text.contains("subfolder per subject"), "{text}");
     assert_eq!(open(&inner, Contrast::Flair).subjects().len(), 1);
     let missing = BratsFolder::open(&dir.path().join("nope"), Contrast::Flair).unwrap_err();
+    assert!(matches!(missing, BratsError::NotAFolder(_)), "{missing}");
     assert!(missing.to_string().contains("nope"), "{missing}");
 }
 
@@ -164,9 +163,8 @@ fn brats_labels_map_to_the_abnormal_labels() {
 /// Rewrites subject `s`'s segmentation with `value` at voxel (10, 11, 12) of its own.
 fn poke_segmentation(dir: &Path, s: &SampleSubject, value: f32) -> PathBuf {
     let path = file(dir, s, None);
-    let mut seg = Array3::<f32>::zeros(DIMS);
-    seg[[10, 11, 12]] = value;
-    write_volume(&path, &header(s.grid, DIMS), &seg, VoxelType::Float32).unwrap();
+    let seg = volume_from_fn(DIMS, |v| if v == [10, 11, 12] { value } else { 0.0 });
+    write_volume(&path, &header(s.grid, DIMS), DIMS, &seg, VoxelType::Float32).unwrap();
     path
 }
 
@@ -218,10 +216,12 @@ fn a_malformed_volume_is_an_error_naming_the_file_not_a_panic() {
     let (dir, written) = sample(1);
     let seg = file(dir.path(), &written[0], None);
     let small = [DIMS[0], DIMS[1], DIMS[2] - 2];
+    let zeros = vec![0.0; small.iter().product()];
     write_volume(
         &seg,
         &header(written[0].grid, small),
-        &Array3::zeros(small),
+        small,
+        &zeros,
         VoxelType::Uint8,
     )
     .unwrap();
@@ -231,14 +231,25 @@ fn a_malformed_volume_is_an_error_naming_the_file_not_a_panic() {
     // An empty image.
     let (dir, written) = sample(1);
     let s = &written[0];
-    let empty = Array3::zeros(DIMS);
+    let empty = vec![0.0; DIMS.iter().product()];
     write_volume(
         &file(dir.path(), s, Some(Contrast::Flair)),
         &header(s.grid, DIMS),
+        DIMS,
         &empty,
         VoxelType::Int16,
     )
     .unwrap();
+    // Values that do not fill the volume are refused before anything is written.
+    let err = write_volume(
+        &dir.path().join("short.nii"),
+        &header(s.grid, DIMS),
+        DIMS,
+        &empty[1..],
+        VoxelType::Int16,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("values for a volume"), "{err}");
     poke_segmentation(dir.path(), s, 0.0);
     let text = generator(dir.path()).try_slice(0).unwrap_err().to_string();
     assert!(text.contains("no brain"), "{text}");
@@ -291,26 +302,35 @@ fn marker_subject(dir: &Path, grid: Grid) {
     };
     let folder = dir.join(&s.name);
     std::fs::create_dir_all(&folder).unwrap();
-    let [nx, ny, nz] = DIMS;
-    let mut image = Array3::<f32>::zeros(DIMS);
-    let mut seg = Array3::<f32>::zeros(DIMS);
-    for i in 0..nx {
-        for j in 0..ny {
-            for k in 0..nz {
-                let [c, r, p] = sample::display_of(grid, DIMS, [i, j, k]);
-                if (8..40).contains(&c) && (8..40).contains(&r) && (2..28).contains(&p) {
-                    image[[i, j, k]] = 100.0;
-                    if c < 14 && r < 14 && p >= 22 {
-                        seg[[i, j, k]] = 4.0;
-                    }
-                }
-            }
+    let inside = |[c, r, p]: [usize; 3]| {
+        (8..40).contains(&c) && (8..40).contains(&r) && (2..28).contains(&p)
+    };
+    let image = volume_from_fn(DIMS, |v| {
+        if inside(sample::display_of(grid, DIMS, v)) {
+            100.0
+        } else {
+            0.0
         }
-    }
+    });
+    let seg = volume_from_fn(DIMS, |v| {
+        let [c, r, p] = sample::display_of(grid, DIMS, v);
+        if inside([c, r, p]) && c < 14 && r < 14 && p >= 22 {
+            4.0
+        } else {
+            0.0
+        }
+    });
     let h = header(grid, DIMS);
     let path = |c| folder.join(s.naming.file_name(&s.name, c, false));
-    write_volume(&path(Some(Contrast::Flair)), &h, &image, VoxelType::Float32).unwrap();
-    write_volume(&path(None), &h, &seg, VoxelType::Uint8).unwrap();
+    write_volume(
+        &path(Some(Contrast::Flair)),
+        &h,
+        DIMS,
+        &image,
+        VoxelType::Float32,
+    )
+    .unwrap();
+    write_volume(&path(None), &h, DIMS, &seg, VoxelType::Uint8).unwrap();
 }
 
 #[test]
