@@ -195,8 +195,20 @@ pub(crate) fn read_volume(path: &Path) -> Result<Stored, BratsError> {
     let orientation = orientation(&header, path)?;
     let object = ReaderOptions::new().read_file(path).map_err(nifti)?;
     let array = object.into_volume().into_ndarray::<f32>().map_err(nifti)?;
-    // NIfTI stores the first axis fastest; the transposed view iterates in that order.
-    let values: Vec<f32> = array.t().iter().copied().collect();
+    // NIfTI stores the first axis fastest, and the nifti crate keeps that order (its array is
+    // Fortran-ordered): take the buffer as it is, else walk the transposed view, which iterates
+    // in that order too.
+    let values: Vec<f32> = if array.t().is_standard_layout() {
+        let (values, offset) = array.into_raw_vec_and_offset();
+        if offset.unwrap_or(0) != 0 {
+            return Err(bad(
+                "the decoded volume does not start at its buffer's start".into(),
+            ));
+        }
+        values
+    } else {
+        array.t().iter().copied().collect()
+    };
     if values.len() != dims.iter().product::<usize>() {
         return Err(bad(format!(
             "holds {} voxels, its header says {}×{}×{}",
@@ -321,21 +333,25 @@ pub(crate) fn prepare_subject(
     subject: &Subject,
     config: &BratsConfig,
 ) -> Result<PreparedSubject, BratsError> {
-    let image = read_volume(&subject.image)?;
-    if let Some(i) = image.values.iter().position(|v| !v.is_finite()) {
-        return Err(BratsError::Volume {
-            path: subject.image.clone(),
-            what: format!(
-                "voxel {i} (first axis fastest) is {}; expected finite intensities",
-                image.values[i]
-            ),
-        });
-    }
-    let seg = read_volume(&subject.segmentation)?;
-    let labels = map_labels(&seg, &subject.segmentation, subject.naming)?;
-    let labels = orient(seg.dims, seg.orientation, &labels);
-    drop(seg);
-    let image = orient(image.dims, image.orientation, &image.values);
+    // One volume as stored at a time (a 240 × 240 × 155 volume takes 36 MB as f32).
+    let image = {
+        let stored = read_volume(&subject.image)?;
+        if let Some(i) = stored.values.iter().position(|v| !v.is_finite()) {
+            return Err(BratsError::Volume {
+                path: subject.image.clone(),
+                what: format!(
+                    "voxel {i} (first axis fastest) is {}; expected finite intensities",
+                    stored.values[i]
+                ),
+            });
+        }
+        orient(stored.dims, stored.orientation, &stored.values)
+    };
+    let labels = {
+        let stored = read_volume(&subject.segmentation)?;
+        let labels = map_labels(&stored, &subject.segmentation, subject.naming)?;
+        orient(stored.dims, stored.orientation, &labels)
+    };
     if (labels.cols, labels.rows, labels.planes) != (image.cols, image.rows, image.planes) {
         return Err(BratsError::Volume {
             path: subject.segmentation.clone(),
