@@ -15,10 +15,14 @@
 //! - [`manifest`]: the model-bundle manifest (`manifest.json`) and its validation;
 //! - [`synthetic`]: the labelled slice every synthetic source gives, and the trait they share;
 //! - [`phantom`]: a deterministic generator of synthetic BraTS-like brain slices with normal and
-//!   abnormal labels and a healthy twin for every diseased slice.
+//!   abnormal labels and a healthy twin for every diseased slice;
+//! - [`atlas`]: synthetic slices of real anatomy, from the MNI152 tissue maps;
+//! - [`brats`]: real scans, slices of a BraTS folder that the user supplies (no twins; the brain
+//!   mask as the only normal label).
 
 pub mod api;
 pub mod atlas;
+pub mod brats;
 pub mod manifest;
 pub mod phantom;
 pub mod preprocess;

@@ -46,9 +46,10 @@ enum Command {
     /// Benchmarks of the README's performance section (in-process; no server needed).
     #[command(subcommand)]
     Bench(BenchCommand),
-    /// Retrieval quality on synthetic slices through the service's encoder and exact search:
-    /// label Dice of the top-k in each mode, lesion agreement, twins and composites, against
-    /// random, raw-pixel and continuous-latent baselines (in-process; no server needed).
+    /// Retrieval quality on synthetic slices or a BraTS folder through the service's encoder and
+    /// exact search: label Dice of the top-k in each mode, lesion agreement, twins and
+    /// composites, against random, raw-pixel and continuous-latent baselines (in-process; no
+    /// server needed).
     Eval(EvalArgs),
 }
 
@@ -59,22 +60,37 @@ struct EvalArgs {
     model: PathBuf,
     /// Synthetic source of queries and references (anatomy reads the MNI152 maps that
     /// `make deps-atlas` unpacks, or DIPTYCH_ATLAS_DIR).
-    #[arg(long, value_enum, default_value_t = SourceArg::Anatomy)]
+    #[arg(long, value_enum, default_value_t = SourceArg::Anatomy, conflicts_with = "brats")]
     source: SourceArg,
-    /// Queries (generator seed --seed-queries).
+    /// Evaluate on a BraTS folder instead of a synthetic source: one subfolder per subject with
+    /// <subject>_{flair,t1,t1ce,t2,seg}.nii.gz (BraTS 2018–2021) or
+    /// <subject>-{t2f,t1n,t1c,t2w,seg}.nii.gz (BraTS 2023), .nii also read. Queries and
+    /// references come from disjoint subjects; the normal labels are the brain mask; there are
+    /// no healthy twins.
+    #[arg(long, value_name = "DIR")]
+    brats: Option<PathBuf>,
+    /// The contrast read from each BraTS subject.
+    #[arg(long, value_enum, default_value_t = ContrastArg::Flair, requires = "brats")]
+    brats_contrast: ContrastArg,
+    /// Axial slices per BraTS subject, evenly spaced over the brain.
+    #[arg(long, default_value_t = 24, requires = "brats")]
+    brats_slices_per_subject: usize,
+    /// Queries (generator seed --seed-queries; with --brats, from ⌈queries / slices per
+    /// subject⌉ subjects).
     #[arg(long, default_value_t = 500)]
     queries: usize,
-    /// References (generator seed --seed-references).
+    /// References (generator seed --seed-references; with --brats, at most what the other
+    /// subjects hold).
     #[arg(long, default_value_t = 5000)]
     references: usize,
     /// Generator seed of the queries (seed 1 trains the model, seed 2 is its held-out set).
-    #[arg(long, default_value_t = 4)]
+    #[arg(long, default_value_t = 4, conflicts_with = "brats")]
     seed_queries: u64,
     /// Generator seed of the references.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 3, conflicts_with = "brats")]
     seed_references: u64,
-    /// Share of healthy slices in both sets.
-    #[arg(long, default_value_t = 0.3)]
+    /// Share of healthy slices in both sets (a BraTS folder's data decides its own).
+    #[arg(long, default_value_t = 0.3, conflicts_with = "brats")]
     healthy_fraction: f32,
     /// Threads for generation, encoding, search and the brute-force baselines.
     #[arg(long, default_value_t = 2)]
@@ -93,6 +109,18 @@ enum SourceArg {
     Phantom,
     /// Real anatomy from the MNI152 maps.
     Anatomy,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum ContrastArg {
+    /// T2-weighted FLAIR (BraTS 2023: t2f).
+    Flair,
+    /// Native T1-weighted (BraTS 2023: t1n).
+    T1,
+    /// Contrast-enhanced T1-weighted (BraTS 2023: t1c).
+    T1ce,
+    /// T2-weighted (BraTS 2023: t2w).
+    T2,
 }
 
 #[derive(Debug, Subcommand)]
@@ -360,14 +388,28 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
 }
 
 async fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
-    use cli::eval::{self, EvalOptions};
+    use cli::eval::{self, BratsOptions, EvalOptions, EvalSource};
+    use diptych::brats::Contrast;
     use diptych::synthetic::SourceKind;
-    let report = eval::run(&EvalOptions {
-        model: args.model,
-        source: match args.source {
+    let source = match args.brats {
+        Some(dir) => EvalSource::Brats(BratsOptions {
+            dir,
+            contrast: match args.brats_contrast {
+                ContrastArg::Flair => Contrast::Flair,
+                ContrastArg::T1 => Contrast::T1,
+                ContrastArg::T1ce => Contrast::T1ce,
+                ContrastArg::T2 => Contrast::T2,
+            },
+            slices_per_subject: args.brats_slices_per_subject,
+        }),
+        None => EvalSource::Synthetic(match args.source {
             SourceArg::Phantom => SourceKind::Phantom,
             SourceArg::Anatomy => SourceKind::Anatomy,
-        },
+        }),
+    };
+    let report = eval::run(&EvalOptions {
+        model: args.model,
+        source,
         queries: args.queries,
         references: args.references,
         seed_queries: args.seed_queries,

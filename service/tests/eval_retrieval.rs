@@ -2,7 +2,9 @@
 //! `models/phantom-v1`): a small phantom run must report every figure, beat random retrieval
 //! where the method says it should, and write a figure of the documented size. A second run
 //! on a copy of the bundle whose encoder exposes z_n and z_a as `normal_latent` and
-//! `abnormal_latent` exercises the continuous-latent baseline.
+//! `abnormal_latent` exercises the continuous-latent baseline. Runs on a small BraTS-layout
+//! folder written by `diptych::brats::sample` (nothing downloaded) check the BraTS source: its
+//! figures without twins, and its errors.
 //!
 //! Needs libonnxruntime 1.31: ORT_DYLIB_PATH, or the cache `make deps-ort` fills.
 
@@ -11,9 +13,11 @@ mod support;
 #[path = "support/serve.rs"]
 mod serve;
 
+use std::ffi::OsStr;
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
+use diptych::brats::sample;
 use diptych::manifest::{Manifest, sha256_file};
 use diptych_service::bundle::onnx::{GraphProto, ModelProto, NodeProto};
 use prost::Message;
@@ -33,11 +37,19 @@ const REQUIRED: [&str; 10] = [
     "composite_abnormal_ratio",
 ];
 
-/// Runs `diptych eval` and returns its last stdout line parsed as JSON, and stderr.
-fn eval(model: &Path, queries: usize, references: usize, figure: Option<&Path>) -> (Value, String) {
+/// Runs `diptych eval` with `source` (the arguments naming the source) and returns its output.
+fn run_eval<S: AsRef<OsStr>>(
+    source: &[S],
+    model: &Path,
+    queries: usize,
+    references: usize,
+    figure: Option<&Path>,
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_diptych"));
     command
-        .args(["eval", "--source", "phantom", "--json"])
+        .arg("eval")
+        .args(source)
+        .arg("--json")
         .args(["--queries", &queries.to_string()])
         .args(["--references", &references.to_string()])
         .arg("--model")
@@ -46,7 +58,23 @@ fn eval(model: &Path, queries: usize, references: usize, figure: Option<&Path>) 
     if let Some(figure) = figure {
         command.arg("--figure").arg(figure);
     }
-    let output = command.output().expect("running diptych eval");
+    command.output().expect("running diptych eval")
+}
+
+/// Runs `diptych eval` on the phantom and returns its last stdout line parsed as JSON, and
+/// stderr.
+fn eval(model: &Path, queries: usize, references: usize, figure: Option<&Path>) -> (Value, String) {
+    parse(run_eval(
+        &["--source", "phantom"],
+        model,
+        queries,
+        references,
+        figure,
+    ))
+}
+
+/// The last stdout line of a successful `diptych eval --json` parsed as JSON, and stderr.
+fn parse(output: Output) -> (Value, String) {
     let (stdout, stderr) = (
         String::from_utf8_lossy(&output.stdout).to_string(),
         String::from_utf8_lossy(&output.stderr).to_string(),
@@ -206,4 +234,123 @@ fn eval_scores_the_continuous_latents_when_the_encoder_gives_them() {
         latent > random,
         "L2 on z_n matches normal labels no better than random ({latent} vs {random})"
     );
+}
+
+/// Writes the sample BraTS folder (8 subjects of 64 × 64 × 40 voxels, both namings, lesions in
+/// 5) into `dir`.
+fn brats_folder(dir: &Path) -> std::path::PathBuf {
+    let folder = dir.join("brats");
+    sample::write_sample(&folder, &Default::default()).unwrap_or_else(|e| panic!("{e}"));
+    folder
+}
+
+#[test]
+fn eval_on_a_brats_folder_scores_lesions_and_leaves_the_twin_check_out() {
+    let model = serve::test_bundle();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = brats_folder(dir.path());
+    let figure = dir.path().join("brats.png");
+    // 12 queries at 6 slices per subject: 2 query subjects of 8; the 6 others hold 36 slices,
+    // fewer than the 100 references asked for.
+    let source = [
+        OsStr::new("--brats"),
+        folder.as_os_str(),
+        OsStr::new("--brats-slices-per-subject"),
+        OsStr::new("6"),
+    ];
+    let (report, stderr) = parse(run_eval(&source, &model, 12, 100, Some(&figure)));
+
+    assert_eq!(report["source"], "brats");
+    assert_eq!(report["contrast"], "flair");
+    assert_eq!(report["queries"], 12);
+    assert_eq!(report["references"], 36, "{stderr}");
+    assert!(stderr.contains("evaluating with 36"), "{stderr}");
+    assert_eq!(report["brats"]["subjects"], 8);
+    assert_eq!(report["brats"]["query_subjects"], 2);
+    assert_eq!(report["brats"]["reference_subjects"], 6);
+    assert!(report["seed_queries"].is_null() && report["seed_references"].is_null());
+    let healthy = number(&report, "healthy_fraction");
+    assert!(0.0 < healthy && healthy < 1.0, "healthy share {healthy}");
+    let diseased = report["diseased_queries"].as_u64().unwrap();
+    assert!(diseased > 0, "the sample's query subjects include a lesion");
+
+    for row in [
+        "normal_mode",
+        "abnormal_mode",
+        "combined_mode",
+        "pixel_l2",
+        "random",
+    ] {
+        for k in [1, 5, 10] {
+            let key = format!("{row}_lesion_precision_at{k}");
+            let v = number(&report, &key);
+            assert!((0.0..=1.0).contains(&v), "{key} = {v} outside [0, 1]");
+        }
+        // No healthy twins in real scans: the twin figure is absent, not a made-up number.
+        let twin = &report[format!("{row}_twin_top5")];
+        assert!(twin.is_null(), "{row}_twin_top5 is {twin}, not null");
+    }
+    for key in [
+        "normal_mode_normal_dice_at10",
+        "normal_mode_abnormal_dice_at10",
+        "abnormal_mode_abnormal_dice_at10_diseased",
+        "composite_normal_dice_to_a_at10",
+        "composite_abnormal_dice_to_b_at10",
+    ] {
+        let v = number(&report, key);
+        assert!((0.0..=1.0).contains(&v), "{key} = {v} outside [0, 1]");
+    }
+    assert!(report["composite"]["pairs"].as_u64().unwrap() > 0);
+    let labels = report["rows"][0]["scores"]["normal_dice_per_label_at10"]
+        .as_object()
+        .unwrap();
+    assert_eq!(
+        labels.keys().collect::<Vec<_>>(),
+        ["brain"],
+        "one normal label"
+    );
+    assert!(image::open(&figure).is_ok(), "the figure is a readable PNG");
+}
+
+#[test]
+fn eval_on_a_brats_folder_names_what_is_wrong_with_it() {
+    let model = serve::test_bundle();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = brats_folder(dir.path());
+    let run = |queries: usize| {
+        let output = run_eval(
+            &[OsStr::new("--brats"), folder.as_os_str()],
+            &model,
+            queries,
+            30,
+            None,
+        );
+        assert!(
+            !output.status.success(),
+            "diptych eval accepted a bad folder"
+        );
+        String::from_utf8_lossy(&output.stderr).to_string()
+    };
+    // 200 queries at 24 slices per subject need 9 query subjects; the folder has 8.
+    let stderr = run(200);
+    assert!(
+        stderr.contains("holds 8 subjects") && stderr.contains("fewer"),
+        "{stderr}"
+    );
+    // A segmentation with a value BraTS does not use, in a query subject: the run stops with
+    // the file and the value, no panic.
+    // (Subject 6, the last in sorted order, is the query subject at 24 queries; its files are
+    // the sample's uncompressed ones.)
+    let subject = "BraTS2021_00006";
+    let seg = folder.join(subject).join(format!("{subject}_seg.nii"));
+    let dims = [64, 64, 40];
+    let values = sample::volume_from_fn(dims, |v| if v == [30, 30, 20] { 7.0 } else { 0.0 });
+    let header = sample::header(sample::Grid::Brats, dims);
+    sample::write_volume(&seg, &header, dims, &values, sample::VoxelType::Float32).unwrap();
+    let stderr = run(24);
+    assert!(
+        stderr.contains(&seg.display().to_string()) && stderr.contains("value 7"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -7,6 +7,11 @@
 //! the stored image, its *healthy twin* (the same anatomy and rendering without the lesion), a
 //! normal label map, an abnormal label map with the BraTS labels ([`ABNORMAL_LABELS`]) and the
 //! slice's axial level, so that anything written against [`SliceGenerator`] works on either.
+//!
+//! A third source reads real scans: a [`brats`](crate::brats) folder. It has no healthy twins
+//! ([`SliceGenerator::has_twins`]), one normal label (the brain mask), a finite number of slices
+//! ([`SliceGenerator::slice_count`]) and can fail on a malformed file
+//! ([`SliceGenerator::try_slice`]).
 
 pub(crate) mod field;
 pub(crate) mod shape;
@@ -17,13 +22,18 @@ use crate::preprocess::{Photometric, RawFrame};
 /// abnormal label map.
 pub const ABNORMAL_LABELS: [&str; 4] = ["background", "necrotic_core", "edema", "enhancing_tumor"];
 
-/// A deterministic, random-access source of synthetic labelled slices.
+/// Why a source could not give a slice: only sources that read files fail (an unreadable or
+/// malformed volume, an index past the last slice); the message names the file and the fix.
+pub type SliceError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// A deterministic, random-access source of labelled slices.
 ///
 /// Slice `index` is a pure function of the generator's seed, configuration and `index`; two
 /// generators with different seeds share no subject, which is how query and reference sets are
-/// kept disjoint.
+/// kept disjoint. (A BraTS folder has no seed: its query and reference generators are given
+/// disjoint subjects of the folder instead.)
 pub trait SliceGenerator: Send + Sync {
-    /// Short name of the source, as used in configs and reports (`phantom`, `anatomy`).
+    /// Short name of the source, as used in configs and reports (`phantom`, `anatomy`, `brats`).
     fn name(&self) -> &'static str;
 
     /// Names of the normal labels; the index is the value in a normal label map.
@@ -33,7 +43,29 @@ pub trait SliceGenerator: Send + Sync {
     fn slices_per_subject(&self) -> u64;
 
     /// Generates slice `index`.
+    ///
+    /// Sources that read files panic here on a file they cannot read; code that may meet such a
+    /// source calls [`try_slice`](Self::try_slice) instead.
     fn slice(&self, index: u64) -> SyntheticSlice;
+
+    /// Slice `index`, or why the source cannot give it. The generated sources never fail (the
+    /// default calls [`slice`](Self::slice)); evaluation calls this so that a malformed file ends
+    /// in an error naming it.
+    fn try_slice(&self, index: u64) -> Result<SyntheticSlice, SliceError> {
+        Ok(self.slice(index))
+    }
+
+    /// Whether every diseased slice comes with its healthy twin (true for the generated sources;
+    /// real scans have none, and their [`SyntheticSlice::healthy_twin`] is empty).
+    fn has_twins(&self) -> bool {
+        true
+    }
+
+    /// Number of slices the source holds (indices `0..n`), or `None` when every index is a slice
+    /// (the generated sources).
+    fn slice_count(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// One generated slice with its labels and healthy twin.
@@ -52,7 +84,8 @@ pub struct SyntheticSlice {
     /// MR-like stored values (whole numbers, about 0..4000, background 0), row-major.
     pub image: Vec<f32>,
     /// The same anatomy and rendering without the lesion; equal to `image` outside the lesion
-    /// and for healthy slices.
+    /// and for healthy slices. Empty when the source has no twins
+    /// ([`SliceGenerator::has_twins`] is false).
     pub healthy_twin: Vec<f32>,
     /// Normal label per pixel (index into the generator's [`SliceGenerator::normal_labels`]).
     pub normal_labels: Vec<u8>,

@@ -1,6 +1,7 @@
-//! The query and reference sets: synthetic slices from two generators with disjoint subjects,
-//! pre-processed by the bundle's image contract, with both label maps placed at the model's
-//! input size (so every label comparison happens on the grid the model sees).
+//! The query and reference sets: slices from two generators with disjoint subjects (two seeds of
+//! a synthetic source, or two sets of subjects of a BraTS folder), pre-processed by the bundle's
+//! image contract, with both label maps placed at the model's input size (so every label
+//! comparison happens on the grid the model sees).
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -24,7 +25,8 @@ pub struct EvalSlice {
     pub normal_labels: Vec<u8>,
     /// Abnormal labels placed like the image, S·S.
     pub abnormal_labels: Vec<u8>,
-    /// The pre-processed healthy twin, for slices with a lesion when twins were asked for.
+    /// The pre-processed healthy twin, for slices with a lesion when twins were asked for and
+    /// the source has them.
     pub twin: Option<Vec<f32>>,
 }
 
@@ -37,7 +39,9 @@ impl EvalSlice {
 
 /// Generates slices `0..count` of `generator`, pre-processes them with `params` on `threads`
 /// threads and places their labels; with `twins`, also pre-processes the healthy twin of every
-/// slice that has a lesion (with its own window, as if it were a stored image of its own).
+/// slice that has a lesion (with its own window, as if it were a stored image of its own) when
+/// the source has twins. A slice the source cannot give (a malformed file) ends the build with
+/// its error.
 pub fn build_set(
     generator: &dyn SliceGenerator,
     count: usize,
@@ -87,13 +91,16 @@ fn one_slice(
     params: &PreprocessParams,
     twins: bool,
 ) -> anyhow::Result<EvalSlice> {
-    let slice = generator.slice(index);
+    let slice = generator
+        .try_slice(index)
+        .map_err(anyhow::Error::from_boxed)
+        .with_context(|| format!("reading {} slice {index}", generator.name()))?;
     let input = preprocess(&slice.raw_frame(), params)
         .with_context(|| format!("pre-processing {} slice {index}", generator.name()))?;
     let size = params.input_size;
     let place =
         |labels: &[u8]| place_labels(labels, slice.rows, slice.cols, &input.placement, size);
-    let twin = if twins && slice.has_lesion {
+    let twin = if twins && slice.has_lesion && generator.has_twins() {
         let twin = preprocess(&slice.twin_frame(), params).with_context(|| {
             format!(
                 "pre-processing the healthy twin of {} slice {index}",

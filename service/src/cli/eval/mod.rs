@@ -1,9 +1,12 @@
 //! `diptych eval`: retrieval quality of a model bundle through the service's own encoder and
-//! exact search, judged by label overlap on synthetic slices (docs/METHOD.md §4).
+//! exact search, judged by label overlap on synthetic slices or a BraTS folder
+//! (docs/METHOD.md §4).
 //!
-//! Queries and references come from two generators of the chosen source with different seeds
-//! (disjoint subjects: references seed 3, queries seed 4; seed 1 trains the model, seed 2 is
-//! training's held-out evaluation). Every slice is pre-processed by the bundle's image contract
+//! Queries and references come from two generators of the chosen synthetic source with
+//! different seeds (disjoint subjects: references seed 3, queries seed 4; seed 1 trains the
+//! model, seed 2 is training's held-out evaluation), or from disjoint subjects of a BraTS folder
+//! ([`diptych::brats::BratsSplit`]; the normal labels are the brain mask, and there are no
+//! healthy twins, so the twin check is absent). Every slice is pre-processed by the bundle's image contract
 //! and encoded by an in-process [`Engine`](diptych_service::encoder::Engine); the references'
 //! codes form a [`Corpus`] searched by [`search_with_threads`] in normal, abnormal and combined
 //! mode (weights 1 and 1). The same metrics ([`metrics`]) score the baselines
@@ -12,7 +15,7 @@
 //! true abnormal labels, the ceiling of abnormal-label Dice on this data. Then:
 //!
 //! - the twin check: each diseased query's healthy twin joins the references for that query
-//!   alone; is it in the query's top 5?
+//!   alone; is it in the query's top 5? (Sources without twins leave it out: null in the JSON.)
 //! - composites: A's normal code with B's abnormal code (B diseased), combined mode; Dice of
 //!   the results to A's normal labels and to B's abnormal labels, and their ratios to the
 //!   single-mode searches.
@@ -38,7 +41,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
-use diptych::synthetic::{ABNORMAL_LABELS, SourceKind};
+use diptych::brats::{BratsConfig, BratsFolder, BratsSplit, Contrast};
+use diptych::synthetic::{ABNORMAL_LABELS, SliceGenerator, SourceKind};
 use diptych_service::bundle::Bundle;
 use diptych_service::encoder::{CodePair, Engine};
 use diptych_service::record::{RecordKeys, RecordSet};
@@ -53,28 +57,49 @@ use self::baselines::{
 };
 use self::dataset::{EvalSlice, build_set, composite_pairs, diseased};
 use self::metrics::{QueryScores, RowScores, TOP_K, ratio_of_means, score_query};
-use self::report::{CompositeScores, EvalReport, MethodRow};
+use self::report::{BRATS_NORMAL_LABELS, BratsSummary, CompositeScores, EvalReport, MethodRow};
 use crate::cli::engine::start_engine;
 
 /// Seed of the random baseline's generator.
 const RANDOM_SEED: u64 = 0x00D1_9C7E_5EED;
+
+/// Where the queries and references come from.
+#[derive(Debug, Clone)]
+pub enum EvalSource {
+    /// Two generators of a synthetic source, with the seeds and healthy share of
+    /// [`EvalOptions`].
+    Synthetic(SourceKind),
+    /// Disjoint subjects of a BraTS folder.
+    Brats(BratsOptions),
+}
+
+/// A BraTS folder as the source of `diptych eval`.
+#[derive(Debug, Clone)]
+pub struct BratsOptions {
+    /// The folder: one subfolder per subject.
+    pub dir: PathBuf,
+    /// The contrast read from each subject.
+    pub contrast: Contrast,
+    /// Axial slices per subject, evenly spaced over the brain.
+    pub slices_per_subject: usize,
+}
 
 /// Options of `diptych eval`.
 #[derive(Debug, Clone)]
 pub struct EvalOptions {
     /// The model bundle.
     pub model: PathBuf,
-    /// Which synthetic source the slices come from.
-    pub source: SourceKind,
+    /// Where the slices come from.
+    pub source: EvalSource,
     /// Queries.
     pub queries: usize,
-    /// References.
+    /// References (fewer when a BraTS folder's reference subjects hold fewer slices).
     pub references: usize,
-    /// Generator seed of the queries.
+    /// Generator seed of the queries (synthetic sources).
     pub seed_queries: u64,
-    /// Generator seed of the references.
+    /// Generator seed of the references (synthetic sources).
     pub seed_references: u64,
-    /// Share of healthy slices in both sets.
+    /// Share of healthy slices in both sets (synthetic sources; a BraTS folder's data decides).
     pub healthy_fraction: f32,
     /// Threads for generation, encoding, search and the brute-force baselines.
     pub threads: usize,
@@ -234,6 +259,57 @@ impl ModeResults {
     }
 }
 
+/// The query and reference generators of a run.
+struct Sources {
+    references: Box<dyn SliceGenerator>,
+    queries: Box<dyn SliceGenerator>,
+    /// Subjects in the folder and query subjects, for a BraTS folder.
+    brats: Option<(usize, usize)>,
+}
+
+/// Opens the generators of `options.source`.
+fn open_sources(options: &EvalOptions) -> anyhow::Result<Sources> {
+    match &options.source {
+        &EvalSource::Synthetic(kind) => {
+            anyhow::ensure!(
+                options.seed_queries != options.seed_references,
+                "queries and references need different seeds (disjoint subjects)"
+            );
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&options.healthy_fraction),
+                "--healthy-fraction must be in [0, 1]"
+            );
+            let open = |seed| {
+                kind.open(seed, options.healthy_fraction).with_context(|| {
+                    format!("opening the {} source (seed {seed})", source_name(kind))
+                })
+            };
+            Ok(Sources {
+                references: open(options.seed_references)?,
+                queries: open(options.seed_queries)?,
+                brats: None,
+            })
+        }
+        EvalSource::Brats(b) => {
+            let folder = BratsFolder::open(&b.dir, b.contrast)
+                .with_context(|| format!("opening the BraTS folder {}", b.dir.display()))?;
+            let subjects = folder.subjects().len();
+            let config = BratsConfig {
+                slices_per_subject: b.slices_per_subject,
+                ..BratsConfig::default()
+            };
+            let split = BratsSplit::new(Arc::new(folder), options.queries, config)
+                .context("splitting the BraTS folder into query and reference subjects")?;
+            let query_subjects = split.queries.subjects().len();
+            Ok(Sources {
+                references: Box::new(split.references),
+                queries: Box::new(split.queries),
+                brats: Some((subjects, query_subjects)),
+            })
+        }
+    }
+}
+
 /// Runs the evaluation.
 pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
     let started = Instant::now();
@@ -242,27 +318,33 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         options.references >= TOP_K,
         "--references must be at least {TOP_K}"
     );
-    anyhow::ensure!(
-        options.seed_queries != options.seed_references,
-        "queries and references need different seeds (disjoint subjects)"
-    );
-    anyhow::ensure!(
-        (0.0..=1.0).contains(&options.healthy_fraction),
-        "--healthy-fraction must be in [0, 1]"
-    );
     let threads = options.threads.max(1);
-    let open = |seed| {
-        options
-            .source
-            .open(seed, options.healthy_fraction)
-            .with_context(|| {
-                format!(
-                    "opening the {} source (seed {seed})",
-                    source_name(options.source)
-                )
-            })
+    let Sources {
+        references: ref_gen,
+        queries: query_gen,
+        brats,
+    } = open_sources(options)?;
+    // A source of finitely many slices (a BraTS folder) gives what it has.
+    let references = match ref_gen.slice_count() {
+        Some(available) if available < options.references as u64 => {
+            let available = available as usize;
+            anyhow::ensure!(
+                available >= TOP_K,
+                "the {} reference subjects hold only {available} slices, fewer than the {TOP_K} \
+                 results each query needs: use a folder with more subjects, or more slices per \
+                 subject",
+                ref_gen.name()
+            );
+            eprintln!(
+                "note: the {} reference subjects hold {available} slices, fewer than the {} \
+                 --references asked for: evaluating with {available}",
+                ref_gen.name(),
+                options.references
+            );
+            available
+        }
+        _ => options.references,
     };
-    let (ref_gen, query_gen) = (open(options.seed_references)?, open(options.seed_queries)?);
     let normal_names = ref_gen.normal_labels();
     let labels = (normal_names.len(), ABNORMAL_LABELS.len());
 
@@ -273,15 +355,22 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
     let size = params.input_size;
 
     // The two sets.
-    let b = bar(options.references + options.queries, "generating slices");
+    let b = bar(references + options.queries, "generating slices");
     let (refs, queries) = tokio::task::block_in_place(|| -> anyhow::Result<_> {
-        let refs = build_set(&*ref_gen, options.references, &params, false, threads, &b)?;
+        let refs = build_set(&*ref_gen, references, &params, false, threads, &b)?;
         let queries = build_set(&*query_gen, options.queries, &params, true, threads, &b)?;
         Ok((refs, queries))
     })?;
     b.finish_and_clear();
     let sick = diseased(&queries);
-    let twins: Vec<&[f32]> = sick
+    // The diseased queries whose healthy twin the twin check uses: none where the source has no
+    // twins (a BraTS folder), and the twin figures stay absent (null).
+    let twinned: Vec<usize> = if query_gen.has_twins() {
+        sick.clone()
+    } else {
+        Vec::new()
+    };
+    let twins: Vec<&[f32]> = twinned
         .iter()
         .map(|&q| {
             queries[q]
@@ -316,10 +405,10 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
     let tables = DistanceTables::of(engine.codebooks())?;
     let search = tokio::task::block_in_place(|| CodeSearch::new(&tables, &corpus, nr, threads));
     let codes =
-        tokio::task::block_in_place(|| code_retrieval(&search, &query_codes, &sick, &pairs))?;
+        tokio::task::block_in_place(|| code_retrieval(&search, &query_codes, &twinned, &pairs))?;
 
     // Baselines.
-    let random = random_retrieval(nq, nr, sick.len());
+    let random = random_retrieval(nq, nr, twinned.len());
     let b = bar(nq, "pixel L2 (brute force)");
     let pixels = tokio::task::block_in_place(|| {
         let mut qv = Vectors::new(size * size);
@@ -327,12 +416,12 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         query_images.iter().for_each(|v| qv.push(v));
         ref_images.iter().for_each(|v| rv.push(v));
         let m = distance_matrix(&qv, &rv, threads, &|n| b.inc(n as u64));
-        let twin_d: Vec<f32> = sick
+        let twin_d: Vec<f32> = twinned
             .iter()
             .zip(&twins)
             .map(|(&q, t)| squared_l2(qv.row(q), t))
             .collect();
-        let (results, twins) = l2_mode(&m, None, nr, &sick, &twin_d);
+        let (results, twins) = l2_mode(&m, None, nr, &twinned, &twin_d);
         Retrieval {
             modes: vec![ModeResults {
                 name: "-",
@@ -377,7 +466,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
             }
             let b = bar(2 * nq, "latent L2 (brute force)");
             let retrieval = tokio::task::block_in_place(|| {
-                latent_retrieval(&r, &q, &t, &sick, &pairs, threads, &b)
+                latent_retrieval(&r, &q, &t, &twinned, &pairs, threads, &b)
             });
             b.finish_and_clear();
             Some(retrieval)
@@ -496,16 +585,40 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         b.finish_and_clear();
     }
 
+    let diseased_references = refs.iter().filter(|s| s.has_lesion).count();
+    let (contrast, brats, healthy_fraction, seeds) = match (&options.source, brats) {
+        (EvalSource::Brats(b), Some((subjects, query_subjects))) => (
+            Some(b.contrast.name().to_string()),
+            Some(BratsSummary {
+                folder: b.dir.display().to_string(),
+                subjects,
+                slices_per_subject: b.slices_per_subject,
+                query_subjects,
+                reference_subjects: nr.div_ceil(b.slices_per_subject),
+                normal_labels: BRATS_NORMAL_LABELS,
+            }),
+            (nq + nr - sick.len() - diseased_references) as f32 / (nq + nr) as f32,
+            (None, None),
+        ),
+        _ => (
+            None,
+            None,
+            options.healthy_fraction,
+            (Some(options.seed_queries), Some(options.seed_references)),
+        ),
+    };
     Ok(EvalReport {
         model_id: engine.manifest().model_id.clone(),
-        source: source_name(options.source).to_string(),
+        source: query_gen.name().to_string(),
+        contrast,
+        brats,
         queries: nq,
         references: nr,
         diseased_queries: sick.len(),
-        diseased_references: refs.iter().filter(|s| s.has_lesion).count(),
-        healthy_fraction: options.healthy_fraction,
-        seed_queries: options.seed_queries,
-        seed_references: options.seed_references,
+        diseased_references,
+        healthy_fraction,
+        seed_queries: seeds.0,
+        seed_references: seeds.1,
         latent_baseline: latent.is_some(),
         latent_code_agreement: latent_agreement,
         rows,
@@ -621,13 +734,13 @@ impl<'a> CodeSearch<'a> {
     }
 }
 
-/// Top-10 of every query in each mode by the service's exact search, the twin check (each
-/// diseased query's twin record joins the references' filter for that query alone), and the
-/// composite searches.
+/// Top-10 of every query in each mode by the service's exact search, the twin check (the twin
+/// record of each query of `twinned`, the diseased queries of a source with twins, joins the
+/// references' filter for that query alone), and the composite searches.
 fn code_retrieval(
     search: &CodeSearch,
     queries: &[QueryCodes],
-    sick: &[usize],
+    twinned: &[usize],
     pairs: &[(usize, usize)],
 ) -> anyhow::Result<Retrieval> {
     let references = search.only_refs.len();
@@ -637,7 +750,7 @@ fn code_retrieval(
         ("combined", COMBINED),
     ];
     let b = bar(
-        modes.len() * (queries.len() + sick.len()) + pairs.len(),
+        modes.len() * (queries.len() + twinned.len()) + pairs.len(),
         "searching codes",
     );
     let mut out = Retrieval {
@@ -650,8 +763,8 @@ fn code_retrieval(
             results.push(search.top(q.clone(), mode, TOP_K, None)?);
             b.inc(1);
         }
-        let mut twins = Vec::with_capacity(sick.len());
-        for (t, &q) in sick.iter().enumerate() {
+        let mut twins = Vec::with_capacity(twinned.len());
+        for (t, &q) in twinned.iter().enumerate() {
             let twin = (references + t) as u32;
             let mut with_twin = search.only_refs.clone();
             with_twin.insert(twin);
@@ -678,14 +791,15 @@ fn code_retrieval(
     Ok(out)
 }
 
-/// The negative control: 10 distinct references drawn at random per query; the twin is in the
-/// top 5 when a draw of 5 among references and twin picks it.
-fn random_retrieval(queries: usize, references: usize, sick: usize) -> Retrieval {
+/// The negative control: 10 distinct references drawn at random per query; for each of the
+/// `twinned` queries, the twin is in the top 5 when a draw of 5 among references and twin picks
+/// it.
+fn random_retrieval(queries: usize, references: usize, twinned: usize) -> Retrieval {
     let mut rng = Rng::new(RANDOM_SEED);
     let results = (0..queries)
         .map(|_| rng.distinct(references, TOP_K))
         .collect();
-    let twins = (0..sick)
+    let twins = (0..twinned)
         .map(|_| rng.distinct(references + 1, 5).contains(&references))
         .collect();
     Retrieval {
@@ -699,12 +813,13 @@ fn random_retrieval(queries: usize, references: usize, sick: usize) -> Retrieval
 }
 
 /// Top-10 of every query from the Q×R distance matrix `normal` (plus `abnormal`, for the
-/// concatenation, when given), and the twin check from the twins' distances.
+/// concatenation, when given), and the twin check of the `twinned` queries from their twins'
+/// distances.
 fn l2_mode(
     normal: &[f32],
     abnormal: Option<&[f32]>,
     references: usize,
-    sick: &[usize],
+    twinned: &[usize],
     twin_distances: &[f32],
 ) -> (Vec<Vec<usize>>, Vec<bool>) {
     let row = |q: usize| -> Vec<f32> {
@@ -720,7 +835,7 @@ fn l2_mode(
     };
     let queries = normal.len() / references;
     let results = (0..queries).map(|q| top_k(&row(q), TOP_K)).collect();
-    let twins = sick
+    let twins = twinned
         .iter()
         .zip(twin_distances)
         .map(|(&q, &d)| appended_in_top(&row(q), d, 5))
@@ -734,7 +849,7 @@ fn latent_retrieval(
     refs: &[Latents],
     queries: &[Latents],
     twins: &[Latents],
-    sick: &[usize],
+    twinned: &[usize],
     pairs: &[(usize, usize)],
     threads: usize,
     bar: &ProgressBar,
@@ -763,13 +878,17 @@ fn latent_retrieval(
             squared_l2(qa.row(q), &t.abnormal),
         )
     };
-    let twin_d: Vec<(f32, f32)> = sick.iter().zip(twins).map(|(&q, t)| twin(q, t)).collect();
+    let twin_d: Vec<(f32, f32)> = twinned
+        .iter()
+        .zip(twins)
+        .map(|(&q, t)| twin(q, t))
+        .collect();
     let (twin_n, twin_a): (Vec<f32>, Vec<f32>) = twin_d.iter().copied().unzip();
     let twin_c: Vec<f32> = twin_d.iter().map(|(n, a)| n + a).collect();
     let modes = vec![
-        ModeResults::new("normal", l2_mode(&dn, None, nr, sick, &twin_n)),
-        ModeResults::new("abnormal", l2_mode(&da, None, nr, sick, &twin_a)),
-        ModeResults::new("combined", l2_mode(&dn, Some(&da), nr, sick, &twin_c)),
+        ModeResults::new("normal", l2_mode(&dn, None, nr, twinned, &twin_n)),
+        ModeResults::new("abnormal", l2_mode(&da, None, nr, twinned, &twin_a)),
+        ModeResults::new("combined", l2_mode(&dn, Some(&da), nr, twinned, &twin_c)),
     ];
     let composites = pairs
         .iter()

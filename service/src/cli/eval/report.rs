@@ -38,13 +38,41 @@ pub struct CompositeScores {
     pub abnormal_ratio: Option<f64>,
 }
 
+/// What a run on a BraTS folder used of it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct BratsSummary {
+    /// The folder.
+    pub folder: String,
+    /// Subjects in the folder.
+    pub subjects: usize,
+    /// Axial slices per subject, evenly spaced over the brain.
+    pub slices_per_subject: usize,
+    /// Subjects the queries came from.
+    pub query_subjects: usize,
+    /// Subjects the references came from (disjoint from the query subjects).
+    pub reference_subjects: usize,
+    /// What the normal labels are, since BraTS labels no normal anatomy.
+    pub normal_labels: &'static str,
+}
+
+/// What the normal labels of a BraTS slice are, in the report's words.
+pub const BRATS_NORMAL_LABELS: &str = "the brain mask (nonzero voxels): normal Dice measures how \
+     well brain outlines agree (size, shape, axial level), not anatomy";
+
 /// Everything one `diptych eval` run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
     /// The model's id.
     pub model_id: String,
-    /// The synthetic source (`phantom`, `anatomy`).
+    /// The source (`phantom`, `anatomy`, `brats`).
     pub source: String,
+    /// The MR contrast read, for a BraTS folder (`flair`, `t1`, `t1ce`, `t2`); left out of the
+    /// JSON otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contrast: Option<String>,
+    /// The BraTS folder's subjects and the split; left out of the JSON for synthetic sources.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub brats: Option<BratsSummary>,
     /// Queries.
     pub queries: usize,
     /// References.
@@ -53,12 +81,13 @@ pub struct EvalReport {
     pub diseased_queries: usize,
     /// References with a lesion.
     pub diseased_references: usize,
-    /// Share of healthy slices the generators were asked for.
+    /// Share of healthy slices the generators were asked for; for a BraTS folder, which decides
+    /// it, the share measured over both sets.
     pub healthy_fraction: f32,
-    /// Generator seed of the queries.
-    pub seed_queries: u64,
-    /// Generator seed of the references.
-    pub seed_references: u64,
+    /// Generator seed of the queries (`None` for a BraTS folder: JSON null).
+    pub seed_queries: Option<u64>,
+    /// Generator seed of the references (`None` for a BraTS folder: JSON null).
+    pub seed_references: Option<u64>,
     /// Whether the encoder graph gave continuous latents (the `latent` rows).
     pub latent_baseline: bool,
     /// Share of grid positions where the continuous latents quantise to the service's codes
@@ -108,6 +137,7 @@ impl EvalReport {
                 "abnormal_dice_at10_diseased".into(),
                 s.and_then(|s| s.abnormal_dice_at10_diseased),
             );
+            // Null where the source has no healthy twins (a BraTS folder).
             put("twin_top5".into(), s.and_then(|s| s.twin_top5));
         }
         for (prefix, c) in [
@@ -141,11 +171,29 @@ impl EvalReport {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
         let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+        let source = match &self.contrast {
+            Some(contrast) => format!("{}, {contrast} contrast", self.source),
+            None => self.source.clone(),
+        };
         let _ = writeln!(
             out,
-            "Retrieval on {} ({} queries, {} diseased; {} references), model {}\n",
-            self.source, self.queries, self.diseased_queries, self.references, self.model_id
+            "Retrieval on {source} ({} queries, {} diseased; {} references), model {}\n",
+            self.queries, self.diseased_queries, self.references, self.model_id
         );
+        if let Some(b) = &self.brats {
+            let _ = writeln!(
+                out,
+                "BraTS folder {}: {} subjects, {} axial slices each; queries from {} subjects, \
+                 references from {} others. The normal labels are {}. Real scans have no healthy \
+                 twins: the twin check is absent (n/a).\n",
+                b.folder,
+                b.subjects,
+                b.slices_per_subject,
+                b.query_subjects,
+                b.reference_subjects,
+                b.normal_labels
+            );
+        }
         let _ = writeln!(
             out,
             "| method | mode | normal Dice@1 | @5 | @10 | abnormal Dice@1 | @5 | @10 | \
@@ -243,13 +291,15 @@ mod tests {
         let report = EvalReport {
             model_id: "m".into(),
             source: "phantom".into(),
+            contrast: None,
+            brats: None,
             queries: 3,
             references: 30,
             diseased_queries: 2,
             diseased_references: 20,
             healthy_fraction: 0.3,
-            seed_queries: 4,
-            seed_references: 3,
+            seed_queries: Some(4),
+            seed_references: Some(3),
             latent_baseline: false,
             latent_code_agreement: None,
             rows: vec![
@@ -283,9 +333,42 @@ mod tests {
         assert_eq!(v["latent_normal_mode_normal_dice_at10"], Value::Null);
         assert_eq!(v["composite_normal_ratio"], json!(0.8));
         assert_eq!(v["source"], json!("phantom"));
+        assert_eq!(v["seed_queries"], json!(4));
+        // A synthetic source's report has no BraTS keys.
+        assert!(v.get("contrast").is_none() && v.get("brats").is_none());
         assert!(!serde_json::to_string(&v).unwrap().contains('\n'));
         let md = report.markdown();
+        assert!(md.starts_with("Retrieval on phantom (3 queries"));
         assert!(md.contains("| codes | normal | 0.500 |"));
         assert!(md.contains("| latent | normal | absent"));
+
+        let brats = EvalReport {
+            source: "brats".into(),
+            contrast: Some("flair".into()),
+            brats: Some(BratsSummary {
+                folder: "/data/brats".into(),
+                subjects: 10,
+                slices_per_subject: 24,
+                query_subjects: 1,
+                reference_subjects: 2,
+                normal_labels: BRATS_NORMAL_LABELS,
+            }),
+            seed_queries: None,
+            seed_references: None,
+            ..report
+        };
+        let v = brats.to_json();
+        assert_eq!(v["contrast"], json!("flair"));
+        assert_eq!(v["brats"]["query_subjects"], json!(1));
+        assert_eq!(v["seed_queries"], Value::Null);
+        let md = brats.markdown();
+        assert!(
+            md.starts_with("Retrieval on brats, flair contrast (3 queries"),
+            "{md}"
+        );
+        assert!(
+            md.contains("brain mask") && md.contains("no healthy twins"),
+            "{md}"
+        );
     }
 }
