@@ -158,12 +158,18 @@ pub struct Replay {
     entries: WalReplay,
     /// Seq of the last entry to replay.
     until: u64,
+    /// An entry read that did not fit the previous pull.
+    held: Option<Work>,
 }
 
 impl Replay {
     /// Reads back `entries` through seq `until`.
     pub fn new(entries: WalReplay, until: u64) -> Replay {
-        Replay { entries, until }
+        Replay {
+            entries,
+            until,
+            held: None,
+        }
     }
 }
 
@@ -282,23 +288,40 @@ fn pull_replay(
     replay: &mut Replay,
     waiting: &mut BTreeMap<u64, Work>,
 ) -> Result<bool, StoreError> {
+    // The previous pull is applied (its frames went to the encoder) before this one: the
+    // replay holds at most one pull's frames, bounded like live ingest's backlog.
+    let limit = CHUNK_FRAMES.min(index.max_backlog as usize).max(1);
     let mut frames = 0;
-    while frames < CHUNK_FRAMES {
+    if let Some(work) = replay.held.take() {
+        frames += work.frames();
+        waiting.insert(work.seq(), work);
+    }
+    let more = loop {
         let Some(entry) = replay.entries.next() else {
-            return Ok(false);
+            break false;
         };
         let (seq, record) = entry?;
         if seq > replay.until {
-            return Ok(false);
+            break false;
         }
         let work = index.work_of(seq, record);
-        frames += work.frames();
+        let adds = work.frames();
+        // One instance larger than the bound is still replayed, alone.
+        if frames > 0 && frames + adds > limit {
+            replay.held = Some(work);
+            break true;
+        }
+        frames += adds;
         waiting.insert(seq, work);
         if seq == replay.until {
-            return Ok(false);
+            break false;
         }
-    }
-    Ok(true)
+    };
+    index
+        .counters
+        .replay_frames_peak
+        .fetch_max(frames as u64, Ordering::Relaxed);
+    Ok(more)
 }
 
 /// One round of the worker: the due checkpoint, late arrivals, and the next contiguous chunk.

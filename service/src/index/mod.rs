@@ -96,6 +96,9 @@ pub struct Counters {
     pub pending: AtomicU64,
     /// Non-image objects received.
     pub non_image: AtomicU64,
+    /// Most decoded frames a replay of the log held in memory at once (bounded by
+    /// [`IndexOptions::max_backlog_frames`], however long the log).
+    pub replay_frames_peak: AtomicU64,
 }
 
 /// The searchable index of one model: write-ahead log, code store, catalog and search structures.
