@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use diptych_dicom_adapter::Limits;
+use diptych_dicom_adapter::{Limits, Uid};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -300,13 +300,13 @@ impl Index {
     }
 
     /// Whether every acknowledged instance of the study is applied (searchable).
-    pub fn study_indexed(&self, study_instance_uid: &str) -> bool {
+    pub fn study_indexed(&self, study_instance_uid: &Uid) -> bool {
         !self
             .in_flight
             .lock()
             .expect("in-flight set poisoned")
             .values()
-            .any(|s| s == study_instance_uid)
+            .any(|s| s == study_instance_uid.as_str())
     }
 
     /// The catalog.
