@@ -72,6 +72,16 @@ pub enum AdapterError {
         /// What is wrong and what it should be.
         problem: &'static str,
     },
+    /// A UID attribute is present but breaks the UID rule of [`crate::uid`] (or is empty).
+    #[error("{name} {tag} {problem}")]
+    BadUid {
+        /// Attribute keyword, e.g. "SOPInstanceUID".
+        name: &'static str,
+        /// Tag as "(gggg,eeee)".
+        tag: &'static str,
+        /// What is wrong, and the rule (never the value itself).
+        problem: crate::uid::UidError,
+    },
     /// The instance has no Pixel Data (0x7FE0,0010): it is not an image (SR, KOS, ...).
     #[error(
         "the instance has no Pixel Data (7FE0,0010); it is not an image (SOP class {sop_class}) \

@@ -11,7 +11,8 @@
 //! | `codestream` (private) | the image size a compressed frame's codestream declares, checked before decoding |
 //! | `framing` (private) | check every declared length against the bytes received, before the parser allocates |
 //! | [`pixels`] | check an instance's geometry against [`Limits`] and decode a frame into modality values ([`Frame`], a [`diptych::preprocess::RawFrame`] source) |
-//! | [`metadata`] | extract the catalog fields into [`InstanceMetadata`] |
+//! | [`metadata`] | extract the catalog fields into [`InstanceMetadata`], and the identifying UIDs checked ([`InstanceUids`]) |
+//! | [`uid`] | [`Uid`]: the one rule for UIDs that enter from the network (C-STORE, gRPC) |
 //! | [`scp`] | the DICOM listener: C-ECHO and C-STORE over TCP or TLS, each instance checked and handed to a [`scp::StoreSink`] |
 //! | [`synthetic`] | write synthetic instances (phantom slices) as DICOM, for tests and demos |
 //! | [`error`] | [`AdapterError`]: what went wrong, named so a sender can fix it |
@@ -43,9 +44,11 @@ pub mod metadata;
 pub mod pixels;
 pub mod scp;
 pub mod synthetic;
+pub mod uid;
 
 pub use error::AdapterError;
 pub use instance::{Instance, parse};
-pub use metadata::InstanceMetadata;
+pub use metadata::{InstanceMetadata, InstanceUids};
 pub use pixels::{Frame, Geometry, Limits};
+pub use uid::{Uid, UidError};
 pub mod output;

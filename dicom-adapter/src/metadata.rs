@@ -5,6 +5,10 @@
 //! Attributes that enhanced multi-frame objects keep in functional groups (pixel spacing, slice
 //! thickness) are looked up there when absent at the top level.
 //!
+//! [`Instance::uids`] reads the four UIDs that identify an instance and checks each against the
+//! rule of [`crate::uid`]; whoever takes an instance in (the DICOM listener, the service's ingest)
+//! calls it before it uses any of them.
+//!
 //! The struct holds patient data. Its `Debug` output leaves the patient fields out, so that a
 //! stray `{:?}` in a log line cannot leak them.
 
@@ -14,7 +18,9 @@ use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use serde::{Deserialize, Serialize};
 
+use crate::error::AdapterError;
 use crate::instance::{Instance, string_of};
+use crate::uid::Uid;
 
 /// The catalog metadata of one instance.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -91,7 +97,59 @@ impl std::fmt::Debug for InstanceMetadata {
     }
 }
 
+/// The four UIDs that identify an instance, each checked against the rule of [`crate::uid`]
+/// (padding stripped).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstanceUids {
+    /// SOP Class UID (0008,0016).
+    pub sop_class: Uid,
+    /// SOP Instance UID (0008,0018).
+    pub sop_instance: Uid,
+    /// Study Instance UID (0020,000D).
+    pub study: Uid,
+    /// Series Instance UID (0020,000E).
+    pub series: Uid,
+}
+
 impl Instance {
+    /// The SOP Class, SOP Instance, Study Instance and Series Instance UIDs, checked. Every
+    /// composite instance carries all four (Type 1); an absent one is
+    /// [`AdapterError::MissingAttribute`], an empty or malformed one [`AdapterError::BadUid`],
+    /// whose message names the attribute and the rule but not the value.
+    pub fn uids(&self) -> Result<InstanceUids, AdapterError> {
+        let o: &InMemDicomObject = &self.object;
+        Ok(InstanceUids {
+            sop_class: required_uid(
+                o,
+                tags::SOP_CLASS_UID,
+                "SOPClassUID",
+                "(0008,0016)",
+                "tell what kind of object it is",
+            )?,
+            sop_instance: required_uid(
+                o,
+                tags::SOP_INSTANCE_UID,
+                "SOPInstanceUID",
+                "(0008,0018)",
+                "identify the instance",
+            )?,
+            study: required_uid(
+                o,
+                tags::STUDY_INSTANCE_UID,
+                "StudyInstanceUID",
+                "(0020,000D)",
+                "group the instance with its study",
+            )?,
+            series: required_uid(
+                o,
+                tags::SERIES_INSTANCE_UID,
+                "SeriesInstanceUID",
+                "(0020,000E)",
+                "group the instance with its series",
+            )?,
+        })
+    }
+
     /// Extracts the catalog metadata. Never fails: absent or malformed attributes are left
     /// empty (the pixel path checks the attributes it needs).
     pub fn metadata(&self) -> InstanceMetadata {
@@ -135,6 +193,32 @@ impl Instance {
             instance_number: integer(o, tags::INSTANCE_NUMBER),
         }
     }
+}
+
+/// A required UID attribute, checked against the UID rule.
+fn required_uid(
+    o: &InMemDicomObject,
+    tag: Tag,
+    name: &'static str,
+    tag_text: &'static str,
+    purpose: &'static str,
+) -> Result<Uid, AdapterError> {
+    let element = o.get(tag).ok_or(AdapterError::MissingAttribute {
+        name,
+        tag: tag_text,
+        purpose,
+    })?;
+    let text = element.to_str().map_err(|_| AdapterError::BadAttribute {
+        name,
+        tag: tag_text,
+        value: "a sequence".to_string(),
+        problem: "a UID is text: 1 to 64 digits and dots",
+    })?;
+    Uid::parse(&text).map_err(|problem| AdapterError::BadUid {
+        name,
+        tag: tag_text,
+        problem,
+    })
 }
 
 fn first(values: Vec<f64>) -> Option<f64> {

@@ -171,3 +171,56 @@ fn a_phantom_instance_round_trips_values_and_identity() {
         .metadata();
     assert_ne!(stranger.study_instance_uid, m.study_instance_uid);
 }
+
+#[test]
+fn identifying_uids_are_checked_padding_stripped_and_leading_zeros_kept() {
+    let object = |study: &str| {
+        InMemDicomObject::from_element_iter([
+            text(tags::SOP_CLASS_UID, VR::UI, uids::MR_IMAGE_STORAGE),
+            text(tags::SOP_INSTANCE_UID, VR::UI, "1.2.03.4 "),
+            text(tags::STUDY_INSTANCE_UID, VR::UI, study),
+            text(tags::SERIES_INSTANCE_UID, VR::UI, "1.2.3.4.5\0"),
+        ])
+    };
+    let ids = open(&file_of(object("1.2.3.4"))).unwrap().uids().unwrap();
+    assert_eq!(ids.sop_class.as_str(), uids::MR_IMAGE_STORAGE);
+    assert_eq!(ids.sop_instance.as_str(), "1.2.03.4");
+    assert_eq!(ids.study.as_str(), "1.2.3.4");
+    assert_eq!(ids.series.as_str(), "1.2.3.4.5");
+
+    for hostile in ["1.2\" OR study_instance_uid:*", "1..2", "", "1.2.é"] {
+        let error = open(&file_of(object(hostile))).unwrap().uids().unwrap_err();
+        assert!(
+            matches!(
+                error,
+                AdapterError::BadUid {
+                    name: "StudyInstanceUID",
+                    ..
+                }
+            ),
+            "{hostile:?}: {error}"
+        );
+        let message = error.to_string();
+        assert!(
+            message.starts_with("StudyInstanceUID (0020,000D) is"),
+            "{message}"
+        );
+        assert!(
+            !message.contains("OR"),
+            "the value is not echoed: {message}"
+        );
+    }
+    let mut without_study = object("1.2.3");
+    without_study.remove_element(tags::STUDY_INSTANCE_UID);
+    let error = open(&file_of(without_study)).unwrap().uids().unwrap_err();
+    assert!(
+        matches!(
+            error,
+            AdapterError::MissingAttribute {
+                name: "StudyInstanceUID",
+                ..
+            }
+        ),
+        "{error}"
+    );
+}

@@ -253,12 +253,12 @@ fn a_key_object_without_hits_or_with_a_malformed_uid_is_refused() {
     );
 
     let mut similar = similar_studies();
-    similar.hits[1].sop_instance_uid = "1.2.03".into();
+    similar.hits[1].sop_instance_uid = "1.2..3".into();
     let error = similar.key_object().unwrap_err();
     assert!(
         error
             .to_string()
-            .contains("hit 2 SOP Instance UID \"1.2.03\""),
+            .contains("hit 2 SOP Instance UID \"1.2..3\""),
         "{error}"
     );
 }

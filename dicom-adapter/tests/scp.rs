@@ -863,6 +863,101 @@ async fn broken_instances_get_the_right_status_and_the_listener_keeps_serving() 
     listener.stop().await;
 }
 
+/// Issue #10: UIDs that would change a catalog query, or are just not UIDs, in the command or
+/// in the data set, are answered 0xC000 with a comment naming the attribute and the rule (not
+/// the value); none reaches the sink and the listener keeps serving. A padded UID and one with
+/// a leading zero are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_uids_answer_c000_and_the_listener_keeps_serving() {
+    let _one_at_a_time = serial().await;
+    let listener = Listener::start(config()).await;
+    let addr = listener.addr;
+    let class = uids::MR_IMAGE_STORAGE;
+    let hostile: Vec<String> = [
+        "1.2\" OR study_instance_uid:*",
+        "x\" OR *",
+        "1.2:3",
+        "1.(2)",
+        "*",
+        "1.2.\u{e9}",
+        "1..2",
+        ".1",
+        "",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(["1".repeat(10_000)])
+    .collect();
+    for (i, uid) in hostile.iter().enumerate() {
+        let shown: String = uid.chars().take(32).collect();
+        let (instance, good_uid) = phantom_instance(10 + i as u64);
+        // In the command (and the data set, so that they agree).
+        let mut in_both = instance.clone();
+        in_both.set(tags::SOP_INSTANCE_UID, VR::UI, uid.clone());
+        let cases = [
+            (
+                "command",
+                uid.clone(),
+                in_both.to_bare_data_set(),
+                "Affected SOP Instance UID (0000,1000) is",
+            ),
+            {
+                let mut study = instance.clone();
+                study.set(tags::STUDY_INSTANCE_UID, VR::UI, uid.clone());
+                (
+                    "data set",
+                    good_uid.clone(),
+                    study.to_bare_data_set(),
+                    "StudyInstanceUID (0020,000D) is",
+                )
+            },
+            {
+                let mut series = instance.clone();
+                series.set(tags::SERIES_INSTANCE_UID, VR::UI, uid.clone());
+                (
+                    "data set",
+                    good_uid.clone(),
+                    series.to_bare_data_set(),
+                    "SeriesInstanceUID (0020,000E) is",
+                )
+            },
+        ];
+        for (place, command_uid, bytes, named) in cases {
+            let (status, comment) =
+                tokio::task::spawn_blocking(move || raw_store(addr, class, &command_uid, &bytes))
+                    .await
+                    .unwrap();
+            assert_eq!(
+                status, 0xC000,
+                "{shown:?} in the {place}: status {status:#06X} ({comment})"
+            );
+            assert!(comment.starts_with(named), "{shown:?}: {comment:?}");
+            assert!(
+                !comment.contains(" OR "),
+                "the value is echoed: {comment:?}"
+            );
+            assert!(
+                listener.sink.take().is_empty(),
+                "{shown:?} reached the sink"
+            );
+        }
+    }
+    listener.assert_still_serving("hostile UIDs");
+    // Padding is stripped and a leading zero kept, in the command and the data set.
+    let (mut instance, _) = phantom_instance(40);
+    instance.set(tags::SOP_INSTANCE_UID, VR::UI, "2.25.0123".to_string());
+    let bytes = instance.to_bare_data_set();
+    let (status, comment) =
+        tokio::task::spawn_blocking(move || raw_store(addr, class, "2.25.0123 ", &bytes))
+            .await
+            .unwrap();
+    assert_eq!(status, 0x0000, "{comment}");
+    let stored = listener.sink.take();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].sop_instance_uid, "2.25.0123");
+    listener.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pdu_claiming_4_gib_is_aborted_without_buffering_it() {
     let _one_at_a_time = serial().await;

@@ -311,7 +311,7 @@ fn main() -> anyhow::Result<()> {
         Command::Ingest { paths, server } => client(cli::ingest::run(&server, &paths)),
         Command::Search(args) => {
             let server = args.server.clone();
-            client(cli::search::run(&server, search_options(args)))
+            client(cli::search::run(&server, search_options(args)?))
         }
         Command::Stats { server } => client(cli::admin::stats(&server)),
         Command::Bench(bench) => client(run_bench(bench)),
@@ -432,19 +432,14 @@ fn client(command: impl std::future::Future<Output = anyhow::Result<()>>) -> any
         .block_on(command)
 }
 
-fn search_options(args: SearchArgs) -> cli::search::SearchOptions {
+fn search_options(args: SearchArgs) -> anyhow::Result<cli::search::SearchOptions> {
     use cli::search::{SearchOptions, Source};
     use diptych::api::v1::{Grouping, SearchMode};
-    SearchOptions {
-        query: args.query.as_deref().map(|q| Source::parse(q, args.frame)),
-        normal_from: args
-            .normal_from
-            .as_deref()
-            .map(|q| Source::parse(q, args.frame)),
-        abnormal_from: args
-            .abnormal_from
-            .as_deref()
-            .map(|q| Source::parse(q, args.frame)),
+    let source = |text: Option<&str>| text.map(|q| Source::parse(q, args.frame)).transpose();
+    Ok(SearchOptions {
+        query: source(args.query.as_deref())?,
+        normal_from: source(args.normal_from.as_deref())?,
+        abnormal_from: source(args.abnormal_from.as_deref())?,
         mode: match args.mode {
             ModeArg::Normal => SearchMode::Normal,
             ModeArg::Abnormal => SearchMode::Abnormal,
@@ -461,7 +456,7 @@ fn search_options(args: SearchArgs) -> cli::search::SearchOptions {
         mean_of_best: args.mean_of_best,
         exclude_query: args.exclude_query,
         montage: args.montage,
-    }
+    })
 }
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {

@@ -179,7 +179,7 @@ pub async fn run(
         );
         tokio::spawn(crate::watch::tracker::run(index.tracker().clone(), {
             let index = index.clone();
-            move |study: &str| index.study_indexed(study)
+            move |study: &diptych_dicom_adapter::Uid| index.study_indexed(study)
         }));
         if config.dicom.enabled {
             let scp = scp::bind(dicom.scp.clone())

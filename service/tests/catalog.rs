@@ -5,9 +5,9 @@
 use std::collections::BTreeSet;
 use std::time::Instant;
 
-use diptych_dicom_adapter::InstanceMetadata;
+use diptych_dicom_adapter::{InstanceMetadata, Uid};
 use diptych_service::catalog::{
-    Catalog, CatalogCounts, CatalogEntry, CatalogError, Checkpoint, FieldKind,
+    Catalog, CatalogCounts, CatalogEntry, CatalogError, Checkpoint, FieldKind, UidField, UidLookup,
 };
 use diptych_service::record::{DeleteTarget, RecordId};
 
@@ -515,14 +515,15 @@ fn a_delete_needs_an_identifier() {
 #[test]
 fn instances_list_their_frames_and_counts_are_distinct() {
     let (_dir, catalog) = catalog_of(64);
-    let uid = metadata(21).sop_instance_uid;
+    let uid = Uid::parse(&metadata(21).sop_instance_uid).unwrap();
     assert_eq!(
-        catalog.records_of_instance(&uid).unwrap(),
+        catalog.records_with(&UidLookup::instance(&uid)).unwrap(),
         [(20, 0), (21, 1)]
     );
+    let unknown = Uid::parse("1.2.3.999").unwrap();
     assert!(
         catalog
-            .records_of_instance("1.2.3.unknown")
+            .records_with(&UidLookup::instance(&unknown))
             .unwrap()
             .is_empty()
     );
@@ -550,6 +551,82 @@ fn instances_list_their_frames_and_counts_are_distinct() {
             patients: 4
         }
     );
+}
+
+#[test]
+fn uid_lookups_match_exactly_and_agree_with_their_filters() {
+    let n = 200;
+    let (_dir, catalog) = catalog_of(n);
+    type Level = (UidField, fn(&InstanceMetadata) -> String);
+    let levels: [Level; 3] = [
+        (UidField::Study, |m| m.study_instance_uid.clone()),
+        (UidField::Series, |m| m.series_instance_uid.clone()),
+        (UidField::SopInstance, |m| m.sop_instance_uid.clone()),
+    ];
+    for (field, identifier) in levels {
+        // Record 10's study 1.2.826.0.1.1 is a prefix of studies 1.2.826.0.1.10 to .19, which a
+        // prefix or wildcard match would take in.
+        for record in [1, 10, 81, 199] {
+            let text = identifier(&metadata(record));
+            let uid = Uid::parse(&text).unwrap();
+            let lookup = UidLookup::new(field, &uid);
+            let want = expected(n, |_, m| identifier(m) == text);
+            let got: Vec<RecordId> = catalog
+                .records_with(&lookup)
+                .unwrap()
+                .into_iter()
+                .map(|(record, _)| record)
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            assert_eq!(got, want, "{lookup:?}");
+            assert_eq!(ids(&catalog, &lookup.to_filter()), want, "{lookup:?}");
+            // Narrowed to the frame of `record`.
+            let frame = record % 2;
+            let one = lookup.frame(frame);
+            let want = expected(n, |i, m| identifier(m) == text && i % 2 == frame);
+            let got: Vec<RecordId> = catalog
+                .records_with(&one)
+                .unwrap()
+                .into_iter()
+                .map(|(record, f)| {
+                    assert_eq!(f, frame);
+                    record
+                })
+                .collect();
+            assert_eq!(got, want, "{one:?}");
+            assert_eq!(ids(&catalog, &one.to_filter()), want, "{one:?}");
+        }
+    }
+}
+
+/// Why lookups take a `Uid` and never format a filter from what a peer sent: a quote in the
+/// "UID" turns the filter into another query, here one that keeps every record. None of these
+/// texts becomes a `Uid`, so none reaches a lookup.
+#[test]
+fn a_hostile_uid_cannot_become_a_lookup() {
+    let (_dir, catalog) = catalog_of(32);
+    let every = ids(&catalog, "");
+    let hostile = format!(
+        "{}\" OR record:>=0 OR study_instance_uid:\"0",
+        metadata(0).study_instance_uid
+    );
+    assert_eq!(
+        ids(&catalog, &format!("study_instance_uid:\"{hostile}\"")),
+        every,
+        "the injection the lookups avoid"
+    );
+    for text in [
+        hostile.as_str(),
+        "x\" OR *",
+        "1.2\" OR study_instance_uid:*",
+        "*",
+        "1.2.826.0.1.*",
+        "1.2.826.0.1.(0)",
+        "study_instance_uid:1.2",
+    ] {
+        assert!(Uid::parse(text).is_err(), "{text}");
+    }
 }
 
 #[test]

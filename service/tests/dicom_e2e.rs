@@ -876,3 +876,359 @@ fn a_full_backlog_makes_senders_wait_and_loses_nothing() {
         server.log_tail()
     );
 }
+
+/// Texts that would change a catalog query if one were built from them, and other non-UIDs.
+fn hostile_uids() -> Vec<String> {
+    [
+        "1.2\" OR study_instance_uid:*",
+        "x\" OR *",
+        "1.2:3",
+        "1.(2)",
+        "*",
+        "1.2.\u{e9}",
+        "1..2",
+        ".1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain(["1".repeat(10_000)])
+    .collect()
+}
+
+/// The first characters of a hostile UID, for assertion messages.
+fn shown(uid: &str) -> String {
+    uid.chars().take(32).collect()
+}
+
+/// Issue #10: a real study is stored, then hostile UIDs arrive by C-STORE (dcmtk's storescu and
+/// pynetdicom, each on one association) and in every gRPC request that names a UID. Each is
+/// refused clearly — 0xC000 naming the attribute, INVALID_ARGUMENT naming the field and the
+/// rule — the association and the server go on, nothing hostile reaches the catalog, and no
+/// hostile UID matches the real study's records. Padded and leading-zero UIDs are tolerated.
+#[test]
+fn hostile_uids_are_refused_over_dicom_and_grpc_and_match_no_study() {
+    use diptych::api::v1::ingest_service_client::IngestServiceClient;
+    use diptych::api::v1::{
+        CodeSource, CompositeQuery, DeleteRequest, DicomRef, IngestRequest, code_source, dicom_ref,
+    };
+
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let real_study = "2.25.8500001";
+    let files = phantom_folder(dir.path(), "real", 3, "2.25.84000", real_study, "real");
+    let (server, addr, dicom_port) = serve_dicom(dir.path(), &[]);
+    let port = dicom_port.to_string();
+    tool(
+        "storescu",
+        &[
+            "-aet",
+            "REAL",
+            "-aec",
+            "DIPTYCH",
+            "+sd",
+            "127.0.0.1",
+            &port,
+            files.to_str().unwrap(),
+        ],
+    );
+    let rt = runtime();
+    rt.block_on(wait_indexed(&addr, 3, Duration::from_secs(120)));
+
+    // storescu: a hostile SOP Instance UID, then a hostile Study Instance UID (and the Series
+    // UID made from it), for every hostile UID, then a good instance whose UID has a leading
+    // zero — all on one association, going on after each refusal (-nh).
+    let hostile = dir.path().join("hostile");
+    std::fs::create_dir_all(&hostile).unwrap();
+    let mut paths = Vec::new();
+    for (i, uid) in hostile_uids().iter().enumerate() {
+        let sop = hostile.join(format!("sop{i:02}.dcm"));
+        write_instance(&sop, 1, uid, real_study, "hostile", false);
+        let study = hostile.join(format!("study{i:02}.dcm"));
+        write_instance(
+            &study,
+            2,
+            &format!("2.25.86000{i:02}"),
+            uid,
+            "hostile",
+            false,
+        );
+        paths.push(sop);
+        paths.push(study);
+    }
+    let leading_zero = "2.25.084000099";
+    let good = hostile.join("good.dcm");
+    write_instance(&good, 3, leading_zero, real_study, "real", false);
+    paths.push(good);
+    let output = Command::new("storescu")
+        .args([
+            "-v",
+            "-nh",
+            "-aet",
+            "HOSTILE",
+            "-aec",
+            "DIPTYCH",
+            "127.0.0.1",
+            &port,
+        ])
+        .args(&paths)
+        .output()
+        .expect("storescu (dcmtk) starts; run `make deps-apt`");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let responses: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("Received Store Response"))
+        .collect();
+    assert_eq!(
+        responses.len(),
+        paths.len(),
+        "every C-STORE is answered, on the one association:\n{text}\n{}",
+        server.log_tail()
+    );
+    let (last, refused) = responses.split_last().unwrap();
+    assert!(
+        last.contains("Success"),
+        "the good instance after them: {last}"
+    );
+    for line in refused {
+        assert!(line.contains("CannotUnderstand"), "0xC000: {line}\n{text}");
+    }
+    assert!(
+        text.matches("Requesting Association").count() == 1
+            && text.contains("Releasing Association"),
+        "one association, released, not aborted:\n{text}"
+    );
+
+    // pynetdicom: the same on its own association, with the status and comment of each.
+    let template = dir.path().join("template.dcm");
+    write_instance(&template, 4, "2.25.8400098", real_study, "real", false);
+    let output = Command::new(python())
+        .arg(workspace().join("service/tests/python/hostile_uid_store.py"))
+        .args(["127.0.0.1", &port, "DIPTYCH"])
+        .arg(&template)
+        .arg("2.25.8400097")
+        .output()
+        .expect("running pynetdicom");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "pynetdicom failed:\n{stdout}\n{}\n--- server log ---\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        server.log_tail()
+    );
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let results = report["results"].as_array().unwrap();
+    assert_eq!(results.len(), 16, "{report}");
+    for result in results {
+        assert_eq!(result["status"], 0xC000, "{result}");
+        let comment = result["comment"].as_str().unwrap();
+        let named = match result["attribute"].as_str().unwrap() {
+            "SOPInstanceUID" => "Affected SOP Instance UID (0000,1000) is",
+            _ => "StudyInstanceUID (0020,000D) is",
+        };
+        assert!(comment.starts_with(named), "{result}");
+    }
+    assert_eq!(report["good"], 0, "the association survived: {report}");
+
+    // Only the real study's five instances are indexed: nothing hostile reached the catalog.
+    let stats = rt.block_on(wait_indexed(&addr, 5, Duration::from_secs(120)));
+    assert_eq!(
+        (stats.records, stats.instances, stats.studies),
+        (5, 5, 1),
+        "{stats:?}"
+    );
+
+    rt.block_on(async {
+        let channel = channel(&addr).await;
+        let mut search = SearchServiceClient::new(channel.clone());
+        let mut ingest = IngestServiceClient::new(channel);
+        let indexed = |uid: &str| {
+            Some(Query {
+                source: Some(query::Source::Indexed(SliceRef {
+                    sop_instance_uid: uid.to_string(),
+                    frame: 0,
+                })),
+            })
+        };
+        let from_indexed = |uid: &str| CodeSource {
+            source: Some(code_source::Source::Indexed(SliceRef {
+                sop_instance_uid: uid.to_string(),
+                frame: 0,
+            })),
+        };
+        let real_sop = "2.25.840000000";
+        let invalid = |status: tonic::Status, field: &str, uid: &str| {
+            assert_eq!(
+                status.code(),
+                tonic::Code::InvalidArgument,
+                "{field} {:?}: {status:?}",
+                shown(uid)
+            );
+            let message = status.message();
+            assert!(
+                message.starts_with(&format!("{field}: is")) && message.contains("1 to 64"),
+                "{field} {:?}: {message}",
+                shown(uid)
+            );
+            assert!(
+                !message.contains(" OR "),
+                "the UID is not echoed: {message}"
+            );
+        };
+        let mut hostile_and_empty = hostile_uids();
+        hostile_and_empty.push(String::new());
+        for uid in &hostile_and_empty {
+            // Search by an indexed slice, plain and with exclude_query.
+            for exclude_query in [false, true] {
+                let status = search
+                    .search(SearchRequest {
+                        query: indexed(uid),
+                        mode: SearchMode::Combined as i32,
+                        top_k: 10,
+                        exclude_query,
+                        ..SearchRequest::default()
+                    })
+                    .await
+                    .unwrap_err();
+                invalid(status, "query.indexed.sop_instance_uid", uid);
+            }
+            // Composite queries, hostile on either side.
+            for (normal, abnormal, field) in [
+                (
+                    uid.as_str(),
+                    real_sop,
+                    "query.composite.normal_from.indexed.sop_instance_uid",
+                ),
+                (
+                    real_sop,
+                    uid.as_str(),
+                    "query.composite.abnormal_from.indexed.sop_instance_uid",
+                ),
+            ] {
+                let status = search
+                    .search(SearchRequest {
+                        query: Some(Query {
+                            source: Some(query::Source::Composite(CompositeQuery {
+                                normal_from: Some(from_indexed(normal)),
+                                abnormal_from: Some(from_indexed(abnormal)),
+                            })),
+                        }),
+                        mode: SearchMode::Combined as i32,
+                        top_k: 10,
+                        ..SearchRequest::default()
+                    })
+                    .await
+                    .unwrap_err();
+                invalid(status, field, uid);
+            }
+            // Delete at every UID level.
+            let levels = [
+                (
+                    dicom_ref::Level::StudyInstanceUid(uid.clone()),
+                    "target.study_instance_uid",
+                ),
+                (
+                    dicom_ref::Level::SeriesInstanceUid(uid.clone()),
+                    "target.series_instance_uid",
+                ),
+                (
+                    dicom_ref::Level::SopInstanceUid(uid.clone()),
+                    "target.sop_instance_uid",
+                ),
+            ];
+            for (level, field) in levels {
+                let status = ingest
+                    .delete(DeleteRequest {
+                        target: Some(DicomRef { level: Some(level) }),
+                    })
+                    .await
+                    .unwrap_err();
+                invalid(status, field, uid);
+            }
+        }
+
+        // Ingest: instances with a hostile Study Instance UID are refused, each with a reason.
+        let instances: Vec<IngestRequest> = hostile_uids()
+            .iter()
+            .enumerate()
+            .map(|(i, uid)| {
+                let path = dir.path().join(format!("ingest{i:02}.dcm"));
+                write_instance(
+                    &path,
+                    5,
+                    &format!("2.25.87000{i:02}"),
+                    uid,
+                    "hostile",
+                    false,
+                );
+                IngestRequest {
+                    dicom: std::fs::read(&path).unwrap(),
+                    client_ref: format!("hostile {i}"),
+                }
+            })
+            .collect();
+        let count = instances.len();
+        let answer = ingest
+            .ingest(tokio_stream::iter(instances))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            (answer.accepted, answer.failures.len()),
+            (0, count),
+            "{answer:?}"
+        );
+        for failure in &answer.failures {
+            assert!(
+                failure
+                    .reason
+                    .starts_with("StudyInstanceUID (0020,000D) is"),
+                "{failure:?}"
+            );
+        }
+
+        // Padded and leading-zero UIDs name the slices they name, and only those.
+        for uid in [
+            format!("{real_sop}\0"),
+            format!("{real_sop} "),
+            leading_zero.to_string(),
+        ] {
+            let found = search
+                .search(SearchRequest {
+                    query: indexed(&uid),
+                    mode: SearchMode::Combined as i32,
+                    top_k: 10,
+                    ..SearchRequest::default()
+                })
+                .await
+                .unwrap_or_else(|s| panic!("{uid:?}: {s:?}"))
+                .into_inner();
+            let top = found.hits[0].slice.clone().unwrap();
+            assert_eq!(top.sop_instance_uid, uid.trim_end_matches(['\0', ' ']));
+            assert_eq!(found.hits[0].distance, 0.0);
+            assert!(
+                found
+                    .hits
+                    .iter()
+                    .all(|h| h.study_instance_uid == real_study)
+            );
+        }
+    });
+
+    // The server lives on, everything is still there, and its log holds no hostile text.
+    let stats = rt.block_on(wait_indexed(&addr, 5, Duration::from_secs(10)));
+    assert_eq!((stats.records, stats.studies), (5, 1), "{stats:?}");
+    tool(
+        "echoscu",
+        &["-aet", "ECHO", "-aec", "DIPTYCH", "127.0.0.1", &port],
+    );
+    let log = std::fs::read_to_string(&server.log).unwrap();
+    assert!(
+        !log.contains(" OR ") && !log.contains(&"1".repeat(100)),
+        "a hostile UID reached the log:\n{}",
+        server.log_tail()
+    );
+}

@@ -19,13 +19,15 @@ use std::time::{Duration, Instant};
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
-use diptych_dicom_adapter::Limits;
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
+use diptych_dicom_adapter::{Limits, Uid};
 use diptych_service::bundle::Bundle;
+use diptych_service::catalog::UidLookup;
 use diptych_service::config::ExecutionProvider;
 use diptych_service::encoder::runtime::{environment, locate_library};
 use diptych_service::encoder::{BatcherConfig, Engine, EngineOptions};
 use diptych_service::index::{AcceptOutcome, FaultPoint, Faults, Index, IndexOptions, Refusal};
+use diptych_service::store::{Wal, WalOptions, WalRecord};
 
 async fn engine() -> Arc<Engine> {
     let library = locate_library(None, |name| std::env::var(name).ok()).unwrap();
@@ -111,7 +113,11 @@ async fn applied(index: &Index) {
 /// nothing else is indexed.
 fn exactly_once(index: &Index, acknowledged: &[u64]) {
     for &i in acknowledged {
-        let records = index.catalog().records_of_instance(&sop_uid(i)).unwrap();
+        let uid = Uid::parse(&sop_uid(i)).unwrap();
+        let records = index
+            .catalog()
+            .records_with(&UidLookup::instance(&uid))
+            .unwrap();
         assert_eq!(records.len(), 1, "instance {i} is indexed exactly once");
         assert!(
             index.codes_of(records[0].0).is_some(),
@@ -304,4 +310,34 @@ async fn a_disk_that_fills_up_loses_nothing_and_ingest_resumes_once_space_is_fre
         "ingest resumed once space was freed"
     );
     restart_and_check(&dir, &engine, index, &acknowledged).await;
+}
+
+/// A crash left 40 acknowledged instances in the log and nothing applied; the restart replays
+/// them all, exactly once, holding no more decoded frames at once than the backlog bound (4)
+/// allows, where reading the whole log into memory first would have held 40.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_larger_than_the_backlog_bound_stays_within_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let count = 40u64;
+    {
+        let (wal, _) = Wal::open(dir.path().join("wal"), WalOptions::default()).unwrap();
+        for i in 0..count {
+            wal.append_blocking(WalRecord::Instance { dicom: instance(i) })
+                .unwrap();
+        }
+    }
+    let engine = engine().await;
+    let faults = Arc::new(Faults::default());
+    let mut opts = options(&faults);
+    opts.max_backlog_frames = 4;
+    let index = Index::open(dir.path(), engine.clone(), opts).unwrap();
+    applied(&index).await;
+    let acknowledged: Vec<u64> = (0..count).collect();
+    exactly_once(&index, &acknowledged);
+    let peak = index.counters.replay_frames_peak.load(Ordering::Relaxed);
+    assert!(
+        (1..=4).contains(&peak),
+        "the replay held {peak} decoded frames at once; the bound is 4"
+    );
+    restart_and_check(dir.path(), &engine, index, &acknowledged).await;
 }

@@ -218,6 +218,40 @@ fn search_ingest_and_delete_end_to_end() {
         (sheet.width(), sheet.height()),
         (5 * 128 + 4 * 4, 2 * 128 + 4)
     );
+    // By the slice's SOP Instance UID: the montage finds the query slice's own reconstruction
+    // through a UID lookup sent as a filter. Something that is neither a file nor a UID is
+    // refused before anything is sent.
+    let by_uid = dir.path().join("montage-uid.png");
+    let (ok, out) = diptych(&[
+        "search",
+        "2.25.1000003",
+        "--mode",
+        "normal",
+        "--top-k",
+        "4",
+        "--montage",
+        by_uid.to_str().unwrap(),
+        "--server",
+        &url,
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(
+        image::open(&by_uid).unwrap().width(),
+        5 * 128 + 4 * 4,
+        "the query and four hits"
+    );
+    let (ok, out) = diptych(&[
+        "search",
+        "2.25.1000003\" OR sop_instance_uid:*",
+        "--montage",
+        by_uid.to_str().unwrap(),
+        "--server",
+        &url,
+    ]);
+    assert!(
+        !ok && out.contains("not an existing file") && out.contains("character 13 is '\"'"),
+        "{out}"
+    );
     let (ok, out) = diptych(&[
         "search",
         "--normal-from",

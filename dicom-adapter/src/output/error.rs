@@ -21,8 +21,8 @@ pub enum OutputError {
     },
     /// A UID given to the builder is not a valid DICOM UID.
     #[error(
-        "{field} {value:?} is not a DICOM UID (1 to 64 characters, digits in dot-separated \
-         components without leading zeros); pass the UID exactly as the instance carries it"
+        "{field} {value:?} is not a DICOM UID (1 to 64 characters, digits in non-empty \
+         dot-separated components, no padding); pass the UID exactly as the instance carries it"
     )]
     InvalidUid {
         /// Which field held it, e.g. "hit 3 SOP Instance UID".

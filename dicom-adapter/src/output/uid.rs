@@ -1,4 +1,5 @@
-//! UIDs: new ones under the UUID-derived root `2.25` (PS3.5 B.2), and the UID syntax check.
+//! UIDs: new ones under the UUID-derived root `2.25` (PS3.5 B.2), and the UID syntax check of
+//! UIDs written into documents (the rule itself is [`crate::uid`]'s).
 //!
 //! A new UID is `2.25.` followed by the decimal value of a random (version 4) UUID. The 122
 //! random bits come from the standard library's randomly keyed SipHash (seeded from the operating
@@ -10,8 +11,8 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Longest UID the standard allows (PS3.5 9.1).
-pub const MAX_UID_LEN: usize = 64;
+pub use crate::uid::MAX_UID_LEN;
+use crate::uid::Uid;
 
 /// A new, globally unique UID under the root `2.25`.
 ///
@@ -29,16 +30,11 @@ pub fn new_uid() -> String {
     format!("2.25.{uuid}")
 }
 
-/// True when `uid` follows the UID syntax: 1 to 64 characters, dot-separated components of
-/// digits, none empty and none with a leading zero (a lone "0" is allowed).
+/// True when `uid` follows the rule of [`crate::uid`] as written, without padding: 1 to 64
+/// characters, dot-separated non-empty components of digits. Components with a leading zero
+/// pass, since a document must reference an instance by the UID its sender gave it.
 pub fn is_valid_uid(uid: &str) -> bool {
-    !uid.is_empty()
-        && uid.len() <= MAX_UID_LEN
-        && uid.split('.').all(|component| {
-            !component.is_empty()
-                && component.bytes().all(|b| b.is_ascii_digit())
-                && (component == "0" || !component.starts_with('0'))
-        })
+    Uid::parse(uid).is_ok_and(|parsed| parsed.as_str() == uid)
 }
 
 /// 128 random bits.
@@ -80,7 +76,11 @@ mod tests {
     fn uid_syntax_is_checked() {
         assert!(is_valid_uid("1.2.840.10008.5.1.4.1.1.88.59"));
         assert!(is_valid_uid("1.0.3"));
-        for bad in ["", "1..2", "1.02", "1.2.", "1.2a", &"1".repeat(65)] {
+        assert!(
+            is_valid_uid("1.02"),
+            "a leading zero, as old equipment writes it"
+        );
+        for bad in ["", "1..2", "1.2.", "1.2a", "1.2\0", "1.2 ", &"1".repeat(65)] {
             assert!(!is_valid_uid(bad), "{bad:?}");
         }
     }

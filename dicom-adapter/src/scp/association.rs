@@ -436,7 +436,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
                 warn!(
                     peer = %self.peer,
                     calling_ae = %self.negotiated.calling_ae,
-                    sop_class = %command.affected_class,
+                    sop_class = loggable_uid(&command.affected_class),
                     status = format_args!("{:#06X}", refusal.status),
                     reason = %refusal.comment,
                     "C-STORE refused"
@@ -473,6 +473,16 @@ fn store_request(calling_ae: &str, command: &Command, message: &Message) -> Stor
         sop_instance_uid: command.affected_instance.clone(),
         context_class: message.abstract_syntax.clone(),
         transfer_syntax: message.transfer_syntax.clone(),
+    }
+}
+
+/// A UID from the peer as a log field: itself when it is a valid UID, otherwise a placeholder, so
+/// that a hostile value (newlines, 10 000 characters) never reaches a log line.
+fn loggable_uid(text: &str) -> &str {
+    if crate::uid::Uid::parse(text).is_ok() {
+        text
+    } else {
+        "(not a valid UID)"
     }
 }
 

@@ -186,11 +186,10 @@ fn padded_text(text: &str) -> Vec<u8> {
     bytes
 }
 
+/// A UID element as text, its padding stripped; whether it is a valid UID is for
+/// [`crate::uid::Uid::parse`] to say where it is used.
 fn uid_text(value: &[u8]) -> String {
-    String::from_utf8_lossy(value)
-        .trim_end_matches(['\0', ' '])
-        .trim_start()
-        .to_string()
+    crate::uid::without_padding(&String::from_utf8_lossy(value)).to_string()
 }
 
 fn us(value: &[u8], name: &str) -> Result<u16, String> {

@@ -1,7 +1,7 @@
 //! The sink: where the listener hands every received instance, and what it answers.
 //!
-//! The listener checks an instance (it parses, its UIDs match the command, its declared lengths
-//! hold) before it calls the sink; the sink makes it durable and says how it went. The DICOM
+//! The listener checks an instance (it parses, its UIDs follow the rule of [`crate::uid`] and
+//! match the command, its declared lengths hold) before it calls the sink; the sink makes it durable and says how it went. The DICOM
 //! status sent back to the peer follows from [`StoreOutcome`] alone, so a sink never speaks
 //! DICOM.
 
@@ -22,9 +22,9 @@ pub trait StoreSink: Send + Sync + 'static {
 pub struct ReceivedInstance {
     /// AE title of the peer that sent it (trimmed).
     pub calling_ae: String,
-    /// SOP Class UID (command and data set agree).
+    /// SOP Class UID (command and data set agree; a valid UID, padding stripped).
     pub sop_class_uid: String,
-    /// SOP Instance UID (command and data set agree).
+    /// SOP Instance UID (command and data set agree; a valid UID, padding stripped).
     pub sop_instance_uid: String,
     /// Transfer Syntax UID negotiated for the presentation context, as written in the meta group.
     pub transfer_syntax: String,

@@ -3,9 +3,12 @@
 //!
 //! The data set is wrapped, byte for byte, in a Part-10 file whose meta group names the
 //! negotiated transfer syntax, then parsed with [`crate::parse`] under the configured limits
-//! (every declared length checked before the parser allocates). A data set that does not parse,
-//! or whose pixel data is shorter than its geometry declares, is answered 0xC000; one whose SOP
-//! Class or Instance UID differs from the command's, 0xA900; one beyond the pixel or inflation
+//! (every declared length checked before the parser allocates). A command or data set whose UIDs
+//! break the rule of [`crate::uid`] (checked before any data set byte is buffered for the
+//! command's, right after parsing for the data set's SOP Class, SOP Instance, Study and Series
+//! UIDs), a data set that does not parse, or one whose pixel data is shorter than its geometry
+//! declares, is answered 0xC000; one whose SOP Class or Instance UID differs from the command's,
+//! 0xA900; one beyond the pixel or inflation
 //! limits, 0xA700. Only then is the sink called. Instances that are valid but not indexable (no
 //! pixel data, unusual photometric interpretation) pass: the sink decides what to do with them.
 
@@ -16,6 +19,7 @@ use super::negotiation::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use super::sink::ReceivedInstance;
 use crate::error::AdapterError;
 use crate::pixels::Limits;
+use crate::uid::Uid;
 
 /// A refused instance: the status and the comment that explains it (no patient data).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,26 +62,22 @@ pub(crate) fn check(
     part10: Vec<u8>,
     limits: &Limits,
 ) -> Result<ReceivedInstance, Refusal> {
-    if request.sop_class_uid.is_empty() || request.sop_instance_uid.is_empty() {
-        return Err(Refusal::new(
-            status::CANNOT_UNDERSTAND,
-            "C-STORE-RQ lacks Affected SOP Class or Instance UID",
-        ));
-    }
-    if request.sop_class_uid != request.context_class {
+    let (class, sop_instance) = command_uids(&request)?;
+    if class != request.context_class.as_str() {
         return Err(Refusal::new(
             status::DATA_SET_MISMATCH,
             "command SOP class differs from the presentation context's",
         ));
     }
     let instance = crate::parse(&part10, limits).map_err(|e| refusal_of(&e))?;
-    if instance.sop_class_uid() != request.sop_class_uid {
+    let uids = instance.uids().map_err(|e| refusal_of(&e))?;
+    if uids.sop_class != class {
         return Err(Refusal::new(
             status::DATA_SET_MISMATCH,
             "data set SOP Class UID differs from the command's",
         ));
     }
-    if instance.sop_instance_uid() != request.sop_instance_uid {
+    if uids.sop_instance != sop_instance {
         return Err(Refusal::new(
             status::DATA_SET_MISMATCH,
             "data set SOP Instance UID differs from the command's",
@@ -95,8 +95,8 @@ pub(crate) fn check(
     }
     Ok(ReceivedInstance {
         calling_ae: request.calling_ae,
-        sop_class_uid: request.sop_class_uid,
-        sop_instance_uid: request.sop_instance_uid,
+        sop_class_uid: class.into_string(),
+        sop_instance_uid: sop_instance.into_string(),
         transfer_syntax: request.transfer_syntax,
         part10,
         parsed: instance,
@@ -105,10 +105,12 @@ pub(crate) fn check(
 
 /// The start of the Part-10 file for `request`: preamble, `DICM`, the file meta group naming
 /// the negotiated transfer syntax. The data set is appended to it as it arrives.
+/// A command whose UIDs break the UID rule is refused here, so none of its data set is buffered.
 pub(crate) fn part10_prefix(request: &StoreRequest) -> Result<Vec<u8>, Refusal> {
+    let (class, instance) = command_uids(request)?;
     let meta = FileMetaTableBuilder::new()
-        .media_storage_sop_class_uid(request.sop_class_uid.as_str())
-        .media_storage_sop_instance_uid(request.sop_instance_uid.as_str())
+        .media_storage_sop_class_uid(class.as_str())
+        .media_storage_sop_instance_uid(instance.as_str())
         .transfer_syntax(request.transfer_syntax.as_str())
         .implementation_class_uid(IMPLEMENTATION_CLASS_UID)
         .implementation_version_name(IMPLEMENTATION_VERSION_NAME)
@@ -129,6 +131,22 @@ pub(crate) fn part10_prefix(request: &StoreRequest) -> Result<Vec<u8>, Refusal> 
         )
     })?;
     Ok(out)
+}
+
+/// The command's Affected SOP Class and Instance UIDs, checked against the UID rule; 0xC000
+/// naming the attribute and the rule (never the value) when one is absent, empty or malformed.
+fn command_uids(request: &StoreRequest) -> Result<(Uid, Uid), Refusal> {
+    let checked = |text: &str, name: &str| {
+        Uid::parse(text)
+            .map_err(|problem| Refusal::new(status::CANNOT_UNDERSTAND, format!("{name} {problem}")))
+    };
+    Ok((
+        checked(&request.sop_class_uid, "Affected SOP Class UID (0000,0002)")?,
+        checked(
+            &request.sop_instance_uid,
+            "Affected SOP Instance UID (0000,1000)",
+        )?,
+    ))
 }
 
 /// Lossy JPEG (processes 1, 2 and 4) above 8 bits: the pure-Rust JPEG decoder of this build
@@ -224,6 +242,114 @@ mod tests {
         let parsed = crate::parse(&received.part10, &Limits::default()).unwrap();
         assert_eq!(parsed.transfer_syntax(), uids::EXPLICIT_VR_LITTLE_ENDIAN);
         assert_eq!(parsed.decode_frame(0).unwrap().values[15], 15.0);
+    }
+
+    /// UIDs that try to change a query, or are just not UIDs.
+    fn hostile_uids() -> Vec<String> {
+        [
+            "1.2\" OR study_instance_uid:*",
+            "x\" OR *",
+            "1.2:3",
+            "1.(2)",
+            "*",
+            "1.2.é",
+            "1..2",
+            ".1",
+            "",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .chain(["1".repeat(10_000)])
+        .collect()
+    }
+
+    #[test]
+    fn a_command_with_a_hostile_uid_is_refused_before_its_data_set_is_buffered() {
+        let good = request_for(&image());
+        for hostile in hostile_uids() {
+            let mut request = good.clone();
+            request.sop_instance_uid = hostile.clone();
+            let refusal = part10_prefix(&request).unwrap_err();
+            assert_eq!(refusal.status, status::CANNOT_UNDERSTAND, "{hostile:.40}");
+            assert!(
+                refusal
+                    .comment
+                    .starts_with("Affected SOP Instance UID (0000,1000) is"),
+                "{}",
+                refusal.comment
+            );
+            assert!(refusal.comment.contains("1 to 64 characters"));
+            let mut request = good.clone();
+            request.sop_class_uid = hostile.clone();
+            let refusal = part10_prefix(&request).unwrap_err();
+            assert_eq!(refusal.status, status::CANNOT_UNDERSTAND, "{hostile:.40}");
+        }
+        // Padding is stripped, a leading zero kept.
+        let mut request = good.clone();
+        request.sop_instance_uid = "1.2.03.4\0".to_string();
+        assert!(part10_prefix(&request).is_ok());
+    }
+
+    #[test]
+    fn a_data_set_with_a_hostile_uid_answers_c000_naming_the_attribute() {
+        for (tag, name) in [
+            (
+                dicom_dictionary_std::tags::STUDY_INSTANCE_UID,
+                "StudyInstanceUID (0020,000D)",
+            ),
+            (
+                dicom_dictionary_std::tags::SERIES_INSTANCE_UID,
+                "SeriesInstanceUID (0020,000E)",
+            ),
+            (
+                dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+                "SOPInstanceUID (0008,0018)",
+            ),
+        ] {
+            for hostile in hostile_uids() {
+                let mut instance = image();
+                let request = request_for(&instance);
+                instance.set(tag, dicom_core::VR::UI, hostile.clone());
+                let bytes = part10_of(&request, &instance.to_bare_data_set());
+                let refusal = check(request, bytes, &Limits::default()).unwrap_err();
+                assert_eq!(
+                    refusal.status,
+                    status::CANNOT_UNDERSTAND,
+                    "{name} {hostile:.40}: {}",
+                    refusal.comment
+                );
+                assert!(refusal.comment.starts_with(name), "{}", refusal.comment);
+            }
+        }
+        // Without a Study Instance UID at all.
+        let mut instance = image();
+        let request = request_for(&instance);
+        instance
+            .attributes
+            .retain(|(tag, _, _)| *tag != dicom_dictionary_std::tags::STUDY_INSTANCE_UID);
+        let bytes = part10_of(&request, &instance.to_bare_data_set());
+        let refusal = check(request, bytes, &Limits::default()).unwrap_err();
+        assert_eq!(refusal.status, status::CANNOT_UNDERSTAND);
+        assert!(
+            refusal.comment.contains("StudyInstanceUID"),
+            "{}",
+            refusal.comment
+        );
+    }
+
+    #[test]
+    fn padded_and_leading_zero_uids_are_stored_without_padding() {
+        let mut instance = image();
+        instance.set(
+            dicom_dictionary_std::tags::SOP_INSTANCE_UID,
+            dicom_core::VR::UI,
+            "1.2.03.4".to_string(),
+        );
+        let mut request = request_for(&instance);
+        request.sop_instance_uid = "1.2.03.4 ".to_string();
+        let bytes = part10_of(&request, &instance.to_bare_data_set());
+        let received = check(request, bytes, &Limits::default()).unwrap();
+        assert_eq!(received.sop_instance_uid, "1.2.03.4");
     }
 
     #[test]

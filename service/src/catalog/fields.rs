@@ -9,6 +9,7 @@ use tantivy::schema::{
 use tantivy::tokenizer::{LowerCaser, RawTokenizer, TextAnalyzer};
 use tantivy::{TantivyDocument, Term};
 
+use super::lookup::UidField;
 use crate::record::{RecordId, key_of};
 
 /// Name of the tokenizer of keyword fields: the whole value as one token, lowercased, so that
@@ -349,6 +350,20 @@ impl Fields {
         }
     }
 
+    /// The text field of a UID, indexed whole by the keyword tokenizer.
+    pub fn uid_field(&self, field: UidField) -> Field {
+        match field {
+            UidField::Study => self.study_instance_uid,
+            UidField::Series => self.series_instance_uid,
+            UidField::SopInstance => self.sop_instance_uid,
+        }
+    }
+
+    /// The term that matches every record of zero-based frame `frame`.
+    pub fn frame_term(&self, frame: u32) -> Term {
+        Term::from_field_u64(self.frame, u64::from(frame))
+    }
+
     /// The term that matches every document of one record.
     pub fn record_term(&self, record: RecordId) -> Term {
         Term::from_field_u64(self.record, u64::from(record))
@@ -506,6 +521,19 @@ mod tests {
         assert_eq!(date_number(""), None);
         assert_eq!(date_number("2019-03-15"), None);
         assert_eq!(date_number("201903"), None);
+    }
+
+    #[test]
+    fn uid_lookups_name_keyword_fields_of_the_vocabulary() {
+        let fields = Fields::new();
+        for field in [UidField::Study, UidField::Series, UidField::SopInstance] {
+            let info = FIELDS.iter().find(|f| f.name == field.name()).unwrap();
+            assert_eq!(info.kind, FieldKind::Keyword, "{}", info.name);
+            assert_eq!(
+                fields.schema.get_field(field.name()).unwrap(),
+                fields.uid_field(field)
+            );
+        }
     }
 
     #[test]

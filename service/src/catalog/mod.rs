@@ -3,8 +3,9 @@
 //!
 //! One document per record (an indexed slice). Filters are query strings over the named fields
 //! of [`Catalog::fields`] (see [`filter`] for the syntax); they are answered as a
-//! [`RecordSet`] read from the `record` fast field, never from stored documents. The patient's
-//! birth date can be filtered on but is never stored nor returned.
+//! [`RecordSet`] read from the `record` fast field, never from stored documents. Lookups by UID
+//! ([`Catalog::records_with`] with a [`UidLookup`]) are term queries, never query strings. The
+//! patient's birth date can be filtered on but is never stored nor returned.
 //!
 //! Writes follow the store: [`Catalog::add`] and [`Catalog::delete`] are pending until
 //! [`Catalog::commit`], which records a [`Checkpoint`] (how far the write-ahead log has been
@@ -15,6 +16,7 @@ mod collect;
 mod error;
 mod fields;
 pub mod filter;
+mod lookup;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -39,6 +41,7 @@ use self::fields::{
     keyword_analyzer,
 };
 use self::filter::FilterParser;
+pub use self::lookup::{UidField, UidLookup};
 use crate::record::{DeleteTarget, RecordId, RecordSet, key_of};
 
 /// Memory the index writer buffers before it writes a segment.
@@ -278,19 +281,19 @@ impl Catalog {
         Ok(set)
     }
 
-    /// The committed records of one SOP Instance as `(record, frame)`, by frame; empty when
-    /// the instance is not indexed.
-    pub fn records_of_instance(
+    /// The committed records a lookup names — those whose UID field equals its UID (and of its
+    /// frame, if it names one) — as `(record, frame)`, by frame then record; empty when none
+    /// is indexed. A term query on the UID's field: exact, and nothing in the UID is parsed.
+    pub fn records_with(
         &self,
-        sop_instance_uid: &str,
+        lookup: &UidLookup<'_>,
     ) -> Result<Vec<(RecordId, u32)>, CatalogError> {
-        let term = Term::from_field_u64(self.fields.instance_key, key_of(sop_instance_uid));
-        let query = TermQuery::new(term, IndexRecordOption::Basic);
+        let query = lookup.query(&self.fields);
         let mut found = self
             .reader
             .searcher()
-            .search(&query, &RecordFrames)
-            .map_err(CatalogError::index("look up an instance's records"))?;
+            .search(&*query, &RecordFrames)
+            .map_err(CatalogError::index("look up records by UID"))?;
         found.sort_unstable_by_key(|&(record, frame)| (frame, record));
         Ok(found)
     }

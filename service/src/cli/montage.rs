@@ -11,6 +11,7 @@ use diptych::api::v1::{
     DecomposeRequest, EncodedImage, ImageFormat, Query, SearchMode, SearchRequest, SearchResponse,
     SliceRef, encoded_image, query,
 };
+use diptych_service::catalog::UidLookup;
 use image::{GrayImage, ImageReader};
 use tonic::transport::Channel;
 
@@ -85,12 +86,14 @@ async fn query_tiles(channel: Channel, query: &Source) -> anyhow::Result<(GrayIm
                 .search(SearchRequest {
                     query: Some(Query {
                         source: Some(query::Source::Indexed(SliceRef {
-                            sop_instance_uid: uid.clone(),
+                            sop_instance_uid: uid.to_string(),
                             frame: *frame,
                         })),
                     }),
                     mode: SearchMode::Combined as i32,
-                    filter: format!("sop_instance_uid:\"{uid}\" AND frame:{frame}"),
+                    // The checked UID written as a filter: digits and dots only, so the server's
+                    // filter parser reads exactly this lookup.
+                    filter: UidLookup::instance(uid).frame(*frame).to_filter(),
                     top_k: 1,
                     include_thumbnails: true,
                     ..SearchRequest::default()

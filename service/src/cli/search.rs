@@ -9,6 +9,7 @@ use diptych::api::v1::{
     CodeSource, CompositeQuery, GroupScore, Grouping, ImageInput, Query, SearchMode, SearchRequest,
     SearchResponse, SliceRef, code_source, image_input, query,
 };
+use diptych_dicom_adapter::Uid;
 
 use super::{MAX_MESSAGE_BYTES, connect, montage};
 
@@ -18,16 +19,24 @@ pub enum Source {
     /// A DICOM file and its frame.
     File(PathBuf, u32),
     /// An indexed SOP Instance UID and frame.
-    Uid(String, u32),
+    Uid(Uid, u32),
 }
 
 impl Source {
-    /// A path when it names an existing file, a UID otherwise.
-    pub fn parse(text: &str, frame: u32) -> Source {
+    /// A path when it names an existing file, otherwise a SOP Instance UID, checked against the
+    /// UID rule.
+    pub fn parse(text: &str, frame: u32) -> anyhow::Result<Source> {
         if Path::new(text).is_file() {
-            Source::File(PathBuf::from(text), frame)
-        } else {
-            Source::Uid(text.to_string(), frame)
+            return Ok(Source::File(PathBuf::from(text), frame));
+        }
+        match Uid::parse(text) {
+            Ok(uid) => Ok(Source::Uid(uid, frame)),
+            Err(problem) => {
+                let shown: String = text.chars().take(80).collect();
+                anyhow::bail!(
+                    "{shown:?} is not an existing file, and as a SOP Instance UID it {problem}"
+                )
+            }
         }
     }
 }
@@ -76,7 +85,7 @@ async fn code_source(source: &Source) -> anyhow::Result<CodeSource> {
                 code_source::Source::Image(image_input(path, *frame).await?)
             }
             Source::Uid(uid, frame) => code_source::Source::Indexed(SliceRef {
-                sop_instance_uid: uid.clone(),
+                sop_instance_uid: uid.to_string(),
                 frame: *frame,
             }),
         }),
@@ -90,7 +99,7 @@ pub async fn request(options: &SearchOptions) -> anyhow::Result<SearchRequest> {
             query::Source::Image(image_input(path, *frame).await?)
         }
         (Some(Source::Uid(uid, frame)), None, None) => query::Source::Indexed(SliceRef {
-            sop_instance_uid: uid.clone(),
+            sop_instance_uid: uid.to_string(),
             frame: *frame,
         }),
         (None, Some(n), Some(a)) => query::Source::Composite(CompositeQuery {

@@ -6,12 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use diptych_dicom_adapter::Uid;
 use diptych_dicom_adapter::output::{
     Destination, ReferencedInstance, SimilarStudies, StudyIdentity, send_instance,
 };
 use tokio::sync::broadcast::error::RecvError;
 
 use super::KosSettings;
+use crate::catalog::UidLookup;
 use crate::index::Index;
 use crate::search::Mode;
 
@@ -65,7 +67,7 @@ pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String) {
 /// The KOS of one received study, or `None` when nothing similar is indexed.
 pub async fn document(
     index: &Index,
-    study_instance_uid: &str,
+    study_instance_uid: &Uid,
     top_k: u32,
 ) -> Result<Option<Vec<u8>>, String> {
     let mut hits = Vec::new();
@@ -106,13 +108,13 @@ pub async fn document(
 /// Patient and study attributes of the received study, from one of its catalog records.
 fn received_identity(
     index: &Index,
-    study_instance_uid: &str,
+    study_instance_uid: &Uid,
 ) -> Result<Option<StudyIdentity>, String> {
     let records = index
         .catalog()
-        .filter(&format!("study_instance_uid:\"{study_instance_uid}\""))
+        .records_with(&UidLookup::study(study_instance_uid))
         .map_err(|e| e.to_string())?;
-    let Some(first) = records.iter().next() else {
+    let Some(first) = records.iter().map(|&(record, _)| record).min() else {
         return Ok(None);
     };
     let entry = index

@@ -10,7 +10,7 @@ use diptych::api::v1::{
 use tonic::{Request, Response, Status, Streaming};
 
 use super::ServiceState;
-use super::input::invalid;
+use super::input::{invalid, uid};
 use crate::index::{AcceptOutcome, IndexError, Refusal};
 use crate::record::DeleteTarget;
 
@@ -141,14 +141,21 @@ impl IngestService for IngestApi {
             Some(dicom_ref::Level::PatientId(id)) => {
                 ("target.patient_id", DeleteTarget::Patient(id))
             }
+            // UIDs are checked against the UID rule; the patient ID is any text.
             Some(dicom_ref::Level::StudyInstanceUid(id)) => {
-                ("target.study_instance_uid", DeleteTarget::Study(id))
+                let field = "target.study_instance_uid";
+                (field, DeleteTarget::Study(uid(field, &id)?.into_string()))
             }
             Some(dicom_ref::Level::SeriesInstanceUid(id)) => {
-                ("target.series_instance_uid", DeleteTarget::Series(id))
+                let field = "target.series_instance_uid";
+                (field, DeleteTarget::Series(uid(field, &id)?.into_string()))
             }
             Some(dicom_ref::Level::SopInstanceUid(id)) => {
-                ("target.sop_instance_uid", DeleteTarget::Instance(id))
+                let field = "target.sop_instance_uid";
+                (
+                    field,
+                    DeleteTarget::Instance(uid(field, &id)?.into_string()),
+                )
             }
         };
         let (field, target) = target;

@@ -1,7 +1,8 @@
-//! Requests in: protobuf image inputs converted to domain [`SliceSource`]s, with
-//! INVALID_ARGUMENT answers that name the field at fault.
+//! Requests in: protobuf image inputs converted to domain [`SliceSource`]s and UIDs checked
+//! against the UID rule, with INVALID_ARGUMENT answers that name the field at fault.
 
 use diptych::api::v1::{ImageFormat, ImageInput, PixelType as ProtoPixelType, image_input};
+use diptych_dicom_adapter::Uid;
 use tonic::Status;
 
 use crate::slice::{PixelType, RawImage, SliceSource};
@@ -9,6 +10,13 @@ use crate::slice::{PixelType, RawImage, SliceSource};
 /// INVALID_ARGUMENT naming `field`.
 pub fn invalid(field: &str, problem: impl std::fmt::Display) -> Status {
     Status::invalid_argument(format!("{field}: {problem}"))
+}
+
+/// The UID in request field `field`, checked against the rule of [`diptych_dicom_adapter::uid`]
+/// (padding stripped); INVALID_ARGUMENT naming the field and the rule, never the value, when it
+/// is empty or breaks the rule.
+pub fn uid(field: &str, text: &str) -> Result<Uid, Status> {
+    Uid::parse(text).map_err(|problem| invalid(field, problem))
 }
 
 /// The slice a request's `image` field describes.

@@ -13,7 +13,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::ServiceState;
-use super::input::{invalid, slice_source};
+use super::input::{invalid, slice_source, uid};
 use super::output;
 use crate::index::query::HitView;
 use crate::index::{QueryError, QuerySource, SearchSpec};
@@ -139,7 +139,7 @@ fn code_source(
                 .map_err(|s| Status::invalid_argument(format!("{field}.{}", s.message())))?;
             Ok(QuerySource::Image(slice))
         }
-        Some(code_source::Source::Indexed(slice)) => Ok(indexed(slice)),
+        Some(code_source::Source::Indexed(slice)) => indexed(slice, &format!("{field}.indexed")),
         Some(code_source::Source::Code(code)) => {
             // One code: used for the side this source feeds; the other side is ignored.
             let single = pb::SliceCodes {
@@ -156,11 +156,15 @@ fn code_source(
     }
 }
 
-fn indexed(slice: SliceRef) -> QuerySource {
-    QuerySource::Indexed {
-        sop_instance_uid: slice.sop_instance_uid,
+/// An indexed slice named at request field `field`, its UID checked.
+fn indexed(slice: SliceRef, field: &str) -> Result<QuerySource, Status> {
+    Ok(QuerySource::Indexed {
+        sop_instance_uid: uid(
+            &format!("{field}.sop_instance_uid"),
+            &slice.sop_instance_uid,
+        )?,
         frame: slice.frame,
-    }
+    })
 }
 
 /// The query of a request.
@@ -171,7 +175,7 @@ pub fn query_source(query: Option<pb::Query>, model_id: &str) -> Result<QuerySou
             "is required; set image, indexed, codes or composite",
         )),
         Some(query::Source::Image(image)) => Ok(QuerySource::Image(slice_source(Some(image))?)),
-        Some(query::Source::Indexed(slice)) => Ok(indexed(slice)),
+        Some(query::Source::Indexed(slice)) => indexed(slice, "query.indexed"),
         Some(query::Source::Codes(c)) => Ok(QuerySource::Codes(codes(c, "query.codes", model_id)?)),
         Some(query::Source::Composite(c)) => Ok(QuerySource::Composite {
             normal_from: Box::new(code_source(
@@ -382,7 +386,7 @@ impl SearchService for SearchApi {
                     }
                 }
                 let event = WatchEvent {
-                    study_instance_uid: study.study_instance_uid,
+                    study_instance_uid: study.study_instance_uid.into(),
                     slices,
                     completed_unix_ms: study.completed_unix_ms,
                     results,

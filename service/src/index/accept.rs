@@ -1,22 +1,26 @@
-//! Accepting an instance: examine it completely (parse, decode every frame, apply the image
-//! contract) so that nothing acknowledged can fail later, drop duplicates, then append it to the
+//! Accepting an instance: examine it completely (parse, check its UIDs against the UID rule of
+//! [`diptych_dicom_adapter::uid`], decode every frame, apply the image contract) so that nothing
+//! acknowledged can fail later, drop duplicates, then append it to the
 //! write-ahead log and wait for the fsync. The acknowledgement means "durable".
 
 use std::sync::atomic::Ordering;
 
 use diptych::preprocess::preprocess;
-use diptych_dicom_adapter::{Instance, InstanceMetadata, Limits};
+use diptych_dicom_adapter::{Instance, InstanceMetadata, InstanceUids, Limits, Uid};
 
 use super::apply::Work;
 use super::{Index, IndexError};
+use crate::catalog::UidLookup;
 use crate::encoder::Engine;
 use crate::record::{RecordKeys, key_of};
 use crate::store::wal::WalRecord;
 
 /// An image instance made ready for the encoder: its metadata and one model input per frame.
 pub struct Prepared {
-    /// The catalog metadata.
+    /// The catalog metadata; its UIDs are those of `uids`.
     pub metadata: InstanceMetadata,
+    /// The identifying UIDs, checked.
+    pub uids: InstanceUids,
     /// The key of its SOP Instance UID.
     pub keys_instance: u64,
     /// Model input (preprocessed pixels) of every frame, in frame order.
@@ -43,7 +47,7 @@ pub enum Examined {
     /// A non-image object (SR, KOS, presentation state, raw data): counted, not indexed.
     NonImage,
     /// An instance already indexed or in flight (found before its pixels were decoded).
-    Duplicate(String),
+    Duplicate(Uid),
 }
 
 /// Why an instance was refused. The message names the problem and never holds patient data.
@@ -102,13 +106,16 @@ pub enum AcceptOutcome {
 /// Parses, decodes and pre-processes every frame of `bytes`; the error says what is wrong with
 /// the instance (never patient data).
 ///
+/// Every instance, image or not, must carry a SOP Class, SOP Instance, Study and Series UID that
+/// follow the UID rule; nothing else is looked at before they are checked.
+///
 /// `known` is asked, once the instance is parsed and before any pixel is decoded, whether its
 /// SOP Instance UID is already indexed or in flight: duplicates cost a parse, not a decode.
 pub fn examine(
     bytes: &[u8],
     limits: &Limits,
     engine: &Engine,
-    known: impl Fn(&str) -> bool,
+    known: impl Fn(&Uid) -> bool,
 ) -> Result<Examined, String> {
     let instance = diptych_dicom_adapter::parse(bytes, limits).map_err(|e| e.to_string())?;
     examine_parsed(&instance, engine, known)
@@ -118,15 +125,21 @@ pub fn examine(
 pub fn examine_parsed(
     instance: &Instance,
     engine: &Engine,
-    known: impl Fn(&str) -> bool,
+    known: impl Fn(&Uid) -> bool,
 ) -> Result<Examined, String> {
+    let uids = instance.uids().map_err(|e| e.to_string())?;
     if !instance.is_image() {
         return Ok(Examined::NonImage);
     }
-    let metadata = instance.metadata();
-    if !metadata.sop_instance_uid.is_empty() && known(&metadata.sop_instance_uid) {
-        return Ok(Examined::Duplicate(metadata.sop_instance_uid));
+    if known(&uids.sop_instance) {
+        return Ok(Examined::Duplicate(uids.sop_instance));
     }
+    let mut metadata = instance.metadata();
+    // The catalog holds the UIDs as checked (padding stripped).
+    metadata.sop_class_uid = uids.sop_class.to_string();
+    metadata.sop_instance_uid = uids.sop_instance.to_string();
+    metadata.study_instance_uid = uids.study.to_string();
+    metadata.series_instance_uid = uids.series.to_string();
     let params = &engine.manifest().preprocess;
     let count = instance.frame_count().map_err(|e| e.to_string())?;
     let mut frames = Vec::with_capacity(count as usize);
@@ -137,8 +150,9 @@ pub fn examine_parsed(
         frames.push(input.pixels);
     }
     Ok(Examined::Image(Box::new(Prepared {
-        keys_instance: key_of(&metadata.sop_instance_uid),
+        keys_instance: key_of(uids.sop_instance.as_str()),
         metadata,
+        uids,
         frames,
     })))
 }
@@ -146,14 +160,14 @@ pub fn examine_parsed(
 impl Index {
     /// Whether an instance is indexed or acknowledged and on its way (a read error counts as
     /// unknown: the claim under the lock in [`Index::accept`] decides).
-    fn known(&self, sop_instance_uid: &str) -> bool {
+    fn known(&self, sop_instance_uid: &Uid) -> bool {
         self.in_flight
             .lock()
             .expect("in-flight set poisoned")
-            .contains_key(&key_of(sop_instance_uid))
+            .contains_key(&key_of(sop_instance_uid.as_str()))
             || self
                 .catalog
-                .records_of_instance(sop_instance_uid)
+                .records_with(&UidLookup::instance(sop_instance_uid))
                 .is_ok_and(|records| !records.is_empty())
     }
 
@@ -220,7 +234,7 @@ impl Index {
         }
         // Parsing and decoding are CPU work: done in place, with the runtime told so.
         let examined = tokio::task::block_in_place(|| {
-            let known = |sop: &str| self.known(sop);
+            let known = |sop: &Uid| self.known(sop);
             match &parsed {
                 Some(instance) => examine_parsed(instance, &self.engine, known),
                 None => examine(&dicom, &self.limits, &self.engine, known),
@@ -239,20 +253,13 @@ impl Index {
                 return Ok(AcceptOutcome::NonImage);
             }
             Ok(Examined::Duplicate(sop_instance_uid)) => {
-                return Ok(AcceptOutcome::Duplicate { sop_instance_uid });
+                return Ok(AcceptOutcome::Duplicate {
+                    sop_instance_uid: sop_instance_uid.into_string(),
+                });
             }
             Ok(Examined::Image(prepared)) => prepared,
         };
         let sop_instance_uid = prepared.metadata.sop_instance_uid.clone();
-        if sop_instance_uid.is_empty() {
-            return Ok(AcceptOutcome::Refused {
-                sop_instance_uid: None,
-                refusal: Refusal::CannotUnderstand(
-                    "the data set has no SOP Instance UID (0008,0018); every instance needs one"
-                        .into(),
-                ),
-            });
-        }
         // Room in the backlog before the acknowledgement: when indexing falls behind, the
         // sender waits here instead of memory filling with decoded frames. Taken before the
         // duplicate claim, so a copy is never answered for an original still waiting.
@@ -268,7 +275,10 @@ impl Index {
         // Claim the instance key before the log append so two concurrent copies cannot both go in.
         {
             let mut in_flight = self.in_flight.lock().expect("in-flight set poisoned");
-            let indexed = match self.catalog.records_of_instance(&sop_instance_uid) {
+            let indexed = match self
+                .catalog
+                .records_with(&UidLookup::instance(&prepared.uids.sop_instance))
+            {
                 Ok(records) => !records.is_empty(),
                 Err(error) => {
                     return Ok(AcceptOutcome::Refused {
@@ -289,6 +299,7 @@ impl Index {
         }
         let slices = prepared.frames.len() as u32;
         let study_instance_uid = prepared.metadata.study_instance_uid.clone();
+        let study = prepared.uids.study.clone();
         let key = prepared.keys_instance;
         let seq = match self.wal.append(WalRecord::Instance { dicom }).await {
             Ok(seq) => seq,
@@ -314,7 +325,7 @@ impl Index {
                 backlog: Some(backlog),
             })
             .map_err(|_| IndexError::Stopped)?;
-        self.tracker.arrived(&study_instance_uid);
+        self.tracker.arrived(&study);
         Ok(AcceptOutcome::Accepted {
             sop_instance_uid,
             study_instance_uid,

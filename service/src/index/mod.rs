@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
-use diptych_dicom_adapter::Limits;
+use diptych_dicom_adapter::{Limits, Uid};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -282,14 +282,15 @@ impl Index {
             if let WalRecord::Instance { dicom } = &record
                 && let Ok(instance) = diptych_dicom_adapter::parse(dicom, &self.limits)
                 && instance.is_image()
+                && let Ok(uids) = instance.uids()
             {
-                let metadata = instance.metadata();
+                // Keyed as examining it will key it (the checked UIDs, padding stripped).
                 self.in_flight
                     .lock()
                     .expect("in-flight set poisoned")
                     .insert(
-                        crate::record::key_of(&metadata.sop_instance_uid),
-                        metadata.study_instance_uid,
+                        crate::record::key_of(uids.sop_instance.as_str()),
+                        uids.study.to_string(),
                     );
             }
             entries += 1;
@@ -435,13 +436,13 @@ impl Index {
     }
 
     /// Whether every acknowledged instance of the study is applied (searchable).
-    pub fn study_indexed(&self, study_instance_uid: &str) -> bool {
+    pub fn study_indexed(&self, study_instance_uid: &Uid) -> bool {
         !self
             .in_flight
             .lock()
             .expect("in-flight set poisoned")
             .values()
-            .any(|s| s == study_instance_uid)
+            .any(|s| s == study_instance_uid.as_str())
     }
 
     /// The catalog.

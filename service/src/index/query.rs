@@ -4,10 +4,11 @@
 
 use std::time::Instant;
 
+use diptych_dicom_adapter::Uid;
 use thiserror::Error;
 
 use super::Index;
-use crate::catalog::{CatalogError, StoredRecord};
+use crate::catalog::{CatalogError, StoredRecord, UidLookup};
 use crate::encoder::{BatchError, CodePair};
 use crate::record::{RecordId, RecordSet};
 use crate::search::{self, GroupScore, Grouping, Hit, Mode, QueryCodes};
@@ -20,8 +21,8 @@ pub enum QuerySource {
     Image(SliceSource),
     /// Take the codes of this indexed slice.
     Indexed {
-        /// SOP Instance UID.
-        sop_instance_uid: String,
+        /// SOP Instance UID, checked where the request came in.
+        sop_instance_uid: Uid,
         /// Zero-based frame.
         frame: u32,
     },
@@ -169,23 +170,27 @@ impl Index {
     /// top-k is in the top-k of the query slice that comes closest to it.
     pub async fn similar_studies(
         &self,
-        study_instance_uid: &str,
+        study_instance_uid: &Uid,
         mode: Mode,
         filter: &str,
         top_k: usize,
     ) -> Result<(usize, Vec<HitView>), QueryError> {
         let filter = self.parse_filter(filter)?;
-        let slices = self
+        let mut slices: Vec<RecordId> = self
             .catalog
-            .filter(&format!("study_instance_uid:\"{study_instance_uid}\""))
-            .map_err(QueryError::Catalog)?;
+            .records_with(&UidLookup::study(study_instance_uid))
+            .map_err(QueryError::Catalog)?
+            .into_iter()
+            .map(|(record, _)| record)
+            .collect();
+        slices.sort_unstable();
         let queries: Vec<QueryCodes> = slices
             .iter()
-            .filter_map(|record| self.codes_of(record))
+            .filter_map(|&record| self.codes_of(record))
             .map(|(normal, abnormal)| QueryCodes { normal, abnormal })
             .collect();
         let exclude = Some(search::Exclude::Study(crate::record::key_of(
-            study_instance_uid,
+            study_instance_uid.as_str(),
         )));
         let found = tokio::task::block_in_place(|| {
             let mut found = Vec::new();
@@ -387,22 +392,15 @@ impl Index {
     /// The record of an indexed slice, or NOT_FOUND naming `field`.
     fn indexed_record(
         &self,
-        sop_instance_uid: &str,
+        sop_instance_uid: &Uid,
         frame: u32,
         field: &str,
     ) -> Result<RecordId, QueryError> {
-        if sop_instance_uid.is_empty() {
-            return Err(QueryError::invalid(
-                &format!("{field}.sop_instance_uid"),
-                "is empty; name an indexed SOP Instance UID",
-            ));
-        }
         self.catalog
-            .records_of_instance(sop_instance_uid)
+            .records_with(&UidLookup::instance(sop_instance_uid).frame(frame))
             .map_err(QueryError::Catalog)?
-            .into_iter()
-            .find(|&(_, f)| f == frame)
-            .map(|(record, _)| record)
+            .first()
+            .map(|&(record, _)| record)
             .ok_or_else(|| QueryError::NotFound {
                 field: field.to_string(),
                 message: format!(

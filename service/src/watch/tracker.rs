@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use diptych_dicom_adapter::Uid;
 use tokio::sync::broadcast;
 
 /// A study judged complete.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReceivedStudy {
     /// Its Study Instance UID.
-    pub study_instance_uid: String,
+    pub study_instance_uid: Uid,
     /// Instances of it acknowledged since it was last reported.
     pub instances: u32,
     /// When it was judged complete, Unix milliseconds.
@@ -25,7 +26,7 @@ struct Arrivals {
 /// Watches instance arrivals and announces each study once it has been quiet long enough.
 pub struct StudyTracker {
     quiet: Duration,
-    studies: Mutex<HashMap<String, Arrivals>>,
+    studies: Mutex<HashMap<Uid, Arrivals>>,
     announce: broadcast::Sender<ReceivedStudy>,
 }
 
@@ -46,10 +47,10 @@ impl StudyTracker {
     }
 
     /// Notes that an instance of `study_instance_uid` was acknowledged now.
-    pub fn arrived(&self, study_instance_uid: &str) {
+    pub fn arrived(&self, study_instance_uid: &Uid) {
         let mut studies = self.studies.lock().expect("study tracker poisoned");
         let entry = studies
-            .entry(study_instance_uid.to_string())
+            .entry(study_instance_uid.clone())
             .or_insert(Arrivals {
                 last: Instant::now(),
                 instances: 0,
@@ -65,10 +66,10 @@ impl StudyTracker {
 
     /// Announces the studies quiet for the quiet period, if `indexed` says all their
     /// instances are applied; returns them.
-    pub fn tick(&self, indexed: impl Fn(&str) -> bool) -> Vec<ReceivedStudy> {
+    pub fn tick(&self, indexed: impl Fn(&Uid) -> bool) -> Vec<ReceivedStudy> {
         let now = Instant::now();
         let mut studies = self.studies.lock().expect("study tracker poisoned");
-        let done: Vec<String> = studies
+        let done: Vec<Uid> = studies
             .iter()
             .filter(|(uid, a)| now.duration_since(a.last) >= self.quiet && indexed(uid))
             .map(|(uid, _)| uid.clone())
@@ -99,7 +100,7 @@ pub const TICK: Duration = Duration::from_millis(250);
 
 /// Checks the clock every [`TICK`] until the tracker is dropped elsewhere; `indexed` says
 /// whether every acknowledged instance of a study is searchable.
-pub async fn run(tracker: Arc<StudyTracker>, indexed: impl Fn(&str) -> bool + Send + 'static) {
+pub async fn run(tracker: Arc<StudyTracker>, indexed: impl Fn(&Uid) -> bool + Send + 'static) {
     let mut ticks = tokio::time::interval(TICK);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -120,12 +121,16 @@ pub async fn run(tracker: Arc<StudyTracker>, indexed: impl Fn(&str) -> bool + Se
 mod tests {
     use super::*;
 
+    fn uid(text: &str) -> Uid {
+        Uid::parse(text).unwrap()
+    }
+
     #[test]
     fn a_study_is_announced_once_after_its_quiet_period() {
         let tracker = StudyTracker::new(Duration::from_millis(50));
         let mut rx = tracker.subscribe();
-        tracker.arrived("1.2.3");
-        tracker.arrived("1.2.3");
+        tracker.arrived(&uid("1.2.3"));
+        tracker.arrived(&uid("1.2.3"));
         assert!(
             tracker.tick(|_| true).is_empty(),
             "announced before the quiet period"
@@ -138,16 +143,16 @@ mod tests {
         let got = tracker.tick(|_| true);
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].instances, 2);
-        assert_eq!(rx.try_recv().unwrap().study_instance_uid, "1.2.3");
+        assert_eq!(rx.try_recv().unwrap().study_instance_uid, uid("1.2.3"));
         assert!(tracker.tick(|_| true).is_empty(), "announced twice");
     }
 
     #[test]
     fn a_new_arrival_restarts_the_clock() {
         let tracker = StudyTracker::new(Duration::from_millis(80));
-        tracker.arrived("9");
+        tracker.arrived(&uid("9"));
         std::thread::sleep(Duration::from_millis(50));
-        tracker.arrived("9");
+        tracker.arrived(&uid("9"));
         std::thread::sleep(Duration::from_millis(50));
         assert!(tracker.tick(|_| true).is_empty());
         std::thread::sleep(Duration::from_millis(40));

@@ -284,6 +284,37 @@ def main():
         ingest_stub = pb["ingest_grpc"].IngestServiceStub(channel)
         expect_error(lambda: ingest_stub.Delete(ingest_pb.DeleteRequest()), invalid, "target", "Delete without a target")
 
+        # UIDs are checked against DICOM's UID rule before anything is looked up (issue #10):
+        # INVALID_ARGUMENT naming the field and the rule, never echoing the value.
+        combined = common.SEARCH_MODE_COMBINED
+        for hostile in ['1.2" OR study_instance_uid:*', 'x" OR *', "1.2:3", "1.(2)", "*", "1.2.\u00e9", "1..2", "1" * 10000, ""]:
+            shown = repr(hostile[:24])
+            indexed = common.SliceRef(sop_instance_uid=hostile)
+            details = expect_error(
+                lambda: search_stub.Search(search_pb.SearchRequest(query=search_pb.Query(indexed=indexed), mode=combined)),
+                invalid,
+                "query.indexed.sop_instance_uid: is",
+                f"Search by the indexed UID {shown}",
+            )
+            check("1 to 64 characters" in details and " OR " not in details, f"the rule, not the value: {details!r}")
+            composite = search_pb.CompositeQuery(
+                normal_from=search_pb.CodeSource(image=dicom_input()),
+                abnormal_from=search_pb.CodeSource(indexed=indexed),
+            )
+            expect_error(
+                lambda: search_stub.Search(search_pb.SearchRequest(query=search_pb.Query(composite=composite), mode=combined)),
+                invalid,
+                "query.composite.abnormal_from.indexed.sop_instance_uid: is",
+                f"a composite Search with the indexed UID {shown}",
+            )
+            for level in ["study_instance_uid", "series_instance_uid", "sop_instance_uid"]:
+                expect_error(
+                    lambda: ingest_stub.Delete(ingest_pb.DeleteRequest(target=common.DicomRef(**{level: hostile}))),
+                    invalid,
+                    f"target.{level}: is",
+                    f"Delete of {level} {shown}",
+                )
+
         # The server still answers after all the bad requests.
         again = image_stub.Encode(images.EncodeRequest(image=dicom_input()))
         check(again.codes == from_dicom.codes, "the server still answers, with the same codes")
