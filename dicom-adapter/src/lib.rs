@@ -8,6 +8,7 @@
 //! | module | what it is for |
 //! |---|---|
 //! | [`instance`] | parse bytes (a Part-10 file or a bare data set) into an [`Instance`] |
+//! | `colour` (private) | colour frames (RGB, YBR_FULL, YBR_FULL_422, PALETTE COLOR; either planar configuration) to luma |
 //! | `codestream` (private) | the image size a compressed frame's codestream declares, checked before decoding |
 //! | `framing` (private) | check every declared length against the bytes received, before the parser allocates |
 //! | [`pixels`] | check an instance's geometry against [`Limits`] and decode a frame into modality values ([`Frame`], a [`diptych::preprocess::RawFrame`] source) |
@@ -37,6 +38,7 @@
 //! ```
 
 mod codestream;
+mod colour;
 pub mod error;
 mod framing;
 pub mod instance;
