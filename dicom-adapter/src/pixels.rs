@@ -254,6 +254,9 @@ fn decode_checked(
     geometry: &Geometry,
 ) -> Result<Frame, AdapterError> {
     check_codestreams(instance, geometry)?;
+    if crate::jpeg12::needed(instance) {
+        return crate::jpeg12::decode_frame(instance, index, geometry);
+    }
     if !matches!(geometry.photometric.as_str(), "MONOCHROME1" | "MONOCHROME2") {
         return crate::colour::luma_frame(instance, index, geometry);
     }
