@@ -94,13 +94,15 @@ deps-build:
 	fi
 
 ## deps-apt: the DICOM peers of the tests and benchmarks, from Debian: dcmtk (storescu, echoscu,
-## dcmcjpeg, dcmcjpls, dcmcrle, storescp), GDCM's gdcmconv (JPEG 2000), Orthanc (benchmark).
-APT_TOOLS := /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc
+## dcmcjpeg, dcmcjpls, dcmcrle, storescp), GDCM's gdcmconv (JPEG 2000), Orthanc (benchmark), and
+## libgdcm-dev: GDCM's 12-bit IJG library and headers, which the DICOM adapter links to decode
+## 12-bit lossy JPEG (without it that syntax's images are refused).
+APT_TOOLS := /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc /usr/include/gdcm-3.0/gdcmjpeg/12/jpeglib.h
 deps-apt:
-	@missing=""; for t in $(APT_TOOLS); do [ -x $$t ] || missing=1; done; \
+	@missing=""; for t in $(APT_TOOLS); do [ -e $$t ] || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q dcmtk libgdcm-tools orthanc; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q dcmtk libgdcm-tools libgdcm-dev orthanc; \
 	fi
 
 ## deps-bench: the baselines of the benchmarks in the torch venv: onnx2torch (PyTorch eager on

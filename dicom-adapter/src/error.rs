@@ -82,14 +82,26 @@ pub enum AdapterError {
         /// What is wrong, and the rule (never the value itself).
         problem: crate::uid::UidError,
     },
-    /// The instance has no Pixel Data (0x7FE0,0010): it is not an image (SR, KOS, ...).
+    /// The instance is not an image to search: no Pixel Data (0x7FE0,0010) (SR, KOS, RT Plan,
+    /// ...), or pixels that are not a picture (segmentation, RT Dose, 1-bit masks).
     #[error(
-        "the instance has no Pixel Data (7FE0,0010); it is not an image (SOP class {sop_class}) \
-         and has no slice to encode"
+        "the instance is not an image to search (SOP class {sop_class}): {reason}; it is stored \
+         but has no slice to encode"
     )]
     NotAnImage {
         /// SOP Class UID of the instance, or "unknown".
         sop_class: String,
+        /// Why: no Pixel Data, or what its pixels are instead of a picture.
+        reason: &'static str,
+    },
+    /// A Palette Color Lookup Table cannot be used.
+    #[error(
+        "the Palette Color Lookup Table {problem}; send the image as RGB or with 8- or 16-bit \
+         palette tables of 1 to 65536 entries"
+    )]
+    Palette {
+        /// What is wrong with the tables.
+        problem: String,
     },
     /// The transfer syntax is unknown or its pixel data cannot be decoded by the built codecs.
     #[error(
@@ -165,7 +177,8 @@ pub enum AdapterError {
     /// The photometric interpretation cannot be turned into a single-channel slice.
     #[error(
         "Photometric Interpretation (0028,0004) {value:?} with {samples} sample(s) per pixel is \
-         not supported; diptych reads MONOCHROME1, MONOCHROME2 and RGB"
+         not supported; diptych reads MONOCHROME1, MONOCHROME2, RGB, YBR_FULL, YBR_FULL_422 and \
+         PALETTE COLOR"
     )]
     UnsupportedPhotometric {
         /// The value found.

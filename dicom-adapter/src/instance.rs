@@ -27,6 +27,26 @@ use crate::error::AdapterError;
 use crate::framing::{Encoding, check_lengths, meta_group};
 use crate::pixels::Limits;
 
+/// SOP classes that carry Pixel Data that is not a picture to search, and why.
+const NOT_PICTURES: [(&str, &str); 4] = [
+    (
+        uids::SEGMENTATION_STORAGE,
+        "a segmentation holds labels, not a picture",
+    ),
+    (
+        uids::LABEL_MAP_SEGMENTATION_STORAGE,
+        "a segmentation holds labels, not a picture",
+    ),
+    (
+        uids::HEIGHT_MAP_SEGMENTATION_STORAGE,
+        "a segmentation holds labels, not a picture",
+    ),
+    (
+        uids::RT_DOSE_STORAGE,
+        "an RT Dose object holds a dose grid, not a picture",
+    ),
+];
+
 /// Length of the Part-10 preamble that precedes `DICM`.
 const PREAMBLE_LEN: usize = 128;
 /// The Part-10 magic code.
@@ -223,9 +243,12 @@ pub(crate) fn string_of(object: &InMemDicomObject, tag: dicom_core::Tag) -> Opti
 
 impl Instance {
     /// The Transfer Syntax UID of the data set (from the file meta group, or the guessed one of
-    /// a bare data set).
+    /// a bare data set), without its NUL or space padding.
     pub fn transfer_syntax(&self) -> &str {
-        self.object.meta().transfer_syntax()
+        self.object
+            .meta()
+            .transfer_syntax()
+            .trim_end_matches(['\0', ' '])
     }
 
     /// The SOP Class UID (0008,0016), or "" when absent.
@@ -238,9 +261,27 @@ impl Instance {
         string_of(&self.object, tags::SOP_INSTANCE_UID).unwrap_or_default()
     }
 
-    /// True when the instance carries Pixel Data, i.e. holds at least one slice.
+    /// True when the instance is an image to search: it carries Pixel Data (0x7FE0,0010) and is
+    /// not one of the objects whose pixels are not a picture (see [`Instance::not_a_picture`]).
+    /// Everything else (SR, RT Plan, segmentations, dose grids, ...) is a valid object that is
+    /// stored but not indexed.
     pub fn is_image(&self) -> bool {
-        self.object.get(tags::PIXEL_DATA).is_some()
+        self.object.get(tags::PIXEL_DATA).is_some() && self.not_a_picture().is_none()
+    }
+
+    /// Why an instance that carries Pixel Data is still not an image to search, if so: a
+    /// segmentation or RT Dose object (labels and dose grids, not pictures of anatomy), or
+    /// 1-bit pixels (bit-packed masks).
+    pub fn not_a_picture(&self) -> Option<&'static str> {
+        let class = self.sop_class_uid();
+        if let Some((_, why)) = NOT_PICTURES.iter().find(|(uid, _)| *uid == class) {
+            return Some(why);
+        }
+        let bits = self
+            .object
+            .get(tags::BITS_ALLOCATED)
+            .and_then(|e| e.to_int::<u16>().ok());
+        (bits == Some(1)).then_some("its pixels are 1-bit (a bit-packed mask)")
     }
 
     /// The underlying dicom-object data set, for callers that need attributes diptych does not

@@ -8,8 +8,10 @@
 //! | module | what it is for |
 //! |---|---|
 //! | [`instance`] | parse bytes (a Part-10 file or a bare data set) into an [`Instance`] |
+//! | `colour` (private) | colour frames (RGB, YBR_FULL, YBR_FULL_422, PALETTE COLOR; either planar configuration) to luma |
 //! | `codestream` (private) | the image size a compressed frame's codestream declares, checked before decoding |
 //! | `framing` (private) | check every declared length against the bytes received, before the parser allocates |
+//! | [`jpeg12`] | 12-bit lossy JPEG through GDCM's 12-bit IJG library (when built with it) |
 //! | [`pixels`] | check an instance's geometry against [`Limits`] and decode a frame into modality values ([`Frame`], a [`diptych::preprocess::RawFrame`] source) |
 //! | [`metadata`] | extract the catalog fields into [`InstanceMetadata`], and the identifying UIDs checked ([`InstanceUids`]) |
 //! | [`uid`] | [`Uid`]: the one rule for UIDs that enter from the network (C-STORE, gRPC) |
@@ -19,7 +21,8 @@
 //!
 //! Codecs: the `native` feature of dicom-pixeldata (JPEG baseline/extended/lossless, RLE,
 //! deflate, in pure Rust), `openjp2` (JPEG 2000 through OpenJPEG compiled to Rust) and `charls`
-//! (JPEG-LS through CharLS, built with cmake).
+//! (JPEG-LS through CharLS, built with cmake); 12-bit lossy JPEG, which the Rust decoder cannot
+//! read, through GDCM's 12-bit IJG library (module [`jpeg12`], `libgdcm-dev`).
 //!
 //! ```
 //! use diptych::phantom::{PhantomConfig, PhantomGenerator};
@@ -37,9 +40,11 @@
 //! ```
 
 mod codestream;
+mod colour;
 pub mod error;
 mod framing;
 pub mod instance;
+pub mod jpeg12;
 pub mod metadata;
 pub mod pixels;
 pub mod scp;

@@ -100,6 +100,9 @@ impl Instance {
         if !self.is_image() {
             return Err(AdapterError::NotAnImage {
                 sop_class: nonempty_or_unknown(self.sop_class_uid()),
+                reason: self
+                    .not_a_picture()
+                    .unwrap_or("it has no Pixel Data (7FE0,0010)"),
             });
         }
         let rows = required_u16(self, tags::ROWS, "Rows", "(0028,0010)")?;
@@ -173,7 +176,7 @@ impl Instance {
             && let Value::Primitive(value) = pixel_data.value()
         {
             let actual = value.to_bytes().len() as u64;
-            let expected = pixels * u64::from(samples_per_pixel) * u64::from(bits_allocated / 8);
+            let expected = u64::from(frames) * native_frame_len(&geometry) as u64;
             if actual < expected {
                 return Err(AdapterError::PixelDataTooShort {
                     rows: geometry.rows,
@@ -231,12 +234,32 @@ fn check_codestreams(instance: &Instance, geometry: &Geometry) -> Result<(), Ada
     Ok(())
 }
 
+/// Bytes of one frame of native (uncompressed) pixel data: YBR_FULL_422 stores two samples per
+/// pixel (Y1 Y2 Cb Cr for each horizontal pair, PS3.5 8.2.1).
+pub(crate) fn native_frame_len(geometry: &Geometry) -> usize {
+    let samples = if geometry.photometric == "YBR_FULL_422" {
+        2
+    } else {
+        usize::from(geometry.samples_per_pixel)
+    };
+    geometry.rows as usize
+        * geometry.cols as usize
+        * samples
+        * usize::from(geometry.bits_allocated / 8)
+}
+
 fn decode_checked(
     instance: &Instance,
     index: u32,
     geometry: &Geometry,
 ) -> Result<Frame, AdapterError> {
     check_codestreams(instance, geometry)?;
+    if crate::jpeg12::needed(instance) {
+        return crate::jpeg12::decode_frame(instance, index, geometry);
+    }
+    if !matches!(geometry.photometric.as_str(), "MONOCHROME1" | "MONOCHROME2") {
+        return crate::colour::luma_frame(instance, index, geometry);
+    }
     let decoded = instance
         .object
         .decode_pixel_data_frame(index)
@@ -254,7 +277,6 @@ fn decode_checked(
     let (values, photometric) = match (photometric.as_str(), spp) {
         ("MONOCHROME1", 1) => (samples, Photometric::Monochrome1),
         ("MONOCHROME2", 1) => (samples, Photometric::Monochrome2),
-        ("RGB", 3) => (luminance(&samples), Photometric::Monochrome2),
         _ => {
             return Err(AdapterError::UnsupportedPhotometric {
                 value: photometric,
@@ -285,13 +307,6 @@ fn decode_checked(
         values,
         photometric,
     })
-}
-
-/// ITU-R BT.601 luma of interleaved RGB samples.
-fn luminance(rgb: &[f32]) -> Vec<f32> {
-    rgb.chunks_exact(3)
-        .map(|p| 0.299 * p[0] + 0.587 * p[1] + 0.114 * p[2])
-        .collect()
 }
 
 fn nonempty_or_unknown(text: String) -> String {

@@ -331,6 +331,18 @@ fn missing_or_zero_geometry_names_the_attribute() {
         vec![],
     );
     let err = open(&bytes).unwrap().decode_frame(0).unwrap_err();
+    // A palette image without its tables: the error names the missing descriptor.
+    assert!(
+        matches!(err, AdapterError::Palette { .. }) && err.to_string().contains("(0028,1101)"),
+        "{err}"
+    );
+
+    let bytes = part10(
+        &Layout::grey(2, 2, 8, false, "HSV"),
+        PrimitiveValue::U8(vec![0; 4].into()),
+        vec![],
+    );
+    let err = open(&bytes).unwrap().decode_frame(0).unwrap_err();
     assert!(
         matches!(err, AdapterError::UnsupportedPhotometric { .. }),
         "{err}"
@@ -353,7 +365,7 @@ fn an_object_without_pixel_data_is_not_an_image() {
     assert!(!instance.is_image());
     let err = instance.decode_frame(0).unwrap_err();
     assert!(
-        matches!(err, AdapterError::NotAnImage { ref sop_class } if sop_class == uids::BASIC_TEXT_SR_STORAGE),
+        matches!(err, AdapterError::NotAnImage { ref sop_class, .. } if sop_class == uids::BASIC_TEXT_SR_STORAGE),
         "{err}"
     );
 }

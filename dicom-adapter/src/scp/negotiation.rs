@@ -429,6 +429,8 @@ mod tests {
             uids::JPEG_EXTENDED12_BIT,
             uids::JPEG_LOSSLESS,
             uids::JPEG_LOSSLESS_SV1,
+            uids::JPEGLS_LOSSLESS,
+            uids::JPEGLS_NEAR_LOSSLESS,
             uids::JPEG2000_LOSSLESS,
             uids::JPEG2000,
             uids::RLE_LOSSLESS,

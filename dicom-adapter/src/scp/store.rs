@@ -149,12 +149,13 @@ fn command_uids(request: &StoreRequest) -> Result<(Uid, Uid), Refusal> {
     ))
 }
 
-/// Lossy JPEG (processes 1, 2 and 4) above 8 bits: the pure-Rust JPEG decoder of this build
-/// reads only 8-bit sample precision, so 12-bit JPEG Extended is refused before it is
-/// acknowledged rather than accepted and never indexed.
+/// Lossy JPEG (processes 1, 2 and 4) above 8 bits: the pure-Rust JPEG decoder reads only
+/// 8-bit sample precision, and a build without GDCM's 12-bit library ([`crate::jpeg12`]) cannot
+/// decode it, so there 12-bit JPEG Extended is refused before it is acknowledged rather than
+/// accepted and never indexed.
 fn undecodable_precision(instance: &crate::Instance, transfer_syntax: &str) -> Result<(), Refusal> {
     const LOSSY_JPEG: [&str; 2] = ["1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51"];
-    if !LOSSY_JPEG.contains(&transfer_syntax) {
+    if crate::jpeg12::available() || !LOSSY_JPEG.contains(&transfer_syntax) {
         return Ok(());
     }
     let bits_stored = instance
