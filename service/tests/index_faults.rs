@@ -10,11 +10,15 @@
 mod serve;
 #[path = "support/small_disk.rs"]
 mod small_disk;
+#[path = "support/index.rs"]
+mod support_index;
 
 use std::path::Path;
+
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
+use support_index::{engine, options};
 
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
@@ -28,39 +32,6 @@ use diptych_service::encoder::runtime::{environment, locate_library};
 use diptych_service::encoder::{BatcherConfig, Engine, EngineOptions};
 use diptych_service::index::{AcceptOutcome, FaultPoint, Faults, Index, IndexOptions, Refusal};
 use diptych_service::store::{Wal, WalOptions, WalRecord};
-
-async fn engine() -> Arc<Engine> {
-    let library = locate_library(None, |name| std::env::var(name).ok()).unwrap();
-    let env = environment(&library.path).unwrap();
-    let bundle = Bundle::load(serve::test_bundle()).unwrap();
-    let options = EngineOptions {
-        execution_provider: ExecutionProvider::Cpu,
-        sessions: 1,
-        intra_threads: 1,
-        intra_op_spinning: false,
-        batcher: BatcherConfig {
-            max_batch: 16,
-            max_delay: Duration::from_millis(2),
-            queue_capacity: 256,
-        },
-    };
-    Arc::new(
-        tokio::task::spawn_blocking(move || Engine::start(bundle, env, options))
-            .await
-            .unwrap()
-            .unwrap(),
-    )
-}
-
-fn options(faults: &Arc<Faults>) -> IndexOptions {
-    IndexOptions {
-        limits: Limits::default(),
-        quiet_period: Duration::from_secs(1),
-        max_backlog_frames: 4096,
-        min_free_bytes: 0,
-        faults: faults.clone(),
-    }
-}
 
 fn sop_uid(i: u64) -> String {
     format!("1.2.826.0.1.3680043.10.1001.{i}")
