@@ -23,14 +23,11 @@ use support_index::{engine, options};
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
+use diptych_dicom_adapter::Uid;
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
-use diptych_dicom_adapter::{Limits, Uid};
-use diptych_service::bundle::Bundle;
 use diptych_service::catalog::UidLookup;
-use diptych_service::config::ExecutionProvider;
-use diptych_service::encoder::runtime::{environment, locate_library};
-use diptych_service::encoder::{BatcherConfig, Engine, EngineOptions};
-use diptych_service::index::{AcceptOutcome, FaultPoint, Faults, Index, IndexOptions, Refusal};
+use diptych_service::encoder::Engine;
+use diptych_service::index::{AcceptOutcome, FaultPoint, Faults, Index, Refusal};
 use diptych_service::store::{Wal, WalOptions, WalRecord};
 
 fn sop_uid(i: u64) -> String {
