@@ -8,6 +8,10 @@
 
 use std::borrow::Cow;
 
+use diptych::bundle::names::{
+    ABNORMAL_DISTANCE, ABNORMAL_INDICES, ABNORMALITY, IMAGE, NORMAL_APPEARING, NORMAL_INDICES,
+    RECONSTRUCTION, SEGMENTATION,
+};
 use diptych::manifest::Manifest;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionOutputs};
 use ort::value::Tensor;
@@ -88,10 +92,10 @@ impl Geometry {
 /// The encoder outputs serving fetches; newer bundles also output the continuous latents
 /// (`normal_latent`, `abnormal_latent`, for evaluation), which are never copied out here.
 const SERVED_OUTPUTS: [&str; 4] = [
-    "normal_indices",
-    "abnormal_indices",
-    "abnormal_distance",
-    "abnormality",
+    NORMAL_INDICES,
+    ABNORMAL_INDICES,
+    ABNORMAL_DISTANCE,
+    ABNORMALITY,
 ];
 
 /// Runs the encoder graph on batches of pre-processed slices (S·S values each).
@@ -138,13 +142,13 @@ impl BatchRunner for EncoderRunner {
             Tensor::from_array(([n, 1, g.size, g.size], data)).map_err(|e| e.to_string())?;
         let outputs = self
             .session
-            .run_with_options(ort::inputs!["image" => image], &self.run_options)
+            .run_with_options(ort::inputs![IMAGE => image], &self.run_options)
             .map_err(|e| e.to_string())?;
         let hw = [n, g.grid_rows, g.grid_cols];
-        let normal = indices(&outputs, "normal_indices", &hw, g.codebook_size)?;
-        let abnormal = indices(&outputs, "abnormal_indices", &hw, g.codebook_size)?;
-        let distance = floats(&outputs, "abnormal_distance", &hw)?;
-        let abnormality = floats(&outputs, "abnormality", &[n])?;
+        let normal = indices(&outputs, NORMAL_INDICES, &hw, g.codebook_size)?;
+        let abnormal = indices(&outputs, ABNORMAL_INDICES, &hw, g.codebook_size)?;
+        let distance = floats(&outputs, ABNORMAL_DISTANCE, &hw)?;
+        let abnormality = floats(&outputs, ABNORMALITY, &[n])?;
         let p = g.positions();
         Ok((0..n)
             .map(|i| SliceCode {
@@ -194,12 +198,12 @@ impl BatchRunner for DecoderRunner {
         let abnormal = Tensor::from_array((shape, abnormal)).map_err(|e| e.to_string())?;
         let outputs = self
             .session
-            .run(ort::inputs!["normal_indices" => normal, "abnormal_indices" => abnormal])
+            .run(ort::inputs![NORMAL_INDICES => normal, ABNORMAL_INDICES => abnormal])
             .map_err(|e| e.to_string())?;
         let (s, l) = (g.size, g.labels);
-        let segmentation = floats(&outputs, "segmentation", &[n, l, s, s])?;
-        let reconstruction = floats(&outputs, "reconstruction", &[n, 1, s, s])?;
-        let normal_appearing = floats(&outputs, "normal_appearing", &[n, 1, s, s])?;
+        let segmentation = floats(&outputs, SEGMENTATION, &[n, l, s, s])?;
+        let reconstruction = floats(&outputs, RECONSTRUCTION, &[n, 1, s, s])?;
+        let normal_appearing = floats(&outputs, NORMAL_APPEARING, &[n, 1, s, s])?;
         let (seg, img) = (l * s * s, s * s);
         Ok((0..n)
             .map(|i| Decoded {
