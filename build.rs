@@ -1,14 +1,36 @@
-//! Compiles the public gRPC contract in `proto/diptych/v1/` into Rust with tonic's build support.
+//! Compiles the protobuf schemas of the root crate into Rust.
+//!
+//! - `proto/onnx/onnx.proto` (always): the vendored ONNX schema, compiled with prost-build into
+//!   `diptych::bundle::onnx`, the one set of ONNX messages that the exporter writes and the
+//!   service reads.
+//! - `proto/diptych/v1/` (feature `api` only): the public gRPC contract, compiled with tonic's
+//!   build support into `diptych::api`. Crates that do not serve or call the API (training, the
+//!   DICOM adapter) leave the feature off and compile no gRPC code.
 //!
 //! `protoc` comes from the `protoc-bin-vendored` crate so that a fresh machine needs no system
-//! package to build the API.
-
-use std::path::PathBuf;
+//! package to build.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let protoc = protoc_bin_vendored::protoc_bin_path()?;
     // SAFETY: build scripts are single-threaded; prost-build reads PROTOC from the environment.
     unsafe { std::env::set_var("PROTOC", protoc) };
+
+    println!("cargo:rerun-if-changed=proto/onnx/onnx.proto");
+    // The schema's comments hold indented diagrams that rustdoc would run as doctests: leave them
+    // out of the generated code (proto/onnx/onnx.proto is the documentation).
+    prost_build::Config::new()
+        .disable_comments(["."])
+        .compile_protos(&["proto/onnx/onnx.proto"], &["proto/onnx"])?;
+
+    #[cfg(feature = "api")]
+    compile_api()?;
+    Ok(())
+}
+
+/// Compiles `proto/diptych/v1/*.proto` with tonic's build support.
+#[cfg(feature = "api")]
+fn compile_api() -> Result<(), Box<dyn std::error::Error>> {
+    use std::path::PathBuf;
 
     let dir = PathBuf::from("proto/diptych/v1");
     let mut protos: Vec<PathBuf> = std::fs::read_dir(&dir)?
@@ -19,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in &protos {
         println!("cargo:rerun-if-changed={}", proto.display());
     }
-    println!("cargo:rerun-if-changed=proto");
+    println!("cargo:rerun-if-changed=proto/diptych");
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()

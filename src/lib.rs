@@ -9,10 +9,14 @@
 //!
 //! This crate holds what every other crate shares, so that nothing is written twice:
 //!
-//! - [`api`]: the gRPC contract `diptych.v1`, generated from `proto/` by `build.rs`;
+//! - [`api`] (feature `api`): the gRPC contract `diptych.v1`, generated from `proto/` by
+//!   `build.rs`;
 //! - [`preprocess`]: the image contract, the one function that turns a stored frame into model
 //!   input, used by training on every sample and by the service on every slice;
 //! - [`manifest`]: the model-bundle manifest (`manifest.json`) and its validation;
+//! - [`bundle`]: the rest of the model bundle's contract — file, input and output names and
+//!   shapes, the ONNX messages, where ONNX Runtime is looked for — shared by the exporter, the
+//!   evaluator and the service;
 //! - [`synthetic`]: the labelled slice every synthetic source gives, and the trait they share;
 //! - [`phantom`]: a deterministic generator of synthetic BraTS-like brain slices with normal and
 //!   abnormal labels and a healthy twin for every diseased slice;
@@ -20,9 +24,11 @@
 //! - [`brats`]: real scans, slices of a BraTS folder that the user supplies (no twins; the brain
 //!   mask as the only normal label).
 
+#[cfg(feature = "api")]
 pub mod api;
 pub mod atlas;
 pub mod brats;
+pub mod bundle;
 pub mod manifest;
 pub mod phantom;
 pub mod preprocess;

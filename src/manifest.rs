@@ -68,8 +68,8 @@ pub struct CodebookNames {
 impl Default for CodebookNames {
     fn default() -> Self {
         Self {
-            normal: "codebook_normal".into(),
-            abnormal: "codebook_abnormal".into(),
+            normal: crate::bundle::names::CODEBOOK_NORMAL.into(),
+            abnormal: crate::bundle::names::CODEBOOK_ABNORMAL.into(),
         }
     }
 }

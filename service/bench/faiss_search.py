@@ -7,7 +7,7 @@ zeros when K < 256; no stored code uses the padding). The stored codes are dipty
 are, so FAISS's asymmetric distance (ADC) between the decoded query and a record is exactly
 diptych's squared L2 distance, and the top-k must agree up to rounding and ties.
 
-Reads the files `service/src/search/bench.rs` writes into --dir (meta.json, codebooks.f32,
+Reads the files `service/src/cli/bench/search_run.rs` writes into --dir (meta.json, codebooks.f32,
 codes.u8, queries.u8, filter.u32), searches the first --queries queries alone (latency, p50/p99)
 and in one batch (throughput), with and without the 10% filter (IndexPQ takes no ID selector, so
 the filtered search scans an index of the kept records only), on --threads

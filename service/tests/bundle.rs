@@ -3,16 +3,12 @@
 
 mod support;
 
-use diptych_service::bundle::onnx::{DimensionProto, FLOAT};
+use diptych::bundle::onnx::{FLOAT, ModelProto};
 use diptych_service::bundle::{Bundle, BundleError};
 use support::{Toy, decoder, encoder, manifest, write_bundle, write_toy};
 
 fn refused(
-    tamper: impl FnOnce(
-        &mut diptych::manifest::Manifest,
-        &mut diptych_service::bundle::onnx::ModelProto,
-        &mut diptych_service::bundle::onnx::ModelProto,
-    ),
+    tamper: impl FnOnce(&mut diptych::manifest::Manifest, &mut ModelProto, &mut ModelProto),
 ) -> BundleError {
     let toy = Toy::default();
     let dir = tempfile::tempdir().unwrap();
@@ -65,9 +61,9 @@ fn different_codebooks_in_encoder_and_decoder_are_refused() {
         let book = graph
             .initializer
             .iter_mut()
-            .find(|t| t.name == "codebook_abnormal")
+            .find(|t| t.name() == "codebook_abnormal")
             .unwrap();
-        book.raw_data[0] ^= 0x40;
+        book.raw_data.as_mut().unwrap()[0] ^= 0x40;
     });
     assert!(
         matches!(&err, BundleError::CodebooksDiffer { name, .. } if name == "codebook_abnormal"),
@@ -92,7 +88,7 @@ fn a_missing_output_is_refused_with_its_name() {
             .as_mut()
             .unwrap()
             .output
-            .retain(|o| o.name != "abnormality");
+            .retain(|o| o.name() != "abnormality");
     });
     let text = err.to_string();
     assert!(
@@ -106,10 +102,7 @@ fn a_fixed_batch_axis_is_refused() {
     let err = refused(|_, e, _| {
         let input = &mut e.graph.as_mut().unwrap().input[0];
         let shape = support::shape_mut(input);
-        shape.dim[0] = DimensionProto {
-            dim_value: Some(1),
-            dim_param: None,
-        };
+        shape.dim[0] = support::dim_value(1);
     });
     assert!(err.to_string().contains("dynamic batch axis"), "{err}");
 }
@@ -144,7 +137,7 @@ fn an_unexpected_input_or_a_wrong_type_is_refused() {
 
     let err = refused(|_, _, d| {
         let input = &mut d.graph.as_mut().unwrap().input[0];
-        support::tensor_type_mut(input).elem_type = FLOAT;
+        support::tensor_type_mut(input).elem_type = Some(FLOAT);
     });
     assert!(err.to_string().contains("int64"), "{err}");
 }

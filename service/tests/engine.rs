@@ -115,10 +115,10 @@ async fn output_shapes_that_disagree_with_the_manifest_are_refused_at_warm_up() 
     // The decoder's inputs must then declare 8×8 to pass the file check.
     for input in &mut decoder.graph.as_mut().unwrap().input {
         let shape = support::shape_mut(input);
-        shape.dim[1].dim_value = Some(8);
-        shape.dim[2].dim_value = Some(8);
+        shape.dim[1] = support::dim_value(8);
+        shape.dim[2] = support::dim_value(8);
     }
-    encoder.graph.as_mut().unwrap().name = "toy_encoder_8x8_claim".to_string();
+    encoder.graph.as_mut().unwrap().name = Some("toy_encoder_8x8_claim".to_string());
     write_bundle(dir.path(), &manifest, &encoder, &decoder);
 
     let engine = start(dir.path(), options(4, 1)).unwrap();

@@ -18,8 +18,8 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use diptych::brats::sample;
+use diptych::bundle::onnx::{GraphProto, ModelProto, NodeProto};
 use diptych::manifest::{Manifest, sha256_file};
-use diptych_service::bundle::onnx::{GraphProto, ModelProto, NodeProto};
 use prost::Message;
 use serde_json::Value;
 
@@ -161,7 +161,7 @@ fn bundle_with_latents(model: &Path, dir: &Path) {
         graph
             .node
             .iter()
-            .find(|n| n.op_type == "Slice" && n.input.get(1) == Some(&starts))
+            .find(|n| n.op_type() == "Slice" && n.input.get(1) == Some(&starts))
             .unwrap_or_else(|| panic!("no Slice from channel {start} in the encoder"))
             .output[0]
             .clone()
@@ -174,8 +174,8 @@ fn bundle_with_latents(model: &Path, dir: &Path) {
         extra.node.push(NodeProto {
             input: vec![z],
             output: vec![name.to_string()],
-            name: format!("test.{name}"),
-            op_type: "Identity".to_string(),
+            name: Some(format!("test.{name}")),
+            op_type: Some("Identity".to_string()),
             ..NodeProto::default()
         });
         extra.output.push(support::value(name, 1, None));

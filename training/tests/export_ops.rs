@@ -7,7 +7,7 @@ mod export_fixture;
 
 use diptych_training::config::ModelConfig;
 use diptych_training::eval::runtime::open_session;
-use diptych_training::export::graph::{Dim, Elem, GraphBuilder};
+use diptych_training::export::graph::{Axis, Elem, GraphBuilder};
 use diptych_training::export::{Weights, layers};
 use diptych_training::model::{ConvBn, Spade, VectorQuantizer, upsample2};
 use export_fixture::{require_ort, temp_dir};
@@ -19,8 +19,8 @@ fn floats(t: &Tensor) -> Vec<f32> {
     Vec::<f32>::try_from(t.to_kind(Kind::Float).contiguous().view([-1])).unwrap()
 }
 
-fn dims(t: &Tensor) -> Vec<Dim> {
-    t.size().iter().map(|&d| Dim::Fixed(d as usize)).collect()
+fn dims(t: &Tensor) -> Vec<Axis> {
+    t.size().iter().map(|&d| Axis::Fixed(d as usize)).collect()
 }
 
 /// Writes the graph, runs it on the named f32 inputs and returns the named outputs, flat.
@@ -118,7 +118,7 @@ fn upsample_and_average_pool_match_tch() {
     let input = g.input(
         "x",
         Elem::F32,
-        &[Dim::Batch, Dim::Fixed(3), Dim::Fixed(8), Dim::Fixed(8)],
+        &[Axis::Batch, Axis::Fixed(3), Axis::Fixed(8), Axis::Fixed(8)],
     );
     let u = layers::upsample2(&mut g, &input);
     g.node_into("Identity", &[&u], vec![], "up");
@@ -233,7 +233,7 @@ fn vector_quantiser_lookup_matches_tch_including_ties() {
     g.output(
         "indices",
         Elem::I64,
-        &[Dim::Fixed(2), Dim::Fixed(4), Dim::Fixed(5)],
+        &[Axis::Fixed(2), Axis::Fixed(4), Axis::Fixed(5)],
     );
     g.output("codes", Elem::F32, &dims(&z));
 

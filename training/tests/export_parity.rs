@@ -6,9 +6,10 @@
 
 mod export_fixture;
 
+use diptych::bundle::names::{DECODER_FILE, ENCODER_FILE};
 use diptych::manifest::Manifest;
 use diptych_training::eval::runtime::BundleRunner;
-use diptych_training::export::{BUNDLE_LIMIT_BYTES, DECODER_FILE, ENCODER_FILE, read_initializer};
+use diptych_training::export::{BUNDLE_LIMIT_BYTES, read_initializer};
 use export_fixture::{
     export_tiny, phantom_batch, phantom_pixels, require_ort, temp_dir, tiny_config, trained_tiny,
 };

@@ -6,7 +6,7 @@
 //! different checkpoints would decode codes into the wrong images.
 
 use super::BundleError;
-use super::onnx::{FLOAT, GraphProto, TensorProto};
+use diptych::bundle::onnx::{FLOAT, GraphProto, TensorProto, tensor_proto::DataLocation};
 
 /// One codebook: K vectors of dimension D, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,7 +46,7 @@ pub(crate) fn read_codebook(
     let tensor = graph
         .initializer
         .iter()
-        .find(|t| t.name == name)
+        .find(|t| t.name() == name)
         .ok_or_else(|| BundleError::MissingCodebook {
             file: file.to_string(),
             name: name.to_string(),
@@ -56,13 +56,13 @@ pub(crate) fn read_codebook(
         name: name.to_string(),
         problem,
     };
-    if tensor.data_type != FLOAT {
+    if tensor.data_type() != FLOAT {
         return Err(wrong(format!(
             "has ONNX data type {} but must be FLOAT (1)",
-            tensor.data_type
+            tensor.data_type()
         )));
     }
-    if tensor.data_location == 1 {
+    if tensor.data_location() == DataLocation::External {
         return Err(wrong(
             "keeps its values in an external file; export with the codebooks inside the graph"
                 .to_string(),
@@ -89,15 +89,15 @@ pub(crate) fn read_codebook(
 }
 
 fn float_values(tensor: &TensorProto) -> Result<Vec<f32>, String> {
-    if !tensor.raw_data.is_empty() {
-        if !tensor.raw_data.len().is_multiple_of(4) {
+    let raw = tensor.raw_data();
+    if !raw.is_empty() {
+        if !raw.len().is_multiple_of(4) {
             return Err(format!(
                 "raw data of {} bytes is not a whole number of floats",
-                tensor.raw_data.len()
+                raw.len()
             ));
         }
-        Ok(tensor
-            .raw_data
+        Ok(raw
             .chunks_exact(4)
             .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
             .collect())

@@ -5,19 +5,21 @@
 //! input or output, a fixed batch axis, a shape the manifest does not imply, codebooks of the wrong
 //! K×D, or different codebooks in the encoder and decoder — with a message naming the file and
 //! the disagreement. What the files leave unstated (dynamic axes) is checked by the warm-up run.
+//!
+//! The names, shapes and ONNX messages are the bundle contract's ([`diptych::bundle`]), the ones
+//! the exporter writes.
 
 pub mod codebook;
-pub mod onnx;
-mod signature;
 
 use std::path::{Path, PathBuf};
 
+use diptych::bundle::onnx::{GraphProto, ModelProto};
+use diptych::bundle::signature::{Signature, SignatureError, Sizes};
 use diptych::manifest::{Manifest, ManifestError};
 use prost::Message;
 use thiserror::Error;
 
 pub use codebook::{Codebook, Codebooks};
-use onnx::{GraphProto, ModelProto};
 
 /// Why a model bundle was refused.
 #[derive(Debug, Error)]
@@ -99,6 +101,15 @@ pub enum BundleError {
     },
 }
 
+impl From<SignatureError> for BundleError {
+    fn from(e: SignatureError) -> Self {
+        BundleError::Signature {
+            file: e.file,
+            problem: e.problem,
+        }
+    }
+}
+
 /// A loaded and checked model bundle.
 #[derive(Debug, Clone)]
 pub struct Bundle {
@@ -155,10 +166,9 @@ pub fn check_graphs(
     let enc_graph = decode_graph(enc_file, encoder)?;
     let dec_graph = decode_graph(dec_file, decoder)?;
 
-    let (inputs, outputs) = signature::encoder(manifest);
-    signature::check(&enc_graph, enc_file, &inputs, &outputs)?;
-    let (inputs, outputs) = signature::decoder(manifest);
-    signature::check(&dec_graph, dec_file, &inputs, &outputs)?;
+    let sizes = Sizes::of(manifest);
+    Signature::encoder(&sizes).check(&enc_graph, enc_file)?;
+    Signature::decoder(&sizes).check(&dec_graph, dec_file)?;
 
     let (k, d) = (manifest.codebook_size, manifest.code_dim);
     let names = &manifest.codebooks;

@@ -6,6 +6,7 @@
 //! | [`ingest`] | `diptych ingest PATH…`: files and folders of DICOM, with a progress bar and a summary |
 //! | [`search`] | `diptych search`: by file, UID or composite; a table, and `--montage` |
 //! | [`montage`] | the montage PNG: query and hits, each above its normal-appearing image |
+//! | [`source`] | where a query side comes from (a DICOM file or an indexed UID), for search and montage |
 //! | [`admin`] | `diptych stats`, `diptych delete` |
 //! | [`bench`] | `diptych bench encode|search|ready` (in-process, no server needed) |
 //! | [`eval`] | `diptych eval`: retrieval quality (label Dice, twins, composites) against baselines (in-process) |
@@ -18,6 +19,7 @@ pub mod eval;
 pub mod ingest;
 pub mod montage;
 pub mod search;
+pub mod source;
 
 use tonic::transport::{Channel, Endpoint};
 

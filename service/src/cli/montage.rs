@@ -16,23 +16,19 @@ use image::{GrayImage, ImageReader};
 use tonic::transport::Channel;
 
 use super::MAX_MESSAGE_BYTES;
-use super::search::{SearchOptions, Source};
+use super::source::Source;
 
 /// Gap between tiles, in pixels.
 const GAP: u32 = 4;
 
-/// Builds and writes the montage.
+/// Builds and writes the montage of `answer` to the search for `query` (its single source, or
+/// the normal side of a composite).
 pub async fn write(
     channel: Channel,
-    options: &SearchOptions,
+    query: &Source,
     answer: &SearchResponse,
     path: &Path,
 ) -> anyhow::Result<()> {
-    let query = options
-        .query
-        .as_ref()
-        .or(options.normal_from.as_ref())
-        .context("the montage needs a query")?;
     let (top, bottom) = query_tiles(channel, query).await?;
     let mut columns = vec![(top, bottom)];
     for hit in &answer.hits {

@@ -9,37 +9,10 @@ use diptych::api::v1::{
     CodeSource, CompositeQuery, GroupScore, Grouping, ImageInput, Query, SearchMode, SearchRequest,
     SearchResponse, SliceRef, code_source, image_input, query,
 };
-use diptych_dicom_adapter::Uid;
 
 use super::{MAX_MESSAGE_BYTES, connect, montage};
 
-/// Where one side of a query comes from: a DICOM file, or the SOP Instance UID of an indexed slice.
-#[derive(Debug, Clone)]
-pub enum Source {
-    /// A DICOM file and its frame.
-    File(PathBuf, u32),
-    /// An indexed SOP Instance UID and frame.
-    Uid(Uid, u32),
-}
-
-impl Source {
-    /// A path when it names an existing file, otherwise a SOP Instance UID, checked against the
-    /// UID rule.
-    pub fn parse(text: &str, frame: u32) -> anyhow::Result<Source> {
-        if Path::new(text).is_file() {
-            return Ok(Source::File(PathBuf::from(text), frame));
-        }
-        match Uid::parse(text) {
-            Ok(uid) => Ok(Source::Uid(uid, frame)),
-            Err(problem) => {
-                let shown: String = text.chars().take(80).collect();
-                anyhow::bail!(
-                    "{shown:?} is not an existing file, and as a SOP Instance UID it {problem}"
-                )
-            }
-        }
-    }
-}
+pub use super::source::Source;
 
 /// The options of `diptych search`.
 #[derive(Debug, Clone)]
@@ -146,7 +119,12 @@ pub async fn run(server: &str, options: SearchOptions) -> anyhow::Result<()> {
         .into_inner();
     print_table(&answer);
     if let Some(path) = &options.montage {
-        montage::write(channel, &options, &answer, path).await?;
+        let query = options
+            .query
+            .as_ref()
+            .or(options.normal_from.as_ref())
+            .context("the montage needs a query (--query or --normal-from)")?;
+        montage::write(channel, query, &answer, path).await?;
         println!("montage written to {}", path.display());
     }
     Ok(())

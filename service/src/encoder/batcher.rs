@@ -23,9 +23,11 @@ pub trait BatchRunner: Send + 'static {
     type Item: Send + 'static;
     /// One request's result.
     type Output: Send + 'static;
-    /// Processes `items` together; returns one output per item, in order, or a message saying
-    /// why the whole batch failed.
-    fn run(&mut self, items: &[Self::Item]) -> Result<Vec<Self::Output>, String>;
+    /// Why a whole batch failed.
+    type Error: std::error::Error + Send + 'static;
+    /// Processes `items` together; returns one output per item, in order, or why the whole
+    /// batch failed.
+    fn run(&mut self, items: &[Self::Item]) -> Result<Vec<Self::Output>, Self::Error>;
 }
 
 /// Limits of the batcher.
@@ -174,8 +176,10 @@ fn work<R: BatchRunner>(
             let size = batch.len();
             let (items, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|j| (j.item, j.reply)).unzip();
-            let outcome = catch_unwind(AssertUnwindSafe(|| runner.run(&items)))
-                .unwrap_or_else(|_| Err("the model runner panicked".to_string()));
+            let outcome = catch_unwind(AssertUnwindSafe(|| {
+                runner.run(&items).map_err(|e| e.to_string())
+            }))
+            .unwrap_or_else(|_| Err("the model runner panicked".to_string()));
             match outcome {
                 Ok(outputs) if outputs.len() == size => {
                     for (reply, output) in replies.into_iter().zip(outputs) {
@@ -227,14 +231,15 @@ mod tests {
     impl BatchRunner for Doubler {
         type Item = i64;
         type Output = i64;
-        fn run(&mut self, items: &[i64]) -> Result<Vec<i64>, String> {
+        type Error = std::io::Error;
+        fn run(&mut self, items: &[i64]) -> Result<Vec<i64>, std::io::Error> {
             self.sizes.lock().unwrap().push(items.len());
             thread::sleep(self.delay);
             if items.contains(&666) {
                 panic!("a runner bug");
             }
             if items.contains(&13) {
-                return Err("unlucky batch".to_string());
+                return Err(std::io::Error::other("unlucky batch"));
             }
             Ok(items.iter().map(|v| v * 2).collect())
         }
@@ -343,7 +348,8 @@ mod tests {
         impl BatchRunner for Rendezvous {
             type Item = u8;
             type Output = bool;
-            fn run(&mut self, items: &[u8]) -> Result<Vec<bool>, String> {
+            type Error = std::io::Error;
+            fn run(&mut self, items: &[u8]) -> Result<Vec<bool>, std::io::Error> {
                 self.arrive.send(()).unwrap();
                 let met = self
                     .meet

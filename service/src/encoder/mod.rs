@@ -18,5 +18,5 @@ pub mod runtime;
 
 pub use batcher::{BatchError, BatchRunner, Batcher, BatcherConfig};
 pub use engine::{Engine, EngineError, EngineOptions};
-pub use model::{CodePair, Decoded, Geometry, SliceCode};
+pub use model::{CodePair, Decoded, Geometry, RunError, SliceCode};
 pub use runtime::{LibraryLocation, Provider, RuntimeError};

@@ -8,11 +8,76 @@
 
 use std::borrow::Cow;
 
+use diptych::bundle::names::{
+    ABNORMAL_DISTANCE, ABNORMAL_INDICES, ABNORMALITY, IMAGE, NORMAL_APPEARING, NORMAL_INDICES,
+    RECONSTRUCTION, SEGMENTATION,
+};
 use diptych::manifest::Manifest;
 use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionOutputs};
 use ort::value::Tensor;
 
 use super::batcher::BatchRunner;
+
+/// Why a runner failed on a batch: its input, ONNX Runtime, or an output that disagrees with the
+/// manifest (then the bundle's graph and manifest disagree: re-export the bundle).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// An input item has the wrong size.
+    #[error("{what} has {got} values, not {expected}")]
+    Input {
+        /// Which input ("a slice", "a code").
+        what: &'static str,
+        /// Values given.
+        got: usize,
+        /// Values the geometry implies.
+        expected: usize,
+    },
+    /// ONNX Runtime failed to build a tensor or run the graph.
+    #[error("ONNX Runtime: {0}")]
+    Ort(#[from] ort::Error),
+    /// The graph gave no output of this name.
+    #[error("the graph has no output {0:?}")]
+    MissingOutput(&'static str),
+    /// An output could not be read as the expected element type.
+    #[error("output {name:?}: {source}")]
+    OutputType {
+        /// The output.
+        name: &'static str,
+        /// ONNX Runtime's error.
+        source: ort::Error,
+    },
+    /// An output's shape is not what the manifest implies.
+    #[error(
+        "output {name:?} has shape {got:?} but the manifest implies {want:?}; the bundle's graph \
+         and manifest disagree"
+    )]
+    Shape {
+        /// The output.
+        name: &'static str,
+        /// Its shape.
+        got: Vec<i64>,
+        /// The shape the manifest implies.
+        want: Vec<usize>,
+    },
+    /// A code index outside the codebook.
+    #[error("output {name:?} holds index {value}, outside the codebook [0, {size})")]
+    Index {
+        /// The output.
+        name: &'static str,
+        /// The index.
+        value: i64,
+        /// Codebook size K.
+        size: usize,
+    },
+    /// A NaN or infinite value.
+    #[error("output {name:?} holds a non-finite value at {at}")]
+    NonFinite {
+        /// The output.
+        name: &'static str,
+        /// Flat position of the value.
+        at: usize,
+    },
+}
 
 /// The codes of one slice and its abnormality, as the encoder produced them.
 #[derive(Debug, Clone, PartialEq)]
@@ -88,10 +153,10 @@ impl Geometry {
 /// The encoder outputs serving fetches; newer bundles also output the continuous latents
 /// (`normal_latent`, `abnormal_latent`, for evaluation), which are never copied out here.
 const SERVED_OUTPUTS: [&str; 4] = [
-    "normal_indices",
-    "abnormal_indices",
-    "abnormal_distance",
-    "abnormality",
+    NORMAL_INDICES,
+    ABNORMAL_INDICES,
+    ABNORMAL_DISTANCE,
+    ABNORMALITY,
 ];
 
 /// Runs the encoder graph on batches of pre-processed slices (S·S values each).
@@ -119,32 +184,31 @@ impl EncoderRunner {
 impl BatchRunner for EncoderRunner {
     type Item = Vec<f32>;
     type Output = SliceCode;
+    type Error = RunError;
 
-    fn run(&mut self, items: &[Vec<f32>]) -> Result<Vec<SliceCode>, String> {
+    fn run(&mut self, items: &[Vec<f32>]) -> Result<Vec<SliceCode>, RunError> {
         let g = self.geometry;
         let n = items.len();
         let mut data = Vec::with_capacity(n * g.pixels());
         for item in items {
             if item.len() != g.pixels() {
-                return Err(format!(
-                    "a slice has {} pixels, not {}",
-                    item.len(),
-                    g.pixels()
-                ));
+                return Err(RunError::Input {
+                    what: "a slice",
+                    got: item.len(),
+                    expected: g.pixels(),
+                });
             }
             data.extend_from_slice(item);
         }
-        let image =
-            Tensor::from_array(([n, 1, g.size, g.size], data)).map_err(|e| e.to_string())?;
+        let image = Tensor::from_array(([n, 1, g.size, g.size], data))?;
         let outputs = self
             .session
-            .run_with_options(ort::inputs!["image" => image], &self.run_options)
-            .map_err(|e| e.to_string())?;
+            .run_with_options(ort::inputs![IMAGE => image], &self.run_options)?;
         let hw = [n, g.grid_rows, g.grid_cols];
-        let normal = indices(&outputs, "normal_indices", &hw, g.codebook_size)?;
-        let abnormal = indices(&outputs, "abnormal_indices", &hw, g.codebook_size)?;
-        let distance = floats(&outputs, "abnormal_distance", &hw)?;
-        let abnormality = floats(&outputs, "abnormality", &[n])?;
+        let normal = indices(&outputs, NORMAL_INDICES, &hw, g.codebook_size)?;
+        let abnormal = indices(&outputs, ABNORMAL_INDICES, &hw, g.codebook_size)?;
+        let distance = floats(&outputs, ABNORMAL_DISTANCE, &hw)?;
+        let abnormality = floats(&outputs, ABNORMALITY, &[n])?;
         let p = g.positions();
         Ok((0..n)
             .map(|i| SliceCode {
@@ -173,33 +237,37 @@ impl DecoderRunner {
 impl BatchRunner for DecoderRunner {
     type Item = CodePair;
     type Output = Decoded;
+    type Error = RunError;
 
-    fn run(&mut self, items: &[CodePair]) -> Result<Vec<Decoded>, String> {
+    fn run(&mut self, items: &[CodePair]) -> Result<Vec<Decoded>, RunError> {
         let g = self.geometry;
         let n = items.len();
         let p = g.positions();
         let mut normal = Vec::with_capacity(n * p);
         let mut abnormal = Vec::with_capacity(n * p);
         for item in items {
-            if item.normal.len() != p || item.abnormal.len() != p {
-                return Err(format!(
-                    "a code has the wrong number of positions (not {p})"
-                ));
+            for code in [&item.normal, &item.abnormal] {
+                if code.len() != p {
+                    return Err(RunError::Input {
+                        what: "a code",
+                        got: code.len(),
+                        expected: p,
+                    });
+                }
             }
             normal.extend(item.normal.iter().map(|&v| i64::from(v)));
             abnormal.extend(item.abnormal.iter().map(|&v| i64::from(v)));
         }
         let shape = [n, g.grid_rows, g.grid_cols];
-        let normal = Tensor::from_array((shape, normal)).map_err(|e| e.to_string())?;
-        let abnormal = Tensor::from_array((shape, abnormal)).map_err(|e| e.to_string())?;
+        let normal = Tensor::from_array((shape, normal))?;
+        let abnormal = Tensor::from_array((shape, abnormal))?;
         let outputs = self
             .session
-            .run(ort::inputs!["normal_indices" => normal, "abnormal_indices" => abnormal])
-            .map_err(|e| e.to_string())?;
+            .run(ort::inputs![NORMAL_INDICES => normal, ABNORMAL_INDICES => abnormal])?;
         let (s, l) = (g.size, g.labels);
-        let segmentation = floats(&outputs, "segmentation", &[n, l, s, s])?;
-        let reconstruction = floats(&outputs, "reconstruction", &[n, 1, s, s])?;
-        let normal_appearing = floats(&outputs, "normal_appearing", &[n, 1, s, s])?;
+        let segmentation = floats(&outputs, SEGMENTATION, &[n, l, s, s])?;
+        let reconstruction = floats(&outputs, RECONSTRUCTION, &[n, 1, s, s])?;
+        let normal_appearing = floats(&outputs, NORMAL_APPEARING, &[n, 1, s, s])?;
         let (seg, img) = (l * s * s, s * s);
         Ok((0..n)
             .map(|i| Decoded {
@@ -214,15 +282,15 @@ impl BatchRunner for DecoderRunner {
 /// Output `name` as int64 indices of `shape`, each in [0, k), converted to u32.
 fn indices(
     outputs: &SessionOutputs<'_>,
-    name: &str,
+    name: &'static str,
     shape: &[usize],
     k: usize,
-) -> Result<Vec<u32>, String> {
+) -> Result<Vec<u32>, RunError> {
     let (got, values) = outputs
         .get(name)
-        .ok_or_else(|| format!("the graph has no output {name:?}"))?
+        .ok_or(RunError::MissingOutput(name))?
         .try_extract_tensor::<i64>()
-        .map_err(|e| format!("output {name:?}: {e}"))?;
+        .map_err(|source| RunError::OutputType { name, source })?;
     check_shape(name, got, shape)?;
     values
         .iter()
@@ -230,8 +298,10 @@ fn indices(
             u32::try_from(v)
                 .ok()
                 .filter(|&i| (i as usize) < k)
-                .ok_or_else(|| {
-                    format!("output {name:?} holds index {v}, outside the codebook [0, {k})")
+                .ok_or(RunError::Index {
+                    name,
+                    value: v,
+                    size: k,
                 })
         })
         .collect()
@@ -240,29 +310,30 @@ fn indices(
 /// Output `name` as finite float32 values of `shape`.
 fn floats<'a>(
     outputs: &'a SessionOutputs<'_>,
-    name: &str,
+    name: &'static str,
     shape: &[usize],
-) -> Result<Cow<'a, [f32]>, String> {
+) -> Result<Cow<'a, [f32]>, RunError> {
     let (got, values) = outputs
         .get(name)
-        .ok_or_else(|| format!("the graph has no output {name:?}"))?
+        .ok_or(RunError::MissingOutput(name))?
         .try_extract_tensor::<f32>()
-        .map_err(|e| format!("output {name:?}: {e}"))?;
+        .map_err(|source| RunError::OutputType { name, source })?;
     check_shape(name, got, shape)?;
-    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-        return Err(format!("output {name:?} holds a non-finite value at {i}"));
+    if let Some(at) = values.iter().position(|v| !v.is_finite()) {
+        return Err(RunError::NonFinite { name, at });
     }
     Ok(Cow::Borrowed(values))
 }
 
-fn check_shape(name: &str, got: &[i64], want: &[usize]) -> Result<(), String> {
+fn check_shape(name: &'static str, got: &[i64], want: &[usize]) -> Result<(), RunError> {
     let matches = got.len() == want.len() && got.iter().zip(want).all(|(&g, &w)| g == w as i64);
     if matches {
         Ok(())
     } else {
-        Err(format!(
-            "output {name:?} has shape {got:?} but the manifest implies {want:?}; the bundle's \
-             graph and manifest disagree"
-        ))
+        Err(RunError::Shape {
+            name,
+            got: got.to_vec(),
+            want: want.to_vec(),
+        })
     }
 }

@@ -1,11 +1,10 @@
 //! ONNX Runtime: finding the shared library, loading it once per process, and opening sessions
 //! on the chosen execution provider.
 //!
-//! The library is `libonnxruntime.so` 1.31 from the `onnxruntime` (CPU) or `onnxruntime-gpu`
-//! wheel, loaded at run time (`ort`'s `load-dynamic`). It is looked for, in order, at the path
-//! the configuration gives (`encoder.ort_library`, `DIPTYCH_ORT_LIBRARY`, `--ort-library`), at
-//! `ORT_DYLIB_PATH`, and in the project cache that `make deps-ort` fills
-//! (`$HOME/.cache/diptych/onnxruntime-1.31.0/libonnxruntime.so.1.31.0`).
+//! The library is `libonnxruntime.so` 1.31, loaded at run time (`ort`'s `load-dynamic`) from where
+//! the bundle contract's rules find it ([`diptych::bundle::library`], shared with the
+//! evaluator): the configured path (`encoder.ort_library`, `DIPTYCH_ORT_LIBRARY`,
+//! `--ort-library`), then `ORT_DYLIB_PATH`, then the project cache that `make deps-ort` fills.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -17,17 +16,8 @@ use thiserror::Error;
 
 use crate::config::ExecutionProvider;
 
-/// The ONNX Runtime version the service is built and tested against.
-pub const ORT_VERSION: &str = "1.31.0";
-
-/// Where the ONNX Runtime library was found, and by which rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LibraryLocation {
-    /// The library file.
-    pub path: PathBuf,
-    /// Which rule gave it: "configuration", "ORT_DYLIB_PATH" or "project cache".
-    pub source: &'static str,
-}
+pub use diptych::bundle::library::{LibraryLocation, ORT_VERSION};
+use diptych::bundle::library::{LibraryMissing, locate_with};
 
 /// The execution provider a session actually runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,13 +42,8 @@ impl Provider {
 #[derive(Debug, Error)]
 pub enum RuntimeError {
     /// No library file at the path the rules give.
-    #[error(
-        "the ONNX Runtime library was not found at {} (from the {}); run `make deps-ort` to \
-         fetch ONNX Runtime {ORT_VERSION} into the project cache, or set ORT_DYLIB_PATH (or \
-         --ort-library) to a libonnxruntime.so of version {ORT_VERSION}",
-        .0.path.display(), .0.source
-    )]
-    LibraryMissing(LibraryLocation),
+    #[error(transparent)]
+    LibraryMissing(#[from] LibraryMissing),
     /// The file exists but could not be loaded as ONNX Runtime.
     #[error(
         "cannot load ONNX Runtime from {path}: {message}; it must be libonnxruntime.so \
@@ -89,36 +74,13 @@ pub enum RuntimeError {
     },
 }
 
-/// Finds the library by the rules of the module docs; `env` reads environment variables.
+/// Finds the library by the rules of [`diptych::bundle::library`]; `env` reads environment
+/// variables.
 pub fn locate_library(
     configured: Option<&Path>,
     env: impl Fn(&str) -> Option<String>,
 ) -> Result<LibraryLocation, RuntimeError> {
-    let location = if let Some(path) = configured {
-        LibraryLocation {
-            path: path.to_path_buf(),
-            source: "configuration",
-        }
-    } else if let Some(path) = env("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
-        LibraryLocation {
-            path: PathBuf::from(path),
-            source: "ORT_DYLIB_PATH",
-        }
-    } else {
-        let home = env("HOME").unwrap_or_else(|| "~".to_string());
-        LibraryLocation {
-            path: PathBuf::from(home)
-                .join(".cache/diptych")
-                .join(format!("onnxruntime-{ORT_VERSION}"))
-                .join(format!("libonnxruntime.so.{ORT_VERSION}")),
-            source: "project cache",
-        }
-    };
-    if location.path.is_file() {
-        Ok(location)
-    } else {
-        Err(RuntimeError::LibraryMissing(location))
-    }
+    Ok(locate_with(configured, env)?)
 }
 
 static ENVIRONMENT: OnceLock<Environment> = OnceLock::new();
@@ -192,62 +154,4 @@ pub fn open_session(
 pub fn default_intra_threads(sessions: usize) -> usize {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     (cores / sessions.max(1)).max(1)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_library_is_looked_for_in_configuration_then_env_then_cache() {
-        let dir = tempfile::tempdir().unwrap();
-        let lib = dir.path().join("libonnxruntime.so.1.31.0");
-        std::fs::write(&lib, b"not really a library").unwrap();
-        let other = dir.path().join("other.so");
-        std::fs::write(&other, b"").unwrap();
-
-        let env_with = |ort: Option<&Path>, home: &Path| {
-            let ort = ort.map(|p| p.to_string_lossy().to_string());
-            let home = home.to_string_lossy().to_string();
-            move |name: &str| match name {
-                "ORT_DYLIB_PATH" => ort.clone(),
-                "HOME" => Some(home.clone()),
-                _ => None,
-            }
-        };
-        let found = locate_library(Some(&other), env_with(Some(&lib), dir.path())).unwrap();
-        assert_eq!(
-            (found.path.as_path(), found.source),
-            (other.as_path(), "configuration")
-        );
-
-        let found = locate_library(None, env_with(Some(&lib), dir.path())).unwrap();
-        assert_eq!(
-            (found.path.as_path(), found.source),
-            (lib.as_path(), "ORT_DYLIB_PATH")
-        );
-
-        let cache = dir.path().join(".cache/diptych/onnxruntime-1.31.0");
-        std::fs::create_dir_all(&cache).unwrap();
-        std::fs::write(cache.join("libonnxruntime.so.1.31.0"), b"").unwrap();
-        let found = locate_library(None, env_with(None, dir.path())).unwrap();
-        assert_eq!(found.source, "project cache");
-        assert!(found.path.starts_with(dir.path()));
-    }
-
-    #[test]
-    fn a_missing_library_names_the_fix() {
-        let dir = tempfile::tempdir().unwrap();
-        let home = dir.path().to_string_lossy().to_string();
-        let err = locate_library(None, move |name: &str| {
-            (name == "HOME").then(|| home.clone())
-        })
-        .unwrap_err()
-        .to_string();
-        assert!(
-            err.contains("make deps-ort") && err.contains("ORT_DYLIB_PATH"),
-            "{err}"
-        );
-        assert!(err.contains("project cache"), "{err}");
-    }
 }

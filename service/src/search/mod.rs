@@ -22,7 +22,6 @@
 //! | [`naive`] | [`naive_search`]: the obvious single-threaded full scan, the reference |
 //! | [`scan`] | [`search`]: the parallel scan with lower-bound pruning and early abandoning |
 //! | [`group`] | grouping of slices into series or studies and the group score |
-//! | [`bench`] | `diptych bench search`: latency of fast, naive and FAISS on replicated encodings |
 //!
 //! # Exactness
 //! [`search`] returns exactly what [`naive_search`] returns, bit for bit: both compute every
@@ -34,7 +33,6 @@
 //! Hits come nearest first; equal distances are ordered by record id (ingest order), so the
 //! answer never depends on thread timing.
 
-pub mod bench;
 pub mod distance;
 pub mod group;
 pub mod index;

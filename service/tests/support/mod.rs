@@ -11,9 +11,15 @@
 
 use std::path::Path;
 
+use diptych::bundle::onnx::{
+    AttributeProto, FLOAT, GraphProto, INT64, ModelProto, NodeProto, OperatorSetIdProto,
+    TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+};
 use diptych::manifest::{CodebookNames, GraphFile, Grid, Manifest, sha256_file};
 use diptych::preprocess::PreprocessParams;
-use diptych_service::bundle::onnx::*;
+
+/// One axis of a declared shape.
+pub type DimensionProto = tensor_shape_proto::Dimension;
 use prost::Message;
 
 /// Sizes of a toy bundle.
@@ -46,8 +52,11 @@ impl Default for Toy {
 pub const LABELS: usize = 4;
 
 /// The tensor type of a graph input or output, for tests that corrupt it.
-pub fn tensor_type_mut(value: &mut ValueInfoProto) -> &mut TensorTypeProto {
-    value.r#type.as_mut().unwrap().tensor_type.as_mut().unwrap()
+pub fn tensor_type_mut(value: &mut ValueInfoProto) -> &mut type_proto::Tensor {
+    match value.r#type.as_mut().unwrap().value.as_mut().unwrap() {
+        type_proto::Value::TensorType(tensor) => tensor,
+        _ => panic!("not a tensor"),
+    }
 }
 
 /// The declared shape of a graph input or output, for tests that corrupt it.
@@ -55,29 +64,34 @@ pub fn shape_mut(value: &mut ValueInfoProto) -> &mut TensorShapeProto {
     tensor_type_mut(value).shape.as_mut().unwrap()
 }
 
-fn dim_value(v: usize) -> DimensionProto {
+/// A fixed axis of size `v`.
+pub fn dim_value(v: usize) -> DimensionProto {
     DimensionProto {
-        dim_value: Some(v as i64),
-        dim_param: None,
+        value: Some(tensor_shape_proto::dimension::Value::DimValue(v as i64)),
+        ..Default::default()
     }
 }
 
 fn dim_param(name: &str) -> DimensionProto {
     DimensionProto {
-        dim_value: None,
-        dim_param: Some(name.to_string()),
+        value: Some(tensor_shape_proto::dimension::Value::DimParam(
+            name.to_string(),
+        )),
+        ..Default::default()
     }
 }
 
 pub fn value(name: &str, elem_type: i32, dims: Option<Vec<DimensionProto>>) -> ValueInfoProto {
     ValueInfoProto {
-        name: name.to_string(),
+        name: Some(name.to_string()),
         r#type: Some(TypeProto {
-            tensor_type: Some(TensorTypeProto {
-                elem_type,
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem_type),
                 shape: dims.map(|dim| TensorShapeProto { dim }),
-            }),
+            })),
+            ..Default::default()
         }),
+        ..Default::default()
     }
 }
 
@@ -85,36 +99,36 @@ fn node(op: &str, inputs: &[&str], outputs: &[&str], attributes: Vec<AttributePr
     NodeProto {
         input: inputs.iter().map(|s| s.to_string()).collect(),
         output: outputs.iter().map(|s| s.to_string()).collect(),
-        name: format!("{op}_{}", outputs[0]),
-        op_type: op.to_string(),
+        name: Some(format!("{op}_{}", outputs[0])),
+        op_type: Some(op.to_string()),
         attribute: attributes,
-        domain: String::new(),
+        ..Default::default()
     }
 }
 
 fn ints(name: &str, values: &[i64]) -> AttributeProto {
     AttributeProto {
-        name: name.to_string(),
+        name: Some(name.to_string()),
         ints: values.to_vec(),
-        r#type: 7,
+        r#type: Some(7),
         ..Default::default()
     }
 }
 
 fn int(name: &str, value: i64) -> AttributeProto {
     AttributeProto {
-        name: name.to_string(),
-        i: value,
-        r#type: 2,
+        name: Some(name.to_string()),
+        i: Some(value),
+        r#type: Some(2),
         ..Default::default()
     }
 }
 
 fn string(name: &str, value: &str) -> AttributeProto {
     AttributeProto {
-        name: name.to_string(),
-        s: value.as_bytes().to_vec(),
-        r#type: 3,
+        name: Some(name.to_string()),
+        s: Some(value.as_bytes().to_vec()),
+        r#type: Some(3),
         ..Default::default()
     }
 }
@@ -122,9 +136,9 @@ fn string(name: &str, value: &str) -> AttributeProto {
 pub fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
     TensorProto {
         dims: dims.to_vec(),
-        data_type: FLOAT,
-        raw_data: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        name: name.to_string(),
+        data_type: Some(FLOAT),
+        raw_data: Some(values.iter().flat_map(|v| v.to_le_bytes()).collect()),
+        name: Some(name.to_string()),
         ..Default::default()
     }
 }
@@ -132,9 +146,9 @@ pub fn float_tensor(name: &str, dims: &[i64], values: &[f32]) -> TensorProto {
 fn int64_tensor(name: &str, dims: &[i64], values: &[i64]) -> TensorProto {
     TensorProto {
         dims: dims.to_vec(),
-        data_type: INT64,
+        data_type: Some(INT64),
         int64_data: values.to_vec(),
-        name: name.to_string(),
+        name: Some(name.to_string()),
         ..Default::default()
     }
 }
@@ -152,13 +166,14 @@ pub fn codebooks(toy: &Toy) -> Vec<TensorProto> {
 
 fn model(graph: GraphProto) -> ModelProto {
     ModelProto {
-        ir_version: 8,
-        producer_name: "diptych-service tests".to_string(),
+        ir_version: Some(8),
+        producer_name: Some("diptych-service tests".to_string()),
         graph: Some(graph),
         opset_import: vec![OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
+            domain: Some(String::new()),
+            version: Some(17),
         }],
+        ..Default::default()
     }
 }
 
@@ -176,7 +191,7 @@ pub fn encoder(toy: &Toy) -> ModelProto {
     initializer.push(float_tensor("k_minus_1", &[], &[km1]));
     initializer.push(float_tensor("one", &[], &[1.0]));
     model(GraphProto {
-        name: "toy_encoder".to_string(),
+        name: Some("toy_encoder".to_string()),
         node: vec![
             node(
                 "AveragePool",
@@ -232,6 +247,7 @@ pub fn encoder(toy: &Toy) -> ModelProto {
                 toy.declare_output_shapes.then(|| vec![dim_param("N")]),
             ),
         ],
+        ..Default::default()
     })
 }
 
@@ -255,7 +271,7 @@ pub fn decoder(toy: &Toy) -> ModelProto {
     let nearest = || vec![string("mode", "nearest")];
     let code_dims = || Some(vec![dim_param("N"), dim_value(g), dim_value(g)]);
     model(GraphProto {
-        name: "toy_decoder".to_string(),
+        name: Some("toy_decoder".to_string()),
         node: vec![
             node(
                 "Cast",
@@ -300,6 +316,7 @@ pub fn decoder(toy: &Toy) -> ModelProto {
             value("reconstruction", FLOAT, image_dims(1)),
             value("normal_appearing", FLOAT, image_dims(1)),
         ],
+        ..Default::default()
     })
 }
 

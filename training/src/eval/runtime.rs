@@ -1,6 +1,7 @@
-//! Running a model bundle through ONNX Runtime: the shared library is loaded at run time from
-//! `ORT_DYLIB_PATH` (ort `load-dynamic`), once per process, and both graphs of a bundle are opened
-//! as sessions that take and return flat row-major arrays.
+//! Running a model bundle through ONNX Runtime: the shared library is found by the bundle
+//! contract's rules ([`diptych::bundle::library`]: `ORT_DYLIB_PATH`, then the project cache),
+//! loaded at run time (ort `load-dynamic`) once per process, and both graphs of a bundle are
+//! opened as sessions that take and return flat row-major arrays.
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -11,28 +12,22 @@ use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 
-use crate::export::network::{
+use diptych::bundle::library::{self, LibraryMissing, ORT_VERSION};
+use diptych::bundle::names::{
     ABNORMAL_DISTANCE, ABNORMAL_INDICES, ABNORMAL_LATENT, ABNORMALITY, IMAGE, NORMAL_APPEARING,
     NORMAL_INDICES, NORMAL_LATENT, RECONSTRUCTION, SEGMENTATION,
 };
 
-/// The environment variable naming the ONNX Runtime shared library.
-pub const ORT_DYLIB_VAR: &str = "ORT_DYLIB_PATH";
-
 /// Why a bundle could not be run.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
-    /// `ORT_DYLIB_PATH` is not set, so ONNX Runtime cannot be found.
+    /// No ONNX Runtime library where the lookup rules lead.
+    #[error(transparent)]
+    NoLibrary(#[from] LibraryMissing),
+    /// The library that was found could not be loaded.
     #[error(
-        "ONNX Runtime not found: {ORT_DYLIB_VAR} is not set. Run `make deps-ort`, which unpacks \
-         libonnxruntime.so.1.31.0 into ~/.cache/diptych/onnxruntime-1.31.0/, and export \
-         {ORT_DYLIB_VAR}=<that file> (the Makefile sets it for its targets)"
-    )]
-    NoLibrary,
-    /// The library named by `ORT_DYLIB_PATH` could not be loaded.
-    #[error(
-        "cannot load ONNX Runtime from {path} ({ORT_DYLIB_VAR}): {reason}. Run `make deps-ort` \
-         and point {ORT_DYLIB_VAR} at the libonnxruntime.so.1.31.0 it unpacks"
+        "cannot load ONNX Runtime from {path}: {reason}; it must be libonnxruntime.so \
+         {ORT_VERSION} (`make deps-ort` fetches it)"
     )]
     Load {
         /// The path that was tried.
@@ -54,14 +49,8 @@ pub enum RuntimeError {
 /// The process-wide ONNX Runtime environment (ort allows only one), loading the library on first use.
 pub fn environment() -> Result<Environment, RuntimeError> {
     static ENV: OnceLock<Result<Environment, String>> = OnceLock::new();
-    let path = std::env::var_os(ORT_DYLIB_VAR)
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .ok_or(RuntimeError::NoLibrary)?;
+    let path = library::locate(None)?.path;
     let env = ENV.get_or_init(|| {
-        if !path.is_file() {
-            return Err("no such file".to_string());
-        }
         ort::init_from(&path)
             .map_err(|e| e.to_string())?
             .with_name("diptych-train")

@@ -4,20 +4,16 @@
 
 use std::path::{Path, PathBuf};
 
+use diptych::bundle::names::{CODEBOOK_ABNORMAL, CODEBOOK_NORMAL, DECODER_FILE, ENCODER_FILE};
+use diptych::bundle::onnx::{ModelProto, tensor_proto::DataType};
 use diptych::manifest::{CodebookNames, FORMAT_VERSION, GraphFile, Grid, Manifest, sha256_file};
 use diptych::phantom::{ABNORMAL_LABELS, NORMAL_LABELS};
 use prost::Message;
 
 use super::graph::OPSET;
-use super::network::{CODEBOOK_ABNORMAL, CODEBOOK_NORMAL, decoder_graph, encoder_graph};
-use super::onnx::{ModelProto, tensor_proto::DataType};
+use super::network::{decoder_graph, encoder_graph};
 use super::{ExportError, Weights};
 use crate::config::TrainConfig;
-
-/// File name of the encoder graph inside a bundle.
-pub const ENCODER_FILE: &str = "encoder.onnx";
-/// File name of the decoder graph inside a bundle.
-pub const DECODER_FILE: &str = "decoder.onnx";
 /// The size a shipped bundle must stay under (issue #2: < 16 MB).
 pub const BUNDLE_LIMIT_BYTES: u64 = 16_000_000;
 

@@ -3,47 +3,18 @@
 
 use std::collections::HashSet;
 
-use super::onnx::{
+use diptych::bundle::onnx::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorProto,
-    TensorShapeProto, TypeProto, ValueInfoProto, attribute_proto::AttributeType,
-    tensor_proto::DataType, tensor_shape_proto, type_proto,
+    ValueInfoProto, attribute_proto::AttributeType, tensor_proto::DataType,
 };
+pub use diptych::bundle::signature::{Axis, Elem};
+use diptych::bundle::signature::{ValueSpec, value_info};
 
 /// The ONNX operator set the exported graphs use (ONNX Runtime 1.31 supports it).
 pub const OPSET: i64 = 17;
 
 /// The ONNX IR version written into every model.
 pub const IR_VERSION: i64 = 8;
-
-/// The symbolic name of the dynamic batch dimension in graph inputs and outputs.
-pub const BATCH_DIM: &str = "N";
-
-/// One dimension of a graph input or output: the dynamic batch, or a fixed size.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dim {
-    /// The batch dimension, left symbolic (`N`) so any batch size runs.
-    Batch,
-    /// A dimension of fixed size.
-    Fixed(usize),
-}
-
-/// The element type of a graph input or output.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Elem {
-    /// 32-bit float (images, logits, distances).
-    F32,
-    /// 64-bit integer (code indices).
-    I64,
-}
-
-impl Elem {
-    fn data_type(self) -> DataType {
-        match self {
-            Elem::F32 => DataType::Float,
-            Elem::I64 => DataType::Int64,
-        }
-    }
-}
 
 /// Accumulates the nodes, initializers, inputs and outputs of one ONNX graph.
 #[derive(Debug)]
@@ -72,15 +43,25 @@ impl GraphBuilder {
     }
 
     /// Declares a graph input and returns its name.
-    pub fn input(&mut self, name: &str, elem: Elem, dims: &[Dim]) -> String {
+    pub fn input(&mut self, name: &str, elem: Elem, axes: &[Axis]) -> String {
         self.claim(name);
-        self.inputs.push(value_info(name, elem, dims));
+        self.inputs.push(value_info(name, elem, axes));
         name.to_string()
     }
 
     /// Declares a graph output; some node must produce a value of that name (see [`Self::node_into`]).
-    pub fn output(&mut self, name: &str, elem: Elem, dims: &[Dim]) {
-        self.outputs.push(value_info(name, elem, dims));
+    pub fn output(&mut self, name: &str, elem: Elem, axes: &[Axis]) {
+        self.outputs.push(value_info(name, elem, axes));
+    }
+
+    /// Declares an input of the bundle contract and returns its name.
+    pub fn declare_input(&mut self, spec: &ValueSpec) -> String {
+        self.input(spec.name, spec.elem, &spec.axes)
+    }
+
+    /// Declares an output of the bundle contract; some node must produce it.
+    pub fn declare_output(&mut self, spec: &ValueSpec) {
+        self.output(spec.name, spec.elem, &spec.axes);
     }
 
     /// Adds a float initializer (a weight or constant) of the given shape and returns its name.
@@ -228,30 +209,6 @@ fn tensor(name: &str, data_type: DataType, dims: &[usize], raw: Vec<u8>) -> Tens
         data_type: Some(data_type as i32),
         name: Some(name.to_string()),
         raw_data: Some(raw),
-        ..Default::default()
-    }
-}
-
-fn value_info(name: &str, elem: Elem, dims: &[Dim]) -> ValueInfoProto {
-    let dim = dims
-        .iter()
-        .map(|d| tensor_shape_proto::Dimension {
-            value: Some(match d {
-                Dim::Batch => tensor_shape_proto::dimension::Value::DimParam(BATCH_DIM.to_string()),
-                Dim::Fixed(n) => tensor_shape_proto::dimension::Value::DimValue(*n as i64),
-            }),
-            ..Default::default()
-        })
-        .collect();
-    ValueInfoProto {
-        name: Some(name.to_string()),
-        r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
-                elem_type: Some(elem.data_type() as i32),
-                shape: Some(TensorShapeProto { dim }),
-            })),
-            ..Default::default()
-        }),
         ..Default::default()
     }
 }

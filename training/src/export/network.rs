@@ -1,42 +1,23 @@
 //! The two exported graphs, built from the model configuration and the trained weights by the
 //! VarStore names of docs/METHOD.md §1: `encoder.onnx` (image → codes, abnormality) and
 //! `decoder.onnx` (codes → segmentation, x̂, x̃). Every BatchNorm is folded into its convolution.
+//! The names and shapes of the graphs' inputs and outputs are the bundle contract's
+//! ([`diptych::bundle::signature`]), the ones the service checks.
+
+use diptych::bundle::names::{
+    ABNORMAL_DISTANCE, ABNORMAL_INDICES, ABNORMAL_LATENT, ABNORMALITY, CODEBOOK_ABNORMAL,
+    CODEBOOK_NORMAL, IMAGE, NORMAL_APPEARING, NORMAL_INDICES, NORMAL_LATENT, RECONSTRUCTION,
+    SEGMENTATION,
+};
+use diptych::bundle::onnx::ModelProto;
+use diptych::bundle::signature::{self, Signature};
 
 use super::ExportError;
-use super::graph::{Dim, Elem, GraphBuilder, attr_int, attr_ints};
+use super::graph::{GraphBuilder, attr_int, attr_ints};
 use super::layers::{self, SpadeConvs};
-use super::onnx::ModelProto;
 use super::weights::Weights;
 use crate::config::ModelConfig;
 use crate::model::ABNORMALITY_HALF_FRACTION;
-
-/// Initializer name of the normal codebook `[K, D]` in both graphs.
-pub const CODEBOOK_NORMAL: &str = "codebook_normal";
-/// Initializer name of the abnormal codebook `[K, D]` in both graphs.
-pub const CODEBOOK_ABNORMAL: &str = "codebook_abnormal";
-
-/// Graph input: the preprocessed image `[N, 1, S, S]` in [0, 1].
-pub const IMAGE: &str = "image";
-/// Encoder output and decoder input: normal code indices `[N, h, w]` (i64).
-pub const NORMAL_INDICES: &str = "normal_indices";
-/// Encoder output and decoder input: abnormal code indices `[N, h, w]` (i64).
-pub const ABNORMAL_INDICES: &str = "abnormal_indices";
-/// Encoder output: per-position mean over D of (z_a − e_a)², `[N, h, w]`.
-pub const ABNORMAL_DISTANCE: &str = "abnormal_distance";
-/// Encoder output: f / (f + 0.004), f the share of pixels the segmentation of the abnormal code
-/// labels as lesion, `[N]`.
-pub const ABNORMALITY: &str = "abnormality";
-/// Encoder output: the continuous normal latent z_n before quantisation, `[N, D, h, w]` (for
-/// evaluation baselines; the service does not fetch it).
-pub const NORMAL_LATENT: &str = "normal_latent";
-/// Encoder output: the continuous abnormal latent z_a before quantisation, `[N, D, h, w]`.
-pub const ABNORMAL_LATENT: &str = "abnormal_latent";
-/// Decoder output: abnormal-label logits `[N, L, S, S]`.
-pub const SEGMENTATION: &str = "segmentation";
-/// Decoder output: the reconstruction x̂ `[N, 1, S, S]`.
-pub const RECONSTRUCTION: &str = "reconstruction";
-/// Decoder output: the normal-appearing image x̃ `[N, 1, S, S]`.
-pub const NORMAL_APPEARING: &str = "normal_appearing";
 
 /// The sizes the graphs need, checked once against the configuration.
 struct Sizes {
@@ -68,6 +49,17 @@ impl Sizes {
             eps: config.bn_eps,
         })
     }
+
+    /// The sizes the bundle contract's signatures depend on.
+    fn contract(&self) -> signature::Sizes {
+        signature::Sizes {
+            input_size: self.s,
+            grid_rows: self.grid,
+            grid_cols: self.grid,
+            code_dim: self.d,
+            labels: self.labels,
+        }
+    }
 }
 
 /// Builds `encoder.onnx`: image → `normal_indices`, `abnormal_indices`, `abnormal_distance`,
@@ -76,13 +68,9 @@ pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelPro
     let z = Sizes::of(config)?;
     let w = &z.widths;
     let slope = config.leaky_slope as f32;
+    let contract = Signature::encoder(&z.contract());
     let mut g = GraphBuilder::new("diptych_encoder");
-    let batch_grid = [Dim::Batch, Dim::Fixed(z.grid), Dim::Fixed(z.grid)];
-    let image = g.input(
-        IMAGE,
-        Elem::F32,
-        &[Dim::Batch, Dim::Fixed(1), Dim::Fixed(z.s), Dim::Fixed(z.s)],
-    );
+    let image = g.declare_input(contract.input(IMAGE));
     let (cb_n, cb_a) = codebooks(&mut g, weights, &z)?;
 
     let stem = weights.conv_bn(
@@ -148,20 +136,11 @@ pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelPro
     let denominator = g.node("Add", &[&share, &half], vec![]);
     g.node_into("Div", &[&share, &denominator], vec![], ABNORMALITY);
 
-    g.output(NORMAL_INDICES, Elem::I64, &batch_grid);
-    g.output(ABNORMAL_INDICES, Elem::I64, &batch_grid);
-    g.output(ABNORMAL_DISTANCE, Elem::F32, &batch_grid);
-    g.output(ABNORMALITY, Elem::F32, &[Dim::Batch]);
     g.node_into("Identity", &[&z_n], vec![], NORMAL_LATENT);
     g.node_into("Identity", &[&z_a], vec![], ABNORMAL_LATENT);
-    let latent_dims = [
-        Dim::Batch,
-        Dim::Fixed(z.d),
-        Dim::Fixed(z.grid),
-        Dim::Fixed(z.grid),
-    ];
-    g.output(NORMAL_LATENT, Elem::F32, &latent_dims);
-    g.output(ABNORMAL_LATENT, Elem::F32, &latent_dims);
+    for output in contract.all_outputs() {
+        g.declare_output(output);
+    }
     Ok(g.finish(
         "diptych encoder: preprocessed image [N,1,S,S] -> normal and abnormal code indices [N,h,w], \
          per-position abnormal commitment distance [N,h,w], abnormality score [N], continuous \
@@ -173,11 +152,10 @@ pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelPro
 /// `normal_appearing`.
 pub fn decoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelProto, ExportError> {
     let z = Sizes::of(config)?;
+    let contract = Signature::decoder(&z.contract());
     let mut g = GraphBuilder::new("diptych_decoder");
-    let batch_grid = [Dim::Batch, Dim::Fixed(z.grid), Dim::Fixed(z.grid)];
-    let image_dims = |c| [Dim::Batch, Dim::Fixed(c), Dim::Fixed(z.s), Dim::Fixed(z.s)];
-    let idx_n = g.input(NORMAL_INDICES, Elem::I64, &batch_grid);
-    let idx_a = g.input(ABNORMAL_INDICES, Elem::I64, &batch_grid);
+    let idx_n = g.declare_input(contract.input(NORMAL_INDICES));
+    let idx_a = g.declare_input(contract.input(ABNORMAL_INDICES));
     let (cb_n, cb_a) = codebooks(&mut g, weights, &z)?;
     let e_n = layers::gather_codes(&mut g, &cb_n, &idx_n);
     let e_a = layers::gather_codes(&mut g, &cb_a, &idx_a);
@@ -192,9 +170,9 @@ pub fn decoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelPro
     let normal = image.emit(&mut g, &z, &e_n, &Condition::Zero);
     g.node_into("Identity", &[&normal], vec![], NORMAL_APPEARING);
 
-    g.output(SEGMENTATION, Elem::F32, &image_dims(z.labels));
-    g.output(RECONSTRUCTION, Elem::F32, &image_dims(1));
-    g.output(NORMAL_APPEARING, Elem::F32, &image_dims(1));
+    for output in contract.all_outputs() {
+        g.declare_output(output);
+    }
     Ok(g.finish(
         "diptych decoder: normal and abnormal code indices [N,h,w] -> abnormal-label logits \
          [N,L,S,S], reconstruction x̂ [N,1,S,S], normal-appearing image x̃ [N,1,S,S]",

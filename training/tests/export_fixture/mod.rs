@@ -10,7 +10,6 @@ use std::sync::Mutex;
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych::preprocess::{PreprocessParams, preprocess};
 use diptych_training::config::{ModelConfig, TrainConfig};
-use diptych_training::eval::runtime::ORT_DYLIB_VAR;
 use diptych_training::export::{Exported, Weights, export_bundle};
 use diptych_training::model::Diptych;
 use tch::{Device, Kind, Tensor, nn};
@@ -37,13 +36,9 @@ pub fn tiny_config() -> TrainConfig {
 
 /// Fails loudly (never skips) when ONNX Runtime is not configured.
 pub fn require_ort() {
-    let set = std::env::var_os(ORT_DYLIB_VAR).is_some_and(|p| !p.is_empty());
-    assert!(
-        set,
-        "{ORT_DYLIB_VAR} is not set: the export and eval tests run the bundle through ONNX \
-         Runtime. Run `make deps-ort` and export {ORT_DYLIB_VAR}=~/.cache/diptych/onnxruntime-1.31.0/\
-         libonnxruntime.so.1.31.0 (`make test` does both)"
-    );
+    if let Err(missing) = diptych::bundle::library::locate(None) {
+        panic!("the export and eval tests run the bundle through ONNX Runtime: {missing}");
+    }
 }
 
 /// `n` phantom slices of `seed` from `start`, preprocessed to `[n, 1, S, S]` values.

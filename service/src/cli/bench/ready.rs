@@ -16,6 +16,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::search_run::{phantom_encodings, replicate};
 use anyhow::Context;
 use diptych::api::v1::search_service_client::SearchServiceClient;
 use diptych::api::v1::{Query, SearchMode, SearchRequest, SliceCodes, query};
@@ -24,7 +25,6 @@ use diptych_service::catalog::{Catalog, CatalogEntry, Checkpoint};
 use diptych_service::index::folder_bytes;
 use diptych_service::record::{RecordKeys, key_of};
 use diptych_service::search::DistanceTables;
-use diptych_service::search::bench::{phantom_encodings, replicate};
 use diptych_service::store::{CodeStore, ModelStamp, NewRecord};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;

@@ -1,15 +1,15 @@
-//! `diptych bench search`: the search benchmark of [`diptych_service::search::bench`] on the
+//! `diptych bench search`: the search benchmark of [`super::search_run`] on the
 //! serving model's encodings of phantom slices, with progress bars.
 
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::Context;
-use diptych_service::search::DistanceTables;
-use diptych_service::search::bench::{
+use super::search_run::{
     FaissBaseline, SearchBenchConfig, SearchBenchReport, phantom_encodings, run_search_bench,
 };
+use anyhow::Context;
+use diptych_service::search::DistanceTables;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::{bench_python, script};

@@ -3,16 +3,12 @@
 //! before quantisation), and the ONNX Runtime session that fetches those continuous outputs.
 
 use anyhow::Context;
+use diptych::bundle::names::{ABNORMAL_LATENT, IMAGE, NORMAL_LATENT};
 use diptych_service::bundle::Bundle;
 use diptych_service::config::ExecutionProvider;
 use diptych_service::encoder::runtime::{environment, locate_library, open_session};
 use ort::session::Session;
 use ort::value::Tensor;
-
-/// Name of the encoder output holding z_n (N×D×h×w), when the graph declares it.
-pub const NORMAL_LATENT: &str = "normal_latent";
-/// Name of the encoder output holding z_a (N×D×h×w), when the graph declares it.
-pub const ABNORMAL_LATENT: &str = "abnormal_latent";
 
 /// Vectors of one dimension, row after row.
 #[derive(Debug, Clone, Default)]
@@ -236,7 +232,7 @@ impl LatentEncoder {
             data.extend_from_slice(item);
         }
         let image = Tensor::from_array(([n, 1, s, s], data))?;
-        let outputs = self.session.run(ort::inputs!["image" => image])?;
+        let outputs = self.session.run(ort::inputs![IMAGE => image])?;
         let take = |name: &str| -> anyhow::Result<Vec<Vec<f32>>> {
             let (shape, values) = outputs
                 .get(name)

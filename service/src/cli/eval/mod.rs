@@ -439,8 +439,8 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
                 "note: the encoder graph of {} declares no `{}`/`{}` outputs; the continuous-latent \
                  baseline is absent (null in the JSON)",
                 options.model.display(),
-                baselines::NORMAL_LATENT,
-                baselines::ABNORMAL_LATENT
+                diptych::bundle::names::NORMAL_LATENT,
+                diptych::bundle::names::ABNORMAL_LATENT
             );
             None
         }
@@ -460,8 +460,8 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
                     "warning: only {:.1} % of grid positions of the continuous latents quantise to \
                      the codes the service's encoder gives; `{}`/`{}` may not be z_n/z_a",
                     100.0 * a,
-                    baselines::NORMAL_LATENT,
-                    baselines::ABNORMAL_LATENT
+                    diptych::bundle::names::NORMAL_LATENT,
+                    diptych::bundle::names::ABNORMAL_LATENT
                 );
             }
             let b = bar(2 * nq, "latent L2 (brute force)");

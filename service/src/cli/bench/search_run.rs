@@ -1,5 +1,7 @@
-//! `diptych bench search`: latency of top-k search over replicated encodings, side by side with
-//! the naive scan and with FAISS.
+//! The measurement behind `diptych bench search` (and the workload `diptych bench ready` reuses):
+//! latency of top-k search over replicated encodings, side by side with the naive scan and with
+//! FAISS. It lives with the other benchmark code, in the binary: the library's `search` module
+//! only searches.
 //!
 //! Records are seed encodings (the serving model's codes of phantom slices) replicated with
 //! small random perturbations (a few positions moved to one of their code's nearest codes) up
@@ -25,12 +27,13 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use super::distance::position_sum;
-use super::{
-    Corpus, DistanceTables, GroupScore, Grouping, Hit, Mode, QueryCodes, SearchIndex,
+use diptych_service::encoder::Engine;
+use diptych_service::record::{RecordKeys, RecordSet};
+use diptych_service::search::distance::position_sum;
+use diptych_service::search::{
+    Corpus, DistanceTables, GroupScore, Grouping, Hit, Mode, QueryCodes, SearchError, SearchIndex,
     SearchRequest, naive_search, search_with_threads,
 };
-use crate::record::{RecordKeys, RecordSet};
 
 /// What to measure.
 #[derive(Debug, Clone)]
@@ -135,7 +138,7 @@ pub enum SearchBenchError {
     Input(String),
     /// A search failed.
     #[error(transparent)]
-    Search(#[from] super::SearchError),
+    Search(#[from] SearchError),
     /// Writing the files for FAISS failed.
     #[error("writing the FAISS input in {path}: {source}")]
     Io {
@@ -524,7 +527,7 @@ fn run_faiss(
 /// seed encodings (records) and held-out encodings (queries) for [`run_search_bench`]. Use
 /// different generator seeds for the two, so queries come from subjects no record comes from.
 pub async fn phantom_encodings(
-    engine: &crate::encoder::Engine,
+    engine: &Engine,
     seed: u64,
     first: u64,
     count: u64,
@@ -639,5 +642,89 @@ mod tests {
         assert_eq!(report.rows.len(), 6);
         assert!(report.rows.iter().all(|r| r.identical && r.p50_ms > 0.0));
         assert_eq!(report.code_bytes_per_record, 2 * p);
+    }
+
+    fn env_usize(name: &str, default: usize) -> usize {
+        std::env::var(name)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    }
+
+    /// The search benchmark on the shipped model's encodings of phantom slices (was the bench
+    /// target `service/benches/search.rs`). Needs models/phantom-v1 and libonnxruntime 1.31, so
+    /// it runs only when asked:
+    ///
+    /// ```text
+    /// DIPTYCH_BENCH_RECORDS=1000000 DIPTYCH_BENCH_FAISS_PYTHON=~/.cache/diptych/py-venv/bin/python \
+    ///   cargo test -p diptych-service --release --bin diptych search_bench -- --ignored --nocapture
+    /// ```
+    ///
+    /// Without the variables it builds 20 000 records and checks that fast and naive agree.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "needs models/phantom-v1 and ONNX Runtime; run with --ignored"]
+    async fn search_bench_on_phantom_encodings() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+        let engine = crate::cli::engine::start_engine(&root.join("models/phantom-v1"), 32, 2)
+            .await
+            .unwrap();
+        let tables = DistanceTables::of(engine.codebooks()).unwrap();
+        let seeds = phantom_encodings(&engine, 11, 0, env_usize("DIPTYCH_BENCH_SEEDS", 640) as u64)
+            .await
+            .unwrap();
+        let held_out = phantom_encodings(&engine, 12, 0, 64).await.unwrap();
+        let records = env_usize("DIPTYCH_BENCH_RECORDS", 20_000);
+        let faiss = std::env::var("DIPTYCH_BENCH_FAISS_PYTHON")
+            .ok()
+            .map(|python| FaissBaseline {
+                python: python.into(),
+                script: root.join("service/bench/faiss_search.py"),
+                workdir: std::env::temp_dir().join(format!("diptych-faiss-{records}")),
+            });
+        let config = SearchBenchConfig {
+            records,
+            queries: env_usize("DIPTYCH_BENCH_QUERIES", 64),
+            naive_queries: env_usize("DIPTYCH_BENCH_NAIVE_QUERIES", 5),
+            faiss: faiss.clone(),
+            ..SearchBenchConfig::default()
+        };
+        let mut last = String::new();
+        let report = tokio::task::spawn_blocking(move || {
+            run_search_bench(
+                &tables,
+                &seeds,
+                &held_out,
+                &config,
+                &mut |phase, done, total| {
+                    if phase != last || done == total {
+                        eprintln!("{phase}: {done}/{total}");
+                        last = phase.to_string();
+                    }
+                },
+            )
+        })
+        .await
+        .unwrap()
+        .unwrap();
+        if let Some(f) = faiss.filter(|_| std::env::var_os("DIPTYCH_BENCH_KEEP").is_none()) {
+            let _ = std::fs::remove_dir_all(f.workdir);
+        }
+        println!(
+            "index: built in {:.2} s, {:.1} bytes per record (codes: {} bytes)",
+            report.index_build_s, report.index_bytes_per_record, report.code_bytes_per_record
+        );
+        for row in &report.rows {
+            println!("{}", serde_json::to_string(row).unwrap());
+        }
+        assert!(
+            report.rows.iter().all(|r| r.identical),
+            "fast and naive disagree"
+        );
+        assert!(
+            report
+                .rows
+                .iter()
+                .all(|r| r.faiss_agreement.is_none_or(|a| a >= 0.9))
+        );
     }
 }
