@@ -652,17 +652,17 @@ mod tests {
     }
 
     /// The search benchmark on the shipped model's encodings of phantom slices (was the bench
-    /// target `service/benches/search.rs`). Needs models/phantom-v1 and libonnxruntime 1.31, so
-    /// it runs only when asked:
+    /// target `service/benches/search.rs`). Needs models/phantom-v1 and libonnxruntime 1.31 (as
+    /// `make test` provides); at full size:
     ///
     /// ```text
     /// DIPTYCH_BENCH_RECORDS=1000000 DIPTYCH_BENCH_FAISS_PYTHON=~/.cache/diptych/py-venv/bin/python \
-    ///   cargo test -p diptych-service --release --bin diptych search_bench -- --ignored --nocapture
+    ///   cargo test -p diptych-service --release --bin diptych search_bench -- --nocapture
     /// ```
     ///
-    /// Without the variables it builds 20 000 records and checks that fast and naive agree.
+    /// Without the variables (as in `make test`) it builds 20 000 records and checks that fast
+    /// and naive agree.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs models/phantom-v1 and ONNX Runtime; run with --ignored"]
     async fn search_bench_on_phantom_encodings() {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let engine = crate::cli::engine::start_engine(&root.join("models/phantom-v1"), 32, 2)
