@@ -39,6 +39,7 @@
 //! # Ok::<(), diptych_dicom_adapter::AdapterError>(())
 //! ```
 
+pub mod ae_title;
 mod codestream;
 mod colour;
 pub mod error;
@@ -51,6 +52,7 @@ pub mod scp;
 pub mod synthetic;
 pub mod uid;
 
+pub use ae_title::{AeTitle, AeTitleError};
 pub use error::AdapterError;
 pub use instance::{Instance, parse};
 pub use metadata::{InstanceMetadata, InstanceUids};

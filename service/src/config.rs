@@ -498,12 +498,7 @@ impl Config {
             return invalid("encoder.intra_threads", e.intra_threads, "must be 0..=1024");
         }
         let d = &self.dicom;
-        let ae = d.ae_title.trim();
-        if ae.is_empty()
-            || ae.len() > 16
-            || !ae.chars().all(|c| c.is_ascii_graphic() || c == ' ')
-            || ae.contains('\\')
-        {
+        if diptych_dicom_adapter::AeTitle::parse(&d.ae_title).is_err() {
             return Err(ConfigError::Invalid {
                 key: "dicom.ae_title",
                 value: d.ae_title.clone(),

@@ -79,10 +79,9 @@ pub struct Scp {
 
 /// Checks `config`, builds its TLS acceptor if any, and binds the listening socket.
 pub async fn bind(config: ScpConfig) -> Result<Scp, ScpError> {
-    let title = config.ae_title.trim();
-    if title.is_empty() || title.len() > 16 || !title.is_ascii() || title.contains('\\') {
+    if let Err(error) = crate::AeTitle::parse(&config.ae_title) {
         return Err(ScpError::Config(format!(
-            "AE title {:?} must be 1 to 16 ASCII characters without backslash",
+            "the listener's AE title {:?}: {error}",
             config.ae_title
         )));
     }

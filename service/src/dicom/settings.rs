@@ -14,7 +14,9 @@ use crate::config::{DicomConfig, KosConfig};
 #[derive(Debug, Error)]
 pub enum DicomSettingsError {
     /// An allow-list entry is not `AE` or `AE@ip`.
-    #[error("dicom.allowed_callers: {0:?} is not AE or AE@ip (e.g. \"CT1\" or \"PACS@10.0.0.5\")")]
+    #[error(
+        "dicom.allowed_callers: {0:?} is not AE or AE@ip (e.g. \"CT1\" or \"PACS@10.0.0.5\"; an AE title is 1 to 16 printable ASCII characters without backslash)"
+    )]
     Caller(String),
     /// A TLS file cannot be read.
     #[error("dicom.{key}: cannot read {path}: {source}")]
@@ -28,7 +30,9 @@ pub enum DicomSettingsError {
         source: std::io::Error,
     },
     /// The KOS destination is not `AE@HOST:PORT`.
-    #[error("dicom.kos.destination: {0:?} is not AE@HOST:PORT (e.g. \"WEASIS@10.0.0.9:11113\")")]
+    #[error(
+        "dicom.kos.destination: {0:?} is not AE@HOST:PORT (e.g. \"WEASIS@10.0.0.9:11113\"; an AE title is 1 to 16 printable ASCII characters without backslash)"
+    )]
     Destination(String),
 }
 
@@ -106,12 +110,9 @@ fn parse_caller(entry: &str) -> Result<AllowedCaller, DicomSettingsError> {
         Some((ae, host)) => (ae, Some(host.parse::<IpAddr>().map_err(|_| bad())?)),
         None => (entry, None),
     };
-    let ae = ae.trim();
-    if ae.is_empty() || ae.len() > 16 {
-        return Err(bad());
-    }
+    let ae = diptych_dicom_adapter::AeTitle::parse(ae).map_err(|_| bad())?;
     Ok(AllowedCaller {
-        ae_title: ae.to_string(),
+        ae_title: ae.into(),
         host,
     })
 }
@@ -123,11 +124,9 @@ fn parse_kos(kos: &KosConfig) -> Result<KosSettings, DicomSettingsError> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(bad)?;
-    if ae.trim().is_empty() || ae.len() > 16 {
-        return Err(bad());
-    }
+    let ae = diptych_dicom_adapter::AeTitle::parse(ae).map_err(|_| bad())?;
     Ok(KosSettings {
-        called_ae: ae.trim().to_string(),
+        called_ae: ae.into(),
         addr,
         top_k: kos.top_k.clamp(1, 100),
     })
