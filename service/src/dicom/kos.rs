@@ -13,8 +13,8 @@ use diptych_dicom_adapter::output::{
 use tokio::sync::broadcast::error::RecvError;
 
 use super::KosSettings;
-use crate::catalog::UidLookup;
-use crate::index::Index;
+use crate::catalog::{CatalogError, UidLookup};
+use crate::index::{Index, QueryError};
 use crate::search::Mode;
 
 /// How long one KOS transfer may take.
@@ -64,18 +64,31 @@ pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String) {
     }
 }
 
+/// Why a study's KOS could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum KosError {
+    /// Searching for the similar studies failed.
+    #[error("searching the studies similar to the received one: {0}")]
+    Search(#[from] QueryError),
+    /// Reading the received study's records from the catalog failed.
+    #[error("reading the received study from the catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    /// Writing the KOS document failed.
+    #[error("writing the KOS document: {0}")]
+    Write(#[from] diptych_dicom_adapter::output::OutputError),
+}
+
 /// The KOS of one received study, or `None` when nothing similar is indexed.
 pub async fn document(
     index: &Index,
     study_instance_uid: &Uid,
     top_k: u32,
-) -> Result<Option<Vec<u8>>, String> {
+) -> Result<Option<Vec<u8>>, KosError> {
     let mut hits = Vec::new();
     for (mode, name) in MODES {
         let (_, similar) = index
             .similar_studies(study_instance_uid, mode, "", top_k as usize)
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         for (rank, view) in similar.into_iter().enumerate() {
             let m = view.record.metadata;
             hits.push(ReferencedInstance {
@@ -99,30 +112,21 @@ pub async fn document(
         title: "diptych: similar studies".to_string(),
         hits,
     };
-    similar
-        .key_object_part10()
-        .map(Some)
-        .map_err(|e| e.to_string())
+    Ok(Some(similar.key_object_part10()?))
 }
 
 /// Patient and study attributes of the received study, from one of its catalog records.
 fn received_identity(
     index: &Index,
     study_instance_uid: &Uid,
-) -> Result<Option<StudyIdentity>, String> {
+) -> Result<Option<StudyIdentity>, CatalogError> {
     let records = index
         .catalog()
-        .records_with(&UidLookup::study(study_instance_uid))
-        .map_err(|e| e.to_string())?;
+        .records_with(&UidLookup::study(study_instance_uid))?;
     let Some(first) = records.iter().map(|&(record, _)| record).min() else {
         return Ok(None);
     };
-    let entry = index
-        .catalog()
-        .entries(&[first])
-        .map_err(|e| e.to_string())?
-        .pop()
-        .flatten();
+    let entry = index.catalog().entries(&[first])?.pop().flatten();
     Ok(entry.map(|e| StudyIdentity {
         patient_id: e.metadata.patient_id,
         patient_name: None,
