@@ -542,6 +542,7 @@ fn sixteen_pynetdicom_associations_of_200_instances_all_searchable() {
     let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(report["sent"], 3200, "{report}");
     assert_eq!(report["failures"].as_array().unwrap().len(), 0, "{report}");
+    assert_eq!(report["stolen_responses"], 0, "{report}");
     let stats = runtime().block_on(wait_indexed(&addr, 3200, Duration::from_secs(300)));
     assert_eq!(
         stats.records, 3200,
