@@ -15,6 +15,7 @@
 //! | [`pixels`] | check an instance's geometry against [`Limits`] and decode a frame into modality values ([`Frame`], a [`diptych::preprocess::RawFrame`] source) |
 //! | [`metadata`] | extract the catalog fields into [`InstanceMetadata`], and the identifying UIDs checked ([`InstanceUids`]) |
 //! | [`uid`] | [`Uid`]: the one rule for UIDs that enter from the network (C-STORE, gRPC) |
+//! | [`command_set`] | DIMSE command sets read and written, shared by the listener and the sender |
 //! | [`scp`] | the DICOM listener: C-ECHO and C-STORE over TCP or TLS, each instance checked and handed to a [`scp::StoreSink`] |
 //! | [`synthetic`] | write synthetic instances (phantom slices) as DICOM, for tests and demos |
 //! | [`error`] | [`AdapterError`]: what went wrong, named so a sender can fix it |
@@ -41,6 +42,7 @@
 
 pub mod ae_title;
 mod codestream;
+pub mod command_set;
 mod colour;
 pub mod error;
 mod framing;
@@ -53,6 +55,7 @@ pub mod synthetic;
 pub mod uid;
 
 pub use ae_title::{AeTitle, AeTitleError};
+pub use command_set::CommandSetError;
 pub use error::AdapterError;
 pub use instance::{Instance, parse};
 pub use metadata::{InstanceMetadata, InstanceUids};

@@ -1,7 +1,9 @@
 //! The C-STORE command sets (PS3.7 9.3.1): the request diptych sends and the response it reads.
 //!
-//! Command sets are group-0000 data sets in implicit VR little endian, written and read here
-//! directly: a response is small and read without trusting its lengths.
+//! Command sets are group-0000 data sets in implicit VR little endian, written and read with
+//! [`crate::command_set`]: a response is small and read without trusting its lengths.
+
+use crate::command_set::{CommandSetError, elements, padded_uid, put, us, with_group_length};
 
 /// Command Field of C-STORE-RQ.
 const C_STORE_RQ: u16 = 0x0001;
@@ -15,17 +17,13 @@ const DATA_SET_PRESENT: u16 = 0x0000;
 /// The C-STORE-RQ command set for one instance.
 pub(crate) fn store_request(message_id: u16, sop_class: &str, sop_instance: &str) -> Vec<u8> {
     let mut body = Vec::new();
-    element(&mut body, 0x0002, &uid_value(sop_class));
-    element(&mut body, 0x0100, &C_STORE_RQ.to_le_bytes());
-    element(&mut body, 0x0110, &message_id.to_le_bytes());
-    element(&mut body, 0x0700, &PRIORITY_MEDIUM.to_le_bytes());
-    element(&mut body, 0x0800, &DATA_SET_PRESENT.to_le_bytes());
-    element(&mut body, 0x1000, &uid_value(sop_instance));
-    let mut command = Vec::with_capacity(body.len() + 12);
-    let group_length = u32::try_from(body.len()).expect("a command set is small");
-    element(&mut command, 0x0000, &group_length.to_le_bytes());
-    command.extend_from_slice(&body);
-    command
+    put(&mut body, 0x0002, &padded_uid(sop_class));
+    put(&mut body, 0x0100, &C_STORE_RQ.to_le_bytes());
+    put(&mut body, 0x0110, &message_id.to_le_bytes());
+    put(&mut body, 0x0700, &PRIORITY_MEDIUM.to_le_bytes());
+    put(&mut body, 0x0800, &DATA_SET_PRESENT.to_le_bytes());
+    put(&mut body, 0x1000, &padded_uid(sop_instance));
+    with_group_length(&body)
 }
 
 /// The fields of a C-STORE-RSP that the sender uses.
@@ -40,38 +38,14 @@ pub(crate) struct StoreResponse {
 }
 
 /// Reads a C-STORE-RSP command set; `Err` says what is wrong with it.
-pub(crate) fn parse_store_response(bytes: &[u8]) -> Result<StoreResponse, String> {
+pub(crate) fn parse_store_response(bytes: &[u8]) -> Result<StoreResponse, CommandSetError> {
     let (mut field, mut status, mut responding_to, mut error_comment) = (None, None, None, None);
-    let mut pos = 0usize;
-    while pos < bytes.len() {
-        let header = bytes.get(pos..pos + 8).ok_or_else(|| {
-            format!("response command set ends inside an element header at byte {pos}")
-        })?;
-        let group = u16::from_le_bytes([header[0], header[1]]);
-        let element = u16::from_le_bytes([header[2], header[3]]);
-        let len = u32::from_le_bytes([header[4], header[5], header[6], header[7]]) as usize;
-        let value = bytes
-            .get(pos + 8..(pos + 8).saturating_add(len))
-            .ok_or_else(|| {
-                format!(
-                    "response element ({group:04X},{element:04X}) declares {len} bytes past the end"
-                )
-            })?;
-        pos += 8 + len;
-        if group != 0x0000 {
-            return Err(format!(
-                "response holds element ({group:04X},{element:04X}) outside the command group"
-            ));
-        }
-        let as_u16 = || {
-            <[u8; 2]>::try_from(value)
-                .map(u16::from_le_bytes)
-                .map_err(|_| format!("response element (0000,{element:04X}) is not a US value"))
-        };
+    for element in elements(bytes) {
+        let (element, value) = element?;
         match element {
-            0x0100 => field = Some(as_u16()?),
-            0x0120 => responding_to = Some(as_u16()?),
-            0x0900 => status = Some(as_u16()?),
+            0x0100 => field = Some(us(value, "Command Field", element)?),
+            0x0120 => responding_to = Some(us(value, "Message ID Being Responded To", element)?),
+            0x0900 => status = Some(us(value, "Status", element)?),
             0x0902 => {
                 let text = String::from_utf8_lossy(value);
                 error_comment = Some(
@@ -82,39 +56,22 @@ pub(crate) fn parse_store_response(bytes: &[u8]) -> Result<StoreResponse, String
             _ => {}
         }
     }
+    let missing = |name, element| CommandSetError::Missing { name, element };
     match field {
         Some(C_STORE_RSP) => {}
-        Some(other) => {
-            return Err(format!(
-                "expected a C-STORE-RSP, got command field 0x{other:04X}"
-            ));
+        Some(got) => {
+            return Err(CommandSetError::UnexpectedCommand {
+                expected: "C-STORE-RSP",
+                got,
+            });
         }
-        None => return Err("response has no Command Field (0000,0100)".to_string()),
+        None => return Err(missing("Command Field", 0x0100)),
     }
     Ok(StoreResponse {
-        status: status.ok_or("C-STORE-RSP has no Status (0000,0900)")?,
-        responding_to: responding_to
-            .ok_or("C-STORE-RSP has no Message ID Being Responded To (0000,0120)")?,
+        status: status.ok_or(missing("Status", 0x0900))?,
+        responding_to: responding_to.ok_or(missing("Message ID Being Responded To", 0x0120))?,
         error_comment,
     })
-}
-
-/// Appends one implicit VR little endian element of group 0000.
-fn element(out: &mut Vec<u8>, element: u16, value: &[u8]) {
-    out.extend_from_slice(&0x0000u16.to_le_bytes());
-    out.extend_from_slice(&element.to_le_bytes());
-    let len = u32::try_from(value.len()).expect("a command element is small");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(value);
-}
-
-/// A UID value padded with NUL to even length.
-fn uid_value(uid: &str) -> Vec<u8> {
-    let mut value = uid.as_bytes().to_vec();
-    if value.len() % 2 == 1 {
-        value.push(0);
-    }
-    value
 }
 
 #[cfg(test)]
@@ -136,10 +93,10 @@ mod tests {
     #[test]
     fn a_response_is_read_and_a_truncated_one_refused() {
         let mut body = Vec::new();
-        element(&mut body, 0x0100, &C_STORE_RSP.to_le_bytes());
-        element(&mut body, 0x0120, &7u16.to_le_bytes());
-        element(&mut body, 0x0900, &0xA700u16.to_le_bytes());
-        element(&mut body, 0x0902, b"disk full ");
+        put(&mut body, 0x0100, &C_STORE_RSP.to_le_bytes());
+        put(&mut body, 0x0120, &7u16.to_le_bytes());
+        put(&mut body, 0x0900, &0xA700u16.to_le_bytes());
+        put(&mut body, 0x0902, b"disk full ");
         let response = parse_store_response(&body).unwrap();
         assert_eq!(
             response,
@@ -152,9 +109,15 @@ mod tests {
         assert!(parse_store_response(&body[..body.len() - 3]).is_err());
         let echo = {
             let mut b = Vec::new();
-            element(&mut b, 0x0100, &0x8030u16.to_le_bytes());
+            put(&mut b, 0x0100, &0x8030u16.to_le_bytes());
             b
         };
-        assert!(parse_store_response(&echo).unwrap_err().contains("0x8030"));
+        assert_eq!(
+            parse_store_response(&echo).unwrap_err(),
+            CommandSetError::UnexpectedCommand {
+                expected: "C-STORE-RSP",
+                got: 0x8030
+            }
+        );
     }
 }

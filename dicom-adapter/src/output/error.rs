@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use crate::command_set::CommandSetError;
+
 /// Everything that can go wrong building a Key Object Selection document or sending an instance.
 #[derive(Debug, Error)]
 pub enum OutputError {
@@ -75,12 +77,13 @@ pub enum OutputError {
         offered: String,
     },
     /// The association broke or the destination answered out of protocol.
-    #[error("C-STORE to {destination} failed: {message}; check the destination's log")]
+    #[error("C-STORE to {destination} failed: {error}; check the destination's log")]
     Protocol {
         /// The destination, as "CALLED@host:port".
         destination: String,
         /// What happened.
-        message: String,
+        #[source]
+        error: ExchangeError,
     },
     /// The whole exchange did not finish in time.
     #[error(
@@ -92,5 +95,47 @@ pub enum OutputError {
         destination: String,
         /// The timeout that expired.
         after: Duration,
+    },
+}
+
+/// What went wrong in a C-STORE exchange once the association was open.
+#[derive(Debug, Error)]
+pub enum ExchangeError {
+    /// The destination accepted a transfer syntax that diptych does not know.
+    #[error("the destination accepted transfer syntax {0}, which diptych cannot encode")]
+    UnknownTransferSyntax(String),
+    /// The data set could not be encoded in the accepted transfer syntax.
+    #[error("cannot encode the data set in {transfer_syntax}: {message}")]
+    Encode {
+        /// The accepted transfer syntax.
+        transfer_syntax: String,
+        /// The encoder's message.
+        message: String,
+    },
+    /// Sending a P-DATA PDU failed.
+    #[error("sending the C-STORE request: {0}")]
+    Send(String),
+    /// Receiving the response failed.
+    #[error("waiting for the C-STORE response: {0}")]
+    Receive(String),
+    /// The response came with a data set, which a C-STORE-RSP never has.
+    #[error("the C-STORE response carries a data set")]
+    DataSetInResponse,
+    /// The destination aborted the association.
+    #[error("the destination aborted the association ({0})")]
+    Aborted(String),
+    /// A PDU other than P-DATA came where the response should have.
+    #[error("expected the C-STORE response, got {0}")]
+    UnexpectedPdu(&'static str),
+    /// The response's command set is malformed.
+    #[error("the C-STORE response is malformed: {0}")]
+    Response(#[from] CommandSetError),
+    /// The response answers another message.
+    #[error("the response answers message {got} instead of {expected}")]
+    WrongMessage {
+        /// Message ID Being Responded To, as received.
+        got: u16,
+        /// The Message ID sent.
+        expected: u16,
     },
 }

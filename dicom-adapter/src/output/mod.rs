@@ -50,6 +50,6 @@ pub mod kos;
 pub mod send;
 pub mod uid;
 
-pub use error::OutputError;
+pub use error::{ExchangeError, OutputError};
 pub use kos::{DocumentUids, ReferencedInstance, SimilarStudies, StudyIdentity};
 pub use send::{Destination, send_instance};

@@ -19,7 +19,7 @@ use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason}
 use tokio::net::TcpStream;
 
 use super::dimse::{parse_store_response, store_request};
-use super::error::OutputError;
+use super::error::{ExchangeError, OutputError};
 use crate::instance::error_chain;
 use crate::pixels::Limits;
 
@@ -108,15 +108,15 @@ async fn exchange(
             offered: proposed.join(" or "),
         });
     };
-    let protocol = |message: String| OutputError::Protocol {
+    let protocol = |error: ExchangeError| OutputError::Protocol {
         destination: destination.to_string(),
-        message,
+        error,
     };
     let data_set = match encode(instance, &transfer_syntax) {
         Ok(bytes) => bytes,
-        Err(message) => {
+        Err(error) => {
             let _ = association.abort().await;
-            return Err(protocol(message));
+            return Err(protocol(error));
         }
     };
     let message_id = 1;
@@ -124,17 +124,17 @@ async fn exchange(
     let outcome = store(&mut association, context_id, &command, &data_set).await;
     let response = match outcome {
         Ok(response) => response,
-        Err(message) => {
+        Err(error) => {
             let _ = association.abort().await;
-            return Err(protocol(message));
+            return Err(protocol(error));
         }
     };
     if response.responding_to != message_id {
         let _ = association.abort().await;
-        return Err(protocol(format!(
-            "the response answers message {} instead of {message_id}",
-            response.responding_to
-        )));
+        return Err(protocol(ExchangeError::WrongMessage {
+            got: response.responding_to,
+            expected: message_id,
+        }));
     }
     if let Err(e) = association.release().await {
         // The status is in hand: the instance was stored (or refused) whatever the release does.
@@ -176,19 +176,17 @@ fn proposed_transfer_syntaxes(current: &str) -> Vec<&'static str> {
 }
 
 /// The data set encoded in the accepted transfer syntax.
-fn encode(instance: &crate::Instance, transfer_syntax: &str) -> Result<Vec<u8>, String> {
-    let ts = TransferSyntaxRegistry.get(transfer_syntax).ok_or_else(|| {
-        format!("the destination accepted unknown transfer syntax {transfer_syntax}")
-    })?;
+fn encode(instance: &crate::Instance, transfer_syntax: &str) -> Result<Vec<u8>, ExchangeError> {
+    let ts = TransferSyntaxRegistry
+        .get(transfer_syntax)
+        .ok_or_else(|| ExchangeError::UnknownTransferSyntax(transfer_syntax.to_string()))?;
     let mut bytes = Vec::new();
     instance
         .object()
         .write_dataset_with_ts(&mut bytes, ts)
-        .map_err(|e| {
-            format!(
-                "cannot encode the data set in {transfer_syntax}: {}",
-                error_chain(&e)
-            )
+        .map_err(|e| ExchangeError::Encode {
+            transfer_syntax: transfer_syntax.to_string(),
+            message: error_chain(&e),
         })?;
     Ok(bytes)
 }
@@ -199,7 +197,7 @@ async fn store(
     context_id: u8,
     command: &[u8],
     data_set: &[u8],
-) -> Result<super::dimse::StoreResponse, String> {
+) -> Result<super::dimse::StoreResponse, ExchangeError> {
     let fragment = fragment_len(association.acceptor_max_pdu_length());
     for (value_type, bytes) in [
         (PDataValueType::Command, command),
@@ -218,7 +216,7 @@ async fn store(
             association
                 .send(&pdu)
                 .await
-                .map_err(|e| format!("sending the C-STORE request: {}", error_chain(&e)))?;
+                .map_err(|e| ExchangeError::Send(error_chain(&e)))?;
         }
     }
     let mut response = Vec::new();
@@ -226,29 +224,24 @@ async fn store(
         let pdu = association
             .receive()
             .await
-            .map_err(|e| format!("waiting for the C-STORE response: {}", error_chain(&e)))?;
+            .map_err(|e| ExchangeError::Receive(error_chain(&e)))?;
         match pdu {
             Pdu::PData { data } => {
                 for value in data {
                     if value.value_type != PDataValueType::Command {
-                        return Err("the C-STORE response carries a data set".to_string());
+                        return Err(ExchangeError::DataSetInResponse);
                     }
                     response.extend_from_slice(&value.data);
                     if value.is_last {
-                        return parse_store_response(&response);
+                        return Ok(parse_store_response(&response)?);
                     }
                 }
             }
             Pdu::AbortRQ { source } => {
-                return Err(format!(
-                    "the destination aborted the association ({source:?})"
-                ));
+                return Err(ExchangeError::Aborted(format!("{source:?}")));
             }
             other => {
-                return Err(format!(
-                    "expected the C-STORE response, got {}",
-                    pdu_name(&other)
-                ));
+                return Err(ExchangeError::UnexpectedPdu(pdu_name(&other)));
             }
         }
     }

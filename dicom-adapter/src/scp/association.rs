@@ -263,7 +263,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
                 if !pdv.is_last {
                     return Ok(());
                 }
-                let command = Command::parse(&message.command).map_err(Violation)?;
+                let command = Command::parse(&message.command).map_err(|e| Violation(e.to_string()))?;
                 let has_data_set = command.has_data_set;
                 if command.field == command_field::C_STORE_RQ && has_data_set {
                     let request = store_request(&self.negotiated.calling_ae, &command, message);

@@ -1,7 +1,9 @@
 //! DIMSE command sets (PS3.7 E): read the requests diptych serves, write its responses.
 //!
-//! Command sets are small group-0000 data sets in implicit VR little endian; they are read and
-//! written here directly, so a hostile command can neither allocate nor panic.
+//! Command sets are small group-0000 data sets in implicit VR little endian, read and written
+//! with [`crate::command_set`], so a hostile command can neither allocate nor panic.
+
+use crate::command_set::{CommandSetError, elements, padded_uid, put, us, with_group_length};
 
 /// Command Field values (PS3.7 E.1).
 pub(crate) mod command_field {
@@ -51,55 +53,34 @@ pub(crate) struct Command {
 
 impl Command {
     /// Reads a command set; `Err` says what is wrong with it.
-    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, String> {
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Self, CommandSetError> {
         let mut command = Command {
             has_data_set: true,
             ..Default::default()
         };
         let mut seen_field = false;
-        let mut pos = 0usize;
-        while pos < bytes.len() {
-            if pos + 8 > bytes.len() {
-                return Err(format!(
-                    "command set ends inside an element header at byte {pos}"
-                ));
-            }
-            let group = u16::from_le_bytes([bytes[pos], bytes[pos + 1]]);
-            let element = u16::from_le_bytes([bytes[pos + 2], bytes[pos + 3]]);
-            let len = u32::from_le_bytes([
-                bytes[pos + 4],
-                bytes[pos + 5],
-                bytes[pos + 6],
-                bytes[pos + 7],
-            ]);
-            pos += 8;
-            let end = pos
-                .checked_add(len as usize)
-                .filter(|&end| end <= bytes.len())
-                .ok_or_else(|| {
-                    format!("command element ({group:04X},{element:04X}) declares {len} bytes past the end")
-                })?;
-            let value = &bytes[pos..end];
-            pos = end;
-            if group != 0x0000 {
-                return Err(format!(
-                    "command set holds element ({group:04X},{element:04X}) outside group 0000"
-                ));
-            }
+        for element in elements(bytes) {
+            let (element, value) = element?;
             match element {
                 0x0002 => command.affected_class = uid_text(value),
                 0x0100 => {
-                    command.field = us(value, "Command Field")?;
+                    command.field = us(value, "Command Field", element)?;
                     seen_field = true;
                 }
-                0x0110 => command.message_id = us(value, "Message ID")?,
-                0x0800 => command.has_data_set = us(value, "Command Data Set Type")? != NO_DATA_SET,
+                0x0110 => command.message_id = us(value, "Message ID", element)?,
+                0x0800 => {
+                    command.has_data_set =
+                        us(value, "Command Data Set Type", element)? != NO_DATA_SET;
+                }
                 0x1000 => command.affected_instance = uid_text(value),
                 _ => {}
             }
         }
         if !seen_field {
-            return Err("command set has no Command Field (0000,0100)".to_string());
+            return Err(CommandSetError::Missing {
+                name: "Command Field",
+                element: 0x0100,
+            });
         }
         Ok(command)
     }
@@ -140,10 +121,7 @@ impl Response<'_> {
         if !self.affected_instance.is_empty() {
             put(&mut body, 0x1000, &padded_uid(self.affected_instance));
         }
-        let mut out = Vec::with_capacity(body.len() + 12);
-        put(&mut out, 0x0000, &(body.len() as u32).to_le_bytes());
-        out.extend_from_slice(&body);
-        out
+        with_group_length(&body)
     }
 }
 
@@ -163,21 +141,6 @@ pub(crate) fn error_comment(text: &str) -> String {
         .to_string()
 }
 
-fn put(out: &mut Vec<u8>, element: u16, value: &[u8]) {
-    out.extend_from_slice(&0u16.to_le_bytes());
-    out.extend_from_slice(&element.to_le_bytes());
-    out.extend_from_slice(&(value.len() as u32).to_le_bytes());
-    out.extend_from_slice(value);
-}
-
-fn padded_uid(uid: &str) -> Vec<u8> {
-    let mut bytes = uid.as_bytes().to_vec();
-    if bytes.len() % 2 == 1 {
-        bytes.push(0);
-    }
-    bytes
-}
-
 fn padded_text(text: &str) -> Vec<u8> {
     let mut bytes = text.as_bytes().to_vec();
     if bytes.len() % 2 == 1 {
@@ -190,13 +153,6 @@ fn padded_text(text: &str) -> Vec<u8> {
 /// [`crate::uid::Uid::parse`] to say where it is used.
 fn uid_text(value: &[u8]) -> String {
     crate::uid::without_padding(&String::from_utf8_lossy(value)).to_string()
-}
-
-fn us(value: &[u8], name: &str) -> Result<u16, String> {
-    match value {
-        [a, b] => Ok(u16::from_le_bytes([*a, *b])),
-        _ => Err(format!("{name} holds {} bytes instead of 2", value.len())),
-    }
 }
 
 #[cfg(test)]
