@@ -5,40 +5,15 @@
 
 use std::sync::atomic::Ordering;
 
-use diptych::preprocess::preprocess;
-use diptych_dicom_adapter::{Instance, InstanceMetadata, InstanceUids, Limits, Uid};
+use diptych::preprocess::{PreprocessError, preprocess};
+use diptych_dicom_adapter::{AdapterError, Instance, Limits, Uid};
 
-use super::apply::Work;
+use super::work::{Prepared, Work, in_flight_entry};
 use super::{Index, IndexError};
 use crate::catalog::UidLookup;
 use crate::encoder::Engine;
-use crate::record::{RecordKeys, key_of};
+use crate::record::key_of;
 use crate::store::wal::WalRecord;
-
-/// An image instance made ready for the encoder: its metadata and one model input per frame.
-pub struct Prepared {
-    /// The catalog metadata; its UIDs are those of `uids`.
-    pub metadata: InstanceMetadata,
-    /// The identifying UIDs, checked.
-    pub uids: InstanceUids,
-    /// The key of its SOP Instance UID.
-    pub keys_instance: u64,
-    /// Model input (preprocessed pixels) of every frame, in frame order.
-    pub frames: Vec<Vec<f32>>,
-}
-
-impl Prepared {
-    /// The record keys of frame `frame`.
-    pub fn keys(&self, frame: u32) -> RecordKeys {
-        RecordKeys {
-            patient: key_of(&self.metadata.patient_id),
-            study: key_of(&self.metadata.study_instance_uid),
-            series: key_of(&self.metadata.series_instance_uid),
-            instance: self.keys_instance,
-            frame,
-        }
-    }
-}
 
 /// What examining an instance found.
 pub enum Examined {
@@ -103,6 +78,23 @@ pub enum AcceptOutcome {
     },
 }
 
+/// Why an instance cannot be indexed; the message names the attribute or frame and what is wrong
+/// with it, never patient data. Over DICOM it is the error comment of a 0xC000 answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ExamineError {
+    /// The instance does not parse, a UID breaks the rule, or a frame cannot be decoded.
+    #[error(transparent)]
+    Dicom(#[from] AdapterError),
+    /// A decoded frame does not meet the image contract.
+    #[error("frame {frame} cannot be pre-processed: {error}")]
+    Preprocess {
+        /// Index of the frame, from 0.
+        frame: u32,
+        /// What the image contract refused.
+        error: PreprocessError,
+    },
+}
+
 /// Parses, decodes and pre-processes every frame of `bytes`; the error says what is wrong with
 /// the instance (never patient data).
 ///
@@ -116,8 +108,8 @@ pub fn examine(
     limits: &Limits,
     engine: &Engine,
     known: impl Fn(&Uid) -> bool,
-) -> Result<Examined, String> {
-    let instance = diptych_dicom_adapter::parse(bytes, limits).map_err(|e| e.to_string())?;
+) -> Result<Examined, ExamineError> {
+    let instance = diptych_dicom_adapter::parse(bytes, limits)?;
     examine_parsed(&instance, engine, known)
 }
 
@@ -126,8 +118,8 @@ pub fn examine_parsed(
     instance: &Instance,
     engine: &Engine,
     known: impl Fn(&Uid) -> bool,
-) -> Result<Examined, String> {
-    let uids = instance.uids().map_err(|e| e.to_string())?;
+) -> Result<Examined, ExamineError> {
+    let uids = instance.uids()?;
     if !instance.is_image() {
         return Ok(Examined::NonImage);
     }
@@ -141,16 +133,16 @@ pub fn examine_parsed(
     metadata.study_instance_uid = uids.study.to_string();
     metadata.series_instance_uid = uids.series.to_string();
     let params = &engine.manifest().preprocess;
-    let count = instance.frame_count().map_err(|e| e.to_string())?;
+    let count = instance.frame_count()?;
     let mut frames = Vec::with_capacity(count as usize);
     for i in 0..count {
-        let frame = instance.decode_frame(i).map_err(|e| e.to_string())?;
+        let frame = instance.decode_frame(i)?;
         let input = preprocess(&frame.raw_frame(), params)
-            .map_err(|e| format!("frame {i} cannot be pre-processed: {e}"))?;
+            .map_err(|error| ExamineError::Preprocess { frame: i, error })?;
         frames.push(input.pixels);
     }
     Ok(Examined::Image(Box::new(Prepared {
-        keys_instance: key_of(uids.sop_instance.as_str()),
+        keys_instance: in_flight_entry(&uids).0,
         metadata,
         uids,
         frames,
@@ -245,7 +237,7 @@ impl Index {
             Err(error) => {
                 return Ok(AcceptOutcome::Refused {
                     sop_instance_uid: None,
-                    refusal: Refusal::CannotUnderstand(error),
+                    refusal: Refusal::CannotUnderstand(error.to_string()),
                 });
             }
             Ok(Examined::NonImage) => {
@@ -292,10 +284,8 @@ impl Index {
             if indexed || in_flight.contains_key(&prepared.keys_instance) {
                 return Ok(AcceptOutcome::Duplicate { sop_instance_uid });
             }
-            in_flight.insert(
-                prepared.keys_instance,
-                prepared.metadata.study_instance_uid.clone(),
-            );
+            let (key, study) = in_flight_entry(&prepared.uids);
+            in_flight.insert(key, study);
         }
         let slices = prepared.frames.len() as u32;
         let study_instance_uid = prepared.metadata.study_instance_uid.clone();

@@ -30,8 +30,8 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::Index;
-use super::accept::Prepared;
 use super::faults::FaultPoint;
+use super::work::{DeleteCounts, DeleteReply, Prepared, Work};
 use crate::catalog::{CatalogEntry, Checkpoint};
 use crate::encoder::{BatchError, SliceCode};
 use crate::record::DeleteTarget;
@@ -53,61 +53,6 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Failures in a row after which new work is refused until the worker recovers.
 pub const PERSISTENT_AFTER: u32 = 3;
-
-/// What a delete removed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct DeleteCounts {
-    /// Records (slices) removed.
-    pub records: u64,
-    /// Distinct instances removed.
-    pub instances: u64,
-}
-
-/// Where the answer to a delete goes.
-pub type DeleteReply = oneshot::Sender<Result<DeleteCounts, String>>;
-
-/// One unit of accepted work, named by its log sequence number.
-pub enum Work {
-    /// An image instance, decoded and pre-processed.
-    Instance {
-        /// Log sequence number.
-        seq: u64,
-        /// Its frames and metadata.
-        prepared: Box<Prepared>,
-        /// Its room in the index's backlog, given back once it is applied (none on replay).
-        backlog: Option<OwnedSemaphorePermit>,
-    },
-    /// A delete; `reply` hears the counts once it is applied and committed.
-    Delete {
-        /// Log sequence number.
-        seq: u64,
-        /// What to delete.
-        target: DeleteTarget,
-        /// Who waits for the answer (none during replay).
-        reply: Option<DeleteReply>,
-    },
-    /// A log entry with nothing to apply (a non-image object replayed).
-    Skip {
-        /// Log sequence number.
-        seq: u64,
-    },
-}
-
-impl Work {
-    fn seq(&self) -> u64 {
-        match self {
-            Work::Instance { seq, .. } | Work::Delete { seq, .. } | Work::Skip { seq } => *seq,
-        }
-    }
-
-    /// Frames it holds in memory.
-    fn frames(&self) -> usize {
-        match self {
-            Work::Instance { prepared, .. } => prepared.frames.len(),
-            _ => 0,
-        }
-    }
-}
 
 /// Why applying failed, and what the failed work held that its redo from the log needs.
 struct Failure {

@@ -6,7 +6,7 @@
 //! 1. [`accept`]: parse and decode it (bad input is refused here, with a reason, before anything
 //!    is written), drop duplicates, append it to the write-ahead log and wait for the fsync — only
 //!    then is it acknowledged;
-//! 2. [`apply`]: a single worker takes accepted work in log order, encodes every frame through the
+//! 2. [`apply`]: a single worker takes accepted work ([`work::Work`]) in log order, encodes every frame through the
 //!    batching encoder, appends the codes to the store and the metadata to the catalog, and
 //!    checkpoints (store synced, catalog committed with the last applied log sequence number),
 //!    after which the log's applied segments are pruned. When any of it fails, the worker rolls
@@ -23,6 +23,7 @@ pub mod apply;
 pub mod faults;
 pub mod health;
 pub mod query;
+pub mod work;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -44,10 +45,10 @@ use crate::store::{CodeStore, ModelStamp, StoreError, Wal, WalOptions, WalRecord
 use crate::watch::StudyTracker;
 
 pub use accept::{AcceptOutcome, Refusal};
-pub use apply::{DeleteCounts, Work};
 pub use faults::{FaultPoint, Faults};
 pub use health::Health;
 pub use query::{QueryError, QuerySource, SearchOutcome, SearchSpec};
+pub use work::{DeleteCounts, Work};
 
 /// Why the index could not open or act.
 #[derive(Debug, Error)]
@@ -284,14 +285,11 @@ impl Index {
                 && instance.is_image()
                 && let Ok(uids) = instance.uids()
             {
-                // Keyed as examining it will key it (the checked UIDs, padding stripped).
+                let (key, study) = work::in_flight_entry(&uids);
                 self.in_flight
                     .lock()
                     .expect("in-flight set poisoned")
-                    .insert(
-                        crate::record::key_of(uids.sop_instance.as_str()),
-                        uids.study.to_string(),
-                    );
+                    .insert(key, study);
             }
             entries += 1;
             last = Some(seq);
@@ -306,13 +304,11 @@ impl Index {
             WalRecord::Instance { dicom } => {
                 match accept::examine(&dicom, &self.limits, &self.engine, |_| false) {
                     Ok(accept::Examined::Image(prepared)) => {
+                        let (key, study) = work::in_flight_entry(&prepared.uids);
                         self.in_flight
                             .lock()
                             .expect("in-flight set poisoned")
-                            .insert(
-                                prepared.keys_instance,
-                                prepared.metadata.study_instance_uid.clone(),
-                            );
+                            .insert(key, study);
                         Work::Instance {
                             seq,
                             prepared,
