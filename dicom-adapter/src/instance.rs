@@ -25,7 +25,7 @@ use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry
 
 use crate::error::AdapterError;
 use crate::framing::{Encoding, check_lengths, meta_group};
-use crate::pixels::Limits;
+use crate::limits::Limits;
 
 /// SOP classes that carry Pixel Data that is not a picture to search, and why.
 const NOT_PICTURES: [(&str, &str); 4] = [

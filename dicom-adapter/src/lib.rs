@@ -12,11 +12,14 @@
 //! | `codestream` (private) | the image size a compressed frame's codestream declares, checked before decoding |
 //! | `framing` (private) | check every declared length against the bytes received, before the parser allocates |
 //! | [`jpeg12`] | 12-bit lossy JPEG through GDCM's 12-bit IJG library (when built with it) |
+//! | [`limits`] | [`Limits`]: bounds on what an instance may make the parser and the decoder allocate |
 //! | [`pixels`] | check an instance's geometry against [`Limits`] and decode a frame into modality values ([`Frame`], a [`diptych::preprocess::RawFrame`] source) |
+//! | `wide_samples` (private) | 32-bit monochrome samples (uncompressed) to modality values |
 //! | [`metadata`] | extract the catalog fields into [`InstanceMetadata`], and the identifying UIDs checked ([`InstanceUids`]) |
 //! | [`uid`] | [`Uid`]: the one rule for UIDs that enter from the network (C-STORE, gRPC) |
 //! | [`command_set`] | DIMSE command sets read and written, shared by the listener and the sender |
 //! | [`scp`] | the DICOM listener: C-ECHO and C-STORE over TCP or TLS, each instance checked and handed to a [`scp::StoreSink`] |
+//! | [`output`] | what diptych sends: Key Object Selection documents and the C-STORE SCU that delivers them |
 //! | [`synthetic`] | write synthetic instances (phantom slices) as DICOM, for tests and demos |
 //! | [`error`] | [`AdapterError`]: what went wrong, named so a sender can fix it |
 //!
@@ -42,23 +45,26 @@
 
 pub mod ae_title;
 mod codestream;
-pub mod command_set;
 mod colour;
+pub mod command_set;
 pub mod error;
 mod framing;
 pub mod instance;
 pub mod jpeg12;
+pub mod limits;
 pub mod metadata;
+pub mod output;
 pub mod pixels;
 pub mod scp;
 pub mod synthetic;
 pub mod uid;
+mod wide_samples;
 
 pub use ae_title::{AeTitle, AeTitleError};
 pub use command_set::CommandSetError;
 pub use error::AdapterError;
 pub use instance::{Instance, parse};
+pub use limits::Limits;
 pub use metadata::{InstanceMetadata, InstanceUids};
-pub use pixels::{Frame, Geometry, Limits};
+pub use pixels::{Frame, Geometry};
 pub use uid::{Uid, UidError};
-pub mod output;

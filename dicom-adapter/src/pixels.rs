@@ -12,7 +12,7 @@
 //!
 //! **Limits.** [`Instance::geometry`] reads Rows, Columns, Number of Frames and the sample layout
 //! from the attributes and refuses, before any pixel is decoded, an instance whose
-//! rows × columns × frames exceeds [`Limits::max_pixels`] (the limits given to [`crate::parse`]) or whose native pixel data is shorter
+//! rows × columns × frames exceeds [`crate::Limits::max_pixels`] (the limits given to [`crate::parse`]) or whose native pixel data is shorter
 //! than its geometry declares.
 
 use std::borrow::Cow;
@@ -26,25 +26,8 @@ use diptych::preprocess::{Photometric, RawFrame};
 use crate::error::AdapterError;
 use crate::instance::{Instance, shielded, string_of};
 
-/// Bounds on what an instance may make the parser and the decoder allocate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Largest rows × columns × frames accepted per instance.
-    pub max_pixels: u64,
-    /// Largest size of a deflated data set once inflated, in bytes.
-    pub max_inflated_bytes: u64,
-}
-
-impl Default for Limits {
-    /// 128 Mi pixels (a 512×512 volume of 512 frames) and 512 MiB inflated.
-    fn default() -> Self {
-        Self {
-            max_pixels: 128 * 1024 * 1024,
-            max_inflated_bytes: 512 * 1024 * 1024,
-        }
-    }
-}
+/// Explicit VR Big Endian (retired), whose 32-bit samples diptych does not read.
+const EXPLICIT_VR_BIG_ENDIAN: &str = "1.2.840.10008.1.2.2";
 
 /// The image attributes of an instance that decide how its pixels are laid out.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -57,7 +40,7 @@ pub struct Geometry {
     pub frames: u32,
     /// Samples per Pixel (0028,0002): 1 for grey, 3 for colour.
     pub samples_per_pixel: u16,
-    /// Bits Allocated (0028,0100): 8 or 16.
+    /// Bits Allocated (0028,0100): 8 or 16, or 32 for monochrome.
     pub bits_allocated: u16,
     /// Photometric Interpretation (0028,0004) as stored.
     pub photometric: String,
@@ -135,12 +118,13 @@ impl Instance {
                 limit: limits.max_pixels,
             });
         }
-        if bits_allocated != 8 && bits_allocated != 16 {
+        let wide_grey = bits_allocated == 32 && samples_per_pixel == 1;
+        if bits_allocated != 8 && bits_allocated != 16 && !wide_grey {
             return Err(AdapterError::BadAttribute {
                 name: "BitsAllocated",
                 tag: "(0028,0100)",
                 value: bits_allocated.to_string(),
-                problem: "diptych reads 8- and 16-bit samples",
+                problem: "diptych reads 8- and 16-bit samples, and 32-bit monochrome ones",
             });
         }
         if samples_per_pixel != 1 && samples_per_pixel != 3 {
@@ -161,6 +145,16 @@ impl Instance {
             return Err(AdapterError::UnsupportedTransferSyntax {
                 uid: ts_uid,
                 name: ts.name().to_string(),
+            });
+        }
+        if wide_grey
+            && (ts.is_encapsulated_pixel_data() || ts.uid() == EXPLICIT_VR_BIG_ENDIAN)
+        {
+            return Err(AdapterError::BadAttribute {
+                name: "BitsAllocated",
+                tag: "(0028,0100)",
+                value: bits_allocated.to_string(),
+                problem: "diptych reads 32-bit samples only uncompressed little endian; send the instance in explicit or implicit VR little endian",
             });
         }
 
@@ -259,6 +253,9 @@ fn decode_checked(
     }
     if !matches!(geometry.photometric.as_str(), "MONOCHROME1" | "MONOCHROME2") {
         return crate::colour::luma_frame(instance, index, geometry);
+    }
+    if geometry.bits_allocated == 32 {
+        return crate::wide_samples::decode_frame(instance, index, geometry);
     }
     let decoded = instance
         .object

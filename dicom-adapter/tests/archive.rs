@@ -212,6 +212,61 @@ fn palette_colour_images_index_the_luma_of_their_palette() {
 }
 
 #[test]
+fn thirty_two_bit_monochrome_images_decode_to_their_modality_values() {
+    let dir = archive_objects("mono32");
+    // Stored 40000·(x + 2y) + offset, rescaled by 0.25 and -10 (see archive_objects.py).
+    let expected = |offset: f64| -> Vec<f32> {
+        let mut values = Vec::new();
+        for y in 0..48 {
+            for x in 0..64 {
+                values.push(((40_000 * (x + 2 * y)) as f64 + offset) * 0.25 - 10.0);
+            }
+        }
+        values.into_iter().map(|v| v as f32).collect()
+    };
+    for (file, offset, frames) in [
+        ("mono32_unsigned.dcm", 3.0, 1),
+        ("mono32_signed.dcm", -2_000_000.0, 2),
+    ] {
+        let instance = parse(&std::fs::read(dir.join(file)).unwrap(), &Limits::default())
+            .unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert!(instance.is_image(), "{file}");
+        assert_eq!(instance.frame_count().unwrap(), frames, "{file}");
+        for frame in 0..frames {
+            let decoded = instance
+                .decode_frame(frame)
+                .unwrap_or_else(|e| panic!("{file} frame {frame}: {e}"));
+            let error = largest_error(&decoded.values, &expected(offset));
+            assert!(error <= 0.5, "{file} frame {frame}: largest error {error}");
+        }
+    }
+    // A deflated data set decodes too; a big endian one is refused with the fix in the message.
+    let deflated = dir.join("mono32_deflated.dcm");
+    tool(
+        "dcmconv",
+        &[
+            "+td",
+            dir.join("mono32_unsigned.dcm").to_str().unwrap(),
+            deflated.to_str().unwrap(),
+        ],
+    );
+    let values = decode(&deflated).unwrap_or_else(|e| panic!("deflated: {e}"));
+    assert!(largest_error(&values, &expected(3.0)) <= 0.5, "deflated data sets decode too");
+    let big = dir.join("mono32_big_endian.dcm");
+    tool(
+        "dcmconv",
+        &[
+            "+tb",
+            dir.join("mono32_unsigned.dcm").to_str().unwrap(),
+            big.to_str().unwrap(),
+        ],
+    );
+    let error = decode(&big).unwrap_err();
+    assert!(error.to_string().contains("little endian"), "{error}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
 fn segmentations_dose_grids_plans_and_reports_are_valid_but_not_images() {
     let dir = archive_objects("non-image");
     for file in ["seg.dcm", "rtdose.dcm", "rtplan.dcm", "sr.dcm"] {

@@ -21,7 +21,7 @@ use tokio::net::TcpStream;
 use super::dimse::{parse_store_response, store_request};
 use super::error::{ExchangeError, OutputError};
 use crate::instance::error_chain;
-use crate::pixels::Limits;
+use crate::limits::Limits;
 
 /// Largest P-DATA PDU sent, whatever larger length the destination admits (0 means unlimited).
 const MAX_SENT_PDU: u32 = 1 << 20;

@@ -25,7 +25,7 @@ use super::negotiation::{Negotiated, Policy, Rejection};
 use super::sink::{StoreOutcome, StoreSink};
 use super::store::{self, Refusal, StoreRequest};
 use super::wire::{Wire, WireError};
-use crate::pixels::Limits;
+use crate::limits::Limits;
 
 /// Largest command set accepted (real ones are a few hundred bytes).
 pub(crate) const MAX_COMMAND_BYTES: usize = 64 * 1024;
@@ -263,7 +263,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
                 if !pdv.is_last {
                     return Ok(());
                 }
-                let command = Command::parse(&message.command).map_err(|e| Violation(e.to_string()))?;
+                let command =
+                    Command::parse(&message.command).map_err(|e| Violation(e.to_string()))?;
                 let has_data_set = command.has_data_set;
                 if command.field == command_field::C_STORE_RQ && has_data_set {
                     let request = store_request(&self.negotiated.calling_ae, &command, message);

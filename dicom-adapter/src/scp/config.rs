@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use crate::pixels::Limits;
+use crate::limits::Limits;
 
 /// The configuration of the DICOM listener.
 #[derive(Debug, Clone)]

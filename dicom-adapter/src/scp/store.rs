@@ -18,7 +18,7 @@ use super::dimse::status;
 use super::negotiation::{IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME};
 use super::sink::ReceivedInstance;
 use crate::error::AdapterError;
-use crate::pixels::Limits;
+use crate::limits::Limits;
 use crate::uid::Uid;
 
 /// A refused instance: the status and the comment that explains it (no patient data).

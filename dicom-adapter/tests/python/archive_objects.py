@@ -7,7 +7,9 @@ Usage: archive_objects.py OUT_DIR
 Every image holds the same known picture, so the test can compare the decoded luma against it:
 RGB(x, y) = ((4x) % 256, (5y) % 256, (3(x + y)) % 256) on 64 columns x 48 rows; palette images
 hold index (x + 2y) % 256 (8-bit) or 1000 + (x + 2y) % 256 (16-bit) through the LUT
-R = i, G = 255 - i, B = (7i) % 256 (entries scaled by 257 when they are 16-bit).
+R = i, G = 255 - i, B = (7i) % 256 (entries scaled by 257 when they are 16-bit). The 32-bit
+monochrome images hold stored value 40000 * (x + 2y) - 2000000 (signed) or 40000 * (x + 2y) + 3
+(unsigned), with Rescale Slope 0.25 and Intercept -10.
 """
 
 import sys
@@ -142,6 +144,20 @@ def main(out):
         )
         delattr(segmented, f"{name}PaletteColorLookupTableData")
     save(segmented, out / "palette_segmented.dcm")
+
+    # 32-bit monochrome images (secondary capture; CT and PET reconstructions from research
+    # tools write them too): unsigned and signed, rescaled, one of them two frames.
+    y, x = np.mgrid[0:ROWS, 0:COLS]
+    for n, name, signed, offset, frames in ((10, "mono32_unsigned", 0, 3, 1), (11, "mono32_signed", 1, -2_000_000, 2)):
+        ds = base(SC, n)
+        stored = (40_000 * (x + 2 * y) + offset).astype("<i4" if signed else "<u4")
+        image(ds, "MONOCHROME2", 1, 32, np.concatenate([stored.ravel()] * frames).tobytes())
+        ds.PixelRepresentation = signed
+        ds.RescaleSlope = "0.25"
+        ds.RescaleIntercept = "-10"
+        if frames > 1:
+            ds.NumberOfFrames = frames
+        save(ds, out / f"{name}.dcm")
 
     # Non-image objects: a 1-bit segmentation, a 32-bit dose grid, a plan, a report.
     seg = base(SEG, 20)
