@@ -14,8 +14,9 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::KosSettings;
 use crate::catalog::{CatalogError, UidLookup};
-use crate::index::{Index, QueryError};
+use crate::index::Index;
 use crate::search::Mode;
+use crate::watch::{Interest, Question, ReceivedStudy, SimilarError};
 
 /// How long one KOS transfer may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
@@ -40,7 +41,15 @@ pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String) {
         called_ae: settings.called_ae.clone(),
         calling_ae,
     };
-    let mut received = index.tracker().subscribe();
+    // What the KOS asks of every study, shared with the Watch streams that ask the same.
+    let interests = MODES.iter().map(|&(mode, _)| Interest {
+        question: Question {
+            mode,
+            filter: String::new(),
+        },
+        top_k: settings.top_k as usize,
+    });
+    let mut received = index.tracker().subscribe(interests);
     loop {
         let study = match received.recv().await {
             Ok(study) => study,
@@ -50,7 +59,7 @@ pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String) {
             }
             Err(RecvError::Closed) => return,
         };
-        match document(&index, &study.study_instance_uid, settings.top_k).await {
+        match document(&index, &study, settings.top_k).await {
             Ok(Some(kos)) => match send_instance(&destination, &kos, SEND_TIMEOUT).await {
                 Ok(0) => tracing::info!(%destination, "KOS of a received study sent"),
                 Ok(status) => {
@@ -69,7 +78,7 @@ pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String) {
 pub enum KosError {
     /// Searching for the similar studies failed.
     #[error("searching the studies similar to the received one: {0}")]
-    Search(#[from] QueryError),
+    Search(#[from] SimilarError),
     /// Reading the received study's records from the catalog failed.
     #[error("reading the received study from the catalog: {0}")]
     Catalog(#[from] CatalogError),
@@ -78,19 +87,21 @@ pub enum KosError {
     Write(#[from] diptych_dicom_adapter::output::OutputError),
 }
 
-/// The KOS of one received study, or `None` when nothing similar is indexed.
+/// The KOS of one received study, or `None` when nothing similar is indexed; its searches are
+/// those the study's other subscribers share.
 pub async fn document(
     index: &Index,
-    study_instance_uid: &Uid,
+    study: &ReceivedStudy,
     top_k: u32,
 ) -> Result<Option<Vec<u8>>, KosError> {
+    let study_instance_uid = &study.study_instance_uid;
     let mut hits = Vec::new();
     for (mode, name) in MODES {
-        let (_, similar) = index
-            .similar_studies(study_instance_uid, mode, "", top_k as usize)
+        let similar = study
+            .similar_studies(index, mode, "", top_k as usize)
             .await?;
-        for (rank, view) in similar.into_iter().enumerate() {
-            let m = view.record.metadata;
+        for (rank, view) in similar.hits().iter().enumerate() {
+            let m = view.record.metadata.clone();
             hits.push(ReferencedInstance {
                 study_instance_uid: m.study_instance_uid,
                 series_instance_uid: m.series_instance_uid,

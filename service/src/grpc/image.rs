@@ -50,7 +50,7 @@ impl ImageService for ImageApi {
         let code = engine
             .encode(prepared.pixels)
             .await
-            .map_err(status::batch)?;
+            .map_err(|e| status::batch(&e))?;
         let geometry = engine.geometry();
         tracing::debug!(elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "Encode");
         Ok(Response::new(EncodeResponse {
@@ -77,14 +77,14 @@ impl ImageService for ImageApi {
         let code = engine
             .encode(prepared.pixels.clone())
             .await
-            .map_err(status::batch)?;
+            .map_err(|e| status::batch(&e))?;
         let decoded = engine
             .decode(CodePair {
                 normal: code.normal.clone(),
                 abnormal: code.abnormal.clone(),
             })
             .await
-            .map_err(status::batch)?;
+            .map_err(|e| status::batch(&e))?;
         let geometry = engine.geometry();
         let model_id = engine.manifest().model_id.clone();
         // PNG encoding of four images is CPU work: off the async threads.

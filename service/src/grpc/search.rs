@@ -18,6 +18,7 @@ use super::output;
 use crate::index::query::HitView;
 use crate::index::{QueryError, QuerySource, SearchSpec};
 use crate::search::{GroupScore, Grouping, Mode, QueryCodes};
+use crate::watch::{Interest, Question};
 
 /// The SearchService handlers.
 pub struct SearchApi {
@@ -228,7 +229,7 @@ fn search_hit(i: usize, view: HitView, size: usize, viewer: Option<&str>) -> Sea
 }
 
 /// A query error as a gRPC status.
-pub fn query_error(error: QueryError) -> Status {
+pub fn query_error(error: &QueryError) -> Status {
     match error {
         QueryError::Invalid { .. } => Status::invalid_argument(error.to_string()),
         QueryError::NotFound { .. } => Status::not_found(error.to_string()),
@@ -284,7 +285,7 @@ impl SearchService for SearchApi {
             ok = outcome.is_ok(),
             "search"
         );
-        let outcome = outcome.map_err(query_error)?;
+        let outcome = outcome.map_err(|e| query_error(&e))?;
         let viewer = self.state.viewer_url_template.clone();
         let hits = outcome
             .hits
@@ -333,8 +334,17 @@ impl SearchService for SearchApi {
             ));
         }
         // A malformed filter is refused now, not at the first study.
-        index.parse_filter(&r.filter).map_err(query_error)?;
-        let mut received = index.tracker().subscribe();
+        index.parse_filter(&r.filter).map_err(|e| query_error(&e))?;
+        // What this stream asks of every study, so that subscribers asking the same share one
+        // search per study.
+        let interests = modes.iter().map(|&(_, mode)| Interest {
+            question: Question {
+                mode,
+                filter: r.filter.clone(),
+            },
+            top_k,
+        });
+        let mut received = index.tracker().subscribe(interests);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let filter = r.filter;
         let stopped = self.state.stopped();
@@ -364,29 +374,28 @@ impl SearchService for SearchApi {
                 let mut results = Vec::new();
                 let mut slices = 0;
                 for (proto_mode, mode) in &modes {
-                    match index
-                        .similar_studies(&study.study_instance_uid, *mode, &filter, top_k)
-                        .await
-                    {
-                        Ok((n, hits)) => {
-                            slices = n as u32;
+                    match study.similar_studies(&index, *mode, &filter, top_k).await {
+                        Ok(similar) => {
+                            slices = similar.slices() as u32;
                             results.push(ModeResults {
                                 mode: *proto_mode,
-                                hits: hits
-                                    .into_iter()
+                                hits: similar
+                                    .hits()
+                                    .iter()
+                                    .cloned()
                                     .enumerate()
                                     .map(|(i, view)| search_hit(i, view, 0, None))
                                     .collect(),
                             });
                         }
                         Err(error) => {
-                            let _ = tx.send(Err(query_error(error))).await;
+                            let _ = tx.send(Err(query_error(error.query_error()))).await;
                             return;
                         }
                     }
                 }
                 let event = WatchEvent {
-                    study_instance_uid: study.study_instance_uid.into(),
+                    study_instance_uid: study.study_instance_uid.as_str().to_string(),
                     slices,
                     completed_unix_ms: study.completed_unix_ms,
                     results,

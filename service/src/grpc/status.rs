@@ -13,7 +13,7 @@ pub fn slice(error: SliceError) -> Status {
 
 /// RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when stopping, INTERNAL when the model
 /// failed.
-pub fn batch(error: BatchError) -> Status {
+pub fn batch(error: &BatchError) -> Status {
     match error {
         BatchError::QueueFull { .. } => Status::resource_exhausted(error.to_string()),
         BatchError::Stopped => Status::unavailable(error.to_string()),

@@ -100,6 +100,9 @@ pub struct Counters {
     /// Most decoded frames a replay of the log held in memory at once (bounded by
     /// [`IndexOptions::max_backlog_frames`], however long the log).
     pub replay_frames_peak: AtomicU64,
+    /// Similar-studies searches run ([`Index::similar_studies`]): for a received study, one per
+    /// question its subscribers ask, however many ask it.
+    pub similar_studies: AtomicU64,
 }
 
 /// The searchable index of one model: write-ahead log, code store, catalog and search structures.

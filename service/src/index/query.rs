@@ -168,6 +168,10 @@ impl Index {
     /// with grouping by study (the study itself left out), and a candidate study's distance is
     /// its best slice's distance to any of the query study's slices. Exact: a study in the true
     /// top-k is in the top-k of the query slice that comes closest to it.
+    ///
+    /// Studies are ordered by the (distance, record id) of their best slice, a total order, so
+    /// the answer for k is the prefix of the answer for any larger k (which
+    /// [`crate::watch::similar`] relies on to serve fewer hits from one search of more).
     pub async fn similar_studies(
         &self,
         study_instance_uid: &Uid,
@@ -175,6 +179,9 @@ impl Index {
         filter: &str,
         top_k: usize,
     ) -> Result<(usize, Vec<HitView>), QueryError> {
+        self.counters
+            .similar_studies
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let filter = self.parse_filter(filter)?;
         let mut slices: Vec<RecordId> = self
             .catalog
