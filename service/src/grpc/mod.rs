@@ -6,7 +6,7 @@
 //! | [`image`] | ImageService: Encode, Decompose |
 //! | [`info`] | InfoService: model card, index statistics, capabilities |
 //! | [`ingest`] | IngestService: Ingest (acknowledged once durable), Delete |
-//! | [`search`] | SearchService: Search; Watch arrives with issue #4 |
+//! | [`search`] | SearchService: Search, and Watch (similar studies of every received study, shared with the KOS sender) |
 //! | [`input`], [`output`], [`status`] | protobuf ↔ domain conversions and error mapping |
 //!
 //! Health: the overall status ("") and each implemented service report NOT_SERVING from the
