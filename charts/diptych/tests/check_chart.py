@@ -12,9 +12,9 @@ Services. The reviewer's checks are then run on broken copies of the manifests, 
 they must reject, and the schema must refuse a list of bad values.
 
 Usage: python check_chart.py CHART_DIR OUT_DIR
-Writes OUT_DIR/<profile>/diptych.toml (the ConfigMap's configuration), args.json (the server's
-command-line arguments) and manifests.yaml, for service/tests/chart.rs to check against the
-server's own configuration parser. Exits 1 and names every problem when one is found.
+Writes OUT_DIR/<profile>/diptych.toml (the ConfigMap's configuration), args.json and env.json
+(the server's command-line arguments and environment) and manifests.yaml, for
+service/tests/chart.rs to check against the server's own configuration parser. Exits 1 and names every problem when one is found.
 """
 
 from __future__ import annotations
@@ -460,6 +460,9 @@ def main() -> int:
             dest.mkdir(parents=True, exist_ok=True)
             (dest / "diptych.toml").write_text(of_kind(docs, "ConfigMap")[0]["data"]["diptych.toml"])
             (dest / "args.json").write_text(json.dumps(container(docs)["args"]))
+            (dest / "env.json").write_text(json.dumps(
+                {e["name"]: e["value"] for e in container(docs)["env"] if "value" in e}
+            ))
             (dest / "manifests.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
 
             if profile == "default":
