@@ -86,6 +86,9 @@ auth: /etc/diptych/auth
 {{- if and .Values.auth.enabled (not .Values.auth.existingSecret) }}
 {{- fail "auth.enabled needs auth.existingSecret: the Secret holding the token file" }}
 {{- end }}
+{{- if and .Values.auth.enabled .Values.auth.allowUnauthenticated }}
+{{- fail "auth.enabled (a tokens file) and auth.allowUnauthenticated exclude each other: remove one" }}
+{{- end }}
 {{- if and .Values.dicom.kos.enabled (not (has .Values.dicom.kos.archive (list "de-identified" "teaching"))) }}
 {{- fail "dicom.kos.archive must be \"de-identified\" or \"teaching\": KOS documents reference other patients' images" }}
 {{- end }}

@@ -271,10 +271,9 @@ def review_ports(docs: list[dict], values: dict, config: dict) -> list[str]:
 
     if port_of(config["grpc"]["addr"]) != ports.get("grpc") or ports.get("grpc") != values["grpc"]["port"]:
         found.append(f"gRPC: config {config['grpc']['addr']}, container {ports.get('grpc')}")
-    args = c.get("args", [])
-    http_addr = args[args.index("--http-addr") + 1] if "--http-addr" in args else ""
-    if not http_addr or port_of(http_addr) != ports.get("http"):
-        found.append(f"HTTP: --http-addr {http_addr!r}, container {ports.get('http')}")
+    http_addr = config.get("http", {}).get("addr", "")
+    if not http_addr or port_of(http_addr) != ports.get("http") or ports.get("http") != values["http"]["port"]:
+        found.append(f"HTTP: config {http_addr!r}, container {ports.get('http')}")
     dicom_name = "dicom-tls" if dicom_tls else "dicom"
     want = values["dicom"]["tls"]["port"] if dicom_tls else values["dicom"]["port"]
     if values["dicom"]["enabled"]:
@@ -486,6 +485,9 @@ def main() -> int:
                                                        "cert": "-----BEGIN CERTIFICATE-----"}}},
             "an inline token": {"auth": {"enabled": True, "existingSecret": "t", "token": "hunter2"}},
             "tokens without a Secret": {"auth": {"enabled": True}},
+            "tokens and no authentication at once": {"auth": {"enabled": True, "existingSecret": "t",
+                                                              "allowUnauthenticated": True}},
+            "an unknown log format": {"logFormat": "xml"},
             "KOS of a clinical archive": {"dicom": {"kos": {"enabled": True, "destination": "W@h:1",
                                                             "archive": "clinical"}}},
             "a size that is no quantity": {"persistence": {"size": "lots"}},
