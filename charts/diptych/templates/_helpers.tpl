@@ -1,0 +1,102 @@
+{{/* Names, labels and the small pieces the templates share. */}}
+
+{{- define "diptych.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's base name; Services and the StatefulSet add suffixes of at most 9 characters. */}}
+{{- define "diptych.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 52 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 52 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "diptych.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "diptych.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "diptych.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{ include "diptych.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+{{- end }}
+
+{{- define "diptych.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "diptych.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* The CPU image, or the CUDA image with gpu.enabled. */}}
+{{- define "diptych.image" -}}
+{{- $tag := default .Chart.AppVersion .Values.image.tag }}
+{{- if .Values.gpu.enabled }}
+{{- $tag = default (printf "%s-cuda" $tag) .Values.image.cudaTag }}
+{{- end }}
+{{- printf "%s:%s" .Values.image.repository $tag }}
+{{- end }}
+
+{{/* The DICOM listener's port: the TLS port while DICOM TLS is on (one listener). */}}
+{{- define "diptych.dicomPort" -}}
+{{- if .Values.dicom.tls.enabled }}{{ .Values.dicom.tls.port }}{{ else }}{{ .Values.dicom.port }}{{ end }}
+{{- end }}
+
+{{- define "diptych.dicomPortName" -}}
+{{- if .Values.dicom.tls.enabled }}dicom-tls{{ else }}dicom{{ end }}
+{{- end }}
+
+{{/* A TOML float: f64 keys of the server's configuration take no bare integer. */}}
+{{- define "diptych.tomlFloat" -}}
+{{- $s := toString (float64 .) }}
+{{- if or (contains "." $s) (contains "e" $s) }}{{ $s }}{{ else }}{{ $s }}.0{{ end }}
+{{- end }}
+
+{{/* Where Secrets are mounted; the ConfigMap names the files under these. */}}
+{{- define "diptych.paths" -}}
+config: /etc/diptych/diptych.toml
+grpcTls: /etc/diptych/tls/grpc
+grpcClientCa: /etc/diptych/tls/grpc-client-ca
+dicomTls: /etc/diptych/tls/dicom
+dicomClientCa: /etc/diptych/tls/dicom-client-ca
+auth: /etc/diptych/auth
+{{- end }}
+
+{{/* Values that the schema cannot relate to one another: refused here with their names. */}}
+{{- define "diptych.validate" -}}
+{{- if ge (float64 .Values.shutdownDeadlineSeconds) (float64 .Values.terminationGracePeriodSeconds) }}
+{{- fail (printf "shutdownDeadlineSeconds (%v) must be shorter than terminationGracePeriodSeconds (%v): Kubernetes would kill the server before its final checkpoint" .Values.shutdownDeadlineSeconds .Values.terminationGracePeriodSeconds) }}
+{{- end }}
+{{- if and .Values.grpc.tls.enabled (not .Values.grpc.tls.secretName) }}
+{{- fail "grpc.tls.enabled needs grpc.tls.secretName: a Secret of type kubernetes.io/tls that you created" }}
+{{- end }}
+{{- if and .Values.dicom.tls.enabled (not .Values.dicom.tls.secretName) }}
+{{- fail "dicom.tls.enabled needs dicom.tls.secretName: a Secret of type kubernetes.io/tls that you created" }}
+{{- end }}
+{{- if and .Values.auth.enabled (not .Values.auth.existingSecret) }}
+{{- fail "auth.enabled needs auth.existingSecret: the Secret holding the token file" }}
+{{- end }}
+{{- if and .Values.auth.enabled .Values.auth.allowUnauthenticated }}
+{{- fail "auth.enabled (a tokens file) and auth.allowUnauthenticated exclude each other: remove one" }}
+{{- end }}
+{{- if and .Values.dicom.kos.enabled (not (has .Values.dicom.kos.archive (list "de-identified" "teaching"))) }}
+{{- fail "dicom.kos.archive must be \"de-identified\" or \"teaching\": KOS documents reference other patients' images" }}
+{{- end }}
+{{- if lt (int .Values.encoder.queueCapacity) (int .Values.encoder.maxBatch) }}
+{{- fail (printf "encoder.queueCapacity (%v) must be at least encoder.maxBatch (%v)" .Values.encoder.queueCapacity .Values.encoder.maxBatch) }}
+{{- end }}
+{{- $ports := list (int .Values.grpc.port) (int .Values.http.port) (int (include "diptych.dicomPort" .)) }}
+{{- if ne (len (uniq $ports)) 3 }}
+{{- fail (printf "grpc.port, http.port and the DICOM port must differ (%v)" $ports) }}
+{{- end }}
+{{- end }}
