@@ -10,22 +10,28 @@
 //!
 //! The header commits the file: it is replaced atomically (temporary file, fsync, rename, fsync
 //! of the folder) after `index.bin` is synced, and nothing in `index.bin` beyond the header's
-//! record count, or not matching its checksums, is read. A torn, stale or foreign file (another
-//! model, other codebooks, another format) fails [`PersistedIndex::load`] with a reason and is
-//! never trusted; the caller then fits the projections again, as without a file. A sample of
-//! the loaded summaries is also recomputed from the store's codes and must agree to the bit,
-//! which catches a file that belongs to another store of the same model.
+//! record count, or not matching its checksums, is read. A torn, corrupted or foreign file
+//! (another model, other codebooks, another format) fails [`PersistedIndex::load`] with a reason
+//! and is never trusted; the caller then fits the projections again, as without a file. A sample
+//! of the loaded summaries is also recomputed from the store's codes and must agree to the bit,
+//! which catches a file that belongs to another store of the same model. A file older than the
+//! store is still right for the records it describes (stored codes never change, but for
+//! deleted records', whose summaries the load recomputes); the caller summarises the rest.
 //!
 //! # Cost per save
 //! Summaries are append-only like the code store: a save writes the summaries of the records
 //! added since the last save ([`SUMMARY_BYTES`] bytes each) at the end of `index.bin`, syncs it,
-//! and replaces the ~130-byte header — three fsyncs and the new rows, whatever the size of the
-//! index; a save with nothing new writes nothing. Only a new fit of the projections (or the
+//! and replaces the header (about 100 bytes): three fsyncs and the new rows, whatever the size
+//! of the index; a save with nothing new writes nothing. (The index saves at checkpoints, at
+//! most once a second unless a fit or a delete changed the summaries, see
+//! `crate::index::SAVE_SEARCH_INDEX_EVERY`.) Only a new fit of the projections (or the
 //! first save, or one after a failed save) rewrites the whole file: 2·P·256·[`DIMS`]·4 bytes of
 //! projections (12 MiB for the shipped 16×16 grid) and every summary, through a temporary file
 //! renamed into place. Summaries changed in place (a deleted record's, see
 //! [`SearchIndex::resummarise`]) are written where they lie, and then the summaries' checksum
-//! is recomputed over all of them in memory (about 10 ms per million records).
+//! is recomputed over all of them in memory. Measured on two cores with a million records of a
+//! 16×16 grid: a save of 500 new records 1 ms, one with a rewritten summary 17 ms, a whole
+//! rewrite 0.13 s, and [`PersistedIndex::load`] 55 ms (a fit and summaries from scratch: 2.6 s).
 //!
 //! The caller only ever saves records that a checkpoint has committed, so the file never
 //! describes a record that a restart or a rollback removes from the store;
@@ -726,8 +732,14 @@ fn sync_dir(dir: &Path) -> Result<(), PersistError> {
 }
 
 fn hash_rows(hasher: &mut crc32fast::Hasher, summaries: &[Summary]) {
-    for summary in summaries {
-        hasher.update(&summary.to_bytes());
+    // Encoded a block at a time: the checksum runs at memory speed on long inputs only.
+    let mut block = Vec::with_capacity(1024 * SUMMARY_BYTES);
+    for chunk in summaries.chunks(1024) {
+        block.clear();
+        for summary in chunk {
+            block.extend_from_slice(&summary.to_bytes());
+        }
+        hasher.update(&block);
     }
 }
 
