@@ -24,7 +24,7 @@
 //! and replaces the header (about 100 bytes): three fsyncs and the new rows, whatever the size
 //! of the index; a save with nothing new writes nothing. (The index saves at checkpoints, at
 //! most once a second unless a fit or a delete changed the summaries, see
-//! `crate::index::SAVE_SEARCH_INDEX_EVERY`.) Only a new fit of the projections (or the
+//! [`crate::index::SAVE_SEARCH_INDEX_EVERY`].) Only a new fit of the projections (or the
 //! first save, or one after a failed save) rewrites the whole file: 2·P·256·[`DIMS`]·4 bytes of
 //! projections (12 MiB for the shipped 16×16 grid) and every summary, through a temporary file
 //! renamed into place. Summaries changed in place (a deleted record's, see
