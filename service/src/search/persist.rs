@@ -418,12 +418,8 @@ impl PersistedIndex {
             ));
         }
         let (normal_bytes, abnormal_bytes) = projections.split_at(projection_bytes as usize);
-        let normal_projection = decode_projection(normal_bytes, p).map_err(|reason| {
-            PersistError::invalid(&path, format!("normal projection: {reason}"))
-        })?;
-        let abnormal_projection = decode_projection(abnormal_bytes, p).map_err(|reason| {
-            PersistError::invalid(&path, format!("abnormal projection: {reason}"))
-        })?;
+        let normal_projection = decode_projection(normal_bytes, p, "normal", &path)?;
+        let abnormal_projection = decode_projection(abnormal_bytes, p, "abnormal", &path)?;
         let records = usize::try_from(header.records).unwrap_or(usize::MAX);
         let kept = records.min(store);
         let mut summaries = Vec::with_capacity(kept);
@@ -438,12 +434,12 @@ impl PersistedIndex {
                 .read_exact(block)
                 .map_err(|e| PersistError::io("read", &path, e))?;
             rows.update(block);
-            for (i, row) in block.chunks_exact(SUMMARY_BYTES).enumerate() {
-                if read + i < kept {
-                    kept_rows.update(row);
-                    summaries.push(Summary::from_bytes(row.try_into().expect("one row")));
-                }
-            }
+            let keep = &block[..kept.saturating_sub(read).min(n) * SUMMARY_BYTES];
+            kept_rows.update(keep);
+            summaries.extend(
+                keep.chunks_exact(SUMMARY_BYTES)
+                    .map(|row| Summary::from_bytes(row.try_into().expect("one row"))),
+            );
             read += n;
         }
         if rows.clone().finalize() != header.rows_crc {
@@ -460,8 +456,7 @@ impl PersistedIndex {
             summaries,
             trained_on,
         );
-        verify_sample(&index, normal, abnormal, deleted)
-            .map_err(|reason| PersistError::invalid(&path, reason))?;
+        verify_sample(&index, normal, abnormal, deleted, &path)?;
         let mut on_disk = OnDisk {
             generation: index.generation(),
             records,
@@ -764,22 +759,30 @@ fn encode_projection(projection: &Projection) -> Vec<u8> {
     out
 }
 
-/// The projection [`encode_projection`] wrote, checked for values a fit never makes.
-fn decode_projection(bytes: &[u8], positions: usize) -> Result<Projection, String> {
+/// The `codebook` projection [`encode_projection`] wrote (read from `path`), checked for values
+/// a fit never makes.
+fn decode_projection(
+    bytes: &[u8],
+    positions: usize,
+    codebook: &str,
+    path: &Path,
+) -> Result<Projection, PersistError> {
+    let invalid =
+        |reason: &str| PersistError::invalid(path, format!("its {codebook} projection {reason}"));
     let values: Vec<f32> = bytes
         .chunks_exact(4)
         .map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes")))
         .collect();
     let table_len = positions * ROW * DIMS;
     if values.len() != table_len + 2 * DIMS + 1 {
-        return Err(format!(
-            "{} values where {} were expected",
+        return Err(invalid(&format!(
+            "holds {} values where {} were expected",
             values.len(),
             table_len + 2 * DIMS + 1
-        ));
+        )));
     }
     if values.iter().any(|v| !v.is_finite()) {
-        return Err("it holds a value that is not a finite number".into());
+        return Err(invalid("holds a value that is not a finite number"));
     }
     let offset: [f32; DIMS] = values[table_len..table_len + DIMS]
         .try_into()
@@ -789,7 +792,9 @@ fn decode_projection(bytes: &[u8], positions: usize) -> Result<Projection, Strin
         .expect("DIMS");
     let slack = values[table_len + 2 * DIMS];
     if scale.iter().any(|s| *s <= 0.0) || slack < 0.0 {
-        return Err("a quantisation scale or the slack is not positive".into());
+        return Err(invalid(
+            "has a quantisation scale or a slack that is not positive",
+        ));
     }
     let mut table = values;
     table.truncate(table_len);
@@ -803,13 +808,14 @@ fn decode_projection(bytes: &[u8], positions: usize) -> Result<Projection, Strin
 
 /// Recomputes a sample of the loaded summaries (evenly spread, and the last ones) from the
 /// store's codes: summaries are a deterministic function of codes and projections, so any
-/// difference means the file was written for other codes.
+/// difference means the file (`path`) was written for other codes.
 fn verify_sample(
     index: &SearchIndex,
     normal: &[u8],
     abnormal: &[u8],
     deleted: &RecordSet,
-) -> Result<(), String> {
+    path: &Path,
+) -> Result<(), PersistError> {
     let n = index.len();
     let p = index.positions();
     let spread = (0..VERIFY_SAMPLE.min(n)).map(|i| i * n / VERIFY_SAMPLE.min(n));
@@ -823,8 +829,11 @@ fn verify_sample(
             &abnormal[id * p..(id + 1) * p],
         );
         if fresh.to_bytes() != index.summaries(id, id + 1)[0].to_bytes() {
-            return Err(format!(
-                "the summary of record {id} does not match the store's codes (the file belongs to another store)"
+            return Err(PersistError::invalid(
+                path,
+                format!(
+                    "the summary of record {id} does not match the store's codes (the file belongs to another store)"
+                ),
             ));
         }
     }
