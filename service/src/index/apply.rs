@@ -5,7 +5,8 @@
 //! order), encodes the frames of a whole chunk concurrently so the dynamic batcher fills its
 //! batches. Applied chunks are covered by a checkpoint at most 100 ms later: store synced,
 //! catalog committed with the last applied sequence number (which makes them searchable),
-//! applied log segments pruned. A checkpoint costs about the same for one instance as for
+//! applied log segments pruned, the committed records' search summaries saved (at most every
+//! [`super::SAVE_SEARCH_INDEX_EVERY`] unless a delete or a new fit changed them). A checkpoint costs about the same for one instance as for
 //! hundreds, so chunks are committed together; it runs on a blocking thread while the next chunk
 //! encodes (that chunk's codes are added only once it is done). A chunk is what has arrived by
 //! the time the previous one finished, so under steady ingest new records become searchable
@@ -718,9 +719,11 @@ async fn encode_with_retry(index: &Index, pixels: Vec<f32>) -> Result<SliceCode,
     }
 }
 
-/// Syncs the store, commits the catalog with `applied_seq`, and prunes the log through it.
+/// Syncs the store, commits the catalog with `applied_seq`, prunes the log through it, and
+/// saves the committed records' search summaries (see [`Index::save_search_index`]).
 /// Errs, with what failed, when the store or the catalog could not be made durable (the log
-/// keeps the work); a failed prune only leaves segments for the next checkpoint.
+/// keeps the work); a failed prune only leaves segments for the next checkpoint, a failed save
+/// of the search summaries only costs a refit at the next start.
 fn checkpoint(index: &Index, applied_seq: u64) -> Result<(), String> {
     let records = {
         let mut store = index.codes.write().expect("code store lock poisoned");
@@ -742,6 +745,7 @@ fn checkpoint(index: &Index, applied_seq: u64) -> Result<(), String> {
     if let Err(error) = index.wal.prune_through(applied_seq) {
         tracing::warn!(%error, "pruning the write-ahead log failed; the next checkpoint retries");
     }
+    index.save_search_index(false);
     Ok(())
 }
 
@@ -778,9 +782,16 @@ fn apply_delete(
         store
             .tombstone(&ids)
             .map_err(|e| uncommitted(format!("tombstoning deleted records: {e}")))?;
+        let view = store.view();
         let mut search = index.search.write().expect("search lock poisoned");
         for &id in &ids {
             search.deleted.insert(id);
+        }
+        // Their summaries are derived from their codes: recomputed from the zeroed codes, so
+        // the saved search projections keep nothing of them either (written at the checkpoint
+        // below).
+        if let Some(projections) = search.index.as_mut() {
+            projections.resummarise(&ids, view.normal(), view.abnormal());
         }
         keys.len() as u64
     };

@@ -17,6 +17,10 @@
 //!    exactly once.
 //!
 //! Searches ([`query`]) read the store under a shared lock and the catalog through its reader.
+//!
+//! The search projections ([`SearchIndex`]) are fitted in the background once the store is
+//! large enough, and saved to `<data_dir>/search/` ([`PersistedIndex`]) with the checkpoints, so
+//! that [`Index::open`] reads them back and searches after a restart are pruned at once.
 
 pub mod accept;
 pub mod apply;
@@ -29,7 +33,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diptych_dicom_adapter::{Limits, Uid};
 use thiserror::Error;
@@ -39,8 +43,9 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::encoder::Engine;
 use crate::record::RecordId;
 use crate::record::RecordSet;
+use crate::search::persist::{self, Identity};
 use crate::search::tables::TablesError;
-use crate::search::{DistanceTables, SearchIndex};
+use crate::search::{DistanceTables, PersistedIndex, SearchIndex};
 use crate::store::{CodeStore, ModelStamp, StoreError, Wal, WalOptions, WalRecord};
 use crate::watch::StudyTracker;
 
@@ -72,6 +77,10 @@ pub enum IndexError {
 
 /// Records from which search uses (and builds) its lower-bound projections.
 pub const PROJECTIONS_FROM: usize = 4096;
+/// Least time between two saves of the search summaries by checkpoints; a new fit, a delete
+/// and [`Index::close`] save at once. Records a crash leaves unsaved are summarised from the
+/// store at the next start (about 1 µs each).
+pub const SAVE_SEARCH_INDEX_EVERY: Duration = Duration::from_secs(1);
 
 /// How the index is set up.
 #[derive(Debug, Clone)]
@@ -103,6 +112,9 @@ pub struct Counters {
     /// Similar-studies searches run ([`Index::similar_studies`]): for a received study, one per
     /// question its subscribers ask, however many ask it.
     pub similar_studies: AtomicU64,
+    /// Records whose search summaries [`Index::open`] read back from the data folder (0 when
+    /// there was no usable file and the projections are fitted anew in the background).
+    pub search_index_loaded: AtomicU64,
 }
 
 /// The searchable index of one model: write-ahead log, code store, catalog and search structures.
@@ -120,8 +132,12 @@ pub struct Index {
     in_flight: Mutex<HashMap<u64, String>>,
     /// Arrivals per study, for the watch stream.
     tracker: Arc<StudyTracker>,
-    /// Set once the search projections are being built (or built).
+    /// Set once the search projections are being built (or built, or read back).
     building: AtomicBool,
+    /// The background fit of the search projections, awaited by [`Index::close`].
+    build_task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// The search projections on disk, and when they were last saved.
+    search_file: Mutex<SearchFile>,
     work: mpsc::UnboundedSender<Work>,
     /// Set by [`Index::close`]: the worker drains what it has and stops.
     stopping: tokio::sync::watch::Sender<bool>,
@@ -142,10 +158,17 @@ pub struct Index {
     pub counters: Counters,
 }
 
+/// The saved search projections and when they were last saved.
+struct SearchFile {
+    file: PersistedIndex,
+    saved_at: Option<Instant>,
+}
+
 /// What search needs beside the codes: the lower-bound summaries and the deleted records.
 pub struct SearchState {
-    /// Per-record projections for exact pruning; `None` while they are built in the
-    /// background after a restart (search is exact without them, only slower).
+    /// Per-record projections for exact pruning; `None` until the store is large enough for
+    /// them, and while they are fitted in the background after a start without a usable saved
+    /// copy (search is exact without them, only slower).
     pub index: Option<SearchIndex>,
     /// Records tombstoned in the store.
     pub deleted: RecordSet,
@@ -192,6 +215,10 @@ impl Index {
             tracing::warn!(%corruption, "write-ahead log: a torn or corrupted entry was skipped");
         }
         let tables = DistanceTables::of(engine.codebooks())?;
+        let mut search_file = PersistedIndex::new(
+            data_dir.join(persist::FOLDER),
+            Identity::new(&manifest.model_id, codes.stamp().positions, &tables),
+        );
         let search = {
             let view = codes.view();
             let deleted: RecordSet = view
@@ -202,11 +229,16 @@ impl Index {
                 .map(|(i, _)| i as RecordId)
                 .collect();
             SearchState {
-                // Built in the background once the store is large enough to need it.
-                index: None,
+                // Read back when saved and usable; otherwise built in the background once the
+                // store is large enough to need it.
+                index: load_search_index(&mut search_file, &tables, &view, &deleted),
                 deleted,
             }
         };
+        let loaded = search
+            .index
+            .as_ref()
+            .map(|_| search_file.records_on_disk().unwrap_or(0).min(codes.len()) as u64);
         let (tx, rx) = mpsc::unbounded_channel();
         let index = Arc::new(Index {
             engine,
@@ -219,7 +251,12 @@ impl Index {
             tables,
             in_flight: Mutex::new(HashMap::new()),
             tracker: StudyTracker::new(options.quiet_period),
-            building: AtomicBool::new(false),
+            building: AtomicBool::new(loaded.is_some()),
+            build_task: Mutex::new(None),
+            search_file: Mutex::new(SearchFile {
+                file: search_file,
+                saved_at: None,
+            }),
             work: tx,
             stopping: tokio::sync::watch::Sender::new(false),
             worker: Mutex::new(None),
@@ -228,7 +265,10 @@ impl Index {
             min_free_bytes: options.min_free_bytes,
             faults: options.faults,
             health: Health::default(),
-            counters: Counters::default(),
+            counters: Counters {
+                search_index_loaded: AtomicU64::new(loaded.unwrap_or(0)),
+                ..Counters::default()
+            },
         });
         let replay = match index.claim_replay(checkpoint.applied_seq)? {
             Some((entries, until)) => {
@@ -258,8 +298,9 @@ impl Index {
     }
 
     /// Stops the index: new work is refused ([`IndexError::Stopped`]), the apply worker applies
-    /// everything acknowledged, takes a final checkpoint and ends; resolves once it has. After
-    /// it, dropping the last `Arc` releases the data folder.
+    /// everything acknowledged, takes a final checkpoint and ends, a fit of the search
+    /// projections under way finishes, and the search summaries are saved; resolves once all
+    /// that is done. After it, dropping the last `Arc` releases the data folder.
     pub async fn close(&self) {
         self.stopping.send_replace(true);
         let worker = self.worker.lock().expect("worker slot poisoned").take();
@@ -267,6 +308,66 @@ impl Index {
             && let Err(error) = worker.await
         {
             tracing::error!(%error, "the apply worker failed while stopping");
+        }
+        let build = self.build_task.lock().expect("build slot poisoned").take();
+        if let Some(build) = build
+            && let Err(error) = build.await
+        {
+            tracing::error!(%error, "fitting the search projections failed while stopping");
+        }
+        self.save_search_index(true);
+    }
+
+    /// Records the search projections summarise (`None` while there are none: searches scan
+    /// every record unpruned).
+    pub fn search_index_records(&self) -> Option<usize> {
+        self.search
+            .read()
+            .expect("search lock poisoned")
+            .index
+            .as_ref()
+            .map(SearchIndex::len)
+    }
+
+    /// Saves the summaries of the committed records to the data folder when they changed:
+    /// at once after a new fit or a delete, or with `force`; otherwise at most every
+    /// [`SAVE_SEARCH_INDEX_EVERY`]. Only a checkpoint's records are saved, so the file never
+    /// describes a record that a restart or a rollback drops. A failure is logged: the next
+    /// save writes the whole file again, and a start without a usable file fits anew.
+    fn save_search_index(&self, force: bool) {
+        let mut saved = self.search_file.lock().expect("search file lock poisoned");
+        let pending = {
+            let mut search = self.search.write().expect("search lock poisoned");
+            let Some(index) = search.index.as_mut() else {
+                return;
+            };
+            let due = saved
+                .saved_at
+                .is_none_or(|at| at.elapsed() >= SAVE_SEARCH_INDEX_EVERY);
+            if !force && !due && !saved.file.is_urgent(index) {
+                return;
+            }
+            let committed = usize::try_from(self.catalog.checkpoint().records).unwrap_or(0);
+            saved.file.prepare(index, committed)
+        };
+        let Some(pending) = pending else {
+            return;
+        };
+        let started = Instant::now();
+        let (records, whole) = (pending.records(), pending.is_full());
+        match saved.file.write(pending) {
+            Ok(()) => {
+                saved.saved_at = Some(Instant::now());
+                tracing::debug!(
+                    records,
+                    whole,
+                    save_ms = started.elapsed().as_secs_f64() * 1e3,
+                    "search projections saved"
+                );
+            }
+            Err(error) => {
+                tracing::warn!(%error, "saving the search projections failed; the next save rewrites them");
+            }
         }
     }
 
@@ -361,18 +462,29 @@ impl Index {
     fn roll_back(&self, next: u64) -> Result<(u64, Vec<Work>), String> {
         let checkpoint = self.catalog.checkpoint();
         self.catalog.roll_back().map_err(|e| e.to_string())?;
+        let committed = usize::try_from(checkpoint.records).unwrap_or(usize::MAX);
         {
             let mut codes = self.codes.write().expect("code store lock poisoned");
-            let committed = usize::try_from(checkpoint.records).unwrap_or(usize::MAX);
             if codes.len() > committed {
                 codes.truncate(committed).map_err(|e| e.to_string())?;
             }
             let mut search = self.search.write().expect("search lock poisoned");
-            if search.index.as_ref().is_some_and(|i| i.len() > committed) {
-                // Rebuilt once the store is large enough again.
-                search.index = None;
-                self.building.store(false, Ordering::Release);
+            if let Some(index) = search.index.as_mut() {
+                // The projections stay valid; the dropped records are summarised again as they
+                // are appended again.
+                index.truncate(committed);
             }
+        }
+        // Only committed records are ever saved, so this changes nothing on disk unless the
+        // file was written otherwise; it holds either way.
+        let capped = self
+            .search_file
+            .lock()
+            .expect("search file lock poisoned")
+            .file
+            .cap(committed);
+        if let Err(error) = capped {
+            tracing::warn!(%error, "capping the saved search projections to the rolled-back store failed");
         }
         let works = self
             .reread(checkpoint.applied_seq, next, false)
@@ -391,29 +503,33 @@ impl Index {
     fn build_search_index_when_worth_it(self: &Arc<Self>, records: usize) {
         if records >= PROJECTIONS_FROM && !self.building.swap(true, Ordering::AcqRel) {
             let index = self.clone();
-            tokio::task::spawn_blocking(move || index.build_search_index());
+            let task = tokio::task::spawn_blocking(move || index.build_search_index());
+            *self.build_task.lock().expect("build slot poisoned") = Some(task);
         }
     }
 
-    /// Builds the search projections over every stored record and installs them; appends
-    /// wait meanwhile (searches do not).
+    /// Builds the search projections over every stored record, installs them and saves them;
+    /// appends wait meanwhile (searches do not).
     fn build_search_index(&self) {
-        let started = std::time::Instant::now();
-        let store = self.codes.read().expect("code store lock poisoned");
-        let view = store.view();
-        let built = SearchIndex::build(
-            &self.tables,
-            view.positions(),
-            view.normal(),
-            view.abnormal(),
-        );
-        let records = built.len();
-        self.search.write().expect("search lock poisoned").index = Some(built);
-        tracing::info!(
-            records,
-            build_ms = started.elapsed().as_secs_f64() * 1e3,
-            "search projections built"
-        );
+        let started = Instant::now();
+        {
+            let store = self.codes.read().expect("code store lock poisoned");
+            let view = store.view();
+            let built = SearchIndex::build(
+                &self.tables,
+                view.positions(),
+                view.normal(),
+                view.abnormal(),
+            );
+            let records = built.len();
+            self.search.write().expect("search lock poisoned").index = Some(built);
+            tracing::info!(
+                records,
+                build_ms = started.elapsed().as_secs_f64() * 1e3,
+                "search projections built"
+            );
+        }
+        self.save_search_index(true);
     }
 
     /// The model the index serves.
@@ -475,6 +591,36 @@ impl Index {
             view.normal_code(record).to_vec(),
             view.abnormal_code(record).to_vec(),
         ))
+    }
+}
+
+/// The saved search projections of a store whose codes `view` holds, extended to every record
+/// in it (as [`SearchIndex::extend`] does); `None`, with a warning, when the file is missing or
+/// not usable.
+fn load_search_index(
+    file: &mut PersistedIndex,
+    tables: &DistanceTables,
+    view: &crate::store::CodesView<'_>,
+    deleted: &RecordSet,
+) -> Option<SearchIndex> {
+    let started = Instant::now();
+    match file.load(view.normal(), view.abnormal(), deleted) {
+        Ok(Some(mut index)) => {
+            let saved = index.len();
+            index.extend(tables, view.normal(), view.abnormal());
+            tracing::info!(
+                records = index.len(),
+                saved,
+                load_ms = started.elapsed().as_secs_f64() * 1e3,
+                "search projections read back"
+            );
+            Some(index)
+        }
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(%error, "the saved search projections are ignored; they are fitted again in the background");
+            None
+        }
     }
 }
 

@@ -17,11 +17,18 @@
 //! few, [`SearchIndex::extend`] refits it as the store doubles, up to [`TRAINING_SAMPLE`] records.
 //! Any orthonormal V gives a valid bound, so a projection fitted to old records stays exact,
 //! only less tight.
+//!
+//! [`super::persist`] writes the projections and summaries to the data folder so that a restart
+//! need not fit them again; each fit has a [`SearchIndex::generation`] so that it knows when the
+//! projection on disk is out of date, and summaries changed in place (a deleted record's, see
+//! [`SearchIndex::resummarise`]) are remembered until it has written them.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 
 use super::tables::ROW;
 use super::{DistanceTables, QueryCodes};
+use crate::record::RecordId;
 
 /// Dimensions of each codebook's projection.
 pub const DIMS: usize = 24;
@@ -33,27 +40,59 @@ pub const TRAINING_SAMPLE: usize = 2048;
 const ITERATIONS: usize = 8;
 /// f32 unit round-off.
 const U32: f64 = f32::EPSILON as f64 / 2.0;
+/// The last generation handed out (see [`SearchIndex::generation`]).
+static GENERATIONS: AtomicU64 = AtomicU64::new(0);
+
+/// A generation no other projection in this process has.
+fn next_generation() -> u64 {
+    GENERATIONS.fetch_add(1, Ordering::Relaxed) + 1
+}
 
 /// One record's summary: quantised projections of both codes and their quantisation errors.
 #[derive(Debug, Clone, Copy)]
 #[repr(C)]
 pub(crate) struct Summary {
-    normal: [u8; DIMS],
-    abnormal: [u8; DIMS],
-    normal_error: f32,
-    abnormal_error: f32,
+    pub(super) normal: [u8; DIMS],
+    pub(super) abnormal: [u8; DIMS],
+    pub(super) normal_error: f32,
+    pub(super) abnormal_error: f32,
 }
+
+impl Summary {
+    /// The summary as stored: both byte vectors, then both errors as f32 little-endian.
+    pub(super) fn to_bytes(self) -> [u8; SUMMARY_BYTES] {
+        let mut bytes = [0u8; SUMMARY_BYTES];
+        bytes[..DIMS].copy_from_slice(&self.normal);
+        bytes[DIMS..2 * DIMS].copy_from_slice(&self.abnormal);
+        bytes[2 * DIMS..2 * DIMS + 4].copy_from_slice(&self.normal_error.to_le_bytes());
+        bytes[2 * DIMS + 4..].copy_from_slice(&self.abnormal_error.to_le_bytes());
+        bytes
+    }
+
+    /// The summary [`Summary::to_bytes`] wrote.
+    pub(super) fn from_bytes(bytes: &[u8; SUMMARY_BYTES]) -> Summary {
+        let f32_at = |at: usize| f32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        Summary {
+            normal: bytes[..DIMS].try_into().expect("DIMS bytes"),
+            abnormal: bytes[DIMS..2 * DIMS].try_into().expect("DIMS bytes"),
+            normal_error: f32_at(2 * DIMS),
+            abnormal_error: f32_at(2 * DIMS + 4),
+        }
+    }
+}
+
+const _: () = assert!(SUMMARY_BYTES == 2 * DIMS + 8);
 
 /// The projection of one codebook: per position and code, the code vector's projection.
 #[derive(Debug, Clone)]
-struct Projection {
+pub(super) struct Projection {
     /// P × 256 × DIMS: `Vᵀ` applied to code k at position p.
-    table: Vec<f32>,
+    pub(super) table: Vec<f32>,
     /// Quantisation: value = offset + scale · byte.
-    offset: [f32; DIMS],
-    scale: [f32; DIMS],
+    pub(super) offset: [f32; DIMS],
+    pub(super) scale: [f32; DIMS],
     /// Bound on the rounding error of computed projections (query and record together).
-    slack: f32,
+    pub(super) slack: f32,
 }
 
 /// A query's projections, in the quantised units of each dimension.
@@ -79,6 +118,11 @@ pub struct SearchIndex {
     abnormal: Projection,
     summaries: Vec<Summary>,
     trained_on: usize,
+    /// Tells this fit's projections from every other fit's in the process.
+    generation: u64,
+    /// Records whose summary [`SearchIndex::resummarise`] changed, not yet taken by
+    /// [`SearchIndex::take_changed`].
+    changed: Vec<usize>,
 }
 
 impl SearchIndex {
@@ -115,15 +159,29 @@ impl SearchIndex {
             let np = fit(tables.normal_codebook(), normal, 1);
             (np, a.join().expect("fitting the abnormal projection"))
         });
-        let mut index = SearchIndex {
-            positions,
-            normal: np,
-            abnormal: ap,
-            summaries: Vec::new(),
-            trained_on: n,
-        };
+        let mut index = SearchIndex::from_parts(positions, np, ap, Vec::new(), n);
         index.summaries = index.summarise(normal, abnormal, 0, n);
         index
+    }
+
+    /// An index of given projections and summaries (read back by [`super::persist`]), with a
+    /// generation of its own.
+    pub(super) fn from_parts(
+        positions: usize,
+        normal: Projection,
+        abnormal: Projection,
+        summaries: Vec<Summary>,
+        trained_on: usize,
+    ) -> SearchIndex {
+        SearchIndex {
+            positions,
+            normal,
+            abnormal,
+            summaries,
+            trained_on,
+            generation: next_generation(),
+            changed: Vec::new(),
+        }
     }
 
     /// Summarises records appended since the last call (codes of all N records, N×P each);
@@ -137,6 +195,85 @@ impl SearchIndex {
         if n > self.summaries.len() {
             let more = self.summarise(normal, abnormal, self.summaries.len(), n);
             self.summaries.extend(more);
+        }
+    }
+
+    /// Forgets the summaries of records from `records` on (the store was rolled back to that
+    /// many); the projections stay valid for whatever is appended again.
+    pub fn truncate(&mut self, records: usize) {
+        self.summaries.truncate(records);
+        self.changed.retain(|&id| id < records);
+    }
+
+    /// Summarises records `ids` again from their current codes (N×P each), e.g. after a delete
+    /// zeroed them, so that no summary of a deleted record's codes outlives them; returns how
+    /// many summaries changed. Ids not yet summarised are skipped.
+    pub fn resummarise(&mut self, ids: &[RecordId], normal: &[u8], abnormal: &[u8]) -> usize {
+        let p = self.positions;
+        let mut changed = 0;
+        for &id in ids {
+            let id = id as usize;
+            if id >= self.summaries.len() || (id + 1) * p > normal.len().min(abnormal.len()) {
+                continue;
+            }
+            let fresh = self.summary_of(
+                &normal[id * p..(id + 1) * p],
+                &abnormal[id * p..(id + 1) * p],
+            );
+            if fresh.to_bytes() != self.summaries[id].to_bytes() {
+                self.summaries[id] = fresh;
+                self.changed.push(id);
+                changed += 1;
+            }
+        }
+        changed
+    }
+
+    /// Takes the records whose summaries [`SearchIndex::resummarise`] changed since the last
+    /// call, in ascending order without repeats.
+    pub(super) fn take_changed(&mut self) -> Vec<usize> {
+        let mut changed = std::mem::take(&mut self.changed);
+        changed.sort_unstable();
+        changed.dedup();
+        changed
+    }
+
+    /// Whether summaries changed in place since the last [`SearchIndex::take_changed`].
+    pub(super) fn has_changed(&self) -> bool {
+        !self.changed.is_empty()
+    }
+
+    /// Identifies this fit of the projections: a refit, or an index read back from disk, gets
+    /// a new one (unique within the process).
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Records the projections were fitted to (a refit follows as the store doubles while
+    /// this is below [`TRAINING_SAMPLE`]).
+    pub fn trained_on(&self) -> usize {
+        self.trained_on
+    }
+
+    /// The two projections, normal first.
+    pub(super) fn projections(&self) -> (&Projection, &Projection) {
+        (&self.normal, &self.abnormal)
+    }
+
+    /// Summaries of records `from..to` (within [`SearchIndex::len`]).
+    pub(super) fn summaries(&self, from: usize, to: usize) -> &[Summary] {
+        &self.summaries[from..to]
+    }
+
+    /// The summary of one record's codes (P normal, P abnormal).
+    pub(super) fn summary_of(&self, normal: &[u8], abnormal: &[u8]) -> Summary {
+        let (normal, normal_error) = self.normal.quantise(normal);
+        let (abnormal, abnormal_error) = self.abnormal.quantise(abnormal);
+        Summary {
+            normal,
+            abnormal,
+            normal_error,
+            abnormal_error,
         }
     }
 
@@ -164,15 +301,10 @@ impl SearchIndex {
     fn summarise(&self, normal: &[u8], abnormal: &[u8], from: usize, to: usize) -> Vec<Summary> {
         let p = self.positions;
         let one = |id: usize| {
-            let (normal, normal_error) = self.normal.quantise(&normal[id * p..(id + 1) * p]);
-            let (abnormal, abnormal_error) =
-                self.abnormal.quantise(&abnormal[id * p..(id + 1) * p]);
-            Summary {
-                normal,
-                abnormal,
-                normal_error,
-                abnormal_error,
-            }
+            self.summary_of(
+                &normal[id * p..(id + 1) * p],
+                &abnormal[id * p..(id + 1) * p],
+            )
         };
         let count = to - from;
         if count < 4096 {

@@ -19,6 +19,7 @@
 //! | [`tables`] | per-codebook K×K tables of squared distances, and a query's P×K look-up table |
 //! | [`distance`] | the one summation order every path uses, so fast and naive agree to the bit |
 //! | [`index`] | [`SearchIndex`]: compact per-record projections that give exact lower bounds |
+//! | [`persist`] | [`PersistedIndex`]: the [`SearchIndex`] in the data folder, read back on start |
 //! | [`naive`] | [`naive_search`]: the obvious single-threaded full scan, the reference |
 //! | [`scan`] | [`search`]: the parallel scan with lower-bound pruning and early abandoning |
 //! | [`group`] | grouping of slices into series or studies and the group score |
@@ -37,6 +38,7 @@ pub mod distance;
 pub mod group;
 pub mod index;
 pub mod naive;
+pub mod persist;
 pub mod scan;
 pub mod tables;
 
@@ -46,6 +48,7 @@ use crate::record::{RecordId, RecordKeys, RecordSet};
 
 pub use index::SearchIndex;
 pub use naive::naive_search;
+pub use persist::{PersistError, PersistedIndex};
 pub use scan::{search, search_with_threads};
 pub use tables::{DistanceTables, QueryTables};
 
