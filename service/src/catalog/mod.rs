@@ -17,6 +17,7 @@ mod error;
 mod fields;
 pub mod filter;
 mod lookup;
+mod purge;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -189,35 +190,6 @@ impl Catalog {
         Ok(ids)
     }
 
-    /// Rewrites every segment holding deleted documents without them and removes the old
-    /// files, so a deleted patient's metadata leaves the disk (a tantivy delete only marks
-    /// documents). Call after the delete's commit.
-    pub fn purge(&self) -> Result<(), CatalogError> {
-        let mut writer = self.writer();
-        let with_deletes: Vec<_> = self
-            .index
-            .searchable_segment_metas()
-            .map_err(CatalogError::index("list its segments"))?
-            .into_iter()
-            .filter(|meta| meta.has_deletes())
-            .map(|meta| meta.id())
-            .collect();
-        if !with_deletes.is_empty() {
-            writer
-                .merge(&with_deletes)
-                .wait()
-                .map_err(CatalogError::index("merge segments with deleted documents"))?;
-        }
-        writer
-            .garbage_collect_files()
-            .wait()
-            .map_err(CatalogError::index("remove files of deleted documents"))?;
-        self.reader
-            .reload()
-            .map_err(CatalogError::index("reload its reader after a purge"))?;
-        Ok(())
-    }
-
     /// Commits pending adds and deletes durably together with `checkpoint`, and makes them
     /// visible: a filter run after this returns sees them.
     pub fn commit(&self, checkpoint: Checkpoint) -> Result<(), CatalogError> {
@@ -349,7 +321,7 @@ impl Catalog {
 
     /// The writer, also after a panic elsewhere left its lock poisoned (its state is
     /// tantivy's, which a panic in our code cannot corrupt).
-    fn writer(&self) -> MutexGuard<'_, IndexWriter> {
+    pub(super) fn writer(&self) -> MutexGuard<'_, IndexWriter> {
         self.writer.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
