@@ -40,10 +40,11 @@ RUN_NAME := $(notdir $(MODEL))
 
 .PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-atlas deps-bench deps-chart lint fmt clean-cache
 
-## run: build the service and start it on the shipped model, a local data folder and default ports.
+## run: build the service and start it on the shipped model, a local data folder and default ports
+## (gRPC on loopback, where it needs no tokens: see README, Security).
 run: deps-ort deps-build
 	cargo build --release -p diptych-service
-	$(CARGO_TARGET_DIR)/release/diptych serve --model $(MODEL) --data-dir data
+	$(CARGO_TARGET_DIR)/release/diptych serve --model $(MODEL) --data-dir data --grpc-addr 127.0.0.1:50051
 
 ## test: every test of the workspace, training and ONNX parity included, plus formatting and lints
 ## (the Helm chart and the Dockerfile are checked by service/tests/chart.rs).

@@ -10,6 +10,11 @@
 //! [grpc]
 //! addr = "0.0.0.0:50051"
 //! max_message_bytes = 67108864
+//! # tls_cert = "grpc.pem"; tls_key = "grpc.key"; tls_client_ca = "clients-ca.pem"
+//!
+//! [auth]                           # who may call the gRPC API (see crate::auth)
+//! tokens_file = "tokens.toml"      # callers, roles, tokens; none: open on loopback only
+//! allow_unauthenticated = false    # true: no tokens needed on any address (a proxy authenticates)
 //!
 //! [encoder]
 //! execution_provider = "auto"      # auto | cuda | cpu
@@ -44,7 +49,9 @@
 //!
 //! Environment variables: `DIPTYCH_CONFIG`, `DIPTYCH_DATA_DIR`, `DIPTYCH_MODEL`,
 //! `DIPTYCH_GRPC_ADDR`, `DIPTYCH_EXECUTION_PROVIDER`, `DIPTYCH_ORT_LIBRARY`,
-//! `DIPTYCH_MAX_BATCH`, `DIPTYCH_SESSIONS`, `DIPTYCH_DICOM_ADDR`, `DIPTYCH_AE_TITLE`.
+//! `DIPTYCH_MAX_BATCH`, `DIPTYCH_SESSIONS`, `DIPTYCH_DICOM_ADDR`, `DIPTYCH_AE_TITLE`,
+//! `DIPTYCH_TOKENS_FILE`, `DIPTYCH_GRPC_TLS_CERT`, `DIPTYCH_GRPC_TLS_KEY`,
+//! `DIPTYCH_GRPC_TLS_CLIENT_CA`.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -73,6 +80,8 @@ pub struct Config {
     pub dicom: DicomConfig,
     /// The index's ingest backlog.
     pub index: IndexConfig,
+    /// Who may call the gRPC API.
+    pub auth: AuthConfig,
     /// A viewer deep link for search hits, e.g. an OHIF URL:
     /// `https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}`
     /// (placeholders `{study_instance_uid}`, `{series_instance_uid}`, `{sop_instance_uid}`).
@@ -94,6 +103,7 @@ impl Default for Config {
             images: Limits::default(),
             dicom: DicomConfig::default(),
             index: IndexConfig::default(),
+            auth: AuthConfig::default(),
             viewer_url_template: None,
             shutdown_deadline_s: 25.0,
         }
@@ -202,6 +212,12 @@ pub struct GrpcConfig {
     pub addr: SocketAddr,
     /// Largest request or response message, in bytes.
     pub max_message_bytes: usize,
+    /// TLS on the gRPC port: PEM file of the certificate chain (with `tls_key`, or neither).
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// When set, clients must present a certificate signed by one of these CAs (PEM).
+    pub tls_client_ca: Option<PathBuf>,
 }
 
 impl Default for GrpcConfig {
@@ -209,8 +225,23 @@ impl Default for GrpcConfig {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 50051)),
             max_message_bytes: 64 * 1024 * 1024,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
         }
     }
+}
+
+/// Who may call the gRPC API (the policy is described in [`crate::auth`]).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// The tokens file: callers with a name, a role and a bearer token (or a client-certificate
+    /// common name). Without one, the API is open on a loopback address only.
+    pub tokens_file: Option<PathBuf>,
+    /// Serve without credentials on a non-loopback address (a trusted network, or a proxy in
+    /// front that authenticates); start-up warns. Excludes `tokens_file`.
+    pub allow_unauthenticated: bool,
 }
 
 /// Which ONNX Runtime execution provider runs the graphs.
@@ -306,6 +337,8 @@ pub struct Overrides {
     pub ae_title: Option<String>,
     /// `--no-dicom`: do not listen for DICOM.
     pub no_dicom: bool,
+    /// `--tokens-file FILE`.
+    pub tokens_file: Option<PathBuf>,
 }
 
 /// Why the configuration could not be assembled.
@@ -426,6 +459,18 @@ impl Config {
         if let Some(v) = env("DIPTYCH_SESSIONS") {
             self.encoder.sessions = parsed("DIPTYCH_SESSIONS", v, "a whole number ≥ 1")?;
         }
+        if let Some(v) = env("DIPTYCH_TOKENS_FILE") {
+            self.auth.tokens_file = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("DIPTYCH_GRPC_TLS_CERT") {
+            self.grpc.tls_cert = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("DIPTYCH_GRPC_TLS_KEY") {
+            self.grpc.tls_key = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("DIPTYCH_GRPC_TLS_CLIENT_CA") {
+            self.grpc.tls_client_ca = Some(PathBuf::from(v));
+        }
         Ok(())
     }
 
@@ -453,6 +498,9 @@ impl Config {
         }
         if o.no_dicom {
             self.dicom.enabled = false;
+        }
+        if let Some(v) = &o.tokens_file {
+            self.auth.tokens_file = Some(v.clone());
         }
     }
 
@@ -530,6 +578,28 @@ impl Config {
                 key: "dicom.kos.archive",
                 value: kos.archive.clone(),
                 problem: "KOS documents reference other patients' images: set \"de-identified\" or \"teaching\" only when the archive is one, or remove [dicom.kos]",
+            });
+        }
+        let g = &self.grpc;
+        if g.tls_cert.is_some() != g.tls_key.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "grpc.tls_cert",
+                value: String::new(),
+                problem: "tls_cert and tls_key go together: set both or neither",
+            });
+        }
+        if g.tls_client_ca.is_some() && g.tls_cert.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "grpc.tls_client_ca",
+                value: String::new(),
+                problem: "client certificates need TLS: set grpc.tls_cert and grpc.tls_key too",
+            });
+        }
+        if self.auth.allow_unauthenticated && self.auth.tokens_file.is_some() {
+            return Err(ConfigError::Invalid {
+                key: "auth.allow_unauthenticated",
+                value: "true".to_string(),
+                problem: "a tokens file and unauthenticated access exclude each other: remove one",
             });
         }
         if self.grpc.max_message_bytes < 1024 {
@@ -731,6 +801,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("dicom.ae_title"), "{err}");
+    }
+
+    #[test]
+    fn grpc_tls_and_auth_come_from_file_env_and_flags() {
+        let file = write_file(
+            "[grpc]\ntls_cert = \"g.pem\"\ntls_key = \"g.key\"\n[auth]\ntokens_file = \"file.toml\"\n",
+        );
+        let flags = Overrides {
+            config: Some(file.path().to_path_buf()),
+            ..Overrides::default()
+        };
+        let config = Config::load(&flags, env_of(&[])).unwrap();
+        assert_eq!(config.grpc.tls_cert, Some(PathBuf::from("g.pem")));
+        assert_eq!(config.grpc.tls_key, Some(PathBuf::from("g.key")));
+        assert_eq!(config.grpc.tls_client_ca, None);
+        assert_eq!(config.auth.tokens_file, Some(PathBuf::from("file.toml")));
+        assert!(!config.auth.allow_unauthenticated);
+        let env = env_of(&[
+            ("DIPTYCH_TOKENS_FILE", "env.toml"),
+            ("DIPTYCH_GRPC_TLS_CLIENT_CA", "ca.pem"),
+        ]);
+        let config = Config::load(&flags, &env).unwrap();
+        assert_eq!(config.auth.tokens_file, Some(PathBuf::from("env.toml")));
+        assert_eq!(config.grpc.tls_client_ca, Some(PathBuf::from("ca.pem")));
+        let flagged = Overrides {
+            tokens_file: Some(PathBuf::from("flag.toml")),
+            ..flags
+        };
+        let config = Config::load(&flagged, &env).unwrap();
+        assert_eq!(config.auth.tokens_file, Some(PathBuf::from("flag.toml")));
+        assert_eq!(Config::default().auth, AuthConfig::default());
+    }
+
+    #[test]
+    fn grpc_tls_and_auth_mistakes_are_named() {
+        let load = |text: &str| {
+            let file = write_file(text);
+            let flags = Overrides {
+                config: Some(file.path().to_path_buf()),
+                ..Overrides::default()
+            };
+            Config::load(&flags, env_of(&[])).unwrap_err().to_string()
+        };
+        let err = load("[grpc]\ntls_cert = \"g.pem\"\n");
+        assert!(err.contains("grpc.tls_cert"), "{err}");
+        let err = load("[grpc]\ntls_client_ca = \"ca.pem\"\n");
+        assert!(err.contains("grpc.tls_client_ca"), "{err}");
+        let err = load("[auth]\ntokens_file = \"t.toml\"\nallow_unauthenticated = true\n");
+        assert!(err.contains("auth.allow_unauthenticated"), "{err}");
+        let err = load("[auth]\ntoken_file = \"t.toml\"\n");
+        assert!(err.contains("token_file"), "{err}");
     }
 
     #[test]

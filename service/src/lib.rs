@@ -20,11 +20,13 @@
 //! | [`watch`] | studies judged received after a quiet period, and their most similar studies |
 //! | [`dicom`] | the DICOM listener wired to the index, and the KOS answers to viewers |
 //! | [`render`] | model images and label maps as PNG or float32 |
-//! | [`grpc`] | the gRPC edge: thin adapters, health, reflection, limits |
+//! | [`grpc`] | the gRPC edge: thin adapters, health, reflection, limits, TLS |
+//! | [`auth`] | who may call the gRPC API: tokens file, roles, the gate in front of every service |
 //! | [`server`] | `diptych serve`: start-up order, serving, shutdown |
 //!
 //! Logs go through `tracing` (filter with `RUST_LOG`); they never carry patient data.
 
+pub mod auth;
 pub mod bundle;
 pub mod catalog;
 pub mod config;

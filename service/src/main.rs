@@ -290,6 +290,10 @@ struct ServeArgs {
     /// Do not listen for DICOM (gRPC only).
     #[arg(long)]
     no_dicom: bool,
+    /// Tokens file: who may call the gRPC API, with which role (also DIPTYCH_TOKENS_FILE)
+    /// [default: none; then the API is open on a loopback --grpc-addr only].
+    #[arg(long, value_name = "FILE")]
+    tokens_file: Option<PathBuf>,
 }
 
 fn parse_provider(text: &str) -> Result<ExecutionProvider, String> {
@@ -470,6 +474,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         dicom_addr: args.dicom_addr,
         ae_title: args.ae_title,
         no_dicom: args.no_dicom,
+        tokens_file: args.tokens_file,
     };
     let config = Config::load(&overrides, |name| std::env::var(name).ok())
         .context("reading the configuration")?;

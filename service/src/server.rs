@@ -4,7 +4,8 @@
 //! 1. the data folder exists (created if missing);
 //! 2. ONNX Runtime is found and loaded (a missing library says to run `make deps-ort`);
 //! 3. the model bundle loads and its graphs agree with its manifest;
-//! 4. the gRPC port is bound; health answers NOT_SERVING;
+//! 4. the gRPC port is bound (TLS and the tokens file were read before 2); health answers
+//!    NOT_SERVING;
 //! 5. the sessions open on the chosen execution provider, the model warms up;
 //! 6. the index opens: store records past the last checkpoint are dropped and the write-ahead
 //!    log is replayed after it;
@@ -30,6 +31,7 @@ use crate::config::Config;
 use crate::dicom::{DicomSettings, IndexSink};
 use crate::encoder::runtime::{self, RuntimeError, default_intra_threads};
 use crate::encoder::{BatcherConfig, Engine, EngineError, EngineOptions};
+use crate::grpc::security::{Security, SecurityError};
 use crate::grpc::{self, ServiceState};
 use crate::index::{Index, IndexError, IndexOptions};
 use diptych_dicom_adapter::scp;
@@ -63,6 +65,9 @@ pub enum ServeError {
         "the DICOM listener cannot start: {0}; fix [dicom] in the configuration, choose another --dicom-addr, or pass --no-dicom"
     )]
     Dicom(String),
+    /// The gRPC port's TLS files or tokens file are unusable.
+    #[error("the gRPC port cannot be secured: {0}")]
+    Security(#[from] SecurityError),
     /// The gRPC address could not be bound.
     #[error("cannot listen on {addr}: {source}; choose another --grpc-addr")]
     Bind {
@@ -87,6 +92,8 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     let dicom = DicomSettings::from_config(&config.dicom, &config.images)
         .map_err(|e| ServeError::Dicom(e.to_string()))?;
+    let security =
+        Security::from_config(&config.grpc, &config.auth, |name| std::env::var(name).ok())?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| ServeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -144,9 +151,16 @@ pub async fn run(
         );
         std::process::exit(1);
     });
-    let server = tokio::spawn(grpc::serve(listener, state.clone(), health, async move {
-        let _ = stop_rx.wait_for(|stop| *stop).await;
-    }));
+    security.log();
+    let server = tokio::spawn(grpc::serve(
+        listener,
+        state.clone(),
+        health,
+        security,
+        async move {
+            let _ = stop_rx.wait_for(|stop| *stop).await;
+        },
+    ));
     tracing::info!(addr = %bound, "gRPC listening; NOT_SERVING until the model is warm");
 
     let options = engine_options(&config);

@@ -8,6 +8,10 @@
 //! | [`ingest`] | IngestService: Ingest (acknowledged once durable), Delete |
 //! | [`search`] | SearchService: Search, and Watch (similar studies of every received study, shared with the KOS sender) |
 //! | [`input`], [`output`], [`status`] | protobuf ↔ domain conversions and error mapping |
+//! | [`security`] | TLS on the port and the authentication policy, from `[grpc]` and `[auth]` |
+//!
+//! Every service sits behind the gate of [`crate::auth`]: bearer tokens or client certificates,
+//! each caller with a role.
 //!
 //! Health: the overall status ("") and each implemented service report NOT_SERVING from the
 //! moment the port is bound until the model has warmed up, then SERVING.
@@ -18,6 +22,7 @@ pub mod ingest;
 pub mod input;
 pub mod output;
 pub mod search;
+pub mod security;
 pub mod status;
 
 use std::future::Future;
@@ -140,11 +145,13 @@ pub async fn health() -> (HealthReporter, HealthServer<impl Health>) {
     (reporter, server)
 }
 
-/// Serves the API and `health` on `listener` until `shutdown` completes.
+/// Serves the API and `health` on `listener` until `shutdown` completes, with TLS when
+/// configured and every call through the authentication gate.
 pub async fn serve<H: Health>(
     listener: TcpListener,
     state: Arc<ServiceState>,
     health: HealthServer<H>,
+    security: security::Security,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -159,7 +166,12 @@ pub async fn serve<H: Health>(
         .expect("the embedded descriptor sets are valid");
 
     let max = state.max_message_bytes;
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = security.tls {
+        server = server.tls_config(tls)?;
+    }
+    server
+        .layer(crate::auth::AuthLayer::new(security.policy))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

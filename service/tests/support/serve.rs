@@ -78,8 +78,16 @@ impl Drop for Server {
     }
 }
 
+/// How the health probe reaches a server with TLS on its gRPC port: the CA that signed the
+/// server's certificate (which names `localhost`), and a client certificate and key when the
+/// server requires one.
+pub struct ProbeTls {
+    pub ca_pem: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
 /// Polls gRPC health until the server reports SERVING, failing early if the process exits.
-fn wait_until_serving(server: &mut Server, addr: &str, limit: Duration) {
+fn wait_until_serving(server: &mut Server, addr: &str, tls: Option<&ProbeTls>, limit: Duration) {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -93,11 +101,24 @@ fn wait_until_serving(server: &mut Server, addr: &str, limit: Duration) {
             );
         }
         let serving = runtime.block_on(async {
-            let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-                .ok()?
-                .connect()
-                .await
-                .ok()?;
+            let channel = match tls {
+                None => tonic::transport::Endpoint::from_shared(format!("http://{addr}")).ok()?,
+                Some(tls) => {
+                    let mut config = tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem))
+                        .domain_name("localhost");
+                    if let Some((cert, key)) = &tls.identity {
+                        config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+                    }
+                    tonic::transport::Endpoint::from_shared(format!("https://{addr}"))
+                        .ok()?
+                        .tls_config(config)
+                        .ok()?
+                }
+            }
+            .connect()
+            .await
+            .ok()?;
             let mut client = HealthClient::new(channel);
             let answer = client
                 .check(HealthCheckRequest {
@@ -123,6 +144,20 @@ impl Server {
     /// Starts `diptych serve` on the bundle under test with `data_dir`, the CPU provider, the
     /// given gRPC address and extra arguments; waits until it is SERVING.
     pub fn start(data_dir: &Path, addr: &str, extra: &[&str], log: PathBuf) -> Server {
+        Self::start_with(data_dir, addr, extra, log, &[], None)
+    }
+
+    /// [`Server::start`] with environment variables for the process (after `RUST_LOG=info`, so
+    /// they may replace it) and, for a TLS port, how the health probe connects. A listen
+    /// address of 0.0.0.0 is probed on 127.0.0.1.
+    pub fn start_with(
+        data_dir: &Path,
+        addr: &str,
+        extra: &[&str],
+        log: PathBuf,
+        env: &[(&str, &str)],
+        tls: Option<&ProbeTls>,
+    ) -> Server {
         let child = Command::new(env!("CARGO_BIN_EXE_diptych"))
             .arg("serve")
             .arg("--model")
@@ -133,12 +168,14 @@ impl Server {
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting diptych serve");
         let mut server = Server { child, log };
-        wait_until_serving(&mut server, addr, Duration::from_secs(180));
+        let probe = addr.replace("0.0.0.0:", "127.0.0.1:");
+        wait_until_serving(&mut server, &probe, tls, Duration::from_secs(180));
         server
     }
 }
