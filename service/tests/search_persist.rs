@@ -24,7 +24,7 @@ use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 use diptych_service::encoder::Engine;
 use diptych_service::index::QuerySource;
 use diptych_service::index::{
-    AcceptOutcome, FaultPoint, Faults, Index, IndexError, PROJECTIONS_FROM, SearchSpec,
+    AcceptOutcome, FaultPoint, Faults, Index, PROJECTIONS_FROM, SearchSpec,
 };
 use diptych_service::record::{DeleteTarget, RecordId, RecordKeys, RecordSet};
 use diptych_service::search::{
@@ -283,13 +283,11 @@ async fn after_a_restart_searches_are_pruned_at_once_and_unchanged() {
         "the projections outlive the rollback"
     );
     let live = index.record_counts().1;
-    match index.delete(DeleteTarget::Instance(sop_uid(3))).await {
-        Ok(deleted) => assert_eq!(deleted.records, FRAMES),
-        // The cleanup after the delete's commit (the catalog's purge) can lose a race with the
-        // catalog's background merges; the delete itself is committed (checked below).
-        Err(IndexError::Apply(message)) => eprintln!("the delete's cleanup failed: {message}"),
-        Err(other) => panic!("the delete failed: {other}"),
-    }
+    let deleted = index
+        .delete(DeleteTarget::Instance(sop_uid(3)))
+        .await
+        .expect("the delete and its cleanup succeed");
+    assert_eq!(deleted.records, FRAMES);
     applied(&index).await;
     assert_eq!(index.record_counts().1, live - FRAMES as usize, "deleted");
     let records = index.record_counts().0;
