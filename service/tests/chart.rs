@@ -9,7 +9,7 @@
 //! cannot name a key or flag that the server does not know.
 //!
 //! Some keys belong to server features that land separately (the HTTP port, the log format).
-//! the log format). They are listed in `PENDING_KEYS`: left out of the parse, and checked to be
+//! They are listed in `PENDING_KEYS`: left out of the parse, and checked to be
 //! still unknown, so the day the server learns one of them this test fails and says to take it
 //! off the list (and to check that the server means by it what the chart does).
 
