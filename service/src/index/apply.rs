@@ -31,6 +31,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinSet;
 
 use super::Index;
+use super::apply_error::ApplyError;
 use super::faults::FaultPoint;
 use super::work::{DeleteCounts, DeleteReply, Prepared, Work};
 use crate::catalog::{CatalogEntry, Checkpoint};
@@ -58,7 +59,7 @@ pub const PERSISTENT_AFTER: u32 = 3;
 /// Why applying failed, and what the failed work held that its redo from the log needs.
 struct Failure {
     /// What failed (no patient data).
-    reason: String,
+    reason: ApplyError,
     /// Backlog room of the failed work, given back once it is applied after all.
     backlog: Vec<OwnedSemaphorePermit>,
     /// Callers of the failed deletes, answered once they are applied after all.
@@ -66,9 +67,9 @@ struct Failure {
 }
 
 impl Failure {
-    fn new(reason: impl Into<String>) -> Failure {
+    fn new(reason: ApplyError) -> Failure {
         Failure {
-            reason: reason.into(),
+            reason,
             backlog: Vec::new(),
             replies: Vec::new(),
         }
@@ -307,7 +308,7 @@ async fn step(
             "write-ahead log sequence gap: reading the missing entries back from the log"
         );
         let missing = tokio::task::block_in_place(|| index.reread(*next - 1, lowest, true))
-            .map_err(|e| Failure::new(format!("reading a sequence gap back from the log: {e}")))?;
+            .map_err(|e| Failure::new(ApplyError::reread("a sequence gap")(e)))?;
         for work in missing {
             waiting.insert(work.seq(), work);
         }
@@ -334,7 +335,7 @@ async fn redo(
     }
     failure.backlog.append(&mut commits.carried);
     let redone = loop {
-        let pause = commits.failed(index, &failure.reason);
+        let pause = commits.failed(index, &failure.reason.to_string());
         tracing::warn!(
             reason = %failure.reason,
             retry_in_ms = pause.as_millis() as u64,
@@ -343,7 +344,12 @@ async fn redo(
         tokio::time::sleep(pause).await;
         match tokio::task::block_in_place(|| index.roll_back(*next)) {
             Ok(redone) => break redone,
-            Err(error) => failure.reason = format!("rolling back to the last checkpoint: {error}"),
+            Err(error) => {
+                failure.reason = ApplyError::RollBack {
+                    first: failure.reason.to_string(),
+                    source: Box::new(error),
+                }
+            }
         }
     };
     let (applied_seq, works) = redone;
@@ -384,7 +390,7 @@ fn take_contiguous(waiting: &mut BTreeMap<u64, Work>, next: &mut u64) -> Vec<Wor
 #[derive(Default)]
 struct Commits {
     /// The checkpoint in flight; a failed one hands its work back.
-    running: Option<tokio::task::JoinHandle<Result<(), (Uncommitted, String)>>>,
+    running: Option<tokio::task::JoinHandle<Result<(), (Uncommitted, ApplyError)>>>,
     /// What was applied since the last checkpoint.
     uncommitted: Option<Uncommitted>,
     /// Backlog room of work being redone after a failure, given back at the next checkpoint.
@@ -423,7 +429,10 @@ impl Commits {
                 failure.backlog = done.backlog;
                 Err(failure)
             }
-            Err(error) => Err(Failure::new(format!("a checkpoint task failed: {error}"))),
+            Err(error) => Err(Failure::new(ApplyError::Task {
+                task: "a checkpoint",
+                message: error.to_string(),
+            })),
         }
     }
 
@@ -637,15 +646,18 @@ async fn index_instances(
             tasks.spawn(async move { (i, f, encode_with_retry(&index, pixels).await) });
         }
     }
-    let mut failed: Option<String> = None;
+    let mut failed: Option<ApplyError> = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
             Ok((i, f, Ok(code))) => codes[i][f] = Some(code),
             Ok((_, _, Err(error))) => {
-                failed.get_or_insert_with(|| format!("encoding an accepted frame failed: {error}"));
+                failed.get_or_insert(ApplyError::Encode(error));
             }
             Err(error) => {
-                failed.get_or_insert_with(|| format!("an encoding task failed: {error}"));
+                failed.get_or_insert_with(|| ApplyError::Task {
+                    task: "an encoding",
+                    message: error.to_string(),
+                });
             }
         }
     }
@@ -679,7 +691,8 @@ async fn index_instances(
         } else {
             store.append(&records)
         };
-        let range = appended.map_err(|e| Failure::new(format!("appending codes: {e}")))?;
+        let range =
+            appended.map_err(|e| Failure::new(ApplyError::store("appending codes to")(e)))?;
         let view = store.view();
         let mut search = index.search.write().expect("search lock poisoned");
         match search.index.as_mut() {
@@ -692,12 +705,12 @@ async fn index_instances(
         entry.record = record;
     }
     if index.faults.hit(FaultPoint::CatalogAdd) {
-        return Err(Failure::new("adding catalog entries: an injected failure"));
+        return Err(Failure::new(ApplyError::Injected(FaultPoint::CatalogAdd)));
     }
     index
         .catalog
         .add(&entries)
-        .map_err(|e| Failure::new(format!("adding catalog entries: {e}")))?;
+        .map_err(|e| Failure::new(ApplyError::catalog("adding entries to")(e)))?;
     Ok(instances.iter().map(|(_, p)| p.keys_instance).collect())
 }
 
@@ -724,16 +737,14 @@ async fn encode_with_retry(index: &Index, pixels: Vec<f32>) -> Result<SliceCode,
 /// Errs, with what failed, when the store or the catalog could not be made durable (the log
 /// keeps the work); a failed prune only leaves segments for the next checkpoint, a failed save
 /// of the search summaries only costs a refit at the next start.
-fn checkpoint(index: &Index, applied_seq: u64) -> Result<(), String> {
+fn checkpoint(index: &Index, applied_seq: u64) -> Result<(), ApplyError> {
     let records = {
         let mut store = index.codes.write().expect("code store lock poisoned");
-        store
-            .sync()
-            .map_err(|e| format!("syncing the code store: {e}"))?;
+        store.sync().map_err(ApplyError::store("syncing"))?;
         store.len() as u64
     };
     if index.faults.hit(FaultPoint::Checkpoint) {
-        return Err("committing the catalog: an injected failure".into());
+        return Err(ApplyError::Injected(FaultPoint::Checkpoint));
     }
     index
         .catalog
@@ -741,7 +752,7 @@ fn checkpoint(index: &Index, applied_seq: u64) -> Result<(), String> {
             applied_seq,
             records,
         })
-        .map_err(|e| format!("committing the catalog: {e}"))?;
+        .map_err(ApplyError::catalog("committing"))?;
     if let Err(error) = index.wal.prune_through(applied_seq) {
         tracing::warn!(%error, "pruning the write-ahead log failed; the next checkpoint retries");
     }
@@ -755,7 +766,7 @@ enum DeleteFailure {
     Uncommitted(Failure),
     /// After its commit (purging the catalog, pruning the log): the records are gone from
     /// search, their bytes may linger until the next purge.
-    Committed(String),
+    Committed(ApplyError),
 }
 
 /// Removes every record of `target` from the catalog and the store, durably, and drops the log
@@ -765,11 +776,11 @@ fn apply_delete(
     target: &DeleteTarget,
     seq: u64,
 ) -> Result<DeleteCounts, DeleteFailure> {
-    let uncommitted = |e: String| DeleteFailure::Uncommitted(Failure::new(e));
+    let uncommitted = |e: ApplyError| DeleteFailure::Uncommitted(Failure::new(e));
     let ids = index
         .catalog
         .delete(target)
-        .map_err(|e| uncommitted(format!("finding the records to delete: {e}")))?;
+        .map_err(|e| uncommitted(ApplyError::catalog("finding the records to delete in")(e)))?;
     let instances = {
         let mut store = index.codes.write().expect("code store lock poisoned");
         let view = store.view();
@@ -781,7 +792,7 @@ fn apply_delete(
         keys.dedup();
         store
             .tombstone(&ids)
-            .map_err(|e| uncommitted(format!("tombstoning deleted records: {e}")))?;
+            .map_err(|e| uncommitted(ApplyError::store("tombstoning deleted records in")(e)))?;
         let view = store.view();
         let mut search = index.search.write().expect("search lock poisoned");
         for &id in &ids {
@@ -796,17 +807,22 @@ fn apply_delete(
         keys.len() as u64
     };
     checkpoint(index, seq).map_err(uncommitted)?;
-    let committed = |e: String| DeleteFailure::Committed(e);
+    let committed = DeleteFailure::Committed;
     index
         .catalog
         .purge()
-        .map_err(|e| committed(e.to_string()))?;
+        .map_err(|e| committed(ApplyError::catalog("purging deleted documents from")(e)))?;
     // The deleted instances' bytes live on only in log segments: close the current one and prune.
-    index.wal.rotate().map_err(|e| committed(e.to_string()))?;
-    index
-        .wal
-        .prune_through(seq)
-        .map_err(|e| committed(e.to_string()))?;
+    let log = |action| {
+        move |source| {
+            committed(ApplyError::Log {
+                action,
+                source: Box::new(source),
+            })
+        }
+    };
+    index.wal.rotate().map_err(log("rotating"))?;
+    index.wal.prune_through(seq).map_err(log("pruning"))?;
     tracing::info!(
         level = target.level(),
         records = ids.len(),

@@ -24,6 +24,7 @@
 
 pub mod accept;
 pub mod apply;
+pub mod apply_error;
 pub mod faults;
 pub mod health;
 pub mod query;
@@ -50,6 +51,7 @@ use crate::store::{CodeStore, ModelStamp, StoreError, Wal, WalOptions, WalRecord
 use crate::watch::StudyTracker;
 
 pub use accept::{AcceptOutcome, Refusal};
+pub use apply_error::ApplyError;
 pub use faults::{FaultPoint, Faults};
 pub use health::Health;
 pub use query::{QueryError, QuerySource, SearchOutcome, SearchSpec};
@@ -69,7 +71,7 @@ pub enum IndexError {
     Tables(#[from] TablesError),
     /// Applying a delete failed.
     #[error("the delete could not be applied: {0}")]
-    Apply(String),
+    Apply(#[source] ApplyError),
     /// The apply worker has stopped (the server is shutting down).
     #[error("the indexing worker has stopped; the server is shutting down")]
     Stopped,
@@ -459,14 +461,18 @@ impl Index {
     /// After a failure: drops every store record and catalog change since the last checkpoint,
     /// and returns that checkpoint's seq with the work of the log entries after it and before
     /// `next` (already counted as pending), to be applied again.
-    fn roll_back(&self, next: u64) -> Result<(u64, Vec<Work>), String> {
+    fn roll_back(&self, next: u64) -> Result<(u64, Vec<Work>), ApplyError> {
         let checkpoint = self.catalog.checkpoint();
-        self.catalog.roll_back().map_err(|e| e.to_string())?;
+        self.catalog
+            .roll_back()
+            .map_err(ApplyError::catalog("rolling back"))?;
         let committed = usize::try_from(checkpoint.records).unwrap_or(usize::MAX);
         {
             let mut codes = self.codes.write().expect("code store lock poisoned");
             if codes.len() > committed {
-                codes.truncate(committed).map_err(|e| e.to_string())?;
+                codes
+                    .truncate(committed)
+                    .map_err(ApplyError::store("truncating"))?;
             }
             let mut search = self.search.write().expect("search lock poisoned");
             if let Some(index) = search.index.as_mut() {
@@ -488,7 +494,7 @@ impl Index {
         }
         let works = self
             .reread(checkpoint.applied_seq, next, false)
-            .map_err(|e| format!("reading the work after the last checkpoint back: {e}"))?;
+            .map_err(ApplyError::reread("the work after the last checkpoint"))?;
         Ok((checkpoint.applied_seq, works))
     }
 

@@ -5,6 +5,7 @@
 use diptych_dicom_adapter::{InstanceMetadata, InstanceUids};
 use tokio::sync::{OwnedSemaphorePermit, oneshot};
 
+use super::apply_error::ApplyError;
 use crate::record::{DeleteTarget, RecordKeys, key_of};
 
 /// An image instance made ready for the encoder: its metadata and one model input per frame.
@@ -49,7 +50,7 @@ pub struct DeleteCounts {
 }
 
 /// Where the answer to a delete goes.
-pub type DeleteReply = oneshot::Sender<Result<DeleteCounts, String>>;
+pub type DeleteReply = oneshot::Sender<Result<DeleteCounts, ApplyError>>;
 
 /// One unit of accepted work, named by its log sequence number.
 pub enum Work {
