@@ -147,9 +147,7 @@ impl Instance {
                 name: ts.name().to_string(),
             });
         }
-        if wide_grey
-            && (ts.is_encapsulated_pixel_data() || ts.uid() == EXPLICIT_VR_BIG_ENDIAN)
-        {
+        if wide_grey && (ts.is_encapsulated_pixel_data() || ts.uid() == EXPLICIT_VR_BIG_ENDIAN) {
             return Err(AdapterError::BadAttribute {
                 name: "BitsAllocated",
                 tag: "(0028,0100)",

@@ -251,7 +251,10 @@ fn thirty_two_bit_monochrome_images_decode_to_their_modality_values() {
         ],
     );
     let values = decode(&deflated).unwrap_or_else(|e| panic!("deflated: {e}"));
-    assert!(largest_error(&values, &expected(3.0)) <= 0.5, "deflated data sets decode too");
+    assert!(
+        largest_error(&values, &expected(3.0)) <= 0.5,
+        "deflated data sets decode too"
+    );
     let big = dir.join("mono32_big_endian.dcm");
     tool(
         "dcmconv",
