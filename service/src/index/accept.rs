@@ -245,6 +245,7 @@ impl Index {
                 return Ok(AcceptOutcome::NonImage);
             }
             Ok(Examined::Duplicate(sop_instance_uid)) => {
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 return Ok(AcceptOutcome::Duplicate {
                     sop_instance_uid: sop_instance_uid.into_string(),
                 });
@@ -282,6 +283,7 @@ impl Index {
                 }
             };
             if indexed || in_flight.contains_key(&prepared.keys_instance) {
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 return Ok(AcceptOutcome::Duplicate { sop_instance_uid });
             }
             let (key, study) = in_flight_entry(&prepared.uids);
@@ -308,6 +310,7 @@ impl Index {
             }
         };
         self.counters.pending.fetch_add(1, Ordering::Relaxed);
+        self.counters.acknowledged.fetch_add(1, Ordering::Relaxed);
         self.work
             .send(Work::Instance {
                 seq,

@@ -517,6 +517,10 @@ impl Uncommitted {
         index.release(&self.keys);
         index
             .counters
+            .indexed
+            .fetch_add(self.keys.len() as u64, Ordering::Relaxed);
+        index
+            .counters
             .pending
             .fetch_sub(self.entries, Ordering::Relaxed);
         drop(self.backlog);
