@@ -183,7 +183,9 @@ impl Engine {
         ]
     }
 
-    /// Encodes one pre-processed slice (S·S values in [0, 1]).
+    /// Encodes one pre-processed slice (S·S values in [0, 1]): its wait in the batcher's queue
+    /// and its batch's run.
+    #[tracing::instrument(name = "encode", level = "info", skip_all)]
     pub async fn encode(&self, pixels: Vec<f32>) -> Result<SliceCode, BatchError> {
         self.encoder.submit(pixels).await
     }

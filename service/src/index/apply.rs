@@ -675,6 +675,8 @@ async fn index_instances(
             });
         }
     }
+    // No await from here on: the span is entered for the rest of the function.
+    let _store = tracing::info_span!("store", records = records.len()).entered();
     let range = {
         let mut store = index.codes.write().expect("code store lock poisoned");
         let appended = if index.faults.hit(FaultPoint::StoreAppend) {
