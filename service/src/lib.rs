@@ -22,6 +22,7 @@
 //! | [`render`] | model images and label maps as PNG or float32 |
 //! | [`grpc`] | the gRPC edge: thin adapters, health, reflection, limits |
 //! | [`server`] | `diptych serve`: start-up order, serving, shutdown |
+//! | [`http`] | the HTTP port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`logging`] | text or JSON logs, with request-id and step spans |
 //!
 //! Logs go through `tracing` (filter with `RUST_LOG`); they never carry patient data.
@@ -32,6 +33,7 @@ pub mod config;
 pub mod dicom;
 pub mod encoder;
 pub mod grpc;
+pub mod http;
 pub mod index;
 pub mod logging;
 pub mod record;

@@ -8,6 +8,7 @@
 //! | [`ingest`] | IngestService: Ingest (acknowledged once durable), Delete |
 //! | [`search`] | SearchService: Search, and Watch (similar studies of every received study, shared with the KOS sender) |
 //! | [`input`], [`output`], [`status`] | protobuf ↔ domain conversions and error mapping |
+//! | [`observe`] | the tower layer: a request id and span per call, per-RPC metrics |
 //!
 //! Health: the overall status ("") and each implemented service report NOT_SERVING from the
 //! moment the port is bound until the model has warmed up, then SERVING.
@@ -16,6 +17,7 @@ pub mod image;
 pub mod info;
 pub mod ingest;
 pub mod input;
+pub mod observe;
 pub mod output;
 pub mod search;
 pub mod status;
@@ -140,11 +142,13 @@ pub async fn health() -> (HealthReporter, HealthServer<impl Health>) {
     (reporter, server)
 }
 
-/// Serves the API and `health` on `listener` until `shutdown` completes.
+/// Serves the API and `health` on `listener` until `shutdown` completes; every call is
+/// observed ([`observe`]: request id, span, `rpc` metrics).
 pub async fn serve<H: Health>(
     listener: TcpListener,
     state: Arc<ServiceState>,
     health: HealthServer<H>,
+    rpc: Arc<observe::RpcMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -160,6 +164,7 @@ pub async fn serve<H: Health>(
 
     let max = state.max_message_bytes;
     tonic::transport::Server::builder()
+        .layer(observe::ObserveLayer::new(rpc))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
