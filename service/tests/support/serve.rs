@@ -60,6 +60,8 @@ pub struct Server {
     pub child: Child,
     /// Its stderr, captured.
     pub log: PathBuf,
+    /// Its HTTP port's address (/metrics, /healthz, /readyz).
+    pub http_addr: String,
 }
 
 impl Server {
@@ -121,8 +123,18 @@ fn wait_until_serving(server: &mut Server, addr: &str, limit: Duration) {
 
 impl Server {
     /// Starts `diptych serve` on the bundle under test with `data_dir`, the CPU provider, the
-    /// given gRPC address and extra arguments; waits until it is SERVING.
+    /// given gRPC address, the HTTP port on a free local port (unless `extra` names one) and
+    /// extra arguments; waits until it is SERVING.
     pub fn start(data_dir: &Path, addr: &str, extra: &[&str], log: PathBuf) -> Server {
+        let http_addr = match extra.iter().position(|a| *a == "--http-addr") {
+            Some(i) => extra[i + 1].to_string(),
+            None => format!("127.0.0.1:{}", free_port()),
+        };
+        let http = if extra.contains(&"--http-addr") {
+            Vec::new()
+        } else {
+            vec!["--http-addr", http_addr.as_str()]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_diptych"))
             .arg("serve")
             .arg("--model")
@@ -130,6 +142,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--grpc-addr", addr, "--execution-provider", "cpu"])
+            .args(&http)
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -137,7 +150,11 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting diptych serve");
-        let mut server = Server { child, log };
+        let mut server = Server {
+            child,
+            log,
+            http_addr,
+        };
         wait_until_serving(&mut server, addr, Duration::from_secs(180));
         server
     }
