@@ -83,7 +83,7 @@ impl Scrape {
         }
     }
 
-    fn scrape(http: &str) -> Scrape {
+    fn of(http: &str) -> Scrape {
         let (status, head, body) = get(http, "/metrics", "text/plain");
         assert_eq!(status, 200, "{body}");
         assert!(head.contains("text/plain; version=0.0.4"), "{head}");
@@ -198,7 +198,7 @@ fn metrics_move_by_what_was_sent_and_probes_answer() {
     let (status, _, body) = get(&http, "/readyz", "*/*");
     assert_eq!((status, body.as_str()), (200, "SERVING\n"), "{body}");
 
-    let before = Scrape::scrape(&http);
+    let before = Scrape::of(&http);
     assert_eq!(before.value("diptych_serving", &[]), 1.0);
     assert_eq!(
         before.value("diptych_encoder_info", &[("execution_provider", "cpu")]),
@@ -271,7 +271,7 @@ fn metrics_move_by_what_was_sent_and_probes_answer() {
     // The association ends just after its release is answered.
     let started = Instant::now();
     let after = loop {
-        let after = Scrape::scrape(&http);
+        let after = Scrape::of(&http);
         if after.value("diptych_dicom_associations_open", &[]) == 0.0
             || started.elapsed() > Duration::from_secs(10)
         {
