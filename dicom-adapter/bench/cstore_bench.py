@@ -360,6 +360,8 @@ class Diptych:
             str(folder / "data"),
             "--grpc-addr",
             f"127.0.0.1:{self.grpc_port}",
+            "--http-addr",
+            "127.0.0.1:0",
             "--dicom-addr",
             f"127.0.0.1:{self.dicom_port}",
             "--ae-title",

@@ -74,6 +74,7 @@ impl StoreSink for Recording {
 struct Listener {
     addr: SocketAddr,
     sink: Arc<Recording>,
+    stats: Arc<scp::ScpStats>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<Result<(), scp::ScpError>>,
 }
@@ -90,6 +91,7 @@ impl Listener {
             .try_init();
         let scp = scp::bind(config).await.expect("bind");
         let addr = scp.local_addr();
+        let stats = scp.stats();
         let sink = Arc::new(Recording::default());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(scp.serve(sink.clone(), async move {
@@ -98,6 +100,7 @@ impl Listener {
         Self {
             addr,
             sink,
+            stats,
             stop: Some(stop),
             task,
         }
@@ -880,6 +883,25 @@ async fn broken_instances_get_the_right_status_and_the_listener_keeps_serving() 
         pixels_of(&stored[0].part10),
         pixels_of(&instance.to_part10())
     );
+    // The listener's counters saw every status it sent, and no association is left open.
+    let sent = |service, status| listener.stats.responses_with(service, status);
+    use scp::DimseService::{CEcho, CStore};
+    assert_eq!(
+        (
+            sent(CStore, 0xC000),
+            sent(CStore, 0xA900),
+            sent(CStore, 0x0000),
+            sent(CEcho, 0x0000)
+        ),
+        (3, 1, 1, 4)
+    );
+    // The listener ends an association just after answering its release.
+    let since = std::time::Instant::now();
+    while listener.stats.associations_open() > 0 && since.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(listener.stats.associations_open(), 0);
+    assert_eq!(listener.stats.associations_accepted(), 9);
     listener.stop().await;
 }
 
@@ -1112,6 +1134,11 @@ async fn callers_off_the_allow_list_and_wrong_called_titles_are_rejected() {
         String::from_utf8_lossy(&wrong_called.stderr)
     );
     listener.assert_still_serving("rejections");
+    assert_eq!(
+        listener.stats.associations_rejected(),
+        3,
+        "a stranger, another host, a wrong called AE"
+    );
     listener.stop().await;
 }
 

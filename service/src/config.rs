@@ -16,6 +16,12 @@
 //! tokens_file = "tokens.toml"      # callers, roles, tokens; none: open on loopback only
 //! allow_unauthenticated = false    # true: no tokens needed on any address (a proxy authenticates)
 //!
+//! [http]
+//! addr = "0.0.0.0:8080"            # /metrics, /healthz, /readyz
+//!
+//! [log]
+//! format = "text"                  # text | json (one object per line)
+//!
 //! [encoder]
 //! execution_provider = "auto"      # auto | cuda | cpu
 //! ort_library = "/opt/onnxruntime/libonnxruntime.so.1.31.0"
@@ -48,10 +54,15 @@
 //! ```
 //!
 //! Environment variables: `DIPTYCH_CONFIG`, `DIPTYCH_DATA_DIR`, `DIPTYCH_MODEL`,
-//! `DIPTYCH_GRPC_ADDR`, `DIPTYCH_EXECUTION_PROVIDER`, `DIPTYCH_ORT_LIBRARY`,
-//! `DIPTYCH_MAX_BATCH`, `DIPTYCH_SESSIONS`, `DIPTYCH_DICOM_ADDR`, `DIPTYCH_AE_TITLE`,
-//! `DIPTYCH_TOKENS_FILE`, `DIPTYCH_GRPC_TLS_CERT`, `DIPTYCH_GRPC_TLS_KEY`,
+//! `DIPTYCH_GRPC_ADDR`, `DIPTYCH_HTTP_ADDR`, `DIPTYCH_LOG_FORMAT`, `DIPTYCH_EXECUTION_PROVIDER`,
+//! `DIPTYCH_ORT_LIBRARY`, `DIPTYCH_MAX_BATCH`, `DIPTYCH_SESSIONS`, `DIPTYCH_DICOM_ADDR`,
+//! `DIPTYCH_AE_TITLE`, `DIPTYCH_TOKENS_FILE`, `DIPTYCH_GRPC_TLS_CERT`, `DIPTYCH_GRPC_TLS_KEY`,
 //! `DIPTYCH_GRPC_TLS_CLIENT_CA`.
+//!
+//! Every key, with its default, variable and flag, is in [`reference::KEYS`], from which
+//! `diptych config reference` prints docs/CONFIGURATION.md.
+
+pub mod reference;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -72,6 +83,10 @@ pub struct Config {
     pub model: PathBuf,
     /// The gRPC server.
     pub grpc: GrpcConfig,
+    /// The HTTP port: metrics, liveness and readiness.
+    pub http: HttpConfig,
+    /// How the server logs.
+    pub log: LogConfig,
     /// ONNX Runtime and dynamic batching.
     pub encoder: EncoderConfig,
     /// Bounds on the DICOM instances and raw images accepted.
@@ -99,6 +114,8 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             model: PathBuf::from("models/synth-v2"),
             grpc: GrpcConfig::default(),
+            http: HttpConfig::default(),
+            log: LogConfig::default(),
             encoder: EncoderConfig::default(),
             images: Limits::default(),
             dicom: DicomConfig::default(),
@@ -244,6 +261,53 @@ pub struct AuthConfig {
     pub allow_unauthenticated: bool,
 }
 
+/// The HTTP port, for what is not gRPC: `/metrics` (Prometheus), `/healthz` (liveness) and
+/// `/readyz` (readiness, mirroring gRPC health).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address to listen on, HOST:PORT.
+    pub addr: SocketAddr,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+        }
+    }
+}
+
+/// How the server logs (to stderr; the level comes from `RUST_LOG`, default `info`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` (for people) or `json` (one object per line, for log collectors).
+    pub format: LogFormat,
+}
+
+/// The shape of log lines.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line, span fields (request id, step) included.
+    Json,
+}
+
+impl FromStr for LogFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(format!("{other:?} is not a log format; use text or json")),
+        }
+    }
+}
+
 /// Which ONNX Runtime execution provider runs the graphs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -327,6 +391,10 @@ pub struct Overrides {
     pub model: Option<PathBuf>,
     /// `--grpc-addr HOST:PORT`.
     pub grpc_addr: Option<SocketAddr>,
+    /// `--http-addr HOST:PORT`.
+    pub http_addr: Option<SocketAddr>,
+    /// `--log-format text|json`.
+    pub log_format: Option<LogFormat>,
     /// `--execution-provider auto|cuda|cpu`.
     pub execution_provider: Option<ExecutionProvider>,
     /// `--ort-library PATH`.
@@ -412,8 +480,40 @@ impl Config {
         })?;
         toml::from_str(&text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
-            message: e.to_string(),
+            message: match reference::unknown_key_hint(&text) {
+                Some(hint) => format!("{}\n{hint}", e.to_string().trim_end()),
+                None => e.to_string(),
+            },
         })
+    }
+
+    /// One line naming what this configuration serves where, for `diptych config check`.
+    pub fn summary(&self) -> String {
+        let dicom = if self.dicom.enabled {
+            format!(
+                "DICOM {} as {}{}",
+                self.dicom.addr,
+                self.dicom.ae_title.trim(),
+                if self.dicom.tls_cert.is_some() {
+                    " (TLS)"
+                } else {
+                    ""
+                }
+            )
+        } else {
+            "no DICOM".to_string()
+        };
+        let provider = format!("{:?}", self.encoder.execution_provider).to_lowercase();
+        let log = format!("{:?}", self.log.format).to_lowercase();
+        format!(
+            "model {}, data {}, gRPC {}, HTTP {}, {dicom}, encoder {provider} ×{} batch {}, {log} logs",
+            self.model.display(),
+            self.data_dir.display(),
+            self.grpc.addr,
+            self.http.addr,
+            self.encoder.sessions,
+            self.encoder.max_batch,
+        )
     }
 
     fn apply_env(&mut self, env: &impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
@@ -439,6 +539,12 @@ impl Config {
         }
         if let Some(v) = env("DIPTYCH_GRPC_ADDR") {
             self.grpc.addr = parsed("DIPTYCH_GRPC_ADDR", v, "HOST:PORT, e.g. 0.0.0.0:50051")?;
+        }
+        if let Some(v) = env("DIPTYCH_HTTP_ADDR") {
+            self.http.addr = parsed("DIPTYCH_HTTP_ADDR", v, "HOST:PORT, e.g. 0.0.0.0:8080")?;
+        }
+        if let Some(v) = env("DIPTYCH_LOG_FORMAT") {
+            self.log.format = parsed("DIPTYCH_LOG_FORMAT", v, "text or json")?;
         }
         if let Some(v) = env("DIPTYCH_EXECUTION_PROVIDER") {
             self.encoder.execution_provider =
@@ -483,6 +589,12 @@ impl Config {
         }
         if let Some(v) = o.grpc_addr {
             self.grpc.addr = v;
+        }
+        if let Some(v) = o.http_addr {
+            self.http.addr = v;
+        }
+        if let Some(v) = o.log_format {
+            self.log.format = v;
         }
         if let Some(v) = o.execution_provider {
             self.encoder.execution_provider = v;
@@ -700,6 +812,67 @@ mod tests {
             config.model,
             PathBuf::from("/model/file"),
             "no flag: file value"
+        );
+    }
+
+    #[test]
+    fn http_address_and_log_format_come_from_file_env_and_flags() {
+        assert_eq!(Config::default().http.addr.to_string(), "0.0.0.0:8080");
+        assert_eq!(Config::default().log.format, LogFormat::Text);
+        let file = write_file("[http]\naddr = \"127.0.0.1:9000\"\n[log]\nformat = \"json\"\n");
+        let flags = Overrides {
+            config: Some(file.path().to_path_buf()),
+            ..Overrides::default()
+        };
+        let config = Config::load(&flags, env_of(&[])).unwrap();
+        assert_eq!(config.http.addr.to_string(), "127.0.0.1:9000");
+        assert_eq!(config.log.format, LogFormat::Json);
+        let env = env_of(&[
+            ("DIPTYCH_HTTP_ADDR", "127.0.0.1:9001"),
+            ("DIPTYCH_LOG_FORMAT", "TEXT"),
+        ]);
+        let config = Config::load(&flags, &env).unwrap();
+        assert_eq!(config.http.addr.to_string(), "127.0.0.1:9001");
+        assert_eq!(config.log.format, LogFormat::Text);
+        let flags = Overrides {
+            http_addr: Some("127.0.0.1:9002".parse().unwrap()),
+            log_format: Some(LogFormat::Json),
+            ..flags
+        };
+        let config = Config::load(&flags, &env).unwrap();
+        assert_eq!(config.http.addr.to_string(), "127.0.0.1:9002");
+        assert_eq!(config.log.format, LogFormat::Json);
+        let err = Config::load(
+            &Overrides::default(),
+            env_of(&[("DIPTYCH_LOG_FORMAT", "xml")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("DIPTYCH_LOG_FORMAT") && err.contains("text or json"),
+            "{err}"
+        );
+        let err = Config::load(
+            &Overrides::default(),
+            env_of(&[("DIPTYCH_HTTP_ADDR", "8080")]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("DIPTYCH_HTTP_ADDR") && err.contains("HOST:PORT"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_summary_names_what_is_served_where() {
+        let summary = Config::default().summary();
+        assert!(
+            summary.contains("gRPC 0.0.0.0:50051")
+                && summary.contains("HTTP 0.0.0.0:8080")
+                && summary.contains("DICOM 0.0.0.0:11112 as DIPTYCH")
+                && !summary.contains('\n'),
+            "{summary}"
         );
     }
 

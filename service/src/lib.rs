@@ -23,6 +23,8 @@
 //! | [`grpc`] | the gRPC edge: thin adapters, health, reflection, limits, TLS |
 //! | [`auth`] | who may call the gRPC API: tokens file, roles, the gate in front of every service |
 //! | [`server`] | `diptych serve`: start-up order, serving, shutdown |
+//! | [`http`] | the HTTP port: `/metrics`, `/healthz`, `/readyz` |
+//! | [`logging`] | text or JSON logs, with request-id and step spans |
 //!
 //! Logs go through `tracing` (filter with `RUST_LOG`); they never carry patient data.
 
@@ -33,7 +35,9 @@ pub mod config;
 pub mod dicom;
 pub mod encoder;
 pub mod grpc;
+pub mod http;
 pub mod index;
+pub mod logging;
 pub mod record;
 pub mod render;
 pub mod search;

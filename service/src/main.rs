@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use diptych_service::config::{Config, ExecutionProvider, Overrides};
+use diptych_service::config::{Config, ExecutionProvider, LogFormat, Overrides};
 
 /// diptych: content-based retrieval of medical image slices by normal and abnormal anatomy.
 #[derive(Debug, Parser)]
@@ -21,8 +21,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Serve the model over gRPC (Encode, Decompose, model card, capabilities, health,
-    /// reflection). Settings: defaults < --config file < DIPTYCH_* environment < flags.
+    /// reflection), DICOM and HTTP (/metrics, /healthz, /readyz). Settings: defaults < --config
+    /// file < DIPTYCH_* environment < flags (every key: `diptych config reference`).
     Serve(ServeArgs),
+    /// Check a configuration file, or print the configuration reference.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Send DICOM files and folders (walked recursively) to a running server; prints a summary
     /// of what was indexed and why anything was refused.
     Ingest {
@@ -51,6 +55,20 @@ enum Command {
     /// composites, against random, raw-pixel and continuous-latent baselines (in-process; no
     /// server needed).
     Eval(EvalArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Check a TOML configuration file without starting anything: every key known, every value
+    /// in range, the [dicom] allow-list and TLS files readable. Prints one line and exits 0, or
+    /// names the key at fault and exits 1. The environment and flags are not applied.
+    Check {
+        /// The TOML file.
+        file: PathBuf,
+    },
+    /// Print the configuration reference (every key, default, environment variable and flag)
+    /// as markdown: docs/CONFIGURATION.md.
+    Reference,
 }
 
 #[derive(Debug, clap::Args)]
@@ -275,6 +293,12 @@ struct ServeArgs {
     /// gRPC listen address [default: 0.0.0.0:50051].
     #[arg(long, value_name = "HOST:PORT")]
     grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address for /metrics, /healthz and /readyz [default: 0.0.0.0:8080].
+    #[arg(long, value_name = "HOST:PORT")]
+    http_addr: Option<SocketAddr>,
+    /// Log lines as text or JSON objects [default: text].
+    #[arg(long, value_name = "text|json", value_parser = parse_log_format)]
+    log_format: Option<LogFormat>,
     /// ONNX Runtime execution provider: auto (CUDA if it registers, else CPU), cuda, cpu.
     #[arg(long, value_name = "auto|cuda|cpu", value_parser = parse_provider)]
     execution_provider: Option<ExecutionProvider>,
@@ -300,18 +324,33 @@ fn parse_provider(text: &str) -> Result<ExecutionProvider, String> {
     text.parse()
 }
 
+fn parse_log_format(text: &str) -> Result<LogFormat, String> {
+    text.parse()
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // `serve` logs in the format its configuration names, once it is read.
+    if !matches!(cli.command, Command::Serve(_)) {
+        diptych_service::logging::init(LogFormat::Text);
+    }
     match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Config(ConfigCommand::Check { file }) => {
+            // One clear message and status 1 (not an error chain with a backtrace).
+            match check_config(&file) {
+                Ok(summary) => println!("{summary}"),
+                Err(message) => {
+                    eprintln!("{message}");
+                    std::process::exit(1);
+                }
+            }
+            Ok(())
+        }
+        Command::Config(ConfigCommand::Reference) => {
+            print!("{}", diptych_service::config::reference::markdown());
+            Ok(())
+        }
         Command::Ingest { paths, server } => client(cli::ingest::run(&server, &paths)),
         Command::Search(args) => {
             let server = args.server.clone();
@@ -463,12 +502,25 @@ fn search_options(args: SearchArgs) -> anyhow::Result<cli::search::SearchOptions
     })
 }
 
+/// `diptych config check FILE`: the file alone, as `serve` would read it; the summary line, or
+/// what is wrong (each message names the file or the key).
+fn check_config(file: &std::path::Path) -> Result<String, String> {
+    let config = Config::from_file(file).map_err(|e| e.to_string())?;
+    let in_file = |e: &dyn std::fmt::Display| format!("{}: {e}", file.display());
+    config.validate().map_err(|e| in_file(&e))?;
+    diptych_service::dicom::DicomSettings::from_config(&config.dicom, &config.images)
+        .map_err(|e| in_file(&e))?;
+    Ok(format!("{}: valid; {}", file.display(), config.summary()))
+}
+
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let overrides = Overrides {
         config: args.config,
         data_dir: args.data_dir,
         model: args.model,
         grpc_addr: args.grpc_addr,
+        http_addr: args.http_addr,
+        log_format: args.log_format,
         execution_provider: args.execution_provider,
         ort_library: args.ort_library,
         dicom_addr: args.dicom_addr,
@@ -478,10 +530,12 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let config = Config::load(&overrides, |name| std::env::var(name).ok())
         .context("reading the configuration")?;
+    diptych_service::logging::init(config.log.format);
     tracing::info!(
         data_dir = %config.data_dir.display(),
         model = %config.model.display(),
         grpc_addr = %config.grpc.addr,
+        http_addr = %config.http.addr,
         execution_provider = ?config.encoder.execution_provider,
         "diptych serve {}",
         env!("CARGO_PKG_VERSION")
@@ -498,4 +552,36 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ))
         .context("diptych serve stopped")?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+    use diptych_service::config::reference::KEYS;
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn every_serve_flag_is_in_the_configuration_reference() {
+        let command = Cli::command();
+        let serve = command
+            .find_subcommand("serve")
+            .expect("the serve subcommand");
+        let flags: BTreeSet<String> = serve
+            .get_arguments()
+            .filter_map(|a| a.get_long())
+            .filter(|long| *long != "help")
+            .map(|long| format!("--{long}"))
+            .collect();
+        let mut listed: BTreeSet<String> = KEYS
+            .iter()
+            .filter_map(|k| k.flag)
+            .map(String::from)
+            .collect();
+        listed.insert("--config".to_string());
+        assert_eq!(
+            flags, listed,
+            "the flags of `diptych serve` and reference::KEYS differ"
+        );
+    }
 }

@@ -4,16 +4,19 @@
 //! 1. the data folder exists (created if missing);
 //! 2. ONNX Runtime is found and loaded (a missing library says to run `make deps-ort`);
 //! 3. the model bundle loads and its graphs agree with its manifest;
-//! 4. the gRPC port is bound (TLS and the tokens file were read before 2); health answers
-//!    NOT_SERVING;
+//! 4. the gRPC and HTTP ports are bound (TLS and the tokens file were read before 2); health and
+//!    `/readyz` answer NOT_SERVING, `/healthz` and `/metrics` answer;
 //! 5. the sessions open on the chosen execution provider, the model warms up;
 //! 6. the index opens: store records past the last checkpoint are dropped and the write-ahead
 //!    log is replayed after it;
 //! 7. the DICOM listener binds (unless `--no-dicom`), received studies are watched;
 //! 8. health switches to SERVING.
 //!
-//! A failure in 1–5 ends the process with the reason; 5 and 6 happen while the port already
-//! answers, so orchestrators see the process as alive but not ready.
+//! A failure in 1–5 ends the process with the reason; 5 and 6 happen while the ports already
+//! answer, so orchestrators see the process as alive but not ready.
+//!
+//! On SIGTERM: NOT_SERVING ("stopping"), no new calls or associations, those in flight answered,
+//! everything acknowledged applied and checkpointed; the HTTP port stops last.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -24,7 +27,6 @@ use std::time::{Duration, Instant};
 use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tonic_health::ServingStatus;
 
 use crate::bundle::{Bundle, BundleError};
 use crate::config::Config;
@@ -33,6 +35,7 @@ use crate::encoder::runtime::{self, RuntimeError, default_intra_threads};
 use crate::encoder::{BatcherConfig, Engine, EngineError, EngineOptions};
 use crate::grpc::security::{Security, SecurityError};
 use crate::grpc::{self, ServiceState};
+use crate::http::{self, HttpError, Metrics, Readiness, Ready};
 use crate::index::{Index, IndexError, IndexOptions};
 use diptych_dicom_adapter::scp;
 
@@ -80,6 +83,9 @@ pub enum ServeError {
     /// The gRPC server failed.
     #[error("the gRPC server failed: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The HTTP port could not be bound or failed.
+    #[error(transparent)]
+    Http(#[from] HttpError),
     /// A start-up task stopped unexpectedly.
     #[error("start-up was interrupted: {0}")]
     Interrupted(String),
@@ -124,12 +130,31 @@ pub async fn run(
         .await
         .map_err(|source| ServeError::Bind { addr, source })?;
     let bound = listener.local_addr().unwrap_or(addr);
+    let http_listener = http::bind(config.http.addr).await?;
+    let http_bound = http_listener.local_addr().unwrap_or(config.http.addr);
     let state = Arc::new(ServiceState::new(
         config.images,
         config.grpc.max_message_bytes,
         config.viewer_url_template.clone(),
     ));
-    let (reporter, health) = grpc::health().await;
+    let (readiness, health) = Readiness::start().await;
+    let metrics = Arc::new(Metrics::new(
+        state.clone(),
+        readiness.clone(),
+        config.data_dir.clone(),
+        config.index.min_free_bytes,
+    ));
+    // The HTTP port stops last, once everything acknowledged is checkpointed.
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let http_task = tokio::spawn(http::serve(
+        http_listener,
+        metrics.clone(),
+        readiness.clone(),
+        async move {
+            let _ = http_stopped.await;
+        },
+    ));
+    tracing::info!(addr = %http_bound, "HTTP listening: /metrics, /healthz, /readyz");
 
     // One shutdown signal for the server, whether it comes from outside or from a failed start.
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -137,12 +162,14 @@ pub async fn run(
     let stop_on_signal = stop_tx.clone();
     let deadline = Duration::from_secs_f64(config.shutdown_deadline_s);
     let stopping_state = state.clone();
+    let stopping_readiness = readiness.clone();
     tokio::spawn(async move {
         shutdown.await;
         tracing::info!(
             deadline_s = deadline.as_secs_f64(),
             "stopping: no new associations or calls; answering those in flight, applying what was acknowledged"
         );
+        stopping_readiness.stopping().await;
         stopping_state.begin_shutdown();
         let _ = stop_on_signal.send(true);
         tokio::time::sleep(deadline).await;
@@ -157,6 +184,7 @@ pub async fn run(
         state.clone(),
         health,
         security,
+        metrics.rpc(),
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
@@ -201,6 +229,7 @@ pub async fn run(
                 .map_err(|e| ServeError::Dicom(e.to_string()))?;
             let local = scp.local_addr();
             state.set_dicom(dicom.scp.ae_title.clone(), local.port());
+            metrics.set_dicom(scp.stats());
             let mut stop = stop_rx_dicom.clone();
             let sink = Arc::new(IndexSink::new(index.clone()));
             dicom_task = Some(tokio::spawn(async move {
@@ -236,19 +265,19 @@ pub async fn run(
             state.set_engine(engine);
             let mut faults = index.health().subscribe();
             state.set_index(index.clone());
-            grpc::set_health(&reporter, ServingStatus::Serving).await;
+            readiness.set(Ready::Serving).await;
             // Readiness follows the index: NOT_SERVING while indexing keeps failing.
-            let reporter = reporter.clone();
+            let readiness = readiness.clone();
             tokio::spawn(async move {
                 while faults.changed().await.is_ok() {
-                    let status = match faults.borrow_and_update().as_deref() {
+                    let ready = match faults.borrow_and_update().as_deref() {
                         Some(reason) => {
                             tracing::warn!(%reason, "gRPC health: NOT_SERVING while indexing fails");
-                            ServingStatus::NotServing
+                            Ready::NotServing(format!("indexing keeps failing: {reason}"))
                         }
-                        None => ServingStatus::Serving,
+                        None => Ready::Serving,
                     };
-                    grpc::set_health(&reporter, status).await;
+                    readiness.set(ready).await;
                 }
             });
             index
@@ -256,6 +285,8 @@ pub async fn run(
         Err(error) => {
             let _ = stop_tx.send(true);
             let _ = server.await;
+            let _ = http_stop.send(());
+            let _ = http_task.await;
             return Err(error);
         }
     };
@@ -273,6 +304,12 @@ pub async fn run(
     tracing::info!("applying what was acknowledged and taking the final checkpoint");
     // Everything acknowledged is applied and checkpointed: the next start replays nothing.
     index.close().await;
+    let _ = http_stop.send(());
+    match http_task.await {
+        Ok(Ok(())) => tracing::info!("HTTP server stopped"),
+        Ok(Err(error)) => tracing::error!(%error, "the HTTP server failed"),
+        Err(error) => tracing::error!(%error, "the HTTP server failed while stopping"),
+    }
     tracing::info!("stopped: every acknowledged instance is indexed and checkpointed");
     Ok(outcome?)
 }

@@ -141,6 +141,15 @@ async fn survives(point: FaultPoint, times: u32) {
     applied(&index).await;
     assert_eq!(faults.injected(point), times, "the failures happened");
     exactly_once(&index, &acknowledged);
+    let counted = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(
+        (
+            counted(&index.counters.acknowledged),
+            counted(&index.counters.indexed)
+        ),
+        (12, 12),
+        "/metrics counts each instance acknowledged and indexed once, redone work included"
+    );
     assert!(index.health().fault().is_none(), "the index recovered");
     restart_and_check(dir.path(), &engine, index, &acknowledged).await;
 }

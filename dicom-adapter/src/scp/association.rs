@@ -23,6 +23,7 @@ use super::budget::{Budget, Reserved};
 use super::dimse::{Command, Response, command_field, status};
 use super::negotiation::{Negotiated, Policy, Rejection};
 use super::sink::{StoreOutcome, StoreSink};
+use super::stats::{DimseService, ScpStats};
 use super::store::{self, Refusal, StoreRequest};
 use super::wire::{Wire, WireError};
 use crate::limits::Limits;
@@ -46,6 +47,8 @@ pub(crate) struct Shared {
     pub budget: Arc<Budget>,
     /// Where instances go.
     pub sink: Arc<dyn StoreSink>,
+    /// The listener's counters.
+    pub stats: Arc<ScpStats>,
 }
 
 /// Serves one connection: negotiates, then answers messages until release, abort, timeout or
@@ -98,6 +101,7 @@ pub(crate) async fn run<S>(
                 reason = %rejection,
                 "association rejected"
             );
+            shared.stats.rejected();
             let _ = wire.send(&Pdu::AssociationRJ(rejection.pdu())).await;
             wire.close().await;
             return;
@@ -110,6 +114,7 @@ pub(crate) async fn run<S>(
         contexts = negotiated.contexts.len(),
         "association accepted"
     );
+    let _open = shared.stats.opened();
     let mut association = Association {
         wire,
         peer,
@@ -363,12 +368,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
         }
         .encode();
         match self.wire.send_command(context_id, bytes).await {
-            Ok(()) => debug!(
-                peer = %self.peer,
-                message_id = command.message_id,
-                status = response.status,
-                "answered"
-            ),
+            Ok(()) => {
+                self.shared
+                    .stats
+                    .responded(DimseService::of_request(command.field), response.status);
+                debug!(
+                    peer = %self.peer,
+                    message_id = command.message_id,
+                    status = response.status,
+                    "answered"
+                )
+            }
             Err(e) => warn!(peer = %self.peer, error = %e, "cannot send the response"),
         }
     }

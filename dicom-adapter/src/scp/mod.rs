@@ -12,6 +12,7 @@
 //! | `dimse` | command sets read and written |
 //! | `budget` | the bound on data-set bytes buffered across associations |
 //! | `tls` | the rustls server configuration |
+//! | [`stats`] | [`ScpStats`]: associations open, accepted, rejected; responses sent by status |
 //!
 //! Built on dicom-ul 0.10's PDU codec and types; the association state machine is diptych's,
 //! because dicom-ul's acceptor follows the peer's transfer syntax order, rejects only
@@ -43,6 +44,7 @@ mod dimse;
 mod error;
 mod negotiation;
 pub mod sink;
+pub mod stats;
 mod store;
 mod tls;
 mod wire;
@@ -61,6 +63,7 @@ pub use config::{AllowedCaller, ScpConfig, TlsConfig};
 pub use error::ScpError;
 pub use negotiation::{decodable_transfer_syntaxes, is_storage_sop_class};
 pub use sink::{ReceivedInstance, StoreOutcome, StoreSink};
+pub use stats::{DimseService, ResponseCount, ScpStats};
 
 use association::Shared;
 use budget::Budget;
@@ -75,6 +78,7 @@ pub struct Scp {
     local_addr: SocketAddr,
     config: ScpConfig,
     tls: Option<TlsAcceptor>,
+    stats: Arc<ScpStats>,
 }
 
 /// Checks `config`, builds its TLS acceptor if any, and binds the listening socket.
@@ -112,6 +116,7 @@ pub async fn bind(config: ScpConfig) -> Result<Scp, ScpError> {
         local_addr,
         config,
         tls,
+        stats: Arc::default(),
     })
 }
 
@@ -119,6 +124,11 @@ impl Scp {
     /// The address actually listened on (the chosen port when the configuration said 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The listener's counters, updated while it serves.
+    pub fn stats(&self) -> Arc<ScpStats> {
+        Arc::clone(&self.stats)
     }
 
     /// Accepts associations until `shutdown` completes, each in its own task, handing every
@@ -134,6 +144,7 @@ impl Scp {
             local_addr,
             config,
             tls,
+            stats,
         } = self;
         let shared = Arc::new(Shared {
             policy: Policy {
@@ -148,6 +159,7 @@ impl Scp {
             max_data_set_bytes: config.max_data_set_bytes,
             budget: Budget::new(config.max_buffered_bytes),
             sink,
+            stats,
         });
         // Associations served, and (as many again) connections being told "busy".
         let served = Arc::new(Semaphore::new(config.max_associations));

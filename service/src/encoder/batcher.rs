@@ -9,6 +9,7 @@
 //! caller has gone away (cancelled RPC) is dropped before its batch runs.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
 use std::sync::mpsc as std_mpsc;
 use std::thread;
 use std::time::Duration;
@@ -16,6 +17,8 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{Instant, timeout_at};
+
+use super::stats::BatchStats;
 
 /// Something that processes a batch of items at once (a model session).
 pub trait BatchRunner: Send + 'static {
@@ -66,12 +69,14 @@ pub enum BatchError {
 struct Job<I, O> {
     item: I,
     reply: oneshot::Sender<Result<O, BatchError>>,
+    queued: std::time::Instant,
 }
 
 /// A handle to submit requests to a pool of runners through the dynamic batcher.
 pub struct Batcher<I, O> {
     queue: mpsc::Sender<Job<I, O>>,
     capacity: usize,
+    stats: Arc<BatchStats>,
 }
 
 impl<I, O> Clone for Batcher<I, O> {
@@ -79,6 +84,7 @@ impl<I, O> Clone for Batcher<I, O> {
         Self {
             queue: self.queue.clone(),
             capacity: self.capacity,
+            stats: self.stats.clone(),
         }
     }
 }
@@ -97,13 +103,15 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         assert!(config.max_batch > 0 && config.queue_capacity > 0);
         let (queue, jobs) = mpsc::channel(config.queue_capacity);
         let (idle_tx, idle_rx) = mpsc::unbounded_channel();
+        let stats = Arc::new(BatchStats::new(config.max_batch));
         let mut workers = Vec::with_capacity(runners.len());
         for (id, runner) in runners.into_iter().enumerate() {
             let (batch_tx, batch_rx) = std_mpsc::channel::<Vec<Job<I, O>>>();
             let idle = idle_tx.clone();
+            let stats = stats.clone();
             thread::Builder::new()
                 .name(format!("diptych-model-{id}"))
-                .spawn(move || work(id, runner, batch_rx, idle))
+                .spawn(move || work(id, runner, batch_rx, idle, &stats))
                 .expect("spawning a worker thread");
             idle_tx.send(id).expect("the collector is not started yet");
             workers.push(batch_tx);
@@ -113,21 +121,38 @@ impl<I: Send + 'static, O: Send + 'static> Batcher<I, O> {
         Self {
             queue,
             capacity: config.queue_capacity,
+            stats,
         }
     }
 
     /// Queues `item` and waits for its result.
     pub async fn submit(&self, item: I) -> Result<O, BatchError> {
         let (reply, result) = oneshot::channel();
-        self.queue
-            .try_send(Job { item, reply })
-            .map_err(|e| match e {
-                mpsc::error::TrySendError::Full(_) => BatchError::QueueFull {
+        let job = Job {
+            item,
+            reply,
+            queued: std::time::Instant::now(),
+        };
+        self.queue.try_send(job).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                self.stats.refused_full();
+                BatchError::QueueFull {
                     capacity: self.capacity,
-                },
-                mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
-            })?;
+                }
+            }
+            mpsc::error::TrySendError::Closed(_) => BatchError::Stopped,
+        })?;
         result.await.unwrap_or(Err(BatchError::Stopped))
+    }
+
+    /// Requests waiting in the queue now (not yet taken into a batch).
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// What the batcher has measured: queue waits, compute times, batch sizes, failures.
+    pub fn stats(&self) -> &Arc<BatchStats> {
+        &self.stats
     }
 }
 
@@ -170,16 +195,28 @@ fn work<R: BatchRunner>(
     mut runner: R,
     batches: std_mpsc::Receiver<Vec<Job<R::Item, R::Output>>>,
     idle: mpsc::UnboundedSender<usize>,
+    stats: &BatchStats,
 ) {
     for batch in batches {
         if !batch.is_empty() {
             let size = batch.len();
+            let started = std::time::Instant::now();
+            for job in &batch {
+                stats
+                    .queue_wait
+                    .observe(started.duration_since(job.queued).as_secs_f64());
+            }
+            stats.batch_size.observe(size as f64);
             let (items, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|j| (j.item, j.reply)).unzip();
             let outcome = catch_unwind(AssertUnwindSafe(|| {
                 runner.run(&items).map_err(|e| e.to_string())
             }))
             .unwrap_or_else(|_| Err("the model runner panicked".to_string()));
+            stats.compute.observe(started.elapsed().as_secs_f64());
+            if !matches!(&outcome, Ok(outputs) if outputs.len() == size) {
+                stats.batch_failed();
+            }
             match outcome {
                 Ok(outputs) if outputs.len() == size => {
                     for (reply, output) in replies.into_iter().zip(outputs) {
@@ -281,6 +318,17 @@ mod tests {
         }
         let sizes = sizes.lock().unwrap().clone();
         assert_eq!(sizes.iter().sum::<usize>(), 40);
+        let stats = batcher.stats();
+        assert_eq!(stats.batch_size.count(), sizes.len() as u64);
+        assert_eq!(stats.batch_size.sum(), 40.0);
+        assert_eq!(stats.queue_wait.count(), 40, "one wait per request");
+        assert_eq!(
+            stats.compute.count(),
+            sizes.len() as u64,
+            "one run per batch"
+        );
+        assert!(stats.compute.sum() >= 0.03 * sizes.len() as f64 * 0.9);
+        assert_eq!(batcher.queue_depth(), 0);
         assert!(
             sizes.iter().all(|&s| s <= 8),
             "max_batch respected: {sizes:?}"
@@ -317,6 +365,7 @@ mod tests {
         let err = batcher.submit(666).await.unwrap_err();
         assert!(err.to_string().contains("panicked"), "{err}");
         assert_eq!(batcher.submit(4).await, Ok(8), "the worker survives");
+        assert_eq!(batcher.stats().failed_batches(), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -330,8 +379,10 @@ mod tests {
             waiting.push(tokio::spawn(async move { b.submit(v).await }));
             tokio::time::sleep(Duration::from_millis(30)).await;
         }
+        assert_eq!(batcher.queue_depth(), 2, "the queue is full");
         let err = batcher.submit(99).await.unwrap_err();
         assert_eq!(err, BatchError::QueueFull { capacity: 2 });
+        assert_eq!(batcher.stats().queue_full(), 1);
         for task in waiting {
             assert!(task.await.unwrap().is_ok());
         }

@@ -46,6 +46,17 @@ pub enum EngineError {
     },
 }
 
+/// One graph's batcher as `/metrics` reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct GraphStats<'a> {
+    /// `encoder` or `decoder`.
+    pub graph: &'static str,
+    /// Requests waiting in its queue now.
+    pub queue_depth: usize,
+    /// What its batcher has measured.
+    pub stats: &'a super::BatchStats,
+}
+
 /// The serving model: manifest, codebooks, and its sessions behind batchers.
 pub struct Engine {
     manifest: Manifest,
@@ -53,6 +64,7 @@ pub struct Engine {
     provider: Provider,
     geometry: Geometry,
     max_batch: usize,
+    sessions: usize,
     encoder: Batcher<Vec<f32>, SliceCode>,
     decoder: Batcher<CodePair, Decoded>,
 }
@@ -119,6 +131,7 @@ impl Engine {
             provider: provider.unwrap_or(Provider::Cpu),
             geometry,
             max_batch: options.batcher.max_batch,
+            sessions: options.sessions,
             encoder: Batcher::start(encoders, options.batcher),
             decoder: Batcher::start(decoders, options.batcher),
         })
@@ -144,7 +157,35 @@ impl Engine {
         self.geometry
     }
 
-    /// Encodes one pre-processed slice (S·S values in [0, 1]).
+    /// Sessions per graph.
+    pub fn sessions(&self) -> usize {
+        self.sessions
+    }
+
+    /// Largest batch handed to a session.
+    pub fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+
+    /// The encoder's and the decoder's batcher measurements.
+    pub fn graph_stats(&self) -> [GraphStats<'_>; 2] {
+        [
+            GraphStats {
+                graph: "encoder",
+                queue_depth: self.encoder.queue_depth(),
+                stats: self.encoder.stats(),
+            },
+            GraphStats {
+                graph: "decoder",
+                queue_depth: self.decoder.queue_depth(),
+                stats: self.decoder.stats(),
+            },
+        ]
+    }
+
+    /// Encodes one pre-processed slice (S·S values in [0, 1]): its wait in the batcher's queue
+    /// and its batch's run.
+    #[tracing::instrument(name = "encode", level = "info", skip_all)]
     pub async fn encode(&self, pixels: Vec<f32>) -> Result<SliceCode, BatchError> {
         self.encoder.submit(pixels).await
     }

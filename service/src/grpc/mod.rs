@@ -9,6 +9,7 @@
 //! | [`search`] | SearchService: Search, and Watch (similar studies of every received study, shared with the KOS sender) |
 //! | [`input`], [`output`], [`status`] | protobuf ↔ domain conversions and error mapping |
 //! | [`security`] | TLS on the port and the authentication policy, from `[grpc]` and `[auth]` |
+//! | [`observe`] | the tower layer: a request id and span per call, per-RPC metrics |
 //!
 //! Every service sits behind the gate of [`crate::auth`]: bearer tokens or client certificates,
 //! each caller with a role.
@@ -20,6 +21,7 @@ pub mod image;
 pub mod info;
 pub mod ingest;
 pub mod input;
+pub mod observe;
 pub mod output;
 pub mod search;
 pub mod security;
@@ -146,12 +148,14 @@ pub async fn health() -> (HealthReporter, HealthServer<impl Health>) {
 }
 
 /// Serves the API and `health` on `listener` until `shutdown` completes, with TLS when
-/// configured and every call through the authentication gate.
+/// configured; every call is observed ([`observe`]: request id, span, `rpc` metrics), then goes
+/// through the authentication gate (so refused calls are counted too).
 pub async fn serve<H: Health>(
     listener: TcpListener,
     state: Arc<ServiceState>,
     health: HealthServer<H>,
     security: security::Security,
+    rpc: Arc<observe::RpcMetrics>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -171,6 +175,7 @@ pub async fn serve<H: Health>(
         server = server.tls_config(tls)?;
     }
     server
+        .layer(observe::ObserveLayer::new(rpc))
         .layer(crate::auth::AuthLayer::new(security.policy))
         .add_service(health)
         .add_service(reflection_v1)

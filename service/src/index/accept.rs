@@ -7,6 +7,7 @@ use std::sync::atomic::Ordering;
 
 use diptych::preprocess::{PreprocessError, preprocess};
 use diptych_dicom_adapter::{AdapterError, Instance, Limits, Uid};
+use tracing::Instrument;
 
 use super::work::{Prepared, Work, in_flight_entry};
 use super::{Index, IndexError};
@@ -114,6 +115,7 @@ pub fn examine(
 }
 
 /// [`examine`] for an instance already parsed (under the same limits).
+#[tracing::instrument(name = "decode", level = "info", skip_all)]
 pub fn examine_parsed(
     instance: &Instance,
     engine: &Engine,
@@ -245,6 +247,7 @@ impl Index {
                 return Ok(AcceptOutcome::NonImage);
             }
             Ok(Examined::Duplicate(sop_instance_uid)) => {
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 return Ok(AcceptOutcome::Duplicate {
                     sop_instance_uid: sop_instance_uid.into_string(),
                 });
@@ -259,6 +262,7 @@ impl Index {
             .backlog
             .clone()
             .acquire_many_owned((prepared.frames.len() as u32).clamp(1, self.max_backlog))
+            .instrument(tracing::info_span!("queue", frames = prepared.frames.len()))
             .await
         {
             Ok(permit) => permit,
@@ -282,6 +286,7 @@ impl Index {
                 }
             };
             if indexed || in_flight.contains_key(&prepared.keys_instance) {
+                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 return Ok(AcceptOutcome::Duplicate { sop_instance_uid });
             }
             let (key, study) = in_flight_entry(&prepared.uids);
@@ -291,7 +296,12 @@ impl Index {
         let study_instance_uid = prepared.metadata.study_instance_uid.clone();
         let study = prepared.uids.study.clone();
         let key = prepared.keys_instance;
-        let seq = match self.wal.append(WalRecord::Instance { dicom }).await {
+        let seq = match self
+            .wal
+            .append(WalRecord::Instance { dicom })
+            .instrument(tracing::info_span!("store", to = "write-ahead log"))
+            .await
+        {
             Ok(seq) => seq,
             Err(error) => {
                 self.in_flight
@@ -308,6 +318,7 @@ impl Index {
             }
         };
         self.counters.pending.fetch_add(1, Ordering::Relaxed);
+        self.counters.acknowledged.fetch_add(1, Ordering::Relaxed);
         self.work
             .send(Work::Instance {
                 seq,

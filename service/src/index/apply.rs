@@ -527,6 +527,10 @@ impl Uncommitted {
         index.release(&self.keys);
         index
             .counters
+            .indexed
+            .fetch_add(self.keys.len() as u64, Ordering::Relaxed);
+        index
+            .counters
             .pending
             .fetch_sub(self.entries, Ordering::Relaxed);
         drop(self.backlog);
@@ -684,6 +688,8 @@ async fn index_instances(
             });
         }
     }
+    // No await from here on: the span is entered for the rest of the function.
+    let _store = tracing::info_span!("store", records = records.len()).entered();
     let range = {
         let mut store = index.codes.write().expect("code store lock poisoned");
         let appended = if index.faults.hit(FaultPoint::StoreAppend) {

@@ -101,11 +101,19 @@ pub struct IndexOptions {
     pub faults: Arc<Faults>,
 }
 
-/// Counters the statistics call reports.
+/// Counters the statistics call and `/metrics` report (since this process started, except
+/// `pending`, which counts a replayed log too).
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Instances acknowledged but not yet applied.
     pub pending: AtomicU64,
+    /// Image instances acknowledged for indexing: written to the log and answered success
+    /// (over DICOM or Ingest); duplicates and non-image objects are counted apart.
+    pub acknowledged: AtomicU64,
+    /// Image instances whose records were committed (searchable), replayed ones included.
+    pub indexed: AtomicU64,
+    /// Instances answered as duplicates of one already indexed or in flight.
+    pub duplicates: AtomicU64,
     /// Non-image objects received.
     pub non_image: AtomicU64,
     /// Most decoded frames a replay of the log held in memory at once (bounded by

@@ -120,6 +120,12 @@ impl QueryError {
 
 impl Index {
     /// Runs a search.
+    #[tracing::instrument(
+        name = "search",
+        level = "info",
+        skip_all,
+        fields(top_k = spec.top_k, filtered = !spec.filter.trim().is_empty())
+    )]
     pub async fn search(&self, spec: SearchSpec) -> Result<SearchOutcome, QueryError> {
         // top_k and the weights are checked by the search itself (`search::SearchError`, mapped
         // to the request field by `search_field`).
@@ -172,6 +178,7 @@ impl Index {
     /// Studies are ordered by the (distance, record id) of their best slice, a total order, so
     /// the answer for k is the prefix of the answer for any larger k (which
     /// [`crate::watch::similar`] relies on to serve fewer hits from one search of more).
+    #[tracing::instrument(name = "search", level = "info", skip_all, fields(similar_studies = true, top_k = top_k))]
     pub async fn similar_studies(
         &self,
         study_instance_uid: &Uid,

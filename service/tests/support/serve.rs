@@ -60,6 +60,8 @@ pub struct Server {
     pub child: Child,
     /// Its stderr, captured.
     pub log: PathBuf,
+    /// Its HTTP port's address (/metrics, /healthz, /readyz).
+    pub http_addr: String,
 }
 
 impl Server {
@@ -142,7 +144,8 @@ fn wait_until_serving(server: &mut Server, addr: &str, tls: Option<&ProbeTls>, l
 
 impl Server {
     /// Starts `diptych serve` on the bundle under test with `data_dir`, the CPU provider, the
-    /// given gRPC address and extra arguments; waits until it is SERVING.
+    /// given gRPC address, the HTTP port on a free local port (unless `extra` names one) and
+    /// extra arguments; waits until it is SERVING.
     pub fn start(data_dir: &Path, addr: &str, extra: &[&str], log: PathBuf) -> Server {
         Self::start_with(data_dir, addr, extra, log, &[], None)
     }
@@ -158,6 +161,15 @@ impl Server {
         env: &[(&str, &str)],
         tls: Option<&ProbeTls>,
     ) -> Server {
+        let http_addr = match extra.iter().position(|a| *a == "--http-addr") {
+            Some(i) => extra[i + 1].to_string(),
+            None => format!("127.0.0.1:{}", free_port()),
+        };
+        let http = if extra.contains(&"--http-addr") {
+            Vec::new()
+        } else {
+            vec!["--http-addr", http_addr.as_str()]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_diptych"))
             .arg("serve")
             .arg("--model")
@@ -165,6 +177,7 @@ impl Server {
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--grpc-addr", addr, "--execution-provider", "cpu"])
+            .args(&http)
             .args(extra)
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
@@ -173,7 +186,11 @@ impl Server {
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .expect("starting diptych serve");
-        let mut server = Server { child, log };
+        let mut server = Server {
+            child,
+            log,
+            http_addr,
+        };
         let probe = addr.replace("0.0.0.0:", "127.0.0.1:");
         wait_until_serving(&mut server, &probe, tls, Duration::from_secs(180));
         server

@@ -217,6 +217,8 @@ async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<
         .args([
             "--grpc-addr",
             &addr,
+            "--http-addr",
+            "127.0.0.1:0",
             "--no-dicom",
             "--execution-provider",
             "cpu",
