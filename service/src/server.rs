@@ -26,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic_health::ServingStatus;
 
+use crate::audit::{Audit, AuditError};
 use crate::bundle::{Bundle, BundleError};
 use crate::config::Config;
 use crate::dicom::{DicomSettings, IndexSink};
@@ -65,6 +66,9 @@ pub enum ServeError {
         "the DICOM listener cannot start: {0}; fix [dicom] in the configuration, choose another --dicom-addr, or pass --no-dicom"
     )]
     Dicom(String),
+    /// The audit trail cannot start.
+    #[error("the audit trail cannot start: {0}")]
+    Audit(#[from] AuditError),
     /// The gRPC port's TLS files or tokens file are unusable.
     #[error("the gRPC port cannot be secured: {0}")]
     Security(#[from] SecurityError),
@@ -98,6 +102,7 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
+    let audit = Audit::start(&config.audit, &config.data_dir)?;
     let library = runtime::locate_library(config.encoder.ort_library.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
@@ -129,6 +134,7 @@ pub async fn run(
         config.grpc.max_message_bytes,
         config.viewer_url_template.clone(),
     ));
+    state.set_audit(audit.clone());
     let (reporter, health) = grpc::health().await;
 
     // One shutdown signal for the server, whether it comes from outside or from a failed start.
@@ -202,7 +208,7 @@ pub async fn run(
             let local = scp.local_addr();
             state.set_dicom(dicom.scp.ae_title.clone(), local.port());
             let mut stop = stop_rx_dicom.clone();
-            let sink = Arc::new(IndexSink::new(index.clone()));
+            let sink = Arc::new(IndexSink::new(index.clone()).with_audit(audit.clone()));
             dicom_task = Some(tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stop.wait_for(|stop| *stop).await;
