@@ -144,10 +144,11 @@ impl Audit {
     }
 }
 
-/// Counts a dropped event and says so in the log: the first, then at every power of two.
+/// Counts a dropped event and says so in the log: the first, then at every power of two and
+/// every thousand.
 fn report_drop(dropped: &AtomicU64, kind: &str, why: &str) {
     let total = dropped.fetch_add(1, Ordering::Relaxed) + 1;
-    if total.is_power_of_two() || total % 1000 == 0 {
+    if total.is_power_of_two() || total.is_multiple_of(1000) {
         tracing::error!(
             event = kind,
             dropped_total = total,
