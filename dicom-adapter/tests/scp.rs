@@ -18,7 +18,8 @@ use dicom_ul::pdu::{PDataValue, PDataValueType};
 use dicom_ul::{ClientAssociationOptions, Pdu};
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::scp::{
-    self, AllowedCaller, ReceivedInstance, ScpConfig, StoreOutcome, StoreSink,
+    self, AllowedCaller, AssociationEnd, AssociationReport, ReceivedInstance, ScpConfig,
+    StoreOutcome, StoreSink,
 };
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 use diptych_dicom_adapter::{Limits, parse};
@@ -32,6 +33,8 @@ struct Recording {
     /// Decode every frame of each image before answering, as the service does: an image that
     /// does not decode is answered 0xC000.
     decode: std::sync::atomic::AtomicBool,
+    /// What the listener reported of each association that ended.
+    reports: Mutex<Vec<AssociationReport>>,
 }
 
 impl Recording {
@@ -68,6 +71,10 @@ impl StoreSink for Recording {
                 StoreOutcome::NonImage
             }
         })
+    }
+
+    fn association_ended(&self, report: AssociationReport) {
+        self.reports.lock().unwrap().push(report);
     }
 }
 
@@ -1522,4 +1529,70 @@ async fn archive_objects_over_pynetdicom_get_success_or_a_clear_refusal() {
     listener.assert_still_serving("archive objects");
     listener.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The audit hook: an association's end is reported once with its titles, peer, instances and
+/// the statuses sent by code; a rejected association is reported with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_association_is_reported_when_it_ends() {
+    let _one_at_a_time = serial().await;
+    let mut config = config();
+    config.allowed_callers = vec![AllowedCaller {
+        ae_title: "RAWSCU".to_string(),
+        host: None,
+    }];
+    let listener = Listener::start(config).await;
+    let addr = listener.addr;
+    let (instance, uid) = phantom_instance(2);
+    let good = instance.to_bare_data_set();
+    let statuses = tokio::task::spawn_blocking(move || {
+        raw_stores_in(
+            addr,
+            uids::MR_IMAGE_STORAGE,
+            uids::EXPLICIT_VR_LITTLE_ENDIAN,
+            &[(uid.as_str(), &good[..]), ("2.25.1234", &good[..])],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        statuses.iter().map(|s| s.0).collect::<Vec<_>>(),
+        [0x0000, 0xA900]
+    );
+    assert!(!listener.echo_as("STRANGER"), "off the allow-list");
+    let reports = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let reports = listener.sink.reports.lock().unwrap().clone();
+            if reports.len() >= 2 || std::time::Instant::now() > deadline {
+                break reports;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(reports.len(), 2, "{reports:?}");
+    let stored = &reports[0];
+    assert_eq!(
+        (stored.calling_ae.as_str(), stored.called_ae.as_str()),
+        ("RAWSCU", "DIPTYCH")
+    );
+    assert_eq!(stored.instances_received, 2);
+    assert_eq!(
+        stored
+            .statuses
+            .iter()
+            .map(|(k, v)| (*k, *v))
+            .collect::<Vec<_>>(),
+        [(0x0000, 1), (0xA900, 1)]
+    );
+    assert_eq!(stored.end, AssociationEnd::Released);
+    assert!(stored.peer.ip().is_loopback());
+    let rejected = &reports[1];
+    assert_eq!(rejected.calling_ae, "STRANGER");
+    assert_eq!(rejected.instances_received, 0);
+    assert!(
+        matches!(rejected.end, AssociationEnd::Rejected(_)),
+        "{rejected:?}"
+    );
+    listener.stop().await;
 }

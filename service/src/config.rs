@@ -48,6 +48,15 @@
 //! # destination = "WEASIS@10.0.0.9:11113"
 //! # archive = "teaching"                  # or "de-identified"; KOS reference other patients
 //!
+//! [audit]                        # who saw which patient's data (see crate::audit)
+//! enabled = true
+//! path = "data/audit/audit.jsonl"  # default: <data_dir>/audit/audit.jsonl; JSON lines
+//! max_bytes = 67108864             # rotate past this size
+//! keep = 10                        # rotated files kept (audit.jsonl.1 … .10)
+//! queue_capacity = 4096            # events waiting for the writer; beyond it dropped and logged
+//! # syslog_addr = "audit.example:6514"   # RFC 5424 over TCP, octet-counted (RFC 6587)
+//! # syslog_tls_ca = "audit-ca.pem"       # with it, over TLS, the receiver verified
+//!
 //! [images]
 //! max_pixels = 134217728           # rows × columns × frames per DICOM instance
 //! max_inflated_bytes = 536870912   # a deflated data set, once inflated
@@ -57,7 +66,8 @@
 //! `DIPTYCH_GRPC_ADDR`, `DIPTYCH_HTTP_ADDR`, `DIPTYCH_LOG_FORMAT`, `DIPTYCH_EXECUTION_PROVIDER`,
 //! `DIPTYCH_ORT_LIBRARY`, `DIPTYCH_MAX_BATCH`, `DIPTYCH_SESSIONS`, `DIPTYCH_DICOM_ADDR`,
 //! `DIPTYCH_AE_TITLE`, `DIPTYCH_TOKENS_FILE`, `DIPTYCH_GRPC_TLS_CERT`, `DIPTYCH_GRPC_TLS_KEY`,
-//! `DIPTYCH_GRPC_TLS_CLIENT_CA`.
+//! `DIPTYCH_GRPC_TLS_CLIENT_CA`, `DIPTYCH_AUDIT_ENABLED`, `DIPTYCH_AUDIT_PATH`,
+//! `DIPTYCH_AUDIT_SYSLOG_ADDR`, `DIPTYCH_AUDIT_SYSLOG_TLS_CA`.
 //!
 //! Every key, with its default, variable and flag, is in [`reference::KEYS`], from which
 //! `diptych config reference` prints docs/CONFIGURATION.md.
@@ -97,6 +107,8 @@ pub struct Config {
     pub index: IndexConfig,
     /// Who may call the gRPC API.
     pub auth: AuthConfig,
+    /// The audit trail: file and syslog.
+    pub audit: crate::audit::AuditConfig,
     /// A viewer deep link for search hits, e.g. an OHIF URL:
     /// `https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}`
     /// (placeholders `{study_instance_uid}`, `{series_instance_uid}`, `{sop_instance_uid}`).
@@ -121,6 +133,7 @@ impl Default for Config {
             dicom: DicomConfig::default(),
             index: IndexConfig::default(),
             auth: AuthConfig::default(),
+            audit: crate::audit::AuditConfig::default(),
             viewer_url_template: None,
             shutdown_deadline_s: 25.0,
         }
@@ -576,6 +589,18 @@ impl Config {
         }
         if let Some(v) = env("DIPTYCH_GRPC_TLS_CLIENT_CA") {
             self.grpc.tls_client_ca = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("DIPTYCH_AUDIT_ENABLED") {
+            self.audit.enabled = parsed("DIPTYCH_AUDIT_ENABLED", v, "true or false")?;
+        }
+        if let Some(v) = env("DIPTYCH_AUDIT_PATH") {
+            self.audit.path = Some(PathBuf::from(v));
+        }
+        if let Some(v) = env("DIPTYCH_AUDIT_SYSLOG_ADDR") {
+            self.audit.syslog_addr = Some(v);
+        }
+        if let Some(v) = env("DIPTYCH_AUDIT_SYSLOG_TLS_CA") {
+            self.audit.syslog_tls_ca = Some(PathBuf::from(v));
         }
         Ok(())
     }

@@ -22,12 +22,15 @@
 //! | [`render`] | model images and label maps as PNG or float32 |
 //! | [`grpc`] | the gRPC edge: thin adapters, health, reflection, limits, TLS |
 //! | [`auth`] | who may call the gRPC API: tokens file, roles, the gate in front of every service |
+//! | [`audit`] | the audit trail: who saw which patient's data, to a rotated JSON-lines file and syslog |
 //! | [`server`] | `diptych serve`: start-up order, serving, shutdown |
 //! | [`http`] | the HTTP port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`logging`] | text or JSON logs, with request-id and step spans |
 //!
-//! Logs go through `tracing` (filter with `RUST_LOG`); they never carry patient data.
+//! Logs go through `tracing` (filter with `RUST_LOG`); they never carry patient data. The audit
+//! trail ([`audit`]) is where patient IDs and study UIDs are recorded, with who saw them.
 
+pub mod audit;
 pub mod auth;
 pub mod bundle;
 pub mod catalog;

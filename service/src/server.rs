@@ -28,6 +28,7 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::audit::{Audit, AuditError};
 use crate::bundle::{Bundle, BundleError};
 use crate::config::Config;
 use crate::dicom::{DicomSettings, IndexSink};
@@ -68,6 +69,9 @@ pub enum ServeError {
         "the DICOM listener cannot start: {0}; fix [dicom] in the configuration, choose another --dicom-addr, or pass --no-dicom"
     )]
     Dicom(String),
+    /// The audit trail cannot start.
+    #[error("the audit trail cannot start: {0}")]
+    Audit(#[from] AuditError),
     /// The gRPC port's TLS files or tokens file are unusable.
     #[error("the gRPC port cannot be secured: {0}")]
     Security(#[from] SecurityError),
@@ -104,6 +108,7 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
+    let audit = Audit::start(&config.audit, &config.data_dir)?;
     let library = runtime::locate_library(config.encoder.ort_library.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
@@ -137,6 +142,7 @@ pub async fn run(
         config.grpc.max_message_bytes,
         config.viewer_url_template.clone(),
     ));
+    state.set_audit(audit.clone());
     let (readiness, health) = Readiness::start().await;
     let metrics = Arc::new(Metrics::new(
         state.clone(),
@@ -231,7 +237,7 @@ pub async fn run(
             state.set_dicom(dicom.scp.ae_title.clone(), local.port());
             metrics.set_dicom(scp.stats());
             let mut stop = stop_rx_dicom.clone();
-            let sink = Arc::new(IndexSink::new(index.clone()));
+            let sink = Arc::new(IndexSink::new(index.clone()).with_audit(audit.clone()));
             dicom_task = Some(tokio::spawn(async move {
                 let stopped = async move {
                     let _ = stop.wait_for(|stop| *stop).await;

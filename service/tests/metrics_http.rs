@@ -405,16 +405,26 @@ fn metrics_move_by_what_was_sent_and_probes_answer() {
             .is_some_and(|spans| spans.iter().any(|s| s["request_id"] == id))
     };
     assert!(
-        lines
-            .iter()
-            .any(|l| l["target"] == "audit" && in_call(l, "metrics-test-search-1")),
-        "the audit line of the search carries its request id:\n{text}"
+        lines.iter().any(|l| in_call(l, "metrics-test-search-1")),
+        "the search's log lines carry its request id:\n{text}"
+    );
+    // The audit trail's event of that search names the same request id.
+    let audit = std::fs::read_to_string(dir.path().join("data/audit/audit.jsonl")).unwrap();
+    assert!(
+        audit.lines().any(|l| {
+            let event: Value = serde_json::from_str(l).unwrap();
+            event["event"] == "search" && event["request_id"] == "metrics-test-search-1"
+        }),
+        "the audit event of the search carries its request id:\n{audit}"
     );
     assert!(
-        lines
-            .iter()
-            .any(|l| l["target"] == "audit" && in_call(l, "metrics-test-search-2")),
-        "{text}"
+        audit.lines().any(|l| {
+            let event: Value = serde_json::from_str(l).unwrap();
+            event["event"] == "search"
+                && event["outcome"] == "failure"
+                && event["request_id"] == "metrics-test-search-2"
+        }),
+        "the failed search is audited with its request id:\n{audit}"
     );
     assert!(
         !text.contains("PHANTOM-"),

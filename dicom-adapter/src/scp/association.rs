@@ -8,9 +8,10 @@
 //! middle of a message, a data set before its command, an unreadable command) end it, with an
 //! A-ABORT.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use dicom_dictionary_std::uids;
 use dicom_ul::Pdu;
@@ -22,7 +23,7 @@ use tracing::{debug, info, warn};
 use super::budget::{Budget, Reserved};
 use super::dimse::{Command, Response, command_field, status};
 use super::negotiation::{Negotiated, Policy, Rejection};
-use super::sink::{StoreOutcome, StoreSink};
+use super::sink::{AssociationEnd, AssociationReport, StoreOutcome, StoreSink};
 use super::stats::{DimseService, ScpStats};
 use super::store::{self, Refusal, StoreRequest};
 use super::wire::{Wire, WireError};
@@ -52,14 +53,42 @@ pub(crate) struct Shared {
 }
 
 /// Serves one connection: negotiates, then answers messages until release, abort, timeout or
-/// shutdown. `busy` rejects it transiently instead.
+/// shutdown. `busy` rejects it transiently instead. The sink hears how it went when it ends.
 pub(crate) async fn run<S>(
     stream: S,
     peer: SocketAddr,
     shared: Arc<Shared>,
     busy: bool,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let started = Instant::now();
+    let mut report = AssociationReport {
+        peer,
+        calling_ae: String::new(),
+        called_ae: String::new(),
+        instances_received: 0,
+        statuses: BTreeMap::new(),
+        duration: Duration::ZERO,
+        end: AssociationEnd::Closed,
+    };
+    report.end = associate(stream, peer, &shared, busy, shutdown, &mut report).await;
+    report.duration = started.elapsed();
+    shared.sink.association_ended(report);
+}
+
+/// [`run`] up to the end of the association: fills `report`'s titles and counts, returns how
+/// it ended.
+async fn associate<S>(
+    stream: S,
+    peer: SocketAddr,
+    shared: &Arc<Shared>,
+    busy: bool,
+    mut shutdown: watch::Receiver<bool>,
+    report: &mut AssociationReport,
+) -> AssociationEnd
+where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut wire = Wire::new(stream, shared.policy.max_pdu_length, shared.read_timeout);
@@ -69,7 +98,7 @@ pub(crate) async fn run<S>(
             warn!(%peer, pdu = %other.short_description(), "expected an A-ASSOCIATE-RQ; aborting");
             wire.abort(AbortRQServiceProviderReason::UnexpectedPdu)
                 .await;
-            return;
+            return AssociationEnd::Aborted("expected an A-ASSOCIATE-RQ".to_string());
         }
         Err(e) => {
             warn!(%peer, error = %e, "no association request");
@@ -77,9 +106,11 @@ pub(crate) async fn run<S>(
                 wire.abort(AbortRQServiceProviderReason::InvalidPduParameter)
                     .await;
             }
-            return;
+            return AssociationEnd::Aborted(format!("no association request: {e}"));
         }
     };
+    report.calling_ae = request.calling_ae_title.trim().to_string();
+    report.called_ae = request.called_ae_title.trim().to_string();
     let negotiated = if busy {
         Err(Rejection::Busy)
     } else {
@@ -89,7 +120,7 @@ pub(crate) async fn run<S>(
         Ok((accept, negotiated)) => {
             if let Err(e) = wire.send(&Pdu::AssociationAC(accept)).await {
                 warn!(%peer, error = %e, "cannot send A-ASSOCIATE-AC");
-                return;
+                return AssociationEnd::Aborted(format!("cannot send A-ASSOCIATE-AC: {e}"));
             }
             negotiated
         }
@@ -104,7 +135,7 @@ pub(crate) async fn run<S>(
             shared.stats.rejected();
             let _ = wire.send(&Pdu::AssociationRJ(rejection.pdu())).await;
             wire.close().await;
-            return;
+            return AssociationEnd::Rejected(rejection.to_string());
         }
     };
     wire.peer_max_pdu = negotiated.peer_max_pdu;
@@ -119,10 +150,15 @@ pub(crate) async fn run<S>(
         wire,
         peer,
         negotiated,
-        shared,
+        shared: Arc::clone(shared),
         message: None,
+        instances: 0,
+        statuses: BTreeMap::new(),
     };
-    association.serve(&mut shutdown).await;
+    let end = association.serve(&mut shutdown).await;
+    report.instances_received = association.instances;
+    report.statuses = association.statuses;
+    end
 }
 
 /// An established association.
@@ -133,6 +169,10 @@ struct Association<S> {
     shared: Arc<Shared>,
     /// The message being reassembled.
     message: Option<Message>,
+    /// C-STORE requests answered.
+    instances: u32,
+    /// Statuses sent for C-STORE requests, with their counts.
+    statuses: BTreeMap<u16, u32>,
 }
 
 /// A message under reassembly.
@@ -159,7 +199,7 @@ struct Message {
 struct Violation(String);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
-    async fn serve(&mut self, shutdown: &mut watch::Receiver<bool>) {
+    async fn serve(&mut self, shutdown: &mut watch::Receiver<bool>) -> AssociationEnd {
         loop {
             let under_way = self.message.is_some();
             let wait = if under_way {
@@ -175,7 +215,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
                     () = stop_requested(shutdown) => {
                         info!(peer = %self.peer, "listener shutting down; aborting idle association");
                         self.wire.abort(AbortRQServiceProviderReason::ReasonNotSpecified).await;
-                        return;
+                        return AssociationEnd::Aborted("the listener is shutting down".to_string());
                     }
                 }
             };
@@ -187,7 +227,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
                             self.wire
                                 .abort(AbortRQServiceProviderReason::UnexpectedPduParameter)
                                 .await;
-                            return;
+                            return AssociationEnd::Aborted(format!("protocol violation: {why}"));
                         }
                     }
                 }
@@ -195,25 +235,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
                     let _ = self.wire.send(&Pdu::ReleaseRP).await;
                     self.wire.close().await;
                     debug!(peer = %self.peer, "association released");
-                    return;
+                    return AssociationEnd::Released;
                 }
                 Ok(Pdu::AbortRQ { source }) => {
                     info!(peer = %self.peer, ?source, "association aborted by the peer");
-                    return;
+                    return AssociationEnd::AbortedByPeer;
                 }
                 Ok(other) => {
                     warn!(peer = %self.peer, pdu = %other.short_description(), "unexpected PDU; aborting");
                     self.wire
                         .abort(AbortRQServiceProviderReason::UnexpectedPdu)
                         .await;
-                    return;
+                    return AssociationEnd::Aborted(format!(
+                        "unexpected PDU {}",
+                        other.short_description()
+                    ));
                 }
                 Err(WireError::Closed) => {
                     debug!(peer = %self.peer, "connection closed");
-                    return;
+                    return AssociationEnd::Closed;
                 }
                 Err(e) => {
                     warn!(peer = %self.peer, error = %e, "aborting association");
+                    let why = e.to_string();
                     let reason = match e {
                         WireError::TooLarge { .. } | WireError::Malformed(_) => {
                             AbortRQServiceProviderReason::InvalidPduParameter
@@ -221,7 +265,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
                         _ => AbortRQServiceProviderReason::ReasonNotSpecified,
                     };
                     self.wire.abort(reason).await;
-                    return;
+                    return AssociationEnd::Aborted(why);
                 }
             }
         }
@@ -352,6 +396,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Association<S> {
                 Some("operation not supported by diptych".to_string()),
             ),
         };
+        if command.field == command_field::C_STORE_RQ {
+            self.instances += 1;
+            *self.statuses.entry(response.status).or_default() += 1;
+        }
         let class =
             if command.field == command_field::C_ECHO_RQ && command.affected_class.is_empty() {
                 uids::VERIFICATION

@@ -4,7 +4,7 @@
 //! | module | what it is for |
 //! |---|---|
 //! | [`config`] | [`ScpConfig`]: address, AE title, bounds, timeouts, allow-list, TLS |
-//! | [`sink`] | [`StoreSink`], [`ReceivedInstance`], [`StoreOutcome`]: the interface to the service |
+//! | [`sink`] | [`StoreSink`], [`ReceivedInstance`], [`StoreOutcome`], [`AssociationReport`]: the interface to the service |
 //! | `negotiation` | which callers, SOP classes and transfer syntaxes are accepted, and the preference among syntaxes |
 //! | `wire` | PDUs read with their length checked before buffering, and written with timeouts |
 //! | `association` | one association: reassembly of fragmented messages, C-ECHO, C-STORE |
@@ -62,7 +62,7 @@ use tracing::{info, warn};
 pub use config::{AllowedCaller, ScpConfig, TlsConfig};
 pub use error::ScpError;
 pub use negotiation::{decodable_transfer_syntaxes, is_storage_sop_class};
-pub use sink::{ReceivedInstance, StoreOutcome, StoreSink};
+pub use sink::{AssociationEnd, AssociationReport, ReceivedInstance, StoreOutcome, StoreSink};
 pub use stats::{DimseService, ResponseCount, ScpStats};
 
 use association::Shared;

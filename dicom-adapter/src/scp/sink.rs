@@ -5,8 +5,11 @@
 //! status sent back to the peer follows from [`StoreOutcome`] alone, so a sink never speaks
 //! DICOM.
 
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::Duration;
 
 /// Receives the instances of C-STORE requests, one call per instance.
 pub trait StoreSink: Send + Sync + 'static {
@@ -16,6 +19,47 @@ pub trait StoreSink: Send + Sync + 'static {
         &self,
         instance: ReceivedInstance,
     ) -> Pin<Box<dyn Future<Output = StoreOutcome> + Send + '_>>;
+
+    /// Called once when an association ends (released, aborted, timed out, rejected), with what
+    /// happened on it: for an audit trail. Must not block; the default does nothing.
+    fn association_ended(&self, report: AssociationReport) {
+        let _ = report;
+    }
+}
+
+/// What happened on one association, handed to [`StoreSink::association_ended`] when it ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssociationReport {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The calling AE title (trimmed); empty when no A-ASSOCIATE-RQ was read.
+    pub calling_ae: String,
+    /// The called AE title (trimmed); empty when no A-ASSOCIATE-RQ was read.
+    pub called_ae: String,
+    /// C-STORE requests answered (stored or refused).
+    pub instances_received: u32,
+    /// The DIMSE statuses sent back for C-STORE requests, by status code, with their counts.
+    pub statuses: BTreeMap<u16, u32>,
+    /// From the connection's acceptance to the end of the association.
+    pub duration: Duration,
+    /// How it ended.
+    pub end: AssociationEnd,
+}
+
+/// How an association ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AssociationEnd {
+    /// The peer released it (A-RELEASE).
+    Released,
+    /// The peer aborted it (A-ABORT from the peer).
+    AbortedByPeer,
+    /// The connection closed without a release.
+    Closed,
+    /// The listener aborted it or gave up on it, for this reason (protocol violation, timeout,
+    /// shutdown, I/O error).
+    Aborted(String),
+    /// The association request was rejected, for this reason (unknown caller, busy, ...).
+    Rejected(String),
 }
 
 /// One instance received by C-STORE, checked by the listener.

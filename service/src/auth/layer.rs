@@ -3,7 +3,9 @@
 //! UNAUTHENTICATED / PERMISSION_DENIED or passes it on with a [`Caller`] in its extensions.
 //!
 //! Health checking and reflection pass without credentials and without a [`Caller`]. Refusals
-//! say what to fix; neither they nor the log ever carry the token.
+//! say what to fix; neither they nor the log ever carry the token. Each refusal is an
+//! `auth_refused` event of the audit trail (method, code, peer, certificate subject; never the
+//! token).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,17 +20,28 @@ use tower_layer::Layer;
 
 use super::certificate::{Subject, subject_of};
 use super::{Access, Caller, Credential, Policy, Role, access_of};
+use crate::audit::{Audit, AuditEvent, Outcome, What, Who};
 
 /// Puts [`AuthService`] in front of a service; one [`Policy`] for the whole server.
 #[derive(Debug, Clone)]
 pub struct AuthLayer {
     policy: Arc<Policy>,
+    audit: Audit,
 }
 
 impl AuthLayer {
     /// The gate for `policy`.
     pub fn new(policy: Arc<Policy>) -> Self {
-        Self { policy }
+        Self {
+            policy,
+            audit: Audit::disabled(),
+        }
+    }
+
+    /// The gate, recording refused calls in `audit`.
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
     }
 }
 
@@ -39,6 +52,7 @@ impl<S> Layer<S> for AuthLayer {
         AuthService {
             inner,
             policy: self.policy.clone(),
+            audit: self.audit.clone(),
         }
     }
 }
@@ -48,6 +62,7 @@ impl<S> Layer<S> for AuthLayer {
 pub struct AuthService<S> {
     inner: S,
     policy: Arc<Policy>,
+    audit: Audit,
 }
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
@@ -76,11 +91,19 @@ where
         if access == Access::Open {
             return Box::pin(self.inner.call(request));
         }
-        let certificate = request
-            .extensions()
-            .get::<TlsConnectInfo<TcpConnectInfo>>()
+        let tls = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>();
+        let certificate = tls
             .and_then(|info| info.peer_certs())
             .and_then(|chain| chain.first().and_then(|leaf| subject_of(leaf)));
+        let peer = tls
+            .and_then(|info| info.get_ref().remote_addr())
+            .or_else(|| {
+                request
+                    .extensions()
+                    .get::<TcpConnectInfo>()
+                    .and_then(|info| info.remote_addr())
+            });
+        let subject = certificate.as_ref().map(|s| s.text.clone());
         let authorization = request.headers().get(http::header::AUTHORIZATION);
         match admit(&self.policy, path, access, authorization, certificate) {
             Ok(caller) => {
@@ -93,6 +116,22 @@ where
             }
             Err(status) => {
                 tracing::debug!(method = path, code = ?status.code(), reason = status.message(), "gRPC call refused");
+                let code = match status.code() {
+                    tonic::Code::PermissionDenied => "PERMISSION_DENIED",
+                    _ => "UNAUTHENTICATED",
+                };
+                let who = Who {
+                    certificate_subject: subject,
+                    ..Who::default()
+                };
+                let what = What::AuthRefused {
+                    method: path.to_string(),
+                    code: code.to_string(),
+                };
+                self.audit.record(
+                    AuditEvent::now(Outcome::Failure, who, peer.map(|p| p.to_string()), what)
+                        .with_reason(status.message()),
+                );
                 Box::pin(std::future::ready(Ok(status.into_http())))
             }
         }

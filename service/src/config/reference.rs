@@ -125,6 +125,41 @@ pub const KEYS: &[Key] = &[
          authenticating proxy in front); start-up warns. Excludes `auth.tokens_file`.",
     ),
     key(
+        "audit.enabled",
+        "Record the audit trail: who saw which patient's data (searches, Watch answers, DICOM \
+         associations, ingests, deletes, refused credentials), apart from the logs.",
+    )
+    .env("DIPTYCH_AUDIT_ENABLED"),
+    key(
+        "audit.path",
+        "The audit trail's JSON-lines file; unset: `<data_dir>/audit/audit.jsonl`.",
+    )
+    .env("DIPTYCH_AUDIT_PATH")
+    .example("\"/var/log/diptych/audit.jsonl\""),
+    key("audit.max_bytes", "Size at which the audit file is rotated, in bytes."),
+    key(
+        "audit.keep",
+        "Rotated audit files kept (`audit.jsonl.1` … `.N`); older ones are removed.",
+    ),
+    key(
+        "audit.queue_capacity",
+        "Audit events waiting for the writer; beyond it they are dropped, counted and reported \
+         in the log (callers never wait for the disk).",
+    ),
+    key(
+        "audit.syslog_addr",
+        "`host:port` of the hospital's audit repository: RFC 5424 syslog over TCP, \
+         octet-counted (RFC 6587).",
+    )
+    .env("DIPTYCH_AUDIT_SYSLOG_ADDR")
+    .example("\"audit.hospital.example:6514\""),
+    key(
+        "audit.syslog_tls_ca",
+        "PEM file of CA certificates: syslog goes over TLS, the receiver verified against it.",
+    )
+    .env("DIPTYCH_AUDIT_SYSLOG_TLS_CA")
+    .example("\"audit-ca.pem\""),
+    key(
         "http.addr",
         "HTTP listen address, HOST:PORT: `/metrics` (Prometheus), `/healthz` (liveness), \
          `/readyz` (readiness, mirroring gRPC health).",
@@ -258,6 +293,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("", "Top level"),
     ("grpc", "[grpc]"),
     ("auth", "[auth]"),
+    ("audit", "[audit]"),
     ("http", "[http]"),
     ("log", "[log]"),
     ("encoder", "[encoder]"),

@@ -5,19 +5,65 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use diptych_dicom_adapter::scp::{ReceivedInstance, StoreOutcome, StoreSink};
+use diptych_dicom_adapter::scp::{
+    AssociationEnd, AssociationReport, ReceivedInstance, StoreOutcome, StoreSink,
+};
+
+use crate::audit::{Audit, AuditEvent, Outcome, What, Who};
 
 use crate::index::{AcceptOutcome, Index, Refusal};
 
-/// The [`StoreSink`] of `diptych serve`: every instance goes through [`Index::accept`].
+/// The [`StoreSink`] of `diptych serve`: every instance goes through [`Index::accept`]; each
+/// association's end is an `association` event of the audit trail.
 pub struct IndexSink {
     index: Arc<Index>,
+    audit: Audit,
 }
 
 impl IndexSink {
     /// A sink feeding `index`.
     pub fn new(index: Arc<Index>) -> Self {
-        IndexSink { index }
+        IndexSink {
+            index,
+            audit: Audit::disabled(),
+        }
+    }
+
+    /// The sink, recording associations in `audit`.
+    pub fn with_audit(mut self, audit: Audit) -> Self {
+        self.audit = audit;
+        self
+    }
+}
+
+/// The audit event of an association that ended.
+pub fn association_event(report: AssociationReport) -> AuditEvent {
+    let (outcome, end, reason) = match report.end {
+        AssociationEnd::Released => (Outcome::Success, "released".to_string(), None),
+        AssociationEnd::Closed => (Outcome::Success, "closed".to_string(), None),
+        AssociationEnd::AbortedByPeer => (Outcome::Failure, "aborted_by_peer".to_string(), None),
+        AssociationEnd::Aborted(why) => (Outcome::Failure, "aborted".to_string(), Some(why)),
+        AssociationEnd::Rejected(why) => (Outcome::Failure, "rejected".to_string(), Some(why)),
+    };
+    let what = What::Association {
+        instances_received: report.instances_received,
+        statuses: report
+            .statuses
+            .iter()
+            .map(|(code, count)| (format!("{code:#06X}").replace("0X", "0x"), *count))
+            .collect(),
+        duration_ms: report.duration.as_millis() as u64,
+        end,
+    };
+    let event = AuditEvent::now(
+        outcome,
+        Who::dicom(&report.calling_ae, &report.called_ae),
+        Some(report.peer.to_string()),
+        what,
+    );
+    match reason {
+        Some(reason) => event.with_reason(reason),
+        None => event,
     }
 }
 
@@ -45,5 +91,9 @@ impl StoreSink for IndexSink {
                 },
             }
         })
+    }
+
+    fn association_ended(&self, report: AssociationReport) {
+        self.audit.record(association_event(report));
     }
 }

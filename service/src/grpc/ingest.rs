@@ -11,6 +11,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ServiceState;
 use super::input::{invalid, uid};
+use crate::audit::{AuditEvent, Outcome, What, Who};
+use crate::auth::Caller;
 use crate::index::{AcceptOutcome, IndexError, Refusal};
 use crate::record::DeleteTarget;
 
@@ -88,36 +90,31 @@ impl IngestService for IngestApi {
             Some(refusal) => return Err(Status::unavailable(refusal.to_string())),
             None => {}
         }
+        let who = Who::caller(request.extensions().get::<Caller>());
+        let peer = request.remote_addr().map(|a| a.to_string());
+        let call = super::observe::request_id_of(&request);
         let mut stream = request.into_inner();
         let mut answer = IngestResponse::default();
-        // Instances of one stream are examined and logged concurrently (group commit shares the
-        // fsyncs); the answer still reports each by its position in the stream.
-        let mut in_flight = tokio::task::JoinSet::new();
         let mut position = 0u32;
-        while let Some(message) = stream.message().await? {
-            let client_ref = message.client_ref;
-            if message.dicom.is_empty() {
-                answer.failures.push(IngestFailure {
-                    position,
-                    client_ref,
-                    sop_instance_uid: String::new(),
-                    reason: "dicom: is empty; send a DICOM Part-10 file".into(),
-                });
-            } else {
-                let index = index.clone();
-                let dicom = message.dicom;
-                in_flight.spawn(async move { (position, client_ref, index.accept(dicom).await) });
-                while in_flight.len() >= MAX_IN_FLIGHT {
-                    if let Some(done) = in_flight.join_next().await {
-                        record(&mut answer, done)?;
-                    }
-                }
-            }
-            position += 1;
-        }
-        while let Some(done) = in_flight.join_next().await {
-            record(&mut answer, done)?;
-        }
+        let result = self
+            .ingest_stream(&index, &mut stream, &mut answer, &mut position)
+            .await;
+        // The audit trail: who sent how many instances, and what became of them.
+        let what = What::Ingest {
+            instances: position,
+            accepted: answer.accepted,
+            duplicates: answer.duplicates,
+            non_image: answer.non_image,
+            failed: answer.failures.len() as u32,
+        };
+        let event = match &result {
+            Ok(()) => AuditEvent::now(Outcome::Success, who, peer, what).with_request_id(call),
+            Err(status) => AuditEvent::now(Outcome::Failure, who, peer, what)
+                .with_request_id(call)
+                .with_reason(status.message()),
+        };
+        self.state.audit().record(event);
+        result?;
         answer.failures.sort_by_key(|f| f.position);
         Ok(Response::new(answer))
     }
@@ -127,60 +124,146 @@ impl IngestService for IngestApi {
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
         let index = self.state.index()?;
-        let caller = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
-        let target = match request.into_inner().target.and_then(|t| t.level) {
-            None => {
-                return Err(invalid(
+        let who = Who::caller(request.extensions().get::<Caller>());
+        let peer = request.remote_addr().map(|a| a.to_string());
+        let call = super::observe::request_id_of(&request);
+        let result = delete(&index, request.into_inner()).await;
+        // The audit trail: who deleted what, and how much went.
+        if let Some((level, identifier)) = &result.1 {
+            let (records, instances) = match &result.0 {
+                Ok(r) => (r.records_deleted, r.instances_deleted),
+                Err(_) => (0, 0),
+            };
+            let what = What::Delete {
+                level: level.to_string(),
+                identifier: identifier.clone(),
+                records,
+                instances,
+            };
+            let event = match &result.0 {
+                Ok(_) => AuditEvent::now(Outcome::Success, who, peer, what).with_request_id(call),
+                Err(status) => AuditEvent::now(Outcome::Failure, who, peer, what)
+                    .with_request_id(call)
+                    .with_reason(status.message()),
+            };
+            self.state.audit().record(event);
+        }
+        result.0.map(Response::new)
+    }
+}
+
+impl IngestApi {
+    /// Reads the Ingest stream into `answer`, counting the messages in `position`.
+    async fn ingest_stream(
+        &self,
+        index: &Arc<crate::index::Index>,
+        stream: &mut Streaming<IngestRequest>,
+        answer: &mut IngestResponse,
+        position: &mut u32,
+    ) -> Result<(), Status> {
+        // Instances of one stream are examined and logged concurrently (group commit shares the
+        // fsyncs); the answer still reports each by its position in the stream.
+        let mut in_flight = tokio::task::JoinSet::new();
+        while let Some(message) = stream.message().await? {
+            let at = *position;
+            let client_ref = message.client_ref;
+            if message.dicom.is_empty() {
+                answer.failures.push(IngestFailure {
+                    position: at,
+                    client_ref,
+                    sop_instance_uid: String::new(),
+                    reason: "dicom: is empty; send a DICOM Part-10 file".into(),
+                });
+            } else {
+                let index = index.clone();
+                let dicom = message.dicom;
+                in_flight.spawn(async move { (at, client_ref, index.accept(dicom).await) });
+                while in_flight.len() >= MAX_IN_FLIGHT {
+                    if let Some(done) = in_flight.join_next().await {
+                        record(answer, done)?;
+                    }
+                }
+            }
+            *position += 1;
+        }
+        while let Some(done) = in_flight.join_next().await {
+            record(answer, done)?;
+        }
+        Ok(())
+    }
+}
+
+/// A Delete: the answer, and the level and identifier named (None when the request named none).
+type Deleted = (
+    Result<DeleteResponse, Status>,
+    Option<(&'static str, String)>,
+);
+
+/// Carries out a Delete request.
+async fn delete(index: &crate::index::Index, request: DeleteRequest) -> Deleted {
+    let target = match request.target.and_then(|t| t.level) {
+        None => {
+            return (
+                Err(invalid(
                     "target",
                     "is required; set one of patient_id, study_instance_uid, \
                      series_instance_uid, sop_instance_uid",
-                ));
-            }
-            Some(dicom_ref::Level::PatientId(id)) => {
-                ("target.patient_id", DeleteTarget::Patient(id))
-            }
-            // UIDs are checked against the UID rule; the patient ID is any text.
-            Some(dicom_ref::Level::StudyInstanceUid(id)) => {
-                let field = "target.study_instance_uid";
-                (field, DeleteTarget::Study(uid(field, &id)?.into_string()))
-            }
-            Some(dicom_ref::Level::SeriesInstanceUid(id)) => {
-                let field = "target.series_instance_uid";
-                (field, DeleteTarget::Series(uid(field, &id)?.into_string()))
-            }
-            Some(dicom_ref::Level::SopInstanceUid(id)) => {
-                let field = "target.sop_instance_uid";
-                (
-                    field,
-                    DeleteTarget::Instance(uid(field, &id)?.into_string()),
-                )
-            }
-        };
-        let (field, target) = target;
-        if target.identifier().trim().is_empty() {
-            return Err(invalid(field, "is empty; name what to delete"));
+                )),
+                None,
+            );
         }
-        let level = target.level();
-        let counts = index.delete(target).await.map_err(index_error)?;
-        // The audit trail: who deleted at which level, and how much; never the identifier.
-        tracing::info!(
-            target: "audit",
-            %caller,
-            level,
-            records = counts.records,
-            instances = counts.instances,
-            "delete"
-        );
-        if counts.records == 0 {
-            return Err(Status::not_found(format!(
+        // UIDs are checked against the UID rule; the patient ID is any text.
+        Some(dicom_ref::Level::PatientId(id)) => {
+            ("target.patient_id", Ok(DeleteTarget::Patient(id)))
+        }
+        Some(dicom_ref::Level::StudyInstanceUid(id)) => {
+            let field = "target.study_instance_uid";
+            (
+                field,
+                uid(field, &id).map(|u| DeleteTarget::Study(u.into_string())),
+            )
+        }
+        Some(dicom_ref::Level::SeriesInstanceUid(id)) => {
+            let field = "target.series_instance_uid";
+            (
+                field,
+                uid(field, &id).map(|u| DeleteTarget::Series(u.into_string())),
+            )
+        }
+        Some(dicom_ref::Level::SopInstanceUid(id)) => {
+            let field = "target.sop_instance_uid";
+            (
+                field,
+                uid(field, &id).map(|u| DeleteTarget::Instance(u.into_string())),
+            )
+        }
+    };
+    let (field, target) = target;
+    let target = match target {
+        Ok(target) => target,
+        Err(status) => return (Err(status), None),
+    };
+    let named = Some((target.level(), target.identifier().to_string()));
+    if target.identifier().trim().is_empty() {
+        return (Err(invalid(field, "is empty; name what to delete")), named);
+    }
+    let counts = match index.delete(target).await {
+        Ok(counts) => counts,
+        Err(error) => return (Err(index_error(error)), named),
+    };
+    if counts.records == 0 {
+        return (
+            Err(Status::not_found(format!(
                 "{field}: no indexed record matches; nothing was deleted"
-            )));
-        }
-        Ok(Response::new(DeleteResponse {
+            ))),
+            named,
+        );
+    }
+    (
+        Ok(DeleteResponse {
             records_deleted: counts.records,
             instances_deleted: counts.instances,
-        }))
-    }
+        }),
+        named,
+    )
 }

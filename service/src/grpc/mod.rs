@@ -50,6 +50,7 @@ pub struct ServiceState {
     engine: OnceLock<Arc<Engine>>,
     index: OnceLock<Arc<Index>>,
     dicom: OnceLock<(String, u16)>,
+    audit: OnceLock<crate::audit::Audit>,
     /// A viewer deep-link template for search hits, with `{study_instance_uid}`,
     /// `{series_instance_uid}` and `{sop_instance_uid}` placeholders.
     pub viewer_url_template: Option<String>,
@@ -72,6 +73,7 @@ impl ServiceState {
             engine: OnceLock::new(),
             index: OnceLock::new(),
             dicom: OnceLock::new(),
+            audit: OnceLock::new(),
             viewer_url_template,
             limits,
             max_message_bytes,
@@ -111,6 +113,16 @@ impl ServiceState {
     /// The DICOM listener's AE title and port, once it listens.
     pub fn dicom(&self) -> Option<&(String, u16)> {
         self.dicom.get()
+    }
+
+    /// Installs the audit trail; returns false if one was already installed.
+    pub fn set_audit(&self, audit: crate::audit::Audit) -> bool {
+        self.audit.set(audit).is_ok()
+    }
+
+    /// The audit trail (one that records nothing until [`ServiceState::set_audit`]).
+    pub fn audit(&self) -> crate::audit::Audit {
+        self.audit.get().cloned().unwrap_or_default()
     }
 
     /// Installs the opened index; returns false if one was already installed.
@@ -176,7 +188,7 @@ pub async fn serve<H: Health>(
     }
     server
         .layer(observe::ObserveLayer::new(rpc))
-        .layer(crate::auth::AuthLayer::new(security.policy))
+        .layer(crate::auth::AuthLayer::new(security.policy).with_audit(state.audit()))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

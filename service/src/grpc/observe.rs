@@ -375,6 +375,15 @@ impl<B: Body> Body for ObservedBody<B> {
     }
 }
 
+/// The request id this layer gave a call (its `x-request-id`), as a handler sees it.
+pub fn request_id_of<T>(request: &tonic::Request<T>) -> Option<String> {
+    request
+        .metadata()
+        .get(REQUEST_ID)
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_string)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

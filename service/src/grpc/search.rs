@@ -15,6 +15,8 @@ use tonic::{Request, Response, Status};
 use super::ServiceState;
 use super::input::{invalid, slice_source, uid};
 use super::output;
+use crate::audit::{AuditEvent, Outcome, What, Who, event::disclosed};
+use crate::auth::Caller;
 use crate::index::query::HitView;
 use crate::index::{QueryError, QuerySource, SearchSpec};
 use crate::search::{GroupScore, Grouping, Mode, QueryCodes};
@@ -56,6 +58,11 @@ pub fn mode(value: i32, normal_weight: f32, abnormal_weight: f32) -> Result<Mode
             ),
         )),
     }
+}
+
+/// A search mode's API name (`SEARCH_MODE_COMBINED`), or its number when it has none.
+fn mode_name(value: i32) -> String {
+    SearchMode::try_from(value).map_or_else(|_| value.to_string(), |m| m.as_str_name().to_string())
 }
 
 /// The grouping and group score of a request.
@@ -245,9 +252,9 @@ impl SearchService for SearchApi {
         request: Request<SearchRequest>,
     ) -> Result<Response<SearchResponse>, Status> {
         let index = self.state.index()?;
-        let caller = request
-            .remote_addr()
-            .map_or_else(|| "unknown".to_string(), |a| a.to_string());
+        let who = Who::caller(request.extensions().get::<Caller>());
+        let peer = request.remote_addr().map(|a| a.to_string());
+        let call = super::observe::request_id_of(&request);
         let r = request.into_inner();
         let model_id = index.engine().manifest().model_id.clone();
         let size = index.engine().geometry().size;
@@ -263,29 +270,56 @@ impl SearchService for SearchApi {
             include_thumbnails: r.include_thumbnails,
             exclude_query: r.exclude_query,
         };
-        let query_kind = match &spec.query {
-            QuerySource::Image(_) => "image",
-            QuerySource::Indexed { .. } => "indexed",
-            QuerySource::Codes(_) => "codes",
-            QuerySource::Composite { .. } => "composite",
+        let (query_kind, query_sop_instance_uid) = match &spec.query {
+            QuerySource::Image(_) => ("image", None),
+            QuerySource::Indexed {
+                sop_instance_uid, ..
+            } => ("indexed", Some(sop_instance_uid.as_str().to_string())),
+            QuerySource::Codes(_) => ("codes", None),
+            QuerySource::Composite { .. } => ("composite", None),
         };
-        let (filtered, top_k) = (!spec.filter.trim().is_empty(), spec.top_k);
+        let (filter, top_k) = (spec.filter.clone(), spec.top_k);
         let outcome = index.search(spec).await;
-        // The audit trail: who searched, how, and how many hits went back. Never the query's
-        // identifiers or the filter text, which may name a patient.
-        tracing::info!(
-            target: "audit",
-            %caller,
-            query = query_kind,
-            mode = r.mode,
-            grouping = r.grouping,
-            filtered,
+        // The audit trail (not the log): who searched, how, and which patients and studies
+        // went back.
+        let what = What::Search {
+            query_kind: query_kind.to_string(),
+            query_sop_instance_uid,
+            mode: mode_name(r.mode),
+            grouping: PbGrouping::try_from(r.grouping)
+                .map_or_else(|_| r.grouping.to_string(), |g| g.as_str_name().to_string()),
+            filter,
             top_k,
-            hits = outcome.as_ref().map_or(0, |o| o.hits.len()),
-            ok = outcome.is_ok(),
-            "search"
-        );
-        let outcome = outcome.map_err(|e| query_error(&e))?;
+            hits: outcome.as_ref().map_or(0, |o| o.hits.len()),
+            returned: outcome.as_ref().map_or_else(
+                |_| Vec::new(),
+                |o| {
+                    disclosed(o.hits.iter().map(|h| {
+                        let m = &h.record.metadata;
+                        (m.patient_id.as_str(), m.study_instance_uid.as_str())
+                    }))
+                },
+            ),
+        };
+        let outcome = match outcome {
+            Ok(outcome) => {
+                self.state.audit().record(
+                    AuditEvent::now(Outcome::Success, who, peer, what).with_request_id(call),
+                );
+                // Counts only: who saw which patient is the audit trail's, not the log's.
+                tracing::info!(hits = outcome.hits.len(), "search answered");
+                outcome
+            }
+            Err(error) => {
+                let status = query_error(&error);
+                self.state.audit().record(
+                    AuditEvent::now(Outcome::Failure, who, peer, what)
+                        .with_request_id(call)
+                        .with_reason(status.message()),
+                );
+                return Err(status);
+            }
+        };
         let viewer = self.state.viewer_url_template.clone();
         let hits = outcome
             .hits
@@ -311,6 +345,10 @@ impl SearchService for SearchApi {
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
         let index = self.state.index()?;
+        let who = Who::caller(request.extensions().get::<Caller>());
+        let peer = request.remote_addr().map(|a| a.to_string());
+        let call = super::observe::request_id_of(&request);
+        let audit = self.state.audit();
         let r = request.into_inner();
         let modes = if r.modes.is_empty() {
             vec![
@@ -394,6 +432,26 @@ impl SearchService for SearchApi {
                         }
                     }
                 }
+                // The audit trail: one event per answer, naming what it disclosed.
+                audit.record(
+                    AuditEvent::now(
+                        Outcome::Success,
+                        who.clone(),
+                        peer.clone(),
+                        What::Watch {
+                            study_instance_uid: study.study_instance_uid.as_str().to_string(),
+                            modes: modes.iter().map(|(m, _)| mode_name(*m)).collect(),
+                            filter: filter.clone(),
+                            returned: disclosed(results.iter().flat_map(|r| {
+                                r.hits.iter().map(|h| {
+                                    let patient = h.metadata.as_ref().map_or("", |m| &m.patient_id);
+                                    (patient, h.study_instance_uid.as_str())
+                                })
+                            })),
+                        },
+                    )
+                    .with_request_id(call.clone()),
+                );
                 let event = WatchEvent {
                     study_instance_uid: study.study_instance_uid.as_str().to_string(),
                     slices,
