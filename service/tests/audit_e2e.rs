@@ -20,6 +20,8 @@ use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
 use diptych_service::audit::{Audit, AuditConfig, AuditEvent, Outcome, What, Who};
 
+#[path = "support/certs.rs"]
+mod certs;
 #[path = "support/serve.rs"]
 mod serve;
 use serve::{Server, free_port};
@@ -400,63 +402,8 @@ fn syslog_over_tls_is_verified_and_octet_counted() {
     let _one = serial();
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let openssl = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .args(args)
-            .current_dir(d)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    openssl(&[
-        "req",
-        "-x509",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=audit-ca",
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-    ]);
-    openssl(&[
-        "req",
-        "-newkey",
-        "rsa:2048",
-        "-nodes",
-        "-subj",
-        "/CN=localhost",
-        "-keyout",
-        "server.key",
-        "-out",
-        "server.csr",
-    ]);
-    std::fs::write(d.join("ext.cnf"), "subjectAltName=DNS:localhost\n").unwrap();
-    openssl(&[
-        "x509",
-        "-req",
-        "-in",
-        "server.csr",
-        "-CA",
-        "ca.pem",
-        "-CAkey",
-        "ca.key",
-        "-CAcreateserial",
-        "-days",
-        "2",
-        "-extfile",
-        "ext.cnf",
-        "-out",
-        "server.pem",
-    ]);
+    certs::ca(d, "ca");
+    certs::leaf(d, "server", "localhost", "serverAuth", "ca");
     let port = free_port();
     let out = d.join("frames.txt");
     let script = r#"
@@ -495,7 +442,7 @@ while True:
             .arg("-c")
             .arg(script)
             .arg(port.to_string())
-            .arg(d.join("server.pem"))
+            .arg(d.join("server.crt"))
             .arg(d.join("server.key"))
             .arg(&out)
             .spawn()
@@ -513,7 +460,7 @@ while True:
     let _guard = runtime.enter();
     let config = AuditConfig {
         syslog_addr: Some(format!("localhost:{port}")),
-        syslog_tls_ca: Some(d.join("ca.pem")),
+        syslog_tls_ca: Some(d.join("ca.crt")),
         ..AuditConfig::default()
     };
     let audit = Audit::start(&config, d).unwrap();
@@ -534,11 +481,11 @@ while True:
     }
     // A CA that did not sign the receiver's certificate: nothing is sent.
     let other = tempfile::tempdir().unwrap();
-    std::fs::copy(d.join("server.pem"), other.path().join("not-a-ca.pem")).unwrap();
+    std::fs::copy(d.join("server.crt"), other.path().join("not-a-ca.pem")).unwrap();
     let stranger = Audit::start(
         &AuditConfig {
             syslog_addr: Some(format!("localhost:{port}")),
-            syslog_tls_ca: Some(d.join("server.pem")),
+            syslog_tls_ca: Some(d.join("server.crt")),
             ..AuditConfig::default()
         },
         other.path(),

@@ -14,6 +14,8 @@ use std::process::Command;
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
 
+#[path = "support/certs.rs"]
+mod certs;
 #[path = "support/serve.rs"]
 mod serve;
 use serve::{ProbeTls, Server, free_port, python, workspace};
@@ -139,75 +141,15 @@ fn every_role_against_every_rpc() {
 /// A test CA and, signed by it, a server certificate for localhost and client certificates
 /// `gateway.example` and `stranger`; a `rogue` client certificate signed by another CA.
 fn certificates(dir: &Path) {
-    let run = |args: &[&str]| {
-        let output = Command::new("openssl")
-            .current_dir(dir)
-            .args(args)
-            .output()
-            .expect("openssl runs");
-        assert!(
-            output.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    };
-    for ca in ["ca", "rogue-ca"] {
-        run(&[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{ca}.key"),
-            "-out",
-            &format!("{ca}.crt"),
-            "-days",
-            "2",
-            "-subj",
-            &format!("/CN=diptych test {ca}"),
-        ]);
-    }
+    certs::ca(dir, "ca");
+    certs::ca(dir, "rogue-ca");
     for (name, cn, usage, ca) in [
         ("server", "localhost", "serverAuth", "ca"),
         ("client", "gateway.example", "clientAuth", "ca"),
         ("stranger", "stranger", "clientAuth", "ca"),
         ("rogue", "gateway.example", "clientAuth", "rogue-ca"),
     ] {
-        std::fs::write(
-            dir.join(format!("{name}.ext")),
-            format!("basicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage={usage}\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n"),
-        )
-        .unwrap();
-        run(&[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            &format!("{name}.key"),
-            "-out",
-            &format!("{name}.csr"),
-            "-subj",
-            &format!("/CN={cn}/O=diptych tests"),
-        ]);
-        run(&[
-            "x509",
-            "-req",
-            "-in",
-            &format!("{name}.csr"),
-            "-CA",
-            &format!("{ca}.crt"),
-            "-CAkey",
-            &format!("{ca}.key"),
-            "-CAcreateserial",
-            "-out",
-            &format!("{name}.crt"),
-            "-days",
-            "2",
-            "-extfile",
-            &format!("{name}.ext"),
-        ]);
+        certs::leaf(dir, name, cn, usage, ca);
     }
 }
 
