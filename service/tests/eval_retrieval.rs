@@ -121,6 +121,9 @@ fn eval_scores_the_model_against_its_baselines_and_draws_the_figure() {
         "normal_mode_twin_top5",
         "normal_mode_lesion_precision_at10",
         "random_lesion_precision_at10",
+        // both shipped bundles pin a null code (row 0 of the abnormal codebook)
+        "abnormal_null_share_healthy_cells",
+        "abnormal_code_share_lesion_cells",
     ] {
         let v = number(&report, key);
         assert!((0.0..=1.0).contains(&v), "{key} = {v} outside [0, 1]");

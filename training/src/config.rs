@@ -41,8 +41,8 @@ pub struct ModelConfig {
     /// the loss margin, so a healthy slice scores about 0.5 and a lesion raises the score, with
     /// no clamping that would tie healthy slices with small lesions.
     pub abnormality_margin: f64,
-    /// Pin row 0 of the abnormal codebook to zero: the "no lesion" code that normal positions
-    /// quantise to while the discrimination loss keeps them at least m away from every code.
+    /// Pin row 0 of the abnormal codebook to zero: the "no lesion" code. Normal positions
+    /// quantise to it only with `loss.discrimination = "null"`, which pulls them onto it.
     pub abnormal_null_code: bool,
 }
 
@@ -121,6 +121,12 @@ pub enum DiscriminationLevel {
     Position,
     /// docs/METHOD.md literally: the mean commitment distance of an image, abnormal when it has a lesion.
     Image,
+    /// Per grid position, onto the null code: a normal position commits to the zero "no lesion"
+    /// code (row 0, so it quantises to it), a lesion position commits to its own code and stays
+    /// at least the margin away from zero. Needs `model.abnormal_null_code`. With `Position`,
+    /// normal positions are pushed the margin away from *every* code, the null code included,
+    /// so they never quantise to it and their abnormal codes carry anatomy (README, Evaluation).
+    Null,
 }
 
 /// Weights and constants of the five losses (docs/METHOD.md §2).
@@ -380,6 +386,13 @@ impl TrainConfig {
         if self.loss.margin <= 0.0 {
             return Err(ConfigError::Invalid("loss.margin must be > 0".into()));
         }
+        if self.loss.discrimination == DiscriminationLevel::Null && !self.model.abnormal_null_code {
+            return Err(ConfigError::Invalid(
+                "loss.discrimination = \"null\" needs model.abnormal_null_code = true (the null \
+                 code normal positions commit to)"
+                    .into(),
+            ));
+        }
         if self.schedule.learning_rate <= 0.0 {
             return Err(ConfigError::Invalid(
                 "schedule.learning_rate must be > 0".into(),
@@ -415,6 +428,32 @@ mod tests {
         let c = TrainConfig::load(&path).unwrap();
         assert_eq!(c.model.input_size, 128);
         assert_eq!(c.model.grid_size(), 16);
+    }
+
+    #[test]
+    fn every_config_in_the_folder_loads_and_validates() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let c =
+                    TrainConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                c.validate()
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                seen += 1;
+            }
+        }
+        assert!(seen >= 3, "only {seen} configs in {}", dir.display());
+    }
+
+    #[test]
+    fn null_discrimination_needs_the_null_code() {
+        let mut c: TrainConfig = toml::from_str("[loss]\ndiscrimination = \"null\"\n").unwrap();
+        c.validate().unwrap();
+        c.model.abnormal_null_code = false;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("abnormal_null_code"), "{err}");
     }
 
     #[test]

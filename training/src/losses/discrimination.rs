@@ -16,6 +16,24 @@ pub fn discrimination_position(distance: &Tensor, abnormal: &Tensor, margin: f64
     class_mean(abnormal, distance) + class_mean(&normal, &hinge)
 }
 
+/// Onto the null code: per position, a normal one (a = 0) costs `n` = mean over D of z_a² (its
+/// distance to the zero code, which it should quantise to); a lesion one costs its commitment
+/// distance c plus `max(0, m − n)`, so it sits on a code of its own, at least m away from zero.
+/// Each class is averaged over its own positions, as in [`discrimination_position`].
+pub fn discrimination_null(
+    distance: &Tensor,
+    null_distance: &Tensor,
+    abnormal: &Tensor,
+    margin: f64,
+) -> Tensor {
+    let normal = -abnormal + 1.0;
+    let away = (-null_distance + margin).relu();
+    let class_mean = |weights: &Tensor, values: &Tensor| {
+        (weights * values).sum(Kind::Float) / weights.sum(Kind::Float).clamp_min(1.0)
+    };
+    class_mean(abnormal, &(distance + away)) + class_mean(&normal, null_distance)
+}
+
 /// docs/METHOD.md literally: c is the mean distance of each image, a [N] is 1 for an image with a
 /// lesion; `a·c + (1 − a)·max(0, m − c)` averaged over the batch.
 pub fn discrimination_image(distance: &Tensor, has_lesion: &Tensor, margin: f64) -> Tensor {
@@ -51,6 +69,23 @@ mod tests {
         let a = t(&[1.0, 0.0, 0.0, 1.0], [1, 2, 2]);
         let loss = discrimination_position(&c, &a, 1.0).double_value(&[]);
         assert!((loss - 1.9).abs() < 1e-6, "{loss}");
+    }
+
+    #[test]
+    fn null_level_pulls_normal_positions_to_zero_and_lesions_away_from_it() {
+        // lesion positions: c = 0.1, n = 0.4 → 0.1 + 0.6; c = 0.3, n = 2.0 → 0.3 → mean 0.5;
+        // normal positions: n = 0.2, 0.6 → mean 0.4
+        let c = t(&[0.1, 0.5, 0.7, 0.3], [1, 2, 2]);
+        let n = t(&[0.4, 0.2, 0.6, 2.0], [1, 2, 2]).set_requires_grad(true);
+        let a = t(&[1.0, 0.0, 0.0, 1.0], [1, 2, 2]);
+        let loss = discrimination_null(&c, &n, &a, 1.0);
+        assert!((loss.double_value(&[]) - 0.9).abs() < 1e-6);
+        loss.backward();
+        let g: Vec<f32> = Vec::try_from(n.grad().reshape([-1])).unwrap();
+        // a lesion near zero is pushed away (n grows), one beyond the margin is left alone;
+        // normal positions are pulled towards zero (n shrinks)
+        assert!(g[0] < 0.0 && g[3] == 0.0, "{g:?}");
+        assert!(g[1] > 0.0 && g[2] > 0.0, "{g:?}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ mod ssim;
 mod total;
 mod twin;
 
-pub use discrimination::{discrimination_image, discrimination_position};
+pub use discrimination::{discrimination_image, discrimination_null, discrimination_position};
 pub use latent::latent;
 pub use reconstruction::{reconstruction, residual};
 pub use segmentation::{

@@ -4,8 +4,8 @@
 use tch::{Kind, Tensor};
 
 use super::{
-    discrimination_image, discrimination_position, latent, reconstruction, residual, segmentation,
-    twin,
+    discrimination_image, discrimination_null, discrimination_position, latent, reconstruction,
+    residual, segmentation, twin,
 };
 use crate::config::{DiscriminationLevel, LossConfig};
 use crate::model::Outputs;
@@ -111,6 +111,16 @@ pub fn total_loss(out: &Outputs, targets: &Targets, config: &LossConfig) -> Loss
         }
         DiscriminationLevel::Image => {
             discrimination_image(&out.abnormal_distance, &targets.has_lesion, margin)
+        }
+        DiscriminationLevel::Null => {
+            let grid = out.abnormal_distance.size()[1];
+            let null_distance = out.z_a.square().mean_dim(1, false, Kind::Float);
+            discrimination_null(
+                &out.abnormal_distance,
+                &null_distance,
+                &targets.lesion_positions(grid),
+                margin,
+            )
         }
     };
     let seg = segmentation(&out.seg_logits, &targets.abnormal);

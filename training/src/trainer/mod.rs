@@ -211,7 +211,9 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
         let terms = total_loss(&out, &targets, &config.loss);
         let grid = config.model.grid_size() as i64;
         let followed = match config.loss.discrimination {
-            DiscriminationLevel::Position => targets.lesion_positions(grid),
+            DiscriminationLevel::Position | DiscriminationLevel::Null => {
+                targets.lesion_positions(grid)
+            }
             DiscriminationLevel::Image => targets
                 .has_lesion
                 .view([-1, 1, 1])

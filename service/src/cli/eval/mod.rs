@@ -33,6 +33,7 @@ pub mod baselines;
 pub mod dataset;
 pub mod figure;
 pub mod metrics;
+pub mod null_code;
 pub mod oracle;
 pub mod report;
 
@@ -400,6 +401,20 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         corpus.abnormal.extend_from_slice(&c.abnormal);
     }
     let pairs = composite_pairs(nq, &sick);
+    let geometry = engine.geometry();
+    let null_code = null_code::has_null_code(&engine.codebooks().abnormal)
+        .then(|| {
+            null_code::null_code_use(
+                ref_codes
+                    .iter()
+                    .zip(&refs)
+                    .chain(query_codes.iter().zip(&queries))
+                    .map(|(c, s)| (c.abnormal.as_slice(), s.abnormal_labels.as_slice())),
+                geometry.size,
+                (geometry.grid_rows, geometry.grid_cols),
+            )
+        })
+        .flatten();
 
     // Exact search over the codes.
     let tables = DistanceTables::of(engine.codebooks())?;
@@ -621,6 +636,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         seed_references: seeds.1,
         latent_baseline: latent.is_some(),
         latent_code_agreement: latent_agreement,
+        null_code,
         rows,
         composite,
         latent_composite,

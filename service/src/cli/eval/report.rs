@@ -93,6 +93,8 @@ pub struct EvalReport {
     /// Share of grid positions where the continuous latents quantise to the service's codes
     /// (a check that the outputs are z_n and z_a); `None` without latents.
     pub latent_code_agreement: Option<f64>,
+    /// How the abnormal codes of both sets use the null code; `None` for bundles without one.
+    pub null_code: Option<super::null_code::NullCodeUse>,
     /// Every method and mode.
     pub rows: Vec<MethodRow>,
     /// The composite check on the codes.
@@ -159,6 +161,14 @@ impl EvalReport {
             put("normal_ratio", c.and_then(|c| c.normal_ratio));
             put("abnormal_ratio", c.and_then(|c| c.abnormal_ratio));
         }
+        flat.insert(
+            "abnormal_null_share_healthy_cells".into(),
+            json!(self.null_code.map(|u| u.healthy_cells_on_null)),
+        );
+        flat.insert(
+            "abnormal_code_share_lesion_cells".into(),
+            json!(self.null_code.map(|u| u.lesion_cells_off_null)),
+        );
         let mut out = match serde_json::to_value(self) {
             Ok(Value::Object(map)) => map,
             _ => Map::new(),
@@ -257,6 +267,15 @@ impl EvalReport {
                 }
             }
         }
+        if let Some(u) = self.null_code {
+            let _ = writeln!(
+                out,
+                "\nNull code: {:.1} % of healthy grid cells take the \"no lesion\" code, {:.1} % of \
+                 lesion cells a code of their own.",
+                100.0 * u.healthy_cells_on_null,
+                100.0 * u.lesion_cells_off_null
+            );
+        }
         let _ = writeln!(
             out,
             "\nRatios: composite Dice over the Dice of the single-mode search on the same A (normal \
@@ -302,6 +321,7 @@ mod tests {
             seed_references: Some(3),
             latent_baseline: false,
             latent_code_agreement: None,
+            null_code: None,
             rows: vec![
                 MethodRow {
                     method: "codes",
