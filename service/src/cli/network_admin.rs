@@ -165,7 +165,10 @@ fn destination(text: &str) -> anyhow::Result<KosDestination> {
         .with_context(|| format!("{text:?}: the port {port:?} is not a number"))?;
     Ok(KosDestination {
         ae_title: ae_title.to_string(),
-        host: host.trim_start_matches('[').trim_end_matches(']').to_string(),
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
         port,
     })
 }
