@@ -230,7 +230,10 @@ mod tests {
         ));
         let kos = KosDestination::parse("V@127.0.0.1:104").unwrap();
         network.add_kos(kos.clone()).unwrap();
-        assert_eq!(network.kos_destinations().snapshot(), std::slice::from_ref(&kos));
+        assert_eq!(
+            network.kos_destinations().snapshot(),
+            std::slice::from_ref(&kos)
+        );
         drop(network);
 
         // A second start reads the file; a different seed is ignored.
