@@ -42,6 +42,8 @@ fn compile_api() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", proto.display());
     }
     println!("cargo:rerun-if-changed=proto/diptych");
+    // The folder itself, so that a new .proto file reruns this script.
+    println!("cargo:rerun-if-changed={}", dir.display());
 
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     tonic_prost_build::configure()

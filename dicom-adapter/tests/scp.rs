@@ -1106,7 +1106,8 @@ async fn callers_off_the_allow_list_and_wrong_called_titles_are_rejected() {
                 ae_title: "ELSEWHERE".to_string(),
                 host: Some("10.1.2.3".parse().unwrap()),
             },
-        ],
+        ]
+        .into(),
         ..config()
     })
     .await;
@@ -1540,7 +1541,8 @@ async fn each_association_is_reported_when_it_ends() {
     config.allowed_callers = vec![AllowedCaller {
         ae_title: "RAWSCU".to_string(),
         host: None,
-    }];
+    }]
+    .into();
     let listener = Listener::start(config).await;
     let addr = listener.addr;
     let (instance, uid) = phantom_instance(2);

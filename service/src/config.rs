@@ -41,11 +41,11 @@
 //! addr = "0.0.0.0:11112"
 //! ae_title = "DIPTYCH"
 //! max_associations = 32
-//! allowed_callers = ["MODALITY1", "PACS@10.0.0.5"]   # empty: any caller
+//! allowed_callers = ["MODALITY1", "PACS@10.0.0.5"]   # empty: any caller; first start only
 //! study_quiet_period_s = 10
 //! # tls_cert = "server.pem"; tls_key = "server.key"; tls_client_ca = "ca.pem"
 //! # [dicom.kos]
-//! # destination = "WEASIS@10.0.0.9:11113"
+//! # destination = "WEASIS@10.0.0.9:11113"   # first start only, then `diptych admin kos`
 //! # archive = "teaching"                  # or "de-identified"; KOS reference other patients
 //!
 //! [audit]                        # who saw which patient's data (see crate::audit)
@@ -181,7 +181,8 @@ pub struct DicomConfig {
     pub read_timeout_s: u64,
     /// Longest wait for the next message of an association, in seconds.
     pub idle_timeout_s: u64,
-    /// Calling AE titles allowed, each `AE` or `AE@ip`; empty allows any caller.
+    /// Calling AE titles allowed, each `AE` or `AE@ip`; empty allows any caller. Only the seed
+    /// of `<data_dir>/admin/dicom-peers.json` on the first start; after that the file wins.
     pub allowed_callers: Vec<String>,
     /// DICOM over TLS: PEM files of the certificate chain and key (both, or neither).
     pub tls_cert: Option<PathBuf>,
@@ -221,7 +222,9 @@ impl Default for DicomConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KosConfig {
-    /// The viewer or archive to C-STORE to, `AE@HOST:PORT`.
+    /// The viewer or archive to C-STORE to, `AE@HOST:PORT`. Only the seed of the KOS
+    /// destinations in `<data_dir>/admin/dicom-peers.json` on the first start; after that the
+    /// file wins.
     pub destination: String,
     /// What the archive holds: `de-identified` or `teaching`; anything else refuses to start.
     pub archive: String,

@@ -23,6 +23,7 @@
 //! | [`grpc`] | the gRPC edge: thin adapters, health, reflection, limits, TLS |
 //! | [`auth`] | who may call the gRPC API: tokens file, roles, the gate in front of every service |
 //! | [`audit`] | the audit trail: who saw which patient's data, to a rotated JSON-lines file and syslog |
+//! | [`admin`] | run-time administration: allowed DICOM peers, KOS destinations (persisted), recent associations |
 //! | [`server`] | `diptych serve`: start-up order, serving, shutdown |
 //! | [`http`] | the HTTP port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`logging`] | text or JSON logs, with request-id and step spans |
@@ -30,6 +31,7 @@
 //! Logs go through `tracing` (filter with `RUST_LOG`); they never carry patient data. The audit
 //! trail ([`audit`]) is where patient IDs and study UIDs are recorded, with who saw them.
 
+pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod bundle;

@@ -1,5 +1,5 @@
-//! The `diptych` command: `diptych serve` starts the server; `ingest`, `search`, `stats` and
-//! `delete` talk to a running server over gRPC (see `diptych --help`).
+//! The `diptych` command: `diptych serve` starts the server; `ingest`, `search`, `stats`,
+//! `delete` and `admin` talk to a running server over gRPC (see `diptych --help`).
 
 mod cli;
 
@@ -47,6 +47,9 @@ enum Command {
     },
     /// Delete every record of a patient, study, series or instance, completely and durably.
     Delete(DeleteArgs),
+    /// Change who may send DICOM and where KOS documents go, without a restart; C-ECHO a
+    /// destination; list recent associations (role admin).
+    Admin(cli::network_admin::AdminArgs),
     /// Benchmarks of the README's performance section (in-process; no server needed).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -357,6 +360,7 @@ fn main() -> anyhow::Result<()> {
             client(cli::search::run(&server, search_options(args)?))
         }
         Command::Stats { server } => client(cli::admin::stats(&server)),
+        Command::Admin(args) => client(cli::network_admin::run(args)),
         Command::Bench(bench) => client(run_bench(bench)),
         Command::Eval(args) => client(run_eval(args)),
         Command::Delete(args) => {

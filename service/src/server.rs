@@ -28,6 +28,8 @@ use thiserror::Error;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::admin::state_file::StateFileError;
+use crate::admin::{AuditFiles, DicomNetwork, Origin, Peer};
 use crate::audit::{Audit, AuditError};
 use crate::bundle::{Bundle, BundleError};
 use crate::config::Config;
@@ -69,6 +71,9 @@ pub enum ServeError {
         "the DICOM listener cannot start: {0}; fix [dicom] in the configuration, choose another --dicom-addr, or pass --no-dicom"
     )]
     Dicom(String),
+    /// The administration state file (allowed peers, KOS destinations) is unusable.
+    #[error("the list of DICOM peers and KOS destinations cannot be used: {0}")]
+    Admin(#[from] StateFileError),
     /// The audit trail cannot start.
     #[error("the audit trail cannot start: {0}")]
     Audit(#[from] AuditError),
@@ -100,7 +105,7 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    let dicom = DicomSettings::from_config(&config.dicom, &config.images)
+    let mut dicom = DicomSettings::from_config(&config.dicom, &config.images)
         .map_err(|e| ServeError::Dicom(e.to_string()))?;
     let security =
         Security::from_config(&config.grpc, &config.auth, |name| std::env::var(name).ok())?;
@@ -109,6 +114,9 @@ pub async fn run(
         source,
     })?;
     let audit = Audit::start(&config.audit, &config.data_dir)?;
+    let network = Arc::new(open_network(&config, &dicom)?);
+    // The listener checks each association against the live list the admin API changes.
+    dicom.scp.allowed_callers = network.allow_list();
     let library = runtime::locate_library(config.encoder.ort_library.as_deref(), |name| {
         std::env::var(name).ok()
     })?;
@@ -143,6 +151,15 @@ pub async fn run(
         config.viewer_url_template.clone(),
     ));
     state.set_audit(audit.clone());
+    state.set_admin(grpc::admin::AdminSettings {
+        network: network.clone(),
+        audit_files: config.audit.enabled.then(|| AuditFiles {
+            path: config.audit.file_path(&config.data_dir),
+            keep: config.audit.keep,
+        }),
+        ae_title: dicom.scp.ae_title.clone(),
+        kos_enabled: config.dicom.enabled && dicom.kos.is_some(),
+    });
     let (readiness, health) = Readiness::start().await;
     let metrics = Arc::new(Metrics::new(
         state.clone(),
@@ -247,10 +264,11 @@ pub async fn run(
                 }
             }));
             tracing::info!(addr = %local, ae_title = %dicom.scp.ae_title, "DICOM listening");
-            if let Some(kos) = dicom.kos.clone() {
+            if let Some(kos) = &dicom.kos {
                 tokio::spawn(crate::dicom::kos::run(
                     index.clone(),
-                    kos,
+                    network.kos_destinations(),
+                    kos.top_k,
                     dicom.scp.ae_title.clone(),
                 ));
             }
@@ -318,6 +336,44 @@ pub async fn run(
     }
     tracing::info!("stopped: every acknowledged instance is indexed and checkpointed");
     Ok(outcome?)
+}
+
+/// The allowed peers and KOS destinations from the data folder, or seeded there from `[dicom]`
+/// on the first start; says in the log which, and when the configuration's lists are ignored.
+fn open_network(config: &Config, dicom: &DicomSettings) -> Result<DicomNetwork, StateFileError> {
+    let seed_peers: Vec<Peer> = dicom
+        .scp
+        .allowed_callers
+        .snapshot()
+        .into_iter()
+        .map(Peer::from)
+        .collect();
+    let seed_kos: Vec<_> = dicom.kos.iter().map(|k| k.destination.clone()).collect();
+    let (network, origin) =
+        DicomNetwork::open(&config.data_dir, seed_peers.clone(), seed_kos.clone())?;
+    let path = network.path().display().to_string();
+    let (peers, kos) = (network.peers(), network.kos_destinations().snapshot());
+    match origin {
+        Origin::Seeded => tracing::info!(
+            %path,
+            peers = peers.len(),
+            kos_destinations = kos.len(),
+            "allowed DICOM peers and KOS destinations seeded from the configuration; from now on this file holds them (change them with `diptych admin`)"
+        ),
+        Origin::StateFile if peers != seed_peers || kos != seed_kos => tracing::warn!(
+            %path,
+            peers = peers.len(),
+            kos_destinations = kos.len(),
+            "dicom.allowed_callers / dicom.kos.destination differ from the lists in the data folder, which win; change them with `diptych admin`, or remove the file to seed again"
+        ),
+        Origin::StateFile => tracing::info!(
+            %path,
+            peers = peers.len(),
+            kos_destinations = kos.len(),
+            "allowed DICOM peers and KOS destinations read from the data folder"
+        ),
+    }
+    Ok(network)
 }
 
 fn engine_options(config: &Config) -> EngineOptions {

@@ -13,7 +13,6 @@ mod serve;
 #[path = "support/index.rs"]
 mod support_index;
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -27,7 +26,7 @@ use diptych::api::v1::{SearchMode, WatchEvent, WatchRequest};
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
 use diptych_dicom_adapter::{Limits, Uid};
-use diptych_service::dicom::KosSettings;
+use diptych_service::admin::{KosDestination, KosDestinations};
 use diptych_service::grpc::ServiceState;
 use diptych_service::grpc::search::SearchApi;
 use diptych_service::index::{AcceptOutcome, Faults, Index};
@@ -225,14 +224,13 @@ async fn watch_streams_and_the_kos_share_one_search_per_received_study_and_mode(
         streams.push(watch(&api, 0, "").await);
     }
     let viewer = Viewer::start(dir.path().join("viewer"));
-    let kos = KosSettings {
-        called_ae: "VIEWER".into(),
-        addr: SocketAddr::from(([127, 0, 0, 1], viewer.port)),
-        top_k: 5,
-    };
+    let kos = KosDestinations::new(vec![
+        KosDestination::new("VIEWER", "127.0.0.1", u32::from(viewer.port)).unwrap(),
+    ]);
     let sender = tokio::spawn(diptych_service::dicom::kos::run(
         index.clone(),
         kos,
+        5,
         "DIPTYCH".into(),
     ));
     wait_until("the KOS sender subscribed", Duration::from_secs(10), || {

@@ -1,4 +1,5 @@
-//! The C-STORE command sets (PS3.7 9.3.1): the request diptych sends and the response it reads.
+//! The C-STORE and C-ECHO command sets (PS3.7 9.3.1, 9.3.5): the requests diptych sends and the
+//! responses it reads.
 //!
 //! Command sets are group-0000 data sets in implicit VR little endian, written and read with
 //! [`crate::command_set`]: a response is small and read without trusting its lengths.
@@ -9,6 +10,12 @@ use crate::command_set::{CommandSetError, elements, padded_uid, put, us, with_gr
 const C_STORE_RQ: u16 = 0x0001;
 /// Command Field of C-STORE-RSP.
 const C_STORE_RSP: u16 = 0x8001;
+/// Command Field of C-ECHO-RQ.
+const C_ECHO_RQ: u16 = 0x0030;
+/// Command Field of C-ECHO-RSP.
+const C_ECHO_RSP: u16 = 0x8030;
+/// Command Data Set Type: no data set follows.
+const NO_DATA_SET: u16 = 0x0101;
 /// Priority MEDIUM.
 const PRIORITY_MEDIUM: u16 = 0x0000;
 /// Command Data Set Type: a data set follows (any value but 0x0101).
@@ -26,7 +33,20 @@ pub(crate) fn store_request(message_id: u16, sop_class: &str, sop_instance: &str
     with_group_length(&body)
 }
 
-/// The fields of a C-STORE-RSP that the sender uses.
+/// The C-ECHO-RQ command set (Verification SOP class, no data set).
+pub(crate) fn echo_request(message_id: u16) -> Vec<u8> {
+    let mut body = Vec::new();
+    put(&mut body, 0x0002, &padded_uid(VERIFICATION));
+    put(&mut body, 0x0100, &C_ECHO_RQ.to_le_bytes());
+    put(&mut body, 0x0110, &message_id.to_le_bytes());
+    put(&mut body, 0x0800, &NO_DATA_SET.to_le_bytes());
+    with_group_length(&body)
+}
+
+/// The Verification SOP class UID.
+pub(crate) const VERIFICATION: &str = "1.2.840.10008.1.1";
+
+/// The fields of a C-STORE-RSP (or C-ECHO-RSP) that the sender uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct StoreResponse {
     /// Status (0000,0900).
@@ -39,6 +59,20 @@ pub(crate) struct StoreResponse {
 
 /// Reads a C-STORE-RSP command set; `Err` says what is wrong with it.
 pub(crate) fn parse_store_response(bytes: &[u8]) -> Result<StoreResponse, CommandSetError> {
+    parse_response(bytes, C_STORE_RSP, "C-STORE-RSP")
+}
+
+/// Reads a C-ECHO-RSP command set; `Err` says what is wrong with it.
+pub(crate) fn parse_echo_response(bytes: &[u8]) -> Result<StoreResponse, CommandSetError> {
+    parse_response(bytes, C_ECHO_RSP, "C-ECHO-RSP")
+}
+
+/// Reads a response command set whose Command Field must be `command` (named `name`).
+fn parse_response(
+    bytes: &[u8],
+    command: u16,
+    name: &'static str,
+) -> Result<StoreResponse, CommandSetError> {
     let (mut field, mut status, mut responding_to, mut error_comment) = (None, None, None, None);
     for element in elements(bytes) {
         let (element, value) = element?;
@@ -58,10 +92,10 @@ pub(crate) fn parse_store_response(bytes: &[u8]) -> Result<StoreResponse, Comman
     }
     let missing = |name, element| CommandSetError::Missing { name, element };
     match field {
-        Some(C_STORE_RSP) => {}
+        Some(got) if got == command => {}
         Some(got) => {
             return Err(CommandSetError::UnexpectedCommand {
-                expected: "C-STORE-RSP",
+                expected: name,
                 got,
             });
         }

@@ -98,7 +98,7 @@ pub enum OutputError {
     },
 }
 
-/// What went wrong in a C-STORE exchange once the association was open.
+/// What went wrong in a C-STORE (or C-ECHO) exchange once the association was open.
 #[derive(Debug, Error)]
 pub enum ExchangeError {
     /// The destination accepted a transfer syntax that diptych does not know.
@@ -116,19 +116,19 @@ pub enum ExchangeError {
     #[error("sending the C-STORE request: {0}")]
     Send(String),
     /// Receiving the response failed.
-    #[error("waiting for the C-STORE response: {0}")]
+    #[error("waiting for the response: {0}")]
     Receive(String),
     /// The response came with a data set, which a C-STORE-RSP never has.
-    #[error("the C-STORE response carries a data set")]
+    #[error("the response carries a data set, which a C-STORE-RSP or C-ECHO-RSP never has")]
     DataSetInResponse,
     /// The destination aborted the association.
     #[error("the destination aborted the association ({0})")]
     Aborted(String),
     /// A PDU other than P-DATA came where the response should have.
-    #[error("expected the C-STORE response, got {0}")]
+    #[error("expected the response, got {0}")]
     UnexpectedPdu(&'static str),
     /// The response's command set is malformed.
-    #[error("the C-STORE response is malformed: {0}")]
+    #[error("the response is malformed: {0}")]
     Response(#[from] CommandSetError),
     /// The response answers another message.
     #[error("the response answers message {got} instead of {expected}")]

@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`kos`] | build the Key Object Selection document ([`SimilarStudies`] in, Part-10 out) |
 //! | [`send`] | a C-STORE SCU: send one instance to a [`Destination`] and return its DICOM status |
+//! | [`echo`] | a C-ECHO SCU: check that a [`Destination`] answers, with the round-trip time |
 //! | [`uid`] | new UIDs under the UUID root `2.25`, and the UID syntax check |
 //! | `datetime` (private) | DICOM DA/TM values for the current time |
 //! | `dimse` (private) | the C-STORE request and response command sets |
@@ -45,11 +46,13 @@
 
 mod datetime;
 mod dimse;
+pub mod echo;
 pub mod error;
 pub mod kos;
 pub mod send;
 pub mod uid;
 
+pub use echo::{EchoAnswer, EchoError, echo};
 pub use error::{ExchangeError, OutputError};
 pub use kos::{DocumentUids, ReferencedInstance, SimilarStudies, StudyIdentity};
 pub use send::{Destination, send_instance};

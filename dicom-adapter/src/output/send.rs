@@ -219,6 +219,15 @@ async fn store(
                 .map_err(|e| ExchangeError::Send(error_chain(&e)))?;
         }
     }
+    let response = receive_response(association).await?;
+    Ok(parse_store_response(&response)?)
+}
+
+/// Reads P-DATA PDUs until the last fragment of a response command set, and returns the
+/// command set's bytes.
+pub(crate) async fn receive_response(
+    association: &mut AsyncClientAssociation<TcpStream>,
+) -> Result<Vec<u8>, ExchangeError> {
     let mut response = Vec::new();
     loop {
         let pdu = association
@@ -233,7 +242,7 @@ async fn store(
                     }
                     response.extend_from_slice(&value.data);
                     if value.is_last {
-                        return Ok(parse_store_response(&response)?);
+                        return Ok(response);
                     }
                 }
             }

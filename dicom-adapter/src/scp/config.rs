@@ -3,6 +3,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+use super::allow_list::AllowList;
 use crate::limits::Limits;
 
 /// The configuration of the DICOM listener.
@@ -23,7 +24,8 @@ pub struct ScpConfig {
     /// aborted.
     pub idle_timeout: Duration,
     /// Calling AE titles allowed to associate, each optionally tied to a host; empty allows any.
-    pub allowed_callers: Vec<AllowedCaller>,
+    /// A shared handle: a change made through a clone applies to the next association.
+    pub allowed_callers: AllowList,
     /// DICOM over TLS: when set, every connection must start with a TLS handshake.
     pub tls: Option<TlsConfig>,
     /// Bounds applied when each received instance is parsed (pixels, inflated size).
@@ -47,7 +49,7 @@ impl Default for ScpConfig {
             max_pdu_length: 64 * 1024,
             read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(120),
-            allowed_callers: Vec::new(),
+            allowed_callers: AllowList::default(),
             tls: None,
             limits: Limits::default(),
             max_data_set_bytes: 1 << 30,

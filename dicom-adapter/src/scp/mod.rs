@@ -4,6 +4,7 @@
 //! | module | what it is for |
 //! |---|---|
 //! | [`config`] | [`ScpConfig`]: address, AE title, bounds, timeouts, allow-list, TLS |
+//! | `allow_list` | [`AllowList`]: the calling AE titles allowed, changeable while the listener runs |
 //! | [`sink`] | [`StoreSink`], [`ReceivedInstance`], [`StoreOutcome`], [`AssociationReport`]: the interface to the service |
 //! | `negotiation` | which callers, SOP classes and transfer syntaxes are accepted, and the preference among syntaxes |
 //! | `wire` | PDUs read with their length checked before buffering, and written with timeouts |
@@ -37,6 +38,7 @@
 //! # }
 //! ```
 
+mod allow_list;
 mod association;
 mod budget;
 pub mod config;
@@ -59,6 +61,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 
+pub use allow_list::AllowList;
 pub use config::{AllowedCaller, ScpConfig, TlsConfig};
 pub use error::ScpError;
 pub use negotiation::{decodable_transfer_syntaxes, is_storage_sop_class};

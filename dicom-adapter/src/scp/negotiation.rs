@@ -20,7 +20,7 @@ use dicom_ul::pdu::{
     UserVariableItem,
 };
 
-use super::config::AllowedCaller;
+use super::allow_list::AllowList;
 
 /// The DICOM application context name (PS3.7 A.2.1).
 const APPLICATION_CONTEXT: &str = "1.2.840.10008.3.1.1.1";
@@ -124,8 +124,8 @@ impl std::fmt::Display for Rejection {
 pub(crate) struct Policy {
     /// This node's AE title.
     pub ae_title: String,
-    /// The allow-list (empty: anyone).
-    pub allowed_callers: Vec<AllowedCaller>,
+    /// The allow-list (empty: anyone), consulted for each association.
+    pub allowed_callers: AllowList,
     /// The maximum PDU length announced to peers.
     pub max_pdu_length: u32,
     /// Transfer syntaxes accepted, from the registry of this build.
@@ -150,7 +150,7 @@ impl Policy {
             return Err(Rejection::CalledAeTitle);
         }
         let calling_ae = request.calling_ae_title.trim().to_string();
-        if !self.caller_allowed(&calling_ae, peer) {
+        if !self.allowed_callers.allows(&calling_ae, peer) {
             return Err(Rejection::CallingAeTitle);
         }
         let peer_max_pdu = request
@@ -203,14 +203,6 @@ impl Policy {
                 contexts,
             },
         ))
-    }
-
-    fn caller_allowed(&self, calling_ae: &str, peer: IpAddr) -> bool {
-        self.allowed_callers.is_empty()
-            || self.allowed_callers.iter().any(|allowed| {
-                allowed.ae_title.trim() == calling_ae
-                    && allowed.host.is_none_or(|host| same_host(host, peer))
-            })
     }
 
     /// The result for one proposed context: acceptance with the preferred transfer syntax, or
@@ -284,19 +276,15 @@ pub(crate) fn trim_uid(uid: &str) -> &str {
     uid.trim_end_matches(['\0', ' '])
 }
 
-/// Compares addresses, treating an IPv4-mapped IPv6 address as the IPv4 one.
-fn same_host(allowed: IpAddr, peer: IpAddr) -> bool {
-    allowed.to_canonical() == peer.to_canonical()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scp::AllowedCaller;
 
     fn policy() -> Policy {
         Policy {
             ae_title: "DIPTYCH".to_string(),
-            allowed_callers: Vec::new(),
+            allowed_callers: AllowList::default(),
             max_pdu_length: 16384,
             transfer_syntaxes: decodable_transfer_syntaxes(),
         }
@@ -446,7 +434,7 @@ mod tests {
     #[test]
     fn access_control_checks_called_title_calling_title_and_host() {
         let mut policy = policy();
-        policy.allowed_callers = vec![
+        policy.allowed_callers = AllowList::new(vec![
             AllowedCaller {
                 ae_title: "MODALITY".to_string(),
                 host: Some(LOCAL),
@@ -455,7 +443,7 @@ mod tests {
                 ae_title: "PACS".to_string(),
                 host: None,
             },
-        ];
+        ]);
         let rq = request(vec![context(
             1,
             uids::VERIFICATION,

@@ -216,6 +216,15 @@ pub enum What {
         /// Instances removed.
         instances: u64,
     },
+    /// A change of the configuration at run time (the administration API).
+    ConfigChange {
+        /// What was changed: `dicom_peers` or `kos_destinations`.
+        setting: String,
+        /// `add` or `remove`.
+        action: String,
+        /// The entry added or removed, e.g. `CT1@10.0.0.5` or `VIEWER@10.0.0.9:11113`.
+        entry: String,
+    },
     /// A gRPC call refused by the authentication gate. Never holds the token.
     AuthRefused {
         /// The gRPC method, e.g. `/diptych.v1.SearchService/Search`.
@@ -234,6 +243,7 @@ impl What {
             What::Association { .. } => "association",
             What::Ingest { .. } => "ingest",
             What::Delete { .. } => "delete",
+            What::ConfigChange { .. } => "config_change",
             What::AuthRefused { .. } => "auth_refused",
         }
     }

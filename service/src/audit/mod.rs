@@ -3,7 +3,7 @@
 //!
 //! | module | what it is for |
 //! |---|---|
-//! | [`event`] | [`AuditEvent`]: time, event type, outcome, who, where, what — one per Search, Watch answer, DICOM association, Ingest, Delete, refused credential |
+//! | [`event`] | [`AuditEvent`]: time, event type, outcome, who, where, what — one per Search, Watch answer, DICOM association, Ingest, Delete, configuration change, refused credential |
 //! | [`file`] | the JSON-lines file, rotated by size |
 //! | [`syslog`] | RFC 5424 over TCP or TLS, octet-counted, to the hospital's audit repository |
 //! | [`config`] | the `[audit]` section |

@@ -529,6 +529,38 @@ mod tests {
         seen.sort_by(|a, b| a.0.cmp(&b.0));
         let expected = [
             (
+                "/diptych.v1.AdminService/AddKosDestination",
+                Access::Role(Role::Admin),
+            ),
+            (
+                "/diptych.v1.AdminService/AddPeer",
+                Access::Role(Role::Admin),
+            ),
+            (
+                "/diptych.v1.AdminService/EchoDestination",
+                Access::Role(Role::Admin),
+            ),
+            (
+                "/diptych.v1.AdminService/ListAssociations",
+                Access::Role(Role::Admin),
+            ),
+            (
+                "/diptych.v1.AdminService/ListKosDestinations",
+                Access::Role(Role::Admin),
+            ),
+            (
+                "/diptych.v1.AdminService/ListPeers",
+                Access::Role(Role::Admin),
+            ),
+            (
+                "/diptych.v1.AdminService/RemoveKosDestination",
+                Access::Role(Role::Admin),
+            ),
+            (
+                "/diptych.v1.AdminService/RemovePeer",
+                Access::Role(Role::Admin),
+            ),
+            (
                 "/diptych.v1.ImageService/Decompose",
                 Access::Role(Role::Search),
             ),

@@ -41,7 +41,7 @@ pub enum Role {
     Ingest,
     /// Search, Watch, Encode, Decompose and the model card (a viewer or PACS plug-in).
     Search,
-    /// Everything, including Delete and the index statistics (operators).
+    /// Everything, including Delete, the index statistics and the AdminService (operators).
     Admin,
 }
 
@@ -104,6 +104,10 @@ pub fn access_of(path: &str) -> Access {
     if OPEN_SERVICES.iter().any(|prefix| path.starts_with(prefix)) {
         return Access::Open;
     }
+    // Who may send DICOM and where KOS documents go: operators only.
+    if path.starts_with("/diptych.v1.AdminService/") {
+        return Access::Role(Role::Admin);
+    }
     match path {
         "/diptych.v1.IngestService/Ingest" => Access::Role(Role::Ingest),
         "/diptych.v1.SearchService/Search"
@@ -113,7 +117,8 @@ pub fn access_of(path: &str) -> Access {
         | "/diptych.v1.InfoService/GetModelCard" => Access::Role(Role::Search),
         // Limits and the DICOM port: what any client needs to talk to this server at all.
         "/diptych.v1.InfoService/GetCapabilities" => Access::AnyRole,
-        // Delete, index statistics, and anything not listed above.
+        // Delete, index statistics, the AdminService (peers, KOS destinations, associations),
+        // and anything not listed above.
         _ => Access::Role(Role::Admin),
     }
 }

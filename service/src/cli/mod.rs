@@ -8,6 +8,7 @@
 //! | [`montage`] | the montage PNG: query and hits, each above its normal-appearing image |
 //! | [`source`] | where a query side comes from (a DICOM file or an indexed UID), for search and montage |
 //! | [`admin`] | `diptych stats`, `diptych delete` |
+//! | [`network_admin`] | `diptych admin peers|kos|associations`: allowed DICOM peers, KOS destinations, C-ECHO, recent associations |
 //! | [`bench`] | `diptych bench encode|search|ready` (in-process, no server needed) |
 //! | [`eval`] | `diptych eval`: retrieval quality (label Dice, twins, composites) against baselines (in-process) |
 //! | [`engine`] | the in-process encoder the benchmarks and `eval` start |
@@ -18,6 +19,7 @@ pub mod engine;
 pub mod eval;
 pub mod ingest;
 pub mod montage;
+pub mod network_admin;
 pub mod search;
 pub mod source;
 

@@ -247,7 +247,9 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "dicom.allowed_callers",
-        "Calling AE titles allowed, each `AE` or `AE@ip`; empty allows any caller.",
+        "Calling AE titles allowed, each `AE` or `AE@ip`; empty allows any caller. Seeds \
+         `<data_dir>/admin/dicom-peers.json` on the first start only; after that the file wins \
+         (change it with `diptych admin peers`).",
     ),
     key(
         "dicom.tls_cert",
@@ -268,7 +270,9 @@ pub const KEYS: &[Key] = &[
     key(
         "dicom.kos.destination",
         "Send a Key Object Selection document per received study to this viewer, `AE@HOST:PORT` \
-         (the `[dicom.kos]` section is optional; when present, this key is required).",
+         (the `[dicom.kos]` section is optional; when present, this key is required). Seeds the \
+         KOS destinations of `<data_dir>/admin/dicom-peers.json` on the first start only; after \
+         that the file wins (change it with `diptych admin kos`).",
     )
     .example("\"WEASIS@10.0.0.9:11113\""),
     key(

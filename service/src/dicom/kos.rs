@@ -1,6 +1,6 @@
 //! The DICOM answer to viewers: for every received study, a Key Object Selection document
-//! referencing its most similar studies' best slices in each mode, C-STOREd to the configured
-//! viewer. Configured only for de-identified or teaching archives (the configuration refuses
+//! referencing its most similar studies' best slices in each mode, C-STOREd to every KOS
+//! destination listed at that moment (changed at run time through the admin API). Configured only for de-identified or teaching archives (the configuration refuses
 //! anything else), because the document references other patients' images.
 
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use diptych_dicom_adapter::output::{
 };
 use tokio::sync::broadcast::error::RecvError;
 
-use super::KosSettings;
+use crate::admin::KosDestinations;
 use crate::catalog::{CatalogError, UidLookup};
 use crate::index::Index;
 use crate::search::Mode;
@@ -34,20 +34,16 @@ const MODES: [(Mode, &str); 3] = [
     ),
 ];
 
-/// Sends a KOS per received study until the server stops.
-pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String) {
-    let destination = Destination {
-        addr: settings.addr,
-        called_ae: settings.called_ae.clone(),
-        calling_ae,
-    };
+/// Sends a KOS per received study, referencing `top_k` similar instances per mode, to each of
+/// `destinations` as listed when the document is ready, until the server stops.
+pub async fn run(index: Arc<Index>, destinations: KosDestinations, top_k: u32, calling_ae: String) {
     // What the KOS asks of every study, shared with the Watch streams that ask the same.
     let interests = MODES.iter().map(|&(mode, _)| Interest {
         question: Question {
             mode,
             filter: String::new(),
         },
-        top_k: settings.top_k as usize,
+        top_k: top_k as usize,
     });
     let mut received = index.tracker().subscribe(interests);
     loop {
@@ -59,17 +55,42 @@ pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String) {
             }
             Err(RecvError::Closed) => return,
         };
-        match document(&index, &study, settings.top_k).await {
-            Ok(Some(kos)) => match send_instance(&destination, &kos, SEND_TIMEOUT).await {
-                Ok(0) => tracing::info!(%destination, "KOS of a received study sent"),
-                Ok(status) => {
-                    tracing::warn!(%destination, status = format!("{status:#06X}"), "KOS refused")
+        let targets = destinations.snapshot();
+        if targets.is_empty() {
+            continue;
+        }
+        match document(&index, &study, top_k).await {
+            Ok(Some(kos)) => {
+                for target in &targets {
+                    send(target, &calling_ae, &kos).await;
                 }
-                Err(error) => tracing::warn!(%error, "KOS could not be sent"),
-            },
+            }
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "KOS could not be built"),
         }
+    }
+}
+
+/// Sends one KOS document to one destination, logging the outcome.
+async fn send(target: &crate::admin::KosDestination, calling_ae: &str, kos: &[u8]) {
+    let addr = match target.resolve().await {
+        Ok(addr) => addr,
+        Err(error) => {
+            tracing::warn!(destination = %target, %error, "KOS not sent: the host does not resolve");
+            return;
+        }
+    };
+    let destination = Destination {
+        addr,
+        called_ae: target.ae_title.clone(),
+        calling_ae: calling_ae.to_string(),
+    };
+    match send_instance(&destination, kos, SEND_TIMEOUT).await {
+        Ok(0) => tracing::info!(%destination, "KOS of a received study sent"),
+        Ok(status) => {
+            tracing::warn!(%destination, status = format!("{status:#06X}"), "KOS refused")
+        }
+        Err(error) => tracing::warn!(%error, "KOS could not be sent"),
     }
 }
 

@@ -1,13 +1,14 @@
 //! The `[dicom]` section of the configuration turned into the listener's configuration: the
 //! allow-list parsed, the TLS files read.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::time::Duration;
 
 use diptych_dicom_adapter::Limits;
 use diptych_dicom_adapter::scp::{AllowedCaller, ScpConfig, TlsConfig};
 use thiserror::Error;
 
+use crate::admin::KosDestination;
 use crate::config::{DicomConfig, KosConfig};
 
 /// Why the `[dicom]` settings cannot start a listener.
@@ -39,7 +40,8 @@ pub enum DicomSettingsError {
 /// The listener's configuration and the KOS destination, from `[dicom]`.
 #[derive(Debug, Clone)]
 pub struct DicomSettings {
-    /// The listener.
+    /// The listener; its allow-list is `dicom.allowed_callers`, the seed of the allowed peers
+    /// on the first start (see [`crate::admin`]).
     pub scp: ScpConfig,
     /// The quiet period after which a study counts as received.
     pub quiet_period: Duration,
@@ -47,13 +49,12 @@ pub struct DicomSettings {
     pub kos: Option<KosSettings>,
 }
 
-/// A KOS destination.
+/// The KOS sender's settings from `[dicom.kos]`.
 #[derive(Debug, Clone)]
 pub struct KosSettings {
-    /// The destination's AE title.
-    pub called_ae: String,
-    /// Its address.
-    pub addr: SocketAddr,
+    /// `dicom.kos.destination`: the seed of the KOS destinations on the first start (see
+    /// [`crate::admin`]); afterwards the data folder's list is used.
+    pub destination: KosDestination,
     /// Similar instances referenced per mode.
     pub top_k: u32,
 }
@@ -91,7 +92,7 @@ impl DicomSettings {
             max_pdu_length: config.max_pdu_length,
             read_timeout: Duration::from_secs(config.read_timeout_s),
             idle_timeout: Duration::from_secs(config.idle_timeout_s),
-            allowed_callers,
+            allowed_callers: allowed_callers.into(),
             tls,
             limits: *limits,
             ..ScpConfig::default()
@@ -118,16 +119,10 @@ fn parse_caller(entry: &str) -> Result<AllowedCaller, DicomSettingsError> {
 }
 
 fn parse_kos(kos: &KosConfig) -> Result<KosSettings, DicomSettingsError> {
-    let bad = || DicomSettingsError::Destination(kos.destination.clone());
-    let (ae, addr) = kos.destination.split_once('@').ok_or_else(bad)?;
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(addr)
-        .ok()
-        .and_then(|mut a| a.next())
-        .ok_or_else(bad)?;
-    let ae = diptych_dicom_adapter::AeTitle::parse(ae).map_err(|_| bad())?;
+    let destination = KosDestination::parse(&kos.destination)
+        .map_err(|_| DicomSettingsError::Destination(kos.destination.clone()))?;
     Ok(KosSettings {
-        called_ae: ae.into(),
-        addr,
+        destination,
         top_k: kos.top_k.clamp(1, 100),
     })
 }
@@ -154,7 +149,7 @@ mod tests {
             top_k: 5,
         };
         let k = parse_kos(&kos).unwrap();
-        assert_eq!((k.called_ae.as_str(), k.addr.port()), ("WEASIS", 11113));
+        assert_eq!(k.destination.to_string(), "WEASIS@127.0.0.1:11113");
         let bad = KosConfig {
             destination: "nowhere".into(),
             ..kos

@@ -3,6 +3,7 @@
 //!
 //! | module | what it is for |
 //! |---|---|
+//! | [`admin`] | AdminService: allowed DICOM peers, KOS destinations, C-ECHO, recent associations |
 //! | [`image`] | ImageService: Encode, Decompose |
 //! | [`info`] | InfoService: model card, index statistics, capabilities |
 //! | [`ingest`] | IngestService: Ingest (acknowledged once durable), Delete |
@@ -17,6 +18,7 @@
 //! Health: the overall status ("") and each implemented service report NOT_SERVING from the
 //! moment the port is bound until the model has warmed up, then SERVING.
 
+pub mod admin;
 pub mod image;
 pub mod info;
 pub mod ingest;
@@ -30,6 +32,7 @@ pub mod status;
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
 
+use diptych::api::v1::admin_service_server::AdminServiceServer;
 use diptych::api::v1::image_service_server::ImageServiceServer;
 use diptych::api::v1::info_service_server::InfoServiceServer;
 use diptych::api::v1::ingest_service_server::IngestServiceServer;
@@ -51,6 +54,7 @@ pub struct ServiceState {
     index: OnceLock<Arc<Index>>,
     dicom: OnceLock<(String, u16)>,
     audit: OnceLock<crate::audit::Audit>,
+    admin: OnceLock<admin::AdminSettings>,
     /// A viewer deep-link template for search hits, with `{study_instance_uid}`,
     /// `{series_instance_uid}` and `{sop_instance_uid}` placeholders.
     pub viewer_url_template: Option<String>,
@@ -74,6 +78,7 @@ impl ServiceState {
             index: OnceLock::new(),
             dicom: OnceLock::new(),
             audit: OnceLock::new(),
+            admin: OnceLock::new(),
             viewer_url_template,
             limits,
             max_message_bytes,
@@ -125,6 +130,16 @@ impl ServiceState {
         self.audit.get().cloned().unwrap_or_default()
     }
 
+    /// Installs what the admin API works on; returns false if it was already installed.
+    pub fn set_admin(&self, settings: admin::AdminSettings) -> bool {
+        self.admin.set(settings).is_ok()
+    }
+
+    /// What the admin API works on, once installed.
+    pub fn admin(&self) -> Option<&admin::AdminSettings> {
+        self.admin.get()
+    }
+
     /// Installs the opened index; returns false if one was already installed.
     pub fn set_index(&self, index: Arc<Index>) -> bool {
         self.index.set(index).is_ok()
@@ -137,8 +152,9 @@ impl ServiceState {
 }
 
 /// The names health checking reports on: the whole server ("") and each serving service.
-const HEALTH_NAMES: [&str; 5] = [
+const HEALTH_NAMES: [&str; 6] = [
     "",
+    "diptych.v1.AdminService",
     "diptych.v1.ImageService",
     "diptych.v1.InfoService",
     "diptych.v1.IngestService",
@@ -192,6 +208,11 @@ pub async fn serve<H: Health>(
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
+        .add_service(
+            AdminServiceServer::new(admin::AdminApi::new(state.clone()))
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max),
+        )
         .add_service(
             ImageServiceServer::new(image::ImageApi::new(state.clone()))
                 .max_decoding_message_size(max)

@@ -126,6 +126,7 @@ def main():
         )
         listed = {s.name for s in answers[0].list_services_response.service}
         for name in [
+            "diptych.v1.AdminService",
             "diptych.v1.ImageService",
             "diptych.v1.InfoService",
             "diptych.v1.IngestService",
