@@ -223,6 +223,15 @@ pub enum What {
         /// `UNAUTHENTICATED` or `PERMISSION_DENIED`.
         code: String,
     },
+    /// A connection dropped before any association: a failed or timed-out TLS handshake on the
+    /// DICOM-TLS port (a client certificate not signed by the client CA, plain DICOM sent to the
+    /// TLS port). The event's `reason` says why; no patient data was read.
+    ConnectionRefused {
+        /// Which port: `dicom-tls`.
+        listener: String,
+        /// The address it listens on.
+        listener_addr: String,
+    },
 }
 
 impl What {
@@ -235,6 +244,7 @@ impl What {
             What::Ingest { .. } => "ingest",
             What::Delete { .. } => "delete",
             What::AuthRefused { .. } => "auth_refused",
+            What::ConnectionRefused { .. } => "connection_refused",
         }
     }
 }

@@ -23,15 +23,40 @@ pub fn token() -> String {
 
 /// A phantom slice written as `dir/slice.dcm`, and its Patient ID.
 pub fn dicom_file(dir: &Path) -> (PathBuf, String) {
+    let slice = phantom_slice(dir, 3);
+    (slice.path, slice.patient_id)
+}
+
+/// A phantom DICOM file of one subject's slice `index`.
+pub struct PhantomSlice {
+    /// Where it was written.
+    pub path: PathBuf,
+    /// Its Patient ID.
+    pub patient_id: String,
+    /// Its SOP Instance UID.
+    pub sop_instance_uid: String,
+}
+
+/// Slice `index` of the phantom, written as `dir/slice.dcm` (`dir/slice-INDEX.dcm` but for 3).
+pub fn phantom_slice(dir: &Path, index: u64) -> PhantomSlice {
     let generator = PhantomGenerator::new(2, PhantomConfig::default());
-    let instance = SyntheticInstance::from_phantom(&generator.slice(3));
-    let patient = instance
-        .attributes
-        .iter()
-        .find(|(tag, _, _)| *tag == dicom_dictionary_std::tags::PATIENT_ID)
-        .map(|(_, _, value)| value.clone())
-        .expect("a phantom instance has a Patient ID");
-    let path = dir.join("slice.dcm");
+    let instance = SyntheticInstance::from_phantom(&generator.slice(index));
+    let attribute = |tag| {
+        instance
+            .attributes
+            .iter()
+            .find(|(t, _, _)| *t == tag)
+            .map(|(_, _, value)| value.clone())
+            .expect("a phantom instance has its identifiers")
+    };
+    let path = match index {
+        3 => dir.join("slice.dcm"),
+        _ => dir.join(format!("slice-{index}.dcm")),
+    };
     std::fs::write(&path, instance.to_part10()).unwrap();
-    (path, patient)
+    PhantomSlice {
+        patient_id: attribute(dicom_dictionary_std::tags::PATIENT_ID),
+        sop_instance_uid: attribute(dicom_dictionary_std::tags::SOP_INSTANCE_UID),
+        path,
+    }
 }
