@@ -205,17 +205,20 @@ pub fn refused(method: &str, status: Status) -> anyhow::Error {
                  {needed}"
             )
         }
-        Code::Unavailable | Code::Unknown | Code::Internal | Code::Cancelled
-            if looks_like_tls(message) =>
-        {
-            anyhow::anyhow!(
-                "{name} failed: the connection broke ({message}); if the server speaks TLS, \
-                 write --server as https://… and pass --ca-cert, and if it requires client \
-                 certificates, pass --client-cert and --client-key"
-            )
-        }
+        // A plain HTTP/2 client cancelled by a TLS port, a handshake refused after it finished
+        // (TLS 1.3 checks the client certificate then), a connection reset.
+        Code::Unavailable | Code::Cancelled => broke(name, message),
+        Code::Unknown | Code::Internal if looks_like_tls(message) => broke(name, message),
         code => anyhow::anyhow!("{name} failed ({code:?}): {message}"),
     }
+}
+
+fn broke(name: &str, message: &str) -> anyhow::Error {
+    anyhow::anyhow!(
+        "{name} failed: the connection broke ({message}); if the server speaks TLS, write \
+         --server as https://… and pass --ca-cert, and if it requires client certificates, pass \
+         --client-cert and --client-key"
+    )
 }
 
 fn looks_like_tls(message: &str) -> bool {
@@ -227,6 +230,7 @@ fn looks_like_tls(message: &str) -> bool {
         "frame",
         "broken pipe",
         "reset",
+        "cancel",
     ]
     .iter()
     .any(|word| message.contains(word))
@@ -282,5 +286,10 @@ mod tests {
         let search = "/diptych.v1.SearchService/Search";
         let err = refused(search, Status::permission_denied("role ingest")).to_string();
         assert!(err.contains("role search or admin"), "{err}");
+        let err = refused(search, Status::cancelled("operation was canceled")).to_string();
+        assert!(
+            err.contains("https://") && err.contains("--client-cert"),
+            "{err}"
+        );
     }
 }
