@@ -35,6 +35,8 @@ struct Recording {
     decode: std::sync::atomic::AtomicBool,
     /// What the listener reported of each association that ended.
     reports: Mutex<Vec<AssociationReport>>,
+    /// Connections dropped in the TLS handshake.
+    refused: Mutex<Vec<scp::RefusedConnection>>,
 }
 
 impl Recording {
@@ -71,6 +73,10 @@ impl StoreSink for Recording {
                 StoreOutcome::NonImage
             }
         })
+    }
+
+    fn connection_refused(&self, report: scp::RefusedConnection) {
+        self.refused.lock().unwrap().push(report);
     }
 
     fn association_ended(&self, report: AssociationReport) {
@@ -1344,7 +1350,10 @@ async fn echoscu_over_mutual_tls_is_answered_and_plain_tcp_is_not() {
     let dir = temp_dir("tls");
     certificates(&dir);
     let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    // TLS only: `local_addr` is the TLS port.
     let listener = Listener::start(ScpConfig {
+        plain: false,
+        tls_addr: "127.0.0.1:0".parse().unwrap(),
         tls: Some(scp::TlsConfig {
             cert_pem: read("server.crt"),
             key_pem: read("server.key"),
@@ -1396,6 +1405,22 @@ async fn echoscu_over_mutual_tls_is_answered_and_plain_tcp_is_not() {
         again.status.success(),
         "the TLS listener keeps serving after refusals"
     );
+    assert_eq!(
+        listener.stats.tls_handshake_failures(),
+        2,
+        "the bad certificate and the plain association are counted"
+    );
+    assert_eq!(listener.sink.refused.lock().unwrap().len(), 2);
+
+    // Neither plain nor TLS: refused at bind.
+    let err = scp::bind(ScpConfig {
+        plain: false,
+        ..config()
+    })
+    .await
+    .err()
+    .expect("a listener without a port is refused");
+    assert!(err.to_string().contains("nothing would listen"), "{err}");
 
     // Unusable PEM is a clear configuration error at bind time.
     let err = scp::bind(ScpConfig {

@@ -44,6 +44,7 @@
 //! allowed_callers = ["MODALITY1", "PACS@10.0.0.5"]   # empty: any caller; first start only
 //! study_quiet_period_s = 10
 //! # tls_cert = "server.pem"; tls_key = "server.key"; tls_client_ca = "ca.pem"
+//! # tls_addr = "0.0.0.0:2762"          # DICOM-TLS, beside addr; plain = false for TLS only
 //! # [dicom.kos]
 //! # destination = "WEASIS@10.0.0.9:11113"   # first start only, then `diptych admin kos`
 //! # archive = "teaching"                  # or "de-identified"; KOS reference other patients
@@ -169,8 +170,10 @@ impl Default for IndexConfig {
 pub struct DicomConfig {
     /// Whether `diptych serve` listens for DICOM at all.
     pub enabled: bool,
-    /// Address to listen on, HOST:PORT.
+    /// Address of the plain DICOM listener, HOST:PORT.
     pub addr: SocketAddr,
+    /// Whether the plain listener runs; false for a TLS-only node (needs `tls_cert`).
+    pub plain: bool,
     /// This node's AE title; associations calling another title are rejected.
     pub ae_title: String,
     /// Associations served at once; more get a transient reject.
@@ -184,6 +187,8 @@ pub struct DicomConfig {
     /// Calling AE titles allowed, each `AE` or `AE@ip`; empty allows any caller. Only the seed
     /// of `<data_dir>/admin/dicom-peers.json` on the first start; after that the file wins.
     pub allowed_callers: Vec<String>,
+    /// Address of the DICOM-TLS listener, HOST:PORT, which runs when `tls_cert` is set.
+    pub tls_addr: SocketAddr,
     /// DICOM over TLS: PEM files of the certificate chain and key (both, or neither).
     pub tls_cert: Option<PathBuf>,
     /// The private key of `tls_cert` (PEM).
@@ -202,12 +207,14 @@ impl Default for DicomConfig {
         Self {
             enabled: true,
             addr: SocketAddr::from(([0, 0, 0, 0], 11112)),
+            plain: true,
             ae_title: "DIPTYCH".to_string(),
             max_associations: 32,
             max_pdu_length: 64 * 1024,
             read_timeout_s: 30,
             idle_timeout_s: 120,
             allowed_callers: Vec::new(),
+            tls_addr: SocketAddr::from(([0, 0, 0, 0], 2762)),
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
@@ -506,16 +513,13 @@ impl Config {
     /// One line naming what this configuration serves where, for `diptych config check`.
     pub fn summary(&self) -> String {
         let dicom = if self.dicom.enabled {
-            format!(
-                "DICOM {} as {}{}",
-                self.dicom.addr,
-                self.dicom.ae_title.trim(),
-                if self.dicom.tls_cert.is_some() {
-                    " (TLS)"
-                } else {
-                    ""
-                }
-            )
+            let d = &self.dicom;
+            let ports = match (d.plain, d.tls_cert.is_some()) {
+                (true, true) => format!("DICOM {} and DICOM-TLS {}", d.addr, d.tls_addr),
+                (false, true) => format!("DICOM-TLS {} only", d.tls_addr),
+                _ => format!("DICOM {}", d.addr),
+            };
+            format!("{ports} as {}", d.ae_title.trim())
         } else {
             "no DICOM".to_string()
         };
@@ -701,6 +705,20 @@ impl Config {
                 key: "dicom.tls_cert",
                 value: String::new(),
                 problem: "tls_cert and tls_key go together: set both or neither",
+            });
+        }
+        if d.enabled && !d.plain && d.tls_cert.is_none() {
+            return Err(ConfigError::Invalid {
+                key: "dicom.plain",
+                value: "false".to_string(),
+                problem: "a TLS-only node needs dicom.tls_cert and dicom.tls_key (the DICOM-TLS listener on dicom.tls_addr); set them, or leave plain = true",
+            });
+        }
+        if d.plain && d.tls_cert.is_some() && d.addr == d.tls_addr && d.addr.port() != 0 {
+            return Err(ConfigError::Invalid {
+                key: "dicom.tls_addr",
+                value: d.tls_addr.to_string(),
+                problem: "the DICOM-TLS listener needs its own port, beside dicom.addr (the IANA dicom-tls port is 2762)",
             });
         }
         if !(d.study_quiet_period_s.is_finite() && d.study_quiet_period_s >= 0.0) {

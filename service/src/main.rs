@@ -33,17 +33,15 @@ enum Command {
         /// Files or folders of DICOM instances.
         #[arg(required = true)]
         paths: Vec<PathBuf>,
-        /// The server's gRPC URL (also DIPTYCH_SERVER).
-        #[arg(long, env = "DIPTYCH_SERVER", default_value = cli::DEFAULT_SERVER)]
-        server: String,
+        #[command(flatten)]
+        server: cli::ServerArgs,
     },
     /// Find the slices (series, studies) most similar to a DICOM file or an indexed slice.
     Search(SearchArgs),
     /// Print the index statistics and the server's capabilities.
     Stats {
-        /// The server's gRPC URL (also DIPTYCH_SERVER).
-        #[arg(long, env = "DIPTYCH_SERVER", default_value = cli::DEFAULT_SERVER)]
-        server: String,
+        #[command(flatten)]
+        server: cli::ServerArgs,
     },
     /// Delete every record of a patient, study, series or instance, completely and durably.
     Delete(DeleteArgs),
@@ -243,9 +241,8 @@ struct SearchArgs {
     /// Write the query and the hits, each above its normal-appearing image, to this PNG.
     #[arg(long, value_name = "PNG")]
     montage: Option<PathBuf>,
-    /// The server's gRPC URL (also DIPTYCH_SERVER).
-    #[arg(long, env = "DIPTYCH_SERVER", default_value = cli::DEFAULT_SERVER)]
-    server: String,
+    #[command(flatten)]
+    server: cli::ServerArgs,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -277,9 +274,8 @@ struct DeleteArgs {
     /// Delete every record of this SOP Instance UID.
     #[arg(long, group = "target")]
     instance: Option<String>,
-    /// The server's gRPC URL (also DIPTYCH_SERVER).
-    #[arg(long, env = "DIPTYCH_SERVER", default_value = cli::DEFAULT_SERVER)]
-    server: String,
+    #[command(flatten)]
+    server: cli::ServerArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -250,7 +250,9 @@ pub async fn run(
             let scp = scp::bind(dicom.scp.clone())
                 .await
                 .map_err(|e| ServeError::Dicom(e.to_string()))?;
+            // GetCapabilities names the plain port, else (TLS only) the TLS port.
             let local = scp.local_addr();
+            let (plain_addr, tls_addr) = (scp.plain_addr(), scp.tls_addr());
             state.set_dicom(dicom.scp.ae_title.clone(), local.port());
             metrics.set_dicom(scp.stats());
             let mut stop = stop_rx_dicom.clone();
@@ -263,7 +265,12 @@ pub async fn run(
                     tracing::error!(%error, "the DICOM listener stopped");
                 }
             }));
-            tracing::info!(addr = %local, ae_title = %dicom.scp.ae_title, "DICOM listening");
+            if let Some(addr) = plain_addr {
+                tracing::info!(listener = "plain", %addr, ae_title = %dicom.scp.ae_title, "DICOM listening (plain) on {addr}");
+            }
+            if let Some(addr) = tls_addr {
+                tracing::info!(listener = "tls", %addr, ae_title = %dicom.scp.ae_title, "DICOM-TLS listening on {addr}");
+            }
             if let Some(kos) = &dicom.kos {
                 tokio::spawn(crate::dicom::kos::run(
                     index.clone(),

@@ -6,43 +6,21 @@
 //!
 //! Certificates are made by `openssl` in a temporary folder, as the DICOM-TLS tests do.
 
-use std::collections::hash_map::RandomState;
-use std::hash::{BuildHasher, Hasher};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
-
-use diptych::phantom::{PhantomConfig, PhantomGenerator};
-use diptych_dicom_adapter::synthetic::SyntheticInstance;
 
 #[path = "support/certs.rs"]
 mod certs;
+#[path = "support/secured.rs"]
+mod secured;
 #[path = "support/serve.rs"]
 mod serve;
+use secured::token;
 use serve::{ProbeTls, Server, free_port, python, workspace};
 
 /// Logs at trace level for the service (the gate logs admissions and refusals), so the
 /// no-token-in-the-log check covers every line the gate could write.
 const RUST_LOG: &str = "info,diptych_service=trace,tonic=debug";
-
-/// A random token of 48 hex digits.
-fn token() -> String {
-    (0..3)
-        .map(|_| {
-            let mut hasher = RandomState::new().build_hasher();
-            hasher.write_u64(std::process::id() as u64);
-            format!("{:016x}", hasher.finish())
-        })
-        .collect()
-}
-
-/// A phantom slice as a DICOM file.
-fn dicom_file(dir: &Path) -> PathBuf {
-    let generator = PhantomGenerator::new(2, PhantomConfig::default());
-    let instance = SyntheticInstance::from_phantom(&generator.slice(3));
-    let path = dir.join("slice.dcm");
-    std::fs::write(&path, instance.to_part10()).unwrap();
-    path
-}
 
 /// Runs auth_check.py `scenario` against `addr` with `extra` arguments; panics with the
 /// client's output and the server's log when a check fails.
@@ -84,7 +62,7 @@ fn log_without(server: &Server, secrets: &[&str]) -> String {
 #[test]
 fn every_role_against_every_rpc() {
     let dir = tempfile::tempdir().unwrap();
-    let dicom = dicom_file(dir.path());
+    let (dicom, _) = secured::dicom_file(dir.path());
     let (ingest, search, admin, wrong) = (token(), token(), token(), token());
     // One token per way of giving it: a file beside the tokens file, an environment variable,
     // inline.
@@ -156,7 +134,7 @@ fn certificates(dir: &Path) {
 #[test]
 fn tls_with_tokens_and_with_client_certificates() {
     let dir = tempfile::tempdir().unwrap();
-    let dicom = dicom_file(dir.path());
+    let (dicom, _) = secured::dicom_file(dir.path());
     certificates(dir.path());
     let file = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
     let read = |name: &str| std::fs::read(dir.path().join(name)).unwrap();
@@ -255,7 +233,7 @@ fn tls_with_tokens_and_with_client_certificates() {
 #[test]
 fn without_tokens_a_network_address_refuses_every_call_but_health() {
     let dir = tempfile::tempdir().unwrap();
-    let dicom = dicom_file(dir.path());
+    let (dicom, _) = secured::dicom_file(dir.path());
     let port = free_port();
     let server = Server::start_with(
         &dir.path().join("data"),

@@ -116,8 +116,29 @@ fn the_chart_lints_renders_validates_and_the_server_parses_its_configuration() {
         assert_eq!(config.data_dir, PathBuf::from("/data"), "{profile}");
         assert_eq!(config.grpc.addr.port(), 50051, "{profile}");
         assert_eq!(config.dicom.enabled, profile != "minimal", "{profile}");
+        // DICOM on 11112, and DICOM-TLS on 2762 beside it in the TLS profile: in the server's
+        // configuration and on the DICOM Service.
+        let manifests = std::fs::read_to_string(dir.join("manifests.yaml")).unwrap();
+        let dicom_service = manifests
+            .split("\n---\n")
+            .find(|doc| doc.contains("kind: Service\n") && doc.contains("component: dicom\n"));
+        if config.dicom.enabled {
+            let service = dicom_service.unwrap_or_else(|| panic!("{profile}: no DICOM Service"));
+            let tls = profile == "tls";
+            assert!(config.dicom.plain, "{profile}");
+            assert_eq!(config.dicom.addr.port(), 11112, "{profile}");
+            assert_eq!(config.dicom.tls_addr.port(), 2762, "{profile}");
+            assert_eq!(config.dicom.tls_cert.is_some(), tls, "{profile}");
+            assert!(service.contains("port: 11112\n"), "{profile}:\n{service}");
+            assert_eq!(
+                service.contains("port: 2762\n") && service.contains("name: dicom-tls\n"),
+                tls,
+                "{profile}: the DICOM-TLS port is on the Service iff TLS is on:\n{service}"
+            );
+        } else {
+            assert!(dicom_service.is_none(), "{profile}");
+        }
         if profile == "tls" {
-            assert_eq!(config.dicom.addr.port(), 2762);
             assert!(config.dicom.tls_cert.is_some() && config.dicom.tls_client_ca.is_some());
             assert!(config.dicom.kos.is_some());
             assert_eq!(config.dicom.allowed_callers, ["CT1", "PACS@10.20.0.5"]);

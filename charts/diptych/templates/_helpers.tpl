@@ -47,13 +47,15 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- printf "%s:%s" .Values.image.repository $tag }}
 {{- end }}
 
-{{/* The DICOM listener's port: the TLS port while DICOM TLS is on (one listener). */}}
-{{- define "diptych.dicomPort" -}}
-{{- if .Values.dicom.tls.enabled }}{{ .Values.dicom.tls.port }}{{ else }}{{ .Values.dicom.port }}{{ end }}
+{{/* The DICOM ports the server listens on, as "NAME PORT" lines: the plain port (`dicom`)
+unless dicom.plain is false, and the DICOM-TLS port (`dicom-tls`) while dicom.tls.enabled. */}}
+{{- define "diptych.dicomPorts" -}}
+{{- if .Values.dicom.plain }}
+dicom {{ int .Values.dicom.port }}
 {{- end }}
-
-{{- define "diptych.dicomPortName" -}}
-{{- if .Values.dicom.tls.enabled }}dicom-tls{{ else }}dicom{{ end }}
+{{- if .Values.dicom.tls.enabled }}
+dicom-tls {{ int .Values.dicom.tls.port }}
+{{- end }}
 {{- end }}
 
 {{/* A TOML float: f64 keys of the server's configuration take no bare integer. */}}
@@ -95,8 +97,12 @@ auth: /etc/diptych/auth
 {{- if lt (int .Values.encoder.queueCapacity) (int .Values.encoder.maxBatch) }}
 {{- fail (printf "encoder.queueCapacity (%v) must be at least encoder.maxBatch (%v)" .Values.encoder.queueCapacity .Values.encoder.maxBatch) }}
 {{- end }}
-{{- $ports := list (int .Values.grpc.port) (int .Values.http.port) (int (include "diptych.dicomPort" .)) }}
-{{- if ne (len (uniq $ports)) 3 }}
-{{- fail (printf "grpc.port, http.port and the DICOM port must differ (%v)" $ports) }}
+{{- if and (not .Values.dicom.plain) (not .Values.dicom.tls.enabled) }}
+{{- fail "dicom.plain = false (TLS only) needs dicom.tls.enabled and dicom.tls.secretName; or set dicom.enabled = false for no DICOM" }}
+{{- end }}
+{{- $ports := list (int .Values.grpc.port) (int .Values.http.port) (int .Values.dicom.port) }}
+{{- if .Values.dicom.tls.enabled }}{{ $ports = append $ports (int .Values.dicom.tls.port) }}{{ end }}
+{{- if ne (len (uniq $ports)) (len $ports) }}
+{{- fail (printf "grpc.port, http.port, dicom.port and dicom.tls.port must differ (%v)" $ports) }}
 {{- end }}
 {{- end }}

@@ -254,8 +254,17 @@ def review_network(docs: list[dict], values: dict) -> list[str]:
                 found.append(f"DICOM admitted from a peer that is not a configured CIDR: {peer}")
             else:
                 admitted.append(peer["ipBlock"]["cidr"])
-    if sorted(admitted) != sorted(cidrs if values["dicom"]["enabled"] else []):
+    if sorted(set(admitted)) != sorted(cidrs if values["dicom"]["enabled"] else []):
         found.append(f"DICOM admitted from {admitted}, configured {cidrs}")
+    # Every DICOM port the container opens is admitted from the configured CIDRs (and no other).
+    if values["dicom"]["enabled"] and cidrs:
+        for name in sorted(n for n in dicom_names if any(p["name"] == n for p in sts["spec"]["template"]["spec"]["containers"][0].get("ports", []))):
+            admitting = [
+                rule for rule in spec.get("ingress", [])
+                if any(p.get("port") == name for p in rule.get("ports") or [])
+            ]
+            if not admitting:
+                found.append(f"the NetworkPolicy does not admit the {name} port")
     return found
 
 
@@ -274,11 +283,24 @@ def review_ports(docs: list[dict], values: dict, config: dict) -> list[str]:
     http_addr = config.get("http", {}).get("addr", "")
     if not http_addr or port_of(http_addr) != ports.get("http") or ports.get("http") != values["http"]["port"]:
         found.append(f"HTTP: config {http_addr!r}, container {ports.get('http')}")
-    dicom_name = "dicom-tls" if dicom_tls else "dicom"
-    want = values["dicom"]["tls"]["port"] if dicom_tls else values["dicom"]["port"]
+    # The plain port unless dicom.plain is false, and the DICOM-TLS port beside it while TLS is on.
+    dicom_plain = values["dicom"]["plain"]
+    want = {}
+    if dicom_plain:
+        want["dicom"] = values["dicom"]["port"]
+    if dicom_tls:
+        want["dicom-tls"] = values["dicom"]["tls"]["port"]
+    dicom_names = list(want)
     if values["dicom"]["enabled"]:
-        if port_of(config["dicom"]["addr"]) != want or ports.get(dicom_name) != want:
-            found.append(f"DICOM: config {config['dicom']['addr']}, container {ports}, values {want}")
+        opened = {name: ports.get(name) for name in ("dicom", "dicom-tls") if name in ports}
+        if opened != want:
+            found.append(f"DICOM container ports {opened}, expected {want}")
+        if port_of(config["dicom"]["addr"]) != values["dicom"]["port"]:
+            found.append(f"DICOM: config addr {config['dicom']['addr']}, values {values['dicom']['port']}")
+        if port_of(config["dicom"].get("tls_addr", ":0")) != values["dicom"]["tls"]["port"]:
+            found.append(f"DICOM-TLS: config tls_addr {config['dicom'].get('tls_addr')}, values {values['dicom']['tls']['port']}")
+        if config["dicom"].get("plain", True) != dicom_plain:
+            found.append("dicom.plain in the configuration does not follow the values")
         if ("tls_cert" in config["dicom"]) != dicom_tls:
             found.append("DICOM TLS in the configuration does not follow dicom.tls.enabled")
     elif "dicom" in ports or "dicom-tls" in ports or config["dicom"]["enabled"]:
@@ -306,8 +328,10 @@ def review_ports(docs: list[dict], values: dict, config: dict) -> list[str]:
                 found.append(f"Service {name} targets {p['targetPort']}, which the container does not open")
     if f"{base}-dicom" in services:
         dicom_ports = services[f"{base}-dicom"]["spec"]["ports"]
-        if [p["name"] for p in dicom_ports] != [dicom_name]:
-            found.append(f"DICOM Service ports {dicom_ports}")
+        if [p["name"] for p in dicom_ports] != dicom_names:
+            found.append(f"DICOM Service ports {dicom_ports}, expected {dicom_names}")
+        if dicom_tls and [p["port"] for p in dicom_ports if p["name"] == "dicom-tls"] != [values["dicom"]["tls"]["port"]]:
+            found.append(f"the DICOM Service does not expose the DICOM-TLS port: {dicom_ports}")
     if services.get(f"{base}", {}).get("spec", {}).get("ports", [{}])[0].get("port") != 50051 and values["grpc"]["port"] == 50051:
         found.append("the gRPC Service is not on 50051")
     if services.get(f"{base}-http", {}).get("spec", {}).get("ports", [{}])[0].get("port") != values["http"]["port"]:
@@ -407,6 +431,9 @@ BREAKAGES = {
     "DICOM open to all": lambda d: of_kind(d, "NetworkPolicy")[0]["spec"]["ingress"].append(
         {"ports": [{"port": "dicom", "protocol": "TCP"}]}
     ),
+    "DICOM-TLS open to all": lambda d: of_kind(d, "NetworkPolicy")[0]["spec"]["ingress"].append(
+        {"ports": [{"port": "dicom-tls", "protocol": "TCP"}]}
+    ),
     "DICOM from a pod selector": lambda d: of_kind(d, "NetworkPolicy")[0]["spec"]["ingress"].append(
         {"ports": [{"port": 11112}], "from": [{"podSelector": {}}]}
     ),
@@ -497,6 +524,10 @@ def main() -> int:
             "a deadline past the grace period": {"shutdownDeadlineSeconds": 40},
             "a queue shorter than a batch": {"encoder": {"maxBatch": 64, "queueCapacity": 32}},
             "two listeners on one port": {"http": {"port": 50051}},
+            "DICOM-TLS on the plain DICOM port": {"dicom": {"tls": {"enabled": True, "secretName": "s",
+                                                                   "port": 11112}}},
+            "TLS-only DICOM without TLS": {"dicom": {"plain": False}},
+            "a string for dicom.plain": {"dicom": {"plain": "no"}},
         }
         for name, bad_values in refused.items():
             try:
@@ -510,6 +541,8 @@ def main() -> int:
             "DICOM on port 104 of its Service": {"dicom": {"service": {"port": 104, "type": "LoadBalancer"}}},
             "an IPv6 CIDR": {"networkPolicy": {"dicom": {"allowedCIDRs": ["fd00:20::/64"]}}},
             "a spaced AE title": {"dicom": {"aeTitle": "MY ARCHIVE"}},
+            "DICOM-TLS beside plain DICOM": {"dicom": {"tls": {"enabled": True, "secretName": "s"}}},
+            "TLS-only DICOM": {"dicom": {"plain": False, "tls": {"enabled": True, "secretName": "s"}}},
         }
         for name, good in accepted.items():
             try:
@@ -523,6 +556,15 @@ def main() -> int:
                 port = svc["spec"]["ports"][0]
                 check(port["port"] == 104 and port["targetPort"] == "dicom", f"DICOM Service port {port}")
                 check(svc["spec"].get("externalTrafficPolicy") == "Local", "LoadBalancer keeps the caller's address")
+            if name.startswith("DICOM-TLS beside") or name == "TLS-only DICOM":
+                svc = [s for s in of_kind(docs, "Service") if s["metadata"]["name"].endswith("-dicom")][0]
+                got = [(p["name"], p["port"]) for p in svc["spec"]["ports"]]
+                want = [("dicom-tls", 2762)] if name == "TLS-only DICOM" else [("dicom", 11112), ("dicom-tls", 2762)]
+                check(got == want, f"{name}: DICOM Service ports {got}, expected {want}")
+                found = review_network(docs, merged(defaults, good)) + review_ports(
+                    docs, merged(defaults, good), tomllib.loads(of_kind(docs, "ConfigMap")[0]["data"]["diptych.toml"])
+                )
+                check(not found, f"{name}: " + "; ".join(found))
 
     for p in problems:
         print(f"FAIL {p}")

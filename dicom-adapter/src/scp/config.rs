@@ -9,8 +9,14 @@ use crate::limits::Limits;
 /// The configuration of the DICOM listener.
 #[derive(Debug, Clone)]
 pub struct ScpConfig {
-    /// Address to listen on; port 0 picks a free port (see [`super::Scp::local_addr`]).
+    /// Address of the plain (TCP) listener; port 0 picks a free port (see
+    /// [`super::Scp::plain_addr`]).
     pub addr: SocketAddr,
+    /// Whether the plain listener runs; false for a TLS-only node (then `tls` must be set).
+    pub plain: bool,
+    /// Address of the TLS listener, used when `tls` is set (the IANA `dicom-tls` port 2762 by
+    /// default); port 0 picks a free port (see [`super::Scp::tls_addr`]).
+    pub tls_addr: SocketAddr,
     /// This node's AE title; an association calling another title is rejected.
     pub ae_title: String,
     /// Associations served at once; one more gets a transient A-ASSOCIATE-RJ (local limit exceeded).
@@ -26,7 +32,9 @@ pub struct ScpConfig {
     /// Calling AE titles allowed to associate, each optionally tied to a host; empty allows any.
     /// A shared handle: a change made through a clone applies to the next association.
     pub allowed_callers: AllowList,
-    /// DICOM over TLS: when set, every connection must start with a TLS handshake.
+    /// DICOM over TLS: when set, a second listener on `tls_addr` where every connection must
+    /// start with a TLS handshake. Both listeners share the association bound, the memory budget,
+    /// the allow-list and the sink.
     pub tls: Option<TlsConfig>,
     /// Bounds applied when each received instance is parsed (pixels, inflated size).
     pub limits: Limits,
@@ -38,12 +46,14 @@ pub struct ScpConfig {
 }
 
 impl Default for ScpConfig {
-    /// Port 11112 on all interfaces, AE title `DIPTYCH`, 32 associations, 64 KiB PDUs, 30 s
-    /// read and 120 s idle timeouts, any caller, no TLS, default limits, 1 GiB per data set and
-    /// 2 GiB buffered in all.
+    /// Port 11112 on all interfaces (TLS, when configured, on 2762), AE title `DIPTYCH`, 32
+    /// associations, 64 KiB PDUs, 30 s read and 120 s idle timeouts, any caller, no TLS, default
+    /// limits, 1 GiB per data set and 2 GiB buffered in all.
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 11112)),
+            plain: true,
+            tls_addr: SocketAddr::from(([0, 0, 0, 0], 2762)),
             ae_title: "DIPTYCH".to_string(),
             max_associations: 32,
             max_pdu_length: 64 * 1024,

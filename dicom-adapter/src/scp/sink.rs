@@ -25,6 +25,24 @@ pub trait StoreSink: Send + Sync + 'static {
     fn association_ended(&self, report: AssociationReport) {
         let _ = report;
     }
+
+    /// Called when a connection is dropped before any association: a failed or timed-out TLS
+    /// handshake on the TLS listener (a bad client certificate, plain DICOM sent to the TLS
+    /// port). For an audit trail; must not block; the default does nothing.
+    fn connection_refused(&self, report: RefusedConnection) {
+        let _ = report;
+    }
+}
+
+/// A connection dropped before any association, handed to [`StoreSink::connection_refused`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusedConnection {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The address of the listener it reached.
+    pub listener: SocketAddr,
+    /// Why it was dropped, e.g. `TLS handshake failed: ...` (no patient data: none was read).
+    pub reason: String,
 }
 
 /// What happened on one association, handed to [`StoreSink::association_ended`] when it ends.

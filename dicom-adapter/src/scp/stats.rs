@@ -56,6 +56,7 @@ pub struct ScpStats {
     open: AtomicU64,
     accepted: AtomicU64,
     rejected: AtomicU64,
+    handshake_failures: AtomicU64,
     responses: Mutex<BTreeMap<(DimseService, u16), u64>>,
 }
 
@@ -74,6 +75,11 @@ impl ScpStats {
     /// proposed, or busy) since the listener started.
     pub fn associations_rejected(&self) -> u64 {
         self.rejected.load(Ordering::Relaxed)
+    }
+
+    /// TLS handshakes that failed or timed out on the TLS listener since it started.
+    pub fn tls_handshake_failures(&self) -> u64 {
+        self.handshake_failures.load(Ordering::Relaxed)
     }
 
     /// Responses sent, per service and status, in that order.
@@ -112,6 +118,11 @@ impl ScpStats {
     /// An association request was rejected.
     pub(crate) fn rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A TLS handshake failed.
+    pub(crate) fn handshake_failed(&self) {
+        self.handshake_failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A response was sent.

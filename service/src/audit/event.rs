@@ -232,6 +232,15 @@ pub enum What {
         /// `UNAUTHENTICATED` or `PERMISSION_DENIED`.
         code: String,
     },
+    /// A connection dropped before any association: a failed or timed-out TLS handshake on the
+    /// DICOM-TLS port (a client certificate not signed by the client CA, plain DICOM sent to the
+    /// TLS port). The event's `reason` says why; no patient data was read.
+    ConnectionRefused {
+        /// Which port: `dicom-tls`.
+        listener: String,
+        /// The address it listens on.
+        listener_addr: String,
+    },
 }
 
 impl What {
@@ -245,6 +254,7 @@ impl What {
             What::Delete { .. } => "delete",
             What::ConfigChange { .. } => "config_change",
             What::AuthRefused { .. } => "auth_refused",
+            What::ConnectionRefused { .. } => "connection_refused",
         }
     }
 }

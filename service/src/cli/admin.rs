@@ -1,26 +1,25 @@
 //! `diptych stats` and `diptych delete`.
 
-use anyhow::Context;
 use diptych::api::v1::info_service_client::InfoServiceClient;
 use diptych::api::v1::ingest_service_client::IngestServiceClient;
 use diptych::api::v1::{
     DeleteRequest, DicomRef, GetCapabilitiesRequest, GetIndexStatsRequest, dicom_ref,
 };
 
-use super::connect;
+use super::{ServerArgs, connect, refused};
 
 /// Prints the index statistics and the server's capabilities.
-pub async fn stats(server: &str) -> anyhow::Result<()> {
+pub async fn stats(server: &ServerArgs) -> anyhow::Result<()> {
     let mut client = InfoServiceClient::new(connect(server).await?);
     let s = client
         .get_index_stats(GetIndexStatsRequest {})
         .await
-        .context("GetIndexStats failed")?
+        .map_err(|s| refused("/diptych.v1.InfoService/GetIndexStats", s))?
         .into_inner();
     let c = client
         .get_capabilities(GetCapabilitiesRequest {})
         .await
-        .context("GetCapabilities failed")?
+        .map_err(|s| refused("/diptych.v1.InfoService/GetCapabilities", s))?
         .into_inner();
     println!("model            {}", s.model_id);
     println!("records (slices) {}", s.records);
@@ -58,7 +57,7 @@ pub enum Level {
 }
 
 /// Deletes every record of a patient, study, series or instance.
-pub async fn delete(server: &str, level: Level) -> anyhow::Result<()> {
+pub async fn delete(server: &ServerArgs, level: Level) -> anyhow::Result<()> {
     let mut client = IngestServiceClient::new(connect(server).await?);
     let level = match level {
         Level::Patient(id) => dicom_ref::Level::PatientId(id),
@@ -71,7 +70,7 @@ pub async fn delete(server: &str, level: Level) -> anyhow::Result<()> {
             target: Some(DicomRef { level: Some(level) }),
         })
         .await
-        .map_err(|s| anyhow::anyhow!("delete failed: {}", s.message()))?
+        .map_err(|s| refused("/diptych.v1.IngestService/Delete", s))?
         .into_inner();
     println!(
         "deleted {} records ({} instances)",

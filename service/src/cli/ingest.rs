@@ -9,7 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use super::{MAX_MESSAGE_BYTES, connect};
+use super::{MAX_MESSAGE_BYTES, ServerArgs, connect, refused};
 
 /// Every file under `paths` (folders walked recursively, in name order).
 pub fn collect_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -38,7 +38,7 @@ fn walk(path: &Path, files: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// Streams the files to the server and prints what happened to each.
-pub async fn run(server: &str, paths: &[PathBuf]) -> anyhow::Result<()> {
+pub async fn run(server: &ServerArgs, paths: &[PathBuf]) -> anyhow::Result<()> {
     let files = collect_files(paths)?;
     if files.is_empty() {
         anyhow::bail!("no files under the given paths");
@@ -78,7 +78,7 @@ pub async fn run(server: &str, paths: &[PathBuf]) -> anyhow::Result<()> {
     let answer = client
         .ingest(ReceiverStream::new(rx))
         .await
-        .context("the server refused the ingest stream")?
+        .map_err(|s| refused("/diptych.v1.IngestService/Ingest", s))?
         .into_inner();
     let unreadable = reader.await.context("the file reader failed")?;
     bar.finish_and_clear();

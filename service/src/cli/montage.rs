@@ -13,10 +13,9 @@ use diptych::api::v1::{
 };
 use diptych_service::catalog::UidLookup;
 use image::{GrayImage, ImageReader};
-use tonic::transport::Channel;
 
-use super::MAX_MESSAGE_BYTES;
 use super::source::Source;
+use super::{Connection, MAX_MESSAGE_BYTES, refused};
 
 /// Gap between tiles, in pixels.
 const GAP: u32 = 4;
@@ -24,7 +23,7 @@ const GAP: u32 = 4;
 /// Builds and writes the montage of `answer` to the search for `query` (its single source, or
 /// the normal side of a composite).
 pub async fn write(
-    channel: Channel,
+    channel: Connection,
     query: &Source,
     answer: &SearchResponse,
     path: &Path,
@@ -51,7 +50,10 @@ pub async fn write(
 }
 
 /// The query's image and normal-appearing image.
-async fn query_tiles(channel: Channel, query: &Source) -> anyhow::Result<(GrayImage, GrayImage)> {
+async fn query_tiles(
+    channel: Connection,
+    query: &Source,
+) -> anyhow::Result<(GrayImage, GrayImage)> {
     match query {
         Source::File(path, frame) => {
             let mut client = ImageServiceClient::new(channel)
@@ -67,7 +69,7 @@ async fn query_tiles(channel: Channel, query: &Source) -> anyhow::Result<(GrayIm
                     format: ImageFormat::Png as i32,
                 })
                 .await
-                .map_err(|s| anyhow::anyhow!("Decompose failed: {}", s.message()))?
+                .map_err(|s| refused("/diptych.v1.ImageService/Decompose", s))?
                 .into_inner();
             let (Some(input), Some(x_tilde)) = (d.input, d.normal_appearing) else {
                 anyhow::bail!("Decompose answered without images");
@@ -95,7 +97,7 @@ async fn query_tiles(channel: Channel, query: &Source) -> anyhow::Result<(GrayIm
                     ..SearchRequest::default()
                 })
                 .await
-                .map_err(|s| anyhow::anyhow!("looking up the query slice failed: {}", s.message()))?
+                .map_err(|s| refused("/diptych.v1.SearchService/Search", s))?
                 .into_inner();
             let hit = answer
                 .hits

@@ -8,18 +8,15 @@ use diptych::api::v1::{
     ListAssociationsRequest, ListKosDestinationsRequest, ListPeersRequest, Peer,
     RemoveKosDestinationRequest, RemovePeerRequest,
 };
-use tonic::transport::Channel;
-
-use super::connect;
+use super::{Connection, ServerArgs, connect};
 
 /// `diptych admin …`
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
     #[command(subcommand)]
     command: AdminCommand,
-    /// The server's gRPC URL (also DIPTYCH_SERVER).
-    #[arg(long, global = true, env = "DIPTYCH_SERVER", default_value = super::DEFAULT_SERVER)]
-    server: String,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -97,9 +94,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     }
 }
 
-/// The status message of a refused call, with the call's name.
+/// A refused call explained (what to pass, which role it needs), by its method name.
 fn refused(call: &str) -> impl FnOnce(tonic::Status) -> anyhow::Error + '_ {
-    move |status| anyhow::anyhow!("{call} refused ({:?}): {}", status.code(), status.message())
+    move |status| super::refused(&format!("/diptych.v1.AdminService/{call}"), status)
 }
 
 fn peer_text(peer: &Peer) -> String {
@@ -110,7 +107,7 @@ fn peer_text(peer: &Peer) -> String {
 }
 
 async fn peers(
-    client: &mut AdminServiceClient<Channel>,
+    client: &mut AdminServiceClient<Connection>,
     command: PeersCommand,
 ) -> anyhow::Result<()> {
     match command {
@@ -181,7 +178,7 @@ fn destination_text(d: &KosDestination) -> String {
     }
 }
 
-async fn kos(client: &mut AdminServiceClient<Channel>, command: KosCommand) -> anyhow::Result<()> {
+async fn kos(client: &mut AdminServiceClient<Connection>, command: KosCommand) -> anyhow::Result<()> {
     match command {
         KosCommand::List => {
             let answer = client
@@ -245,7 +242,7 @@ async fn kos(client: &mut AdminServiceClient<Channel>, command: KosCommand) -> a
 }
 
 async fn associations(
-    client: &mut AdminServiceClient<Channel>,
+    client: &mut AdminServiceClient<Connection>,
     page_size: i32,
     page_token: String,
 ) -> anyhow::Result<()> {

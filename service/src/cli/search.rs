@@ -10,7 +10,7 @@ use diptych::api::v1::{
     SearchResponse, SliceRef, code_source, image_input, query,
 };
 
-use super::{MAX_MESSAGE_BYTES, connect, montage};
+use super::{MAX_MESSAGE_BYTES, ServerArgs, connect, montage, refused};
 
 pub use super::source::Source;
 
@@ -106,7 +106,7 @@ pub async fn request(options: &SearchOptions) -> anyhow::Result<SearchRequest> {
 }
 
 /// Runs the search and prints the table.
-pub async fn run(server: &str, options: SearchOptions) -> anyhow::Result<()> {
+pub async fn run(server: &ServerArgs, options: SearchOptions) -> anyhow::Result<()> {
     let channel = connect(server).await?;
     let mut client = SearchServiceClient::new(channel.clone())
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -115,7 +115,7 @@ pub async fn run(server: &str, options: SearchOptions) -> anyhow::Result<()> {
     let answer = client
         .search(request)
         .await
-        .map_err(|s| anyhow::anyhow!("search failed ({:?}): {}", s.code(), s.message()))?
+        .map_err(|s| refused("/diptych.v1.SearchService/Search", s))?
         .into_inner();
     print_table(&answer);
     if let Some(path) = &options.montage {

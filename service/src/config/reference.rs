@@ -222,9 +222,14 @@ pub const KEYS: &[Key] = &[
          Ingest RESOURCE_EXHAUSTED before anything is written. 0 turns the floor off.",
     ),
     key("dicom.enabled", "Whether `diptych serve` listens for DICOM at all.").flag("--no-dicom"),
-    key("dicom.addr", "DICOM listen address, HOST:PORT.")
+    key("dicom.addr", "Plain DICOM listen address, HOST:PORT.")
         .env("DIPTYCH_DICOM_ADDR")
         .flag("--dicom-addr"),
+    key(
+        "dicom.plain",
+        "Whether the plain DICOM listener on `dicom.addr` runs; `false` for a TLS-only node \
+         (refused at start unless `dicom.tls_cert` and `dicom.tls_key` are set).",
+    ),
     key(
         "dicom.ae_title",
         "This node's AE title (1 to 16 printable ASCII characters, no backslash); associations \
@@ -250,6 +255,12 @@ pub const KEYS: &[Key] = &[
         "Calling AE titles allowed, each `AE` or `AE@ip`; empty allows any caller. Seeds \
          `<data_dir>/admin/dicom-peers.json` on the first start only; after that the file wins \
          (change it with `diptych admin peers`).",
+    ),
+    key(
+        "dicom.tls_addr",
+        "DICOM-TLS listen address, HOST:PORT (the IANA dicom-tls port 2762); it listens, beside \
+         the plain `dicom.addr`, when `dicom.tls_cert` and `dicom.tls_key` are set. Both \
+         listeners share `max_associations`, the allow-list and the memory budget.",
     ),
     key(
         "dicom.tls_cert",

@@ -87,6 +87,8 @@ impl DicomSettings {
         };
         let scp = ScpConfig {
             addr: config.addr,
+            plain: config.plain,
+            tls_addr: config.tls_addr,
             ae_title: config.ae_title.trim().to_string(),
             max_associations: config.max_associations,
             max_pdu_length: config.max_pdu_length,

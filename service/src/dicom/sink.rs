@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use diptych_dicom_adapter::scp::{
-    AssociationEnd, AssociationReport, ReceivedInstance, StoreOutcome, StoreSink,
+    AssociationEnd, AssociationReport, ReceivedInstance, RefusedConnection, StoreOutcome, StoreSink,
 };
 
 use crate::audit::{Audit, AuditEvent, Outcome, What, Who};
@@ -67,6 +67,21 @@ pub fn association_event(report: AssociationReport) -> AuditEvent {
     }
 }
 
+/// The audit event of a connection dropped in the TLS handshake of the DICOM-TLS port.
+pub fn refused_connection_event(report: RefusedConnection) -> AuditEvent {
+    let what = What::ConnectionRefused {
+        listener: "dicom-tls".to_string(),
+        listener_addr: report.listener.to_string(),
+    };
+    AuditEvent::now(
+        Outcome::Failure,
+        Who::default(),
+        Some(report.peer.to_string()),
+        what,
+    )
+    .with_reason(report.reason)
+}
+
 impl StoreSink for IndexSink {
     fn store(
         &self,
@@ -95,5 +110,9 @@ impl StoreSink for IndexSink {
 
     fn association_ended(&self, report: AssociationReport) {
         self.audit.record(association_event(report));
+    }
+
+    fn connection_refused(&self, report: RefusedConnection) {
+        self.audit.record(refused_connection_event(report));
     }
 }

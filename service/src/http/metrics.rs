@@ -403,6 +403,13 @@ fn encode_dicom(e: &mut DescriptorEncoder, stats: &ScpStats) -> std::fmt::Result
     )?;
     counters(
         e,
+        "diptych_dicom_tls_handshake_failures",
+        "Connections to the DICOM-TLS port dropped in a failed or timed-out TLS handshake (a \
+         client certificate not signed by the client CA, plain DICOM sent to the TLS port)",
+        &[(Vec::new(), stats.tls_handshake_failures())],
+    )?;
+    counters(
+        e,
         "diptych_dicom_responses",
         "DIMSE responses sent, by service (C-STORE, C-ECHO) and status (0x0000 success, 0xA700 \
          out of resources, 0xA900 data set does not match, 0xC000 cannot understand)",
