@@ -1,7 +1,9 @@
 //! The DICOM answer to viewers: for every received study, a Key Object Selection document
 //! referencing its most similar studies' best slices in each mode, C-STOREd to the configured
 //! viewer. Configured only for de-identified or teaching archives (the configuration refuses
-//! anything else), because the document references other patients' images.
+//! anything else), because the document references other patients' images. Each document
+//! sent, or that failed to be sent, is a `kos` event of the audit trail naming the patients and
+//! studies it references.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +15,8 @@ use diptych_dicom_adapter::output::{
 use tokio::sync::broadcast::error::RecvError;
 
 use super::KosSettings;
+use crate::audit::event::disclosed;
+use crate::audit::{Audit, AuditEvent, Disclosed, Outcome, What, Who};
 use crate::catalog::{CatalogError, UidLookup};
 use crate::index::Index;
 use crate::search::Mode;
@@ -34,8 +38,8 @@ const MODES: [(Mode, &str); 3] = [
     ),
 ];
 
-/// Sends a KOS per received study until the server stops.
-pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String) {
+/// Sends a KOS per received study until the server stops, recording each in `audit`.
+pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String, audit: Audit) {
     let destination = Destination {
         addr: settings.addr,
         called_ae: settings.called_ae.clone(),
@@ -60,17 +64,77 @@ pub async fn run(index: Arc<Index>, settings: KosSettings, calling_ae: String) {
             Err(RecvError::Closed) => return,
         };
         match document(&index, &study, settings.top_k).await {
-            Ok(Some(kos)) => match send_instance(&destination, &kos, SEND_TIMEOUT).await {
-                Ok(0) => tracing::info!(%destination, "KOS of a received study sent"),
-                Ok(status) => {
-                    tracing::warn!(%destination, status = format!("{status:#06X}"), "KOS refused")
-                }
-                Err(error) => tracing::warn!(%error, "KOS could not be sent"),
-            },
+            Ok(Some(kos)) => {
+                let sent = send_instance(&destination, &kos.bytes, SEND_TIMEOUT).await;
+                let (outcome, status, reason) = match &sent {
+                    Ok(0) => {
+                        tracing::info!(%destination, "KOS of a received study sent");
+                        (Outcome::Success, Some(0), None)
+                    }
+                    Ok(status) => {
+                        let status = *status;
+                        tracing::warn!(%destination, status = format!("{status:#06X}"), "KOS refused");
+                        let reason = "the viewer refused the KOS".to_string();
+                        (Outcome::Failure, Some(status), Some(reason))
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, "KOS could not be sent");
+                        (Outcome::Failure, None, Some(error.to_string()))
+                    }
+                };
+                let event = kos_event(
+                    &destination,
+                    &study.study_instance_uid,
+                    kos,
+                    outcome,
+                    status,
+                );
+                audit
+                    .confirm(match reason {
+                        Some(reason) => event.with_reason(reason),
+                        None => event,
+                    })
+                    .await;
+            }
             Ok(None) => {}
             Err(error) => tracing::warn!(%error, "KOS could not be built"),
         }
     }
+}
+
+/// The `kos` event of `kos`, about the received study `study`, sent to `destination`.
+fn kos_event(
+    destination: &Destination,
+    study: &Uid,
+    kos: KosDocument,
+    outcome: Outcome,
+    status: Option<u16>,
+) -> AuditEvent {
+    AuditEvent::now(
+        outcome,
+        Who::dicom(&destination.calling_ae, &destination.called_ae),
+        Some(destination.addr.to_string()),
+        What::Kos {
+            study_instance_uid: study.as_str().to_string(),
+            patient_id: kos.patient_id,
+            instances: kos.instances,
+            returned: kos.returned,
+            status: status.map(|s| format!("{s:#06X}").replace("0X", "0x")),
+        },
+    )
+}
+
+/// A KOS document of a received study, and what the audit trail says of it.
+#[derive(Debug, Clone)]
+pub struct KosDocument {
+    /// The document, DICOM Part-10.
+    pub bytes: Vec<u8>,
+    /// The Patient ID of the received study.
+    pub patient_id: String,
+    /// Instances it references.
+    pub instances: usize,
+    /// The distinct patients and studies it references, in the document's order.
+    pub returned: Vec<Disclosed>,
 }
 
 /// Why a study's KOS could not be built.
@@ -93,15 +157,17 @@ pub async fn document(
     index: &Index,
     study: &ReceivedStudy,
     top_k: u32,
-) -> Result<Option<Vec<u8>>, KosError> {
+) -> Result<Option<KosDocument>, KosError> {
     let study_instance_uid = &study.study_instance_uid;
     let mut hits = Vec::new();
+    let mut patients = Vec::new();
     for (mode, name) in MODES {
         let similar = study
             .similar_studies(index, mode, "", top_k as usize)
             .await?;
         for (rank, view) in similar.hits().iter().enumerate() {
             let m = view.record.metadata.clone();
+            patients.push((m.patient_id.clone(), m.study_instance_uid.clone()));
             hits.push(ReferencedInstance {
                 study_instance_uid: m.study_instance_uid,
                 series_instance_uid: m.series_instance_uid,
@@ -118,12 +184,19 @@ pub async fn document(
     let (Some(received), false) = (identity, hits.is_empty()) else {
         return Ok(None);
     };
+    let patient_id = received.patient_id.clone();
+    let instances = hits.len();
     let similar = SimilarStudies {
         received,
         title: "diptych: similar studies".to_string(),
         hits,
     };
-    Ok(Some(similar.key_object_part10()?))
+    Ok(Some(KosDocument {
+        bytes: similar.key_object_part10()?,
+        patient_id,
+        instances,
+        returned: disclosed(patients.iter().map(|(p, s)| (p.as_str(), s.as_str()))),
+    }))
 }
 
 /// Patient and study attributes of the received study, from one of its catalog records.
