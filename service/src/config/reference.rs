@@ -126,8 +126,9 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "audit.enabled",
-        "Record the audit trail: who saw which patient's data (searches, Watch answers, DICOM \
-         associations, ingests, deletes, refused credentials), apart from the logs.",
+        "Record the audit trail: who saw which patient's data (searches, Watch answers, KOS \
+         documents sent, Encode/Decompose and Info calls, DICOM associations, ingests, deletes, \
+         refused credentials), apart from the logs.",
     )
     .env("DIPTYCH_AUDIT_ENABLED"),
     key(
