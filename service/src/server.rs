@@ -16,7 +16,8 @@
 //! answer, so orchestrators see the process as alive but not ready.
 //!
 //! On SIGTERM: NOT_SERVING ("stopping"), no new calls or associations, those in flight answered,
-//! everything acknowledged applied and checkpointed; the HTTP port stops last.
+//! everything acknowledged applied and checkpointed, the audit trail's queue written and synced;
+//! the HTTP port stops last.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -41,6 +42,9 @@ use crate::grpc::{self, ServiceState};
 use crate::http::{self, HttpError, Metrics, Readiness, Ready};
 use crate::index::{Index, IndexError, IndexOptions};
 use diptych_dicom_adapter::scp;
+
+/// The longest shutdown waits for the audit writer to write what is queued.
+const AUDIT_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
 /// Why the server stopped with an error.
 #[derive(Debug, Error)]
@@ -277,6 +281,7 @@ pub async fn run(
                     network.kos_destinations(),
                     kos.top_k,
                     dicom.scp.ae_title.clone(),
+                    audit.clone(),
                 ));
             }
         }
@@ -335,6 +340,12 @@ pub async fn run(
     tracing::info!("applying what was acknowledged and taking the final checkpoint");
     // Everything acknowledged is applied and checkpointed: the next start replays nothing.
     index.close().await;
+    // Every audit event queued is written and synced before the process ends.
+    if !audit.drain(AUDIT_DRAIN_LIMIT).await {
+        tracing::error!(
+            "the audit trail could not be drained; events queued at shutdown may be lost"
+        );
+    }
     let _ = http_stop.send(());
     match http_task.await {
         Ok(Ok(())) => tracing::info!("HTTP server stopped"),

@@ -134,39 +134,82 @@ impl SliceError {
     }
 }
 
+/// Who a DICOM slice belongs to, from its header, for the audit trail: each field empty when
+/// the header lacks it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SliceIdentity {
+    /// Patient ID (0010,0020).
+    pub patient_id: String,
+    /// Study Instance UID (0020,000D).
+    pub study_instance_uid: String,
+    /// SOP Instance UID (0008,0018).
+    pub sop_instance_uid: String,
+}
+
 /// Decodes the slice and applies the image contract with the model's parameters.
 pub fn prepare(
     source: &SliceSource,
     params: &PreprocessParams,
     limits: &Limits,
 ) -> Result<Preprocessed, SliceError> {
+    prepare_identified(source, params, limits).1
+}
+
+/// [`prepare`], and who the slice belongs to when it is DICOM whose header could be read
+/// (even when its pixels then fail).
+pub fn prepare_identified(
+    source: &SliceSource,
+    params: &PreprocessParams,
+    limits: &Limits,
+) -> (Option<SliceIdentity>, Result<Preprocessed, SliceError>) {
     match source {
         SliceSource::Dicom { bytes, frame } => {
-            let instance = diptych_dicom_adapter::parse(bytes, limits)?;
-            let decoded = instance.decode_frame(*frame)?;
-            preprocess(&decoded.raw_frame(), params).map_err(SliceError::Preprocess)
-        }
-        SliceSource::Raw(raw) => {
-            let values = raw_values(raw, limits)?;
-            let frame = RawFrame {
-                rows: raw.rows as usize,
-                cols: raw.cols as usize,
-                pixels: &values,
-                rescale_slope: if raw.rescale_slope == 0.0 {
-                    1.0
-                } else {
-                    raw.rescale_slope
-                },
-                rescale_intercept: raw.rescale_intercept,
-                photometric: if raw.monochrome1 {
-                    Photometric::Monochrome1
-                } else {
-                    Photometric::Monochrome2
-                },
+            let instance = match diptych_dicom_adapter::parse(bytes, limits) {
+                Ok(instance) => instance,
+                Err(error) => return (None, Err(error.into())),
             };
-            preprocess(&frame, params).map_err(SliceError::Preprocess)
+            let m = instance.metadata();
+            let identity = SliceIdentity {
+                patient_id: m.patient_id,
+                study_instance_uid: m.study_instance_uid,
+                sop_instance_uid: m.sop_instance_uid,
+            };
+            let prepared = instance
+                .decode_frame(*frame)
+                .map_err(SliceError::from)
+                .and_then(|decoded| {
+                    preprocess(&decoded.raw_frame(), params).map_err(SliceError::Preprocess)
+                });
+            (Some(identity), prepared)
         }
+        SliceSource::Raw(raw) => (None, prepare_raw(raw, params, limits)),
     }
+}
+
+/// The image contract applied to raw pixels.
+fn prepare_raw(
+    raw: &RawImage,
+    params: &PreprocessParams,
+    limits: &Limits,
+) -> Result<Preprocessed, SliceError> {
+    let values = raw_values(raw, limits)?;
+    let frame = RawFrame {
+        rows: raw.rows as usize,
+        cols: raw.cols as usize,
+        pixels: &values,
+        rescale_slope: if raw.rescale_slope == 0.0 {
+            1.0
+        } else {
+            raw.rescale_slope
+        },
+        rescale_intercept: raw.rescale_intercept,
+        photometric: if raw.monochrome1 {
+            Photometric::Monochrome1
+        } else {
+            Photometric::Monochrome2
+        },
+    };
+    preprocess(&frame, params).map_err(SliceError::Preprocess)
 }
 
 /// The raw values as f32, after checking geometry, limit and length.

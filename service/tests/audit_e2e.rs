@@ -24,7 +24,7 @@ use diptych_service::audit::{Audit, AuditConfig, AuditEvent, Outcome, What, Who}
 mod certs;
 #[path = "support/serve.rs"]
 mod serve;
-use serve::{Server, free_port};
+use serve::{Server, free_port, python, workspace};
 
 const PATIENT_NAME: &str = "Quillfeather^Ottoline";
 const PATIENT_ID: &str = "PID-AUDIT-73190";
@@ -73,25 +73,39 @@ fn audit_lines(path: &Path, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<
     }
 }
 
-#[test]
-fn no_patient_data_in_the_log_and_the_audit_trail_names_who_saw_what() {
-    let _one = serial();
-    let dir = tempfile::tempdir().unwrap();
-    // The study, planted with a name, an ID and a birth date.
+/// The planted study's SOP Instance and Study Instance UIDs.
+const SOP: &str = "2.25.7319000000000000000000000000001";
+const STUDY: &str = "2.25.7319000000000000000000000000002";
+
+/// The study, planted with a name, an ID and a birth date, as a DICOM file in `dir`.
+fn planted_file(dir: &Path) -> PathBuf {
     let generator = PhantomGenerator::new(2, PhantomConfig::default());
     let mut instance = SyntheticInstance::from_phantom(&generator.slice(4));
     instance.set(tags::PATIENT_NAME, VR::PN, PATIENT_NAME.to_string());
     instance.set(tags::PATIENT_ID, VR::LO, PATIENT_ID.to_string());
     instance.set(tags::PATIENT_BIRTH_DATE, VR::DA, BIRTH_DATE.to_string());
-    let sop = "2.25.7319000000000000000000000000001";
-    let study = "2.25.7319000000000000000000000000002";
-    instance.set(tags::SOP_INSTANCE_UID, VR::UI, sop.to_string());
-    instance.set(tags::STUDY_INSTANCE_UID, VR::UI, study.to_string());
-    instance.set(tags::SERIES_INSTANCE_UID, VR::UI, format!("{study}.1"));
-    let file = dir.path().join("planted.dcm");
+    instance.set(tags::SOP_INSTANCE_UID, VR::UI, SOP.to_string());
+    instance.set(tags::STUDY_INSTANCE_UID, VR::UI, STUDY.to_string());
+    instance.set(tags::SERIES_INSTANCE_UID, VR::UI, format!("{STUDY}.1"));
+    let file = dir.join("planted.dcm");
     instance.object().write_to_file(&file).unwrap();
+    file
+}
 
-    let tokens = dir.path().join("tokens.toml");
+/// `diptych serve` with the tokens of `ops` (admin) and `viewer` (search), its DICOM port on
+/// `dicom_port`, the audit file at `audit_path`, `env`, and the `[audit]` lines `audit` in a
+/// configuration file.
+fn start_server(
+    dir: &Path,
+    addr: &str,
+    dicom_port: u16,
+    audit_path: &Path,
+    env: &[(&str, &str)],
+    audit: &str,
+) -> Server {
+    let config = dir.join("diptych.toml");
+    std::fs::write(&config, format!("[audit]\n{audit}\n")).unwrap();
+    let tokens = dir.join("tokens.toml");
     std::fs::write(
         &tokens,
         format!(
@@ -100,32 +114,32 @@ fn no_patient_data_in_the_log_and_the_audit_trail_names_who_saw_what() {
         ),
     )
     .unwrap();
-    let dicom_port = free_port();
-    let addr = format!("127.0.0.1:{}", free_port());
     let dicom_addr = format!("127.0.0.1:{dicom_port}");
-    let audit_path = dir.path().join("trail/audit.jsonl");
-    let log = dir.path().join("serve.log");
-    let server = Server::start_with(
-        &dir.path().join("data"),
-        &addr,
+    let mut env = env.to_vec();
+    env.push(("DIPTYCH_AUDIT_PATH", audit_path.to_str().unwrap()));
+    Server::start_with(
+        &dir.join("data"),
+        addr,
         &[
             "--dicom-addr",
             &dicom_addr,
             "--tokens-file",
             tokens.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
         ],
-        log.clone(),
-        &[
-            ("RUST_LOG", "trace"),
-            ("DIPTYCH_AUDIT_PATH", audit_path.to_str().unwrap()),
-        ],
+        dir.join("serve.log"),
+        &env,
         None,
-    );
+    )
+}
 
+/// C-STOREs `file` to the server's DICOM port with dcmtk's storescu.
+fn store(file: &Path, dicom_port: u16) {
     let output = Command::new("storescu")
         .args(["-aet", "AUDITSCU", "-aec", "DIPTYCH", "127.0.0.1"])
         .arg(dicom_port.to_string())
-        .arg(&file)
+        .arg(file)
         .output()
         .expect("storescu (dcmtk) starts; run `make deps-apt`");
     assert!(
@@ -133,31 +147,60 @@ fn no_patient_data_in_the_log_and_the_audit_trail_names_who_saw_what() {
         "storescu failed: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+}
 
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+/// Waits until the index holds a record and nothing is pending.
+async fn wait_indexed(addr: &str, server: &Server) {
+    let mut info = InfoServiceClient::new(channel(addr).await);
+    let started = Instant::now();
+    loop {
+        let stats = info
+            .get_index_stats(with_token(GetIndexStatsRequest {}, ADMIN_TOKEN))
+            .await
+            .unwrap()
+            .into_inner();
+        if stats.pending == 0 && stats.records >= 1 {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "not indexed: {stats:?}\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
-        .unwrap();
-    runtime.block_on(async {
-        let mut info = InfoServiceClient::new(channel(&addr).await);
-        let started = Instant::now();
-        loop {
-            let stats = info
-                .get_index_stats(with_token(GetIndexStatsRequest {}, ADMIN_TOKEN))
-                .await
-                .unwrap()
-                .into_inner();
-            if stats.pending == 0 && stats.records >= 1 {
-                break;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(120),
-                "not indexed: {stats:?}\n{}",
-                server.log_tail()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        .unwrap()
+}
+
+#[test]
+fn no_patient_data_in_the_log_and_the_audit_trail_names_who_saw_what() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let file = planted_file(dir.path());
+    let (sop, study) = (SOP, STUDY);
+    let dicom_port = free_port();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let audit_path = dir.path().join("trail/audit.jsonl");
+    let log = dir.path().join("serve.log");
+    let server = start_server(
+        dir.path(),
+        &addr,
+        dicom_port,
+        &audit_path,
+        &[("RUST_LOG", "trace")],
+        "",
+    );
+    store(&file, dicom_port);
+
+    runtime().block_on(async {
+        wait_indexed(&addr, &server).await;
         let request = || SearchRequest {
             query: Some(Query {
                 source: Some(query::Source::Indexed(SliceRef {
@@ -245,6 +288,182 @@ fn no_patient_data_in_the_log_and_the_audit_trail_names_who_saw_what() {
     ] {
         let leaks: Vec<&str> = log_text.lines().filter(|l| l.contains(value)).collect();
         assert!(leaks.is_empty(), "the log holds the {what}: {leaks:#?}");
+    }
+}
+
+/// Runs audit_check.py `scenario` against `addr` with `args`; the JSON facts it printed.
+fn audit_check(scenario: &str, addr: &str, args: &[&str], server: &Server) -> serde_json::Value {
+    let output = Command::new(python())
+        .arg(workspace().join("service/tests/python/audit_check.py"))
+        .arg(scenario)
+        .args(["--addr", addr])
+        .arg("--proto-dir")
+        .arg(workspace().join("proto"))
+        .args(args)
+        .output()
+        .expect("running the Python client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "audit_check.py {scenario} failed ({}):\n{stdout}\n{}\n--- server log ---\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr),
+        server.log_tail()
+    );
+    serde_json::from_str(stdout.trim()).expect("audit_check.py prints one JSON line")
+}
+
+/// Encode, Decompose and the InfoService calls, from the grpcio client: one event each, naming
+/// the caller, the method and — for a DICOM input — the patient and UIDs of its header; a
+/// refused Decompose is a failure with its reason. Never a pixel.
+#[test]
+fn image_and_info_calls_name_the_caller_and_the_patient_of_a_dicom_input() {
+    let _one = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let file = planted_file(dir.path());
+    let addr = format!("127.0.0.1:{}", free_port());
+    let audit_path = dir.path().join("audit.jsonl");
+    let server = start_server(dir.path(), &addr, free_port(), &audit_path, &[], "");
+    let file_arg = file.to_str().unwrap();
+    audit_check(
+        "calls",
+        &addr,
+        &["--token", ADMIN_TOKEN, "--dicom", file_arg],
+        &server,
+    );
+    let ids = [
+        "audit-encode",
+        "audit-decompose",
+        "audit-decompose-empty",
+        "audit-stats",
+        "audit-card",
+        "audit-capabilities",
+    ];
+    let events = audit_lines(&audit_path, |lines| {
+        ids.iter()
+            .all(|id| lines.iter().any(|l| l["request_id"] == *id))
+    });
+    let text = std::fs::read_to_string(&audit_path).unwrap();
+    let by_id = |id: &str| {
+        events
+            .iter()
+            .find(|e| e["request_id"] == id)
+            .unwrap_or_else(|| panic!("no event of {id} in the audit trail:\n{text}"))
+    };
+    let encode = by_id("audit-encode");
+    assert_eq!(encode["event"], "image", "{encode}");
+    assert_eq!(encode["outcome"], "success");
+    assert_eq!(encode["who"]["name"], "ops");
+    assert_eq!(encode["who"]["role"], "admin");
+    assert!(encode["where"].as_str().unwrap().starts_with("127.0.0.1:"));
+    assert_eq!(encode["what"]["method"], "encode");
+    assert_eq!(encode["what"]["input"], "dicom");
+    assert_eq!(encode["what"]["patient_id"], PATIENT_ID);
+    assert_eq!(encode["what"]["study_instance_uid"], STUDY);
+    assert_eq!(encode["what"]["sop_instance_uid"], SOP);
+    let decompose = by_id("audit-decompose");
+    assert_eq!(decompose["event"], "image");
+    assert_eq!(decompose["outcome"], "success");
+    assert_eq!(decompose["what"]["method"], "decompose");
+    assert_eq!(decompose["what"]["input"], "raw");
+    assert!(decompose["what"].get("patient_id").is_none(), "{decompose}");
+    let refused = by_id("audit-decompose-empty");
+    assert_eq!(refused["outcome"], "failure");
+    assert_eq!(refused["what"]["input"], "none");
+    assert!(
+        refused["reason"].as_str().unwrap().contains("image"),
+        "{refused}"
+    );
+    for (id, method) in [
+        ("audit-stats", "get_index_stats"),
+        ("audit-card", "get_model_card"),
+        ("audit-capabilities", "get_capabilities"),
+    ] {
+        let event = by_id(id);
+        assert_eq!(event["event"], "info", "{event}");
+        assert_eq!(event["outcome"], "success");
+        assert_eq!(event["what"]["method"], method);
+        assert_eq!(event["who"]["name"], "ops");
+    }
+    // Neither pixels nor the planted name or birth date.
+    assert!(!text.contains("Quillfeather") && !text.contains(BIRTH_DATE));
+    assert!(
+        text.lines().all(|l| l.len() < 2000),
+        "no line carries pixel data"
+    );
+}
+
+/// The search events are written before the answers go out: 400 searches over 8 connections,
+/// the server SIGKILLed by the client the moment the last answer is in, restarted — and every
+/// search the client saw answered has its event in the audit file. Both ways: written to the
+/// operating system (the default), and fsynced (`sync_before_answer`, where the fsync makes
+/// the window between answer and write wide enough that an answer not waiting for its event
+/// loses events here every time).
+#[test]
+fn every_answered_search_is_in_the_audit_file_after_a_sigkill() {
+    let _one = serial();
+    for audit in ["", "sync_before_answer = true"] {
+        let dir = tempfile::tempdir().unwrap();
+        let file = planted_file(dir.path());
+        let dicom_port = free_port();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let audit_path = dir.path().join("audit.jsonl");
+        let mut server = start_server(dir.path(), &addr, dicom_port, &audit_path, &[], audit);
+        store(&file, dicom_port);
+        runtime().block_on(wait_indexed(&addr, &server));
+        let pid = server.child.id().to_string();
+        let facts = audit_check(
+            "searches",
+            &addr,
+            &[
+                "--token",
+                SEARCH_TOKEN,
+                "--sop",
+                SOP,
+                "--count",
+                "400",
+                "--threads",
+                "8",
+                "--kill",
+                &pid,
+            ],
+            &server,
+        );
+        let status = server.child.wait().unwrap();
+        assert!(!status.success(), "the server was killed: {status}");
+        let answered: Vec<String> = facts["answered"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|id| id.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(answered.len(), 400);
+        eprintln!(
+            "[audit] {audit:?}: 400 searches, mean {} ms each",
+            facts["mean_ms"]
+        );
+        drop(server);
+
+        // Restarted on the same data and audit file: nothing answered is missing.
+        let _restarted = start_server(dir.path(), &addr, free_port(), &audit_path, &[], audit);
+        let recorded: std::collections::HashSet<String> = std::fs::read_to_string(&audit_path)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).expect("each audit line is JSON"))
+            .filter(|e| e["event"] == "search" && e["outcome"] == "success")
+            .filter_map(|e| e["request_id"].as_str().map(str::to_string))
+            .collect();
+        let missing: Vec<&String> = answered
+            .iter()
+            .filter(|id| !recorded.contains(*id))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "[audit] {audit:?}: {} of {} answered searches have no audit event after the kill: \
+             {missing:?}",
+            missing.len(),
+            answered.len()
+        );
     }
 }
 

@@ -179,6 +179,35 @@ fn the_cli_speaks_tls_and_tokens() {
     );
     no_token_echoed(&out);
 
+    // `diptych admin` takes the same options, after its nested subcommand too: the admin token
+    // changes the DICOM peers, a search token is told which role it lacks.
+    let (ok, out) = diptych(
+        &secure(&[
+            "admin", "peers", "add", "CT1", "--host", "10.0.0.5", "--token", &admin,
+        ]),
+        &[],
+    );
+    assert!(ok, "admin peers add by admin:\n{out}");
+    let (ok, out) = diptych(
+        &secure(&["admin", "peers", "list"]),
+        &[("DIPTYCH_TOKEN", &admin)],
+    );
+    assert!(
+        ok && out.contains("CT1@10.0.0.5"),
+        "admin peers list:\n{out}"
+    );
+    let (ok, out) = diptych(
+        &secure(&[
+            "admin", "peers", "remove", "CT1", "--host", "10.0.0.5", "--token", &search,
+        ]),
+        &[],
+    );
+    assert!(
+        !ok && out.contains("permission denied") && out.contains("role admin"),
+        "admin peers remove by a search token:\n{out}"
+    );
+    no_token_echoed(&out);
+
     // The admin token deletes.
     let (ok, out) = diptych(
         &secure(&["delete", "--patient", &patient, "--token", &admin]),

@@ -5,6 +5,9 @@
 //! Serving fewer hits from a search of more relies on `similar_studies` for k being the prefix
 //! of its answer for any larger k, which the second test checks with ties.
 //!
+//! Each KOS sent is a `kos` event of the audit trail naming the patients it references; one the
+//! viewer never got (storescp stopped) is a failure event.
+//!
 //! In process: an index on the bundle under test, the SearchService handlers called directly,
 //! the KOS sender C-STOREing to dcmtk's storescp, and the quiet-period clock ticked by the test.
 
@@ -27,6 +30,7 @@ use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
 use diptych_dicom_adapter::{Limits, Uid};
 use diptych_service::admin::{KosDestination, KosDestinations};
+use diptych_service::audit::{Audit, AuditConfig};
 use diptych_service::grpc::ServiceState;
 use diptych_service::grpc::search::SearchApi;
 use diptych_service::index::{AcceptOutcome, Faults, Index};
@@ -54,13 +58,20 @@ fn study_uid(n: u64) -> String {
     format!("2.25.8100{n:03}")
 }
 
-/// Offers study `n`: one phantom slice per index of `slices`, series description `description`.
+/// The Patient ID of study `n`.
+fn patient_id(n: u64) -> String {
+    format!("PAT-KOS-{n}")
+}
+
+/// Offers study `n` of patient `n`: one phantom slice per index of `slices`, series description
+/// `description`.
 async fn ingest(index: &Index, n: u64, slices: &[u64], description: &str) {
     let generator = PhantomGenerator::new(3, PhantomConfig::default());
     for (i, &slice) in slices.iter().enumerate() {
         let mut instance = SyntheticInstance::from_phantom(&generator.slice(slice));
         let study = study_uid(n);
         instance.set(tags::STUDY_INSTANCE_UID, VR::UI, study.clone());
+        instance.set(tags::PATIENT_ID, VR::LO, patient_id(n));
         instance.set(tags::SERIES_INSTANCE_UID, VR::UI, format!("{study}.1"));
         instance.set(tags::SOP_INSTANCE_UID, VR::UI, format!("{study}.1.{i}"));
         instance.set(tags::SERIES_DESCRIPTION, VR::LO, description.to_string());
@@ -201,6 +212,28 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The `kos` events of the audit file, once there are `count` (or a minute has passed).
+async fn kos_events(path: &Path, count: usize) -> Vec<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let events: Vec<serde_json::Value> = std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|e| e["event"] == "kos")
+            .collect();
+        if events.len() >= count {
+            return events;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "{} of {count} kos events in the audit trail",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watch_streams_and_the_kos_share_one_search_per_received_study_and_mode() {
     let dir = tempfile::tempdir().unwrap();
@@ -227,11 +260,14 @@ async fn watch_streams_and_the_kos_share_one_search_per_received_study_and_mode(
     let kos = KosDestinations::new(vec![
         KosDestination::new("VIEWER", "127.0.0.1", u32::from(viewer.port)).unwrap(),
     ]);
+    let audit = Audit::start(&AuditConfig::default(), &dir.path().join("trail")).unwrap();
+    let audit_path = dir.path().join("trail/audit/audit.jsonl");
     let sender = tokio::spawn(diptych_service::dicom::kos::run(
         index.clone(),
         kos,
         5,
         "DIPTYCH".into(),
+        audit.clone(),
     ));
     wait_until("the KOS sender subscribed", Duration::from_secs(10), || {
         index.tracker().subscribers() == 4
@@ -311,6 +347,50 @@ async fn watch_streams_and_the_kos_share_one_search_per_received_study_and_mode(
         let text = String::from_utf8_lossy(&dump.stdout);
         assert!(text.contains("KeyObjectSelectionDocumentStorage"), "{text}");
     }
+    // The audit trail: one `kos` event per document, naming the patients it showed the viewer.
+    let events = kos_events(&audit_path, 2).await;
+    let about_3 = &events[0];
+    assert_eq!(about_3["outcome"], "success", "{about_3}");
+    assert_eq!(about_3["who"]["calling_ae"], "DIPTYCH");
+    assert_eq!(about_3["who"]["called_ae"], "VIEWER");
+    assert_eq!(about_3["where"], format!("127.0.0.1:{}", viewer.port));
+    assert_eq!(about_3["what"]["study_instance_uid"], study_uid(3));
+    assert_eq!(about_3["what"]["patient_id"], patient_id(3));
+    assert_eq!(about_3["what"]["status"], "0x0000");
+    assert_eq!(
+        about_3["what"]["instances"], 6,
+        "two studies in three modes"
+    );
+    let mut returned: Vec<(String, String)> = about_3["what"]["returned"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let text = |k: &str| r[k].as_str().unwrap().to_string();
+            (text("patient_id"), text("study_instance_uid"))
+        })
+        .collect();
+    returned.sort();
+    assert_eq!(
+        returned,
+        [1, 2].map(|n| (patient_id(n), study_uid(n))).to_vec(),
+        "the KOS of study 3 showed the viewer patients 1 and 2"
+    );
+    assert_eq!(events[1]["what"]["study_instance_uid"], study_uid(4));
+    assert_eq!(events[1]["what"]["returned"].as_array().unwrap().len(), 3);
+
+    // The viewer is gone: the KOS of study 5 fails, and the trail says so.
+    drop(viewer);
+    ingest(&index, 5, &[3, 13, 22], "epsilon").await;
+    assert_eq!(receive(&index).await, 1);
+    let events = kos_events(&audit_path, 3).await;
+    let failed = &events[2];
+    assert_eq!(failed["outcome"], "failure", "{failed}");
+    assert_eq!(failed["what"]["study_instance_uid"], study_uid(5));
+    assert!(failed["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(failed["what"].get("status").is_none(), "{failed}");
+    assert_eq!(failed["what"]["returned"].as_array().unwrap().len(), 4);
+
     sender.abort();
     drop(streams);
     drop(filtered);

@@ -22,7 +22,7 @@ When the next `send_c_store` clears the checkpoint inside that window, it reads 
 sends, and the reactor — now running — takes the response: pynetdicom logs "Received unexpected
 C-STORE service message" from the reactor thread, and the sender waits for a response that already
 came until its DIMSE timeout. Under 16 loaded processes on two cores this happened in about one run
-of the 16x200 load in four (docs/DICOM-CONFORMANCE.md, "Load test"); the server had answered every
+of the 16x200 load in four (docs/conformance.md, "Load test"); the server had answered every
 instance, and the answer was on the wire.
 
 The fix makes `_is_paused` mean what the senders need: the reactor is blocked in `wait()` on the

@@ -16,9 +16,15 @@ pub struct AuditConfig {
     pub max_bytes: u64,
     /// Rotated files kept (`audit.jsonl.1` … `.N`); older ones are removed.
     pub keep: u32,
-    /// Events waiting for the writer; beyond it they are dropped, counted and reported in the
-    /// log (callers never wait for the disk).
+    /// Events waiting for the writer; beyond it, events nobody waits for are dropped, counted
+    /// and reported in the log.
     pub queue_capacity: usize,
+    /// Calls that answer with patient data wait until their event is synced to the disk, not
+    /// only written to the operating system (which survives a killed process, not a power cut).
+    pub sync_before_answer: bool,
+    /// The longest a call that answers with patient data waits for its event to be written;
+    /// past it the answer goes out and the lapse is logged.
+    pub answer_wait_s: f64,
     /// `host:port` of a syslog receiver (the hospital's audit repository): RFC 5424 over TCP,
     /// octet-counted.
     pub syslog_addr: Option<String>,
@@ -34,6 +40,8 @@ impl Default for AuditConfig {
             max_bytes: 64 << 20,
             keep: 10,
             queue_capacity: 4096,
+            sync_before_answer: false,
+            answer_wait_s: 2.0,
             syslog_addr: None,
             syslog_tls_ca: None,
         }
@@ -58,6 +66,12 @@ impl AuditConfig {
         }
         if self.queue_capacity == 0 {
             return Some("audit.queue_capacity must be at least 1 (default 4096)".to_string());
+        }
+        if !(self.answer_wait_s.is_finite() && self.answer_wait_s > 0.0) {
+            return Some(format!(
+                "audit.answer_wait_s = {} must be a positive number of seconds (default 2)",
+                self.answer_wait_s
+            ));
         }
         if self.syslog_tls_ca.is_some() && self.syslog_addr.is_none() {
             return Some(

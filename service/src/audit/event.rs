@@ -225,6 +225,45 @@ pub enum What {
         /// The entry added or removed, e.g. `CT1@10.0.0.5` or `VIEWER@10.0.0.9:11113`.
         entry: String,
     },
+    /// A Key Object Selection document C-STOREd to the configured viewer (sent or failed): it
+    /// references other patients' images, so the viewer was shown them.
+    Kos {
+        /// The received study the document is about.
+        study_instance_uid: String,
+        /// The Patient ID of the received study.
+        patient_id: String,
+        /// Instances the document references.
+        instances: usize,
+        /// The distinct patients and studies it references, in the order of the document.
+        returned: Vec<Disclosed>,
+        /// The viewer's C-STORE status (`0x0000` is success), when it answered.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        status: Option<String>,
+    },
+    /// An Encode or Decompose call: the caller's own image, encoded or decomposed. Never holds
+    /// pixels; the identifiers come from the DICOM header when the image was DICOM.
+    Image {
+        /// `encode` or `decompose`.
+        method: String,
+        /// `dicom` or `raw`.
+        input: String,
+        /// The frame asked for (multi-frame DICOM).
+        frame: u32,
+        /// The Patient ID (0010,0020) of a DICOM input.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        patient_id: Option<String>,
+        /// The Study Instance UID of a DICOM input.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        study_instance_uid: Option<String>,
+        /// The SOP Instance UID of a DICOM input.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sop_instance_uid: Option<String>,
+    },
+    /// A call of the InfoService (counts, the model card, capabilities: no patient data).
+    Info {
+        /// `get_index_stats`, `get_model_card` or `get_capabilities`.
+        method: String,
+    },
     /// A gRPC call refused by the authentication gate. Never holds the token.
     AuthRefused {
         /// The gRPC method, e.g. `/diptych.v1.SearchService/Search`.
@@ -253,6 +292,9 @@ impl What {
             What::Ingest { .. } => "ingest",
             What::Delete { .. } => "delete",
             What::ConfigChange { .. } => "config_change",
+            What::Kos { .. } => "kos",
+            What::Image { .. } => "image",
+            What::Info { .. } => "info",
             What::AuthRefused { .. } => "auth_refused",
             What::ConnectionRefused { .. } => "connection_refused",
         }

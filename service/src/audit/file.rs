@@ -16,6 +16,7 @@ pub struct RotatingFile {
     keep: u32,
     file: File,
     written: u64,
+    rotations: u64,
 }
 
 impl RotatingFile {
@@ -32,12 +33,23 @@ impl RotatingFile {
             keep,
             file,
             written,
+            rotations: 0,
         })
     }
 
     /// The path of the current file.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// A duplicate handle of the current file (for syncing it from another thread).
+    pub fn handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// How many times the file was rotated since it was opened.
+    pub fn rotations(&self) -> u64 {
+        self.rotations
     }
 
     /// The path of the `n`th rotated file (`<name>.n`).
@@ -88,6 +100,7 @@ impl RotatingFile {
             .append(true)
             .open(&self.path)?;
         self.written = 0;
+        self.rotations += 1;
         Ok(())
     }
 }

@@ -1,6 +1,7 @@
 //! `diptych admin`: the allowed DICOM peers, the KOS destinations, a C-ECHO to a destination and
 //! the recent associations, through the AdminService of a running server (role `admin`).
 
+use super::{Connection, ServerArgs, connect};
 use anyhow::Context;
 use diptych::api::v1::admin_service_client::AdminServiceClient;
 use diptych::api::v1::{
@@ -8,7 +9,6 @@ use diptych::api::v1::{
     ListAssociationsRequest, ListKosDestinationsRequest, ListPeersRequest, Peer,
     RemoveKosDestinationRequest, RemovePeerRequest,
 };
-use super::{Connection, ServerArgs, connect};
 
 /// `diptych admin …`
 #[derive(Debug, clap::Args)]
@@ -178,7 +178,10 @@ fn destination_text(d: &KosDestination) -> String {
     }
 }
 
-async fn kos(client: &mut AdminServiceClient<Connection>, command: KosCommand) -> anyhow::Result<()> {
+async fn kos(
+    client: &mut AdminServiceClient<Connection>,
+    command: KosCommand,
+) -> anyhow::Result<()> {
     match command {
         KosCommand::List => {
             let answer = client

@@ -126,8 +126,9 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "audit.enabled",
-        "Record the audit trail: who saw which patient's data (searches, Watch answers, DICOM \
-         associations, ingests, deletes, refused credentials), apart from the logs.",
+        "Record the audit trail: who saw which patient's data (searches, Watch answers, KOS \
+         documents sent, Encode/Decompose and Info calls, DICOM associations, ingests, deletes, \
+         refused credentials), apart from the logs.",
     )
     .env("DIPTYCH_AUDIT_ENABLED"),
     key(
@@ -143,8 +144,19 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "audit.queue_capacity",
-        "Audit events waiting for the writer; beyond it they are dropped, counted and reported \
-         in the log (callers never wait for the disk).",
+        "Audit events waiting for the writer; beyond it, events nobody waits for are dropped, \
+         counted and reported in the log.",
+    ),
+    key(
+        "audit.sync_before_answer",
+        "Calls that answer with patient data (Search, Watch, Encode, Decompose, the KOS) wait \
+         until their audit event is fsynced, not only written to the operating system (which \
+         survives a killed process but not a power cut).",
+    ),
+    key(
+        "audit.answer_wait_s",
+        "The longest such a call waits for its audit event to be written; past it the answer \
+         goes out and the lapse is logged as an error.",
     ),
     key(
         "audit.syslog_addr",

@@ -1,4 +1,6 @@
-//! `diptych.v1.InfoService`: the model card, index statistics and server capabilities.
+//! `diptych.v1.InfoService`: the model card, index statistics and server capabilities. Each
+//! call is an `info` event of the audit trail (who asked what; the answers hold no patient data,
+//! so nobody waits for the event).
 
 use std::sync::Arc;
 
@@ -12,6 +14,8 @@ use diptych::api::v1::{
 use tonic::{Request, Response, Status};
 
 use super::ServiceState;
+use super::audited::CallRecord;
+use crate::audit::What;
 use crate::catalog::{Catalog, FieldKind};
 use crate::search::MAX_TOP_K;
 
@@ -31,8 +35,47 @@ impl InfoApi {
 impl InfoService for InfoApi {
     async fn get_model_card(
         &self,
-        _request: Request<GetModelCardRequest>,
+        request: Request<GetModelCardRequest>,
     ) -> Result<Response<ModelCard>, Status> {
+        let result = self.model_card();
+        self.audited(&request, "get_model_card", result)
+    }
+
+    async fn get_index_stats(
+        &self,
+        request: Request<GetIndexStatsRequest>,
+    ) -> Result<Response<IndexStats>, Status> {
+        let result = self.index_stats();
+        self.audited(&request, "get_index_stats", result)
+    }
+
+    async fn get_capabilities(
+        &self,
+        request: Request<GetCapabilitiesRequest>,
+    ) -> Result<Response<Capabilities>, Status> {
+        let result = self.capabilities();
+        self.audited(&request, "get_capabilities", result)
+    }
+}
+
+impl InfoApi {
+    /// Records the `info` event of `request` to `method`, answered with `result`.
+    fn audited<R, T>(
+        &self,
+        request: &Request<R>,
+        method: &str,
+        result: Result<T, Status>,
+    ) -> Result<T, Status> {
+        let what = What::Info {
+            method: method.to_string(),
+        };
+        self.state
+            .audit()
+            .record(CallRecord::of(request).event(what, &result));
+        result
+    }
+
+    fn model_card(&self) -> Result<Response<ModelCard>, Status> {
         let engine = self.state.engine()?;
         let m = engine.manifest();
         Ok(Response::new(ModelCard {
@@ -54,10 +97,7 @@ impl InfoService for InfoApi {
     }
 
     /// Counts of the index; zeros (and the model id) while it is still opening.
-    async fn get_index_stats(
-        &self,
-        _request: Request<GetIndexStatsRequest>,
-    ) -> Result<Response<IndexStats>, Status> {
+    fn index_stats(&self) -> Result<Response<IndexStats>, Status> {
         let Ok(index) = self.state.index() else {
             let model_id = self
                 .state
@@ -89,10 +129,7 @@ impl InfoService for InfoApi {
     }
 
     /// Answers before warm-up too, with an empty execution provider and model id.
-    async fn get_capabilities(
-        &self,
-        _request: Request<GetCapabilitiesRequest>,
-    ) -> Result<Response<Capabilities>, Status> {
+    fn capabilities(&self) -> Result<Response<Capabilities>, Status> {
         let engine = self.state.engine().ok();
         Ok(Response::new(Capabilities {
             version: env!("CARGO_PKG_VERSION").to_string(),

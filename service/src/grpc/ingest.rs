@@ -146,7 +146,7 @@ impl IngestService for IngestApi {
                     .with_request_id(call)
                     .with_reason(status.message()),
             };
-            self.state.audit().record(event);
+            self.state.audit().confirm(event).await;
         }
         result.0.map(Response::new)
     }

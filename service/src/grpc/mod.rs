@@ -11,6 +11,7 @@
 //! | [`input`], [`output`], [`status`] | protobuf ↔ domain conversions and error mapping |
 //! | [`security`] | TLS on the port and the authentication policy, from `[grpc]` and `[auth]` |
 //! | [`observe`] | the tower layer: a request id and span per call, per-RPC metrics |
+//! | [`audited`] | who made a call, from where, for its audit event |
 //!
 //! Every service sits behind the gate of [`crate::auth`]: bearer tokens or client certificates,
 //! each caller with a role.
@@ -19,6 +20,7 @@
 //! moment the port is bound until the model has warmed up, then SERVING.
 
 pub mod admin;
+pub mod audited;
 pub mod image;
 pub mod info;
 pub mod ingest;

@@ -303,9 +303,14 @@ impl SearchService for SearchApi {
         };
         let outcome = match outcome {
             Ok(outcome) => {
-                self.state.audit().record(
-                    AuditEvent::now(Outcome::Success, who, peer, what).with_request_id(call),
-                );
+                // Written before the answer goes out: a process killed right after answering
+                // has still recorded who saw what.
+                self.state
+                    .audit()
+                    .confirm(
+                        AuditEvent::now(Outcome::Success, who, peer, what).with_request_id(call),
+                    )
+                    .await;
                 // Counts only: who saw which patient is the audit trail's, not the log's.
                 tracing::info!(hits = outcome.hits.len(), "search answered");
                 outcome
@@ -432,26 +437,30 @@ impl SearchService for SearchApi {
                         }
                     }
                 }
-                // The audit trail: one event per answer, naming what it disclosed.
-                audit.record(
-                    AuditEvent::now(
-                        Outcome::Success,
-                        who.clone(),
-                        peer.clone(),
-                        What::Watch {
-                            study_instance_uid: study.study_instance_uid.as_str().to_string(),
-                            modes: modes.iter().map(|(m, _)| mode_name(*m)).collect(),
-                            filter: filter.clone(),
-                            returned: disclosed(results.iter().flat_map(|r| {
-                                r.hits.iter().map(|h| {
-                                    let patient = h.metadata.as_ref().map_or("", |m| &m.patient_id);
-                                    (patient, h.study_instance_uid.as_str())
-                                })
-                            })),
-                        },
+                // The audit trail: one event per answer, naming what it disclosed, written
+                // before the answer is sent.
+                audit
+                    .confirm(
+                        AuditEvent::now(
+                            Outcome::Success,
+                            who.clone(),
+                            peer.clone(),
+                            What::Watch {
+                                study_instance_uid: study.study_instance_uid.as_str().to_string(),
+                                modes: modes.iter().map(|(m, _)| mode_name(*m)).collect(),
+                                filter: filter.clone(),
+                                returned: disclosed(results.iter().flat_map(|r| {
+                                    r.hits.iter().map(|h| {
+                                        let patient =
+                                            h.metadata.as_ref().map_or("", |m| &m.patient_id);
+                                        (patient, h.study_instance_uid.as_str())
+                                    })
+                                })),
+                            },
+                        )
+                        .with_request_id(call.clone()),
                     )
-                    .with_request_id(call.clone()),
-                );
+                    .await;
                 let event = WatchEvent {
                     study_instance_uid: study.study_instance_uid.as_str().to_string(),
                     slices,
