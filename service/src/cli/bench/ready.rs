@@ -55,6 +55,16 @@ pub struct ReadyRow {
     pub ready_s: f64,
     /// Seconds from process start to SERVING on an empty folder (model load and warm-up alone).
     pub empty_ready_s: f64,
+    /// Seconds of the first search after SERVING, on the first start over the built folder
+    /// (no saved search projections: the search is exact but unpruned until they are fitted).
+    pub first_search_s: f64,
+    /// Seconds from process start to SERVING when the same folder is started again, with the
+    /// search projections the first start saved.
+    pub restart_ready_s: f64,
+    /// Seconds of the first search after SERVING on that restart (pruned from the start).
+    pub restart_first_search_s: f64,
+    /// Whether the first start left search projections in `<data>/search/`.
+    pub projections_saved: bool,
     /// Resident bytes per indexed slice (loaded server minus empty server, over records).
     pub resident_bytes_per_slice: f64,
     /// Raw code bytes per slice (2·P).
@@ -73,8 +83,15 @@ pub async fn run(options: &ReadyBench) -> anyhow::Result<ReadyRow> {
     let positions = build(&options.model, &data, options.records).await?;
     let empty = options.data_dir.join("empty");
     let _ = std::fs::remove_dir_all(&empty);
-    let (empty_ready_s, empty_rss) = measure(&options.model, &empty, positions).await?;
-    let (ready_s, rss) = measure(&options.model, &data, positions).await?;
+    let (empty_ready_s, _, empty_rss) = measure(&options.model, &empty, positions).await?;
+    // A first start without saved projections (a previous run's are removed), then a restart
+    // that reads back what the first one saved.
+    let _ = std::fs::remove_dir_all(data.join("search"));
+    let (ready_s, first_search_s, rss) = measure(&options.model, &data, positions).await?;
+    let projections_saved =
+        std::fs::read_dir(data.join("search")).is_ok_and(|mut entries| entries.next().is_some());
+    let (restart_ready_s, restart_first_search_s, _) =
+        measure(&options.model, &data, positions).await?;
     let code_bytes = 2 * positions;
     let catalog_bytes = folder_bytes(&data.join("catalog")) as f64 / options.records as f64;
     let resident = (rss as f64 - empty_rss as f64) / options.records as f64;
@@ -83,6 +100,10 @@ pub async fn run(options: &ReadyBench) -> anyhow::Result<ReadyRow> {
         records: options.records,
         ready_s,
         empty_ready_s,
+        first_search_s,
+        restart_ready_s,
+        restart_first_search_s,
+        projections_saved,
         resident_bytes_per_slice: resident,
         code_bytes_per_slice: code_bytes,
         catalog_bytes_per_slice: catalog_bytes,
@@ -201,8 +222,9 @@ fn metadata_of(i: usize) -> InstanceMetadata {
 }
 
 /// Starts `diptych serve` on `data`, waits for SERVING, runs one search over every record,
-/// and returns (seconds to SERVING, resident bytes once they settle).
-async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<(f64, u64)> {
+/// and returns (seconds to SERVING, seconds of that first search, resident bytes once they
+/// settle).
+async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<(f64, f64, u64)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -259,6 +281,7 @@ async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<
         grid_columns: (positions / 16) as u32,
         indices: vec![0; positions],
     };
+    let searched = Instant::now();
     SearchServiceClient::new(channel)
         .search(SearchRequest {
             query: Some(Query {
@@ -274,6 +297,7 @@ async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<
         })
         .await
         .context("the warming search failed")?;
+    let first_search = searched.elapsed().as_secs_f64();
     // The search projections are built in the background after SERVING: wait until the
     // resident size settles (unchanged within 1 % for 2 s) before reading it.
     let pid = server.0.id();
@@ -290,7 +314,7 @@ async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<
         }
         last = now;
     }
-    Ok((ready, last))
+    Ok((ready, first_search, last))
 }
 
 struct KillOnDrop(Child);
@@ -321,6 +345,22 @@ pub fn table(r: &ReadyRow) -> String {
         out,
         "start to SERVING             {:.2} s (empty folder: {:.2} s)",
         r.ready_s, r.empty_ready_s
+    );
+    let _ = writeln!(
+        out,
+        "first search                 {:.3} s (projections not yet fitted)",
+        r.first_search_s
+    );
+    let _ = writeln!(
+        out,
+        "restart to SERVING           {:.2} s, first search {:.3} s (projections {})",
+        r.restart_ready_s,
+        r.restart_first_search_s,
+        if r.projections_saved {
+            "read back"
+        } else {
+            "NOT saved by the first start"
+        }
     );
     let _ = writeln!(
         out,
