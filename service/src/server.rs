@@ -254,10 +254,12 @@ pub async fn run(
             let scp = scp::bind(dicom.scp.clone())
                 .await
                 .map_err(|e| ServeError::Dicom(e.to_string()))?;
-            // GetCapabilities names the plain port, else (TLS only) the TLS port.
-            let local = scp.local_addr();
             let (plain_addr, tls_addr) = (scp.plain_addr(), scp.tls_addr());
-            state.set_dicom(dicom.scp.ae_title.clone(), local.port());
+            state.set_dicom(crate::grpc::DicomListening {
+                ae_title: dicom.scp.ae_title.clone(),
+                plain_port: plain_addr.map(|a| a.port()),
+                tls_port: tls_addr.map(|a| a.port()),
+            });
             metrics.set_dicom(scp.stats());
             let mut stop = stop_rx_dicom.clone();
             let sink = Arc::new(IndexSink::new(index.clone()).with_audit(audit.clone()));

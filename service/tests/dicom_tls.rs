@@ -184,8 +184,13 @@ fn plain_and_tls_ports_side_by_side_then_tls_only() {
         "the stalled handshake is closed"
     );
 
-    // Both stored, both searchable.
+    // Both stored, both searchable; GetCapabilities names both ports.
     wait_indexed(&grpc, 2, &server);
+    let (ok, out) = diptych(&["stats"], &grpc);
+    assert!(
+        ok && out.contains(&format!("(port {plain_port}, TLS port {tls_port})")),
+        "stats with both listeners:\n{out}"
+    );
     for uid in [&plain_file.sop_instance_uid, &tls_file.sop_instance_uid] {
         let (ok, out) = diptych(&["search", uid.as_str(), "--top-k", "2"], &grpc);
         assert!(ok && out.contains(uid.as_str()), "search {uid}:\n{out}");
@@ -266,6 +271,11 @@ fn plain_and_tls_ports_side_by_side_then_tls_only() {
         said(&secure)
     );
     wait_indexed(&grpc, 1, &server);
+    let (ok, out) = diptych(&["stats"], &grpc);
+    assert!(
+        ok && out.contains(&format!("(port off, TLS port {tls_port})")),
+        "stats on a TLS-only node:\n{out}"
+    );
     drop(server);
 
     // plain = false without TLS: refused before anything starts.

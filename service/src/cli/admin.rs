@@ -32,6 +32,21 @@ pub async fn stats(server: &ServerArgs) -> anyhow::Result<()> {
     println!("code bytes       {}", s.code_bytes);
     println!("catalog bytes    {}", s.catalog_bytes);
     println!("execution        {}", c.execution_provider);
+    let port = |p: u32| {
+        if p == 0 {
+            "off".to_string()
+        } else {
+            p.to_string()
+        }
+    };
+    if !c.dicom_ae_title.is_empty() {
+        println!(
+            "dicom            {} (port {}, TLS port {})",
+            c.dicom_ae_title,
+            port(c.dicom_port),
+            port(c.dicom_tls_port)
+        );
+    }
     println!(
         "filter fields    {}",
         c.filter_fields

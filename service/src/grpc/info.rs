@@ -161,13 +161,18 @@ impl InfoApi {
             dicom_ae_title: self
                 .state
                 .dicom()
-                .map(|(ae, _)| ae.clone())
+                .map(|d| d.ae_title.clone())
                 .unwrap_or_default(),
             dicom_port: self
                 .state
                 .dicom()
-                .map(|(_, port)| u32::from(*port))
-                .unwrap_or(0),
+                .and_then(|d| d.plain_port)
+                .map_or(0, u32::from),
+            dicom_tls_port: self
+                .state
+                .dicom()
+                .and_then(|d| d.tls_port)
+                .map_or(0, u32::from),
             transfer_syntaxes: if self.state.dicom().is_some() {
                 diptych_dicom_adapter::scp::decodable_transfer_syntaxes()
             } else {

@@ -50,11 +50,22 @@ use tonic_health::server::HealthReporter;
 use crate::encoder::Engine;
 use crate::index::Index;
 
+/// Where the DICOM listener answers, for the capabilities call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DicomListening {
+    /// The listener's AE title.
+    pub ae_title: String,
+    /// The plain DICOM port, unless the node is TLS-only.
+    pub plain_port: Option<u16>,
+    /// The DICOM-TLS port, when TLS is configured.
+    pub tls_port: Option<u16>,
+}
+
 /// What every handler shares: the engine and the index once they are ready, and the limits.
 pub struct ServiceState {
     engine: OnceLock<Arc<Engine>>,
     index: OnceLock<Arc<Index>>,
-    dicom: OnceLock<(String, u16)>,
+    dicom: OnceLock<DicomListening>,
     audit: OnceLock<crate::audit::Audit>,
     admin: OnceLock<admin::AdminSettings>,
     /// A viewer deep-link template for search hits, with `{study_instance_uid}`,
@@ -112,13 +123,13 @@ impl ServiceState {
         self.index.get().cloned().ok_or_else(status::warming_up)
     }
 
-    /// Records the DICOM listener's AE title and port, for the capabilities call.
-    pub fn set_dicom(&self, ae_title: String, port: u16) {
-        let _ = self.dicom.set((ae_title, port));
+    /// Records the DICOM listener's AE title and ports, for the capabilities call.
+    pub fn set_dicom(&self, listening: DicomListening) {
+        let _ = self.dicom.set(listening);
     }
 
-    /// The DICOM listener's AE title and port, once it listens.
-    pub fn dicom(&self) -> Option<&(String, u16)> {
+    /// The DICOM listener's AE title and ports, once it listens.
+    pub fn dicom(&self) -> Option<&DicomListening> {
         self.dicom.get()
     }
 
