@@ -5,12 +5,11 @@
 use std::time::{Duration, Instant};
 
 use dicom_ul::Pdu;
-use dicom_ul::association::client::ClientAssociationOptions;
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::pdu::{PDataValue, PDataValueType};
 use thiserror::Error;
 
 use super::dimse::{VERIFICATION, echo_request, parse_echo_response};
-use super::send::{Destination, receive_response};
+use super::send::{Accepted, Destination, associate, receive_response};
 use crate::instance::error_chain;
 
 /// What a destination answered to a C-ECHO.
@@ -87,24 +86,19 @@ pub async fn echo(destination: &Destination, timeout: Duration) -> Result<EchoAn
 
 async fn exchange(destination: &Destination) -> Result<u16, EchoError> {
     let implicit = dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN;
-    let mut association = ClientAssociationOptions::new()
-        .calling_ae_title(destination.calling_ae.as_str())
-        .called_ae_title(destination.called_ae.as_str())
-        .with_presentation_context(VERIFICATION, vec![implicit])
-        .establish_async(destination.addr)
+    let accepted = associate(destination, VERIFICATION, &[implicit])
         .await
-        .map_err(|e| EchoError::Associate {
+        .map_err(|message| EchoError::Associate {
             destination: destination.to_string(),
             calling_ae: destination.calling_ae.clone(),
-            message: error_chain(&e),
+            message,
         })?;
-    let accepted = association
-        .presentation_contexts()
-        .iter()
-        .find(|pc| pc.reason == PresentationContextResultReason::Acceptance)
-        .map(|pc| pc.id);
-    let Some(context_id) = accepted else {
-        let _ = association.abort().await;
+    let Some(Accepted {
+        mut association,
+        context_id,
+        ..
+    }) = accepted
+    else {
         return Err(EchoError::NotAccepted {
             destination: destination.to_string(),
         });

@@ -48,6 +48,53 @@ impl fmt::Display for Destination {
     }
 }
 
+/// An association whose proposal the destination accepted.
+pub(super) struct Accepted {
+    /// The open association.
+    pub association: AsyncClientAssociation<TcpStream>,
+    /// The accepted presentation context.
+    pub context_id: u8,
+    /// The transfer syntax accepted with it.
+    pub transfer_syntax: String,
+}
+
+/// Opens an association with `destination` proposing `abstract_syntax` in `transfer_syntaxes`.
+/// `Ok(None)` when the destination accepted none of them (the association is then aborted);
+/// `Err` with the association layer's message when it could not be opened at all.
+pub(super) async fn associate(
+    destination: &Destination,
+    abstract_syntax: &str,
+    transfer_syntaxes: &[&str],
+) -> Result<Option<Accepted>, String> {
+    let association = ClientAssociationOptions::new()
+        .calling_ae_title(destination.calling_ae.as_str())
+        .called_ae_title(destination.called_ae.as_str())
+        .with_presentation_context(abstract_syntax, transfer_syntaxes.to_vec())
+        .max_pdu_length(MAX_RECEIVED_PDU)
+        .establish_async(destination.addr)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    let accepted = association
+        .presentation_contexts()
+        .iter()
+        .find(|pc| {
+            pc.reason == PresentationContextResultReason::Acceptance
+                && transfer_syntaxes.contains(&pc.transfer_syntax.as_str())
+        })
+        .map(|pc| (pc.id, pc.transfer_syntax.clone()));
+    match accepted {
+        Some((context_id, transfer_syntax)) => Ok(Some(Accepted {
+            association,
+            context_id,
+            transfer_syntax,
+        })),
+        None => {
+            let _ = association.abort().await;
+            Ok(None)
+        }
+    }
+}
+
 /// Sends one instance (a Part-10 file or a bare data set) by C-STORE and returns the DICOM status
 /// the destination answered: 0x0000 success, 0xB000–0xBFFF a warning (stored), anything else a
 /// failure it reported (0xA7xx out of resources, 0xA9xx data set mismatch, 0xCxxx cannot
@@ -80,28 +127,19 @@ async fn exchange(
     let sop_class = instance.sop_class_uid();
     let sop_instance = instance.sop_instance_uid();
     let proposed = proposed_transfer_syntaxes(instance.transfer_syntax());
-    let mut association = ClientAssociationOptions::new()
-        .calling_ae_title(destination.calling_ae.as_str())
-        .called_ae_title(destination.called_ae.as_str())
-        .with_presentation_context(sop_class.as_str(), proposed.clone())
-        .max_pdu_length(MAX_RECEIVED_PDU)
-        .establish_async(destination.addr)
+    let accepted = associate(destination, sop_class.as_str(), &proposed)
         .await
-        .map_err(|e| OutputError::Associate {
+        .map_err(|message| OutputError::Associate {
             destination: destination.to_string(),
             calling_ae: destination.calling_ae.clone(),
-            message: error_chain(&e),
+            message,
         })?;
-    let accepted = association
-        .presentation_contexts()
-        .iter()
-        .find(|pc| {
-            pc.reason == PresentationContextResultReason::Acceptance
-                && proposed.contains(&pc.transfer_syntax.as_str())
-        })
-        .map(|pc| (pc.id, pc.transfer_syntax.clone()));
-    let Some((context_id, transfer_syntax)) = accepted else {
-        let _ = association.abort().await;
+    let Some(Accepted {
+        mut association,
+        context_id,
+        transfer_syntax,
+    }) = accepted
+    else {
         return Err(OutputError::NotAccepted {
             destination: destination.to_string(),
             sop_class,
