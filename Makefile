@@ -34,8 +34,14 @@ export ORT_DYLIB_PATH ?= $(ORT_LIB)
 export DIPTYCH_ATLAS_DIR ?= $(ATLAS_DIR)
 export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 
-MODEL ?= models/synth-v2
-TRAIN_CONFIG ?= training/configs/synth-v2.toml
+# The packages every build of the service names: the workspace's own crates it depends on are
+# named too, because cargo compiles a crate again when it is selected on the command line in one
+# build (`cargo test --workspace`) and not in the other; named alike, `make run` after `make test`
+# finds everything built (scripts/check-one-build.sh).
+SERVICE_PACKAGES := -p diptych -p diptych-dicom-adapter -p diptych-service
+
+MODEL ?= models/synth-v3
+TRAIN_CONFIG ?= training/configs/synth-v3.toml
 RUN_NAME := $(notdir $(MODEL))
 
 .PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-atlas deps-bench deps-chart lint fmt clean-cache
@@ -43,7 +49,7 @@ RUN_NAME := $(notdir $(MODEL))
 ## run: build the service and start it on the shipped model, a local data folder and default ports
 ## (gRPC on loopback, where it needs no tokens: see README, Security).
 run: deps-ort deps-build
-	cargo build --release -p diptych-service
+	cargo build --release $(SERVICE_PACKAGES)
 	$(CARGO_TARGET_DIR)/release/diptych serve --model $(MODEL) --data-dir data --grpc-addr 127.0.0.1:50051
 
 ## test: every test of the workspace, training and ONNX parity included, plus formatting and lints
@@ -52,6 +58,7 @@ test: deps deps-build deps-apt deps-chart
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --release
+	bash scripts/check-one-build.sh $(SERVICE_PACKAGES)
 
 ## eval: score the shipped model through ONNX Runtime — #2's model figures on 1000 held-out
 ## slices of the phantom and of the atlas source, then retrieval quality (diptych eval: 500
@@ -60,7 +67,7 @@ test: deps deps-build deps-apt deps-chart
 EVAL_DIR := $(CACHE)/eval
 TRAIN_BIN := $(CARGO_TARGET_DIR)/release/diptych-train
 eval: deps
-	cargo build --release -p diptych-training -p diptych-service
+	cargo build --release -p diptych-training $(SERVICE_PACKAGES)
 	@mkdir -p $(EVAL_DIR)
 	$(TRAIN_BIN) eval --model $(MODEL) --source phantom --n 1000 --json | tee $(EVAL_DIR)/phantom.txt
 	$(TRAIN_BIN) eval --model $(MODEL) --source anatomy --n 1000 --json | tee $(EVAL_DIR)/anatomy.txt
@@ -68,18 +75,20 @@ eval: deps
 		--figure $(EVAL_DIR)/retrieval-figure.png | tee $(EVAL_DIR)/retrieval.txt
 	@$(PYTHON) training/eval_summary.py $(EVAL_DIR)/phantom.txt $(EVAL_DIR)/anatomy.txt $(EVAL_DIR)/retrieval.txt
 
-## train-default: train the default bundle models/synth-v2 on the phantom and the atlas source
+## train-default: train the default bundle models/synth-v3 on the phantom and the atlas source
 ## (CPU, ~65 min on two free cores).
 train-default: deps
-	cargo build --release -p diptych-training
+	cargo build --release -p diptych-training -p diptych
 	$(CARGO_TARGET_DIR)/release/diptych-train train --config $(TRAIN_CONFIG) --out $(CACHE)/runs/$(RUN_NAME)
 	$(CARGO_TARGET_DIR)/release/diptych-train export --checkpoint $(CACHE)/runs/$(RUN_NAME)/last.ot --config $(TRAIN_CONFIG) --out $(MODEL)
+	cargo build --release $(SERVICE_PACKAGES)
+	$(CARGO_TARGET_DIR)/release/diptych calibrate --model $(MODEL)
 
 ## bench: every benchmark of the README's performance section: tables as they run, then one JSON
 ## line per benchmark row (also kept in $(CACHE)/bench.jsonl).
 DIPTYCH := $(CARGO_TARGET_DIR)/release/diptych
 bench: deps deps-build deps-apt deps-bench
-	cargo build --release -p diptych-service
+	cargo build --release $(SERVICE_PACKAGES)
 	@rm -f $(CACHE)/bench.jsonl
 	$(DIPTYCH) bench encode --model $(MODEL) --json >> $(CACHE)/bench.jsonl
 	$(DIPTYCH) bench search --model $(MODEL) --json >> $(CACHE)/bench.jsonl

@@ -106,6 +106,17 @@ pub struct Manifest {
     /// The training recipe: config, seed, steps, time, device, figures.
     #[serde(default)]
     pub training: serde_json::Value,
+    /// Abnormal weight of combined mode (normal weight 1) when a search names no weights: the
+    /// label-free balance `E[d_n] / E[d_a]` that `diptych calibrate` measures on slices like the
+    /// training data's, so both halves of a code count alike (docs/METHOD.md §3). 1 in bundles
+    /// made before it (the paper's plain `d_n + d_a`).
+    #[serde(default = "unit_balance")]
+    pub combined_balance: f32,
+}
+
+/// The combined-mode balance of a bundle that records none.
+fn unit_balance() -> f32 {
+    1.0
 }
 
 /// Why a manifest could not be read, written or accepted.
@@ -244,6 +255,16 @@ impl Manifest {
             return Err(invalid(
                 "abnormality_margin",
                 format!("m = {m} but it must be a finite number above 0 (the training margin)"),
+            ));
+        }
+        let b = self.combined_balance;
+        if !(b.is_finite() && b > 0.0) {
+            return Err(invalid(
+                "combined_balance",
+                format!(
+                    "{b} but it must be a finite number above 0 (run `diptych calibrate` to \
+                     measure it, or 1 for plain d_n + d_a)"
+                ),
             ));
         }
         if self.opset < MIN_OPSET {

@@ -48,6 +48,7 @@ fn sample(dir: &Path) -> Manifest {
         },
         codebooks: CodebookNames::default(),
         training: serde_json::json!({"seed": 1, "steps": 1000, "device": "cpu"}),
+        combined_balance: 12.5,
     }
 }
 
@@ -125,6 +126,8 @@ fn each_invalid_field_is_named() {
         ("abnormality_margin", |m| {
             m.abnormality_margin = f32::INFINITY
         }),
+        ("combined_balance", |m| m.combined_balance = 0.0),
+        ("combined_balance", |m| m.combined_balance = f32::NAN),
         ("opset", |m| m.opset = 12),
         ("encoder.file", |m| {
             m.encoder.file = "../encoder.onnx".into()
@@ -164,6 +167,19 @@ fn each_invalid_field_is_named() {
             other => panic!("editing {field} gave {other:?}"),
         }
     }
+}
+
+#[test]
+fn a_manifest_without_a_balance_reads_as_plain_sum() {
+    let (dir, m) = bundle("no-balance");
+    let mut json: serde_json::Value = serde_json::to_value(&m).unwrap();
+    json.as_object_mut().unwrap().remove("combined_balance");
+    std::fs::write(dir.join(MANIFEST_FILE), json.to_string()).unwrap();
+    let loaded = Manifest::load(&dir).unwrap();
+    assert_eq!(
+        loaded.combined_balance, 1.0,
+        "bundles made before it: d_n + d_a"
+    );
 }
 
 #[test]

@@ -56,6 +56,10 @@ enum Command {
     /// composites, against random, raw-pixel and continuous-latent baselines (in-process; no
     /// server needed).
     Eval(EvalArgs),
+    /// Measure a bundle's combined-mode balance (the abnormal weight at which both halves of a
+    /// code count alike, E[d_n] / E[d_a] on held-out synthetic slices) and write it into its
+    /// manifest; searches that name no weights use it (in-process; no server needed).
+    Calibrate(CalibrateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -75,7 +79,7 @@ enum ConfigCommand {
 #[derive(Debug, clap::Args)]
 struct EvalArgs {
     /// Model bundle.
-    #[arg(long, default_value = "models/synth-v2")]
+    #[arg(long, default_value = "models/synth-v3")]
     model: PathBuf,
     /// Synthetic source of queries and references (anatomy reads the MNI152 maps that
     /// `make deps-atlas` unpacks, or DIPTYCH_ATLAS_DIR).
@@ -122,7 +126,27 @@ struct EvalArgs {
     json: bool,
 }
 
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, clap::Args)]
+struct CalibrateArgs {
+    /// Model bundle (its manifest.json is rewritten).
+    #[arg(long)]
+    model: PathBuf,
+    /// Synthetic sources of the slices, as the bundle was trained on (anatomy reads the MNI152
+    /// maps that `make deps-atlas` unpacks, or DIPTYCH_ATLAS_DIR).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SourceArg::Phantom, SourceArg::Anatomy])]
+    source: Vec<SourceArg>,
+    /// Slices per source (held-out seed 2, half healthy).
+    #[arg(long, default_value_t = 300)]
+    slices: usize,
+    /// Threads for generation and encoding.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Print one JSON line instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, clap::ValueEnum)]
 enum SourceArg {
     /// The cartoon phantom.
     Phantom,
@@ -147,7 +171,7 @@ enum BenchCommand {
     /// Slices/s through the encoder at batch 1 and 32, against PyTorch eager on the same weights.
     Encode {
         /// Model bundle.
-        #[arg(long, default_value = "models/synth-v2")]
+        #[arg(long, default_value = "models/synth-v3")]
         model: PathBuf,
         /// Threads for both runtimes.
         #[arg(long, default_value_t = 2)]
@@ -163,7 +187,7 @@ enum BenchCommand {
     /// against the naive scan and FAISS IndexPQ.
     Search {
         /// Model bundle.
-        #[arg(long, default_value = "models/synth-v2")]
+        #[arg(long, default_value = "models/synth-v3")]
         model: PathBuf,
         /// Records to search.
         #[arg(long, default_value_t = 1_000_000)]
@@ -182,7 +206,7 @@ enum BenchCommand {
     /// index of N records.
     Ready {
         /// Model bundle.
-        #[arg(long, default_value = "models/synth-v2")]
+        #[arg(long, default_value = "models/synth-v3")]
         model: PathBuf,
         /// Records in the index.
         #[arg(long, default_value_t = 1_000_000)]
@@ -286,7 +310,7 @@ struct ServeArgs {
     /// Folder for the service's data [default: data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Model bundle folder [default: models/synth-v2].
+    /// Model bundle folder [default: models/synth-v3].
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
     /// gRPC listen address [default: 0.0.0.0:50051].
@@ -359,6 +383,7 @@ fn main() -> anyhow::Result<()> {
         Command::Admin(args) => client(cli::network_admin::run(args)),
         Command::Bench(bench) => client(run_bench(bench)),
         Command::Eval(args) => client(run_eval(args)),
+        Command::Calibrate(args) => client(run_calibrate(args)),
         Command::Delete(args) => {
             use cli::admin::Level;
             let level = match (args.patient, args.study, args.series, args.instance) {
@@ -463,6 +488,37 @@ async fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     })
     .await?;
     eval::print(&report, args.json)
+}
+
+async fn run_calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
+    use diptych::synthetic::SourceKind;
+    let sources: Vec<SourceKind> = args
+        .source
+        .iter()
+        .map(|s| match s {
+            SourceArg::Phantom => SourceKind::Phantom,
+            SourceArg::Anatomy => SourceKind::Anatomy,
+        })
+        .collect();
+    let c = cli::calibrate::run(&args.model, &sources, args.slices, args.threads).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&c)?);
+    } else {
+        println!(
+            "{}: combined_balance {:.3} (was {:.3}) = E[d_n] {:.2} / E[d_a] {:.2} over {} slices \
+             of {} (seed {}); written to {}",
+            c.model_id,
+            c.combined_balance,
+            c.previous_balance,
+            c.mean_normal_distance,
+            c.mean_abnormal_distance,
+            c.slices,
+            c.sources.join(" + "),
+            cli::calibrate::SEED,
+            args.model.join(diptych::manifest::MANIFEST_FILE).display()
+        );
+    }
+    Ok(())
 }
 
 /// Runs a client command on a small runtime.

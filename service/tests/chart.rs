@@ -238,6 +238,7 @@ fn the_dockerfile_installs_through_the_makefiles_script() {
 fn the_shell_scripts_pass_shellcheck() {
     run(Command::new(tool("shellcheck"))
         .arg(workspace().join("scripts/install-deps.sh"))
+        .arg(workspace().join("scripts/check-one-build.sh"))
         .arg(workspace().join(".ci/run")));
     let ort_version = run(Command::new("bash")
         .arg(workspace().join("scripts/install-deps.sh"))

@@ -12,10 +12,12 @@
 //! | [`connect`] | how every client command reaches the server: URL, TLS, token; refusals explained |
 //! | [`bench`] | `diptych bench encode|search|ready` (in-process, no server needed) |
 //! | [`eval`] | `diptych eval`: retrieval quality (label Dice, twins, composites) against baselines (in-process) |
+//! | [`calibrate`] | `diptych calibrate`: a bundle's combined-mode balance, measured and written into its manifest |
 //! | [`engine`] | the in-process encoder the benchmarks and `eval` start |
 
 pub mod admin;
 pub mod bench;
+pub mod calibrate;
 pub mod connect;
 pub mod engine;
 pub mod eval;

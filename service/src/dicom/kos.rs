@@ -25,18 +25,21 @@ use crate::watch::{Interest, Question, ReceivedStudy, SimilarError};
 /// How long one KOS transfer may take.
 const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The modes a KOS references, with their names in the document.
-const MODES: [(Mode, &str); 3] = [
-    (Mode::Normal, "normal"),
-    (Mode::Abnormal, "abnormal"),
-    (
-        Mode::Combined {
-            normal_weight: 1.0,
-            abnormal_weight: 1.0,
-        },
-        "combined",
-    ),
-];
+/// The modes a KOS references, with their names in the document; combined mode at the
+/// bundle's balance (`Manifest::combined_balance`), as a search that names no weights.
+fn modes(index: &Index) -> [(Mode, &'static str); 3] {
+    [
+        (Mode::Normal, "normal"),
+        (Mode::Abnormal, "abnormal"),
+        (
+            Mode::Combined {
+                normal_weight: 1.0,
+                abnormal_weight: index.engine().manifest().combined_balance,
+            },
+            "combined",
+        ),
+    ]
+}
 
 /// Sends a KOS per received study, referencing `top_k` similar instances per mode, to each of
 /// `destinations` as listed when the document is ready, until the server stops; each sending
@@ -49,7 +52,7 @@ pub async fn run(
     audit: Audit,
 ) {
     // What the KOS asks of every study, shared with the Watch streams that ask the same.
-    let interests = MODES.iter().map(|&(mode, _)| Interest {
+    let interests = modes(&index).into_iter().map(|(mode, _)| Interest {
         question: Question {
             mode,
             filter: String::new(),
@@ -198,7 +201,7 @@ pub async fn document(
     let study_instance_uid = &study.study_instance_uid;
     let mut hits = Vec::new();
     let mut patients = Vec::new();
-    for (mode, name) in MODES {
+    for (mode, name) in modes(index) {
         let similar = study
             .similar_studies(index, mode, "", top_k as usize)
             .await?;

@@ -93,6 +93,7 @@ impl InfoApi {
             training_json: m.training.to_string(),
             encoder_sha256: m.encoder.sha256.clone(),
             decoder_sha256: m.decoder.sha256.clone(),
+            combined_balance: m.combined_balance,
         }))
     }
 

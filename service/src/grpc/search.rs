@@ -34,14 +34,20 @@ impl SearchApi {
     }
 }
 
-/// The search mode of a request (weights for combined mode).
-pub fn mode(value: i32, normal_weight: f32, abnormal_weight: f32) -> Result<Mode, Status> {
+/// The search mode of a request (weights for combined mode; both 0 means normal weight 1 and
+/// the bundle's `balance`, `Manifest::combined_balance`).
+pub fn mode(
+    value: i32,
+    normal_weight: f32,
+    abnormal_weight: f32,
+    balance: f32,
+) -> Result<Mode, Status> {
     match SearchMode::try_from(value) {
         Ok(SearchMode::Normal) => Ok(Mode::Normal),
         Ok(SearchMode::Abnormal) => Ok(Mode::Abnormal),
         Ok(SearchMode::Combined) => {
             let (w_n, w_a) = if normal_weight == 0.0 && abnormal_weight == 0.0 {
-                (1.0, 1.0)
+                (1.0, balance)
             } else {
                 (normal_weight, abnormal_weight)
             };
@@ -262,7 +268,12 @@ impl SearchService for SearchApi {
         let top_k = if r.top_k == 0 { 10 } else { r.top_k as usize };
         let spec = SearchSpec {
             query: query_source(r.query, &model_id)?,
-            mode: mode(r.mode, r.normal_weight, r.abnormal_weight)?,
+            mode: mode(
+                r.mode,
+                r.normal_weight,
+                r.abnormal_weight,
+                index.engine().manifest().combined_balance,
+            )?,
             filter: r.filter,
             top_k,
             grouping,
@@ -366,7 +377,9 @@ impl SearchService for SearchApi {
         };
         let modes: Vec<(i32, Mode)> = modes
             .into_iter()
-            .map(|m| mode(m, 0.0, 0.0).map(|mode| (m, mode)))
+            .map(|m| {
+                mode(m, 0.0, 0.0, index.engine().manifest().combined_balance).map(|mode| (m, mode))
+            })
             .collect::<Result<_, _>>()
             .map_err(|s| invalid("modes", s.message()))?;
         let top_k = if r.top_k == 0 { 10 } else { r.top_k as usize };
@@ -473,5 +486,33 @@ impl SearchService for SearchApi {
             }
         });
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn combined_mode_without_weights_takes_the_bundles_balance() {
+        let m = mode(SearchMode::Combined as i32, 0.0, 0.0, 17.5).unwrap();
+        assert!(matches!(
+            m,
+            Mode::Combined { normal_weight, abnormal_weight }
+                if normal_weight == 1.0 && abnormal_weight == 17.5
+        ));
+        let m = mode(SearchMode::Combined as i32, 2.0, 0.5, 17.5).unwrap();
+        assert!(
+            matches!(
+                m,
+                Mode::Combined { normal_weight, abnormal_weight }
+                    if normal_weight == 2.0 && abnormal_weight == 0.5
+            ),
+            "the request's weights win"
+        );
+        assert!(matches!(
+            mode(SearchMode::Normal as i32, 0.0, 0.0, 17.5).unwrap(),
+            Mode::Normal
+        ));
     }
 }

@@ -34,6 +34,7 @@
 //! Hits come nearest first; equal distances are ordered by record id (ingest order), so the
 //! answer never depends on thread timing.
 
+pub mod balance;
 pub mod distance;
 pub mod group;
 pub mod index;

@@ -82,6 +82,8 @@ pub fn export_bundle(
             abnormal: CODEBOOK_ABNORMAL.to_string(),
         },
         training: serde_json::Value::Object(recipe),
+        // Measured on the exported graphs by `diptych calibrate` (Makefile: train-default).
+        combined_balance: 1.0,
     };
     manifest.validate()?;
     manifest.write(out)?;

@@ -9,7 +9,7 @@
 //! healthy twins, so the twin check is absent). Every slice is pre-processed by the bundle's image contract
 //! and encoded by an in-process [`Engine`](diptych_service::encoder::Engine); the references'
 //! codes form a [`Corpus`] searched by [`search_with_threads`] in normal, abnormal and combined
-//! mode (weights 1 and 1). The same metrics ([`metrics`]) score the baselines
+//! mode (normal weight 1, abnormal weight the bundle's balance). The same metrics ([`metrics`]) score the baselines
 //! ([`baselines`]): random retrieval, L2 on the pre-processed pixels, and L2 on the encoder's
 //! continuous outputs when the graph declares them; the label oracle ([`oracle`]) ranks by the
 //! true abnormal labels, the ceiling of abnormal-label Dice on this data. Then:
@@ -58,7 +58,9 @@ use self::baselines::{
 };
 use self::dataset::{EvalSlice, build_set, composite_pairs, diseased};
 use self::metrics::{QueryScores, RowScores, TOP_K, ratio_of_means, score_query};
-use self::report::{BRATS_NORMAL_LABELS, BratsSummary, CompositeScores, EvalReport, MethodRow};
+use self::report::{
+    BRATS_NORMAL_LABELS, BratsSummary, CompositeBalance, CompositeScores, EvalReport, MethodRow,
+};
 use crate::cli::engine::start_engine;
 
 /// Seed of the random baseline's generator.
@@ -132,7 +134,7 @@ struct CodeCorpus {
 }
 
 /// Encodes `images` through the engine, 64 in flight at a time so its batcher fills batches.
-async fn encode_all(
+pub(crate) async fn encode_all(
     engine: &Arc<Engine>,
     images: &[&[f32]],
     bar: &ProgressBar,
@@ -419,8 +421,9 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
     // Exact search over the codes.
     let tables = DistanceTables::of(engine.codebooks())?;
     let search = tokio::task::block_in_place(|| CodeSearch::new(&tables, &corpus, nr, threads));
-    let codes =
-        tokio::task::block_in_place(|| code_retrieval(&search, &query_codes, &twinned, &pairs))?;
+    let codes = tokio::task::block_in_place(|| {
+        code_retrieval(&search, &query_codes, &twinned, &pairs, combined(&engine))
+    })?;
 
     // Baselines.
     let random = random_retrieval(nq, nr, twinned.len());
@@ -530,6 +533,54 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
             labels,
         )
     });
+    // The label-free balance of the two halves (search::balance), over queries × references.
+    let ref_sample: Vec<QueryCodes> = ref_codes
+        .iter()
+        .take(1000)
+        .map(|c| QueryCodes {
+            normal: c.normal.clone(),
+            abnormal: c.abnormal.clone(),
+        })
+        .collect();
+    let mean_balance = tokio::task::block_in_place(|| {
+        diptych_service::search::balance::balance(&tables, &query_codes, &ref_sample)
+    });
+    let mut weights = BALANCE_WEIGHTS.to_vec();
+    weights.push(mean_balance);
+    weights.sort_by(f32::total_cmp);
+    let mut composite_balance = Vec::new();
+    for &abnormal_weight in weights.iter().filter(|_| !pairs.is_empty()) {
+        let mode = Mode::Combined {
+            normal_weight: 1.0,
+            abnormal_weight,
+        };
+        let results = tokio::task::block_in_place(|| {
+            pairs
+                .iter()
+                .map(|&(a, bq)| {
+                    let composite = QueryCodes {
+                        normal: query_codes[a].normal.clone(),
+                        abnormal: query_codes[bq].abnormal.clone(),
+                    };
+                    search.top(composite, mode, TOP_K, None)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
+        let scores = score_composites(
+            &queries,
+            &refs,
+            &pairs,
+            &results,
+            &code_scores[0],
+            &code_scores[1],
+            labels,
+        );
+        composite_balance.push(CompositeBalance {
+            abnormal_weight,
+            normal_ratio: scores.normal_ratio,
+            abnormal_ratio: scores.abnormal_ratio,
+        });
+    }
     let latent_keys = [
         "latent_normal_mode",
         "latent_abnormal_mode",
@@ -640,6 +691,9 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         rows,
         composite,
         latent_composite,
+        composite_balance,
+        mean_balance,
+        combined_balance: engine.manifest().combined_balance,
         seconds: started.elapsed().as_secs_f64(),
         figure: options.figure.as_ref().map(|p| p.display().to_string()),
     })
@@ -692,11 +746,18 @@ fn record_keys(id: u32) -> RecordKeys {
     }
 }
 
-/// Combined mode with weights 1 and 1.
-const COMBINED: Mode = Mode::Combined {
-    normal_weight: 1.0,
-    abnormal_weight: 1.0,
-};
+/// Abnormal weights (normal weight 1) of the composite-balance sweep: how the composite check
+/// moves as the abnormal distance counts more.
+const BALANCE_WEIGHTS: [f32; 8] = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+/// Combined mode as a search that names no weights: normal weight 1, abnormal weight the
+/// bundle's balance (`Manifest::combined_balance`).
+fn combined(engine: &Engine) -> Mode {
+    Mode::Combined {
+        normal_weight: 1.0,
+        abnormal_weight: engine.manifest().combined_balance,
+    }
+}
 
 impl<'a> CodeSearch<'a> {
     fn new(
@@ -758,12 +819,13 @@ fn code_retrieval(
     queries: &[QueryCodes],
     twinned: &[usize],
     pairs: &[(usize, usize)],
+    combined: Mode,
 ) -> anyhow::Result<Retrieval> {
     let references = search.only_refs.len();
     let modes = [
         ("normal", Mode::Normal),
         ("abnormal", Mode::Abnormal),
-        ("combined", COMBINED),
+        ("combined", combined),
     ];
     let b = bar(
         modes.len() * (queries.len() + twinned.len()) + pairs.len(),
@@ -800,7 +862,7 @@ fn code_retrieval(
             abnormal: queries[bq].abnormal.clone(),
         };
         out.composites
-            .push(search.top(composite, COMBINED, TOP_K, None)?);
+            .push(search.top(composite, combined, TOP_K, None)?);
         b.inc(1);
     }
     b.finish_and_clear();
@@ -1016,7 +1078,7 @@ async fn write_figure(
         (xt, seg, recon),
         format!("A{a}+B{q}"),
     )];
-    let ranked = search.top(composite.clone(), COMBINED, 5, None)?;
+    let ranked = search.top(composite.clone(), combined(engine), 5, None)?;
     for r in ranked.into_iter().take(5) {
         let rc = &ref_codes[r];
         tiles.push(tile_of(

@@ -38,6 +38,17 @@ pub struct CompositeScores {
     pub abnormal_ratio: Option<f64>,
 }
 
+/// The composite check on the codes at one combined-mode balance (normal weight 1).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CompositeBalance {
+    /// Weight of the abnormal distance.
+    pub abnormal_weight: f32,
+    /// Composite normal ratio at this weight.
+    pub normal_ratio: Option<f64>,
+    /// Composite abnormal ratio at this weight.
+    pub abnormal_ratio: Option<f64>,
+}
+
 /// What a run on a BraTS folder used of it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BratsSummary {
@@ -101,6 +112,14 @@ pub struct EvalReport {
     pub composite: Option<CompositeScores>,
     /// The composite check on the continuous latents.
     pub latent_composite: Option<CompositeScores>,
+    /// The composite check on the codes across combined-mode balances.
+    pub composite_balance: Vec<CompositeBalance>,
+    /// The bundle's combined-mode balance (`Manifest::combined_balance`): the abnormal weight of
+    /// the combined rows and of the composites.
+    pub combined_balance: f32,
+    /// The label-free balance `E[d_n] / E[d_a]` over query–reference pairs
+    /// (`search::balance`).
+    pub mean_balance: f32,
     /// Wall-clock seconds of the whole run.
     pub seconds: f64,
     /// The figure written, if any.
@@ -239,7 +258,9 @@ impl EvalReport {
         }
         let _ = writeln!(
             out,
-            "\nComposite queries (A's normal + B's abnormal representation, combined mode, top 10):\n"
+            "\nComposite queries (A's normal + B's abnormal representation, combined mode at the \
+             bundle's balance {} for the codes and 1 for the latents, top 10):\n",
+            self.combined_balance
         );
         let _ = writeln!(
             out,
@@ -265,6 +286,25 @@ impl EvalReport {
                 None => {
                     let _ = writeln!(out, "| {method} | absent | | | | |");
                 }
+            }
+        }
+        if !self.composite_balance.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nComposite check on the codes by combined-mode balance (normal weight 1; the \
+                 label-free balance E[d_n] / E[d_a] is {:.2}):\n",
+                self.mean_balance
+            );
+            let _ = writeln!(out, "| abnormal weight | normal ratio | abnormal ratio |");
+            let _ = writeln!(out, "|---:|---:|---:|");
+            for c in &self.composite_balance {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} |",
+                    c.abnormal_weight,
+                    f(c.normal_ratio),
+                    f(c.abnormal_ratio)
+                );
             }
         }
         if let Some(u) = self.null_code {
@@ -344,6 +384,9 @@ mod tests {
                 abnormal_ratio: Some(0.5),
             }),
             latent_composite: None,
+            composite_balance: Vec::new(),
+            mean_balance: 1.0,
+            combined_balance: 1.0,
             seconds: 1.0,
             figure: None,
         };
