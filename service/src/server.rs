@@ -206,12 +206,19 @@ pub async fn run(
         std::process::exit(1);
     });
     security.log();
+    let origins = grpc::web::WebOrigins::new(
+        &config.grpc.web_allowed_origins,
+        config.http.page.then_some(http_bound.port()),
+    )
+    .map_err(|e| ServeError::Interrupted(e.to_string()))?;
+    tracing::info!(origins = ?origins.origins(), "gRPC-Web: pages of these origins may call");
     let server = tokio::spawn(grpc::serve(
         listener,
         state.clone(),
         health,
         security,
         metrics.rpc(),
+        origins,
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },
