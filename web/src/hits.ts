@@ -31,7 +31,7 @@ function card(hit: SearchHit, pick: Pick): HTMLElement {
     el("div", "study", m ? `${m.studyDate} · ${m.seriesDescription} #${m.instanceNumber}` : ""),
     el("div", "abnormality", m ? `abnormality ${m.abnormality.toFixed(2)}` : ""),
   );
-  if (hit.groupSlices > 0) caption.append(el("div", "group", `${hit.groupSlices} slices matched`));
+  if (hit.groupSlices > 1) caption.append(el("div", "group", `${hit.groupSlices} slices matched`));
   const actions = el("div", "actions");
   const again = el("button", "pick", "search from this");
   again.type = "button";

@@ -30,6 +30,7 @@ import http.server
 import json
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -170,8 +171,7 @@ def main():
     args.screenshots.mkdir(parents=True, exist_ok=True)
     ingest = [a for a in args.ingest if a != "--"]
 
-    root = args.screenshots.parent / "origins"
-    root.mkdir(exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="diptych-origins-"))
     (root / "caller.html").write_text(CALLER_HTML)
     (root / "viewer.html").write_text(VIEWER_HTML)
     origins = [serve_origin(args.allowed_port, root), serve_origin(args.refused_port, root)]
@@ -192,7 +192,7 @@ def main():
         # Overview first, so the Watch stream is open when the studies arrive.
         driver.get(args.page + "#overview")
         wait(driver, lambda d: "gRPC-Web" in d.find_element(By.ID, "page-status").text, "the page to connect")
-        wait(driver, lambda d: "phantom" in d.find_element(By.ID, "model-card").text.lower(), "the model card")
+        wait(driver, lambda d: "model id" in d.find_element(By.ID, "model-card").text, "the model card")
         check("records" in driver.find_element(By.ID, "stats").text, "the index statistics are shown")
         wait(driver, lambda d: "waiting" in d.find_element(By.ID, "watch-status").text, "the Watch stream to open")
         started = time.monotonic()
