@@ -164,7 +164,10 @@ mod tests {
             "https://exa mple.org",
         ] {
             let error = check_origin(bad).unwrap_err();
-            assert!(error.to_string().contains("scheme://host[:port]"), "{error}");
+            assert!(
+                error.to_string().contains("scheme://host[:port]"),
+                "{error}"
+            );
         }
     }
 
