@@ -224,6 +224,6 @@ mod tests {
         assert_eq!(*sheet.get_pixel(0, TITLE), Rgb([0, 0, 0]));
         assert_eq!(*sheet.get_pixel(31, TITLE + 31), Rgb([90, 90, 90]));
         assert_eq!(hit_title(1, 1280.97), "#1 D=1281");
-        assert_eq!(hit_title(2, 3.14159), "#2 D=3.14");
+        assert_eq!(hit_title(2, 2.5), "#2 D=2.50");
     }
 }
