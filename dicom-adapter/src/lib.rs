@@ -21,6 +21,7 @@
 //! | [`scp`] | the DICOM listener: C-ECHO and C-STORE over TCP or TLS, each instance checked and handed to a [`scp::StoreSink`] |
 //! | [`output`] | what diptych sends: Key Object Selection documents and the C-STORE SCU that delivers them |
 //! | [`synthetic`] | write synthetic instances (phantom slices) as DICOM, for tests and demos |
+//! | [`demo`] | phantom studies with healthy twins as DICOM files, for a first look (`diptych demo write-studies`) |
 //! | [`error`] | [`AdapterError`]: what went wrong, named so a sender can fix it |
 //!
 //! Codecs: the `native` feature of dicom-pixeldata (JPEG baseline/extended/lossless, RLE,
@@ -47,6 +48,7 @@ pub mod ae_title;
 mod codestream;
 mod colour;
 pub mod command_set;
+pub mod demo;
 pub mod error;
 mod framing;
 pub mod instance;

@@ -11,13 +11,15 @@
 //! addr = "0.0.0.0:50051"
 //! max_message_bytes = 67108864
 //! # tls_cert = "grpc.pem"; tls_key = "grpc.key"; tls_client_ca = "clients-ca.pem"
+//! web_allowed_origins = ["https://ohif.hospital.example"]  # browser pages calling gRPC-Web
 //!
 //! [auth]                           # who may call the gRPC API (see crate::auth)
 //! tokens_file = "tokens.toml"      # callers, roles, tokens; none: open on loopback only
 //! allow_unauthenticated = false    # true: no tokens needed on any address (a proxy authenticates)
 //!
 //! [http]
-//! addr = "0.0.0.0:8080"            # /metrics, /healthz, /readyz
+//! addr = "0.0.0.0:8080"            # the page at /, /metrics, /healthz, /readyz
+//! page = true                      # serve the page at /
 //!
 //! [log]
 //! format = "text"                  # text | json (one object per line)
@@ -258,6 +260,9 @@ pub struct GrpcConfig {
     pub tls_key: Option<PathBuf>,
     /// When set, clients must present a certificate signed by one of these CAs (PEM).
     pub tls_client_ca: Option<PathBuf>,
+    /// Origins (`scheme://host[:port]`) whose pages may call the API from a browser with
+    /// gRPC-Web (CORS); empty: none but diptych's own page on a loopback address.
+    pub web_allowed_origins: Vec<String>,
 }
 
 impl Default for GrpcConfig {
@@ -268,6 +273,7 @@ impl Default for GrpcConfig {
             tls_cert: None,
             tls_key: None,
             tls_client_ca: None,
+            web_allowed_origins: Vec::new(),
         }
     }
 }
@@ -291,12 +297,16 @@ pub struct AuthConfig {
 pub struct HttpConfig {
     /// Address to listen on, HOST:PORT.
     pub addr: SocketAddr,
+    /// Serve the page at `/`: search, side by side, composite and overview, a client of the
+    /// gRPC API over gRPC-Web.
+    pub page: bool,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            page: true,
         }
     }
 }
@@ -671,6 +681,16 @@ impl Config {
                 backlog,
                 "must be 1..=4294967295",
             );
+        }
+        for origin in &self.grpc.web_allowed_origins {
+            if crate::grpc::web::check_origin(origin.trim_end_matches('/')).is_err() {
+                return Err(ConfigError::Invalid {
+                    key: "grpc.web_allowed_origins",
+                    value: origin.clone(),
+                    problem: "each entry must be an origin, scheme://host[:port] with no path, \
+                              e.g. \"https://viewer.hospital.example\" or \"http://localhost:3000\"",
+                });
+            }
         }
         let e = &self.encoder;
         if e.sessions == 0 || e.sessions > 64 {

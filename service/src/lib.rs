@@ -26,6 +26,7 @@
 //! | [`admin`] | run-time administration: allowed DICOM peers, KOS destinations (persisted), recent associations |
 //! | [`server`] | `diptych serve`: start-up order, serving, shutdown |
 //! | [`http`] | the HTTP port: `/metrics`, `/healthz`, `/readyz` |
+//! | [`web`] | the page at `/` of the HTTP port: a gRPC-Web client of the public API, embedded |
 //! | [`logging`] | text or JSON logs, with request-id and step spans |
 //!
 //! Logs go through `tracing` (filter with `RUST_LOG`); they never carry patient data. The audit
@@ -50,3 +51,4 @@ pub mod server;
 pub mod slice;
 pub mod store;
 pub mod watch;
+pub mod web;

@@ -51,6 +51,9 @@ enum Command {
     /// Benchmarks of the README's performance section (in-process; no server needed).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Something to look at on a fresh install: phantom studies to send.
+    #[command(subcommand)]
+    Demo(DemoCommand),
     /// Retrieval quality on synthetic slices or a BraTS folder through the service's encoder and
     /// exact search: label Dice of the top-k in each mode, lesion agreement, twins and
     /// composites, against random, raw-pixel and continuous-latent baselines (in-process; no
@@ -60,6 +63,20 @@ enum Command {
     /// code count alike, E[d_n] / E[d_a] on held-out synthetic slices) and write it into its
     /// manifest; searches that name no weights use it (in-process; no server needed).
     Calibrate(CalibrateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DemoCommand {
+    /// Write phantom brain studies as DICOM files (held-out phantom seed 2): one MR study per
+    /// patient PHANTOM-000n, healthy and diseased slices, and for every diseased slice its
+    /// healthy twin (patient TWIN-000n). Send them with `diptych ingest DIR` or storescu.
+    WriteStudies {
+        /// Folder to write into (created if missing).
+        dir: PathBuf,
+        /// Phantom patients, 16 slices each.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=100))]
+        subjects: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -382,6 +399,21 @@ fn main() -> anyhow::Result<()> {
         Command::Stats { server } => client(cli::admin::stats(&server)),
         Command::Admin(args) => client(cli::network_admin::run(args)),
         Command::Bench(bench) => client(run_bench(bench)),
+        Command::Demo(DemoCommand::WriteStudies { dir, subjects }) => {
+            let written = diptych_dicom_adapter::demo::write_studies(&dir, subjects)
+                .with_context(|| format!("writing phantom studies into {}", dir.display()))?;
+            println!(
+                "wrote {} studies ({} slices, {} with a lesion) and {} healthy twins into {}; \
+                 send them with: diptych ingest {}",
+                written.studies,
+                written.slices,
+                written.diseased,
+                written.twins,
+                dir.display(),
+                dir.display()
+            );
+            Ok(())
+        }
         Command::Eval(args) => client(run_eval(args)),
         Command::Calibrate(args) => client(run_calibrate(args)),
         Command::Delete(args) => {

@@ -173,15 +173,23 @@ pub async fn run(
     ));
     // The HTTP port stops last, once everything acknowledged is checkpointed.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let page = match config.http.page {
+        true => crate::web::router(crate::web::PageConfig {
+            grpc_port: bound.port(),
+            grpc_tls: security.tls.is_some(),
+        }),
+        false => axum::Router::new(),
+    };
     let http_task = tokio::spawn(http::serve(
         http_listener,
         metrics.clone(),
         readiness.clone(),
+        page,
         async move {
             let _ = http_stopped.await;
         },
     ));
-    tracing::info!(addr = %http_bound, "HTTP listening: /metrics, /healthz, /readyz");
+    tracing::info!(addr = %http_bound, page = config.http.page, "HTTP listening: the page at /, /metrics, /healthz, /readyz");
 
     // One shutdown signal for the server, whether it comes from outside or from a failed start.
     let (stop_tx, mut stop_rx) = watch::channel(false);
@@ -206,12 +214,19 @@ pub async fn run(
         std::process::exit(1);
     });
     security.log();
+    let origins = grpc::web::WebOrigins::new(
+        &config.grpc.web_allowed_origins,
+        config.http.page.then_some(http_bound.port()),
+    )
+    .map_err(|e| ServeError::Interrupted(e.to_string()))?;
+    tracing::info!(origins = ?origins.origins(), "gRPC-Web: pages of these origins may call");
     let server = tokio::spawn(grpc::serve(
         listener,
         state.clone(),
         health,
         security,
         metrics.rpc(),
+        origins,
         async move {
             let _ = stop_rx.wait_for(|stop| *stop).await;
         },

@@ -5,7 +5,8 @@
 //! |---|---|
 //! | [`ingest`] | `diptych ingest PATH…`: files and folders of DICOM, with a progress bar and a summary |
 //! | [`search`] | `diptych search`: by file, UID or composite; a table, and `--montage` |
-//! | [`montage`] | the montage PNG: query and hits, each above its normal-appearing image |
+//! | [`montage`] | the montage PNG: query and hits, each above its normal-appearing image, labelled |
+//! | [`lettering`] | a 5×7 bitmap font for the labels of the montage and the eval figure |
 //! | [`source`] | where a query side comes from (a DICOM file or an indexed UID), for search and montage |
 //! | [`admin`] | `diptych stats`, `diptych delete` |
 //! | [`network_admin`] | `diptych admin peers|kos|associations`: allowed DICOM peers, KOS destinations, C-ECHO, recent associations |
@@ -22,6 +23,7 @@ pub mod connect;
 pub mod engine;
 pub mod eval;
 pub mod ingest;
+pub mod lettering;
 pub mod montage;
 pub mod network_admin;
 pub mod search;

@@ -111,6 +111,13 @@ pub const KEYS: &[Key] = &[
     .env("DIPTYCH_GRPC_TLS_CLIENT_CA")
     .example("\"clients-ca.pem\""),
     key(
+        "grpc.web_allowed_origins",
+        "Origins (`scheme://host[:port]`, no path) whose pages may call the API from a browser \
+         with gRPC-Web, e.g. `[\"https://ohif.hospital.example\"]` for a viewer extension (CORS). \
+         Empty: no other site's page may; diptych's own page (`http.page`) is admitted on its \
+         loopback origins. Callers still need a token and role like native gRPC clients.",
+    ),
+    key(
         "auth.tokens_file",
         "Who may call the gRPC API: a TOML file of `[[caller]]` entries (name, role `ingest`, \
          `search` or `admin`, and one of `token`, `token_file`, `token_env`, `client_cert_cn`). \
@@ -173,11 +180,17 @@ pub const KEYS: &[Key] = &[
     .example("\"audit-ca.pem\""),
     key(
         "http.addr",
-        "HTTP listen address, HOST:PORT: `/metrics` (Prometheus), `/healthz` (liveness), \
-         `/readyz` (readiness, mirroring gRPC health).",
+        "HTTP listen address, HOST:PORT: the page at `/` (`http.page`), `/metrics` \
+         (Prometheus), `/healthz` (liveness), `/readyz` (readiness, mirroring gRPC health).",
     )
     .env("DIPTYCH_HTTP_ADDR")
     .flag("--http-addr"),
+    key(
+        "http.page",
+        "Serve the page at `/`: search by a dropped DICOM file or an indexed slice, the three \
+         modes side by side, composites, index statistics and the Watch stream. It calls the \
+         gRPC port over gRPC-Web from the browser, so it sees what the caller's token allows.",
+    ),
     key(
         "log.format",
         "`text` for people or `json` (one object per line, with the request id and step spans) \

@@ -12,6 +12,7 @@
 //! | [`security`] | TLS on the port and the authentication policy, from `[grpc]` and `[auth]` |
 //! | [`observe`] | the tower layer: a request id and span per call, per-RPC metrics |
 //! | [`audited`] | who made a call, from where, for its audit event |
+//! | [`web`] | gRPC-Web for browsers, and the CORS allow-list of origins whose pages may call |
 //!
 //! Every service sits behind the gate of [`crate::auth`]: bearer tokens or client certificates,
 //! each caller with a role.
@@ -30,6 +31,7 @@ pub mod output;
 pub mod search;
 pub mod security;
 pub mod status;
+pub mod web;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -189,14 +191,16 @@ pub async fn health() -> (HealthReporter, HealthServer<impl Health>) {
 }
 
 /// Serves the API and `health` on `listener` until `shutdown` completes, with TLS when
-/// configured; every call is observed ([`observe`]: request id, span, `rpc` metrics), then goes
-/// through the authentication gate (so refused calls are counted too).
+/// configured; gRPC-Web calls from the admitted `origins` are translated first ([`web`]); every
+/// call is observed ([`observe`]: request id, span, `rpc` metrics), then goes through the
+/// authentication gate (so refused calls are counted too).
 pub async fn serve<H: Health>(
     listener: TcpListener,
     state: Arc<ServiceState>,
     health: HealthServer<H>,
     security: security::Security,
     rpc: Arc<observe::RpcMetrics>,
+    origins: web::WebOrigins,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -211,11 +215,14 @@ pub async fn serve<H: Health>(
         .expect("the embedded descriptor sets are valid");
 
     let max = state.max_message_bytes;
-    let mut server = tonic::transport::Server::builder();
+    // HTTP/1.1 too: browsers may send gRPC-Web over either version.
+    let mut server = tonic::transport::Server::builder().accept_http1(true);
     if let Some(tls) = security.tls {
         server = server.tls_config(tls)?;
     }
     server
+        .layer(origins.layer())
+        .layer(tonic_web::GrpcWebLayer::new())
         .layer(observe::ObserveLayer::new(rpc))
         .layer(crate::auth::AuthLayer::new(security.policy).with_audit(state.audit()))
         .add_service(health)

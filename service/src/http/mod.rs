@@ -5,6 +5,7 @@
 //! | `/metrics` | Prometheus text 0.0.4 ([`metrics`]); OpenMetrics 1.0 when `Accept` asks for it |
 //! | `/healthz` | liveness: 200 `ok` while the process serves HTTP at all |
 //! | `/readyz` | readiness ([`readiness`]): 200 `SERVING`, or 503 `NOT_SERVING: <reason>` — what gRPC health says |
+//! | `/` and its assets | the page ([`crate::web`]), unless `http.page = false` |
 //!
 //! It is bound with the gRPC port, before warm-up (liveness answers, readiness says why not
 //! yet), and stops last on SIGTERM, so `/readyz` reports `stopping` while the server drains.
@@ -65,14 +66,16 @@ pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> axum::Router {
         .with_state(Shared { metrics, readiness })
 }
 
-/// Serves [`router`] on `listener` until `shutdown` completes and open requests are answered.
+/// Serves [`router`] and the `extra` routes (the page) on `listener` until `shutdown`
+/// completes and open requests are answered.
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    extra: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
-    axum::serve(listener, router(metrics, readiness))
+    axum::serve(listener, router(metrics, readiness).merge(extra))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(HttpError::Serve)
@@ -141,9 +144,15 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, metrics, readiness.clone(), async {
-            let _ = stopped.await;
-        }));
+        let server = tokio::spawn(serve(
+            listener,
+            metrics,
+            readiness.clone(),
+            axum::Router::new(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
 
         assert_eq!(get(addr, "/healthz", "*/*").await.0, 200);
         let (status, _, body) = get(addr, "/readyz", "*/*").await;
