@@ -155,7 +155,11 @@ pub async fn run(
         config.viewer_url_template.clone(),
     ));
     state.set_audit(audit.clone());
+    // One shutdown signal for the server, whether it comes from outside or from a failed start.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     state.set_admin(grpc::admin::AdminSettings {
+        backfill: Arc::new(crate::backfill::Backfills::new(stop_rx.clone())),
+        data_dir: config.data_dir.clone(),
         network: network.clone(),
         audit_files: config.audit.enabled.then(|| AuditFiles {
             path: config.audit.file_path(&config.data_dir),
@@ -183,8 +187,6 @@ pub async fn run(
     ));
     tracing::info!(addr = %http_bound, "HTTP listening: /metrics, /healthz, /readyz");
 
-    // One shutdown signal for the server, whether it comes from outside or from a failed start.
-    let (stop_tx, mut stop_rx) = watch::channel(false);
     let stop_rx_dicom = stop_rx.clone();
     let stop_on_signal = stop_tx.clone();
     let deadline = Duration::from_secs_f64(config.shutdown_deadline_s);
