@@ -137,12 +137,12 @@ $(ATLAS_MAPS):
 	rm -rf $(ATLAS_DIR)/wheel
 	test -s $(ATLAS_MAPS)
 
-## deps-py: the Python peers of the tests (gRPC client stubs, numpy, DICOM peers, and the
-## Prometheus project's exposition parsers that check /metrics).
+## deps-py: the Python peers of the tests (gRPC client stubs, numpy, DICOM peers, dicomweb-client
+## for STOW-RS, and the Prometheus project's exposition parsers that check /metrics).
 deps-py: $(PY_VENV)/.ok
 $(PY_VENV)/.ok: Makefile
 	$(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pynetdicom pydicom prometheus-client
+	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pynetdicom pydicom prometheus-client dicomweb-client
 	touch $@
 
 ## deps-chart: the chart and image checks of service/tests/chart.rs: Helm's library (Helm 4 as a

@@ -177,10 +177,19 @@ pub async fn run(
     ));
     // The HTTP port stops last, once everything acknowledged is checkpointed.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let stow = http::stow::Stow {
+        state: state.clone(),
+        access: Arc::new(http::stow::StowAccess::decide(
+            security.policy.clone(),
+            http_bound,
+            config.auth.allow_unauthenticated,
+        )),
+    };
     let http_task = tokio::spawn(http::serve(
         http_listener,
         metrics.clone(),
         readiness.clone(),
+        Some(stow),
         async move {
             let _ = http_stopped.await;
         },

@@ -5,12 +5,14 @@
 //! | `/metrics` | Prometheus text 0.0.4 ([`metrics`]); OpenMetrics 1.0 when `Accept` asks for it |
 //! | `/healthz` | liveness: 200 `ok` while the process serves HTTP at all |
 //! | `/readyz` | readiness ([`readiness`]): 200 `SERVING`, or 503 `NOT_SERVING: <reason>` — what gRPC health says |
+//! | `POST /dicomweb/studies` | STOW-RS ([`stow`]): DICOM instances stored through the C-STORE accept path, answered once durable |
 //!
 //! It is bound with the gRPC port, before warm-up (liveness answers, readiness says why not
 //! yet), and stops last on SIGTERM, so `/readyz` reports `stopping` while the server drains.
 
 pub mod metrics;
 pub mod readiness;
+pub mod stow;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,13 +58,18 @@ struct Shared {
     readiness: Readiness,
 }
 
-/// The routes of the HTTP port.
-pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> axum::Router {
+/// The routes of the HTTP port; STOW-RS when `stow` is given.
+pub fn router(
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    stow: Option<stow::Stow>,
+) -> axum::Router {
     axum::Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(Shared { metrics, readiness })
+        .merge(stow.map_or_else(axum::Router::new, stow::router))
 }
 
 /// Serves [`router`] on `listener` until `shutdown` completes and open requests are answered.
@@ -70,9 +77,10 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    stow: Option<stow::Stow>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
-    axum::serve(listener, router(metrics, readiness))
+    axum::serve(listener, router(metrics, readiness, stow))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(HttpError::Serve)
@@ -141,7 +149,7 @@ mod tests {
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(serve(listener, metrics, readiness.clone(), async {
+        let server = tokio::spawn(serve(listener, metrics, readiness.clone(), None, async {
             let _ = stopped.await;
         }));
 
