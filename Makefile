@@ -88,6 +88,8 @@ bench: deps deps-build deps-apt deps-bench
 		--work $(CACHE)/bench-cstore --json >> $(CACHE)/bench.jsonl
 	$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(DIPTYCH) --model $(MODEL) \
 		--work $(CACHE)/bench-cstore --distinct --json >> $(CACHE)/bench.jsonl
+	$(PY_VENV)/bin/python dicom-adapter/bench/backfill_bench.py --diptych $(DIPTYCH) --model $(MODEL) \
+		--work $(CACHE)/bench-backfill --json >> $(CACHE)/bench.jsonl
 	@echo "--- one JSON line per benchmark ---"
 	@cat $(CACHE)/bench.jsonl
 
