@@ -226,5 +226,18 @@ fn backfill_honours_filters_resumes_after_sigkill_and_adds_nothing_twice() {
         "{said}"
     );
     assert_eq!(counts(&settled_stats(&addr)), (6, 24, 24));
+
+    // Each run left a `backfill` event in the audit trail: who pulled what from where.
+    let audit = std::fs::read_to_string(data.join("audit/audit.jsonl")).unwrap();
+    let runs: Vec<serde_json::Value> = audit
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["event"] == "backfill")
+        .collect();
+    // The CT run, the resumed run, the run that added nothing, the C-MOVE run (the killed run
+    // never ended).
+    assert_eq!(runs.len(), 4, "{audit}");
+    assert_eq!(runs[3]["what"]["instances"], 4);
+    assert_eq!(runs[3]["what"]["archive"], archive.as_str());
     drop(orthanc);
 }

@@ -16,6 +16,7 @@ use tokio::task::JoinSet;
 use super::position::{self, Finished, FinishedLine, JobFile, Journal, PlannedStudy};
 use super::progress::{Failure, Progress, State};
 use super::spec::{JobSpec, Method, Pace};
+use crate::audit::{AuditEvent, Outcome, What};
 use crate::catalog::UidLookup;
 use crate::index::Index;
 
@@ -36,6 +37,10 @@ pub struct JobContext {
     pub sink: Arc<dyn StoreSink>,
     /// Bounds checked on every instance.
     pub limits: diptych_dicom_adapter::Limits,
+    /// The audit trail: each run ends with a `backfill` event.
+    pub audit: crate::audit::Audit,
+    /// Who asked for the job, for that event.
+    pub who: crate::audit::Who,
 }
 
 /// Runs the job `spec` to its end (or until `stop` turns true), publishing its progress.
@@ -167,6 +172,10 @@ pub async fn run(
                 (study.uid, finished)
             });
         }
+        if stopped {
+            // Stopped while waiting to start the next study: the ones in flight are abandoned.
+            running.abort_all();
+        }
         if running.is_empty() {
             break;
         }
@@ -207,6 +216,25 @@ pub async fn run(
     }
     let summary = progress.borrow().summary();
     tracing::info!(%summary, stopped, "backfill ended");
+    let ended = progress.borrow().clone();
+    let event = AuditEvent::now(
+        if stopped || ended.studies_failed > 0 {
+            Outcome::Failure
+        } else {
+            Outcome::Success
+        },
+        context.who.clone(),
+        Some(archive.addr.to_string()),
+        What::Backfill {
+            archive: spec.archive.to_string(),
+            state: if stopped { "stopped" } else { "done" }.to_string(),
+            studies_matched: ended.studies_total,
+            studies_indexed: ended.studies_indexed,
+            studies_failed: ended.studies_failed,
+            instances: ended.instances_stored,
+        },
+    );
+    context.audit.record(event);
     if stopped {
         publish(&|p| {
             p.end(

@@ -138,6 +138,8 @@ impl AdminService for AdminApi {
             index,
             sink,
             limits: self.state.limits,
+            audit: self.state.audit(),
+            who: Who::caller(request.extensions().get::<Caller>()),
         };
         super::backfill::start(&settings.backfill, context, request.into_inner()).map(Response::new)
     }

@@ -90,8 +90,20 @@ fn plain(status: StatusCode, message: impl Into<String>) -> Response {
     (status, format!("{}\n", message.into())).into_response()
 }
 
+/// 401 with the Bearer challenge.
+fn unauthorized(message: &str) -> Box<Response> {
+    Box::new(
+        (
+            StatusCode::UNAUTHORIZED,
+            [(header::WWW_AUTHENTICATE, "Bearer")],
+            format!("{message}\n"),
+        )
+            .into_response(),
+    )
+}
+
 /// The caller allowed to store, or the answer that refuses it.
-fn authorize(access: &StowAccess, headers: &HeaderMap) -> Result<Caller, Response> {
+fn authorize(access: &StowAccess, headers: &HeaderMap) -> Result<Caller, Box<Response>> {
     let anonymous = || Caller {
         name: "anonymous".into(),
         role: Role::Admin,
@@ -99,13 +111,13 @@ fn authorize(access: &StowAccess, headers: &HeaderMap) -> Result<Caller, Respons
     };
     match access {
         StowAccess::Open => Ok(anonymous()),
-        StowAccess::Closed(why) => Err(plain(
+        StowAccess::Closed(why) => Err(Box::new(plain(
             StatusCode::FORBIDDEN,
             format!("STOW-RS is refused: {why}"),
-        )),
+        ))),
         StowAccess::Tokens(policy) => {
             let Policy::Callers(callers) = &**policy else {
-                return Err(plain(StatusCode::FORBIDDEN, "STOW-RS is refused"));
+                return Err(Box::new(plain(StatusCode::FORBIDDEN, "STOW-RS is refused")));
             };
             let token = headers
                 .get(header::AUTHORIZATION)
@@ -115,32 +127,26 @@ fn authorize(access: &StowAccess, headers: &HeaderMap) -> Result<Caller, Respons
                     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
                 });
             let Some(token) = token else {
-                return Err((
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    "STOW-RS needs credentials: send `Authorization: Bearer <token>` with a token of role ingest\n",
-                )
-                    .into_response());
+                return Err(unauthorized(
+                    "STOW-RS needs credentials: send `Authorization: Bearer <token>` with a token of role ingest",
+                ));
             };
             match callers.by_token(token) {
-                None => Err((
-                    StatusCode::UNAUTHORIZED,
-                    [(header::WWW_AUTHENTICATE, "Bearer")],
-                    "the bearer token is not known: send the token you were given\n",
-                )
-                    .into_response()),
+                None => Err(unauthorized(
+                    "the bearer token is not known: send the token you were given",
+                )),
                 Some((name, role)) if role.allows(Role::Ingest) => Ok(Caller {
                     name: name.to_string(),
                     role,
                     credential: Credential::Token,
                 }),
-                Some((name, role)) => Err(plain(
+                Some((name, role)) => Err(Box::new(plain(
                     StatusCode::FORBIDDEN,
                     format!(
                         "caller {name} has role {}; STOW-RS needs role ingest or admin",
                         role.name()
                     ),
-                )),
+                ))),
             }
         }
     }
@@ -156,7 +162,7 @@ struct Item {
 async fn store(State(stow): State<Stow>, headers: HeaderMap, body: Bytes) -> Response {
     let caller = match authorize(&stow.access, &headers) {
         Ok(caller) => caller,
-        Err(refused) => return refused,
+        Err(refused) => return *refused,
     };
     let index = match stow.state.index() {
         Ok(index) => index,
