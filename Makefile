@@ -99,6 +99,8 @@ bench: deps deps-build deps-apt deps-bench
 		--work $(CACHE)/bench-cstore --json >> $(CACHE)/bench.jsonl
 	$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(DIPTYCH) --model $(MODEL) \
 		--work $(CACHE)/bench-cstore --distinct --json >> $(CACHE)/bench.jsonl
+	$(PY_VENV)/bin/python dicom-adapter/bench/backfill_bench.py --diptych $(DIPTYCH) --model $(MODEL) \
+		--work $(CACHE)/bench-backfill --json >> $(CACHE)/bench.jsonl
 	@echo "--- one JSON line per benchmark ---"
 	@cat $(CACHE)/bench.jsonl
 
@@ -149,12 +151,12 @@ $(ATLAS_MAPS):
 	rm -rf $(ATLAS_DIR)/wheel
 	test -s $(ATLAS_MAPS)
 
-## deps-py: the Python peers of the tests (gRPC client stubs, numpy, DICOM peers, and the
-## Prometheus project's exposition parsers that check /metrics).
+## deps-py: the Python peers of the tests (gRPC client stubs, numpy, DICOM peers, dicomweb-client
+## for STOW-RS, and the Prometheus project's exposition parsers that check /metrics).
 deps-py: $(PY_VENV)/.ok
 $(PY_VENV)/.ok: Makefile
 	$(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pynetdicom pydicom prometheus-client selenium
+	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pynetdicom pydicom prometheus-client selenium dicomweb-client
 	touch $@
 
 ## deps-web: Node and npm (Debian's, when no node is installed) and the npm packages of

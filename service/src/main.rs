@@ -1,5 +1,5 @@
 //! The `diptych` command: `diptych serve` starts the server; `ingest`, `search`, `stats`,
-//! `delete` and `admin` talk to a running server over gRPC (see `diptych --help`).
+//! `delete`, `admin` and `backfill` talk to a running server over gRPC (see `diptych --help`).
 
 mod cli;
 
@@ -48,6 +48,10 @@ enum Command {
     /// Change who may send DICOM and where KOS documents go, without a restart; C-ECHO a
     /// destination; list recent associations (role admin).
     Admin(cli::network_admin::AdminArgs),
+    /// Index the studies an archive already holds: C-FIND (date range, modality, description),
+    /// then C-GET or C-MOVE of every study not yet indexed, as a resumable job in the server,
+    /// with a progress bar and a summary of what failed (role admin).
+    Backfill(cli::backfill::BackfillArgs),
     /// Benchmarks of the README's performance section (in-process; no server needed).
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -398,6 +402,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Stats { server } => client(cli::admin::stats(&server)),
         Command::Admin(args) => client(cli::network_admin::run(args)),
+        Command::Backfill(args) => client(cli::backfill::run(args)),
         Command::Bench(bench) => client(run_bench(bench)),
         Command::Demo(DemoCommand::WriteStudies { dir, subjects }) => {
             let written = diptych_dicom_adapter::demo::write_studies(&dir, subjects)

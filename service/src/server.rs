@@ -155,7 +155,11 @@ pub async fn run(
         config.viewer_url_template.clone(),
     ));
     state.set_audit(audit.clone());
+    // One shutdown signal for the server, whether it comes from outside or from a failed start.
+    let (stop_tx, mut stop_rx) = watch::channel(false);
     state.set_admin(grpc::admin::AdminSettings {
+        backfill: Arc::new(crate::backfill::Backfills::new(stop_rx.clone())),
+        data_dir: config.data_dir.clone(),
         network: network.clone(),
         audit_files: config.audit.enabled.then(|| AuditFiles {
             path: config.audit.file_path(&config.data_dir),
@@ -173,6 +177,14 @@ pub async fn run(
     ));
     // The HTTP port stops last, once everything acknowledged is checkpointed.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let stow = http::stow::Stow {
+        state: state.clone(),
+        access: Arc::new(http::stow::StowAccess::decide(
+            security.policy.clone(),
+            http_bound,
+            config.auth.allow_unauthenticated,
+        )),
+    };
     let page = match config.http.page {
         true => crate::web::router(crate::web::PageConfig {
             grpc_port: bound.port(),
@@ -184,15 +196,14 @@ pub async fn run(
         http_listener,
         metrics.clone(),
         readiness.clone(),
+        Some(stow),
         page,
         async move {
             let _ = http_stopped.await;
         },
     ));
-    tracing::info!(addr = %http_bound, page = config.http.page, "HTTP listening: the page at /, /metrics, /healthz, /readyz");
+    tracing::info!(addr = %http_bound, page = config.http.page, "HTTP listening: the page at /, /metrics, /healthz, /readyz, STOW-RS at /dicomweb/studies");
 
-    // One shutdown signal for the server, whether it comes from outside or from a failed start.
-    let (stop_tx, mut stop_rx) = watch::channel(false);
     let stop_rx_dicom = stop_rx.clone();
     let stop_on_signal = stop_tx.clone();
     let deadline = Duration::from_secs_f64(config.shutdown_deadline_s);

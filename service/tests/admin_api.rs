@@ -246,7 +246,7 @@ fn peers_and_destinations_change_live_persist_and_are_audited() {
         &["roles", "--tokens", tokens_json.to_str().unwrap()],
         &server,
     );
-    assert!(out.contains("\"checked\": 32"), "{out}");
+    assert!(out.contains("\"checked\": 36"), "{out}");
 
     // The configuration seeded the lists on this first start.
     assert_eq!(client.peers(&server), ["SEED"]);

@@ -98,6 +98,79 @@ pub enum OutputError {
     },
 }
 
+/// Everything that can go wrong asking an archive what it holds (C-FIND) or fetching from it
+/// (C-GET, C-MOVE). Messages name the archive and what to check; none carries patient data.
+#[derive(Debug, Error)]
+pub enum RetrieveError {
+    /// The query's keys are malformed.
+    #[error("the query cannot be sent: {0}")]
+    Query(String),
+    /// The TCP connection or the association request failed.
+    #[error(
+        "cannot open an association with archive {archive} (calling AE {calling_ae}): {message}; \
+         check that the archive listens at that address, that its AE title is right and that it \
+         knows diptych's AE title"
+    )]
+    Associate {
+        /// The archive, as "CALLED@host:port".
+        archive: String,
+        /// The calling AE title used.
+        calling_ae: String,
+        /// What the association layer reported.
+        message: String,
+    },
+    /// The archive accepted the association but not the service asked for.
+    #[error(
+        "archive {archive} does not accept {what}; enable that service for diptych's AE title on the archive, or use another retrieval method"
+    )]
+    NotAccepted {
+        /// The archive, as "CALLED@host:port".
+        archive: String,
+        /// The SOP class refused, in words.
+        what: &'static str,
+    },
+    /// The exchange broke or the archive answered out of protocol.
+    #[error("{operation} with archive {archive} failed: {error}; check the archive's log")]
+    Protocol {
+        /// The archive, as "CALLED@host:port".
+        archive: String,
+        /// C-FIND, C-GET or C-MOVE.
+        operation: &'static str,
+        /// What happened.
+        #[source]
+        error: ExchangeError,
+    },
+    /// The archive answered with a failure status.
+    #[error(
+        "archive {archive} answered the {operation} with status 0x{status:04X}{}; check the \
+         archive's log and that diptych's AE title may query and retrieve there",
+        if comment.is_empty() { String::new() } else { format!(" ({comment})") }
+    )]
+    Failed {
+        /// The archive, as "CALLED@host:port".
+        archive: String,
+        /// C-FIND, C-GET or C-MOVE.
+        operation: &'static str,
+        /// The DICOM status.
+        status: u16,
+        /// Its Error Comment, if any.
+        comment: String,
+    },
+    /// The exchange did not finish in time.
+    #[error(
+        "the {operation} with archive {archive} did not finish within {after:?}; check that the \
+         archive is up, or raise the timeout"
+    )]
+    Timeout {
+        /// The archive, as "CALLED@host:port".
+        archive: String,
+        /// C-FIND, C-GET or C-MOVE.
+        operation: &'static str,
+        /// The timeout that expired.
+        after: Duration,
+    },
+}
+
 /// What went wrong in a C-STORE (or C-ECHO) exchange once the association was open.
 #[derive(Debug, Error)]
 pub enum ExchangeError {
@@ -130,6 +203,15 @@ pub enum ExchangeError {
     /// The response's command set is malformed.
     #[error("the response is malformed: {0}")]
     Response(#[from] CommandSetError),
+    /// A message longer than diptych accepts.
+    #[error("the peer sent a {0} longer than diptych accepts")]
+    TooLong(String),
+    /// Fragments of two messages, or of two presentation contexts, were mixed.
+    #[error("the peer interleaved the fragments of two messages")]
+    Interleaved,
+    /// Data set fragments came before the command set was complete.
+    #[error("the peer sent data set fragments before the command set was complete")]
+    DataBeforeCommand,
     /// The response answers another message.
     #[error("the response answers message {got} instead of {expected}")]
     WrongMessage {

@@ -9,10 +9,14 @@
 //! | [`kos`] | build the Key Object Selection document ([`SimilarStudies`] in, Part-10 out) |
 //! | [`send`] | a C-STORE SCU: send one instance to a [`Destination`] and return its DICOM status |
 //! | [`echo`] | a C-ECHO SCU: check that a [`Destination`] answers, with the round-trip time |
+//! | [`find`] | a C-FIND SCU: the studies an archive holds, by date range, modality, description |
+//! | [`fetch`] | fetch instances by UID (study, series or instance) with C-GET, each handed to a [`crate::scp::StoreSink`] |
+//! | `qr_dimse` (private) | the C-FIND, C-GET and C-MOVE command sets |
+//! | `message` (private) | whole DIMSE messages (command and data set) sent and read on an association diptych opened |
 //! | [`uid`] | new UIDs under the UUID root `2.25`, and the UID syntax check |
 //! | `datetime` (private) | DICOM DA/TM values for the current time |
 //! | `dimse` (private) | the C-STORE request and response command sets |
-//! | [`error`] | [`OutputError`]: what went wrong, naming the destination and the fix |
+//! | [`error`] | [`OutputError`], [`RetrieveError`]: what went wrong, naming the destination or archive and the fix |
 //!
 //! ```
 //! use diptych_dicom_adapter::output::{ReferencedInstance, SimilarStudies, StudyIdentity};
@@ -48,11 +52,18 @@ mod datetime;
 mod dimse;
 pub mod echo;
 pub mod error;
+pub mod fetch;
+pub mod find;
 pub mod kos;
+mod message;
+mod qr_dimse;
 pub mod send;
 pub mod uid;
 
 pub use echo::{EchoAnswer, EchoError, echo};
-pub use error::{ExchangeError, OutputError};
+pub use error::{ExchangeError, OutputError, RetrieveError};
+pub use fetch::{FetchOptions, FetchReport, FetchTarget, RefusedInstance, fetch, move_to};
+pub use find::{FoundStudies, QueryError, StudyMatch, StudyQuery, find_studies};
 pub use kos::{DocumentUids, ReferencedInstance, SimilarStudies, StudyIdentity};
+pub use qr_dimse::SubOperations;
 pub use send::{Destination, send_instance};

@@ -295,7 +295,7 @@ pub(crate) async fn receive_response(
 }
 
 /// Longest PDV value that fits a P-DATA PDU for a destination admitting `max_pdu` bytes.
-fn fragment_len(max_pdu: u32) -> usize {
+pub(super) fn fragment_len(max_pdu: u32) -> usize {
     let max_pdu = if max_pdu == 0 {
         MAX_SENT_PDU
     } else {
@@ -305,7 +305,7 @@ fn fragment_len(max_pdu: u32) -> usize {
 }
 
 /// The kind of a PDU, without its content.
-fn pdu_name(pdu: &Pdu) -> &'static str {
+pub(super) fn pdu_name(pdu: &Pdu) -> &'static str {
     match pdu {
         Pdu::AssociationRQ(_) => "A-ASSOCIATE-RQ",
         Pdu::AssociationAC(_) => "A-ASSOCIATE-AC",

@@ -44,12 +44,12 @@ mod allow_list;
 mod association;
 mod budget;
 pub mod config;
-mod dimse;
+pub(crate) mod dimse;
 mod error;
 mod negotiation;
 pub mod sink;
 pub mod stats;
-mod store;
+pub(crate) mod store;
 mod tls;
 mod wire;
 

@@ -192,6 +192,21 @@ pub enum What {
         /// (the event's `reason` says why).
         end: String,
     },
+    /// A backfill job's run, when it ends: what it pulled from which archive.
+    Backfill {
+        /// The archive, `AE@HOST:PORT`.
+        archive: String,
+        /// `done` or `stopped`.
+        state: String,
+        /// Studies the archive matched.
+        studies_matched: u32,
+        /// Studies pulled and indexed in this run.
+        studies_indexed: u32,
+        /// Studies that failed in this run.
+        studies_failed: u32,
+        /// Instances made durable in this run.
+        instances: u64,
+    },
     /// An Ingest call.
     Ingest {
         /// Instances sent in the stream.
@@ -290,6 +305,7 @@ impl What {
             What::Watch { .. } => "watch",
             What::Association { .. } => "association",
             What::Ingest { .. } => "ingest",
+            What::Backfill { .. } => "backfill",
             What::Delete { .. } => "delete",
             What::ConfigChange { .. } => "config_change",
             What::Kos { .. } => "kos",

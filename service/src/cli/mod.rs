@@ -9,6 +9,7 @@
 //! | [`lettering`] | a 5×7 bitmap font for the labels of the montage and the eval figure |
 //! | [`source`] | where a query side comes from (a DICOM file or an indexed UID), for search and montage |
 //! | [`admin`] | `diptych stats`, `diptych delete` |
+//! | [`backfill`] | `diptych backfill`: index what an archive holds (C-FIND, then C-GET or C-MOVE), with a progress bar |
 //! | [`network_admin`] | `diptych admin peers|kos|associations`: allowed DICOM peers, KOS destinations, C-ECHO, recent associations |
 //! | [`connect`] | how every client command reaches the server: URL, TLS, token; refusals explained |
 //! | [`bench`] | `diptych bench encode|search|ready` (in-process, no server needed) |
@@ -17,6 +18,7 @@
 //! | [`engine`] | the in-process encoder the benchmarks and `eval` start |
 
 pub mod admin;
+pub mod backfill;
 pub mod bench;
 pub mod calibrate;
 pub mod connect;

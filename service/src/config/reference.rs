@@ -181,7 +181,9 @@ pub const KEYS: &[Key] = &[
     key(
         "http.addr",
         "HTTP listen address, HOST:PORT: the page at `/` (`http.page`), `/metrics` \
-         (Prometheus), `/healthz` (liveness), `/readyz` (readiness, mirroring gRPC health).",
+         (Prometheus), `/healthz` (liveness), `/readyz` (readiness, mirroring gRPC health), and \
+         STOW-RS `POST /dicomweb/studies` (a bearer token of role ingest with a tokens file; \
+         without one, only on a loopback address or with `auth.allow_unauthenticated`).",
     )
     .env("DIPTYCH_HTTP_ADDR")
     .flag("--http-addr"),

@@ -29,6 +29,10 @@ pub struct AdminSettings {
     pub ae_title: String,
     /// Whether KOS documents are sent at all (`[dicom.kos]` configured, DICOM on).
     pub kos_enabled: bool,
+    /// The backfill job (one at a time).
+    pub backfill: Arc<crate::backfill::Backfills>,
+    /// The data folder (the backfill job's position lives there).
+    pub data_dir: std::path::PathBuf,
 }
 
 /// The AdminService handler.
@@ -118,6 +122,28 @@ fn destination_out(destination: &KosDestination) -> pb::KosDestination {
 
 #[tonic::async_trait]
 impl AdminService for AdminApi {
+    type BackfillStream = super::backfill::ProgressStream;
+
+    async fn backfill(
+        &self,
+        request: Request<pb::BackfillRequest>,
+    ) -> Result<Response<Self::BackfillStream>, Status> {
+        let settings = self.settings()?;
+        let index = self.state.index()?;
+        let sink =
+            Arc::new(crate::dicom::IndexSink::new(index.clone()).with_audit(self.state.audit()));
+        let context = crate::backfill::JobContext {
+            data_dir: settings.data_dir.clone(),
+            ae_title: settings.ae_title.clone(),
+            index,
+            sink,
+            limits: self.state.limits,
+            audit: self.state.audit(),
+            who: Who::caller(request.extensions().get::<Caller>()),
+        };
+        super::backfill::start(&settings.backfill, context, request.into_inner()).map(Response::new)
+    }
+
     async fn list_peers(
         &self,
         _request: Request<pb::ListPeersRequest>,

@@ -4,6 +4,7 @@
 //! | module | what it is for |
 //! |---|---|
 //! | [`admin`] | AdminService: allowed DICOM peers, KOS destinations, C-ECHO, recent associations |
+//! | [`backfill`] | AdminService.Backfill: the request checked, the job started or followed, its progress streamed |
 //! | [`image`] | ImageService: Encode, Decompose |
 //! | [`info`] | InfoService: model card, index statistics, capabilities |
 //! | [`ingest`] | IngestService: Ingest (acknowledged once durable), Delete |
@@ -22,6 +23,7 @@
 
 pub mod admin;
 pub mod audited;
+pub mod backfill;
 pub mod image;
 pub mod info;
 pub mod ingest;

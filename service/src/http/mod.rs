@@ -6,12 +6,14 @@
 //! | `/healthz` | liveness: 200 `ok` while the process serves HTTP at all |
 //! | `/readyz` | readiness ([`readiness`]): 200 `SERVING`, or 503 `NOT_SERVING: <reason>` — what gRPC health says |
 //! | `/` and its assets | the page ([`crate::web`]), unless `http.page = false` |
+//! | `POST /dicomweb/studies` | STOW-RS ([`stow`]): DICOM instances stored through the C-STORE accept path, answered once durable |
 //!
 //! It is bound with the gRPC port, before warm-up (liveness answers, readiness says why not
 //! yet), and stops last on SIGTERM, so `/readyz` reports `stopping` while the server drains.
 
 pub mod metrics;
 pub mod readiness;
+pub mod stow;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -57,13 +59,18 @@ struct Shared {
     readiness: Readiness,
 }
 
-/// The routes of the HTTP port.
-pub fn router(metrics: Arc<Metrics>, readiness: Readiness) -> axum::Router {
+/// The routes of the HTTP port; STOW-RS when `stow` is given.
+pub fn router(
+    metrics: Arc<Metrics>,
+    readiness: Readiness,
+    stow: Option<stow::Stow>,
+) -> axum::Router {
     axum::Router::new()
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(ready))
         .with_state(Shared { metrics, readiness })
+        .merge(stow.map_or_else(axum::Router::new, stow::router))
 }
 
 /// Serves [`router`] and the `extra` routes (the page) on `listener` until `shutdown`
@@ -72,10 +79,11 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     readiness: Readiness,
+    stow: Option<stow::Stow>,
     extra: axum::Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpError> {
-    axum::serve(listener, router(metrics, readiness).merge(extra))
+    axum::serve(listener, router(metrics, readiness, stow).merge(extra))
         .with_graceful_shutdown(shutdown)
         .await
         .map_err(HttpError::Serve)
@@ -148,6 +156,7 @@ mod tests {
             listener,
             metrics,
             readiness.clone(),
+            None,
             axum::Router::new(),
             async {
                 let _ = stopped.await;

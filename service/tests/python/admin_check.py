@@ -33,7 +33,11 @@ REQUESTS = {
     "RemoveKosDestination": "RemoveKosDestinationRequest",
     "EchoDestination": "EchoDestinationRequest",
     "ListAssociations": "ListAssociationsRequest",
+    "Backfill": "BackfillRequest",
 }
+
+# Server-streaming methods: the answer is read to its end (errors come while reading).
+STREAMING = {"Backfill"}
 
 
 def stubs(proto_dir: Path, out_dir: Path):
@@ -51,7 +55,8 @@ def stubs(proto_dir: Path, out_dir: Path):
 def invoke(pb, stub, method, body, token):
     request = json_format.Parse(body, getattr(pb, REQUESTS[method])())
     metadata = [("authorization", f"Bearer {token}")] if token else []
-    return getattr(stub, method)(request, metadata=metadata, timeout=30)
+    answer = getattr(stub, method)(request, metadata=metadata, timeout=30)
+    return list(answer)[-1] if method in STREAMING else answer
 
 
 def roles(pb, stub, tokens):

@@ -1,0 +1,126 @@
+//! Orthanc from Debian (`/usr/sbin/Orthanc`, apt package `orthanc`) as a real archive for the
+//! query/retrieve tests: a fresh SQLite index and storage in a scratch folder, C-FIND, C-GET and
+//! C-MOVE allowed to any calling AE, the C-MOVE destinations given; killed on drop. Shared by
+//! the adapter's and the service's tests (`#[path]`).
+
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The Debian package's binary.
+pub const ORTHANC: &str = "/usr/sbin/Orthanc";
+
+/// A running Orthanc.
+pub struct Orthanc {
+    child: Child,
+    /// Its DICOM port on 127.0.0.1.
+    pub dicom: SocketAddr,
+    /// Its HTTP (REST) port on 127.0.0.1.
+    pub http: SocketAddr,
+    /// Its AE title.
+    pub ae_title: &'static str,
+    folder: PathBuf,
+}
+
+/// A TCP port nothing listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Orthanc {
+    /// Starts Orthanc in `folder` (created), knowing each `(AE title, port)` of `modalities` on
+    /// 127.0.0.1 as a C-MOVE destination; returns once its DICOM port accepts connections.
+    pub fn start(folder: &Path, modalities: &[(&str, u16)]) -> Orthanc {
+        std::fs::create_dir_all(folder).unwrap();
+        let (dicom_port, http_port) = (free_port(), free_port());
+        let known: serde_json::Map<String, serde_json::Value> = modalities
+            .iter()
+            .map(|(ae, port)| (ae.to_string(), serde_json::json!([ae, "127.0.0.1", port])))
+            .collect();
+        let config = serde_json::json!({
+            "Name": "diptych-test-archive",
+            "StorageDirectory": folder.join("storage"),
+            "IndexDirectory": folder.join("index"),
+            "DicomAet": "ORTHANC",
+            "DicomPort": dicom_port,
+            "HttpPort": http_port,
+            "RemoteAccessAllowed": false,
+            "AuthenticationEnabled": false,
+            "DicomCheckCalledAet": false,
+            "DicomAlwaysAllowFind": true,
+            "DicomAlwaysAllowGet": true,
+            "DicomAlwaysAllowMove": true,
+            "DicomModalities": known,
+            "Plugins": [],
+        });
+        let path = folder.join("orthanc.json");
+        std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+        let log = std::fs::File::create(folder.join("orthanc.log")).unwrap();
+        let child = Command::new(ORTHANC)
+            .arg(&path)
+            .env("TCP_NODELAY", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("Orthanc (apt package orthanc) must be installed: make deps-apt");
+        let dicom: SocketAddr = ([127, 0, 0, 1], dicom_port).into();
+        let http: SocketAddr = ([127, 0, 0, 1], http_port).into();
+        let mut orthanc = Orthanc {
+            child,
+            dicom,
+            http,
+            ae_title: "ORTHANC",
+            folder: folder.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while TcpStream::connect(dicom).is_err() {
+            if let Ok(Some(status)) = orthanc.child.try_wait() {
+                panic!("Orthanc exited ({status}): {}", orthanc.log());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "Orthanc did not listen: {}",
+                orthanc.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        orthanc
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.folder.join("orthanc.log")).unwrap_or_default()
+    }
+
+    /// Sends Part-10 files to it with dcmtk's storescu, as a modality would.
+    pub fn store_files(&self, files: &[PathBuf]) {
+        let output = Command::new("storescu")
+            .env("TCP_NODELAY", "1")
+            .args(["-aet", "MODALITY", "-aec", self.ae_title])
+            .arg(self.dicom.ip().to_string())
+            .arg(self.dicom.port().to_string())
+            .args(files)
+            .output()
+            .expect("storescu (apt package dcmtk) must be installed");
+        assert!(
+            output.status.success(),
+            "storescu into Orthanc failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+impl Drop for Orthanc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
