@@ -541,6 +541,10 @@ mod tests {
                 Access::Role(Role::Admin),
             ),
             (
+                "/diptych.v1.AdminService/GetReindexStatus",
+                Access::Role(Role::Admin),
+            ),
+            (
                 "/diptych.v1.AdminService/ListAssociations",
                 Access::Role(Role::Admin),
             ),
@@ -558,6 +562,10 @@ mod tests {
             ),
             (
                 "/diptych.v1.AdminService/RemovePeer",
+                Access::Role(Role::Admin),
+            ),
+            (
+                "/diptych.v1.AdminService/StartReindex",
                 Access::Role(Role::Admin),
             ),
             (

@@ -55,6 +55,10 @@ pub struct Checkpoint {
     pub applied_seq: u64,
     /// Number of records the store held at that point.
     pub records: u64,
+    /// Which code store holds the serving model's codes (0: `codes/`, N: `codes-N/` after the
+    /// N-th re-index); the commit that changes it is the moment a re-index switches models.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// Distinct counts over the live records of the catalog.

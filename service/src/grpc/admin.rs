@@ -1,5 +1,6 @@
 //! AdminService: the allowed DICOM peers and KOS destinations changed at run time, a C-ECHO to
-//! a destination, and the recent associations from the audit trail. Role `admin` only (see
+//! a destination, the recent associations from the audit trail, and re-indexing with a new
+//! model bundle. Role `admin` only (see
 //! [`crate::auth::access_of`]); every change, refused or made, is a `config_change` event.
 
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use super::ServiceState;
 use crate::admin::{AuditFiles, ChangeError, DicomNetwork, KosDestination, PageError, Peer};
 use crate::audit::{AuditEvent, Outcome, What, Who};
 use crate::auth::Caller;
+use crate::index::{Index, ReindexError, ReindexPhase, ReindexStatus};
 
 /// How long a C-ECHO may take, connection included.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -306,5 +308,60 @@ impl AdminService for AdminApi {
                 .collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    async fn start_reindex(
+        &self,
+        request: Request<pb::StartReindexRequest>,
+    ) -> Result<Response<pb::ReindexStatus>, Status> {
+        let index = self.state.index()?;
+        let dir = request.into_inner().model_dir;
+        if dir.trim().is_empty() {
+            return Err(invalid(
+                "model_dir",
+                "is empty; name the new bundle's folder on the server's disk",
+            ));
+        }
+        match index.start_reindex(std::path::Path::new(&dir)).await {
+            Ok(status) => Ok(Response::new(reindex_status(&index, status))),
+            Err(ReindexError::Bundle(message)) => Err(invalid("model_dir", message)),
+            Err(error) => Err(Status::failed_precondition(error.to_string())),
+        }
+    }
+
+    async fn get_reindex_status(
+        &self,
+        _request: Request<pb::GetReindexStatusRequest>,
+    ) -> Result<Response<pb::ReindexStatus>, Status> {
+        let index = self.state.index()?;
+        let status = index.reindex_status();
+        Ok(Response::new(reindex_status(&index, status)))
+    }
+}
+
+/// A re-index's progress as the API shows it.
+fn reindex_status(index: &Index, status: ReindexStatus) -> pb::ReindexStatus {
+    let phase = match status.phase {
+        ReindexPhase::Idle => pb::ReindexPhase::Unspecified,
+        ReindexPhase::Loading => pb::ReindexPhase::Loading,
+        ReindexPhase::Encoding => pb::ReindexPhase::Encoding,
+        ReindexPhase::Switching => pb::ReindexPhase::Switching,
+        ReindexPhase::Done => pb::ReindexPhase::Done,
+        ReindexPhase::Failed => pb::ReindexPhase::Failed,
+    };
+    pb::ReindexStatus {
+        phase: phase as i32,
+        records_per_second: status.rate(),
+        from_model_id: status.from_model_id,
+        to_model_id: status.to_model_id,
+        model_dir: status.bundle.display().to_string(),
+        records_done: status.records_done,
+        records_total: status.records_total,
+        resumed_at: status.resumed_at,
+        from_kept_frames: status.from_kept_frames,
+        from_archive: status.from_archive,
+        elapsed_s: status.elapsed_s,
+        error: status.error.unwrap_or_default(),
+        serving_model_id: index.serving().model_id().to_string(),
     }
 }

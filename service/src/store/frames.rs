@@ -145,16 +145,13 @@ impl FrameStore {
 
     /// Appends the frames of records `end_record()..`, in order; each must hold input_size²
     /// values. Durable after the next [`FrameStore::sync`].
-    pub fn append<'a>(
-        &mut self,
-        frames: impl ExactSizeIterator<Item = &'a [f32]>,
-    ) -> Result<(), StoreError> {
+    pub fn append(&mut self, frames: &[&[f32]]) -> Result<(), StoreError> {
         let start = self.len;
         let end = start + frames.len();
         self.rows.reserve(end)?;
         let pixels = self.pixels;
         let rows = self.rows.rows_mut(start, end);
-        for (row, frame) in rows.chunks_exact_mut(pixels * 4).zip(frames) {
+        for (row, frame) in rows.chunks_exact_mut(pixels * 4).zip(frames.iter()) {
             if frame.len() != pixels {
                 return Err(StoreError::BadRecord {
                     path: self.dir.clone(),
@@ -165,7 +162,7 @@ impl FrameStore {
                     ),
                 });
             }
-            for (bytes, value) in row.chunks_exact_mut(4).zip(frame) {
+            for (bytes, value) in row.chunks_exact_mut(4).zip(frame.iter()) {
                 bytes.copy_from_slice(&value.to_le_bytes());
             }
         }
@@ -297,9 +294,9 @@ mod tests {
         {
             let mut store = FrameStore::open(dir.path(), params(), 3).unwrap();
             let (a, b, c) = (frame(1.0), frame(2.0), frame(3.0));
-            store.append([a.as_slice(), b.as_slice()].into_iter()).unwrap();
+            store.append(&[a.as_slice(), b.as_slice()]).unwrap();
             store.sync().unwrap();
-            store.append([c.as_slice()].into_iter()).unwrap();
+            store.append(&[c.as_slice()]).unwrap();
             assert_eq!(store.frame(5), Some(frame(3.0)));
             // Not synced: lost on reopen.
         }

@@ -16,7 +16,6 @@
 //! The store is synchronous and not internally locked: the caller holds it in a `RwLock`
 //! (`view` under the read lock, `append`/`tombstone`/`sync`/`truncate` under the write lock).
 
-
 mod entry;
 mod header;
 
