@@ -11,6 +11,9 @@
 //! [`Catalog::commit`], which records a [`Checkpoint`] (how far the write-ahead log has been
 //! applied) in the same atomic commit, and makes the changes visible to filters before it
 //! returns.
+//!
+//! A re-index's switch re-scores every record ([`Catalog::rescore`]): the new model's
+//! abnormality scores, committed with the switch.
 
 mod collect;
 mod error;
@@ -18,6 +21,7 @@ mod fields;
 pub mod filter;
 mod lookup;
 mod purge;
+mod rescore;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};

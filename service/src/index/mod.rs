@@ -204,6 +204,10 @@ pub struct Index {
     catalog: Catalog,
     /// The re-index under way or last run, and how to start one.
     reindex: reindex::Jobs,
+    /// Held for reading by every search from its first read of the catalog or the codes to its
+    /// last, and for writing by a re-index's switch around the commit that changes models: a
+    /// search never sees the scores of one model with the codes of another.
+    model_switch: tokio::sync::RwLock<()>,
     /// Instance keys acknowledged and not yet applied, with their Study Instance UIDs:
     /// duplicates of these are dropped at accept, and their studies are not yet "received".
     in_flight: Mutex<HashMap<u64, String>>,
@@ -331,6 +335,7 @@ impl Index {
             search: RwLock::new(search),
             catalog,
             reindex: reindex::Jobs::new(options.engines.clone(), options.fetcher.clone()),
+            model_switch: tokio::sync::RwLock::new(()),
             in_flight: Mutex::new(HashMap::new()),
             tracker: StudyTracker::new(options.quiet_period),
             building: AtomicBool::new(loaded.is_some()),

@@ -154,6 +154,9 @@ impl Index {
         // top_k and the weights are checked by the search itself (`search::SearchError`, mapped
         // to the request field by `search_field`).
         let started = Instant::now();
+        // The catalog (filter, scores) and the codes of one model, from the first read to the
+        // last: a switch waits for this search, or this search for the switch.
+        let _one_model = self.model_switch.read().await;
         let serving = self.serving();
         let exclude = match (&spec.query, spec.exclude_query) {
             (_, false) => None,
@@ -242,6 +245,7 @@ impl Index {
         self.counters
             .similar_studies
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _one_model = self.model_switch.read().await;
         let filter = self.parse_filter(filter)?;
         let mut slices: Vec<RecordId> = self
             .catalog

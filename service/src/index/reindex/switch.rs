@@ -1,6 +1,7 @@
 //! The switch, run by the apply worker (the index's only writer) once everything it applied is
 //! committed: the new store catches up with the last records, takes the deletes made meanwhile,
-//! is synced, and the catalog commit that names its generation makes it the serving store.
+//! is synced, the catalog's abnormality scores are replaced by the new model's, and the catalog
+//! commit that holds them and names the new generation makes it the serving store.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -53,6 +54,13 @@ pub async fn switch(index: &Arc<Index>, request: SwitchRequest) -> Result<(), St
             return Err(reason);
         }
     };
+    // No search runs from the commit to the new model in memory: each sees one model whole.
+    let one_model = index.model_switch.write().await;
+    if let Err(reason) = commit(index, &prepared, committed) {
+        drop(one_model);
+        let _ = reply.send(Err((reason.clone(), prepared)));
+        return Err(reason);
+    }
     let Prepared {
         target,
         engine,
@@ -79,6 +87,7 @@ pub async fn switch(index: &Arc<Index>, request: SwitchRequest) -> Result<(), St
         file.file = crate::search::PersistedIndex::new(index.dir.join(persist::FOLDER), identity);
         file.saved_at = None;
     }
+    drop(one_model);
     renew_frames(index, committed);
     index.building.store(false, Ordering::Release);
     target::finish(&index.dir, target.generation);
@@ -97,9 +106,9 @@ pub async fn switch(index: &Arc<Index>, request: SwitchRequest) -> Result<(), St
     Ok(())
 }
 
-/// Everything up to the switch commit: the last records encoded, the deletes copied, the new
-/// store synced, the bundle recorded, the catalog committed with the new generation. Returns
-/// the records switched.
+/// Everything before the switch commit: the last records encoded, the deletes copied, the new
+/// store synced, the bundle recorded, and the catalog's abnormality scores replaced by the new
+/// model's (pending until the commit). Returns the records switched.
 async fn catch_up(index: &Arc<Index>, prepared: &mut Prepared) -> Result<usize, String> {
     let committed = index.codes.read().expect("code store lock poisoned").len();
     while prepared.staging.len() < committed {
@@ -121,16 +130,46 @@ async fn catch_up(index: &Arc<Index>, prepared: &mut Prepared) -> Result<usize, 
     prepared.staging.tombstone(&deleted).map_err(store_error)?;
     prepared.staging.sync().map_err(store_error)?;
     target::serving(&index.dir, &prepared.target).map_err(|e| e.to_string())?;
-    let checkpoint = index.catalog.checkpoint();
-    index
-        .catalog
-        .commit(Checkpoint {
-            applied_seq: checkpoint.applied_seq,
-            records: committed as u64,
-            generation: prepared.target.generation,
+    let rescored = {
+        let view = prepared.staging.view();
+        let records = view.records();
+        index.catalog.rescore(|record| {
+            records
+                .get(record as usize)
+                .filter(|entry| !entry.is_deleted())
+                .map(|entry| entry.abnormality())
         })
-        .map_err(|e| format!("the switch commit failed: {e}"))?;
+    };
+    if let Err(error) = rescored {
+        roll_back(index);
+        return Err(format!(
+            "the catalog's abnormality scores cannot be replaced: {error}"
+        ));
+    }
     Ok(committed)
+}
+
+/// The switch commit: the new scores, with the new store's generation in the checkpoint;
+/// rolled back when it fails.
+fn commit(index: &Index, prepared: &Prepared, committed: usize) -> Result<(), String> {
+    let checkpoint = index.catalog.checkpoint();
+    let switched = index.catalog.commit(Checkpoint {
+        applied_seq: checkpoint.applied_seq,
+        records: committed as u64,
+        generation: prepared.target.generation,
+    });
+    if let Err(error) = switched {
+        roll_back(index);
+        return Err(format!("the switch commit failed: {error}"));
+    }
+    Ok(())
+}
+
+/// Drops the catalog's pending re-scoring after a failed switch.
+fn roll_back(index: &Index) {
+    if let Err(error) = index.catalog.roll_back() {
+        tracing::error!(%error, "rolling the catalog back after a failed switch failed");
+    }
 }
 
 /// Kept frames made with other pre-processing than the new model's are of no further use: they

@@ -55,9 +55,17 @@ pub fn begin(data_dir: &Path, target: &Target) -> Result<(), ReindexError> {
 }
 
 /// Records which bundle the switch to `target` makes serving; written before the catalog commit
-/// that switches, so a start after it finds the bundle.
+/// that switches, so a start after it finds the bundle. The entry of the generation serving now
+/// stays beside it: if that commit fails, a start still finds the bundle of the codes it serves.
 pub fn serving(data_dir: &Path, target: &Target) -> Result<(), ReindexError> {
-    write(&data_dir.join(SERVING_FILE), target)
+    let path = data_dir.join(SERVING_FILE);
+    let mut entries: Vec<Target> = read(&path)?.unwrap_or_default();
+    entries.retain(|entry| entry.generation < target.generation);
+    entries.sort_by_key(|entry| entry.generation);
+    let keep_from = entries.len().saturating_sub(1);
+    let mut entries = entries.split_off(keep_from);
+    entries.push(target.clone());
+    write(&path, &entries)
 }
 
 /// After a switch to `generation`: the re-index file and every code store of another generation
@@ -113,9 +121,10 @@ pub fn serving_engine(
     if generation == 0 {
         return Ok(configured);
     }
-    let Some(target) = read::<Target>(&data_dir.join(SERVING_FILE))? else {
+    let entries = read::<Vec<Target>>(&data_dir.join(SERVING_FILE))?.unwrap_or_default();
+    let Some(target) = entries.into_iter().find(|e| e.generation == generation) else {
         return Err(ReindexError::State(format!(
-            "the catalog serves the codes of re-index {generation} but {} is missing; restore it \
+            "the catalog serves the codes of re-index {generation} but {} does not name its bundle; restore it \
              from a backup of the data folder",
             data_dir.join(SERVING_FILE).display()
         )));
