@@ -11,6 +11,8 @@
 //! - the server is killed (SIGKILL) in the middle, and restarted: the re-index goes on from its
 //!   last sync and finishes.
 //!
+//! Before it, a re-index started and cancelled leaves nothing behind.
+//!
 //! The end state equals a second server that indexed the same studies from scratch with
 //! synth-v2: the same answers to the same searches (filters on the abnormality score and the
 //! birth date included), and, read from both data folders, the same records, codes, scores,
@@ -29,9 +31,9 @@ use diptych::api::v1::info_service_client::InfoServiceClient;
 use diptych::api::v1::ingest_service_client::IngestServiceClient;
 use diptych::api::v1::search_service_client::SearchServiceClient;
 use diptych::api::v1::{
-    DeleteRequest, DicomRef, GetIndexStatsRequest, GetReindexStatusRequest, Grouping, IndexStats,
-    IngestRequest, Query, ReindexPhase, ReindexStatus, SearchMode, SearchRequest, SearchResponse,
-    SliceRef, StartReindexRequest, dicom_ref, query,
+    CancelReindexRequest, DeleteRequest, DicomRef, GetIndexStatsRequest, GetReindexStatusRequest,
+    Grouping, IndexStats, IngestRequest, Query, ReindexPhase, ReindexStatus, SearchMode,
+    SearchRequest, SearchResponse, SliceRef, StartReindexRequest, dicom_ref, query,
 };
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
@@ -507,6 +509,36 @@ fn reindex_switches_models_atomically_survives_a_kill_and_equals_a_fresh_index()
                 .unwrap_err();
             assert_eq!(status.code(), code, "{model_dir:?}: {status:?}");
         }
+    });
+
+    // A re-index cancelled while it encodes leaves nothing behind; the old model serves on.
+    runtime.block_on(async {
+        let mut admin = AdminServiceClient::new(channel(&addr).await);
+        admin
+            .start_reindex(StartReindexRequest {
+                model_dir: new_bundle().display().to_string(),
+            })
+            .await
+            .unwrap();
+        let cancelled = admin
+            .cancel_reindex(CancelReindexRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            cancelled.phase,
+            ReindexPhase::Cancelled as i32,
+            "{cancelled:?}"
+        );
+        assert_eq!(cancelled.serving_model_id, "phantom-v1");
+        assert!(!data.join("codes-1").exists() && !data.join("reindex.json").exists());
+        let again = admin
+            .cancel_reindex(CancelReindexRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+        assert!(again.message().contains("nothing to cancel"), "{again:?}");
+        assert_eq!(answers(&addr, &requests).await, old_base);
     });
 
     // The re-index starts; searches meanwhile answer from the old model, whole.

@@ -537,6 +537,10 @@ mod tests {
                 Access::Role(Role::Admin),
             ),
             (
+                "/diptych.v1.AdminService/CancelReindex",
+                Access::Role(Role::Admin),
+            ),
+            (
                 "/diptych.v1.AdminService/EchoDestination",
                 Access::Role(Role::Admin),
             ),

@@ -95,6 +95,8 @@ pub enum ReindexPhase {
     Done,
     /// It stopped; `error` says why. Starting it again goes on from its last sync.
     Failed,
+    /// It was given up ([`Index::cancel_reindex`]); the model it started from serves.
+    Cancelled,
 }
 
 /// Progress of the re-index under way or last run.
@@ -221,8 +223,10 @@ impl Index {
             .started
             .lock()
             .expect("re-index clock poisoned")
-            && status.phase != ReindexPhase::Done
-            && status.phase != ReindexPhase::Failed
+            && matches!(
+                status.phase,
+                ReindexPhase::Loading | ReindexPhase::Encoding | ReindexPhase::Switching
+            )
         {
             status.elapsed_s = started.elapsed().as_secs_f64();
         }
@@ -279,6 +283,62 @@ impl Index {
         target::begin(&self.dir, &target)?;
         let prepared = self.prepare(target, engine)?;
         self.run_reindex(prepared, serving.model_id().to_string());
+        Ok(self.reindex_status())
+    }
+
+    /// Gives up the re-index under way or failed: stops its task, removes its codes and its
+    /// file, and leaves the current model serving. Refused when there is none, while it loads
+    /// its bundle, and once it has switched.
+    pub async fn cancel_reindex(&self) -> Result<ReindexStatus, ReindexError> {
+        let phase = self.reindex_status().phase;
+        match phase {
+            ReindexPhase::Loading => {
+                return Err(ReindexError::Refused(
+                    "the re-index is loading its bundle; cancel it once it runs".into(),
+                ));
+            }
+            ReindexPhase::Encoding | ReindexPhase::Switching | ReindexPhase::Failed => {}
+            ReindexPhase::Idle | ReindexPhase::Done | ReindexPhase::Cancelled => {
+                let serving = self.serving();
+                if pending(&self.dir, serving.generation)?.is_none() {
+                    return Err(ReindexError::Refused(
+                        "no re-index is under way or failed; there is nothing to cancel".into(),
+                    ));
+                }
+            }
+        }
+        // The task ends at its next batch (or once the switch it asked for is answered).
+        self.reindex.stop.send_replace(true);
+        let task = self
+            .reindex
+            .task
+            .lock()
+            .expect("re-index task slot poisoned")
+            .take();
+        if let Some(task) = task
+            && let Err(error) = task.await
+        {
+            tracing::error!(%error, "the re-index task failed while being cancelled");
+        }
+        if !self.is_closing() {
+            self.reindex.stop.send_replace(false);
+        }
+        let serving = self.serving();
+        let Some(target) = pending(&self.dir, serving.generation)? else {
+            return Err(ReindexError::Refused(format!(
+                "the re-index had already switched to model {}; to go back, re-index with the \
+                 previous bundle",
+                serving.model_id()
+            )));
+        };
+        target::cancel(&self.dir, serving.generation)?;
+        tracing::info!(to = %target.model_id, "re-index cancelled; the current model keeps serving");
+        self.reindex.update(|s| {
+            s.phase = ReindexPhase::Cancelled;
+            s.to_model_id = target.model_id.clone();
+            s.bundle = target.bundle.clone();
+            s.error = None;
+        });
         Ok(self.reindex_status())
     }
 

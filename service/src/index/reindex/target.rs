@@ -80,6 +80,23 @@ pub fn finish(data_dir: &Path, generation: u32) {
     remove_other_stores(data_dir, generation, None);
 }
 
+/// Gives up the re-index under way: its file and its code store go; `serving`'s stays.
+pub fn cancel(data_dir: &Path, serving: u32) -> Result<(), ReindexError> {
+    let file = data_dir.join(REINDEX_FILE);
+    match std::fs::remove_file(&file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(ReindexError::State(format!(
+                "{} cannot be removed: {e}",
+                file.display()
+            )));
+        }
+    }
+    remove_other_stores(data_dir, serving, None);
+    Ok(())
+}
+
 /// Removes the code stores of generations other than `keep` and `also` (a re-index's).
 pub fn remove_other_stores(data_dir: &Path, keep: u32, also: Option<u32>) {
     let Ok(entries) = std::fs::read_dir(data_dir) else {
