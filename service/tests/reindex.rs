@@ -313,6 +313,21 @@ fn kill(mut server: Server) {
     server.child.wait().unwrap();
 }
 
+/// Runs the `diptych` command line; its standard output, or a panic with both outputs.
+fn cli(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_diptych"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "diptych {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -639,6 +654,18 @@ fn reindex_switches_models_atomically_survives_a_kill_and_equals_a_fresh_index()
         &[("phantom-v1", &old_final), ("synth-v2", &new_answers)],
     );
     assert!(per_model[1] > 0, "no search answered from the new model");
+    // The command line shows it.
+    let status = cli(&[
+        "admin",
+        "reindex",
+        "status",
+        "--server",
+        &format!("http://{addr}"),
+    ]);
+    assert!(
+        status.contains("phase            done") && status.contains("serving          synth-v2"),
+        "{status}"
+    );
     let reindexed = runtime.block_on(async {
         let stats = stats(&addr).await;
         assert_eq!((stats.model_id.as_str(), stats.records), ("synth-v2", live));

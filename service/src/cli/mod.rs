@@ -9,8 +9,9 @@
 //! | [`source`] | where a query side comes from (a DICOM file or an indexed UID), for search and montage |
 //! | [`admin`] | `diptych stats`, `diptych delete` |
 //! | [`network_admin`] | `diptych admin peers|kos|associations`: allowed DICOM peers, KOS destinations, C-ECHO, recent associations |
+//! | [`reindex`] | `diptych admin reindex --model DIR` (and `status`, `wait`, `cancel`): a new model bundle, with a progress bar |
 //! | [`connect`] | how every client command reaches the server: URL, TLS, token; refusals explained |
-//! | [`bench`] | `diptych bench encode|search|ready` (in-process, no server needed) |
+//! | [`bench`] | `diptych bench encode|search|ready|reindex` (in-process, no server needed) |
 //! | [`eval`] | `diptych eval`: retrieval quality (label Dice, twins, composites) against baselines (in-process) |
 //! | [`engine`] | the in-process encoder the benchmarks and `eval` start |
 
@@ -22,6 +23,7 @@ pub mod eval;
 pub mod ingest;
 pub mod montage;
 pub mod network_admin;
+pub mod reindex;
 pub mod search;
 pub mod source;
 
