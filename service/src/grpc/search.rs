@@ -448,6 +448,7 @@ impl SearchService for SearchApi {
                             slices = similar.slices() as u32;
                             results.push(ModeResults {
                                 mode: *proto_mode,
+                                model_id: similar.model_id().to_string(),
                                 hits: similar
                                     .hits()
                                     .iter()

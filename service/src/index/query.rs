@@ -241,7 +241,7 @@ impl Index {
         mode: Mode,
         filter: &str,
         top_k: usize,
-    ) -> Result<(usize, Vec<HitView>), QueryError> {
+    ) -> Result<(usize, Vec<HitView>, String), QueryError> {
         self.counters
             .similar_studies
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -311,7 +311,8 @@ impl Index {
                 .then(a.record.cmp(&b.record))
         });
         hits.truncate(top_k);
-        Ok((queries.len(), self.hydrate(&serving, hits, false).await?))
+        let hits = self.hydrate(&serving, hits, false).await?;
+        Ok((queries.len(), hits, serving.model_id().to_string()))
     }
 
     /// The records a filter keeps; `None` for an empty filter. A malformed filter is
