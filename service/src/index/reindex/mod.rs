@@ -13,12 +13,15 @@
 //!   compared.
 //! - **The switch.** Once the new store is within [`SWITCH_WITHIN`] records of the old one, the
 //!   apply worker — the only writer — commits what it applied, encodes the rest, copies the
-//!   deletes made meanwhile, syncs the new store and commits the catalog with the new store's
-//!   generation: that commit is the switch. Then the serving model is replaced in memory and the
-//!   old store removed.
+//!   deletes made meanwhile, syncs the new store, re-scores the catalog with the new model's
+//!   abnormality scores and commits it with the new store's generation: that commit is the
+//!   switch. The commit and the replacement of the serving model in memory happen while no
+//!   search runs (searches hold `model_switch` for reading); then the old store is removed.
 //! - **Crash safety.** `reindex.json` names the bundle and the store being filled; the new store
 //!   is synced about every second. A start finds the file and goes on from the last sync
 //!   ([`target`]); a crash after the switch commit serves the new model.
+//! - **Cancel.** [`Index::cancel_reindex`] stops the task and removes its file and its store;
+//!   the serving model is untouched.
 
 mod fetch;
 mod switch;
@@ -507,7 +510,7 @@ impl Index {
                 }
                 tracing::info!(
                     done = prepared.staging.len(),
-                    "re-index paused by the shutdown; the next start goes on"
+                    "re-index stopped (the server is stopping, or it was cancelled)"
                 );
                 return;
             }
