@@ -155,6 +155,10 @@ pub struct IndexConfig {
     /// Ingest RESOURCE_EXHAUSTED before anything is written, so the log, the store and the
     /// catalog never meet a full disk in normal operation. 0 turns the floor off.
     pub min_free_bytes: u64,
+    /// Keep every record's pre-processed frame in `<data_dir>/frames/` (input_size² × 4 bytes:
+    /// 64 KiB per slice at 128×128), so that `diptych admin reindex` can re-encode the index
+    /// with a new bundle without the archive.
+    pub keep_frames: bool,
 }
 
 impl Default for IndexConfig {
@@ -162,6 +166,7 @@ impl Default for IndexConfig {
         Self {
             max_backlog_frames: 4096,
             min_free_bytes: 1 << 30,
+            keep_frames: false,
         }
     }
 }

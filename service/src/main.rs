@@ -223,6 +223,28 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Re-index rate from kept frames (start to switch) beside the new encoder's own
+    /// throughput on the same frames.
+    Reindex {
+        /// The bundle the index is built with.
+        #[arg(long, default_value = "models/phantom-v1")]
+        from_model: PathBuf,
+        /// The bundle it is re-indexed to (same pre-processing).
+        #[arg(long, default_value = "models/synth-v2")]
+        model: PathBuf,
+        /// Records in the index.
+        #[arg(long, default_value_t = 8192)]
+        records: usize,
+        /// Encoder threads.
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+        /// Where the benchmark's data folder goes (emptied first).
+        #[arg(long, default_value = "target/bench-reindex")]
+        data_dir: PathBuf,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Resident memory per indexed slice and start-to-SERVING time of `diptych serve` on an
     /// index of N records.
     Ready {
@@ -438,7 +460,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
-    use cli::bench::{self, encode, ready, search};
+    use cli::bench::{self, encode, ready, reindex, search};
     match bench {
         BenchCommand::Encode {
             model,
@@ -474,6 +496,24 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
             })
             .await?;
             bench::report(json, &search::table(&report), &report.rows)
+        }
+        BenchCommand::Reindex {
+            from_model,
+            model,
+            records,
+            threads,
+            data_dir,
+            json,
+        } => {
+            let row = reindex::run(&reindex::ReindexBench {
+                from_model,
+                to_model: model,
+                records,
+                threads,
+                data_dir,
+            })
+            .await?;
+            bench::report(json, &reindex::table(&row), &[row])
         }
         BenchCommand::Ready {
             model,

@@ -36,7 +36,7 @@ use crate::bundle::{Bundle, BundleError};
 use crate::config::Config;
 use crate::dicom::{DicomSettings, IndexSink};
 use crate::encoder::runtime::{self, RuntimeError, default_intra_threads};
-use crate::encoder::{BatcherConfig, Engine, EngineError, EngineOptions};
+use crate::encoder::{BatcherConfig, BundleLoader, Engine, EngineError, EngineOptions};
 use crate::grpc::security::{Security, SecurityError};
 use crate::grpc::{self, ServiceState};
 use crate::http::{self, HttpError, Metrics, Readiness, Ready};
@@ -259,6 +259,9 @@ pub async fn run(
             max_backlog_frames: config.index.max_backlog_frames,
             min_free_bytes: config.index.min_free_bytes,
             faults: Default::default(),
+            keep_frames: config.index.keep_frames,
+            engines: Some(Arc::new(BundleLoader::new(env, options))),
+            fetcher: None,
         };
         let opened = Instant::now();
         let index =

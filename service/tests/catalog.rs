@@ -82,6 +82,7 @@ fn catalog_of(n: u32) -> (tempfile::TempDir, Catalog) {
         .commit(Checkpoint {
             applied_seq: u64::from(n),
             records: u64::from(n),
+            ..Default::default()
         })
         .unwrap();
     (dir, catalog)
@@ -407,6 +408,7 @@ fn commits_are_visible_at_once_and_pending_adds_are_not() {
         .commit(Checkpoint {
             applied_seq: 2,
             records: 2,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(ids(&catalog, ""), [0, 1]);
@@ -415,6 +417,7 @@ fn commits_are_visible_at_once_and_pending_adds_are_not() {
         .commit(Checkpoint {
             applied_seq: 3,
             records: 3,
+            ..Default::default()
         })
         .unwrap();
     assert_eq!(ids(&catalog, ""), [0, 1, 2]);
@@ -430,6 +433,7 @@ fn checkpoints_persist_across_reopen() {
         let checkpoint = Checkpoint {
             applied_seq: 17,
             records: 1,
+            ..Default::default()
         };
         catalog.commit(checkpoint).unwrap();
         assert_eq!(catalog.checkpoint(), checkpoint);
@@ -437,6 +441,7 @@ fn checkpoints_persist_across_reopen() {
             .commit(Checkpoint {
                 applied_seq: 18,
                 records: 1,
+                ..Default::default()
             })
             .unwrap();
     }
@@ -445,7 +450,8 @@ fn checkpoints_persist_across_reopen() {
         catalog.checkpoint(),
         Checkpoint {
             applied_seq: 18,
-            records: 1
+            records: 1,
+            ..Default::default()
         }
     );
     assert_eq!(ids(&catalog, ""), [0]);
@@ -484,6 +490,7 @@ fn deletes_remove_exactly_the_target_and_persist() {
             .commit(Checkpoint {
                 applied_seq: 99,
                 records: 64,
+                ..Default::default()
             })
             .unwrap();
         assert_eq!(ids(&catalog, ""), kept, "{target:?}");
@@ -661,6 +668,7 @@ fn hundred_thousand_records_add_commit_and_filter() {
         .commit(Checkpoint {
             applied_seq: 1,
             records: u64::from(n),
+            ..Default::default()
         })
         .unwrap();
     let committed = start.elapsed();

@@ -469,10 +469,14 @@ fn storescu_in_every_transfer_syntax_then_watch_and_kos() {
             .unwrap_or_else(|_| panic!("no Watch event for both studies; got {:?}", seen.keys()));
         seen.insert(event.study_instance_uid.clone(), event);
     }
+    let manifest = std::fs::read(serve::test_bundle().join("manifest.json")).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let model_id = manifest["model_id"].as_str().unwrap();
     for (study, event) in &seen {
         assert_eq!(event.results.len(), 3, "three modes for {study}");
         for result in &event.results {
             assert!(!result.hits.is_empty(), "{study} has similar studies");
+            assert_eq!(result.model_id, model_id, "each answer names its model");
             assert!(
                 result.hits.iter().all(|h| &h.study_instance_uid != study),
                 "a study is not its own similar study"

@@ -149,7 +149,7 @@ async fn direct_hits(
     let uid = Uid::parse(&study_uid(study)).unwrap();
     let mut all = Vec::new();
     for (_, mode) in MODES {
-        let (_, hits) = index
+        let (_, hits, _) = index
             .similar_studies(&uid, mode, filter, top_k)
             .await
             .unwrap();
@@ -422,7 +422,7 @@ async fn similar_studies_for_fewer_hits_are_a_prefix_of_those_for_more() {
                 .map(|h| (h.hit.record, h.hit.distance))
                 .collect()
         };
-        let (_, all) = index.similar_studies(&query, mode, "", 11).await.unwrap();
+        let (_, all, _) = index.similar_studies(&query, mode, "", 11).await.unwrap();
         assert_eq!(all.len(), 11, "every other study");
         let distances: Vec<f64> = all.iter().map(|h| h.hit.distance).collect();
         assert!(
@@ -430,7 +430,7 @@ async fn similar_studies_for_fewer_hits_are_a_prefix_of_those_for_more() {
             "{mode:?}: the corpus has ties: {distances:?}"
         );
         for k in 1..11 {
-            let (_, some) = index.similar_studies(&query, mode, "", k).await.unwrap();
+            let (_, some, _) = index.similar_studies(&query, mode, "", k).await.unwrap();
             assert_eq!(key(&some), key(&all[..k]), "{mode:?}, k = {k}");
         }
     }

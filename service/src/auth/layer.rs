@@ -541,7 +541,15 @@ mod tests {
                 Access::Role(Role::Admin),
             ),
             (
+                "/diptych.v1.AdminService/CancelReindex",
+                Access::Role(Role::Admin),
+            ),
+            (
                 "/diptych.v1.AdminService/EchoDestination",
+                Access::Role(Role::Admin),
+            ),
+            (
+                "/diptych.v1.AdminService/GetReindexStatus",
                 Access::Role(Role::Admin),
             ),
             (
@@ -562,6 +570,10 @@ mod tests {
             ),
             (
                 "/diptych.v1.AdminService/RemovePeer",
+                Access::Role(Role::Admin),
+            ),
+            (
+                "/diptych.v1.AdminService/StartReindex",
                 Access::Role(Role::Admin),
             ),
             (

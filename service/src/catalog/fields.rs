@@ -227,7 +227,7 @@ pub(crate) struct Fields {
     patient_id: Field,
     patient_sex: Field,
     patient_age: Field,
-    patient_birth_date: Field,
+    pub patient_birth_date: Field,
     study_instance_uid: Field,
     series_instance_uid: Field,
     sop_instance_uid: Field,

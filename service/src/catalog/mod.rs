@@ -11,6 +11,9 @@
 //! [`Catalog::commit`], which records a [`Checkpoint`] (how far the write-ahead log has been
 //! applied) in the same atomic commit, and makes the changes visible to filters before it
 //! returns.
+//!
+//! A re-index's switch re-scores every record ([`Catalog::rescore`]): the new model's
+//! abnormality scores, committed with the switch.
 
 mod collect;
 mod error;
@@ -18,6 +21,7 @@ mod fields;
 pub mod filter;
 mod lookup;
 mod purge;
+mod rescore;
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -55,6 +59,10 @@ pub struct Checkpoint {
     pub applied_seq: u64,
     /// Number of records the store held at that point.
     pub records: u64,
+    /// Which code store holds the serving model's codes (0: `codes/`, N: `codes-N/` after the
+    /// N-th re-index); the commit that changes it is the moment a re-index switches models.
+    #[serde(default)]
+    pub generation: u32,
 }
 
 /// Distinct counts over the live records of the catalog.

@@ -109,6 +109,7 @@ mod tests {
                 .commit(Checkpoint {
                     applied_seq: u64::from(batch),
                     records: u64::from((batch + 1) * 100),
+                    ..Default::default()
                 })
                 .unwrap();
         }
@@ -120,6 +121,7 @@ mod tests {
             .commit(Checkpoint {
                 applied_seq: 9,
                 records: 400,
+                ..Default::default()
             })
             .unwrap();
         let rounds = std::cell::Cell::new(0);

@@ -11,8 +11,9 @@
 //! | [`admin`] | `diptych stats`, `diptych delete` |
 //! | [`backfill`] | `diptych backfill`: index what an archive holds (C-FIND, then C-GET or C-MOVE), with a progress bar |
 //! | [`network_admin`] | `diptych admin peers|kos|associations`: allowed DICOM peers, KOS destinations, C-ECHO, recent associations |
+//! | [`reindex`] | `diptych admin reindex --model DIR` (and `status`, `wait`, `cancel`): a new model bundle, with a progress bar |
 //! | [`connect`] | how every client command reaches the server: URL, TLS, token; refusals explained |
-//! | [`bench`] | `diptych bench encode|search|ready` (in-process, no server needed) |
+//! | [`bench`] | `diptych bench encode|search|ready|reindex` (in-process, no server needed) |
 //! | [`eval`] | `diptych eval`: retrieval quality (label Dice, twins, composites) against baselines (in-process) |
 //! | [`calibrate`] | `diptych calibrate`: a bundle's combined-mode balance, measured and written into its manifest |
 //! | [`engine`] | the in-process encoder the benchmarks and `eval` start |
@@ -28,6 +29,7 @@ pub mod ingest;
 pub mod lettering;
 pub mod montage;
 pub mod network_admin;
+pub mod reindex;
 pub mod search;
 pub mod source;
 

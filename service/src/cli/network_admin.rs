@@ -1,5 +1,6 @@
-//! `diptych admin`: the allowed DICOM peers, the KOS destinations, a C-ECHO to a destination and
-//! the recent associations, through the AdminService of a running server (role `admin`).
+//! `diptych admin`: the allowed DICOM peers, the KOS destinations, a C-ECHO to a destination,
+//! the recent associations and re-indexing ([`super::reindex`]), through the AdminService of a
+//! running server (role `admin`).
 
 use super::{Connection, ServerArgs, connect};
 use anyhow::Context;
@@ -27,6 +28,9 @@ enum AdminCommand {
     /// Where a KOS document goes for each received study.
     #[command(subcommand)]
     Kos(KosCommand),
+    /// Re-index every record with a new model bundle (`--model DIR`), or its `status`, `wait`,
+    /// `cancel`.
+    Reindex(super::reindex::ReindexArgs),
     /// Recent DICOM associations from the audit trail, newest first.
     Associations {
         /// Entries per page (default 50, at most 1000).
@@ -87,6 +91,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     match args.command {
         AdminCommand::Peers(command) => peers(&mut client, command).await,
         AdminCommand::Kos(command) => kos(&mut client, command).await,
+        AdminCommand::Reindex(args) => super::reindex::run(&mut client, args).await,
         AdminCommand::Associations {
             page_size,
             page_token,

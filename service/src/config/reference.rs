@@ -248,6 +248,12 @@ pub const KEYS: &[Key] = &[
         "Free bytes kept on the data folder's file system: below it C-STORE answers 0xA700 and \
          Ingest RESOURCE_EXHAUSTED before anything is written. 0 turns the floor off.",
     ),
+    key(
+        "index.keep_frames",
+        "Keep every record's pre-processed frame in <data_dir>/frames/ (input_size² × 4 bytes: \
+         64 KiB per slice at 128×128) so that `diptych admin reindex` re-encodes the index with \
+         a new bundle without the archive. Turning it off removes the kept frames.",
+    ),
     key("dicom.enabled", "Whether `diptych serve` listens for DICOM at all.").flag("--no-dicom"),
     key("dicom.addr", "Plain DICOM listen address, HOST:PORT.")
         .env("DIPTYCH_DICOM_ADDR")

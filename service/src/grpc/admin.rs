@@ -1,6 +1,8 @@
 //! AdminService: the allowed DICOM peers and KOS destinations changed at run time, a C-ECHO to
-//! a destination, and the recent associations from the audit trail. Role `admin` only (see
-//! [`crate::auth::access_of`]); every change, refused or made, is a `config_change` event.
+//! a destination, the recent associations from the audit trail, and re-indexing with a new
+//! model bundle. Role `admin` only (see
+//! [`crate::auth::access_of`]); every change, refused or made (a re-index started or cancelled
+//! included), is a `config_change` event.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use super::ServiceState;
 use crate::admin::{AuditFiles, ChangeError, DicomNetwork, KosDestination, PageError, Peer};
 use crate::audit::{AuditEvent, Outcome, What, Who};
 use crate::auth::Caller;
+use crate::index::{Index, ReindexError, ReindexPhase, ReindexStatus};
 
 /// How long a C-ECHO may take, connection included.
 const ECHO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +64,26 @@ impl AdminApi {
         entry: String,
         change: impl FnOnce() -> Result<(), ChangeError>,
     ) -> Result<(), Status> {
+        let result = change();
+        self.record(
+            request,
+            setting,
+            action,
+            entry,
+            result.as_ref().map_err(ToString::to_string).copied(),
+        );
+        result.map_err(|error| change_status(&error))
+    }
+
+    /// Records a change made or refused as a `config_change` event of the audit trail.
+    fn record<T>(
+        &self,
+        request: &Request<T>,
+        setting: &str,
+        action: &str,
+        entry: String,
+        outcome: Result<(), String>,
+    ) {
         let who = Who::caller(request.extensions().get::<Caller>());
         let peer = request.remote_addr().map(|a| a.to_string());
         let call = super::observe::request_id_of(request);
@@ -69,15 +92,11 @@ impl AdminApi {
             action: action.to_string(),
             entry,
         };
-        let result = change();
-        let event = match &result {
+        let event = match outcome {
             Ok(()) => AuditEvent::now(Outcome::Success, who, peer, what),
-            Err(error) => {
-                AuditEvent::now(Outcome::Failure, who, peer, what).with_reason(error.to_string())
-            }
+            Err(reason) => AuditEvent::now(Outcome::Failure, who, peer, what).with_reason(reason),
         };
         self.state.audit().record(event.with_request_id(call));
-        result.map_err(|error| change_status(&error))
     }
 }
 
@@ -332,5 +351,81 @@ impl AdminService for AdminApi {
                 .collect(),
             next_page_token: page.next_page_token,
         }))
+    }
+
+    async fn start_reindex(
+        &self,
+        request: Request<pb::StartReindexRequest>,
+    ) -> Result<Response<pb::ReindexStatus>, Status> {
+        let index = self.state.index()?;
+        let dir = request.get_ref().model_dir.clone();
+        if dir.trim().is_empty() {
+            return Err(invalid(
+                "model_dir",
+                "is empty; name the new bundle's folder on the server's disk",
+            ));
+        }
+        let started = index.start_reindex(std::path::Path::new(&dir)).await;
+        let outcome = started.as_ref().map(|_| ()).map_err(ToString::to_string);
+        self.record(&request, "model", "reindex", dir, outcome);
+        match started {
+            Ok(status) => Ok(Response::new(reindex_status(&index, status))),
+            Err(ReindexError::Bundle(message)) => Err(invalid("model_dir", message)),
+            Err(error) => Err(Status::failed_precondition(error.to_string())),
+        }
+    }
+
+    async fn cancel_reindex(
+        &self,
+        request: Request<pb::CancelReindexRequest>,
+    ) -> Result<Response<pb::ReindexStatus>, Status> {
+        let index = self.state.index()?;
+        let cancelled = index.cancel_reindex().await;
+        let (entry, outcome) = match &cancelled {
+            Ok(status) => (status.bundle.display().to_string(), Ok(())),
+            Err(error) => (String::new(), Err(error.to_string())),
+        };
+        self.record(&request, "model", "cancel_reindex", entry, outcome);
+        match cancelled {
+            Ok(status) => Ok(Response::new(reindex_status(&index, status))),
+            Err(error) => Err(Status::failed_precondition(error.to_string())),
+        }
+    }
+
+    async fn get_reindex_status(
+        &self,
+        _request: Request<pb::GetReindexStatusRequest>,
+    ) -> Result<Response<pb::ReindexStatus>, Status> {
+        let index = self.state.index()?;
+        let status = index.reindex_status();
+        Ok(Response::new(reindex_status(&index, status)))
+    }
+}
+
+/// A re-index's progress as the API shows it.
+fn reindex_status(index: &Index, status: ReindexStatus) -> pb::ReindexStatus {
+    let phase = match status.phase {
+        ReindexPhase::Idle => pb::ReindexPhase::Unspecified,
+        ReindexPhase::Loading => pb::ReindexPhase::Loading,
+        ReindexPhase::Encoding => pb::ReindexPhase::Encoding,
+        ReindexPhase::Switching => pb::ReindexPhase::Switching,
+        ReindexPhase::Done => pb::ReindexPhase::Done,
+        ReindexPhase::Failed => pb::ReindexPhase::Failed,
+        ReindexPhase::Cancelled => pb::ReindexPhase::Cancelled,
+    };
+    pb::ReindexStatus {
+        phase: phase as i32,
+        records_per_second: status.rate(),
+        from_model_id: status.from_model_id,
+        to_model_id: status.to_model_id,
+        model_dir: status.bundle.display().to_string(),
+        records_done: status.records_done,
+        records_total: status.records_total,
+        resumed_at: status.resumed_at,
+        from_kept_frames: status.from_kept_frames,
+        from_archive: status.from_archive,
+        elapsed_s: status.elapsed_s,
+        error: status.error.unwrap_or_default(),
+        serving_model_id: index.serving().model_id().to_string(),
     }
 }

@@ -117,8 +117,12 @@ impl ServiceState {
         }
     }
 
-    /// The engine, or UNAVAILABLE while it warms up.
+    /// The engine of the model serving now (the index's, which a re-index may switch), or
+    /// UNAVAILABLE while it warms up.
     pub fn engine(&self) -> Result<Arc<Engine>, Status> {
+        if let Some(index) = self.index.get() {
+            return Ok(index.engine());
+        }
         self.engine.get().cloned().ok_or_else(status::warming_up)
     }
 

@@ -248,6 +248,20 @@ pub fn query_error(error: &QueryError) -> Status {
         QueryError::NotFound { .. } => Status::not_found(error.to_string()),
         QueryError::Encoder(e) => super::status::batch(e),
         QueryError::Catalog(e) => Status::internal(e.to_string()),
+        QueryError::ModelSwitched { .. } => Status::aborted(error.to_string()),
+    }
+}
+
+/// Whether a query holds codes given by the caller (checked against the model serving when the
+/// call came in).
+fn carries_codes(query: &QuerySource) -> bool {
+    match query {
+        QuerySource::Codes(_) => true,
+        QuerySource::Composite {
+            normal_from,
+            abnormal_from,
+        } => carries_codes(normal_from) || carries_codes(abnormal_from),
+        QuerySource::Image(_) | QuerySource::Indexed { .. } => false,
     }
 }
 
@@ -290,7 +304,19 @@ impl SearchService for SearchApi {
             QuerySource::Composite { .. } => ("composite", None),
         };
         let (filter, top_k) = (spec.filter.clone(), spec.top_k);
-        let outcome = index.search(spec).await;
+        let carries_codes = carries_codes(&spec.query);
+        let mut outcome = index.search(spec).await;
+        if let Ok(found) = &outcome
+            && carries_codes
+            && found.model_id != model_id
+        {
+            // The codes were checked against the model serving when the call came in; a
+            // re-index switched models since, and codes of two models are never compared.
+            outcome = Err(QueryError::ModelSwitched {
+                from: model_id.clone(),
+                to: found.model_id.clone(),
+            });
+        }
         // The audit trail (not the log): who searched, how, and which patients and studies
         // went back.
         let what = What::Search {
@@ -345,7 +371,7 @@ impl SearchService for SearchApi {
             .collect();
         Ok(Response::new(SearchResponse {
             hits,
-            model_id,
+            model_id: outcome.model_id,
             records_matched: outcome.records_matched,
             records_total: outcome.records_total,
             exact: true,
@@ -435,6 +461,7 @@ impl SearchService for SearchApi {
                             slices = similar.slices() as u32;
                             results.push(ModeResults {
                                 mode: *proto_mode,
+                                model_id: similar.model_id().to_string(),
                                 hits: similar
                                     .hits()
                                     .iter()

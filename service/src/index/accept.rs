@@ -227,11 +227,12 @@ impl Index {
             });
         }
         // Parsing and decoding are CPU work: done in place, with the runtime told so.
+        let engine = self.engine();
         let examined = tokio::task::block_in_place(|| {
             let known = |sop: &Uid| self.known(sop);
             match &parsed {
-                Some(instance) => examine_parsed(instance, &self.engine, known),
-                None => examine(&dicom, &self.limits, &self.engine, known),
+                Some(instance) => examine_parsed(instance, &engine, known),
+                None => examine(&dicom, &self.limits, &engine, known),
             }
         });
         drop(parsed);

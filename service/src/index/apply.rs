@@ -124,6 +124,7 @@ impl Replay {
 pub async fn run(
     index: Arc<Index>,
     mut rx: mpsc::UnboundedReceiver<Work>,
+    mut switches: mpsc::UnboundedReceiver<super::reindex::SwitchRequest>,
     first_seq: u64,
     mut replay: Option<Replay>,
 ) {
@@ -175,8 +176,13 @@ pub async fn run(
                 Some(limit) => tokio::time::timeout(limit, rx.recv()).await.ok(),
             }
         };
+        let mut switch_request = None;
         let received = tokio::select! {
             received = receive => received,
+            Some(request) = switches.recv() => {
+                switch_request = Some(request);
+                None
+            }
             _ = stop.wait_for(|stop| *stop), if !closed => {
                 // Closing: what is queued is still applied, then the channel reports its end.
                 rx.close();
@@ -184,6 +190,25 @@ pub async fn run(
                 None
             }
         };
+        if let Some(request) = switch_request {
+            // A re-index has (nearly) every record's new codes: everything applied is
+            // committed first, then the models switch while no other write runs.
+            let outcome = match commits.checkpoint_now(&index, next - 1).await {
+                Ok(()) => super::reindex::switch(&index, request).await,
+                Err(failure) => {
+                    let reason = failure.reason.to_string();
+                    redo(&index, &mut commits, &mut waiting, &mut next, failure).await;
+                    gap_since = None;
+                    request.refuse(format!(
+                        "the checkpoint before the switch failed ({reason}); it is tried again"
+                    ))
+                }
+            };
+            if let Err(error) = outcome {
+                tracing::warn!(%error, "the switch to the re-indexed model did not happen");
+            }
+            continue;
+        }
         match received {
             Some(None) if !waiting.is_empty() || replay.is_some() => {
                 // Closing, with work still to apply (a reorder gap or the replay): apply it.
@@ -642,19 +667,34 @@ async fn index_instances(
         .iter()
         .map(|(_, p)| vec![None; p.frames.len()])
         .collect();
-    // The pixels go to the encoder; only the metadata is needed after it.
+    let keep_frames = index.frames.lock().expect("frames lock poisoned").is_some();
+    let mut kept: Vec<Vec<Vec<f32>>> = instances
+        .iter()
+        .map(|(_, p)| vec![Vec::new(); if keep_frames { p.frames.len() } else { 0 }])
+        .collect();
+    // The pixels go to the encoder (and come back when frames are kept); only the metadata is
+    // needed after it. One model encodes the whole chunk: a switch happens between chunks.
+    let engine = index.engine();
     let mut tasks = JoinSet::new();
     for (i, (_, prepared)) in instances.iter_mut().enumerate() {
         for (f, pixels) in std::mem::take(&mut prepared.frames).into_iter().enumerate() {
-            let index = index.clone();
-            tasks.spawn(async move { (i, f, encode_with_retry(&index, pixels).await) });
+            let (index, engine) = (index.clone(), engine.clone());
+            tasks.spawn(async move {
+                let code = encode_with_retry(&index, &engine, &pixels).await;
+                (i, f, code, pixels)
+            });
         }
     }
     let mut failed: Option<ApplyError> = None;
     while let Some(joined) = tasks.join_next().await {
         match joined {
-            Ok((i, f, Ok(code))) => codes[i][f] = Some(code),
-            Ok((_, _, Err(error))) => {
+            Ok((i, f, Ok(code), pixels)) => {
+                codes[i][f] = Some(code);
+                if keep_frames {
+                    kept[i][f] = pixels;
+                }
+            }
+            Ok((_, _, Err(error), _)) => {
                 failed.get_or_insert(ApplyError::Encode(error));
             }
             Err(error) => {
@@ -702,11 +742,20 @@ async fn index_instances(
         let view = store.view();
         let mut search = index.search.write().expect("search lock poisoned");
         match search.index.as_mut() {
-            Some(projections) => projections.extend(&index.tables, view.normal(), view.abnormal()),
+            Some(projections) => {
+                projections.extend(&index.serving().tables, view.normal(), view.abnormal())
+            }
             None => index.build_search_index_when_worth_it(view.len()),
         }
         range
     };
+    if let Some(frames) = index.frames.lock().expect("frames lock poisoned").as_mut() {
+        // Rows follow record ids: the store's records before these have their rows already.
+        frames
+            .append(&kept.iter().flatten().map(Vec::as_slice).collect::<Vec<_>>())
+            .map_err(|e| Failure::new(ApplyError::store("keeping the frames of")(e)))?;
+        debug_assert_eq!(frames.end_record(), range.end as usize);
+    }
     for (entry, record) in entries.iter_mut().zip(range) {
         entry.record = record;
     }
@@ -720,8 +769,12 @@ async fn index_instances(
     Ok(instances.iter().map(|(_, p)| p.keys_instance).collect())
 }
 
-/// Encodes one frame, waiting while the encoder queue is full.
-async fn encode_with_retry(index: &Index, pixels: Vec<f32>) -> Result<SliceCode, BatchError> {
+/// Encodes one frame with `engine`, waiting while the encoder queue is full.
+pub(super) async fn encode_with_retry(
+    index: &Index,
+    engine: &crate::encoder::Engine,
+    pixels: &[f32],
+) -> Result<SliceCode, BatchError> {
     if index.faults.hit(FaultPoint::Encode) {
         return Err(BatchError::Failed {
             batch: 1,
@@ -729,7 +782,7 @@ async fn encode_with_retry(index: &Index, pixels: Vec<f32>) -> Result<SliceCode,
         });
     }
     loop {
-        match index.engine.encode(pixels.clone()).await {
+        match engine.encode(pixels.to_vec()).await {
             Err(BatchError::QueueFull { .. }) => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
@@ -744,6 +797,12 @@ async fn encode_with_retry(index: &Index, pixels: Vec<f32>) -> Result<SliceCode,
 /// keeps the work); a failed prune only leaves segments for the next checkpoint, a failed save
 /// of the search summaries only costs a refit at the next start.
 fn checkpoint(index: &Index, applied_seq: u64) -> Result<(), ApplyError> {
+    // Kept frames first: they never hold fewer committed rows than the catalog.
+    if let Some(frames) = index.frames.lock().expect("frames lock poisoned").as_mut() {
+        frames
+            .sync()
+            .map_err(ApplyError::store("syncing the kept frames of"))?;
+    }
     let records = {
         let mut store = index.codes.write().expect("code store lock poisoned");
         store.sync().map_err(ApplyError::store("syncing"))?;
@@ -757,6 +816,7 @@ fn checkpoint(index: &Index, applied_seq: u64) -> Result<(), ApplyError> {
         .commit(Checkpoint {
             applied_seq,
             records,
+            generation: index.serving().generation,
         })
         .map_err(ApplyError::catalog("committing"))?;
     if let Err(error) = index.wal.prune_through(applied_seq) {
@@ -799,6 +859,9 @@ fn apply_delete(
         store
             .tombstone(&ids)
             .map_err(|e| uncommitted(ApplyError::store("tombstoning deleted records in")(e)))?;
+        if let Some(frames) = index.frames.lock().expect("frames lock poisoned").as_mut() {
+            frames.zero(&ids);
+        }
         let view = store.view();
         let mut search = index.search.write().expect("search lock poisoned");
         for &id in &ids {

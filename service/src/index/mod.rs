@@ -18,6 +18,12 @@
 //!
 //! Searches ([`query`]) read the store under a shared lock and the catalog through its reader.
 //!
+//! A new model bundle replaces the serving one without an empty index ([`reindex`]): every
+//! record is re-encoded in the background from its kept frame ([`FrameStore`]) into a second
+//! code store while the old model keeps serving, and the apply worker switches search to the new
+//! codes in one catalog commit once every record has them. [`Index::serving`] is the model a
+//! search uses from start to end; it never mixes codes of two models.
+//!
 //! The search projections ([`SearchIndex`]) are fitted in the background once the store is
 //! large enough, and saved to `<data_dir>/search/` ([`PersistedIndex`]) with the checkpoints, so
 //! that [`Index::open`] reads them back and searches after a restart are pruned at once.
@@ -28,6 +34,7 @@ pub mod apply_error;
 pub mod faults;
 pub mod health;
 pub mod query;
+pub mod reindex;
 pub mod work;
 
 use std::collections::HashMap;
@@ -47,7 +54,7 @@ use crate::record::RecordSet;
 use crate::search::persist::{self, Identity};
 use crate::search::tables::TablesError;
 use crate::search::{DistanceTables, PersistedIndex, SearchIndex};
-use crate::store::{CodeStore, ModelStamp, StoreError, Wal, WalOptions, WalRecord};
+use crate::store::{CodeStore, FrameStore, ModelStamp, StoreError, Wal, WalOptions, WalRecord};
 use crate::watch::StudyTracker;
 
 pub use accept::{AcceptOutcome, Refusal};
@@ -55,6 +62,9 @@ pub use apply_error::ApplyError;
 pub use faults::{FaultPoint, Faults};
 pub use health::Health;
 pub use query::{QueryError, QuerySource, SearchOutcome, SearchSpec};
+pub use reindex::{
+    EngineLoader, FetchError, InstanceRef, ReindexError, ReindexPhase, ReindexStatus, SourceFetcher,
+};
 pub use work::{DeleteCounts, Work};
 
 /// Why the index could not open or act.
@@ -75,6 +85,9 @@ pub enum IndexError {
     /// The apply worker has stopped (the server is shutting down).
     #[error("the indexing worker has stopped; the server is shutting down")]
     Stopped,
+    /// The data folder was re-indexed to another model, whose bundle cannot be loaded.
+    #[error("{0}")]
+    Reindex(#[from] ReindexError),
 }
 
 /// Records from which search uses (and builds) its lower-bound projections.
@@ -85,7 +98,7 @@ pub const PROJECTIONS_FROM: usize = 4096;
 pub const SAVE_SEARCH_INDEX_EVERY: Duration = Duration::from_secs(1);
 
 /// How the index is set up.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct IndexOptions {
     /// Bounds on the DICOM instances accepted.
     pub limits: Limits,
@@ -99,6 +112,57 @@ pub struct IndexOptions {
     pub min_free_bytes: u64,
     /// Failures to inject (tests only; unarmed by default).
     pub faults: Arc<Faults>,
+    /// Keep every record's pre-processed frame in `<data_dir>/frames/` (`[index] keep_frames`),
+    /// so that a re-index with a new bundle needs no archive.
+    pub keep_frames: bool,
+    /// Starts the engine of another bundle: for a re-index, and for a data folder already
+    /// re-indexed to a model other than the one the server was started with. Without it, a
+    /// re-index is refused.
+    pub engines: Option<Arc<dyn EngineLoader>>,
+    /// Fetches instances again from the archive, for records without a usable kept frame.
+    pub fetcher: Option<Arc<dyn SourceFetcher>>,
+}
+
+impl std::fmt::Debug for IndexOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IndexOptions")
+            .field("limits", &self.limits)
+            .field("quiet_period", &self.quiet_period)
+            .field("max_backlog_frames", &self.max_backlog_frames)
+            .field("min_free_bytes", &self.min_free_bytes)
+            .field("keep_frames", &self.keep_frames)
+            .field("engines", &self.engines.is_some())
+            .field("fetcher", &self.fetcher.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The model search and indexing use now: its engine, the distance tables of its codebooks, and
+/// the generation of the code store that holds its codes. Replaced as a whole when a re-index
+/// switches models; a search holds one from start to end.
+#[derive(Debug)]
+pub struct Serving {
+    /// The model's sessions.
+    pub engine: Arc<Engine>,
+    /// Distance tables of its codebooks.
+    pub tables: DistanceTables,
+    /// Which code store holds its codes: `codes/` for 0, `codes-N/` after the N-th re-index.
+    pub generation: u32,
+}
+
+impl Serving {
+    /// The model's id.
+    pub fn model_id(&self) -> &str {
+        &self.engine.manifest().model_id
+    }
+}
+
+/// The folder of the code store of `generation` (see [`Serving::generation`]).
+pub fn codes_dir(data_dir: &Path, generation: u32) -> PathBuf {
+    match generation {
+        0 => data_dir.join("codes"),
+        n => data_dir.join(format!("codes-{n}")),
+    }
 }
 
 /// Counters the statistics call and `/metrics` report (since this process started, except
@@ -129,14 +193,21 @@ pub struct Counters {
 
 /// The searchable index of one model: write-ahead log, code store, catalog and search structures.
 pub struct Index {
-    engine: Arc<Engine>,
+    serving: RwLock<Arc<Serving>>,
     limits: Limits,
     dir: PathBuf,
     wal: Wal,
     codes: RwLock<CodeStore>,
+    /// The kept frames, with `[index] keep_frames`.
+    frames: Mutex<Option<FrameStore>>,
     search: RwLock<SearchState>,
     catalog: Catalog,
-    tables: DistanceTables,
+    /// The re-index under way or last run, and how to start one.
+    reindex: reindex::Jobs,
+    /// Held for reading by every search from its first read of the catalog or the codes to its
+    /// last, and for writing by a re-index's switch around the commit that changes models: a
+    /// search never sees the scores of one model with the codes of another.
+    model_switch: tokio::sync::RwLock<()>,
     /// Instance keys acknowledged and not yet applied, with their Study Instance UIDs:
     /// duplicates of these are dropped at accept, and their studies are not yet "received".
     in_flight: Mutex<HashMap<u64, String>>,
@@ -202,15 +273,12 @@ impl Index {
     ) -> Result<Arc<Index>, IndexError> {
         let limits = options.limits;
         let max_backlog = options.max_backlog_frames.clamp(1, u32::MAX as usize) as u32;
-        let manifest = engine.manifest();
-        let stamp = ModelStamp {
-            model_id: manifest.model_id.clone(),
-            positions: manifest.grid.rows * manifest.grid.cols,
-            codebook_size: manifest.codebook_size,
-        };
-        let mut codes = CodeStore::open(data_dir.join("codes"), stamp)?;
         let catalog = Catalog::open(&data_dir.join("catalog"))?;
         let checkpoint = catalog.checkpoint();
+        let generation = checkpoint.generation;
+        // A data folder re-indexed to another model serves that model, whatever was configured.
+        let engine = reindex::serving_engine(data_dir, generation, engine, &options)?;
+        let mut codes = CodeStore::open(codes_dir(data_dir, generation), stamp_of(&engine))?;
         // Records past the catalog's checkpoint were never committed: the log replays them.
         let committed = usize::try_from(checkpoint.records).unwrap_or(usize::MAX);
         if codes.len() > committed {
@@ -220,6 +288,8 @@ impl Index {
             );
             codes.truncate(committed)?;
         }
+        let frames = open_frames(data_dir, &engine, options.keep_frames, codes.len())?;
+        let manifest = engine.manifest();
         let (wal, recovery) = Wal::open(data_dir.join("wal"), WalOptions::default())?;
         for corruption in &recovery.corruptions {
             tracing::warn!(%corruption, "write-ahead log: a torn or corrupted entry was skipped");
@@ -250,15 +320,22 @@ impl Index {
             .as_ref()
             .map(|_| search_file.records_on_disk().unwrap_or(0).min(codes.len()) as u64);
         let (tx, rx) = mpsc::unbounded_channel();
+        let pending_reindex = reindex::pending(data_dir, generation)?;
         let index = Arc::new(Index {
-            engine,
+            serving: RwLock::new(Arc::new(Serving {
+                engine,
+                tables,
+                generation,
+            })),
             limits,
             dir: data_dir.to_path_buf(),
             wal,
             codes: RwLock::new(codes),
+            frames: Mutex::new(frames),
             search: RwLock::new(search),
             catalog,
-            tables,
+            reindex: reindex::Jobs::new(options.engines.clone(), options.fetcher.clone()),
+            model_switch: tokio::sync::RwLock::new(()),
             in_flight: Mutex::new(HashMap::new()),
             tracker: StudyTracker::new(options.quiet_period),
             building: AtomicBool::new(loaded.is_some()),
@@ -297,13 +374,20 @@ impl Index {
         // The projections of a large index take seconds: SERVING does not wait for them.
         let records = index.codes.read().expect("code store lock poisoned").len();
         index.build_search_index_when_worth_it(records);
+        let (switch_tx, switch_rx) = mpsc::unbounded_channel();
+        index.reindex.set_switch(switch_tx);
         let worker = tokio::spawn(apply::run(
             index.clone(),
             rx,
+            switch_rx,
             checkpoint.applied_seq + 1,
             replay,
         ));
         *index.worker.lock().expect("worker slot poisoned") = Some(worker);
+        // A re-index a crash or a stop interrupted goes on where its last sync left it.
+        if let Some(target) = pending_reindex {
+            index.resume_reindex(target);
+        }
         Ok(index)
     }
 
@@ -313,6 +397,7 @@ impl Index {
     /// that is done. After it, dropping the last `Arc` releases the data folder.
     pub async fn close(&self) {
         self.stopping.send_replace(true);
+        self.reindex.stop().await;
         let worker = self.worker.lock().expect("worker slot poisoned").take();
         if let Some(worker) = worker
             && let Err(error) = worker.await
@@ -416,7 +501,7 @@ impl Index {
     fn work_of(&self, seq: u64, record: WalRecord) -> Work {
         match record {
             WalRecord::Instance { dicom } => {
-                match accept::examine(&dicom, &self.limits, &self.engine, |_| false) {
+                match accept::examine(&dicom, &self.limits, &self.engine(), |_| false) {
                     Ok(accept::Examined::Image(prepared)) => {
                         let (key, study) = work::in_flight_entry(&prepared.uids);
                         self.in_flight
@@ -482,6 +567,11 @@ impl Index {
                     .truncate(committed)
                     .map_err(ApplyError::store("truncating"))?;
             }
+            if let Some(frames) = self.frames.lock().expect("frames lock poisoned").as_mut() {
+                frames
+                    .truncate_to_record(committed)
+                    .map_err(ApplyError::store("truncating the kept frames of"))?;
+            }
             let mut search = self.search.write().expect("search lock poisoned");
             if let Some(index) = search.index.as_mut() {
                 // The projections stay valid; the dropped records are summarised again as they
@@ -530,7 +620,7 @@ impl Index {
             let store = self.codes.read().expect("code store lock poisoned");
             let view = store.view();
             let built = SearchIndex::build(
-                &self.tables,
+                &self.serving().tables,
                 view.positions(),
                 view.normal(),
                 view.abnormal(),
@@ -546,9 +636,17 @@ impl Index {
         self.save_search_index(true);
     }
 
-    /// The model the index serves.
-    pub fn engine(&self) -> &Arc<Engine> {
-        &self.engine
+    /// The engine of the model the index serves now (another after a re-index switched).
+    pub fn engine(&self) -> Arc<Engine> {
+        self.serving().engine.clone()
+    }
+
+    /// The model the index serves now, whole: a search that holds it uses one model throughout.
+    pub fn serving(&self) -> Arc<Serving> {
+        self.serving
+            .read()
+            .expect("serving model lock poisoned")
+            .clone()
     }
 
     /// Takes applied instances out of the in-flight set, once their records are committed.
@@ -606,6 +704,46 @@ impl Index {
             view.abnormal_code(record).to_vec(),
         ))
     }
+}
+
+/// The stamp a model's codes carry in the code store.
+fn stamp_of(engine: &Engine) -> ModelStamp {
+    let manifest = engine.manifest();
+    ModelStamp {
+        model_id: manifest.model_id.clone(),
+        positions: manifest.grid.rows * manifest.grid.cols,
+        codebook_size: manifest.codebook_size,
+    }
+}
+
+/// The kept frames in `<data_dir>/frames/` with `keep_frames`, cut back to the code store's
+/// `records`; without it, a folder left from when it was on is removed (its rows would no longer
+/// follow the records).
+fn open_frames(
+    data_dir: &Path,
+    engine: &Engine,
+    keep_frames: bool,
+    records: usize,
+) -> Result<Option<FrameStore>, IndexError> {
+    let dir = data_dir.join("frames");
+    if !keep_frames {
+        if dir.exists() {
+            tracing::warn!(path = %dir.display(), "[index] keep_frames is off: the kept frames are removed");
+            std::fs::remove_dir_all(&dir).map_err(|e| StoreError::io("remove", &dir, e))?;
+        }
+        return Ok(None);
+    }
+    let mut frames = FrameStore::open(&dir, engine.manifest().preprocess, records)?;
+    if frames.end_record() > records {
+        frames.truncate_to_record(records)?;
+    }
+    if frames.first_record() > 0 && frames.end_record() == records {
+        tracing::info!(
+            without = frames.first_record(),
+            "records indexed before [index] keep_frames was on have no kept frame; a re-index fetches them from the archive"
+        );
+    }
+    Ok(Some(frames))
 }
 
 /// The saved search projections of a store whose codes `view` holds, extended to every record

@@ -7,12 +7,13 @@ use std::time::Instant;
 use diptych_dicom_adapter::Uid;
 use thiserror::Error;
 
-use super::Index;
+use super::{Index, SearchState, Serving};
 use crate::catalog::{CatalogError, StoredRecord, UidLookup};
 use crate::encoder::{BatchError, CodePair};
 use crate::record::{RecordId, RecordSet};
 use crate::search::{self, GroupScore, Grouping, Hit, Mode, QueryCodes};
 use crate::slice::{SliceError, SliceSource, prepare};
+use crate::store::CodeStore;
 
 /// Where a query's codes come from.
 #[derive(Debug, Clone)]
@@ -80,6 +81,8 @@ pub struct SearchOutcome {
     pub records_total: u64,
     /// Server-side time, milliseconds.
     pub elapsed_ms: f64,
+    /// The model whose codes were compared (the query's and every record's).
+    pub model_id: String,
 }
 
 /// Why a search was not answered. Each names the request field at fault.
@@ -107,6 +110,15 @@ pub enum QueryError {
     /// The catalog failed.
     #[error(transparent)]
     Catalog(CatalogError),
+    /// A re-index switched models while the search ran (retried inside the index; reaches a
+    /// caller only when it keeps happening).
+    #[error("the serving model changed from {from} to {to} during the search; retry it")]
+    ModelSwitched {
+        /// The model the search started with.
+        from: String,
+        /// The model now serving.
+        to: String,
+    },
 }
 
 impl QueryError {
@@ -127,9 +139,25 @@ impl Index {
         fields(top_k = spec.top_k, filtered = !spec.filter.trim().is_empty())
     )]
     pub async fn search(&self, spec: SearchSpec) -> Result<SearchOutcome, QueryError> {
+        let mut tries = 0;
+        loop {
+            match self.search_once(&spec).await {
+                Err(QueryError::ModelSwitched { .. }) if tries < 2 => tries += 1,
+                other => return other,
+            }
+        }
+    }
+
+    /// [`Index::search`] with the model serving at its start, from the query's codes to the
+    /// hits; [`QueryError::ModelSwitched`] when a re-index switched models meanwhile.
+    async fn search_once(&self, spec: &SearchSpec) -> Result<SearchOutcome, QueryError> {
         // top_k and the weights are checked by the search itself (`search::SearchError`, mapped
         // to the request field by `search_field`).
         let started = Instant::now();
+        // The catalog (filter, scores) and the codes of one model, from the first read to the
+        // last: a switch waits for this search, or this search for the switch.
+        let _one_model = self.model_switch.read().await;
+        let serving = self.serving();
         let exclude = match (&spec.query, spec.exclude_query) {
             (_, false) => None,
             (
@@ -149,7 +177,7 @@ impl Index {
                 ));
             }
         };
-        let codes = self.resolve(&spec.query, "query").await?;
+        let codes = self.resolve_with(&serving, &spec.query, "query").await?;
         let filter = self.parse_filter(&spec.filter)?;
         let request = search::SearchRequest {
             query: codes,
@@ -159,15 +187,43 @@ impl Index {
             top_k: spec.top_k,
             exclude,
         };
-        let (hits, matched, total) =
-            tokio::task::block_in_place(|| self.scan(&request, filter.as_ref()))?;
-        let hits = self.hydrate(hits, spec.include_thumbnails).await?;
+        let (hits, matched, total) = tokio::task::block_in_place(|| {
+            let (store, state) = self.read_serving(&serving)?;
+            self.scan(&serving, &store, &state, &request, filter.as_ref())
+        })?;
+        let hits = self
+            .hydrate(&serving, hits, spec.include_thumbnails)
+            .await?;
         Ok(SearchOutcome {
             hits,
             records_matched: matched,
             records_total: total,
             elapsed_ms: started.elapsed().as_secs_f64() * 1e3,
+            model_id: serving.model_id().to_string(),
         })
+    }
+
+    /// The code store and search state under their read locks, once they hold `serving`'s
+    /// codes; [`QueryError::ModelSwitched`] when a re-index has replaced them.
+    fn read_serving(
+        &self,
+        serving: &Serving,
+    ) -> Result<
+        (
+            std::sync::RwLockReadGuard<'_, CodeStore>,
+            std::sync::RwLockReadGuard<'_, SearchState>,
+        ),
+        QueryError,
+    > {
+        let store = self.codes.read().expect("code store lock poisoned");
+        let state = self.search.read().expect("search lock poisoned");
+        if store.stamp().model_id != serving.model_id() {
+            return Err(QueryError::ModelSwitched {
+                from: serving.model_id().to_string(),
+                to: store.stamp().model_id.clone(),
+            });
+        }
+        Ok((store, state))
     }
 
     /// The most similar studies to an indexed study in one mode: each of its slices is searched
@@ -185,10 +241,11 @@ impl Index {
         mode: Mode,
         filter: &str,
         top_k: usize,
-    ) -> Result<(usize, Vec<HitView>), QueryError> {
+    ) -> Result<(usize, Vec<HitView>, String), QueryError> {
         self.counters
             .similar_studies
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _one_model = self.model_switch.read().await;
         let filter = self.parse_filter(filter)?;
         let mut slices: Vec<RecordId> = self
             .catalog
@@ -198,15 +255,24 @@ impl Index {
             .map(|(record, _)| record)
             .collect();
         slices.sort_unstable();
-        let queries: Vec<QueryCodes> = slices
-            .iter()
-            .filter_map(|&record| self.codes_of(record))
-            .map(|(normal, abnormal)| QueryCodes { normal, abnormal })
-            .collect();
         let exclude = Some(search::Exclude::Study(crate::record::key_of(
             study_instance_uid.as_str(),
         )));
-        let found = tokio::task::block_in_place(|| {
+        // One model throughout: the study's codes and every record's are read under one lock.
+        let serving = self.serving();
+        let (queries, found) = tokio::task::block_in_place(|| {
+            let (store, state) = self.read_serving(&serving)?;
+            let view = store.view();
+            let queries: Vec<QueryCodes> = slices
+                .iter()
+                .filter(|&&record| {
+                    (record as usize) < view.len() && !view.records()[record as usize].is_deleted()
+                })
+                .map(|&record| QueryCodes {
+                    normal: view.normal_code(record).to_vec(),
+                    abnormal: view.abnormal_code(record).to_vec(),
+                })
+                .collect();
             let mut found = Vec::new();
             for query in &queries {
                 let request = search::SearchRequest {
@@ -217,9 +283,12 @@ impl Index {
                     top_k,
                     exclude,
                 };
-                found.extend(self.scan(&request, filter.as_ref())?.0);
+                found.extend(
+                    self.scan(&serving, &store, &state, &request, filter.as_ref())?
+                        .0,
+                );
             }
-            Ok::<_, QueryError>(found)
+            Ok::<_, QueryError>((queries, found))
         })?;
         let mut best: std::collections::HashMap<u64, Hit> = std::collections::HashMap::new();
         {
@@ -242,7 +311,8 @@ impl Index {
                 .then(a.record.cmp(&b.record))
         });
         hits.truncate(top_k);
-        Ok((queries.len(), self.hydrate(hits, false).await?))
+        let hits = self.hydrate(&serving, hits, false).await?;
+        Ok((queries.len(), hits, serving.model_id().to_string()))
     }
 
     /// The records a filter keeps; `None` for an empty filter. A malformed filter is
@@ -263,11 +333,12 @@ impl Index {
     /// The exact search over the store's codes: hits, records the filter kept, live records.
     fn scan(
         &self,
+        serving: &Serving,
+        store: &CodeStore,
+        state: &SearchState,
         request: &search::SearchRequest,
         filter: Option<&RecordSet>,
     ) -> Result<(Vec<Hit>, u64, u64), QueryError> {
-        let store = self.codes.read().expect("code store lock poisoned");
-        let state = self.search.read().expect("search lock poisoned");
         let view = store.view();
         let records = view.records();
         let keys = |id: RecordId| records[id as usize].keys();
@@ -279,7 +350,7 @@ impl Index {
             deleted: &state.deleted,
             filter,
         };
-        let hits = search::search(&self.tables, state.index.as_ref(), &corpus, request)
+        let hits = search::search(&serving.tables, state.index.as_ref(), &corpus, request)
             .map_err(|e| QueryError::invalid(search_field(&e), e.to_string()))?;
         let total = store.live_len() as u64;
         let matched = match filter {
@@ -291,15 +362,24 @@ impl Index {
 
     /// The hits with their catalog records (and decoded thumbnails when asked for); records
     /// deleted since the scan are left out.
-    async fn hydrate(&self, hits: Vec<Hit>, thumbnails: bool) -> Result<Vec<HitView>, QueryError> {
+    async fn hydrate(
+        &self,
+        serving: &Serving,
+        hits: Vec<Hit>,
+        thumbnails: bool,
+    ) -> Result<Vec<HitView>, QueryError> {
         let ids: Vec<RecordId> = hits.iter().map(|h| h.record).collect();
         let records = self.catalog.entries(&ids).map_err(QueryError::Catalog)?;
         let mut views = Vec::with_capacity(hits.len());
         for (hit, record) in hits.into_iter().zip(records) {
             let Some(record) = record else { continue };
-            let images = match (thumbnails, self.codes_of(hit.record)) {
-                (true, Some((normal, abnormal))) => {
-                    let decoded = self
+            let codes = match thumbnails {
+                true => self.codes_of_under(serving, hit.record)?,
+                false => None,
+            };
+            let images = match codes {
+                Some((normal, abnormal)) => {
+                    let decoded = serving
                         .engine
                         .decode(CodePair {
                             normal: normal.iter().map(|&c| u32::from(c)).collect(),
@@ -308,7 +388,7 @@ impl Index {
                         .await?;
                     Some((decoded.reconstruction, decoded.normal_appearing))
                 }
-                _ => None,
+                None => None,
             };
             views.push(HitView {
                 hit,
@@ -319,15 +399,25 @@ impl Index {
         Ok(views)
     }
 
-    /// The codes a query source stands for.
+    /// The codes a query source stands for, under the model serving now.
     pub async fn resolve(
         &self,
         source: &QuerySource,
         field: &str,
     ) -> Result<QueryCodes, QueryError> {
+        self.resolve_with(&self.serving(), source, field).await
+    }
+
+    /// The codes a query source stands for under `serving`.
+    async fn resolve_with(
+        &self,
+        serving: &Serving,
+        source: &QuerySource,
+        field: &str,
+    ) -> Result<QueryCodes, QueryError> {
         match source {
             QuerySource::Image(slice) => {
-                let params = self.engine.manifest().preprocess;
+                let params = serving.engine.manifest().preprocess;
                 let limits = self.limits;
                 let slice = slice.clone();
                 let input = tokio::task::spawn_blocking(move || prepare(&slice, &params, &limits))
@@ -336,7 +426,7 @@ impl Index {
                     .map_err(|e: SliceError| {
                         QueryError::invalid(&format!("{field}.{}", e.field()), e.to_string())
                     })?;
-                let code = self.engine.encode(input.pixels).await?;
+                let code = serving.engine.encode(input.pixels).await?;
                 Ok(QueryCodes {
                     normal: code.normal.iter().map(|&c| c as u8).collect(),
                     abnormal: code.abnormal.iter().map(|&c| c as u8).collect(),
@@ -349,15 +439,16 @@ impl Index {
                 let record =
                     self.indexed_record(sop_instance_uid, *frame, &format!("{field}.indexed"))?;
                 let (normal, abnormal) =
-                    self.codes_of(record).ok_or_else(|| QueryError::NotFound {
-                        field: format!("{field}.indexed"),
-                        message: "the slice was deleted".into(),
-                    })?;
+                    self.codes_of_under(serving, record)?
+                        .ok_or_else(|| QueryError::NotFound {
+                            field: format!("{field}.indexed"),
+                            message: "the slice was deleted".into(),
+                        })?;
                 Ok(QueryCodes { normal, abnormal })
             }
             QuerySource::Codes(codes) => {
-                let positions = self.engine.geometry().positions();
-                let k = self.engine.manifest().codebook_size;
+                let positions = serving.engine.geometry().positions();
+                let k = serving.engine.manifest().codebook_size;
                 for (name, code) in [("normal", &codes.normal), ("abnormal", &codes.abnormal)] {
                     if code.len() != positions {
                         return Err(QueryError::invalid(
@@ -389,18 +480,41 @@ impl Index {
                         "a composite query's sources must be an image, an indexed slice or codes",
                     ));
                 }
-                let normal =
-                    Box::pin(self.resolve(normal_from, &format!("{field}.composite.normal_from")))
-                        .await?
-                        .normal;
-                let abnormal = Box::pin(
-                    self.resolve(abnormal_from, &format!("{field}.composite.abnormal_from")),
-                )
+                let normal = Box::pin(self.resolve_with(
+                    serving,
+                    normal_from,
+                    &format!("{field}.composite.normal_from"),
+                ))
+                .await?
+                .normal;
+                let abnormal = Box::pin(self.resolve_with(
+                    serving,
+                    abnormal_from,
+                    &format!("{field}.composite.abnormal_from"),
+                ))
                 .await?
                 .abnormal;
                 Ok(QueryCodes { normal, abnormal })
             }
         }
+    }
+
+    /// The codes of an indexed record made by `serving`'s model (`None` when deleted).
+    fn codes_of_under(
+        &self,
+        serving: &Serving,
+        record: RecordId,
+    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, QueryError> {
+        let (store, _state) = self.read_serving(serving)?;
+        let view = store.view();
+        let i = record as usize;
+        if i >= view.len() || view.records()[i].is_deleted() {
+            return Ok(None);
+        }
+        Ok(Some((
+            view.normal_code(record).to_vec(),
+            view.abnormal_code(record).to_vec(),
+        )))
     }
 
     /// The record of an indexed slice, or NOT_FOUND naming `field`.

@@ -82,6 +82,8 @@ pub struct SimilarStudies {
     pub slices: usize,
     /// Similar studies, nearest first (possibly more than a consumer asked for).
     pub hits: Vec<HitView>,
+    /// The model whose codes were compared.
+    pub model_id: String,
 }
 
 /// One consumer's answer: the shared computation, cut to the hits it asked for.
@@ -95,6 +97,11 @@ impl SimilarAnswer {
     /// Slices of the received study that were searched with.
     pub fn slices(&self) -> usize {
         self.computed.slices
+    }
+
+    /// The model whose codes were compared.
+    pub fn model_id(&self) -> &str {
+        &self.computed.model_id
     }
 
     /// The similar studies, nearest first, at most the top-k asked for.
@@ -252,6 +259,7 @@ mod tests {
         Ok(SimilarStudies {
             slices: k,
             hits: Vec::new(),
+            model_id: "fake".into(),
         })
     }
 

@@ -62,10 +62,14 @@ impl ReceivedStudy {
         };
         self.similar
             .answer(&question, top_k, |k| async move {
-                let (slices, hits) = index
+                let (slices, hits, model_id) = index
                     .similar_studies(&self.study_instance_uid, mode, filter, k)
                     .await?;
-                Ok(SimilarStudies { slices, hits })
+                Ok(SimilarStudies {
+                    slices,
+                    hits,
+                    model_id,
+                })
             })
             .await
     }

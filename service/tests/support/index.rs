@@ -47,5 +47,8 @@ pub fn options(faults: &Arc<Faults>) -> IndexOptions {
         max_backlog_frames: 4096,
         min_free_bytes: 0,
         faults: faults.clone(),
+        keep_frames: false,
+        engines: None,
+        fetcher: None,
     }
 }

@@ -161,6 +161,19 @@ impl Server {
         env: &[(&str, &str)],
         tls: Option<&ProbeTls>,
     ) -> Server {
+        Self::start_model(&test_bundle(), data_dir, addr, extra, log, env, tls)
+    }
+
+    /// [`Server::start_with`] serving the bundle in `model` instead of the one under test.
+    pub fn start_model(
+        model: &Path,
+        data_dir: &Path,
+        addr: &str,
+        extra: &[&str],
+        log: PathBuf,
+        env: &[(&str, &str)],
+        tls: Option<&ProbeTls>,
+    ) -> Server {
         let http_addr = match extra.iter().position(|a| *a == "--http-addr") {
             Some(i) => extra[i + 1].to_string(),
             None => format!("127.0.0.1:{}", free_port()),
@@ -173,7 +186,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_diptych"))
             .arg("serve")
             .arg("--model")
-            .arg(test_bundle())
+            .arg(model)
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--grpc-addr", addr, "--execution-provider", "cpu"])

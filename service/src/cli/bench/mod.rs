@@ -6,12 +6,14 @@
 //! | [`encode`] | slices/s through the service's encoder at batch 1 and 32 | PyTorch eager, same weights, same threads |
 //! | [`search`] | p50/p99 latency of top-10 over 1M records, each mode, with and without a 10 % filter | the naive scan, FAISS IndexPQ |
 //! | [`ready`] | resident memory per indexed slice and start-to-ready time at 1M records | raw code bytes + catalog |
+//! | [`reindex`] | records/s of a re-index from kept frames, start to switch | the new encoder alone on the same frames |
 //!
 //! [`search_run`] holds the search benchmark's measurement (replicated encodings, the FAISS
 //! subprocess), which [`search`] and [`ready`] drive.
 
 pub mod encode;
 pub mod ready;
+pub mod reindex;
 pub mod search;
 pub mod search_run;
 

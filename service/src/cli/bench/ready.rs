@@ -171,6 +171,7 @@ async fn build(model: &Path, data: &Path, records: usize) -> anyhow::Result<usiz
     catalog.commit(Checkpoint {
         applied_seq: 0,
         records: records as u64,
+        ..Default::default()
     })?;
     bar.finish_and_clear();
     std::fs::write(done, records.to_string())?;

@@ -16,7 +16,6 @@
 //! The store is synchronous and not internally locked: the caller holds it in a `RwLock`
 //! (`view` under the read lock, `append`/`tombstone`/`sync`/`truncate` under the write lock).
 
-mod column;
 mod entry;
 mod header;
 
@@ -25,7 +24,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use column::Column;
+use super::column::Column;
 use entry::ENTRY_BYTES;
 pub use entry::RecordEntry;
 use header::Header;

@@ -12,7 +12,7 @@ use crate::store::StoreError;
 const INITIAL_ROWS: usize = 4096;
 
 /// One file of rows, mapped read-write.
-pub(super) struct Column {
+pub(crate) struct Column {
     path: PathBuf,
     file: File,
     map: MmapMut,
@@ -23,6 +23,17 @@ pub(super) struct Column {
 impl Column {
     /// Opens (or creates) the file and maps it; it must already hold at least `rows` rows.
     pub fn open(path: &Path, row_bytes: usize, rows: usize) -> Result<Column, StoreError> {
+        Column::open_growing_from(path, row_bytes, rows, INITIAL_ROWS)
+    }
+
+    /// [`Column::open`] with a new file created for `initial_rows` rows (for large rows, whose
+    /// reserved blocks would otherwise cost much disk while the column is still small).
+    pub fn open_growing_from(
+        path: &Path,
+        row_bytes: usize,
+        rows: usize,
+        initial_rows: usize,
+    ) -> Result<Column, StoreError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -41,7 +52,7 @@ impl Column {
                 reason: format!("the file holds {held} rows but the header commits {rows}"),
             });
         }
-        let capacity = held.max(INITIAL_ROWS);
+        let capacity = held.max(initial_rows.max(1));
         if capacity > held {
             allocate(&file, path, (capacity * row_bytes) as u64)?;
         }

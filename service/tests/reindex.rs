@@ -1,0 +1,698 @@
+//! Re-index when the model changes (issue #13), end to end: `diptych serve` processes with the
+//! shipped bundles on ONNX Runtime, driven over gRPC.
+//!
+//! A server indexes phantom studies with `models/phantom-v1` and `[index] keep_frames` on, then
+//! re-indexes them with `models/synth-v2` (another model, same pre-processing) through
+//! AdminService.StartReindex, while
+//! - searches run all along: each answer names the model it used and equals, whole, that
+//!   model's answer (the old index's, or a fresh synth-v2 index's) — never a mix;
+//! - instances arrive and a series is deleted (the old model indexes them, the re-index catches
+//!   up);
+//! - the server is killed (SIGKILL) in the middle, and restarted: the re-index goes on from its
+//!   last sync and finishes.
+//!
+//! Before it, a re-index started and cancelled leaves nothing behind.
+//!
+//! The end state equals a second server that indexed the same studies from scratch with
+//! synth-v2: the same answers to the same searches (filters on the abnormality score and the
+//! birth date included), and, read from both data folders, the same records, codes, scores,
+//! catalog documents and kept frames. A third start of the re-indexed folder, still configured
+//! with phantom-v1, serves synth-v2.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dicom_core::VR;
+use dicom_dictionary_std::tags;
+use diptych::api::v1::admin_service_client::AdminServiceClient;
+use diptych::api::v1::info_service_client::InfoServiceClient;
+use diptych::api::v1::ingest_service_client::IngestServiceClient;
+use diptych::api::v1::search_service_client::SearchServiceClient;
+use diptych::api::v1::{
+    CancelReindexRequest, DeleteRequest, DicomRef, GetIndexStatsRequest, GetReindexStatusRequest,
+    Grouping, IndexStats, IngestRequest, Query, ReindexPhase, ReindexStatus, SearchMode,
+    SearchRequest, SearchResponse, SliceRef, StartReindexRequest, dicom_ref, query,
+};
+use diptych::phantom::{PhantomConfig, PhantomGenerator};
+use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
+use diptych_service::catalog::Catalog;
+use diptych_service::index::codes_dir;
+use diptych_service::store::{CodeStore, FrameStore, ModelStamp};
+use tonic::transport::Channel;
+
+#[path = "support/serve.rs"]
+mod serve;
+use serve::{Server, free_port, workspace};
+
+/// Frames per instance (each a record).
+const FRAMES: u64 = 32;
+/// Instances indexed before the re-index starts.
+const BASE: u64 = 72;
+/// Instances sent while it runs.
+const EXTRA: u64 = 8;
+/// Instances per series, and series per study.
+const PER_SERIES: u64 = 2;
+const PER_STUDY: u64 = 4;
+/// The instance whose series is deleted while the re-index runs.
+const DELETED: u64 = 13;
+
+fn old_bundle() -> PathBuf {
+    workspace().join("models/phantom-v1")
+}
+
+fn new_bundle() -> PathBuf {
+    workspace().join("models/synth-v2")
+}
+
+fn sop_uid(i: u64) -> String {
+    format!("1.2.826.0.1.3680043.10.1301.{i}")
+}
+
+fn series_uid(i: u64) -> String {
+    format!("1.2.826.0.1.3680043.10.1302.{}", i / PER_SERIES)
+}
+
+fn study(i: u64) -> u64 {
+    i / (PER_SERIES * PER_STUDY)
+}
+
+/// Instance `i`: [`FRAMES`] phantom slices as one multi-frame MR image, its patient born in a
+/// year of its own.
+fn instance(i: u64) -> Vec<u8> {
+    let generator = PhantomGenerator::new(13, PhantomConfig::default());
+    let slices: Vec<_> = (0..FRAMES)
+        .map(|f| generator.slice(i * FRAMES + f))
+        .collect();
+    let mut instance = SyntheticInstance::from_phantom(&slices[0]);
+    let samples: Vec<u16> = slices
+        .iter()
+        .flat_map(|s| {
+            s.image
+                .iter()
+                .map(|&v| v.round().clamp(0.0, 65535.0) as u16)
+        })
+        .collect();
+    instance.samples = StoredSamples::U16(samples);
+    let s = study(i);
+    instance.set(tags::SOP_INSTANCE_UID, VR::UI, sop_uid(i));
+    instance.set(tags::SERIES_INSTANCE_UID, VR::UI, series_uid(i));
+    instance.set(
+        tags::STUDY_INSTANCE_UID,
+        VR::UI,
+        format!("1.2.826.0.1.3680043.10.1303.{s}"),
+    );
+    instance.set(tags::PATIENT_ID, VR::LO, format!("REINDEX-{s:03}"));
+    instance.set(
+        tags::PATIENT_BIRTH_DATE,
+        VR::DA,
+        format!("{}0615", 1940 + 5 * s),
+    );
+    instance.to_part10()
+}
+
+async fn channel(addr: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+async fn ingest(addr: &str, instances: std::ops::Range<u64>) {
+    let requests: Vec<IngestRequest> = instances
+        .clone()
+        .map(|i| IngestRequest {
+            dicom: instance(i),
+            client_ref: format!("instance {i}"),
+        })
+        .collect();
+    let answer = IngestServiceClient::new(channel(addr).await)
+        .max_decoding_message_size(64 << 20)
+        .ingest(tokio_stream::iter(requests))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.failures.is_empty(), "{:?}", answer.failures);
+    assert_eq!(u64::from(answer.accepted), instances.end - instances.start);
+}
+
+async fn delete_series(addr: &str, i: u64) {
+    let answer = IngestServiceClient::new(channel(addr).await)
+        .delete(DeleteRequest {
+            target: Some(DicomRef {
+                level: Some(dicom_ref::Level::SeriesInstanceUid(series_uid(i))),
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.records_deleted, PER_SERIES * FRAMES);
+}
+
+async fn stats(addr: &str) -> IndexStats {
+    InfoServiceClient::new(channel(addr).await)
+        .get_index_stats(GetIndexStatsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Waits until nothing is pending and `records` are in the index.
+async fn indexed(addr: &str, records: u64) {
+    let started = Instant::now();
+    loop {
+        let stats = stats(addr).await;
+        if stats.pending == 0 && stats.records == records {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(300),
+            "not indexed: {stats:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn reindex_status(addr: &str) -> ReindexStatus {
+    AdminServiceClient::new(channel(addr).await)
+        .get_reindex_status(GetReindexStatusRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The searches compared: indexed queries in each mode, with and without filters on the
+/// abnormality score and the birth date, by slice and by series.
+fn requests() -> Vec<SearchRequest> {
+    let queries = [(0, 3), (17, 20), (41, 9), (BASE + 2, 30)];
+    let filters = [
+        "",
+        "abnormality:>0.5",
+        "patient_birth_date:<19600101",
+        "abnormality:<0.2 AND patient_birth_date:>19600101",
+    ];
+    let modes = [
+        SearchMode::Normal,
+        SearchMode::Abnormal,
+        SearchMode::Combined,
+    ];
+    let mut requests = Vec::new();
+    for (q, &(i, frame)) in queries.iter().enumerate() {
+        for (f, filter) in filters.iter().enumerate() {
+            requests.push(SearchRequest {
+                query: Some(Query {
+                    source: Some(query::Source::Indexed(SliceRef {
+                        sop_instance_uid: sop_uid(i),
+                        frame,
+                    })),
+                }),
+                mode: modes[(q + f) % 3] as i32,
+                filter: filter.to_string(),
+                top_k: 12,
+                grouping: if (q + f) % 2 == 0 {
+                    Grouping::Instance
+                } else {
+                    Grouping::Series
+                } as i32,
+                ..SearchRequest::default()
+            });
+        }
+    }
+    requests
+}
+
+/// The answers to `requests`, without their timings; `None` for a query slice not indexed
+/// (yet).
+async fn answers(addr: &str, requests: &[SearchRequest]) -> Vec<Option<SearchResponse>> {
+    let mut client = SearchServiceClient::new(channel(addr).await);
+    let mut answers = Vec::new();
+    for request in requests {
+        match client.search(request.clone()).await {
+            Ok(answer) => {
+                let mut answer = answer.into_inner();
+                answer.elapsed_ms = 0.0;
+                answers.push(Some(answer));
+            }
+            Err(status) if status.code() == tonic::Code::NotFound => answers.push(None),
+            Err(status) => panic!("search {request:?} failed: {status:?}"),
+        }
+    }
+    answers
+}
+
+/// What one search saw while the re-index ran: its request and answer.
+type Seen = Vec<(usize, SearchResponse)>;
+
+/// Searches in a loop until `stop`, returning every answer.
+async fn search_loop(addr: String, requests: Vec<SearchRequest>, stop: Arc<AtomicBool>) -> Seen {
+    let mut client = SearchServiceClient::new(channel(&addr).await);
+    let mut seen = Vec::new();
+    for r in (0..requests.len()).cycle() {
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let mut answer = match client.search(requests[r].clone()).await {
+            Ok(answer) => answer.into_inner(),
+            // A query slice that is not indexed yet.
+            Err(status) if status.code() == tonic::Code::NotFound => continue,
+            Err(status) => panic!("a search during the re-index failed: {status:?}"),
+        };
+        answer.elapsed_ms = 0.0;
+        seen.push((r, answer));
+    }
+    seen
+}
+
+/// Every answer seen equals, whole, the answer of the model it names.
+fn one_model_each(seen: &Seen, references: &[(&str, &[Option<SearchResponse>])]) -> Vec<usize> {
+    let mut per_model = vec![0; references.len()];
+    for (r, answer) in seen {
+        let Some(m) = references
+            .iter()
+            .position(|(model, _)| *model == answer.model_id)
+        else {
+            panic!("an answer names model {:?}", answer.model_id);
+        };
+        assert_eq!(
+            Some(answer),
+            references[m].1[*r].as_ref(),
+            "search {r} answered by {} differs from that model's answer",
+            answer.model_id
+        );
+        per_model[m] += 1;
+    }
+    per_model
+}
+
+fn config(dir: &Path) -> PathBuf {
+    let path = dir.join("serve.toml");
+    std::fs::write(
+        &path,
+        "[index]\nkeep_frames = true\nmin_free_bytes = 0\n\n[encoder]\nmax_batch = 32\n",
+    )
+    .unwrap();
+    path
+}
+
+fn start(model: &Path, data: &Path, addr: &str, config: &Path, log: PathBuf) -> Server {
+    Server::start_model(
+        model,
+        data,
+        addr,
+        &["--config", config.to_str().unwrap()],
+        log,
+        &[],
+        None,
+    )
+}
+
+fn kill(mut server: Server) {
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+/// Runs the `diptych` command line; its standard output, or a panic with both outputs.
+fn cli(args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_diptych"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "diptych {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn stamp(model: &str) -> ModelStamp {
+    ModelStamp {
+        model_id: model.to_string(),
+        positions: 256,
+        codebook_size: 256,
+    }
+}
+
+/// The records, codes, scores, catalog documents and kept frames of a data folder (its server
+/// stopped), record by record.
+struct Folder {
+    codes: CodeStore,
+    catalog: Catalog,
+    frames: FrameStore,
+}
+
+impl Folder {
+    fn open(data: &Path, model: &str) -> Folder {
+        let catalog = Catalog::open(&data.join("catalog")).unwrap();
+        let generation = catalog.checkpoint().generation;
+        let codes = CodeStore::open(codes_dir(data, generation), stamp(model)).unwrap();
+        let preprocess = diptych::preprocess::PreprocessParams {
+            input_size: 128,
+            ..Default::default()
+        };
+        let frames = FrameStore::open(data.join("frames"), preprocess, 0).unwrap();
+        Folder {
+            codes,
+            catalog,
+            frames,
+        }
+    }
+}
+
+/// The live records of a folder by (SOP Instance UID, frame): record ids follow the order in
+/// which instances were applied, which concurrent acceptance may change from run to run.
+fn by_slice(folder: &Folder) -> std::collections::BTreeMap<(String, u32), u32> {
+    let view = folder.codes.view();
+    let ids: Vec<u32> = (0..view.len() as u32).collect();
+    let documents = folder.catalog.entries(&ids).unwrap();
+    let mut slices = std::collections::BTreeMap::new();
+    for (&id, document) in ids.iter().zip(documents) {
+        let deleted = view.records()[id as usize].is_deleted();
+        match document {
+            Some(document) => {
+                assert!(
+                    !deleted,
+                    "record {id} is deleted but has a catalog document"
+                );
+                let key = (document.metadata.sop_instance_uid.clone(), document.frame);
+                assert!(slices.insert(key, id).is_none(), "two records of one slice");
+            }
+            None => assert!(deleted, "record {id} is live but has no catalog document"),
+        }
+    }
+    slices
+}
+
+fn same_records(fresh: &Folder, reindexed: &Folder) {
+    let (a, b) = (fresh.codes.view(), reindexed.codes.view());
+    assert_eq!(a.len(), b.len(), "records");
+    assert_eq!(fresh.codes.live_len(), reindexed.codes.live_len());
+    let (slices_a, slices_b) = (by_slice(fresh), by_slice(reindexed));
+    assert_eq!(
+        slices_a.keys().collect::<Vec<_>>(),
+        slices_b.keys().collect::<Vec<_>>(),
+        "the live slices"
+    );
+    for (slice, (&ia, &ib)) in slices_a
+        .keys()
+        .zip(slices_a.values().zip(slices_b.values()))
+    {
+        let mut da = fresh
+            .catalog
+            .entries(&[ia])
+            .unwrap()
+            .pop()
+            .flatten()
+            .unwrap();
+        let db = reindexed
+            .catalog
+            .entries(&[ib])
+            .unwrap()
+            .pop()
+            .flatten()
+            .unwrap();
+        da.record = db.record;
+        assert_eq!(da, db, "{slice:?}: catalog document");
+        let (ea, eb) = (a.records()[ia as usize], b.records()[ib as usize]);
+        assert_eq!(ea.keys(), eb.keys(), "{slice:?}: keys");
+        assert_eq!(
+            a.normal_code(ia),
+            b.normal_code(ib),
+            "{slice:?}: normal code"
+        );
+        assert_eq!(
+            a.abnormal_code(ia),
+            b.abnormal_code(ib),
+            "{slice:?}: abnormal code"
+        );
+        assert_eq!(ea.abnormality(), eb.abnormality(), "{slice:?}: abnormality");
+        assert_eq!(
+            fresh.frames.frame(ia),
+            reindexed.frames.frame(ib),
+            "{slice:?}: kept frame"
+        );
+    }
+}
+
+#[test]
+fn reindex_switches_models_atomically_survives_a_kill_and_equals_a_fresh_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path());
+    let runtime = runtime();
+    let requests = requests();
+    let records = (BASE + EXTRA) * FRAMES;
+    let live = records - PER_SERIES * FRAMES;
+
+    // The reference: the same studies indexed from scratch with the new bundle, in the same
+    // order, the same series deleted.
+    let fresh_data = dir.path().join("fresh");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let fresh = start(
+        &new_bundle(),
+        &fresh_data,
+        &addr,
+        &config,
+        dir.path().join("fresh.log"),
+    );
+    let new_answers = runtime.block_on(async {
+        ingest(&addr, 0..BASE).await;
+        indexed(&addr, BASE * FRAMES).await;
+        ingest(&addr, BASE..BASE + EXTRA).await;
+        delete_series(&addr, DELETED).await;
+        indexed(&addr, live).await;
+        answers(&addr, &requests).await
+    });
+    assert!(
+        new_answers
+            .iter()
+            .all(|a| a.as_ref().unwrap().model_id == "synth-v2")
+    );
+    kill(fresh);
+
+    // The old model's index, with kept frames.
+    let data = dir.path().join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = start(
+        &old_bundle(),
+        &data,
+        &addr,
+        &config,
+        dir.path().join("a.log"),
+    );
+    let old_base = runtime.block_on(async {
+        ingest(&addr, 0..BASE).await;
+        indexed(&addr, BASE * FRAMES).await;
+        answers(&addr, &requests).await
+    });
+    assert!(
+        old_base
+            .iter()
+            .flatten()
+            .all(|a| a.model_id == "phantom-v1")
+    );
+
+    // Refusals, each saying what to fix.
+    runtime.block_on(async {
+        let mut admin = AdminServiceClient::new(channel(&addr).await);
+        for (model_dir, code) in [
+            (String::new(), tonic::Code::InvalidArgument),
+            (
+                dir.path().join("no-bundle").display().to_string(),
+                tonic::Code::InvalidArgument,
+            ),
+            (
+                old_bundle().display().to_string(),
+                tonic::Code::FailedPrecondition,
+            ),
+        ] {
+            let status = admin
+                .start_reindex(StartReindexRequest {
+                    model_dir: model_dir.clone(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(status.code(), code, "{model_dir:?}: {status:?}");
+        }
+    });
+
+    // A re-index cancelled while it encodes leaves nothing behind; the old model serves on.
+    runtime.block_on(async {
+        let mut admin = AdminServiceClient::new(channel(&addr).await);
+        admin
+            .start_reindex(StartReindexRequest {
+                model_dir: new_bundle().display().to_string(),
+            })
+            .await
+            .unwrap();
+        let cancelled = admin
+            .cancel_reindex(CancelReindexRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(
+            cancelled.phase,
+            ReindexPhase::Cancelled as i32,
+            "{cancelled:?}"
+        );
+        assert_eq!(cancelled.serving_model_id, "phantom-v1");
+        assert!(!data.join("codes-1").exists() && !data.join("reindex.json").exists());
+        let again = admin
+            .cancel_reindex(CancelReindexRequest {})
+            .await
+            .unwrap_err();
+        assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+        assert!(again.message().contains("nothing to cancel"), "{again:?}");
+        assert_eq!(answers(&addr, &requests).await, old_base);
+    });
+
+    // The re-index starts; searches meanwhile answer from the old model, whole.
+    let (seen_before, old_final) = runtime.block_on(async {
+        let started = AdminServiceClient::new(channel(&addr).await)
+            .start_reindex(StartReindexRequest {
+                model_dir: new_bundle().display().to_string(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(started.to_model_id, "synth-v2");
+        assert_eq!(started.serving_model_id, "phantom-v1");
+        let again = AdminServiceClient::new(channel(&addr).await)
+            .start_reindex(StartReindexRequest {
+                model_dir: new_bundle().display().to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(again.code(), tonic::Code::FailedPrecondition, "{again:?}");
+        let stop = Arc::new(AtomicBool::new(false));
+        let searches = tokio::spawn(search_loop(addr.clone(), requests.clone(), stop.clone()));
+        let started = Instant::now();
+        loop {
+            let status = reindex_status(&addr).await;
+            assert_eq!(
+                status.phase,
+                ReindexPhase::Encoding as i32,
+                "the re-index ended before the test could interrupt it: {status:?}"
+            );
+            if status.records_done >= 512 && started.elapsed() > Duration::from_millis(1500) {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(120), "{status:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        let seen = searches.await.unwrap();
+        // Writes while it runs: the old model indexes them.
+        ingest(&addr, BASE..BASE + EXTRA).await;
+        delete_series(&addr, DELETED).await;
+        indexed(&addr, live).await;
+        let old_final = answers(&addr, &requests).await;
+        let status = reindex_status(&addr).await;
+        assert_eq!(status.phase, ReindexPhase::Encoding as i32, "{status:?}");
+        (seen, old_final)
+    });
+    let per_model = one_model_each(&seen_before, &[("phantom-v1", &old_base)]);
+    assert!(per_model[0] > 0, "no search ran during the re-index");
+
+    // Killed in the middle; the restart goes on from the last sync, while searches continue.
+    kill(server);
+    let server = start(
+        &old_bundle(),
+        &data,
+        &addr,
+        &config,
+        dir.path().join("b.log"),
+    );
+    let seen_after = runtime.block_on(async {
+        let stop = Arc::new(AtomicBool::new(false));
+        let searches = tokio::spawn(search_loop(addr.clone(), requests.clone(), stop.clone()));
+        let started = Instant::now();
+        let status = loop {
+            let status = reindex_status(&addr).await;
+            if status.phase == ReindexPhase::Done as i32 {
+                break status;
+            }
+            assert_ne!(status.phase, ReindexPhase::Failed as i32, "{status:?}");
+            assert!(started.elapsed() < Duration::from_secs(300), "{status:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        let resumed = status.resumed_at;
+        assert!(
+            resumed > 0 && resumed < records,
+            "resumed at {resumed} of {records} records"
+        );
+        assert_eq!(status.records_done, records, "{status:?}");
+        assert_eq!(status.serving_model_id, "synth-v2");
+        // Every live record after the resume point was re-encoded from its kept frame.
+        let series = DELETED / PER_SERIES * PER_SERIES * FRAMES;
+        let deleted_after = (series..series + PER_SERIES * FRAMES)
+            .filter(|&r| r >= resumed)
+            .count() as u64;
+        assert_eq!(
+            status.from_kept_frames,
+            records - resumed - deleted_after,
+            "{status:?}"
+        );
+        assert_eq!(status.from_archive, 0);
+        // A few more answers after the switch.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop.store(true, Ordering::Relaxed);
+        searches.await.unwrap()
+    });
+    let per_model = one_model_each(
+        &seen_after,
+        &[("phantom-v1", &old_final), ("synth-v2", &new_answers)],
+    );
+    assert!(per_model[1] > 0, "no search answered from the new model");
+    // The command line shows it.
+    let status = cli(&[
+        "admin",
+        "reindex",
+        "status",
+        "--server",
+        &format!("http://{addr}"),
+    ]);
+    assert!(
+        status.contains("phase            done") && status.contains("serving          synth-v2"),
+        "{status}"
+    );
+    let reindexed = runtime.block_on(async {
+        let stats = stats(&addr).await;
+        assert_eq!((stats.model_id.as_str(), stats.records), ("synth-v2", live));
+        answers(&addr, &requests).await
+    });
+    assert_eq!(reindexed, new_answers, "the re-indexed answers");
+    assert!(
+        !data.join("codes").exists(),
+        "the old model's codes are removed after the switch"
+    );
+
+    // Killed after the switch, started again with the old bundle configured: it serves the
+    // re-indexed model.
+    kill(server);
+    let server = start(
+        &old_bundle(),
+        &data,
+        &addr,
+        &config,
+        dir.path().join("c.log"),
+    );
+    let restarted = runtime.block_on(answers(&addr, &requests));
+    assert_eq!(restarted, new_answers, "the answers after a restart");
+    kill(server);
+
+    same_records(
+        &Folder::open(&fresh_data, "synth-v2"),
+        &Folder::open(&data, "synth-v2"),
+    );
+}
