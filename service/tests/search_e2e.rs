@@ -214,9 +214,10 @@ fn search_ingest_and_delete_end_to_end() {
     assert!(ok, "{out}");
     assert!(out.contains("rank") && out.lines().count() >= 6, "{out}");
     let sheet = image::open(&montage).unwrap();
+    // Five columns of 128 px with 4 px gaps; a 14 px title band, then two tiles and a gap.
     assert_eq!(
         (sheet.width(), sheet.height()),
-        (5 * 128 + 4 * 4, 2 * 128 + 4)
+        (5 * 128 + 4 * 4, 14 + 2 * 128 + 4)
     );
     // By the slice's SOP Instance UID: the montage finds the query slice's own reconstruction
     // through a UID lookup sent as a filter. Something that is neither a file nor a UID is
