@@ -130,6 +130,9 @@ impl QueryError {
     }
 }
 
+/// A record's normal and abnormal codes, one byte per grid position each.
+type RecordCodes = (Vec<u8>, Vec<u8>);
+
 impl Index {
     /// Runs a search.
     #[tracing::instrument(
@@ -504,7 +507,7 @@ impl Index {
         &self,
         serving: &Serving,
         record: RecordId,
-    ) -> Result<Option<(Vec<u8>, Vec<u8>)>, QueryError> {
+    ) -> Result<Option<RecordCodes>, QueryError> {
         let (store, _state) = self.read_serving(serving)?;
         let view = store.view();
         let i = record as usize;
