@@ -5,15 +5,169 @@
 // @generated from file diptych/v1/admin.proto (package diptych.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { Message } from "@bufbuild/protobuf";
 
 /**
  * Describes the file diptych/v1/admin.proto.
  */
 export const file_diptych_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChZkaXB0eWNoL3YxL2FkbWluLnByb3RvEgpkaXB0eWNoLnYxIiYKBFBlZXISEAoIYWVfdGl0bGUYASABKAkSDAoEaG9zdBgCIAEoCSISChBMaXN0UGVlcnNSZXF1ZXN0IjQKEUxpc3RQZWVyc1Jlc3BvbnNlEh8KBXBlZXJzGAEgAygLMhAuZGlwdHljaC52MS5QZWVyIjAKDkFkZFBlZXJSZXF1ZXN0Eh4KBHBlZXIYASABKAsyEC5kaXB0eWNoLnYxLlBlZXIiMwoRUmVtb3ZlUGVlclJlcXVlc3QSHgoEcGVlchgBIAEoCzIQLmRpcHR5Y2gudjEuUGVlciIUChJSZW1vdmVQZWVyUmVzcG9uc2UiPgoOS29zRGVzdGluYXRpb24SEAoIYWVfdGl0bGUYASABKAkSDAoEaG9zdBgCIAEoCRIMCgRwb3J0GAMgASgNIhwKGkxpc3RLb3NEZXN0aW5hdGlvbnNSZXF1ZXN0ImQKG0xpc3RLb3NEZXN0aW5hdGlvbnNSZXNwb25zZRIwCgxkZXN0aW5hdGlvbnMYASADKAsyGi5kaXB0eWNoLnYxLktvc0Rlc3RpbmF0aW9uEhMKC2tvc19lbmFibGVkGAIgASgIIksKGEFkZEtvc0Rlc3RpbmF0aW9uUmVxdWVzdBIvCgtkZXN0aW5hdGlvbhgBIAEoCzIaLmRpcHR5Y2gudjEuS29zRGVzdGluYXRpb24iTgobUmVtb3ZlS29zRGVzdGluYXRpb25SZXF1ZXN0Ei8KC2Rlc3RpbmF0aW9uGAEgASgLMhouZGlwdHljaC52MS5Lb3NEZXN0aW5hdGlvbiIeChxSZW1vdmVLb3NEZXN0aW5hdGlvblJlc3BvbnNlIkkKFkVjaG9EZXN0aW5hdGlvblJlcXVlc3QSLwoLZGVzdGluYXRpb24YASABKAsyGi5kaXB0eWNoLnYxLktvc0Rlc3RpbmF0aW9uInUKF0VjaG9EZXN0aW5hdGlvblJlc3BvbnNlEg8KB3N1Y2Nlc3MYASABKAgSDgoGc3RhdHVzGAIgASgNEhUKDXJvdW5kX3RyaXBfbXMYAyABKAESDQoFZXJyb3IYBCABKAkSEwoLZGVzdGluYXRpb24YBSABKAkiQAoXTGlzdEFzc29jaWF0aW9uc1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkirwEKC0Fzc29jaWF0aW9uEgwKBHRpbWUYASABKAkSDwoHb3V0Y29tZRgCIAEoCRISCgpjYWxsaW5nX2FlGAMgASgJEhEKCWNhbGxlZF9hZRgEIAEoCRIMCgRwZWVyGAUgASgJEgsKA2VuZBgGIAEoCRIOCgZyZWFzb24YByABKAkSGgoSaW5zdGFuY2VzX3JlY2VpdmVkGAggASgNEhMKC2R1cmF0aW9uX21zGAkgASgEImIKGExpc3RBc3NvY2lhdGlvbnNSZXNwb25zZRItCgxhc3NvY2lhdGlvbnMYASADKAsyFy5kaXB0eWNoLnYxLkFzc29jaWF0aW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCTLDBQoMQWRtaW5TZXJ2aWNlEkgKCUxpc3RQZWVycxIcLmRpcHR5Y2gudjEuTGlzdFBlZXJzUmVxdWVzdBodLmRpcHR5Y2gudjEuTGlzdFBlZXJzUmVzcG9uc2USNwoHQWRkUGVlchIaLmRpcHR5Y2gudjEuQWRkUGVlclJlcXVlc3QaEC5kaXB0eWNoLnYxLlBlZXISSwoKUmVtb3ZlUGVlchIdLmRpcHR5Y2gudjEuUmVtb3ZlUGVlclJlcXVlc3QaHi5kaXB0eWNoLnYxLlJlbW92ZVBlZXJSZXNwb25zZRJmChNMaXN0S29zRGVzdGluYXRpb25zEiYuZGlwdHljaC52MS5MaXN0S29zRGVzdGluYXRpb25zUmVxdWVzdBonLmRpcHR5Y2gudjEuTGlzdEtvc0Rlc3RpbmF0aW9uc1Jlc3BvbnNlElUKEUFkZEtvc0Rlc3RpbmF0aW9uEiQuZGlwdHljaC52MS5BZGRLb3NEZXN0aW5hdGlvblJlcXVlc3QaGi5kaXB0eWNoLnYxLktvc0Rlc3RpbmF0aW9uEmkKFFJlbW92ZUtvc0Rlc3RpbmF0aW9uEicuZGlwdHljaC52MS5SZW1vdmVLb3NEZXN0aW5hdGlvblJlcXVlc3QaKC5kaXB0eWNoLnYxLlJlbW92ZUtvc0Rlc3RpbmF0aW9uUmVzcG9uc2USWgoPRWNob0Rlc3RpbmF0aW9uEiIuZGlwdHljaC52MS5FY2hvRGVzdGluYXRpb25SZXF1ZXN0GiMuZGlwdHljaC52MS5FY2hvRGVzdGluYXRpb25SZXNwb25zZRJdChBMaXN0QXNzb2NpYXRpb25zEiMuZGlwdHljaC52MS5MaXN0QXNzb2NpYXRpb25zUmVxdWVzdBokLmRpcHR5Y2gudjEuTGlzdEFzc29jaWF0aW9uc1Jlc3BvbnNlYgZwcm90bzM");
+  fileDesc("ChZkaXB0eWNoL3YxL2FkbWluLnByb3RvEgpkaXB0eWNoLnYxIhYKFENhbmNlbFJlaW5kZXhSZXF1ZXN0IigKE1N0YXJ0UmVpbmRleFJlcXVlc3QSEQoJbW9kZWxfZGlyGAEgASgJIhkKF0dldFJlaW5kZXhTdGF0dXNSZXF1ZXN0IsACCg1SZWluZGV4U3RhdHVzEicKBXBoYXNlGAEgASgOMhguZGlwdHljaC52MS5SZWluZGV4UGhhc2USFQoNZnJvbV9tb2RlbF9pZBgCIAEoCRITCgt0b19tb2RlbF9pZBgDIAEoCRIRCgltb2RlbF9kaXIYBCABKAkSFAoMcmVjb3Jkc19kb25lGAUgASgEEhUKDXJlY29yZHNfdG90YWwYBiABKAQSEgoKcmVzdW1lZF9hdBgHIAEoBBIYChBmcm9tX2tlcHRfZnJhbWVzGAggASgEEhQKDGZyb21fYXJjaGl2ZRgJIAEoBBIRCgllbGFwc2VkX3MYCiABKAESGgoScmVjb3Jkc19wZXJfc2Vjb25kGAsgASgBEg0KBWVycm9yGAwgASgJEhgKEHNlcnZpbmdfbW9kZWxfaWQYDSABKAkiJgoEUGVlchIQCghhZV90aXRsZRgBIAEoCRIMCgRob3N0GAIgASgJIhIKEExpc3RQZWVyc1JlcXVlc3QiNAoRTGlzdFBlZXJzUmVzcG9uc2USHwoFcGVlcnMYASADKAsyEC5kaXB0eWNoLnYxLlBlZXIiMAoOQWRkUGVlclJlcXVlc3QSHgoEcGVlchgBIAEoCzIQLmRpcHR5Y2gudjEuUGVlciIzChFSZW1vdmVQZWVyUmVxdWVzdBIeCgRwZWVyGAEgASgLMhAuZGlwdHljaC52MS5QZWVyIhQKElJlbW92ZVBlZXJSZXNwb25zZSI+Cg5Lb3NEZXN0aW5hdGlvbhIQCghhZV90aXRsZRgBIAEoCRIMCgRob3N0GAIgASgJEgwKBHBvcnQYAyABKA0iHAoaTGlzdEtvc0Rlc3RpbmF0aW9uc1JlcXVlc3QiZAobTGlzdEtvc0Rlc3RpbmF0aW9uc1Jlc3BvbnNlEjAKDGRlc3RpbmF0aW9ucxgBIAMoCzIaLmRpcHR5Y2gudjEuS29zRGVzdGluYXRpb24SEwoLa29zX2VuYWJsZWQYAiABKAgiSwoYQWRkS29zRGVzdGluYXRpb25SZXF1ZXN0Ei8KC2Rlc3RpbmF0aW9uGAEgASgLMhouZGlwdHljaC52MS5Lb3NEZXN0aW5hdGlvbiJOChtSZW1vdmVLb3NEZXN0aW5hdGlvblJlcXVlc3QSLwoLZGVzdGluYXRpb24YASABKAsyGi5kaXB0eWNoLnYxLktvc0Rlc3RpbmF0aW9uIh4KHFJlbW92ZUtvc0Rlc3RpbmF0aW9uUmVzcG9uc2UiSQoWRWNob0Rlc3RpbmF0aW9uUmVxdWVzdBIvCgtkZXN0aW5hdGlvbhgBIAEoCzIaLmRpcHR5Y2gudjEuS29zRGVzdGluYXRpb24idQoXRWNob0Rlc3RpbmF0aW9uUmVzcG9uc2USDwoHc3VjY2VzcxgBIAEoCBIOCgZzdGF0dXMYAiABKA0SFQoNcm91bmRfdHJpcF9tcxgDIAEoARINCgVlcnJvchgEIAEoCRITCgtkZXN0aW5hdGlvbhgFIAEoCSJAChdMaXN0QXNzb2NpYXRpb25zUmVxdWVzdBIRCglwYWdlX3NpemUYASABKAUSEgoKcGFnZV90b2tlbhgCIAEoCSKvAQoLQXNzb2NpYXRpb24SDAoEdGltZRgBIAEoCRIPCgdvdXRjb21lGAIgASgJEhIKCmNhbGxpbmdfYWUYAyABKAkSEQoJY2FsbGVkX2FlGAQgASgJEgwKBHBlZXIYBSABKAkSCwoDZW5kGAYgASgJEg4KBnJlYXNvbhgHIAEoCRIaChJpbnN0YW5jZXNfcmVjZWl2ZWQYCCABKA0SEwoLZHVyYXRpb25fbXMYCSABKAQiYgoYTGlzdEFzc29jaWF0aW9uc1Jlc3BvbnNlEi0KDGFzc29jaWF0aW9ucxgBIAMoCzIXLmRpcHR5Y2gudjEuQXNzb2NpYXRpb24SFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIt0BCg9CYWNrZmlsbFJlcXVlc3QSDwoHYXJjaGl2ZRgBIAEoCRIRCglkYXRlX2Zyb20YAiABKAkSDwoHZGF0ZV90bxgDIAEoCRIQCghtb2RhbGl0eRgEIAEoCRITCgtkZXNjcmlwdGlvbhgFIAEoCRIqCgZtZXRob2QYBiABKA4yGi5kaXB0eWNoLnYxLkJhY2tmaWxsTWV0aG9kEhMKC2NvbmN1cnJlbmN5GAcgASgNEhoKEnN0dWRpZXNfcGVyX21pbnV0ZRgIIAEoARIRCglvZmZfaG91cnMYCSABKAkiiAIKEEJhY2tmaWxsUHJvZ3Jlc3MSDQoFc3RhdGUYASABKAkSFQoNc3R1ZGllc190b3RhbBgCIAEoDRIXCg9zdHVkaWVzX2luZGV4ZWQYAyABKA0SFwoPc3R1ZGllc19za2lwcGVkGAQgASgNEhYKDnN0dWRpZXNfZmFpbGVkGAUgASgNEhgKEGluc3RhbmNlc19zdG9yZWQYBiABKAQSFwoPcmVzdW1lZF9zdHVkaWVzGAcgASgNEhEKCWVsYXBzZWRfcxgIIAEoARItCghmYWlsdXJlcxgJIAMoCzIbLmRpcHR5Y2gudjEuQmFja2ZpbGxGYWlsdXJlEg8KB21lc3NhZ2UYCiABKAkiPQoPQmFja2ZpbGxGYWlsdXJlEhoKEnN0dWR5X2luc3RhbmNlX3VpZBgBIAEoCRIOCgZyZWFzb24YAiABKAkq0AEKDFJlaW5kZXhQaGFzZRIdChlSRUlOREVYX1BIQVNFX1VOU1BFQ0lGSUVEEAASGQoVUkVJTkRFWF9QSEFTRV9MT0FESU5HEAESGgoWUkVJTkRFWF9QSEFTRV9FTkNPRElORxACEhsKF1JFSU5ERVhfUEhBU0VfU1dJVENISU5HEAMSFgoSUkVJTkRFWF9QSEFTRV9ET05FEAQSGAoUUkVJTkRFWF9QSEFTRV9GQUlMRUQQBRIbChdSRUlOREVYX1BIQVNFX0NBTkNFTExFRBAGKkcKDkJhY2tmaWxsTWV0aG9kEhkKFUJBQ0tGSUxMX01FVEhPRF9DX0dFVBAAEhoKFkJBQ0tGSUxMX01FVEhPRF9DX01PVkUQATL6BwoMQWRtaW5TZXJ2aWNlEkgKCUxpc3RQZWVycxIcLmRpcHR5Y2gudjEuTGlzdFBlZXJzUmVxdWVzdBodLmRpcHR5Y2gudjEuTGlzdFBlZXJzUmVzcG9uc2USNwoHQWRkUGVlchIaLmRpcHR5Y2gudjEuQWRkUGVlclJlcXVlc3QaEC5kaXB0eWNoLnYxLlBlZXISSwoKUmVtb3ZlUGVlchIdLmRpcHR5Y2gudjEuUmVtb3ZlUGVlclJlcXVlc3QaHi5kaXB0eWNoLnYxLlJlbW92ZVBlZXJSZXNwb25zZRJmChNMaXN0S29zRGVzdGluYXRpb25zEiYuZGlwdHljaC52MS5MaXN0S29zRGVzdGluYXRpb25zUmVxdWVzdBonLmRpcHR5Y2gudjEuTGlzdEtvc0Rlc3RpbmF0aW9uc1Jlc3BvbnNlElUKEUFkZEtvc0Rlc3RpbmF0aW9uEiQuZGlwdHljaC52MS5BZGRLb3NEZXN0aW5hdGlvblJlcXVlc3QaGi5kaXB0eWNoLnYxLktvc0Rlc3RpbmF0aW9uEmkKFFJlbW92ZUtvc0Rlc3RpbmF0aW9uEicuZGlwdHljaC52MS5SZW1vdmVLb3NEZXN0aW5hdGlvblJlcXVlc3QaKC5kaXB0eWNoLnYxLlJlbW92ZUtvc0Rlc3RpbmF0aW9uUmVzcG9uc2USWgoPRWNob0Rlc3RpbmF0aW9uEiIuZGlwdHljaC52MS5FY2hvRGVzdGluYXRpb25SZXF1ZXN0GiMuZGlwdHljaC52MS5FY2hvRGVzdGluYXRpb25SZXNwb25zZRJdChBMaXN0QXNzb2NpYXRpb25zEiMuZGlwdHljaC52MS5MaXN0QXNzb2NpYXRpb25zUmVxdWVzdBokLmRpcHR5Y2gudjEuTGlzdEFzc29jaWF0aW9uc1Jlc3BvbnNlEkcKCEJhY2tmaWxsEhsuZGlwdHljaC52MS5CYWNrZmlsbFJlcXVlc3QaHC5kaXB0eWNoLnYxLkJhY2tmaWxsUHJvZ3Jlc3MwARJKCgxTdGFydFJlaW5kZXgSHy5kaXB0eWNoLnYxLlN0YXJ0UmVpbmRleFJlcXVlc3QaGS5kaXB0eWNoLnYxLlJlaW5kZXhTdGF0dXMSUgoQR2V0UmVpbmRleFN0YXR1cxIjLmRpcHR5Y2gudjEuR2V0UmVpbmRleFN0YXR1c1JlcXVlc3QaGS5kaXB0eWNoLnYxLlJlaW5kZXhTdGF0dXMSTAoNQ2FuY2VsUmVpbmRleBIgLmRpcHR5Y2gudjEuQ2FuY2VsUmVpbmRleFJlcXVlc3QaGS5kaXB0eWNoLnYxLlJlaW5kZXhTdGF0dXNiBnByb3RvMw");
+
+/**
+ * Request of AdminService.CancelReindex.
+ *
+ * @generated from message diptych.v1.CancelReindexRequest
+ */
+export type CancelReindexRequest = Message<"diptych.v1.CancelReindexRequest"> & {
+};
+
+/**
+ * Describes the message diptych.v1.CancelReindexRequest.
+ * Use `create(CancelReindexRequestSchema)` to create a new message.
+ */
+export const CancelReindexRequestSchema: GenMessage<CancelReindexRequest> = /*@__PURE__*/
+  messageDesc(file_diptych_v1_admin, 0);
+
+/**
+ * Request of AdminService.StartReindex.
+ *
+ * @generated from message diptych.v1.StartReindexRequest
+ */
+export type StartReindexRequest = Message<"diptych.v1.StartReindexRequest"> & {
+  /**
+   * The new bundle's folder (manifest.json, encoder.onnx, decoder.onnx) on the server's disk.
+   *
+   * @generated from field: string model_dir = 1;
+   */
+  modelDir: string;
+};
+
+/**
+ * Describes the message diptych.v1.StartReindexRequest.
+ * Use `create(StartReindexRequestSchema)` to create a new message.
+ */
+export const StartReindexRequestSchema: GenMessage<StartReindexRequest> = /*@__PURE__*/
+  messageDesc(file_diptych_v1_admin, 1);
+
+/**
+ * Request of AdminService.GetReindexStatus.
+ *
+ * @generated from message diptych.v1.GetReindexStatusRequest
+ */
+export type GetReindexStatusRequest = Message<"diptych.v1.GetReindexStatusRequest"> & {
+};
+
+/**
+ * Describes the message diptych.v1.GetReindexStatusRequest.
+ * Use `create(GetReindexStatusRequestSchema)` to create a new message.
+ */
+export const GetReindexStatusRequestSchema: GenMessage<GetReindexStatusRequest> = /*@__PURE__*/
+  messageDesc(file_diptych_v1_admin, 2);
+
+/**
+ * Progress of a re-index.
+ *
+ * @generated from message diptych.v1.ReindexStatus
+ */
+export type ReindexStatus = Message<"diptych.v1.ReindexStatus"> & {
+  /**
+   * @generated from field: diptych.v1.ReindexPhase phase = 1;
+   */
+  phase: ReindexPhase;
+
+  /**
+   * The model serving when it started.
+   *
+   * @generated from field: string from_model_id = 2;
+   */
+  fromModelId: string;
+
+  /**
+   * The model it re-indexes to.
+   *
+   * @generated from field: string to_model_id = 3;
+   */
+  toModelId: string;
+
+  /**
+   * The new bundle's folder.
+   *
+   * @generated from field: string model_dir = 4;
+   */
+  modelDir: string;
+
+  /**
+   * Records with new codes.
+   *
+   * @generated from field: uint64 records_done = 5;
+   */
+  recordsDone: bigint;
+
+  /**
+   * Records in the index (it grows while instances arrive).
+   *
+   * @generated from field: uint64 records_total = 6;
+   */
+  recordsTotal: bigint;
+
+  /**
+   * Records that already had new codes when this run started (an interrupted run's).
+   *
+   * @generated from field: uint64 resumed_at = 7;
+   */
+  resumedAt: bigint;
+
+  /**
+   * Records re-encoded from kept frames by this run.
+   *
+   * @generated from field: uint64 from_kept_frames = 8;
+   */
+  fromKeptFrames: bigint;
+
+  /**
+   * Records re-encoded from instances fetched again from the archive by this run.
+   *
+   * @generated from field: uint64 from_archive = 9;
+   */
+  fromArchive: bigint;
+
+  /**
+   * Seconds since this run started.
+   *
+   * @generated from field: double elapsed_s = 10;
+   */
+  elapsedS: number;
+
+  /**
+   * Records re-encoded per second by this run.
+   *
+   * @generated from field: double records_per_second = 11;
+   */
+  recordsPerSecond: number;
+
+  /**
+   * Why it failed; empty otherwise.
+   *
+   * @generated from field: string error = 12;
+   */
+  error: string;
+
+  /**
+   * The model search uses now.
+   *
+   * @generated from field: string serving_model_id = 13;
+   */
+  servingModelId: string;
+};
+
+/**
+ * Describes the message diptych.v1.ReindexStatus.
+ * Use `create(ReindexStatusSchema)` to create a new message.
+ */
+export const ReindexStatusSchema: GenMessage<ReindexStatus> = /*@__PURE__*/
+  messageDesc(file_diptych_v1_admin, 3);
 
 /**
  * A calling AE title allowed to associate.
@@ -41,7 +195,7 @@ export type Peer = Message<"diptych.v1.Peer"> & {
  * Use `create(PeerSchema)` to create a new message.
  */
 export const PeerSchema: GenMessage<Peer> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 0);
+  messageDesc(file_diptych_v1_admin, 4);
 
 /**
  * Request of AdminService.ListPeers.
@@ -56,7 +210,7 @@ export type ListPeersRequest = Message<"diptych.v1.ListPeersRequest"> & {
  * Use `create(ListPeersRequestSchema)` to create a new message.
  */
 export const ListPeersRequestSchema: GenMessage<ListPeersRequest> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 1);
+  messageDesc(file_diptych_v1_admin, 5);
 
 /**
  * The allowed peers.
@@ -77,7 +231,7 @@ export type ListPeersResponse = Message<"diptych.v1.ListPeersResponse"> & {
  * Use `create(ListPeersResponseSchema)` to create a new message.
  */
 export const ListPeersResponseSchema: GenMessage<ListPeersResponse> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 2);
+  messageDesc(file_diptych_v1_admin, 6);
 
 /**
  * Request of AdminService.AddPeer.
@@ -98,7 +252,7 @@ export type AddPeerRequest = Message<"diptych.v1.AddPeerRequest"> & {
  * Use `create(AddPeerRequestSchema)` to create a new message.
  */
 export const AddPeerRequestSchema: GenMessage<AddPeerRequest> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 3);
+  messageDesc(file_diptych_v1_admin, 7);
 
 /**
  * Request of AdminService.RemovePeer.
@@ -119,7 +273,7 @@ export type RemovePeerRequest = Message<"diptych.v1.RemovePeerRequest"> & {
  * Use `create(RemovePeerRequestSchema)` to create a new message.
  */
 export const RemovePeerRequestSchema: GenMessage<RemovePeerRequest> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 4);
+  messageDesc(file_diptych_v1_admin, 8);
 
 /**
  * Answer of AdminService.RemovePeer.
@@ -134,7 +288,7 @@ export type RemovePeerResponse = Message<"diptych.v1.RemovePeerResponse"> & {
  * Use `create(RemovePeerResponseSchema)` to create a new message.
  */
 export const RemovePeerResponseSchema: GenMessage<RemovePeerResponse> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 5);
+  messageDesc(file_diptych_v1_admin, 9);
 
 /**
  * A viewer or archive that receives KOS documents.
@@ -169,7 +323,7 @@ export type KosDestination = Message<"diptych.v1.KosDestination"> & {
  * Use `create(KosDestinationSchema)` to create a new message.
  */
 export const KosDestinationSchema: GenMessage<KosDestination> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 6);
+  messageDesc(file_diptych_v1_admin, 10);
 
 /**
  * Request of AdminService.ListKosDestinations.
@@ -184,7 +338,7 @@ export type ListKosDestinationsRequest = Message<"diptych.v1.ListKosDestinations
  * Use `create(ListKosDestinationsRequestSchema)` to create a new message.
  */
 export const ListKosDestinationsRequestSchema: GenMessage<ListKosDestinationsRequest> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 7);
+  messageDesc(file_diptych_v1_admin, 11);
 
 /**
  * The KOS destinations.
@@ -212,7 +366,7 @@ export type ListKosDestinationsResponse = Message<"diptych.v1.ListKosDestination
  * Use `create(ListKosDestinationsResponseSchema)` to create a new message.
  */
 export const ListKosDestinationsResponseSchema: GenMessage<ListKosDestinationsResponse> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 8);
+  messageDesc(file_diptych_v1_admin, 12);
 
 /**
  * Request of AdminService.AddKosDestination.
@@ -233,7 +387,7 @@ export type AddKosDestinationRequest = Message<"diptych.v1.AddKosDestinationRequ
  * Use `create(AddKosDestinationRequestSchema)` to create a new message.
  */
 export const AddKosDestinationRequestSchema: GenMessage<AddKosDestinationRequest> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 9);
+  messageDesc(file_diptych_v1_admin, 13);
 
 /**
  * Request of AdminService.RemoveKosDestination.
@@ -254,7 +408,7 @@ export type RemoveKosDestinationRequest = Message<"diptych.v1.RemoveKosDestinati
  * Use `create(RemoveKosDestinationRequestSchema)` to create a new message.
  */
 export const RemoveKosDestinationRequestSchema: GenMessage<RemoveKosDestinationRequest> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 10);
+  messageDesc(file_diptych_v1_admin, 14);
 
 /**
  * Answer of AdminService.RemoveKosDestination.
@@ -269,7 +423,7 @@ export type RemoveKosDestinationResponse = Message<"diptych.v1.RemoveKosDestinat
  * Use `create(RemoveKosDestinationResponseSchema)` to create a new message.
  */
 export const RemoveKosDestinationResponseSchema: GenMessage<RemoveKosDestinationResponse> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 11);
+  messageDesc(file_diptych_v1_admin, 15);
 
 /**
  * Request of AdminService.EchoDestination: a configured destination by AE title (host empty,
@@ -291,7 +445,7 @@ export type EchoDestinationRequest = Message<"diptych.v1.EchoDestinationRequest"
  * Use `create(EchoDestinationRequestSchema)` to create a new message.
  */
 export const EchoDestinationRequestSchema: GenMessage<EchoDestinationRequest> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 12);
+  messageDesc(file_diptych_v1_admin, 16);
 
 /**
  * What the destination answered.
@@ -340,7 +494,7 @@ export type EchoDestinationResponse = Message<"diptych.v1.EchoDestinationRespons
  * Use `create(EchoDestinationResponseSchema)` to create a new message.
  */
 export const EchoDestinationResponseSchema: GenMessage<EchoDestinationResponse> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 13);
+  messageDesc(file_diptych_v1_admin, 17);
 
 /**
  * Request of AdminService.ListAssociations.
@@ -368,7 +522,7 @@ export type ListAssociationsRequest = Message<"diptych.v1.ListAssociationsReques
  * Use `create(ListAssociationsRequestSchema)` to create a new message.
  */
 export const ListAssociationsRequestSchema: GenMessage<ListAssociationsRequest> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 14);
+  messageDesc(file_diptych_v1_admin, 18);
 
 /**
  * One DICOM association, as recorded when it ended.
@@ -445,7 +599,7 @@ export type Association = Message<"diptych.v1.Association"> & {
  * Use `create(AssociationSchema)` to create a new message.
  */
 export const AssociationSchema: GenMessage<Association> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 15);
+  messageDesc(file_diptych_v1_admin, 19);
 
 /**
  * A page of associations.
@@ -473,7 +627,287 @@ export type ListAssociationsResponse = Message<"diptych.v1.ListAssociationsRespo
  * Use `create(ListAssociationsResponseSchema)` to create a new message.
  */
 export const ListAssociationsResponseSchema: GenMessage<ListAssociationsResponse> = /*@__PURE__*/
-  messageDesc(file_diptych_v1_admin, 16);
+  messageDesc(file_diptych_v1_admin, 20);
+
+/**
+ * Request of AdminService.Backfill.
+ *
+ * @generated from message diptych.v1.BackfillRequest
+ */
+export type BackfillRequest = Message<"diptych.v1.BackfillRequest"> & {
+  /**
+   * The archive, `AE@HOST:PORT`.
+   *
+   * @generated from field: string archive = 1;
+   */
+  archive: string;
+
+  /**
+   * First study date, YYYYMMDD (inclusive); empty: no lower bound.
+   *
+   * @generated from field: string date_from = 2;
+   */
+  dateFrom: string;
+
+  /**
+   * Last study date, YYYYMMDD (inclusive); empty: no upper bound.
+   *
+   * @generated from field: string date_to = 3;
+   */
+  dateTo: string;
+
+  /**
+   * Only studies holding this modality (Modalities in Study), e.g. `MR`; empty: any.
+   *
+   * @generated from field: string modality = 4;
+   */
+  modality: string;
+
+  /**
+   * Study Description with DICOM wildcards `*` and `?`; empty: any.
+   *
+   * @generated from field: string description = 5;
+   */
+  description: string;
+
+  /**
+   * How instances are pulled.
+   *
+   * @generated from field: diptych.v1.BackfillMethod method = 6;
+   */
+  method: BackfillMethod;
+
+  /**
+   * Studies fetched at once, each on its own association: 0 for 1, at most 16.
+   *
+   * @generated from field: uint32 concurrency = 7;
+   */
+  concurrency: number;
+
+  /**
+   * Most studies started per minute; 0: no limit.
+   *
+   * @generated from field: double studies_per_minute = 8;
+   */
+  studiesPerMinute: number;
+
+  /**
+   * Only start studies inside this daily window, `HH:MM-HH:MM` in UTC (may pass midnight,
+   * e.g. `19:00-07:00`); empty: any time.
+   *
+   * @generated from field: string off_hours = 9;
+   */
+  offHours: string;
+};
+
+/**
+ * Describes the message diptych.v1.BackfillRequest.
+ * Use `create(BackfillRequestSchema)` to create a new message.
+ */
+export const BackfillRequestSchema: GenMessage<BackfillRequest> = /*@__PURE__*/
+  messageDesc(file_diptych_v1_admin, 21);
+
+/**
+ * Where a backfill job stands.
+ *
+ * @generated from message diptych.v1.BackfillProgress
+ */
+export type BackfillProgress = Message<"diptych.v1.BackfillProgress"> & {
+  /**
+   * `querying`, `fetching`, `waiting` (for the off-hours window), `done` or `stopped`.
+   *
+   * @generated from field: string state = 1;
+   */
+  state: string;
+
+  /**
+   * Studies the archive matched.
+   *
+   * @generated from field: uint32 studies_total = 2;
+   */
+  studiesTotal: number;
+
+  /**
+   * Studies pulled and indexed by this job.
+   *
+   * @generated from field: uint32 studies_indexed = 3;
+   */
+  studiesIndexed: number;
+
+  /**
+   * Studies already indexed here, not pulled again.
+   *
+   * @generated from field: uint32 studies_skipped = 4;
+   */
+  studiesSkipped: number;
+
+  /**
+   * Studies that failed (see failures).
+   *
+   * @generated from field: uint32 studies_failed = 5;
+   */
+  studiesFailed: number;
+
+  /**
+   * Instances made durable by this job.
+   *
+   * @generated from field: uint64 instances_stored = 6;
+   */
+  instancesStored: bigint;
+
+  /**
+   * Studies already finished when this run started (a resumed job).
+   *
+   * @generated from field: uint32 resumed_studies = 7;
+   */
+  resumedStudies: number;
+
+  /**
+   * Seconds since this run started.
+   *
+   * @generated from field: double elapsed_s = 8;
+   */
+  elapsedS: number;
+
+  /**
+   * What failed and why, one entry per failed study (on the last message, and whenever one
+   * is added).
+   *
+   * @generated from field: repeated diptych.v1.BackfillFailure failures = 9;
+   */
+  failures: BackfillFailure[];
+
+  /**
+   * A line for the operator, e.g. why the job stopped.
+   *
+   * @generated from field: string message = 10;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message diptych.v1.BackfillProgress.
+ * Use `create(BackfillProgressSchema)` to create a new message.
+ */
+export const BackfillProgressSchema: GenMessage<BackfillProgress> = /*@__PURE__*/
+  messageDesc(file_diptych_v1_admin, 22);
+
+/**
+ * A study a backfill could not pull completely.
+ *
+ * @generated from message diptych.v1.BackfillFailure
+ */
+export type BackfillFailure = Message<"diptych.v1.BackfillFailure"> & {
+  /**
+   * Its Study Instance UID.
+   *
+   * @generated from field: string study_instance_uid = 1;
+   */
+  studyInstanceUid: string;
+
+  /**
+   * Why, and what to check.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message diptych.v1.BackfillFailure.
+ * Use `create(BackfillFailureSchema)` to create a new message.
+ */
+export const BackfillFailureSchema: GenMessage<BackfillFailure> = /*@__PURE__*/
+  messageDesc(file_diptych_v1_admin, 23);
+
+/**
+ * Where a re-index is.
+ *
+ * @generated from enum diptych.v1.ReindexPhase
+ */
+export enum ReindexPhase {
+  /**
+   * None has run since the server started.
+   *
+   * @generated from enum value: REINDEX_PHASE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Loading the new bundle, or resuming after a restart.
+   *
+   * @generated from enum value: REINDEX_PHASE_LOADING = 1;
+   */
+  LOADING = 1,
+
+  /**
+   * Re-encoding records in the background; the old model serves.
+   *
+   * @generated from enum value: REINDEX_PHASE_ENCODING = 2;
+   */
+  ENCODING = 2,
+
+  /**
+   * Switching search to the new codes.
+   *
+   * @generated from enum value: REINDEX_PHASE_SWITCHING = 3;
+   */
+  SWITCHING = 3,
+
+  /**
+   * Search uses the new model.
+   *
+   * @generated from enum value: REINDEX_PHASE_DONE = 4;
+   */
+  DONE = 4,
+
+  /**
+   * Stopped; `error` says why. StartReindex with the same bundle goes on from its last sync.
+   *
+   * @generated from enum value: REINDEX_PHASE_FAILED = 5;
+   */
+  FAILED = 5,
+
+  /**
+   * Given up by CancelReindex: its codes are removed; the model it started from serves.
+   *
+   * @generated from enum value: REINDEX_PHASE_CANCELLED = 6;
+   */
+  CANCELLED = 6,
+}
+
+/**
+ * Describes the enum diptych.v1.ReindexPhase.
+ */
+export const ReindexPhaseSchema: GenEnum<ReindexPhase> = /*@__PURE__*/
+  enumDesc(file_diptych_v1_admin, 0);
+
+/**
+ * How a backfill pulls instances from the archive.
+ *
+ * @generated from enum diptych.v1.BackfillMethod
+ */
+export enum BackfillMethod {
+  /**
+   * C-GET on the association that asked (the default).
+   *
+   * @generated from enum value: BACKFILL_METHOD_C_GET = 0;
+   */
+  C_GET = 0,
+
+  /**
+   * C-MOVE to this server's own AE title: the archive must know where it listens.
+   *
+   * @generated from enum value: BACKFILL_METHOD_C_MOVE = 1;
+   */
+  C_MOVE = 1,
+}
+
+/**
+ * Describes the enum diptych.v1.BackfillMethod.
+ */
+export const BackfillMethodSchema: GenEnum<BackfillMethod> = /*@__PURE__*/
+  enumDesc(file_diptych_v1_admin, 1);
 
 /**
  * Changes take effect for the next association and the next KOS without a restart, and persist
@@ -567,6 +1001,58 @@ export const AdminService: GenService<{
     methodKind: "unary";
     input: typeof ListAssociationsRequestSchema;
     output: typeof ListAssociationsResponseSchema;
+  },
+  /**
+   * Backfill: asks an archive which studies it holds (C-FIND) and pulls those not yet indexed
+   * (C-GET, or C-MOVE to this server's AE title), each instance through the same path as a
+   * C-STORE. A job: its position is durable in the data folder, so the same request after a
+   * crash or a restart resumes it; a second run indexes nothing twice. Streams progress until
+   * the job ends; the job goes on if the caller goes away, and calling again with the same
+   * request follows it. FAILED_PRECONDITION while another backfill runs.
+   *
+   * @generated from rpc diptych.v1.AdminService.Backfill
+   */
+  backfill: {
+    methodKind: "server_streaming";
+    input: typeof BackfillRequestSchema;
+    output: typeof BackfillProgressSchema;
+  },
+  /**
+   * Re-indexes every record with another model bundle in the background while the current
+   * model serves; search switches to the new codes at once when every record has them. Answers
+   * once the bundle is loaded and the re-index runs (or goes on, after an interruption).
+   * INVALID_ARGUMENT for an unusable bundle; FAILED_PRECONDITION when a re-index already runs,
+   * the bundle's model already serves, or records have no usable kept frame and no archive
+   * fetcher is configured (the message says which).
+   *
+   * @generated from rpc diptych.v1.AdminService.StartReindex
+   */
+  startReindex: {
+    methodKind: "unary";
+    input: typeof StartReindexRequestSchema;
+    output: typeof ReindexStatusSchema;
+  },
+  /**
+   * Progress of the re-index under way or last run.
+   *
+   * @generated from rpc diptych.v1.AdminService.GetReindexStatus
+   */
+  getReindexStatus: {
+    methodKind: "unary";
+    input: typeof GetReindexStatusRequestSchema;
+    output: typeof ReindexStatusSchema;
+  },
+  /**
+   * Gives up the re-index under way (or the one that failed): it stops, its codes are removed,
+   * and the current model goes on serving. FAILED_PRECONDITION when there is none, while it is
+   * still loading its bundle, or once it has switched.
+   *
+   * @generated from rpc diptych.v1.AdminService.CancelReindex
+   */
+  cancelReindex: {
+    methodKind: "unary";
+    input: typeof CancelReindexRequestSchema;
+    output: typeof ReindexStatusSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_diptych_v1_admin, 0);

@@ -395,7 +395,8 @@ export enum SearchMode {
   ABNORMAL = 2,
 
   /**
-   * Both: w_n·d_n + w_a·d_a with the weights of the request (1 and 1 when both are zero).
+   * Both: w_n·d_n + w_a·d_a with the weights of the request (when both are zero: 1 and the
+   * model's balance, ModelCard.combined_balance).
    *
    * @generated from enum value: SEARCH_MODE_COMBINED = 3;
    */
