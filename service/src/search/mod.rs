@@ -19,6 +19,7 @@
 //! | [`tables`] | per-codebook K×K tables of squared distances, and a query's P×K look-up table |
 //! | [`distance`] | the one summation order every path uses, so fast and naive agree to the bit |
 //! | [`index`] | [`SearchIndex`]: compact per-record projections that give exact lower bounds |
+//! | `summaries` | those projections kept 64 records to a block, laid out for vector arithmetic |
 //! | [`persist`] | [`PersistedIndex`]: the [`SearchIndex`] in the data folder, read back on start |
 //! | [`naive`] | [`naive_search`]: the obvious single-threaded full scan, the reference |
 //! | [`scan`] | [`search`]: the parallel scan with lower-bound pruning and early abandoning |
@@ -41,6 +42,7 @@ pub mod index;
 pub mod naive;
 pub mod persist;
 pub mod scan;
+mod summaries;
 pub mod tables;
 
 use thiserror::Error;

@@ -515,7 +515,7 @@ impl PersistedIndex {
             let (normal, abnormal) = index.projections();
             let mut projections = encode_projection(normal);
             projections.extend(encode_projection(abnormal));
-            let summaries = index.summaries(0, records).to_vec();
+            let summaries = index.summaries(0, records);
             let mut rows = crc32fast::Hasher::new();
             hash_rows(&mut rows, &summaries);
             let after = OnDisk {
@@ -542,14 +542,14 @@ impl PersistedIndex {
             return None;
         }
         let from = disk.records.min(records);
-        let appended = index.summaries(from, records).to_vec();
+        let appended = index.summaries(from, records);
         let rows = if changed.is_empty() && records >= disk.records {
             let mut rows = disk.rows.clone();
             hash_rows(&mut rows, &appended);
             rows
         } else {
             let mut rows = crc32fast::Hasher::new();
-            hash_rows(&mut rows, index.summaries(0, records));
+            hash_rows(&mut rows, &index.summaries(0, records));
             rows
         };
         Some(PendingSave {
@@ -947,8 +947,8 @@ mod tests {
         let (a, b) = (index.query(&query), loaded.query(&query));
         for id in 0..600 {
             let (s, t) = (index.summary(id).unwrap(), loaded.summary(id).unwrap());
-            assert_eq!(a.normal(s).to_bits(), b.normal(t).to_bits());
-            assert_eq!(a.abnormal(s).to_bits(), b.abnormal(t).to_bits());
+            assert_eq!(a.normal(&s).to_bits(), b.normal(&t).to_bits());
+            assert_eq!(a.abnormal(&s).to_bits(), b.abnormal(&t).to_bits());
         }
         // Extending the loaded index summarises the records after the file's as a fresh
         // extension does.
