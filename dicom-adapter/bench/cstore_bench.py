@@ -523,7 +523,7 @@ def measure(target, senders, args, stubs, folders_for):
 def encoder_throughput(args):
     """The service's encoder at batch 32 from `diptych bench encode --json`: (slices/s, CPU ms
     per slice, None), or (None, None, why) when that subcommand is missing or fails."""
-    argv = [str(args.diptych), "bench", "encode", "--model", str(args.model), "--json", "--seconds", "3"]
+    argv = [str(args.diptych), "bench", "encode", "--model", str(args.model), "--json", "--seconds", "3", "--runs", "1"]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as error:

@@ -189,7 +189,8 @@ enum ContrastArg {
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
-    /// Slices/s through the encoder at batch 1 and 32, against PyTorch eager on the same weights.
+    /// Slices/s through the encoder at batch 1 and 32 against PyTorch eager on the same weights,
+    /// alternating within one run; medians of the runs.
     Encode {
         /// Model bundle.
         #[arg(long, default_value = "models/synth-v3")]
@@ -198,8 +199,12 @@ enum BenchCommand {
         #[arg(long, default_value_t = 2)]
         threads: usize,
         /// Seconds per measurement.
-        #[arg(long, default_value_t = 5.0)]
+        #[arg(long, default_value_t = 3.0)]
         seconds: f64,
+        /// Runs, each measuring both runtimes at both batch sizes (alternating which goes
+        /// first); the table reports medians.
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -466,6 +471,7 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
             model,
             threads,
             seconds,
+            runs,
             json,
         } => {
             let rows = encode::run(&encode::EncodeBench {
@@ -474,6 +480,7 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
                 batches: vec![1, 32],
                 threads,
                 seconds,
+                runs,
                 python: bench::bench_python(),
                 script: bench::script("torch_encode.py"),
             })

@@ -3,7 +3,7 @@
 //!
 //! | module | benchmark | baseline |
 //! |---|---|---|
-//! | [`encode`] | slices/s through the service's encoder at batch 1 and 32 | PyTorch eager, same weights, same threads |
+//! | [`encode`] | slices/s through the service's encoder at batch 1 and 32, median of alternating runs | PyTorch eager, same weights, same threads |
 //! | [`search`] | p50/p99 latency of top-10 over 1M records, each mode, with and without a 10 % filter | the naive scan, FAISS IndexPQ |
 //! | [`ready`] | resident memory per indexed slice and start-to-ready time at 1M records | raw code bytes + catalog |
 //! | [`reindex`] | records/s of a re-index from kept frames, start to switch | the new encoder alone on the same frames |
@@ -35,6 +35,17 @@ pub fn script(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("bench")
         .join(name)
+}
+
+/// A progress bar of `len` steps labelled `what`, its message saying what runs now.
+pub fn progress_bar(len: u64, what: &str) -> indicatif::ProgressBar {
+    indicatif::ProgressBar::new(len).with_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {what} [{{bar:30}}] {{pos}}/{{len}} {{msg}}"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    )
 }
 
 /// CPU time (user + system, all threads) this process has used so far, in seconds, from
