@@ -21,6 +21,11 @@ sending all the phantom files over one association:
   searchable diptych would reach on cores of its own, relative to the encoder's: the same
   comparison without the senders, which share this machine's cores.
 
+Each sender count is measured in `--runs` runs (default 5); within a run both servers are
+measured one after the other, the first of one run going last in the next, so that the machine's
+drift falls on both alike. Every run is printed, and the acknowledgement ratio is the median of the
+runs' ratios (the other JSON figures are those of the run with the median rate).
+
 Every measurement starts its server afresh on an empty folder, so no run sees an earlier run's
 instances. With 8 senders of the same files (as the issue specifies) each instance arrives 8 times:
 all 8N stores count as acknowledgements, and the N distinct instances count for the rate to
@@ -549,6 +554,32 @@ def ratio(a, b):
     return None if a is None or b in (None, 0) else a / b
 
 
+def median(values):
+    """The median of a non-empty list (the mean of the middle two when the count is even)."""
+    v = sorted(values)
+    n = len(v)
+    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
+
+
+def ack_ratios(results, senders):
+    """diptych's acknowledgements per second over Orthanc's, run by run, for one sender count."""
+    by_run = {}
+    for r in results:
+        if r["senders"] == senders:
+            by_run.setdefault(r["run"], {})[r["target"]] = r["ack_per_s"]
+    return [
+        runs["diptych"] / runs["orthanc"]
+        for _, runs in sorted(by_run.items())
+        if "diptych" in runs and runs.get("orthanc")
+    ]
+
+
+def representative(results, target, senders):
+    """The run of `target` with `senders` whose acknowledgement rate is the median one."""
+    rows = sorted((r for r in results if (r["target"], r["senders"]) == (target, senders)), key=lambda r: r["ack_per_s"])
+    return rows[(len(rows) - 1) // 2]
+
+
 def rounded(value):
     """Two decimals for the JSON line."""
     return None if value is None else round(value, 2)
@@ -561,7 +592,7 @@ def table(results, encoder, args):
     lines = [
         f"C-STORE of {args.files} phantom MR instances ({ROWS}x{COLS} uint16, explicit VR LE), "
         f"storescu over loopback (Nagle {'on' if args.nagle else 'off'} in DCMTK), {copies}",
-        f"{'target':<8} {'senders':>7} {'sent':>6} {'acked':>6} {'ack s':>8} {'ack/s':>8} "
+        f"{'run':>3} {'target':<8} {'senders':>7} {'sent':>6} {'acked':>6} {'ack s':>8} {'ack/s':>8} "
         f"{'searchable s':>13} {'searchable/s':>13} {'sender CPU':>11} {'server CPU':>11}",
     ]
     for r in results:
@@ -572,10 +603,18 @@ def table(results, encoder, args):
             s = f"{'-':>13} {'-':>13}"
             server_cpu = r["server_cpu_ms_per_instance_acked"]
         lines.append(
-            f"{r['target']:<8} {r['senders']:>7} {r['sent']:>6} {r['acknowledged']:>6} "
+            f"{r.get('run', 1):>3} {r['target']:<8} {r['senders']:>7} {r['sent']:>6} {r['acknowledged']:>6} "
             f"{r['ack_seconds']:8.2f} {r['ack_per_s']:8.1f} {s} "
             f"{r['sender_cpu_ms_per_instance']:8.2f} ms {server_cpu:8.2f} ms"
         )
+    for senders in sorted({r["senders"] for r in results}):
+        ratios = ack_ratios(results, senders)
+        if ratios:
+            lines.append(
+                f"diptych ack/s over Orthanc's, {senders} sender(s): runs "
+                + ", ".join(f"{x:.2f}" for x in ratios)
+                + f"; median {median(ratios):.2f} (bar >= 1)"
+            )
     lines.append(
         "CPU columns: CPU time per instance sent (storescu processes) and per instance handled "
         "(the server, all threads: until acknowledged for Orthanc, until searchable for diptych)"
@@ -610,7 +649,8 @@ def summary(results, encoder, args):
     }
     if rate is None:
         out["encoder_missing"] = note
-    by = {(r["target"], r["senders"]): r for r in results}
+    by = {(r["target"], r["senders"]): representative(results, r["target"], r["senders"]) for r in results}
+    out["runs"] = max(r.get("run", 1) for r in results) if results else 0
     for (target, senders), r in sorted(by.items()):
         out[f"{target}_ack_per_s_{senders}"] = rounded(r["ack_per_s"])
         out[f"sender_cpu_ms_per_instance_{target}_{senders}"] = rounded(r["sender_cpu_ms_per_instance"])
@@ -625,8 +665,10 @@ def summary(results, encoder, args):
         out[f"searchable_vs_encoder_cpu_{senders}"] = rounded(
             ratio(cpu, r["server_cpu_ms_per_instance_searchable"])
         )
-        if ("orthanc", senders) in by:
-            out[f"ack_ratio_{senders}"] = rounded(ratio(r["ack_per_s"], by[("orthanc", senders)]["ack_per_s"]))
+        ratios = ack_ratios(results, senders)
+        if ratios:
+            out[f"ack_ratio_{senders}"] = rounded(median(ratios))
+            out[f"ack_ratio_runs_{senders}"] = [rounded(x) for x in ratios]
     out["store_failures"] = sum(r["sent"] - r["acknowledged"] for r in results)
     # Instances held after the run that differ from those sent (lost, or duplicates kept twice).
     out["count_mismatches"] = sum(
@@ -673,12 +715,17 @@ def main():
     parser.add_argument(
         "--senders", default="1,8", help="comma-separated sender counts to run (default 1,8)"
     )
+    parser.add_argument(
+        "--runs", type=int, default=5, help="alternating runs per sender count; medians reported (default 5)"
+    )
     args = parser.parse_args()
     args.work = args.work.resolve()
     args.diptych = args.diptych.resolve()
     args.model = args.model.resolve()
     if args.files < 1:
         parser.error("--files must be at least 1")
+    if args.runs < 1:
+        parser.error("--runs must be at least 1")
     for tool, why in ((ORTHANC, "apt-get install orthanc"), (shutil.which(STORESCU), "apt-get install dcmtk")):
         if not tool or not os.access(tool, os.X_OK):
             sys.exit(f"missing {tool or STORESCU}: `make deps-apt` ({why})")
@@ -706,15 +753,20 @@ def main():
         sender_counts = [int(n) for n in args.senders.split(",")]
         folders_for(max(sender_counts) if args.distinct else 1)
         results = []
+        targets = args.targets.split(",")
         for senders in sender_counts:
-            for target in args.targets.split(","):
-                log(f"{target}, {senders} sender(s)...")
-                r = measure(target, senders, args, stubs, folders_for)
-                log(
-                    f"  acknowledged {r['acknowledged']}/{r['sent']} in {r['ack_seconds']:.2f} s"
-                    + (f", searchable in {r['searchable_seconds']:.2f} s" if "searchable_seconds" in r else "")
-                )
-                results.append(r)
+            # The servers alternate, the first of one run going last in the next, so that the
+            # machine's drift falls on both alike.
+            for run in range(args.runs):
+                for target in targets if run % 2 == 0 else targets[::-1]:
+                    log(f"run {run + 1}/{args.runs}: {target}, {senders} sender(s)...")
+                    r = measure(target, senders, args, stubs, folders_for)
+                    r["run"] = run + 1
+                    log(
+                        f"  acknowledged {r['acknowledged']}/{r['sent']} in {r['ack_seconds']:.2f} s"
+                        + (f", searchable in {r['searchable_seconds']:.2f} s" if "searchable_seconds" in r else "")
+                    )
+                    results.append(r)
         if args.skip_encoder:
             encoder = (None, None, "skipped (--skip-encoder)")
         else:
