@@ -356,6 +356,7 @@ class Diptych:
         folder.mkdir(parents=True)
         self.dicom_port = free_port()
         self.grpc_port = free_port()
+        self.http_port = free_port()
         argv = [
             binary,
             "serve",
@@ -366,7 +367,7 @@ class Diptych:
             "--grpc-addr",
             f"127.0.0.1:{self.grpc_port}",
             "--http-addr",
-            "127.0.0.1:0",
+            f"127.0.0.1:{self.http_port}",
             "--dicom-addr",
             f"127.0.0.1:{self.dicom_port}",
             "--ae-title",
@@ -389,6 +390,19 @@ class Diptych:
         except grpc.RpcError:
             return False
         return status == health_pb2.HealthCheckResponse.SERVING
+
+    def stage_means(self):
+        """Mean milliseconds per accepted instance of each accept stage, from /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/metrics", timeout=10) as r:
+            text = r.read().decode()
+        sums, counts = {}, {}
+        for line in text.splitlines():
+            for suffix, into in (("_sum", sums), ("_count", counts)):
+                head = f"diptych_accept_stage_duration_seconds{suffix}{{stage=\""
+                if line.startswith(head):
+                    stage = line[len(head) :].split('"')[0]
+                    into[stage] = float(line.split()[-1])
+        return {k: sums[k] * 1e3 / counts[k] for k in sums if counts.get(k)}
 
     def stats(self):
         """InfoService.GetIndexStats."""
@@ -492,6 +506,7 @@ def measure(target, senders, args, stubs, folders_for):
         if target == "orthanc":
             result["stored"] = server.instances()
         else:
+            result["stage_ms"] = server.stage_means()
             # Searchable: every distinct instance is a record and nothing is pending.
             deadline = time.monotonic() + args.timeout
             while True:
@@ -607,6 +622,12 @@ def table(results, encoder, args):
             f"{r['ack_seconds']:8.2f} {r['ack_per_s']:8.1f} {s} "
             f"{r['sender_cpu_ms_per_instance']:8.2f} ms {server_cpu:8.2f} ms"
         )
+    for r in results:
+        if r.get("stage_ms"):
+            lines.append(
+                f"  run {r.get('run', 1)} diptych x{r['senders']}, ms per instance by accept stage: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in r["stage_ms"].items())
+            )
     for senders in sorted({r["senders"] for r in results}):
         ratios = ack_ratios(results, senders)
         if ratios:
@@ -658,6 +679,7 @@ def summary(results, encoder, args):
             out[f"orthanc_cpu_ms_per_instance_{senders}"] = rounded(r["server_cpu_ms_per_instance_acked"])
             continue
         out[f"diptych_searchable_per_s_{senders}"] = rounded(r["searchable_per_s"])
+        out[f"diptych_stage_ms_{senders}"] = {k: rounded(v) for k, v in r.get("stage_ms", {}).items()}
         out[f"diptych_cpu_ms_per_instance_{senders}"] = rounded(r["server_cpu_ms_per_instance_searchable"])
         out[f"searchable_vs_encoder_{senders}"] = rounded(ratio(r["searchable_per_s"], rate))
         # The same comparison on CPU time: the encoder's CPU per slice over diptych's CPU per

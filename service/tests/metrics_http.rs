@@ -288,6 +288,32 @@ fn metrics_move_by_what_was_sent_and_probes_answer() {
     );
     assert_eq!(moved("diptych_index_instances_indexed_total", &[]), 3.0);
     assert_eq!(moved("diptych_index_instances_duplicate_total", &[]), 1.0);
+    // Every acknowledged instance went through each stage once; the duplicate was examined but
+    // not written. The stages add up to at most the whole.
+    let stage = |name: &str, stage: &str| moved(name, &[("stage", stage)]);
+    assert_eq!(
+        after.type_of("diptych_accept_stage_duration_seconds"),
+        "histogram"
+    );
+    for (name, count) in [
+        ("examine", 4.0),
+        ("backlog", 3.0),
+        ("claim", 3.0),
+        ("durable", 3.0),
+        ("total", 3.0),
+    ] {
+        assert_eq!(
+            stage("diptych_accept_stage_duration_seconds_count", name),
+            count,
+            "{name}"
+        );
+    }
+    let sum = |name: &str| stage("diptych_accept_stage_duration_seconds_sum", name);
+    assert!(sum("durable") > 0.0, "the log's fsync takes time");
+    assert!(
+        sum("backlog") + sum("claim") + sum("durable") <= sum("total") + 1e-9,
+        "stages within the whole"
+    );
     assert_eq!(after.value("diptych_index_pending", &[]), 0.0);
     assert_eq!(
         after.value("diptych_index_records", &[("state", "live")]),

@@ -323,6 +323,18 @@ impl Live {
     ) -> std::fmt::Result {
         let c = &index.counters;
         let load = |v: &std::sync::atomic::AtomicU64| v.load(Ordering::Relaxed);
+        let mut metric = e.encode_descriptor(
+            "diptych_accept_stage_duration",
+            "Seconds each stage of accepting an image instance took, from its arrival at the \
+             index to its acknowledgement: examine (parse, decode, pre-process), backlog (room \
+             for its frames), claim (duplicate check), durable (write-ahead log append and \
+             fsync), total",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        for (stage, histogram) in index.stages.each() {
+            histogram.encode(metric.encode_family(&vec![("stage", stage.to_string())])?)?;
+        }
         counter(
             e,
             "diptych_index_instances_acknowledged",

@@ -9,6 +9,7 @@ use diptych::preprocess::{PreprocessError, preprocess};
 use diptych_dicom_adapter::{AdapterError, Instance, Limits, Uid};
 use tracing::Instrument;
 
+use super::stages::Stopwatch;
 use super::work::{Prepared, Work, in_flight_entry};
 use super::{Index, IndexError};
 use crate::catalog::UidLookup;
@@ -226,6 +227,8 @@ impl Index {
                 refusal,
             });
         }
+        let started = std::time::Instant::now();
+        let mut watch = Stopwatch::start();
         // Parsing and decoding are CPU work: done in place, with the runtime told so.
         let engine = self.engine();
         let examined = tokio::task::block_in_place(|| {
@@ -236,6 +239,7 @@ impl Index {
             }
         });
         drop(parsed);
+        watch.lap(&self.stages.examine);
         let prepared = match examined {
             Err(error) => {
                 return Ok(AcceptOutcome::Refused {
@@ -269,6 +273,7 @@ impl Index {
             Ok(permit) => permit,
             Err(_) => return Err(IndexError::Stopped),
         };
+        watch.lap(&self.stages.backlog);
         // Claim the instance key before the log append so two concurrent copies cannot both go in.
         {
             let mut in_flight = self.in_flight.lock().expect("in-flight set poisoned");
@@ -293,6 +298,7 @@ impl Index {
             let (key, study) = in_flight_entry(&prepared.uids);
             in_flight.insert(key, study);
         }
+        watch.lap(&self.stages.claim);
         let slices = prepared.frames.len() as u32;
         let study_instance_uid = prepared.metadata.study_instance_uid.clone();
         let study = prepared.uids.study.clone();
@@ -318,6 +324,8 @@ impl Index {
                 });
             }
         };
+        watch.lap(&self.stages.durable);
+        self.stages.total.observe(started.elapsed().as_secs_f64());
         self.counters.pending.fetch_add(1, Ordering::Relaxed);
         self.counters.acknowledged.fetch_add(1, Ordering::Relaxed);
         self.work

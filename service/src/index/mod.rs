@@ -16,6 +16,8 @@
 //!    replays the log after it, a chunk at a time, so whatever was acknowledged is finished
 //!    exactly once.
 //!
+//! [`stages`] times each step of 1. for `/metrics` (`diptych_accept_stage_duration`).
+//!
 //! Searches ([`query`]) read the store under a shared lock and the catalog through its reader.
 //!
 //! A new model bundle replaces the serving one without an empty index ([`reindex`]): every
@@ -35,6 +37,7 @@ pub mod faults;
 pub mod health;
 pub mod query;
 pub mod reindex;
+pub mod stages;
 pub mod work;
 
 use std::collections::HashMap;
@@ -237,6 +240,8 @@ pub struct Index {
     health: Health,
     /// What the statistics call reports.
     pub counters: Counters,
+    /// Where the time of an accepted instance goes, stage by stage (`/metrics`).
+    pub stages: stages::AcceptStages,
 }
 
 /// The saved search projections and when they were last saved.
@@ -356,6 +361,7 @@ impl Index {
                 search_index_loaded: AtomicU64::new(loaded.unwrap_or(0)),
                 ..Counters::default()
             },
+            stages: stages::AcceptStages::default(),
         });
         let replay = match index.claim_replay(checkpoint.applied_seq)? {
             Some((entries, until)) => {
