@@ -30,6 +30,7 @@
 //! sessions = 1                     # ONNX Runtime sessions per graph
 //! intra_threads = 0                # threads per session; 0 = cores / sessions
 //! intra_op_spinning = false        # idle ONNX Runtime threads spin instead of sleeping
+//! nice = 10                        # the encoder's threads yield the cores to acknowledgements
 //! max_batch = 32
 //! max_queue_delay_ms = 2
 //! queue_capacity = 1024
@@ -388,6 +389,10 @@ pub struct EncoderConfig {
     /// listener, decoding and the catalog share the cores, and spinning threads take CPU from
     /// them; on a machine that only encodes, spinning can shave latency.
     pub intra_op_spinning: bool,
+    /// Nice value (0..=19) of the encoder's threads: above 0 they yield the cores to the DICOM
+    /// listener's acknowledgements and to searches when both want them (see
+    /// `encoder/priority.rs`); 0 runs them at the process's own priority.
+    pub nice: i32,
     /// Largest batch handed to a session.
     pub max_batch: usize,
     /// Longest a request waits for others to join its batch, in milliseconds.
@@ -404,6 +409,7 @@ impl Default for EncoderConfig {
             sessions: 1,
             intra_threads: 0,
             intra_op_spinning: false,
+            nice: 10,
             max_batch: 32,
             max_queue_delay_ms: 2,
             queue_capacity: 1024,
@@ -700,6 +706,13 @@ impl Config {
         let e = &self.encoder;
         if e.sessions == 0 || e.sessions > 64 {
             return invalid("encoder.sessions", e.sessions, "must be 1..=64");
+        }
+        if !(0..=19).contains(&e.nice) {
+            return Err(ConfigError::Invalid {
+                key: "encoder.nice",
+                value: e.nice.to_string(),
+                problem: "must be 0..=19 (it only ever lowers the encoder's priority)",
+            });
         }
         if e.max_batch == 0 || e.max_batch > 4096 {
             return invalid("encoder.max_batch", e.max_batch, "must be 1..=4096");

@@ -436,6 +436,7 @@ fn engine_options(config: &Config) -> EngineOptions {
             e.intra_threads
         },
         intra_op_spinning: e.intra_op_spinning,
+        nice: e.nice,
         batcher: BatcherConfig {
             max_batch: e.max_batch,
             max_delay: e.max_queue_delay(),

@@ -44,6 +44,7 @@ fn loader() -> Arc<BundleLoader> {
             sessions: 1,
             intra_threads: 1,
             intra_op_spinning: false,
+            nice: 0,
             batcher: BatcherConfig {
                 max_batch: 8,
                 max_delay: Duration::from_millis(2),

@@ -26,6 +26,7 @@ pub async fn start_engine(
             intra_threads: threads,
             // As `diptych serve` runs it by default.
             intra_op_spinning: false,
+            nice: diptych_service::config::EncoderConfig::default().nice,
             batcher: BatcherConfig {
                 max_batch,
                 max_delay: Duration::from_millis(if max_batch == 1 { 0 } else { 5 }),

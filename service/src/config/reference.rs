@@ -227,6 +227,12 @@ pub const KEYS: &[Key] = &[
         "Whether idle ONNX Runtime threads spin waiting for work (lower latency on a machine that \
          only encodes; takes CPU from the listener and the catalog otherwise).",
     ),
+    key(
+        "encoder.nice",
+        "Nice value (0..=19) of the encoder's threads: above 0 they yield the cores to the DICOM \
+         listener's acknowledgements and to searches when both want them; 0 runs them at the \
+         process's priority.",
+    ),
     key("encoder.max_batch", "Largest batch handed to a session (1..=4096).")
         .env("DIPTYCH_MAX_BATCH"),
     key(

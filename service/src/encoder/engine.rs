@@ -11,6 +11,7 @@ use thiserror::Error;
 
 use super::batcher::{BatchError, Batcher, BatcherConfig};
 use super::model::{CodePair, Decoded, DecoderRunner, EncoderRunner, Geometry, SliceCode};
+use super::priority;
 use super::runtime::{Provider, RuntimeError, open_session};
 use crate::bundle::{Bundle, Codebooks};
 use crate::config::ExecutionProvider;
@@ -26,6 +27,9 @@ pub struct EngineOptions {
     pub intra_threads: usize,
     /// Whether idle intra-op threads spin (see `EncoderConfig::intra_op_spinning`).
     pub intra_op_spinning: bool,
+    /// Nice value of every thread the engine starts (0..=19; 0: the process's own priority),
+    /// see [`super::priority`].
+    pub nice: i32,
     /// The batchers' limits.
     pub batcher: BatcherConfig,
 }
@@ -36,6 +40,9 @@ pub enum EngineError {
     /// ONNX Runtime refused a session.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// The threads' priority could not be set.
+    #[error("{0}")]
+    Priority(String),
     /// The warm-up run failed or produced values the contract forbids.
     #[error("warm-up of model {model_id} failed: {problem}")]
     WarmUp {
@@ -82,6 +89,35 @@ impl Engine {
     /// Opens `options.sessions` sessions per graph and starts the batchers. Blocking (sessions
     /// compile the graphs); must run inside a tokio runtime.
     pub fn start(
+        bundle: Bundle,
+        env: &Environment,
+        options: EngineOptions,
+    ) -> Result<Engine, EngineError> {
+        if options.nice == 0 {
+            return Engine::start_here(bundle, env, options);
+        }
+        // Started from a thread of the given nice value, which every thread ONNX Runtime and
+        // the batchers start inherits.
+        let runtime = tokio::runtime::Handle::current();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _runtime = runtime.enter();
+                priority::set_this_thread_nice(options.nice).map_err(|e| {
+                    EngineError::Priority(format!(
+                        "cannot set the encoder threads' nice value {}: {e}; use 0..=19 \
+                         (encoder.nice)",
+                        options.nice
+                    ))
+                })?;
+                Engine::start_here(bundle, env, options)
+            })
+            .join()
+            .expect("starting the engine")
+        })
+    }
+
+    /// [`Engine::start`] from the calling thread.
+    fn start_here(
         bundle: Bundle,
         env: &Environment,
         options: EngineOptions,

@@ -9,6 +9,7 @@
 //! | [`engine`] | the serving model: both batchers, started from a checked bundle, warmed up |
 //! | [`loader`] | starts another bundle's engine the same way (for a re-index) |
 //! | [`stats`] | what each batcher measures: queue waits, compute times, batch sizes, failures |
+//! | [`priority`] | the encoder threads' nice value, so that acknowledgements come first on shared cores |
 //!
 //! `Session::run` takes `&mut self`, so each session lives on its own worker thread and the
 //! batcher hands it whole batches: no lock is held around inference.
@@ -17,6 +18,7 @@ pub mod batcher;
 pub mod engine;
 pub mod loader;
 pub mod model;
+pub mod priority;
 pub mod runtime;
 pub mod stats;
 

@@ -25,6 +25,7 @@ pub async fn engine() -> Arc<Engine> {
         sessions: 1,
         intra_threads: 1,
         intra_op_spinning: false,
+        nice: 0,
         batcher: BatcherConfig {
             max_batch: 16,
             max_delay: Duration::from_millis(2),

@@ -77,6 +77,7 @@ pub async fn run(options: &ReindexBench) -> anyhow::Result<ReindexRow> {
         sessions: 1,
         intra_threads: options.threads,
         intra_op_spinning: false,
+        nice: 0,
         batcher: BatcherConfig {
             max_batch: 32,
             max_delay: Duration::from_millis(5),
