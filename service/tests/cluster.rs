@@ -1,11 +1,11 @@
 //! Issue #15, first slice: a cluster on this machine — three `nats-server` processes as a
-//! JetStream cluster on loopback, two shards and two routers from the built binary — takes the
-//! same phantom studies by storescu (through both routers) as a single `diptych serve`, and
-//! answers every search exactly as the single node does: the same records, distances and
-//! order, in normal, abnormal and combined modes, with and without a filter, by instance and
-//! grouped by study. Then a shard killed with SIGKILL in the middle of an ingest: searches say
-//! UNAVAILABLE while it is gone, and once it is back it holds every acknowledged instance
-//! exactly once.
+//! JetStream cluster on loopback, two shards of two replicas each and two routers from the
+//! built binary, the routers reading from different replicas — takes the same phantom studies
+//! by storescu (through both routers) as a single `diptych serve`, and answers every search
+//! exactly as the single node does: the same records, distances and order, in normal, abnormal
+//! and combined modes, with and without a filter, by instance and grouped by study. Then a
+//! shard killed with SIGKILL in the middle of an ingest: searches say UNAVAILABLE while it is
+//! gone, and once it is back it holds every acknowledged instance exactly once.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -227,55 +227,70 @@ struct Cluster {
     routers: Vec<(Server, String, u16)>,
 }
 
-/// NATS, two shards and two routers under `dir`.
-fn start_cluster(dir: &Path) -> Cluster {
+/// NATS, two shards of `replicas` replicas each (named a, b, ...) and two routers under `dir`.
+/// `shards`, `shard_addrs` and `shard_configs` list replica r of shard i at `2 * r + i`; router
+/// 0 tries the replicas of a shard in order a, b, ..., router 1 in the reverse order, so that
+/// with two replicas the routers' answers come from different replicas.
+fn start_cluster(dir: &Path, replicas: usize) -> Cluster {
     let nats = NatsCluster::start(dir, 3);
     let url = nats.url();
-    let shard_addrs: Vec<String> = (0..2)
+    let shard_addrs: Vec<String> = (0..2 * replicas)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
     let mut shards = Vec::new();
     let mut shard_configs = Vec::new();
-    for (i, addr) in shard_addrs.iter().enumerate() {
+    for (at, addr) in shard_addrs.iter().enumerate() {
+        let (i, name) = (at % 2, (b'a' + (at / 2) as u8) as char);
         let config = cluster_config(
-            &dir.join(format!("shard{i}.toml")),
+            &dir.join(format!("shard{i}{name}.toml")),
             &format!(
                 "[cluster]\nrole = \"shard\"\nnats_url = \"{url}\"\nshards = 2\nshard = {i}\n\
-                 replica = \"a\"\nstream_replicas = 3\n"
+                 replica = \"{name}\"\nstream_replicas = 3\n"
             ),
         );
         let config_arg = config.display().to_string();
         shards.push(Server::start(
-            &dir.join(format!("shard{i}")),
+            &dir.join(format!("shard{i}{name}")),
             addr,
             &["--config", &config_arg],
-            dir.join(format!("shard{i}.log")),
+            dir.join(format!("shard{i}{name}.log")),
         ));
         shard_configs.push(config);
     }
     let mut routers = Vec::new();
-    for i in 0..2 {
+    for router in 0..2 {
         let addr = format!("127.0.0.1:{}", free_port());
         let dicom_port = free_port();
+        let entries: Vec<String> = (0..2)
+            .map(|i| {
+                let mut order: Vec<String> = (0..replicas)
+                    .map(|r| format!("http://{}", shard_addrs[2 * r + i]))
+                    .collect();
+                if router == 1 {
+                    order.reverse();
+                }
+                format!("\"{}\"", order.join("|"))
+            })
+            .collect();
         let config = cluster_config(
-            &dir.join(format!("router{i}.toml")),
+            &dir.join(format!("router{router}.toml")),
             &format!(
                 "[cluster]\nrole = \"router\"\nnats_url = \"{url}\"\nshards = 2\n\
-                 stream_replicas = 3\nshard_addrs = [\"http://{}\", \"http://{}\"]\n",
-                shard_addrs[0], shard_addrs[1]
+                 stream_replicas = 3\nshard_addrs = [{}]\n",
+                entries.join(", ")
             ),
         );
         let (config_arg, dicom_arg) = (
             config.display().to_string(),
             format!("127.0.0.1:{dicom_port}"),
         );
-        let router = Server::start(
-            &dir.join(format!("router{i}")),
+        let server = Server::start(
+            &dir.join(format!("router{router}")),
             &addr,
             &["--config", &config_arg, "--dicom-addr", &dicom_arg],
-            dir.join(format!("router{i}.log")),
+            dir.join(format!("router{router}.log")),
         );
-        routers.push((router, addr, dicom_port));
+        routers.push((server, addr, dicom_port));
     }
     Cluster {
         _nats: nats,
@@ -304,7 +319,7 @@ fn cluster_answers_exactly_as_a_single_node() {
         &["--dicom-addr", &single_dicom_arg],
         dir.path().join("single.log"),
     );
-    let cluster = start_cluster(dir.path());
+    let cluster = start_cluster(dir.path(), 2);
 
     // The same studies in the same order: one at a time, alternately through the two routers.
     for (s, folder) in folders.iter().enumerate() {
@@ -314,13 +329,17 @@ fn cluster_answers_exactly_as_a_single_node() {
     let total = studies * slices;
     runtime().block_on(async {
         wait_records(std::slice::from_ref(&single_addr), total, "single node").await;
-        wait_records(&cluster.shard_addrs, total, "cluster shards").await;
-        // Both shards hold some studies: the placement really splits the corpus.
-        for addr in &cluster.shard_addrs {
-            assert!(
-                indexed_records(std::slice::from_ref(addr)).await > 0,
-                "shard {addr} is empty"
-            );
+        // Each replica set (one replica of every shard) holds the whole corpus, both shards
+        // hold some of it (the placement really splits the corpus), and the two replicas of a
+        // shard hold the same number of records.
+        for (r, set) in cluster.shard_addrs.chunks(2).enumerate() {
+            wait_records(set, total, &format!("replica set {r}")).await;
+        }
+        for (at, addr) in cluster.shard_addrs.iter().enumerate() {
+            let held = indexed_records(std::slice::from_ref(addr)).await;
+            assert!(held > 0, "shard replica {at} at {addr} is empty");
+            let twin = indexed_records(std::slice::from_ref(&cluster.shard_addrs[at ^ 2])).await;
+            assert_eq!(held, twin, "the two replicas of shard {} differ", at % 2);
         }
 
         let mut single_client = SearchServiceClient::new(channel(&single_addr).await);
@@ -381,7 +400,7 @@ fn a_shard_killed_during_ingest_keeps_every_acknowledged_instance_once() {
     let folders: Vec<PathBuf> = (0..studies)
         .map(|s| write_study(dir.path(), s, slices))
         .collect();
-    let mut cluster = start_cluster(dir.path());
+    let mut cluster = start_cluster(dir.path(), 1);
 
     // Senders through both routers while shard 0 is killed and restarted: routers keep
     // acknowledging (JetStream holds the instances), and the shard catches up.
