@@ -115,7 +115,8 @@ deps-build:
 ## dcmcjpeg, dcmcjpls, dcmcrle, storescp), GDCM's gdcmconv (JPEG 2000), Orthanc (benchmark), and
 ## libgdcm-dev: GDCM's 12-bit IJG library and headers, which the DICOM adapter links to decode
 ## 12-bit lossy JPEG (without it that syntax's images are refused); chromium and
-## chromium-driver, the browser of the page's test (service/tests/web_page.rs).
+## chromium-driver, the browser of the page's test (service/tests/web_page.rs); nats-server, the
+## JetStream cluster that service/tests/cluster.rs starts on loopback.
 deps-apt:
 	@$(INSTALL_DEPS) test-peers
 

@@ -4,8 +4,10 @@
 //!   `diptych::bundle::onnx`, the one set of ONNX messages that the exporter writes and the
 //!   service reads.
 //! - `proto/diptych/v1/` (feature `api` only): the public gRPC contract, compiled with tonic's
-//!   build support into `diptych::api`. Crates that do not serve or call the API (training, the
-//!   DICOM adapter) leave the feature off and compile no gRPC code.
+//!   build support into `diptych::api`; `proto/diptych/internal/v1/` (feature `api` too): the
+//!   internal API of routers and shards, into `diptych::api::internal`. Crates that do not
+//!   serve or call the API (training, the DICOM adapter) leave the feature off and compile no
+//!   gRPC code.
 //!
 //! `protoc` comes from the `protoc-bin-vendored` crate so that a fresh machine needs no system
 //! package to build.
@@ -49,5 +51,17 @@ fn compile_api() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .file_descriptor_set_path(out_dir.join("diptych_v1_descriptor.bin"))
         .compile_protos(&protos, &[PathBuf::from("proto")])?;
+
+    // The routers' and shards' internal API (docs/CLUSTER.md), its messages of diptych.v1
+    // taken from the public API's generated code. Its own folder: the generator also writes the
+    // imported diptych.v1 files there, which must not replace the public API's.
+    let internal_out = out_dir.join("internal");
+    std::fs::create_dir_all(&internal_out)?;
+    let internal = PathBuf::from("proto/diptych/internal/v1/shard.proto");
+    println!("cargo:rerun-if-changed={}", internal.display());
+    tonic_prost_build::configure()
+        .extern_path(".diptych.v1", "crate::api::v1")
+        .out_dir(internal_out)
+        .compile_protos(&[internal], &[PathBuf::from("proto")])?;
     Ok(())
 }

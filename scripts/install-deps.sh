@@ -13,7 +13,8 @@
 #                                         which the DICOM adapter links to decode 12-bit lossy JPEG
 #   install-deps.sh test-peers            the DICOM peers of the tests and benchmarks (apt): dcmtk,
 #                                         GDCM's tools, Orthanc, and libgdcm-dev; and the browser of
-#                                         the page's test: chromium and chromium-driver
+#                                         the page's test: chromium and chromium-driver; nats-server,
+#                                         the JetStream cluster of the cluster test
 #   install-deps.sh node                  Node and npm (apt), unless a node is already installed
 #   install-deps.sh image-libs BIN DIR    copy the shared libraries BIN links beyond the C and C++
 #                                         runtimes (GDCM's 12-bit JPEG library) into DIR: the final
@@ -80,9 +81,9 @@ jpeg12_dev() {
 
 test_peers() {
 	local t
-	for t in /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc "$JPEG12_HEADER" /usr/bin/chromium /usr/bin/chromedriver; do
+	for t in /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc "$JPEG12_HEADER" /usr/bin/chromium /usr/bin/chromedriver /usr/sbin/nats-server; do
 		if [ ! -e "$t" ]; then
-			apt_install dcmtk libgdcm-tools libgdcm-dev orthanc chromium chromium-driver
+			apt_install dcmtk libgdcm-tools libgdcm-dev orthanc chromium chromium-driver nats-server
 			return 0
 		fi
 	done

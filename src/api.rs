@@ -10,5 +10,14 @@ pub mod v1 {
     tonic::include_proto!("diptych.v1");
 }
 
+/// The internal API between the routers and the shards of a cluster, `diptych.internal.v1`
+/// (docs/CLUSTER.md); never served to clients.
+pub mod internal {
+    /// Messages and services of `diptych.internal.v1`.
+    pub mod v1 {
+        include!(concat!(env!("OUT_DIR"), "/internal/diptych.internal.v1.rs"));
+    }
+}
+
 /// The encoded file descriptor set of `diptych.v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("diptych_v1_descriptor");

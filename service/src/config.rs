@@ -113,6 +113,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// The audit trail: file and syslog.
     pub audit: crate::audit::AuditConfig,
+    /// Past one machine: this process's role and the JetStream ingest log (docs/CLUSTER.md).
+    pub cluster: ClusterConfig,
     /// A viewer deep link for search hits, e.g. an OHIF URL:
     /// `https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}`
     /// (placeholders `{study_instance_uid}`, `{series_instance_uid}`, `{sop_instance_uid}`).
@@ -138,6 +140,7 @@ impl Default for Config {
             index: IndexConfig::default(),
             auth: AuthConfig::default(),
             audit: crate::audit::AuditConfig::default(),
+            cluster: ClusterConfig::default(),
             viewer_url_template: None,
             shutdown_deadline_s: 25.0,
         }
@@ -168,6 +171,65 @@ impl Default for IndexConfig {
             max_backlog_frames: 4096,
             min_free_bytes: 1 << 30,
             keep_frames: false,
+        }
+    }
+}
+
+/// What a `diptych serve` process is in a deployment (docs/CLUSTER.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// One node: DICOM listener, local write-ahead log, index and API in one process.
+    #[default]
+    Single,
+    /// Stateless: takes C-STOREs and publishes them to JetStream; answers searches by
+    /// scatter-gather over the shards.
+    Router,
+    /// One replica of one index shard: consumes its subject of the ingest stream.
+    Shard,
+}
+
+/// Past one machine: the role of this process, the JetStream ingest log and the shards.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `single` (the default), `router` or `shard`.
+    pub role: Role,
+    /// The NATS servers, comma-separated `nats://HOST:PORT` URLs.
+    pub nats_url: String,
+    /// Shards of the cluster, fixed at install; the same on every router and shard.
+    pub shards: u32,
+    /// The shard this process serves (role `shard`), from 0.
+    pub shard: u32,
+    /// The name of this replica of its shard (role `shard`); it names its durable consumer,
+    /// so two replicas of a shard need two names.
+    pub replica: String,
+    /// Copies JetStream keeps of the ingest stream when a router creates it (3 in production;
+    /// at most the number of NATS servers).
+    pub stream_replicas: usize,
+    /// Role `router`: the internal gRPC address of each shard, `http://HOST:PORT`, in shard
+    /// order; several replicas of one shard separated by `|`.
+    pub shard_addrs: Vec<String>,
+    /// Longest wait for JetStream's acknowledgement of a publish, in seconds; past it the
+    /// C-STORE is answered 0xA700 (retry later).
+    pub publish_timeout_s: f64,
+    /// Longest wait for a shard's search answer, in seconds; past it the shard counts as
+    /// missing.
+    pub shard_timeout_s: f64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            role: Role::Single,
+            nats_url: "nats://127.0.0.1:4222".to_string(),
+            shards: 1,
+            shard: 0,
+            replica: "0".to_string(),
+            stream_replicas: 3,
+            shard_addrs: Vec::new(),
+            publish_timeout_s: 10.0,
+            shard_timeout_s: 10.0,
         }
     }
 }
@@ -684,6 +746,33 @@ impl Config {
                 value: self.shutdown_deadline_s.to_string(),
                 problem: "must be a positive number of seconds",
             });
+        }
+        let c = &self.cluster;
+        if c.shards == 0 || c.shards > crate::cluster::shard_map::MAX_SHARDS {
+            return invalid(
+                "cluster.shards",
+                c.shards as usize,
+                "must be 1..=1024, the same on every router and shard",
+            );
+        }
+        if c.role == Role::Shard && c.shard >= c.shards {
+            return invalid(
+                "cluster.shard",
+                c.shard as usize,
+                "must be below cluster.shards (shards are numbered from 0)",
+            );
+        }
+        for (key, value) in [
+            ("cluster.publish_timeout_s", c.publish_timeout_s),
+            ("cluster.shard_timeout_s", c.shard_timeout_s),
+        ] {
+            if !(value.is_finite() && value > 0.0) {
+                return Err(ConfigError::Invalid {
+                    key,
+                    value: value.to_string(),
+                    problem: "must be a positive number of seconds",
+                });
+            }
         }
         let backlog = self.index.max_backlog_frames;
         if backlog == 0 || backlog > u32::MAX as usize {

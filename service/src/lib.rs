@@ -29,6 +29,7 @@
 //! | [`http`] | the HTTP port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`web`] | the page at `/` of the HTTP port: a gRPC-Web client of the public API, embedded |
 //! | [`logging`] | text or JSON logs, with request-id and step spans |
+//! | [`cluster`] | past one machine: shard placement, the JetStream ingest log, exact scatter-gather |
 //!
 //! Logs go through `tracing` (filter with `RUST_LOG`); they never carry patient data. The audit
 //! trail ([`audit`]) is where patient IDs and study UIDs are recorded, with who saw them.
@@ -39,6 +40,7 @@ pub mod auth;
 pub mod backfill;
 pub mod bundle;
 pub mod catalog;
+pub mod cluster;
 pub mod config;
 pub mod dicom;
 pub mod encoder;

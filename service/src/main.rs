@@ -685,6 +685,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .thread_name("diptych-rt")
         .build()
         .context("starting the async runtime")?;
+    if config.cluster.role == diptych_service::config::Role::Router {
+        runtime
+            .block_on(diptych_service::cluster::router::run(
+                config,
+                diptych_service::server::shutdown_signal(),
+            ))
+            .context("diptych serve (cluster router) stopped")?;
+        return Ok(());
+    }
     runtime
         .block_on(diptych_service::server::run(
             config,

@@ -102,6 +102,9 @@ pub enum ServeError {
     /// A start-up task stopped unexpectedly.
     #[error("start-up was interrupted: {0}")]
     Interrupted(String),
+    /// The cluster state of a shard (docs/CLUSTER.md).
+    #[error(transparent)]
+    Shard(#[from] crate::cluster::shard::ShardError),
 }
 
 /// Runs the server until `shutdown` completes (or start-up fails).
@@ -118,6 +121,15 @@ pub async fn run(
         source,
     })?;
     let audit = Audit::start(&config.audit, &config.data_dir)?;
+    // A cluster shard: fed from its JetStream subject, not by DICOM (docs/CLUSTER.md).
+    let is_shard = config.cluster.role == crate::config::Role::Shard;
+    let shard_state = crate::cluster::shard::state_dir(&config.data_dir);
+    let sequences = match is_shard {
+        true => Some(Arc::new(crate::cluster::shard::Sequences::open(
+            &shard_state,
+        )?)),
+        false => None,
+    };
     let network = Arc::new(open_network(&config, &dicom)?);
     // The listener checks each association against the live list the admin API changes.
     dicom.scp.allowed_callers = network.allow_list();
@@ -231,6 +243,10 @@ pub async fn run(
     )
     .map_err(|e| ServeError::Interrupted(e.to_string()))?;
     tracing::info!(origins = ?origins.origins(), "gRPC-Web: pages of these origins may call");
+    let stop_rx_shard = stop_rx.clone();
+    if let Some(sequences) = &sequences {
+        state.set_shard(sequences.clone(), config.cluster.shard);
+    }
     let server = tokio::spawn(grpc::serve(
         listener,
         state.clone(),
@@ -279,7 +295,14 @@ pub async fn run(
             let index = index.clone();
             move |study: &diptych_dicom_adapter::Uid| index.study_indexed(study)
         }));
-        if config.dicom.enabled {
+        if is_shard {
+            tracing::info!(
+                shard = config.cluster.shard,
+                replica = %config.cluster.replica,
+                "cluster shard: no DICOM listener; instances come from the ingest stream"
+            );
+        }
+        if config.dicom.enabled && !is_shard {
             let scp = scp::bind(dicom.scp.clone())
                 .await
                 .map_err(|e| ServeError::Dicom(e.to_string()))?;
@@ -332,6 +355,15 @@ pub async fn run(
             state.set_engine(engine);
             let mut faults = index.health().subscribe();
             state.set_index(index.clone());
+            if let Some(sequences) = &sequences {
+                tokio::spawn(crate::cluster::shard::run(
+                    index.clone(),
+                    sequences.clone(),
+                    shard_state.clone(),
+                    config.cluster.clone(),
+                    stop_rx_shard.clone(),
+                ));
+            }
             readiness.set(Ready::Serving).await;
             // Readiness follows the index: NOT_SERVING while indexing keeps failing.
             let readiness = readiness.clone();

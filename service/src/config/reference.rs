@@ -333,6 +333,47 @@ pub const KEYS: &[Key] = &[
     .example("\"teaching\""),
     key("dicom.kos.top_k", "Similar instances referenced per mode in each KOS.").section_default("5"),
     key(
+        "cluster.role",
+        "`single` (one node, the default), `router` (DICOM listener and public API; publishes \
+         instances to JetStream, searches by scatter-gather) or `shard` (one replica of one \
+         index shard, fed from JetStream). See docs/CLUSTER.md.",
+    ),
+    key(
+        "cluster.nats_url",
+        "Roles `router` and `shard`: the NATS servers, comma-separated `nats://HOST:PORT`.",
+    ),
+    key(
+        "cluster.shards",
+        "Shards of the cluster (1..=1024), fixed at install and the same on every router and \
+         shard; studies are placed by rendezvous hashing of their Study Instance UID.",
+    ),
+    key("cluster.shard", "Role `shard`: which shard this process serves, from 0."),
+    key(
+        "cluster.replica",
+        "Role `shard`: this replica's name, unique within its shard; it names the durable \
+         JetStream consumer.",
+    ),
+    key(
+        "cluster.stream_replicas",
+        "Copies JetStream keeps of the ingest stream when it is created (3 in production, at \
+         most the number of NATS servers).",
+    ),
+    key(
+        "cluster.shard_addrs",
+        "Role `router`: each shard's gRPC address, `http://HOST:PORT`, in shard order; replicas \
+         of one shard separated by `|`.",
+    ),
+    key(
+        "cluster.publish_timeout_s",
+        "Role `router`: longest wait for JetStream's acknowledgement of a publish; past it the \
+         C-STORE is answered 0xA700 (retry later).",
+    ),
+    key(
+        "cluster.shard_timeout_s",
+        "Role `router`: longest wait for a shard's search answer; past it the shard is missing \
+         and the search fails UNAVAILABLE.",
+    ),
+    key(
         "images.max_pixels",
         "Largest rows × columns × frames accepted per DICOM instance or raw image.",
     ),
@@ -355,6 +396,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("dicom", "[dicom]"),
     ("dicom.kos", "[dicom.kos]"),
     ("images", "[images]"),
+    ("cluster", "[cluster]"),
 ];
 
 /// The value of a dotted `path` in `table`.

@@ -72,6 +72,7 @@ pub struct ServiceState {
     dicom: OnceLock<DicomListening>,
     audit: OnceLock<crate::audit::Audit>,
     admin: OnceLock<admin::AdminSettings>,
+    shard: OnceLock<(Arc<crate::cluster::shard::Sequences>, u32)>,
     /// A viewer deep-link template for search hits, with `{study_instance_uid}`,
     /// `{series_instance_uid}` and `{sop_instance_uid}` placeholders.
     pub viewer_url_template: Option<String>,
@@ -96,6 +97,7 @@ impl ServiceState {
             dicom: OnceLock::new(),
             audit: OnceLock::new(),
             admin: OnceLock::new(),
+            shard: OnceLock::new(),
             viewer_url_template,
             limits,
             max_message_bytes,
@@ -156,6 +158,12 @@ impl ServiceState {
         self.admin.set(settings).is_ok()
     }
 
+    /// Makes this server a cluster shard (docs/CLUSTER.md): [`serve`] then also serves the
+    /// internal `ShardService` over `sequences`; returns false if already set.
+    pub fn set_shard(&self, sequences: Arc<crate::cluster::shard::Sequences>, shard: u32) -> bool {
+        self.shard.set((sequences, shard)).is_ok()
+    }
+
     /// What the admin API works on, once installed.
     pub fn admin(&self) -> Option<&admin::AdminSettings> {
         self.admin.get()
@@ -199,7 +207,8 @@ pub async fn health() -> (HealthReporter, HealthServer<impl Health>) {
 /// Serves the API and `health` on `listener` until `shutdown` completes, with TLS when
 /// configured; gRPC-Web calls from the admitted `origins` are translated first ([`web`]); every
 /// call is observed ([`observe`]: request id, span, `rpc` metrics), then goes through the
-/// authentication gate (so refused calls are counted too).
+/// authentication gate (so refused calls are counted too). A cluster shard
+/// ([`ServiceState::set_shard`]) also serves its internal `ShardService`.
 pub async fn serve<H: Health>(
     listener: TcpListener,
     state: Arc<ServiceState>,
@@ -221,6 +230,9 @@ pub async fn serve<H: Health>(
         .expect("the embedded descriptor sets are valid");
 
     let max = state.max_message_bytes;
+    let shard = state.shard.get().map(|(sequences, shard)| {
+        crate::cluster::shard::ShardApi::new(state.clone(), sequences.clone(), *shard)
+    });
     // HTTP/1.1 too: browsers may send gRPC-Web over either version.
     let mut server = tonic::transport::Server::builder().accept_http1(true);
     if let Some(tls) = security.tls {
@@ -259,6 +271,12 @@ pub async fn serve<H: Health>(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max),
         )
+        // A cluster shard's internal service (docs/CLUSTER.md); admin-only behind the gate.
+        .add_optional_service(shard.map(|api| {
+            diptych::api::internal::v1::shard_service_server::ShardServiceServer::new(api)
+                .max_decoding_message_size(max)
+                .max_encoding_message_size(max)
+        }))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::Ordering;
 
-use diptych::preprocess::{PreprocessError, preprocess};
+use diptych::preprocess::{PreprocessError, PreprocessParams, preprocess};
 use diptych_dicom_adapter::{AdapterError, Instance, Limits, Uid};
 use tracing::Instrument;
 
@@ -122,6 +122,17 @@ pub fn examine_parsed(
     engine: &Engine,
     known: impl Fn(&Uid) -> bool,
 ) -> Result<Examined, ExamineError> {
+    examine_with(instance, &engine.manifest().preprocess, known)
+}
+
+/// [`examine_parsed`] under the pre-processing `params` of a bundle's manifest, without an
+/// encoder: a cluster's router checks with it, before publishing, that a shard will be able to
+/// index the instance.
+pub fn examine_with(
+    instance: &Instance,
+    params: &PreprocessParams,
+    known: impl Fn(&Uid) -> bool,
+) -> Result<Examined, ExamineError> {
     let uids = instance.uids()?;
     if !instance.is_image() {
         return Ok(Examined::NonImage);
@@ -135,7 +146,6 @@ pub fn examine_parsed(
     metadata.sop_instance_uid = uids.sop_instance.to_string();
     metadata.study_instance_uid = uids.study.to_string();
     metadata.series_instance_uid = uids.series.to_string();
-    let params = &engine.manifest().preprocess;
     let count = instance.frame_count()?;
     let mut frames = Vec::with_capacity(count as usize);
     for i in 0..count {

@@ -1,0 +1,499 @@
+//! Issue #15, first slice: a cluster on this machine — three `nats-server` processes as a
+//! JetStream cluster on loopback, two shards of two replicas each and two routers from the
+//! built binary, the routers reading from different replicas — takes the same phantom studies
+//! by storescu (through both routers) as a single `diptych serve`, and answers every search
+//! exactly as the single node does: the same records, distances and order, in normal, abnormal
+//! and combined modes, with and without a filter, by instance and grouped by study. Then a
+//! shard killed with SIGKILL in the middle of an ingest: searches say UNAVAILABLE while it is
+//! gone, and once it is back it holds every acknowledged instance exactly once.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use dicom_core::VR;
+use dicom_dictionary_std::tags;
+use diptych::api::v1::info_service_client::InfoServiceClient;
+use diptych::api::v1::search_service_client::SearchServiceClient;
+use diptych::api::v1::{
+    GetIndexStatsRequest, Grouping, Query, SearchMode, SearchRequest, SearchResponse, SliceRef,
+    query,
+};
+use diptych::phantom::{PhantomConfig, PhantomGenerator};
+use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
+use tonic::transport::Channel;
+
+#[path = "support/serve.rs"]
+mod serve;
+use serve::{Server, free_port};
+#[path = "support/nats.rs"]
+mod nats;
+use nats::NatsCluster;
+
+/// One test at a time: each runs eight processes on a small machine.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+async fn channel(addr: &str) -> Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// The SOP Instance UID of slice `j` of study `s`.
+fn sop(s: u64, j: u64) -> String {
+    format!("2.25.9{s:03}{j:03}")
+}
+
+/// The Study Instance UID of study `s`.
+fn study(s: u64) -> String {
+    format!("2.25.8{s:03}")
+}
+
+/// Study `s` as `slices` phantom files in a folder of its own. Neighbouring studies share
+/// phantom slices (slice j of study s is phantom slice 2s + j), so equal distances between
+/// different records are common and ties must be broken alike. Even studies are "alpha", odd
+/// ones "beta" (series description), for the filter.
+fn write_study(dir: &Path, s: u64, slices: u64) -> PathBuf {
+    let folder = dir.join(format!("study{s:03}"));
+    std::fs::create_dir_all(&folder).unwrap();
+    let generator = PhantomGenerator::new(7, PhantomConfig::default());
+    for j in 0..slices {
+        let slice = generator.slice(2 * s + j);
+        let mut instance = SyntheticInstance::from_phantom(&slice);
+        if let StoredSamples::U16(samples) = &instance.samples {
+            instance.samples = StoredSamples::U16(samples.iter().map(|&v| v.min(4095)).collect());
+        }
+        instance.set(tags::SOP_INSTANCE_UID, VR::UI, sop(s, j));
+        instance.set(tags::STUDY_INSTANCE_UID, VR::UI, study(s));
+        instance.set(tags::SERIES_INSTANCE_UID, VR::UI, format!("{}.1", study(s)));
+        let description = if s.is_multiple_of(2) { "alpha" } else { "beta" };
+        instance.set(tags::SERIES_DESCRIPTION, VR::LO, description.to_string());
+        let mut object = instance.object();
+        object.put(dicom_core::DataElement::new(
+            tags::BITS_STORED,
+            VR::US,
+            dicom_core::PrimitiveValue::from(12u16),
+        ));
+        object.put(dicom_core::DataElement::new(
+            tags::HIGH_BIT,
+            VR::US,
+            dicom_core::PrimitiveValue::from(11u16),
+        ));
+        object
+            .write_to_file(folder.join(format!("{j:03}.dcm")))
+            .unwrap();
+    }
+    folder
+}
+
+/// Sends every file of `folder` (in name order) with storescu to `port`; panics unless all
+/// were acknowledged.
+fn storescu(folder: &Path, port: u16) {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let output = Command::new("storescu")
+        .args(["-v", "-aet", "STORESCU", "-aec", "DIPTYCH", "127.0.0.1"])
+        .arg(port.to_string())
+        .args(&files)
+        .output()
+        .unwrap_or_else(|e| panic!("storescu did not start ({e}); run `make deps-apt` (dcmtk)"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let successes = text.matches("Received Store Response (Success)").count();
+    assert!(
+        output.status.success() && successes == files.len(),
+        "storescu to port {port}: {successes} of {} acknowledged:\n{text}",
+        files.len()
+    );
+}
+
+/// The records of the servers at `addrs` together, once nothing is pending there.
+async fn indexed_records(addrs: &[String]) -> u64 {
+    let mut total = 0;
+    for addr in addrs {
+        let stats = InfoServiceClient::new(channel(addr).await)
+            .get_index_stats(GetIndexStatsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        if stats.pending > 0 {
+            return 0;
+        }
+        total += stats.records;
+    }
+    total
+}
+
+/// Waits until the servers at `addrs` hold `records` records together.
+async fn wait_records(addrs: &[String], records: u64, what: &str) {
+    let started = Instant::now();
+    loop {
+        let now = indexed_records(addrs).await;
+        if now == records {
+            return;
+        }
+        assert!(
+            now < records,
+            "{what}: {now} records, more than the {records} sent"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(180),
+            "{what}: {now} of {records} records after 180 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn request(query_sop: &str, mode: SearchMode, filter: &str, grouping: Grouping) -> SearchRequest {
+    SearchRequest {
+        query: Some(Query {
+            source: Some(query::Source::Indexed(SliceRef {
+                sop_instance_uid: query_sop.to_string(),
+                frame: 0,
+            })),
+        }),
+        mode: mode as i32,
+        filter: filter.to_string(),
+        top_k: 15,
+        grouping: grouping as i32,
+        exclude_query: grouping == Grouping::Instance,
+        ..SearchRequest::default()
+    }
+}
+
+/// What must be identical between two answers: every hit's rank, slice, study, distances and
+/// group size, and the counts.
+fn essence(response: &SearchResponse) -> (Vec<String>, u64, u64, bool, String) {
+    let hits = response
+        .hits
+        .iter()
+        .map(|h| {
+            let slice = h.slice.clone().unwrap_or_default();
+            format!(
+                "#{} {}/{} study {} d={:?} dn={:?} da={:?} n={}",
+                h.rank,
+                slice.sop_instance_uid,
+                slice.frame,
+                h.study_instance_uid,
+                h.distance,
+                h.normal_distance,
+                h.abnormal_distance,
+                h.group_slices
+            )
+        })
+        .collect();
+    (
+        hits,
+        response.records_matched,
+        response.records_total,
+        response.exact,
+        response.model_id.clone(),
+    )
+}
+
+/// Writes a TOML configuration file for a cluster role.
+fn cluster_config(path: &Path, body: &str) -> PathBuf {
+    std::fs::write(path, body).unwrap();
+    path.to_path_buf()
+}
+
+struct Cluster {
+    _nats: NatsCluster,
+    shards: Vec<Server>,
+    shard_addrs: Vec<String>,
+    shard_configs: Vec<PathBuf>,
+    routers: Vec<(Server, String, u16)>,
+}
+
+/// NATS, two shards of `replicas` replicas each (named a, b, ...) and two routers under `dir`.
+/// `shards`, `shard_addrs` and `shard_configs` list replica r of shard i at `2 * r + i`; router
+/// 0 tries the replicas of a shard in order a, b, ..., router 1 in the reverse order, so that
+/// with two replicas the routers' answers come from different replicas.
+fn start_cluster(dir: &Path, replicas: usize) -> Cluster {
+    let nats = NatsCluster::start(dir, 3);
+    let url = nats.url();
+    let shard_addrs: Vec<String> = (0..2 * replicas)
+        .map(|_| format!("127.0.0.1:{}", free_port()))
+        .collect();
+    let mut shards = Vec::new();
+    let mut shard_configs = Vec::new();
+    for (at, addr) in shard_addrs.iter().enumerate() {
+        let (i, name) = (at % 2, (b'a' + (at / 2) as u8) as char);
+        let config = cluster_config(
+            &dir.join(format!("shard{i}{name}.toml")),
+            &format!(
+                "[cluster]\nrole = \"shard\"\nnats_url = \"{url}\"\nshards = 2\nshard = {i}\n\
+                 replica = \"{name}\"\nstream_replicas = 3\n"
+            ),
+        );
+        let config_arg = config.display().to_string();
+        shards.push(Server::start(
+            &dir.join(format!("shard{i}{name}")),
+            addr,
+            &["--config", &config_arg],
+            dir.join(format!("shard{i}{name}.log")),
+        ));
+        shard_configs.push(config);
+    }
+    let mut routers = Vec::new();
+    for router in 0..2 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        let dicom_port = free_port();
+        let entries: Vec<String> = (0..2)
+            .map(|i| {
+                let mut order: Vec<String> = (0..replicas)
+                    .map(|r| format!("http://{}", shard_addrs[2 * r + i]))
+                    .collect();
+                if router == 1 {
+                    order.reverse();
+                }
+                format!("\"{}\"", order.join("|"))
+            })
+            .collect();
+        let config = cluster_config(
+            &dir.join(format!("router{router}.toml")),
+            &format!(
+                "[cluster]\nrole = \"router\"\nnats_url = \"{url}\"\nshards = 2\n\
+                 stream_replicas = 3\nshard_addrs = [{}]\n",
+                entries.join(", ")
+            ),
+        );
+        let (config_arg, dicom_arg) = (
+            config.display().to_string(),
+            format!("127.0.0.1:{dicom_port}"),
+        );
+        let server = Server::start(
+            &dir.join(format!("router{router}")),
+            &addr,
+            &["--config", &config_arg, "--dicom-addr", &dicom_arg],
+            dir.join(format!("router{router}.log")),
+        );
+        routers.push((server, addr, dicom_port));
+    }
+    Cluster {
+        _nats: nats,
+        shards,
+        shard_addrs,
+        shard_configs,
+        routers,
+    }
+}
+
+#[test]
+fn cluster_answers_exactly_as_a_single_node() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (studies, slices) = (12u64, 6u64);
+    let folders: Vec<PathBuf> = (0..studies)
+        .map(|s| write_study(dir.path(), s, slices))
+        .collect();
+
+    let single_addr = format!("127.0.0.1:{}", free_port());
+    let single_dicom = free_port();
+    let single_dicom_arg = format!("127.0.0.1:{single_dicom}");
+    let _single = Server::start(
+        &dir.path().join("single"),
+        &single_addr,
+        &["--dicom-addr", &single_dicom_arg],
+        dir.path().join("single.log"),
+    );
+    let cluster = start_cluster(dir.path(), 2);
+
+    // The same studies in the same order: one at a time, alternately through the two routers.
+    for (s, folder) in folders.iter().enumerate() {
+        storescu(folder, single_dicom);
+        storescu(folder, cluster.routers[s % 2].2);
+    }
+    let total = studies * slices;
+    runtime().block_on(async {
+        wait_records(std::slice::from_ref(&single_addr), total, "single node").await;
+        // Each replica set (one replica of every shard) holds the whole corpus, both shards
+        // hold some of it (the placement really splits the corpus), and the two replicas of a
+        // shard hold the same number of records.
+        for (r, set) in cluster.shard_addrs.chunks(2).enumerate() {
+            wait_records(set, total, &format!("replica set {r}")).await;
+        }
+        for (at, addr) in cluster.shard_addrs.iter().enumerate() {
+            let held = indexed_records(std::slice::from_ref(addr)).await;
+            assert!(held > 0, "shard replica {at} at {addr} is empty");
+            let twin = indexed_records(std::slice::from_ref(&cluster.shard_addrs[at ^ 2])).await;
+            assert_eq!(held, twin, "the two replicas of shard {} differ", at % 2);
+        }
+
+        let mut single_client = SearchServiceClient::new(channel(&single_addr).await);
+        let mut compared = 0;
+        for (router, addr, _) in &cluster.routers {
+            let mut client = SearchServiceClient::new(channel(addr).await);
+            for query_sop in [sop(0, 2), sop(5, 0), sop(11, 5)] {
+                for mode in [
+                    SearchMode::Normal,
+                    SearchMode::Abnormal,
+                    SearchMode::Combined,
+                ] {
+                    for filter in ["", "series_description:alpha"] {
+                        for grouping in [Grouping::Instance, Grouping::Study] {
+                            let r = request(&query_sop, mode, filter, grouping);
+                            let want = single_client.search(r.clone()).await.unwrap().into_inner();
+                            let got = client
+                                .search(r.clone())
+                                .await
+                                .unwrap_or_else(|s| {
+                                    panic!(
+                                        "router search {r:?} failed: {s:?}\n{}",
+                                        router.log_tail()
+                                    )
+                                })
+                                .into_inner();
+                            assert!(!want.hits.is_empty(), "{r:?} found nothing");
+                            assert_eq!(
+                                essence(&got),
+                                essence(&want),
+                                "{query_sop} {mode:?} filter {filter:?} {grouping:?}"
+                            );
+                            compared += 1;
+                        }
+                    }
+                }
+            }
+        }
+        // Ties really were broken: some answer held two equal distances.
+        let r = request(&sop(3, 1), SearchMode::Normal, "", Grouping::Instance);
+        let want = single_client.search(r).await.unwrap().into_inner();
+        let tied = want.hits.windows(2).any(|w| w[0].distance == w[1].distance);
+        assert!(
+            tied,
+            "the data should hold equal distances: {:?}",
+            essence(&want).0
+        );
+        eprintln!("{compared} searches identical between the cluster and the single node");
+    });
+    drop(cluster.shards);
+}
+
+#[test]
+fn a_shard_killed_during_ingest_keeps_every_acknowledged_instance_once() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (studies, slices) = (30u64, 8u64);
+    let folders: Vec<PathBuf> = (0..studies)
+        .map(|s| write_study(dir.path(), s, slices))
+        .collect();
+    let mut cluster = start_cluster(dir.path(), 1);
+
+    // Senders through both routers while shard 0 is killed and restarted: routers keep
+    // acknowledging (JetStream holds the instances), and the shard catches up.
+    let ports: Vec<u16> = cluster.routers.iter().map(|r| r.2).collect();
+    let sender = std::thread::spawn({
+        let folders = folders.clone();
+        move || {
+            for (s, folder) in folders.iter().enumerate() {
+                storescu(folder, ports[s % 2]);
+            }
+        }
+    });
+    // Kill once shard 0 has taken something, long before it has taken everything.
+    let started = Instant::now();
+    let first = cluster.shard_addrs[0].clone();
+    let at_kill = runtime().block_on(async {
+        loop {
+            let stats = InfoServiceClient::new(channel(&first).await)
+                .get_index_stats(GetIndexStatsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if stats.records + stats.pending > 0 {
+                break stats.records + stats.pending;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "shard 0 took nothing"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    });
+    let killed = &mut cluster.shards[0];
+    killed.child.kill().unwrap(); // SIGKILL
+    killed.child.wait().unwrap();
+    // With a shard gone, a search cannot be exact: it fails UNAVAILABLE, naming the shard.
+    runtime().block_on(async {
+        let mut client = SearchServiceClient::new(channel(&cluster.routers[1].1).await);
+        let status = client
+            .search(request(
+                &sop(0, 0),
+                SearchMode::Normal,
+                "",
+                Grouping::Instance,
+            ))
+            .await
+            .expect_err("a search with shard 0 down must not answer");
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("shard 0"), "{status:?}");
+    });
+    let config_arg = cluster.shard_configs[0].display().to_string();
+    let restarted = Server::start(
+        &dir.path().join("shard0"),
+        &cluster.shard_addrs[0],
+        &["--config", &config_arg],
+        dir.path().join("shard0-restarted.log"),
+    );
+    cluster.shards[0] = restarted;
+    sender
+        .join()
+        .expect("every instance acknowledged by the routers");
+
+    let total = studies * slices;
+    runtime().block_on(async {
+        wait_records(&cluster.shard_addrs, total, "cluster after the kill").await;
+        let shard0 = indexed_records(std::slice::from_ref(&first)).await;
+        assert!(
+            shard0 > at_kill,
+            "the kill came mid-ingest: shard 0 had {at_kill} records then, {shard0} now"
+        );
+        eprintln!("shard 0 killed at {at_kill} of its {shard0} records");
+        let mut client = SearchServiceClient::new(channel(&cluster.routers[0].1).await);
+        for s in 0..studies {
+            for j in 0..slices {
+                let uid = sop(s, j);
+                let r = SearchRequest {
+                    filter: format!("sop_instance_uid:\"{uid}\""),
+                    ..request(&uid, SearchMode::Combined, "", Grouping::Instance)
+                };
+                let answer = client
+                    .search(SearchRequest {
+                        exclude_query: false,
+                        ..r
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                assert_eq!(
+                    answer.records_matched, 1,
+                    "{uid} was acknowledged: searchable exactly once"
+                );
+                assert_eq!(answer.records_total, total);
+            }
+        }
+    });
+}
