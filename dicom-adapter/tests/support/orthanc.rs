@@ -118,6 +118,42 @@ impl Orthanc {
     }
 }
 
+impl Orthanc {
+    /// One HTTP/1.0 request to its REST API; the status code and the body.
+    pub fn rest(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(self.http).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            self.http,
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, body.to_string())
+    }
+
+    /// Deletes the instance with this SOP Instance UID from the archive.
+    pub fn delete_instance(&self, sop_instance_uid: &str) {
+        let (status, found) = self.rest("POST", "/tools/lookup", sop_instance_uid);
+        assert_eq!(status, 200, "{found}");
+        let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+        let id = found[0]["ID"]
+            .as_str()
+            .expect("the archive holds the instance");
+        let (status, answer) = self.rest("DELETE", &format!("/instances/{id}"), "");
+        assert_eq!(status, 200, "{answer}");
+    }
+}
+
 impl Drop for Orthanc {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -327,6 +327,27 @@ pub const KEYS: &[Key] = &[
     .example("\"teaching\""),
     key("dicom.kos.top_k", "Similar instances referenced per mode in each KOS.").section_default("5"),
     key(
+        "archive.dicom",
+        "The archive a re-index fetches instances from again, `AE@HOST:PORT`, when records have \
+         no usable kept frame (`index.keep_frames` was off, or the new bundle pre-processes \
+         differently); diptych calls it as `dicom.ae_title` and must be allowed to C-GET there. \
+         The `[archive]` section is optional (without it such a re-index is refused); when \
+         present, this key is required.",
+    )
+    .example("\"PACS@10.0.0.7:104\""),
+    key(
+        "archive.method",
+        "How instances are fetched: `c-get` (C-GET at IMAGE level, by Study, Series and SOP \
+         Instance UID). `c-move` is refused: the archive would send to the listener, not to the \
+         re-index.",
+    )
+    .section_default("\"c-get\""),
+    key(
+        "archive.timeout_s",
+        "Longest wait for the archive's next message while one instance is fetched, in seconds.",
+    )
+    .section_default("120"),
+    key(
         "images.max_pixels",
         "Largest rows × columns × frames accepted per DICOM instance or raw image.",
     ),
@@ -348,6 +369,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("index", "[index]"),
     ("dicom", "[dicom]"),
     ("dicom.kos", "[dicom.kos]"),
+    ("archive", "[archive]"),
     ("images", "[images]"),
 ];
 
@@ -580,7 +602,8 @@ mod tests {
         );
         // Defaults of keys in optional sections are the ones serde applies.
         let minimal: Config = toml::from_str(
-            "[dicom.kos]\ndestination = \"A@127.0.0.1:1\"\narchive = \"teaching\"\n",
+            "[dicom.kos]\ndestination = \"A@127.0.0.1:1\"\narchive = \"teaching\"\n\n\
+             [archive]\ndicom = \"PACS@127.0.0.1:104\"\n",
         )
         .unwrap();
         let minimal = toml::Table::try_from(&minimal).unwrap();

@@ -1,0 +1,116 @@
+//! The archive a re-index fetches instances from again (issue #13): records without a usable
+//! kept frame — indexed with `[index] keep_frames` off, or a new bundle that pre-processes
+//! differently — are re-encoded from their instance, fetched by UID from the archive named in
+//! the `[archive]` section of the configuration ([`ArchiveConfig`]).
+//!
+//! | module | what it is for |
+//! |---|---|
+//! | [`cget`] | [`CGetFetcher`]: one instance by C-GET at IMAGE level, into memory |
+//!
+//! C-MOVE cannot serve here: the archive would send the instance to diptych's listener, which
+//! indexes it, not to the re-index that asked for it.
+
+pub mod cget;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use cget::CGetFetcher;
+
+use crate::backfill::{Archive, Method};
+use crate::index::SourceFetcher;
+
+/// The `[archive]` section: where a re-index fetches instances it cannot re-encode from a kept
+/// frame.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveConfig {
+    /// The archive's DICOM node, `AE@HOST:PORT` (C-GET); diptych calls it with `dicom.ae_title`.
+    pub dicom: String,
+    /// How instances are fetched: `c-get` (the only one yet).
+    #[serde(default = "default_method")]
+    pub method: Method,
+    /// Longest wait for the archive's next message while one instance is fetched, in seconds.
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: u64,
+}
+
+fn default_method() -> Method {
+    Method::CGet
+}
+
+fn default_timeout_s() -> u64 {
+    120
+}
+
+/// What is wrong with an `[archive]` section: the key and the fix.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ArchiveConfigError {
+    /// `archive.dicom` is not `AE@HOST:PORT`.
+    #[error("archive.dicom: {0}")]
+    Dicom(String),
+    /// C-MOVE was asked for.
+    #[error(
+        "archive.method = \"c-move\" cannot serve a re-index: the archive would send the instances \
+         to diptych's DICOM listener, not back to the re-index; use \"c-get\""
+    )]
+    Move,
+    /// A zero timeout.
+    #[error("archive.timeout_s must be at least 1 second")]
+    Timeout,
+}
+
+impl ArchiveConfig {
+    /// Checks the section without connecting to anything.
+    pub fn check(&self) -> Result<Archive, ArchiveConfigError> {
+        if self.method == Method::CMove {
+            return Err(ArchiveConfigError::Move);
+        }
+        if self.timeout_s == 0 {
+            return Err(ArchiveConfigError::Timeout);
+        }
+        Archive::parse(&self.dicom).map_err(|e| ArchiveConfigError::Dicom(e.to_string()))
+    }
+
+    /// The fetcher this section names; `calling_ae` is diptych's AE title, `limits` the bounds
+    /// checked on every fetched instance.
+    pub fn fetcher(
+        &self,
+        calling_ae: &str,
+        limits: diptych_dicom_adapter::Limits,
+    ) -> Result<Arc<dyn SourceFetcher>, ArchiveConfigError> {
+        let archive = self.check()?;
+        Ok(Arc::new(CGetFetcher::new(
+            archive,
+            calling_ae.to_string(),
+            Duration::from_secs(self.timeout_s),
+            limits,
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_section_is_checked_and_move_is_refused_with_the_reason() {
+        let mut section: ArchiveConfig = toml::from_str("dicom = \"PACS@10.0.0.7:104\"").unwrap();
+        assert_eq!(section.method, Method::CGet);
+        assert_eq!(section.timeout_s, 120);
+        assert_eq!(section.check().unwrap().to_string(), "PACS@10.0.0.7:104");
+        section.method = Method::CMove;
+        assert!(section.check().unwrap_err().to_string().contains("c-get"));
+        section.method = Method::CGet;
+        section.dicom = "PACS".into();
+        assert!(
+            section
+                .check()
+                .unwrap_err()
+                .to_string()
+                .contains("AE@HOST:PORT")
+        );
+    }
+}
