@@ -62,7 +62,7 @@
 //!
 //! # [archive]                    # where a re-index fetches instances without a kept frame
 //! # dicom = "PACS@10.0.0.7:104"   # C-GET at IMAGE level, calling as dicom.ae_title
-//! # method = "c-get"
+//! # method = "c-get"              # or "wado-rs", with url = "http://pacs:8042/dicom-web"
 //! # timeout_s = 120
 //!
 //! [images]

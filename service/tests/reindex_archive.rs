@@ -6,9 +6,11 @@
 //! server with `[index] keep_frames` off indexes them with `models/phantom-v1` (by backfill), then
 //! re-indexes to `models/synth-v2`: every record comes from the archive, none from a kept frame,
 //! and the end state — answers, records, codes, scores, catalog documents — equals a second
-//! server that backfilled the same archive with synth-v2 from scratch. Then an instance is
-//! deleted from the archive and a re-index back to phantom-v1 stops, naming the instance and
-//! why, with synth-v2 still serving every record: nothing is dropped silently.
+//! server that backfilled the same archive with synth-v2 from scratch. Back to phantom-v1 by
+//! WADO-RS (Orthanc's DICOMweb plugin, `orthanc-dicomweb`) gives phantom-v1's answers again.
+//! Then an instance is deleted from the archive and a re-index stops — by WADO-RS and by C-GET —
+//! naming the instance and why, the serving model keeping every record: nothing is dropped
+//! silently.
 
 #[path = "support/folder.rs"]
 mod folder;
@@ -84,13 +86,11 @@ fn write_archive(folder: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// `[index] keep_frames` off, and the archive to fetch from when `archive` is given.
+/// `[index] keep_frames` off, and the `[archive]` section `archive` when given.
 fn config(dir: &Path, name: &str, archive: Option<&str>) -> PathBuf {
     let mut text = "[index]\nkeep_frames = false\nmin_free_bytes = 0\n".to_string();
     if let Some(archive) = archive {
-        text.push_str(&format!(
-            "\n[archive]\ndicom = \"{archive}\"\ntimeout_s = 30\n"
-        ));
+        text.push_str(&format!("\n[archive]\n{archive}\ntimeout_s = 30\n"));
     }
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -204,15 +204,18 @@ async fn answers(addr: &str) -> Vec<SearchResponse> {
     answers
 }
 
-/// Starts a re-index to `model` and waits until it is done or failed.
+/// Starts a re-index to `model` (or follows it, when a restart resumed it) and waits until it
+/// is done or failed.
 async fn reindex(addr: &str, model: &str) -> ReindexStatus {
     let mut admin = AdminServiceClient::new(channel(addr).await);
-    admin
+    let started = admin
         .start_reindex(StartReindexRequest {
             model_dir: workspace().join("models").join(model).display().to_string(),
         })
-        .await
-        .unwrap();
+        .await;
+    if let Err(status) = started {
+        assert!(status.message().contains("already under way"), "{status:?}");
+    }
     let started = Instant::now();
     loop {
         let status = admin
@@ -232,9 +235,11 @@ async fn reindex(addr: &str, model: &str) -> ReindexStatus {
 #[test]
 fn reindex_fetches_every_instance_from_the_archive_and_reports_one_it_lost() {
     let dir = tempfile::tempdir().unwrap();
-    let orthanc = Orthanc::start(&dir.path().join("orthanc"), &[]);
+    let orthanc = Orthanc::start_with(&dir.path().join("orthanc"), &[], true);
     orthanc.store_files(&write_archive(&dir.path().join("archive")));
     let archive = format!("ORTHANC@127.0.0.1:{}", orthanc.dicom.port());
+    let by_cget = format!("dicom = \"{archive}\"\nmethod = \"c-get\"");
+    let by_wado = format!("url = \"{}\"\nmethod = \"wado-rs\"", orthanc.dicomweb_url());
 
     // The reference: the archive indexed from scratch with the new bundle.
     let fresh_data = dir.path().join("fresh");
@@ -252,17 +257,12 @@ fn reindex_fetches_every_instance_from_the_archive_and_reports_one_it_lost() {
     assert!(new_answers.iter().all(|a| a.model_id == "synth-v2"));
     kill(fresh);
 
-    // The old model's index, without kept frames, the archive configured.
+    // The old model's index, without kept frames, the archive configured (C-GET).
     let data = dir.path().join("data");
     let addr = format!("127.0.0.1:{}", free_port());
-    let with_archive = config(dir.path(), "serve.toml", Some(&archive));
-    let server = start(
-        "phantom-v1",
-        &data,
-        &addr,
-        &with_archive,
-        dir.path().join("a.log"),
-    );
+    let cget = config(dir.path(), "cget.toml", Some(&by_cget));
+    let wado = config(dir.path(), "wado.toml", Some(&by_wado));
+    let server = start("phantom-v1", &data, &addr, &cget, dir.path().join("a.log"));
     backfill(&addr, &archive, &server);
     let old_answers = runtime().block_on(answers(&addr));
     assert!(old_answers.iter().all(|a| a.model_id == "phantom-v1"));
@@ -271,7 +271,8 @@ fn reindex_fetches_every_instance_from_the_archive_and_reports_one_it_lost() {
         "the two models answer differently"
     );
 
-    // Every record is fetched again from the archive and re-encoded with the new bundle.
+    // Every record is fetched again from the archive by C-GET and re-encoded with the new
+    // bundle.
     let status = runtime().block_on(reindex(&addr, "synth-v2"));
     assert_eq!(
         status.phase,
@@ -296,40 +297,51 @@ fn reindex_fetches_every_instance_from_the_archive_and_reports_one_it_lost() {
         &Folder::open(&data, "synth-v2"),
     );
 
-    // An instance the archive no longer holds: the re-index stops and says which and why; the
-    // serving model keeps every record.
-    let lost = sop_uid(1, 2);
-    orthanc.delete_instance(&lost);
-    let server = start(
-        "synth-v2",
-        &data,
-        &addr,
-        &with_archive,
-        dir.path().join("b.log"),
-    );
+    // And back to the old bundle by WADO-RS: the old model's answers again.
+    let server = start("synth-v2", &data, &addr, &wado, dir.path().join("b.log"));
     let status = runtime().block_on(reindex(&addr, "phantom-v1"));
     assert_eq!(
         status.phase,
-        ReindexPhase::Failed as i32,
+        ReindexPhase::Done as i32,
         "{status:?}\n{}",
         server.log_tail()
     );
-    let error = &status.error;
-    assert!(
-        error.contains(&lost)
-            && error.contains("the archive did not send the instance: it no longer holds it"),
-        "{error}"
-    );
-    assert!(error.contains("diptych delete --instance"), "{error}");
-    let (stats, after) = runtime().block_on(async { (stats(&addr).await, answers(&addr).await) });
-    assert_eq!(
-        (stats.model_id.as_str(), stats.records),
-        ("synth-v2", RECORDS)
-    );
-    assert_eq!(
-        after, new_answers,
-        "the serving model's answers are untouched"
-    );
+    assert_eq!((status.from_archive, status.from_kept_frames), (RECORDS, 0));
+    assert_eq!(runtime().block_on(answers(&addr)), old_answers);
     kill(server);
+
+    // An instance the archive no longer holds: the re-index stops and says which and why, by
+    // either method; the serving model keeps every record.
+    let lost = sop_uid(1, 2);
+    orthanc.delete_instance(&lost);
+    for (config, log, method) in [(&wado, "c.log", "WADO-RS"), (&cget, "d.log", "C-GET")] {
+        let server = start("phantom-v1", &data, &addr, config, dir.path().join(log));
+        let status = runtime().block_on(reindex(&addr, "synth-v2"));
+        assert_eq!(
+            status.phase,
+            ReindexPhase::Failed as i32,
+            "{status:?}\n{}",
+            server.log_tail()
+        );
+        let error = &status.error;
+        assert!(
+            error.contains(&lost)
+                && error.contains("the archive did not send the instance: it no longer holds it")
+                && error.contains(method),
+            "{error}"
+        );
+        assert!(error.contains("diptych delete --instance"), "{error}");
+        let (stats, after) =
+            runtime().block_on(async { (stats(&addr).await, answers(&addr).await) });
+        assert_eq!(
+            (stats.model_id.as_str(), stats.records),
+            ("phantom-v1", RECORDS)
+        );
+        assert_eq!(
+            after, old_answers,
+            "the serving model's answers are untouched"
+        );
+        kill(server);
+    }
     drop(orthanc);
 }

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// The Debian package's binary.
 pub const ORTHANC: &str = "/usr/sbin/Orthanc";
 
+/// The DICOMweb plugin of the Debian package `orthanc-dicomweb`.
+pub const DICOMWEB_PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
+
 /// A running Orthanc.
 pub struct Orthanc {
     child: Child,
@@ -38,7 +41,19 @@ impl Orthanc {
     /// Starts Orthanc in `folder` (created), knowing each `(AE title, port)` of `modalities` on
     /// 127.0.0.1 as a C-MOVE destination; returns once its DICOM port accepts connections.
     pub fn start(folder: &Path, modalities: &[(&str, u16)]) -> Orthanc {
+        Self::start_with(folder, modalities, false)
+    }
+
+    /// [`Orthanc::start`], with its DICOMweb plugin serving [`Orthanc::dicomweb_url`] when
+    /// `dicomweb`.
+    pub fn start_with(folder: &Path, modalities: &[(&str, u16)], dicomweb: bool) -> Orthanc {
         std::fs::create_dir_all(folder).unwrap();
+        if dicomweb {
+            assert!(
+                Path::new(DICOMWEB_PLUGIN).is_file(),
+                "Orthanc's DICOMweb plugin (apt package orthanc-dicomweb) must be installed: make deps-apt"
+            );
+        }
         let (dicom_port, http_port) = (free_port(), free_port());
         let known: serde_json::Map<String, serde_json::Value> = modalities
             .iter()
@@ -58,7 +73,8 @@ impl Orthanc {
             "DicomAlwaysAllowGet": true,
             "DicomAlwaysAllowMove": true,
             "DicomModalities": known,
-            "Plugins": [],
+            "Plugins": if dicomweb { vec![DICOMWEB_PLUGIN] } else { Vec::new() },
+            "DicomWeb": { "Enable": dicomweb, "Root": "/dicom-web/" },
         });
         let path = folder.join("orthanc.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
@@ -93,6 +109,11 @@ impl Orthanc {
             std::thread::sleep(Duration::from_millis(50));
         }
         orthanc
+    }
+
+    /// The base URL of its DICOMweb plugin (started with `dicomweb`).
+    pub fn dicomweb_url(&self) -> String {
+        format!("http://{}/dicom-web", self.http)
     }
 
     /// Its log so far.

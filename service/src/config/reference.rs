@@ -328,18 +328,23 @@ pub const KEYS: &[Key] = &[
     key("dicom.kos.top_k", "Similar instances referenced per mode in each KOS.").section_default("5"),
     key(
         "archive.dicom",
-        "The archive a re-index fetches instances from again, `AE@HOST:PORT`, when records have \
-         no usable kept frame (`index.keep_frames` was off, or the new bundle pre-processes \
-         differently); diptych calls it as `dicom.ae_title` and must be allowed to C-GET there. \
-         The `[archive]` section is optional (without it such a re-index is refused); when \
-         present, this key is required.",
+        "The archive a re-index fetches instances from again (method `c-get`), `AE@HOST:PORT`, \
+         when records have no usable kept frame (`index.keep_frames` was off, or the new bundle \
+         pre-processes differently); diptych calls it as `dicom.ae_title` and must be allowed to \
+         C-GET there. The `[archive]` section is optional: without it such a re-index is refused.",
     )
     .example("\"PACS@10.0.0.7:104\""),
     key(
+        "archive.url",
+        "The archive's DICOMweb base URL for method `wado-rs` (plain `http://`); instances are \
+         fetched with `GET {url}/studies/{study}/series/{series}/instances/{instance}`.",
+    )
+    .example("\"http://pacs:8042/dicom-web\""),
+    key(
         "archive.method",
         "How instances are fetched: `c-get` (C-GET at IMAGE level, by Study, Series and SOP \
-         Instance UID). `c-move` is refused: the archive would send to the listener, not to the \
-         re-index.",
+         Instance UID, from `archive.dicom`) or `wado-rs` (from `archive.url`). `c-move` is \
+         refused: the archive would send to the listener, not to the re-index.",
     )
     .section_default("\"c-get\""),
     key(
