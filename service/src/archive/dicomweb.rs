@@ -13,6 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::http::multipart::{boundary_of, parts};
+use crate::logging::error_chain;
 
 /// Largest WADO-RS answer read (a study's instances, or one instance).
 pub const MAX_ANSWER_BYTES: usize = 4 << 30;
@@ -91,7 +92,12 @@ impl DicomWeb {
         check_url(base)?;
         Ok(DicomWeb {
             base: base.trim_end_matches('/').to_string(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
+            // A connection per request: archives close idle keep-alive connections after as
+            // little as a second (Orthanc), and a pooled one reused at that moment fails the
+            // request with "connection closed before message completed".
+            client: Client::builder(TokioExecutor::new())
+                .pool_max_idle_per_host(0)
+                .build_http(),
             timeout,
         })
     }
@@ -181,18 +187,6 @@ impl DicomWeb {
             .map(|(_, part)| body.slice_ref(part))
             .collect())
     }
-}
-
-/// An error and its sources, `: `-joined (hyper's top-level message alone says little).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 /// Checks a base URL: `http://HOST[:PORT][/PATH]`.
