@@ -308,6 +308,28 @@ fn start(model: &Path, data: &Path, addr: &str, config: &Path, log: PathBuf) -> 
     )
 }
 
+/// Starts a server on `bundle` (with its model id) over `data`, indexes the first [`BASE`]
+/// instances, and returns it with its address and its answers to `requests`, each checked to
+/// name that model.
+fn start_indexed(
+    runtime: &tokio::runtime::Runtime,
+    (bundle, model): (&Path, &str),
+    data: &Path,
+    config: &Path,
+    log: PathBuf,
+    requests: &[SearchRequest],
+) -> (Server, String, Vec<Option<SearchResponse>>) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = start(bundle, data, &addr, config, log);
+    let base = runtime.block_on(async {
+        ingest(&addr, 0..BASE).await;
+        indexed(&addr, BASE * FRAMES).await;
+        answers(&addr, requests).await
+    });
+    assert!(base.iter().flatten().all(|a| a.model_id == model));
+    (server, addr, base)
+}
+
 fn kill(mut server: Server) {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
@@ -348,17 +370,15 @@ fn reindex_switches_models_atomically_survives_a_kill_and_equals_a_fresh_index()
     // The reference: the same studies indexed from scratch with the new bundle, in the same
     // order, the same series deleted.
     let fresh_data = dir.path().join("fresh");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let fresh = start(
-        &new_bundle(),
+    let (fresh, addr, _) = start_indexed(
+        &runtime,
+        (&new_bundle(), "synth-v2"),
         &fresh_data,
-        &addr,
         &config,
         dir.path().join("fresh.log"),
+        &requests,
     );
     let new_answers = runtime.block_on(async {
-        ingest(&addr, 0..BASE).await;
-        indexed(&addr, BASE * FRAMES).await;
         ingest(&addr, BASE..BASE + EXTRA).await;
         delete_series(&addr, DELETED).await;
         indexed(&addr, live).await;
@@ -373,24 +393,13 @@ fn reindex_switches_models_atomically_survives_a_kill_and_equals_a_fresh_index()
 
     // The old model's index, with kept frames.
     let data = dir.path().join("data");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let server = start(
-        &old_bundle(),
+    let (server, addr, old_base) = start_indexed(
+        &runtime,
+        (&old_bundle(), "phantom-v1"),
         &data,
-        &addr,
         &config,
         dir.path().join("a.log"),
-    );
-    let old_base = runtime.block_on(async {
-        ingest(&addr, 0..BASE).await;
-        indexed(&addr, BASE * FRAMES).await;
-        answers(&addr, &requests).await
-    });
-    assert!(
-        old_base
-            .iter()
-            .flatten()
-            .all(|a| a.model_id == "phantom-v1")
+        &requests,
     );
 
     // Refusals, each saying what to fix.
