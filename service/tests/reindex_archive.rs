@@ -35,7 +35,7 @@ use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 use folder::{Folder, same_records};
 use orthanc::Orthanc;
-use serve::{Server, free_port, workspace};
+use serve::{Server, free_port, settled_stats, workspace};
 use tonic::transport::Channel;
 
 /// Studies in the archive, instances per study, frames per instance (each frame a record).
@@ -133,17 +133,8 @@ fn backfill(addr: &str, archive: &str, server: &Server) {
         String::from_utf8_lossy(&output.stderr)
     );
     assert!(output.status.success(), "{said}\n{}", server.log_tail());
-    let stats = runtime().block_on(async {
-        let started = Instant::now();
-        loop {
-            let stats = stats(addr).await;
-            if stats.pending == 0 && stats.records == RECORDS {
-                return stats;
-            }
-            assert!(started.elapsed() < Duration::from_secs(120), "{stats:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    });
+    let stats = settled_stats(addr);
+    assert_eq!(stats.records, RECORDS, "{said}");
     assert_eq!(stats.instances, STUDIES * PER_STUDY, "{said}");
 }
 
