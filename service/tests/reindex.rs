@@ -35,15 +35,16 @@ use diptych::api::v1::{
     Grouping, IndexStats, IngestRequest, Query, ReindexPhase, ReindexStatus, SearchMode,
     SearchRequest, SearchResponse, SliceRef, StartReindexRequest, dicom_ref, query,
 };
-use diptych::phantom::{PhantomConfig, PhantomGenerator};
-use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 use tonic::transport::Channel;
 
 #[path = "support/folder.rs"]
 mod folder;
+#[path = "support/phantom.rs"]
+mod phantom;
 #[path = "support/serve.rs"]
 mod serve;
 use folder::{Folder, same_records};
+use phantom::multiframe;
 use serve::{Server, free_port, workspace};
 
 /// Frames per instance (each a record).
@@ -81,20 +82,7 @@ fn study(i: u64) -> u64 {
 /// Instance `i`: [`FRAMES`] phantom slices as one multi-frame MR image, its patient born in a
 /// year of its own.
 fn instance(i: u64) -> Vec<u8> {
-    let generator = PhantomGenerator::new(13, PhantomConfig::default());
-    let slices: Vec<_> = (0..FRAMES)
-        .map(|f| generator.slice(i * FRAMES + f))
-        .collect();
-    let mut instance = SyntheticInstance::from_phantom(&slices[0]);
-    let samples: Vec<u16> = slices
-        .iter()
-        .flat_map(|s| {
-            s.image
-                .iter()
-                .map(|&v| v.round().clamp(0.0, 65535.0) as u16)
-        })
-        .collect();
-    instance.samples = StoredSamples::U16(samples);
+    let mut instance = multiframe(13, i * FRAMES, FRAMES, 65535.0);
     let s = study(i);
     instance.set(tags::SOP_INSTANCE_UID, VR::UI, sop_uid(i));
     instance.set(tags::SERIES_INSTANCE_UID, VR::UI, series_uid(i));

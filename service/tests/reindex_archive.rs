@@ -16,6 +16,8 @@
 mod folder;
 #[path = "../../dicom-adapter/tests/support/orthanc.rs"]
 mod orthanc;
+#[path = "support/phantom.rs"]
+mod phantom;
 #[path = "support/serve.rs"]
 mod serve;
 
@@ -31,10 +33,9 @@ use diptych::api::v1::{
     GetIndexStatsRequest, GetReindexStatusRequest, IndexStats, Query, ReindexPhase, ReindexStatus,
     SearchMode, SearchRequest, SearchResponse, SliceRef, StartReindexRequest, query,
 };
-use diptych::phantom::{PhantomConfig, PhantomGenerator};
-use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 use folder::{Folder, same_records};
 use orthanc::Orthanc;
+use phantom::multiframe;
 use serve::{Server, free_port, settled_stats, workspace};
 use tonic::transport::Channel;
 
@@ -52,26 +53,11 @@ fn sop_uid(s: u64, i: u64) -> String {
 /// image, 12-bit.
 fn write_archive(folder: &Path) -> Vec<PathBuf> {
     std::fs::create_dir_all(folder).unwrap();
-    let generator = PhantomGenerator::new(29, PhantomConfig::default());
     let mut files = Vec::new();
     for s in 0..STUDIES {
         for i in 0..PER_STUDY {
             let first = (s * PER_STUDY + i) * FRAMES;
-            let slices: Vec<_> = (first..first + FRAMES)
-                .map(|n| generator.slice(n))
-                .collect();
-            let mut instance = SyntheticInstance::from_phantom(&slices[0]);
-            instance.samples = StoredSamples::U16(
-                slices
-                    .iter()
-                    .flat_map(|slice| {
-                        slice
-                            .image
-                            .iter()
-                            .map(|&v| v.round().clamp(0.0, 4095.0) as u16)
-                    })
-                    .collect(),
-            );
+            let mut instance = multiframe(29, first, FRAMES, 4095.0);
             let study = format!("1.2.826.0.1.3680043.10.1304.{s}");
             instance.set(tags::STUDY_INSTANCE_UID, VR::UI, study.clone());
             instance.set(tags::SERIES_INSTANCE_UID, VR::UI, format!("{study}.1"));
