@@ -349,7 +349,8 @@ pub const KEYS: &[Key] = &[
     .section_default("\"c-get\""),
     key(
         "archive.timeout_s",
-        "Longest wait for the archive's next message while one instance is fetched, in seconds.",
+        "Longest wait for the archive's next message (C-GET) or for its whole answer (WADO-RS) \
+         while one instance is fetched, in seconds.",
     )
     .section_default("120"),
     key(
