@@ -81,9 +81,9 @@ jpeg12_dev() {
 
 test_peers() {
 	local t
-	for t in /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc "$JPEG12_HEADER" /usr/bin/chromium /usr/bin/chromedriver /usr/sbin/nats-server; do
+	for t in /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so "$JPEG12_HEADER" /usr/bin/chromium /usr/bin/chromedriver /usr/sbin/nats-server; do
 		if [ ! -e "$t" ]; then
-			apt_install dcmtk libgdcm-tools libgdcm-dev orthanc chromium chromium-driver nats-server
+			apt_install dcmtk libgdcm-tools libgdcm-dev orthanc orthanc-dicomweb chromium chromium-driver nats-server
 			return 0
 		fi
 	done

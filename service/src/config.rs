@@ -61,6 +61,11 @@
 //! # syslog_addr = "audit.example:6514"   # RFC 5424 over TCP, octet-counted (RFC 6587)
 //! # syslog_tls_ca = "audit-ca.pem"       # with it, over TLS, the receiver verified
 //!
+//! # [archive]                    # where a re-index fetches instances without a kept frame
+//! # dicom = "PACS@10.0.0.7:104"   # C-GET at IMAGE level, calling as dicom.ae_title
+//! # method = "c-get"              # or "wado-rs", with url = "http://pacs:8042/dicom-web"
+//! # timeout_s = 120
+//!
 //! [images]
 //! max_pixels = 134217728           # rows × columns × frames per DICOM instance
 //! max_inflated_bytes = 536870912   # a deflated data set, once inflated
@@ -115,6 +120,9 @@ pub struct Config {
     pub audit: crate::audit::AuditConfig,
     /// Past one machine: this process's role and the JetStream ingest log (docs/CLUSTER.md).
     pub cluster: ClusterConfig,
+    /// The archive a re-index fetches instances from again when they have no usable kept frame;
+    /// `None`: such a re-index is refused.
+    pub archive: Option<crate::archive::ArchiveConfig>,
     /// A viewer deep link for search hits, e.g. an OHIF URL:
     /// `https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}`
     /// (placeholders `{study_instance_uid}`, `{series_instance_uid}`, `{sop_instance_uid}`).
@@ -141,6 +149,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             audit: crate::audit::AuditConfig::default(),
             cluster: ClusterConfig::default(),
+            archive: None,
             viewer_url_template: None,
             shutdown_deadline_s: 25.0,
         }
@@ -555,6 +564,9 @@ pub enum ConfigError {
         /// What is allowed.
         problem: &'static str,
     },
+    /// The `[archive]` section is unusable.
+    #[error("configuration [archive] is invalid: {0}")]
+    Archive(String),
 }
 
 impl Config {
@@ -893,6 +905,11 @@ impl Config {
                 self.grpc.max_message_bytes,
                 "must be at least 1024",
             );
+        }
+        if let Some(archive) = &self.archive
+            && let Err(error) = archive.check()
+        {
+            return Err(ConfigError::Archive(error.to_string()));
         }
         if self.images.max_pixels == 0 {
             return invalid("images.max_pixels", 0, "must be at least 1");

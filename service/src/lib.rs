@@ -35,6 +35,7 @@
 //! trail ([`audit`]) is where patient IDs and study UIDs are recorded, with who saw them.
 
 pub mod admin;
+pub mod archive;
 pub mod audit;
 pub mod auth;
 pub mod backfill;

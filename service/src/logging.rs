@@ -6,6 +6,22 @@
 
 use crate::config::LogFormat;
 
+/// An error and its sources, `: `-joined, a source left out when the text already says it: the
+/// top-level message of hyper, rustls or tonic alone rarely names the cause.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        let next = inner.to_string();
+        if !text.contains(&next) {
+            text.push_str(": ");
+            text.push_str(&next);
+        }
+        source = inner.source();
+    }
+    text
+}
+
 /// Installs the process's subscriber; a second call (tests) leaves the first in place.
 pub fn init(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -269,6 +269,14 @@ pub async fn run(
         let took = engine.warm_up().await?;
         let engine = Arc::new(engine);
         let (data_dir, for_index) = (config.data_dir.clone(), engine.clone());
+        let fetcher = match &config.archive {
+            Some(archive) => Some(
+                archive
+                    .fetcher(&config.dicom.ae_title, config.images)
+                    .map_err(|e| ServeError::Interrupted(e.to_string()))?,
+            ),
+            None => None,
+        };
         let index_options = IndexOptions {
             limits: config.images,
             quiet_period: Duration::from_secs_f64(config.dicom.study_quiet_period_s),
@@ -277,7 +285,7 @@ pub async fn run(
             faults: Default::default(),
             keep_frames: config.index.keep_frames,
             engines: Some(Arc::new(BundleLoader::new(env, options))),
-            fetcher: None,
+            fetcher,
         };
         let opened = Instant::now();
         let index =

@@ -15,12 +15,11 @@ use std::time::{Duration, Instant};
 
 use dicom_core::VR;
 use dicom_dictionary_std::{tags, uids};
-use diptych::api::v1::info_service_client::InfoServiceClient;
-use diptych::api::v1::{GetIndexStatsRequest, IndexStats};
+use diptych::api::v1::IndexStats;
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 use orthanc::Orthanc;
-use serve::{Server, free_port};
+use serve::{Server, free_port, settled_stats};
 
 /// Instances per study.
 const PER_STUDY: u64 = 4;
@@ -73,38 +72,6 @@ fn write_archive(folder: &Path) -> Vec<PathBuf> {
         }
     }
     files
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-/// The index statistics once nothing is pending.
-fn settled_stats(addr: &str) -> IndexStats {
-    runtime().block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut info = InfoServiceClient::new(channel);
-        let started = Instant::now();
-        loop {
-            let stats = info
-                .get_index_stats(GetIndexStatsRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            if stats.pending == 0 {
-                return stats;
-            }
-            assert!(started.elapsed() < Duration::from_secs(60), "{stats:?}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    })
 }
 
 /// `diptych backfill` against `archive`, with extra arguments.

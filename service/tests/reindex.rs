@@ -35,15 +35,16 @@ use diptych::api::v1::{
     Grouping, IndexStats, IngestRequest, Query, ReindexPhase, ReindexStatus, SearchMode,
     SearchRequest, SearchResponse, SliceRef, StartReindexRequest, dicom_ref, query,
 };
-use diptych::phantom::{PhantomConfig, PhantomGenerator};
-use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
-use diptych_service::catalog::Catalog;
-use diptych_service::index::codes_dir;
-use diptych_service::store::{CodeStore, FrameStore, ModelStamp};
 use tonic::transport::Channel;
 
+#[path = "support/folder.rs"]
+mod folder;
+#[path = "support/phantom.rs"]
+mod phantom;
 #[path = "support/serve.rs"]
 mod serve;
+use folder::{Folder, same_records};
+use phantom::multiframe;
 use serve::{Server, free_port, workspace};
 
 /// Frames per instance (each a record).
@@ -81,20 +82,7 @@ fn study(i: u64) -> u64 {
 /// Instance `i`: [`FRAMES`] phantom slices as one multi-frame MR image, its patient born in a
 /// year of its own.
 fn instance(i: u64) -> Vec<u8> {
-    let generator = PhantomGenerator::new(13, PhantomConfig::default());
-    let slices: Vec<_> = (0..FRAMES)
-        .map(|f| generator.slice(i * FRAMES + f))
-        .collect();
-    let mut instance = SyntheticInstance::from_phantom(&slices[0]);
-    let samples: Vec<u16> = slices
-        .iter()
-        .flat_map(|s| {
-            s.image
-                .iter()
-                .map(|&v| v.round().clamp(0.0, 65535.0) as u16)
-        })
-        .collect();
-    instance.samples = StoredSamples::U16(samples);
+    let mut instance = multiframe(13, i * FRAMES, FRAMES, 65535.0);
     let s = study(i);
     instance.set(tags::SOP_INSTANCE_UID, VR::UI, sop_uid(i));
     instance.set(tags::SERIES_INSTANCE_UID, VR::UI, series_uid(i));
@@ -308,6 +296,28 @@ fn start(model: &Path, data: &Path, addr: &str, config: &Path, log: PathBuf) -> 
     )
 }
 
+/// Starts a server on `bundle` (with its model id) over `data`, indexes the first [`BASE`]
+/// instances, and returns it with its address and its answers to `requests`, each checked to
+/// name that model.
+fn start_indexed(
+    runtime: &tokio::runtime::Runtime,
+    (bundle, model): (&Path, &str),
+    data: &Path,
+    config: &Path,
+    log: PathBuf,
+    requests: &[SearchRequest],
+) -> (Server, String, Vec<Option<SearchResponse>>) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = start(bundle, data, &addr, config, log);
+    let base = runtime.block_on(async {
+        ingest(&addr, 0..BASE).await;
+        indexed(&addr, BASE * FRAMES).await;
+        answers(&addr, requests).await
+    });
+    assert!(base.iter().flatten().all(|a| a.model_id == model));
+    (server, addr, base)
+}
+
 fn kill(mut server: Server) {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
@@ -336,115 +346,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn stamp(model: &str) -> ModelStamp {
-    ModelStamp {
-        model_id: model.to_string(),
-        positions: 256,
-        codebook_size: 256,
-    }
-}
-
-/// The records, codes, scores, catalog documents and kept frames of a data folder (its server
-/// stopped), record by record.
-struct Folder {
-    codes: CodeStore,
-    catalog: Catalog,
-    frames: FrameStore,
-}
-
-impl Folder {
-    fn open(data: &Path, model: &str) -> Folder {
-        let catalog = Catalog::open(&data.join("catalog")).unwrap();
-        let generation = catalog.checkpoint().generation;
-        let codes = CodeStore::open(codes_dir(data, generation), stamp(model)).unwrap();
-        let preprocess = diptych::preprocess::PreprocessParams {
-            input_size: 128,
-            ..Default::default()
-        };
-        let frames = FrameStore::open(data.join("frames"), preprocess, 0).unwrap();
-        Folder {
-            codes,
-            catalog,
-            frames,
-        }
-    }
-}
-
-/// The live records of a folder by (SOP Instance UID, frame): record ids follow the order in
-/// which instances were applied, which concurrent acceptance may change from run to run.
-fn by_slice(folder: &Folder) -> std::collections::BTreeMap<(String, u32), u32> {
-    let view = folder.codes.view();
-    let ids: Vec<u32> = (0..view.len() as u32).collect();
-    let documents = folder.catalog.entries(&ids).unwrap();
-    let mut slices = std::collections::BTreeMap::new();
-    for (&id, document) in ids.iter().zip(documents) {
-        let deleted = view.records()[id as usize].is_deleted();
-        match document {
-            Some(document) => {
-                assert!(
-                    !deleted,
-                    "record {id} is deleted but has a catalog document"
-                );
-                let key = (document.metadata.sop_instance_uid.clone(), document.frame);
-                assert!(slices.insert(key, id).is_none(), "two records of one slice");
-            }
-            None => assert!(deleted, "record {id} is live but has no catalog document"),
-        }
-    }
-    slices
-}
-
-fn same_records(fresh: &Folder, reindexed: &Folder) {
-    let (a, b) = (fresh.codes.view(), reindexed.codes.view());
-    assert_eq!(a.len(), b.len(), "records");
-    assert_eq!(fresh.codes.live_len(), reindexed.codes.live_len());
-    let (slices_a, slices_b) = (by_slice(fresh), by_slice(reindexed));
-    assert_eq!(
-        slices_a.keys().collect::<Vec<_>>(),
-        slices_b.keys().collect::<Vec<_>>(),
-        "the live slices"
-    );
-    for (slice, (&ia, &ib)) in slices_a
-        .keys()
-        .zip(slices_a.values().zip(slices_b.values()))
-    {
-        let mut da = fresh
-            .catalog
-            .entries(&[ia])
-            .unwrap()
-            .pop()
-            .flatten()
-            .unwrap();
-        let db = reindexed
-            .catalog
-            .entries(&[ib])
-            .unwrap()
-            .pop()
-            .flatten()
-            .unwrap();
-        da.record = db.record;
-        assert_eq!(da, db, "{slice:?}: catalog document");
-        let (ea, eb) = (a.records()[ia as usize], b.records()[ib as usize]);
-        assert_eq!(ea.keys(), eb.keys(), "{slice:?}: keys");
-        assert_eq!(
-            a.normal_code(ia),
-            b.normal_code(ib),
-            "{slice:?}: normal code"
-        );
-        assert_eq!(
-            a.abnormal_code(ia),
-            b.abnormal_code(ib),
-            "{slice:?}: abnormal code"
-        );
-        assert_eq!(ea.abnormality(), eb.abnormality(), "{slice:?}: abnormality");
-        assert_eq!(
-            fresh.frames.frame(ia),
-            reindexed.frames.frame(ib),
-            "{slice:?}: kept frame"
-        );
-    }
-}
-
 #[test]
 fn reindex_switches_models_atomically_survives_a_kill_and_equals_a_fresh_index() {
     let dir = tempfile::tempdir().unwrap();
@@ -457,17 +358,15 @@ fn reindex_switches_models_atomically_survives_a_kill_and_equals_a_fresh_index()
     // The reference: the same studies indexed from scratch with the new bundle, in the same
     // order, the same series deleted.
     let fresh_data = dir.path().join("fresh");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let fresh = start(
-        &new_bundle(),
+    let (fresh, addr, _) = start_indexed(
+        &runtime,
+        (&new_bundle(), "synth-v2"),
         &fresh_data,
-        &addr,
         &config,
         dir.path().join("fresh.log"),
+        &requests,
     );
     let new_answers = runtime.block_on(async {
-        ingest(&addr, 0..BASE).await;
-        indexed(&addr, BASE * FRAMES).await;
         ingest(&addr, BASE..BASE + EXTRA).await;
         delete_series(&addr, DELETED).await;
         indexed(&addr, live).await;
@@ -482,24 +381,13 @@ fn reindex_switches_models_atomically_survives_a_kill_and_equals_a_fresh_index()
 
     // The old model's index, with kept frames.
     let data = dir.path().join("data");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let server = start(
-        &old_bundle(),
+    let (server, addr, old_base) = start_indexed(
+        &runtime,
+        (&old_bundle(), "phantom-v1"),
         &data,
-        &addr,
         &config,
         dir.path().join("a.log"),
-    );
-    let old_base = runtime.block_on(async {
-        ingest(&addr, 0..BASE).await;
-        indexed(&addr, BASE * FRAMES).await;
-        answers(&addr, &requests).await
-    });
-    assert!(
-        old_base
-            .iter()
-            .flatten()
-            .all(|a| a.model_id == "phantom-v1")
+        &requests,
     );
 
     // Refusals, each saying what to fix.

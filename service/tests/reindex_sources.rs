@@ -117,7 +117,10 @@ async fn kept_frames_are_reused_only_with_the_same_preprocessing_and_otherwise_t
         message.contains("pre-processes differently") && message.contains("not reused"),
         "{message}"
     );
-    assert!(message.contains("no archive fetcher"), "{message}");
+    assert!(
+        message.contains("no archive is configured") && message.contains("[archive]"),
+        "{message}"
+    );
     assert_eq!(kept.serving().model_id(), "toy-old");
     assert!(!data.join("codes-1").exists() && !data.join("reindex.json").exists());
 

@@ -7,6 +7,8 @@
 //! On the code before this test existed, the reopened index had no projections until a
 //! background fit finished.
 
+#[path = "support/phantom.rs"]
+mod phantom;
 #[path = "support/serve.rs"]
 mod serve;
 #[path = "support/index.rs"]
@@ -19,8 +21,6 @@ use std::time::{Duration, Instant};
 
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
-use diptych::phantom::{PhantomConfig, PhantomGenerator};
-use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 use diptych_service::encoder::Engine;
 use diptych_service::index::QuerySource;
 use diptych_service::index::{
@@ -31,6 +31,7 @@ use diptych_service::search::{
     Corpus, DistanceTables, GroupScore, Grouping, Hit, Mode, QueryCodes, SearchRequest,
     naive_search,
 };
+use phantom::multiframe;
 use support_index::{engine, options};
 
 /// Frames per instance: few instances, each a record per frame.
@@ -48,20 +49,7 @@ fn sop_uid(i: u64) -> String {
 /// Instance `i`: [`FRAMES`] phantom slices as one multi-frame MR image, one series per
 /// instance.
 fn instance(i: u64) -> Vec<u8> {
-    let generator = PhantomGenerator::new(11, PhantomConfig::default());
-    let slices: Vec<_> = (0..FRAMES)
-        .map(|f| generator.slice(i * FRAMES + f))
-        .collect();
-    let mut instance = SyntheticInstance::from_phantom(&slices[0]);
-    let samples: Vec<u16> = slices
-        .iter()
-        .flat_map(|s| {
-            s.image
-                .iter()
-                .map(|&v| v.round().clamp(0.0, 65535.0) as u16)
-        })
-        .collect();
-    instance.samples = StoredSamples::U16(samples);
+    let mut instance = multiframe(11, i * FRAMES, FRAMES, 65535.0);
     instance.set(tags::SOP_INSTANCE_UID, VR::UI, sop_uid(i));
     instance.set(
         tags::SERIES_INSTANCE_UID,

@@ -9,15 +9,12 @@ mod serve;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
 
 use dicom_core::VR;
 use dicom_dictionary_std::tags;
-use diptych::api::v1::GetIndexStatsRequest;
-use diptych::api::v1::info_service_client::InfoServiceClient;
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
-use serve::{Server, free_port, python, workspace};
+use serve::{Server, free_port, python, settled_stats, workspace};
 
 fn phantom_files(dir: &Path, n: u64) -> Vec<PathBuf> {
     let generator = PhantomGenerator::new(11, PhantomConfig::default());
@@ -36,33 +33,10 @@ fn phantom_files(dir: &Path, n: u64) -> Vec<PathBuf> {
         .collect()
 }
 
-/// (instances, records) once nothing is pending.
+/// (instances, records) of the index once nothing is pending.
 fn indexed(addr: &str) -> (u64, u64) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    runtime.block_on(async {
-        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let mut info = InfoServiceClient::new(channel);
-        let started = Instant::now();
-        loop {
-            let stats = info
-                .get_index_stats(GetIndexStatsRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            if stats.pending == 0 {
-                return (stats.instances, stats.records);
-            }
-            assert!(started.elapsed() < Duration::from_secs(60));
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
+    let stats = settled_stats(addr);
+    (stats.instances, stats.records)
 }
 
 fn token() -> String {

@@ -9,7 +9,7 @@ use dicom_ul::pdu::{PDataValue, PDataValueType};
 use thiserror::Error;
 
 use super::dimse::{VERIFICATION, echo_request, parse_echo_response};
-use super::send::{Accepted, Destination, associate, receive_response};
+use super::send::{Accepted, Destination, associate, finish, receive_response};
 use crate::instance::error_chain;
 
 /// What a destination answered to a C-ECHO.
@@ -122,25 +122,18 @@ async fn exchange(destination: &Destination) -> Result<u16, EchoError> {
             .await
             .map_err(|e| super::ExchangeError::Send(error_chain(&e)))?;
         let bytes = receive_response(&mut association).await?;
-        Ok::<_, super::ExchangeError>(parse_echo_response(&bytes)?)
+        let response = parse_echo_response(&bytes)?;
+        if response.responding_to != message_id {
+            return Err(super::ExchangeError::WrongMessage {
+                got: response.responding_to,
+                expected: message_id,
+            });
+        }
+        Ok(response)
     }
     .await;
-    let response = match answered {
-        Ok(response) => response,
-        Err(error) => {
-            let _ = association.abort().await;
-            return Err(protocol(error));
-        }
-    };
-    if response.responding_to != message_id {
-        let _ = association.abort().await;
-        return Err(protocol(super::ExchangeError::WrongMessage {
-            got: response.responding_to,
-            expected: message_id,
-        }));
-    }
-    if let Err(e) = association.release().await {
-        tracing::warn!(%destination, error = %error_chain(&e), "association release failed after C-ECHO");
-    }
+    let response = finish(association, destination, "C-ECHO", answered)
+        .await
+        .map_err(protocol)?;
     Ok(response.status)
 }

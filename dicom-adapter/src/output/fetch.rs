@@ -255,18 +255,7 @@ pub async fn fetch(
         &contexts,
     )
     .await;
-    match outcome {
-        Ok(report) => {
-            if let Err(e) = association.release().await {
-                tracing::warn!(%archive, error = %error_chain(&e), "association release failed after C-GET");
-            }
-            Ok(report)
-        }
-        Err(error) => {
-            let _ = association.abort().await;
-            Err(error)
-        }
-    }
+    super::send::finish(association, archive, "C-GET", outcome).await
 }
 
 /// Asks `archive` to send `target` to the AE title `destination_ae` (C-MOVE): for archives that
@@ -378,18 +367,7 @@ pub async fn move_to(
         }
     }
     .await;
-    match outcome {
-        Ok(answer) => {
-            if let Err(e) = association.release().await {
-                tracing::warn!(%archive, error = %error_chain(&e), "association release failed after C-MOVE");
-            }
-            Ok(answer)
-        }
-        Err(error) => {
-            let _ = association.abort().await;
-            Err(error)
-        }
-    }
+    super::send::finish(association, archive, "C-MOVE", outcome).await
 }
 
 /// Sends the C-GET and serves its sub-operations until the final response.

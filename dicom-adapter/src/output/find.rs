@@ -17,7 +17,7 @@ use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry
 use super::error::{ExchangeError, RetrieveError};
 use super::message;
 use super::qr_dimse::{Incoming, STUDY_ROOT_FIND, field, is_pending, request};
-use super::send::{Accepted, Destination, associate};
+use super::send::{Accepted, Destination, associate, finish};
 use crate::instance::error_chain;
 use crate::uid::Uid;
 
@@ -291,26 +291,15 @@ async fn exchange(
         }
     }
     .await;
-    match outcome {
-        Ok((0x0000, _, found)) => {
-            if let Err(e) = association.release().await {
-                tracing::warn!(%archive, error = %error_chain(&e), "association release failed after C-FIND");
-            }
-            Ok(found)
-        }
-        Ok((status, comment, _)) => {
-            let _ = association.release().await;
-            Err(RetrieveError::Failed {
-                archive: archive.to_string(),
-                operation: "C-FIND",
-                status,
-                comment: comment.unwrap_or_default(),
-            })
-        }
-        Err(error) => {
-            let _ = association.abort().await;
-            Err(protocol(error))
-        }
+    match finish(association, archive, "C-FIND", outcome).await {
+        Ok((0x0000, _, found)) => Ok(found),
+        Ok((status, comment, _)) => Err(RetrieveError::Failed {
+            archive: archive.to_string(),
+            operation: "C-FIND",
+            status,
+            comment: comment.unwrap_or_default(),
+        }),
+        Err(error) => Err(protocol(error)),
     }
 }
 

@@ -95,6 +95,27 @@ pub(super) async fn associate(
     }
 }
 
+/// Ends an association after an exchange with `peer`: released when `outcome` is `Ok` (a failed
+/// release is only logged: the answer is in hand), aborted when it is `Err`. Returns `outcome`.
+pub(super) async fn finish<T, E>(
+    association: AsyncClientAssociation<TcpStream>,
+    peer: &Destination,
+    operation: &'static str,
+    outcome: Result<T, E>,
+) -> Result<T, E> {
+    match &outcome {
+        Ok(_) => {
+            if let Err(e) = association.release().await {
+                tracing::warn!(%peer, operation, error = %error_chain(&e), "association release failed");
+            }
+        }
+        Err(_) => {
+            let _ = association.abort().await;
+        }
+    }
+    outcome
+}
+
 /// Sends one instance (a Part-10 file or a bare data set) by C-STORE and returns the DICOM status
 /// the destination answered: 0x0000 success, 0xB000–0xBFFF a warning (stored), anything else a
 /// failure it reported (0xA7xx out of resources, 0xA9xx data set mismatch, 0xCxxx cannot
@@ -150,34 +171,24 @@ async fn exchange(
         destination: destination.to_string(),
         error,
     };
-    let data_set = match encode(instance, &transfer_syntax) {
-        Ok(bytes) => bytes,
-        Err(error) => {
-            let _ = association.abort().await;
-            return Err(protocol(error));
-        }
-    };
     let message_id = 1;
-    let command = store_request(message_id, &sop_class, &sop_instance);
-    let outcome = store(&mut association, context_id, &command, &data_set).await;
-    let response = match outcome {
-        Ok(response) => response,
-        Err(error) => {
-            let _ = association.abort().await;
-            return Err(protocol(error));
+    let outcome = async {
+        let data_set = encode(instance, &transfer_syntax)?;
+        let command = store_request(message_id, &sop_class, &sop_instance);
+        let response = store(&mut association, context_id, &command, &data_set).await?;
+        if response.responding_to != message_id {
+            return Err(ExchangeError::WrongMessage {
+                got: response.responding_to,
+                expected: message_id,
+            });
         }
-    };
-    if response.responding_to != message_id {
-        let _ = association.abort().await;
-        return Err(protocol(ExchangeError::WrongMessage {
-            got: response.responding_to,
-            expected: message_id,
-        }));
+        Ok(response)
     }
-    if let Err(e) = association.release().await {
-        // The status is in hand: the instance was stored (or refused) whatever the release does.
-        tracing::warn!(%destination, error = %error_chain(&e), "association release failed after C-STORE");
-    }
+    .await;
+    // The status is in hand: the instance was stored (or refused) whatever the release does.
+    let response = finish(association, destination, "C-STORE", outcome)
+        .await
+        .map_err(protocol)?;
     if response.status != 0 {
         tracing::warn!(
             %destination,

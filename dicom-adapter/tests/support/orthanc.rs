@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 /// The Debian package's binary.
 pub const ORTHANC: &str = "/usr/sbin/Orthanc";
 
+/// The DICOMweb plugin of the Debian package `orthanc-dicomweb`.
+pub const DICOMWEB_PLUGIN: &str = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so";
+
 /// A running Orthanc.
 pub struct Orthanc {
     child: Child,
@@ -38,7 +41,19 @@ impl Orthanc {
     /// Starts Orthanc in `folder` (created), knowing each `(AE title, port)` of `modalities` on
     /// 127.0.0.1 as a C-MOVE destination; returns once its DICOM port accepts connections.
     pub fn start(folder: &Path, modalities: &[(&str, u16)]) -> Orthanc {
+        Self::start_with(folder, modalities, false)
+    }
+
+    /// [`Orthanc::start`], with its DICOMweb plugin serving [`Orthanc::dicomweb_url`] when
+    /// `dicomweb`.
+    pub fn start_with(folder: &Path, modalities: &[(&str, u16)], dicomweb: bool) -> Orthanc {
         std::fs::create_dir_all(folder).unwrap();
+        if dicomweb {
+            assert!(
+                Path::new(DICOMWEB_PLUGIN).is_file(),
+                "Orthanc's DICOMweb plugin (apt package orthanc-dicomweb) must be installed: make deps-apt"
+            );
+        }
         let (dicom_port, http_port) = (free_port(), free_port());
         let known: serde_json::Map<String, serde_json::Value> = modalities
             .iter()
@@ -58,7 +73,8 @@ impl Orthanc {
             "DicomAlwaysAllowGet": true,
             "DicomAlwaysAllowMove": true,
             "DicomModalities": known,
-            "Plugins": [],
+            "Plugins": if dicomweb { vec![DICOMWEB_PLUGIN] } else { Vec::new() },
+            "DicomWeb": { "Enable": dicomweb, "Root": "/dicom-web/" },
         });
         let path = folder.join("orthanc.json");
         std::fs::write(&path, serde_json::to_vec_pretty(&config).unwrap()).unwrap();
@@ -95,6 +111,11 @@ impl Orthanc {
         orthanc
     }
 
+    /// The base URL of its DICOMweb plugin (started with `dicomweb`).
+    pub fn dicomweb_url(&self) -> String {
+        format!("http://{}/dicom-web", self.http)
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.folder.join("orthanc.log")).unwrap_or_default()
@@ -115,6 +136,42 @@ impl Orthanc {
             "storescu into Orthanc failed: {}",
             String::from_utf8_lossy(&output.stderr)
         );
+    }
+}
+
+impl Orthanc {
+    /// One HTTP/1.0 request to its REST API; the status code and the body.
+    pub fn rest(&self, method: &str, path: &str, body: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = TcpStream::connect(self.http).unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.0\r\nHost: {}\r\nContent-Length: {}\r\n\r\n{body}",
+            self.http,
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        (status, body.to_string())
+    }
+
+    /// Deletes the instance with this SOP Instance UID from the archive.
+    pub fn delete_instance(&self, sop_instance_uid: &str) {
+        let (status, found) = self.rest("POST", "/tools/lookup", sop_instance_uid);
+        assert_eq!(status, 200, "{found}");
+        let found: serde_json::Value = serde_json::from_str(&found).unwrap();
+        let id = found[0]["ID"]
+            .as_str()
+            .expect("the archive holds the instance");
+        let (status, answer) = self.rest("DELETE", &format!("/instances/{id}"), "");
+        assert_eq!(status, 200, "{answer}");
     }
 }
 

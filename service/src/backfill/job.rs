@@ -308,6 +308,9 @@ async fn pull(
                 },
             }
         }
+        Method::WadoRs => Finished::Failed {
+            reason: "a backfill over DICOMweb is not supported yet; use C-GET or C-MOVE".into(),
+        },
         Method::CMove => match move_to(archive, &target, &archive.calling_ae, IDLE_TIMEOUT).await {
             Ok((0x0000, counts)) if counts.failed == 0 => Finished::Indexed {
                 instances: u32::from(counts.completed),

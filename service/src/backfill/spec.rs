@@ -18,6 +18,8 @@ pub enum Method {
     CGet,
     /// C-MOVE to this server's own AE title (its listener receives them).
     CMove,
+    /// WADO-RS from a DICOMweb archive (for the re-index's archive fetcher).
+    WadoRs,
 }
 
 /// The archive: `AE@HOST:PORT`.

@@ -374,6 +374,33 @@ pub const KEYS: &[Key] = &[
          and the search fails UNAVAILABLE.",
     ),
     key(
+        "archive.dicom",
+        "The archive a re-index fetches instances from again (method `c-get`), `AE@HOST:PORT`, \
+         when records have no usable kept frame (`index.keep_frames` was off, or the new bundle \
+         pre-processes differently); diptych calls it as `dicom.ae_title` and must be allowed to \
+         C-GET there. The `[archive]` section is optional: without it such a re-index is refused.",
+    )
+    .example("\"PACS@10.0.0.7:104\""),
+    key(
+        "archive.url",
+        "The archive's DICOMweb base URL for method `wado-rs` (plain `http://`); instances are \
+         fetched with `GET {url}/studies/{study}/series/{series}/instances/{instance}`.",
+    )
+    .example("\"http://pacs:8042/dicom-web\""),
+    key(
+        "archive.method",
+        "How instances are fetched: `c-get` (C-GET at IMAGE level, by Study, Series and SOP \
+         Instance UID, from `archive.dicom`) or `wado-rs` (from `archive.url`). `c-move` is \
+         refused: the archive would send to the listener, not to the re-index.",
+    )
+    .section_default("\"c-get\""),
+    key(
+        "archive.timeout_s",
+        "Longest wait for the archive's next message (C-GET) or for its whole answer (WADO-RS) \
+         while one instance is fetched, in seconds.",
+    )
+    .section_default("120"),
+    key(
         "images.max_pixels",
         "Largest rows × columns × frames accepted per DICOM instance or raw image.",
     ),
@@ -395,6 +422,7 @@ const SECTIONS: &[(&str, &str)] = &[
     ("index", "[index]"),
     ("dicom", "[dicom]"),
     ("dicom.kos", "[dicom.kos]"),
+    ("archive", "[archive]"),
     ("images", "[images]"),
     ("cluster", "[cluster]"),
 ];
@@ -628,7 +656,8 @@ mod tests {
         );
         // Defaults of keys in optional sections are the ones serde applies.
         let minimal: Config = toml::from_str(
-            "[dicom.kos]\ndestination = \"A@127.0.0.1:1\"\narchive = \"teaching\"\n",
+            "[dicom.kos]\ndestination = \"A@127.0.0.1:1\"\narchive = \"teaching\"\n\n\
+             [archive]\ndicom = \"PACS@127.0.0.1:104\"\n",
         )
         .unwrap();
         let minimal = toml::Table::try_from(&minimal).unwrap();

@@ -10,6 +10,7 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::auth::{Callers, Notice, Policy, TokensError};
 use crate::config::{AuthConfig, GrpcConfig};
+use crate::logging::error_chain;
 
 /// The longest a client may take for its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -127,17 +128,6 @@ fn server_tls(grpc: &GrpcConfig) -> Result<Option<ServerTlsConfig>, SecurityErro
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! yet), and stops last on SIGTERM, so `/readyz` reports `stopping` while the server drains.
 
 pub mod metrics;
+pub mod multipart;
 pub mod readiness;
 pub mod stow;
 

@@ -66,7 +66,8 @@ pub use faults::{FaultPoint, Faults};
 pub use health::Health;
 pub use query::{QueryError, QuerySource, SearchOutcome, SearchSpec};
 pub use reindex::{
-    EngineLoader, FetchError, InstanceRef, ReindexError, ReindexPhase, ReindexStatus, SourceFetcher,
+    EngineLoader, FetchError, FetchFuture, InstanceRef, ReindexError, ReindexPhase, ReindexStatus,
+    SourceFetcher,
 };
 pub use work::{DeleteCounts, Work};
 

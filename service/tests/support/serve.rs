@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use diptych::api::v1::info_service_client::InfoServiceClient;
+use diptych::api::v1::{GetIndexStatsRequest, IndexStats};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
@@ -208,4 +210,33 @@ impl Server {
         wait_until_serving(&mut server, &probe, tls, Duration::from_secs(180));
         server
     }
+}
+
+/// The index statistics of the server at `addr` once nothing is pending (at most 60 s).
+pub fn settled_stats(addr: &str) -> IndexStats {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut info = InfoServiceClient::new(channel);
+        let started = Instant::now();
+        loop {
+            let stats = info
+                .get_index_stats(GetIndexStatsRequest {})
+                .await
+                .unwrap()
+                .into_inner();
+            if stats.pending == 0 {
+                return stats;
+            }
+            assert!(started.elapsed() < Duration::from_secs(60), "{stats:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
 }

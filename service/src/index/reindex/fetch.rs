@@ -2,9 +2,9 @@
 //! kept frame: indexed before `[index] keep_frames` was on, or when the new bundle's
 //! pre-processing differs from the one the frames were made with.
 //!
-//! diptych's backfill (C-GET / C-MOVE, WADO-RS) provides the implementation; until one is
-//! configured ([`super::super::IndexOptions::fetcher`]), a re-index that needs it is refused with
-//! a message that says why and what to do.
+//! [`crate::archive`] implements it from the `[archive]` section of the configuration (C-GET by
+//! UID); without one ([`super::super::IndexOptions::fetcher`] `None`), a re-index that needs it
+//! is refused with a message that says why and what to do.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -25,9 +25,12 @@ pub struct InstanceRef {
 /// Why an instance could not be fetched; never names patient data.
 #[derive(Debug, Error)]
 pub enum FetchError {
-    /// The archive does not hold the instance (any more).
-    #[error("the archive does not hold the instance")]
-    NotFound,
+    /// The archive sent nothing for the instance: it does not hold it (any more); what it
+    /// answered.
+    #[error(
+        "the archive did not send the instance: it no longer holds it, or cannot send it ({0})"
+    )]
+    NotFound(String),
     /// The archive could not be asked or did not answer.
     #[error("the archive cannot be reached: {0}")]
     Unreachable(String),

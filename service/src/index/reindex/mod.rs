@@ -434,8 +434,9 @@ impl Index {
         match problem {
             Some(problem) => Err(ReindexError::Refused(format!(
                 "{problem}; they would have to be fetched again from the archive by UID, and no \
-                 archive fetcher (C-GET/C-MOVE or WADO-RS) is configured. Configure one, or \
-                 index the archive again with the new bundle"
+                 archive is configured. Name it in the [archive] section of the configuration \
+                 (archive.dicom = \"AE@HOST:PORT\", see docs/CONFIGURATION.md), or index the \
+                 archive again with the new bundle"
             ))),
             None => Ok(()),
         }
@@ -650,9 +651,11 @@ impl Index {
         };
         let kept = inputs.iter().filter(|i| i.is_some()).count();
         let mut fetched = 0;
+        // The frames of a multi-frame instance are consecutive records: fetched once.
+        let mut last_fetched = None;
         for (slot, &(id, _, deleted)) in inputs.iter_mut().zip(&entries) {
             if slot.is_none() && !deleted {
-                *slot = Some(self.fetch_input(id, engine).await?);
+                *slot = Some(self.fetch_input(id, engine, &mut last_fetched).await?);
                 fetched += 1;
             }
         }
@@ -719,8 +722,14 @@ impl Index {
         Ok(())
     }
 
-    /// The new model's input for record `id`, from its instance fetched again from the archive.
-    async fn fetch_input(&self, id: RecordId, engine: &Engine) -> Result<Vec<f32>, String> {
+    /// The new model's input for record `id`, from its instance fetched again from the archive
+    /// (or from `last`, the instance fetched just before, when it is the same one).
+    async fn fetch_input(
+        &self,
+        id: RecordId,
+        engine: &Engine,
+        last: &mut Option<(String, Arc<Vec<u8>>)>,
+    ) -> Result<Vec<f32>, String> {
         let fetcher = self.reindex.fetcher.clone().ok_or_else(|| {
             format!("record {id} has no usable kept frame and no archive fetcher is configured")
         })?;
@@ -737,10 +746,14 @@ impl Index {
             series_instance_uid: m.series_instance_uid.clone(),
             sop_instance_uid: m.sop_instance_uid.clone(),
         };
-        let bytes = fetcher
-            .fetch(&instance)
-            .await
-            .map_err(|e| format!("fetching record {id}'s instance again failed: {e}"))?;
+        let bytes = match last {
+            Some((uid, bytes)) if *uid == instance.sop_instance_uid => bytes.clone(),
+            _ => {
+                let bytes = Arc::new(self.fetch_instance(id, fetcher.as_ref(), &instance).await?);
+                *last = Some((instance.sop_instance_uid.clone(), bytes.clone()));
+                bytes
+            }
+        };
         let params = engine.manifest().preprocess;
         let limits = self.limits;
         let frame = record.frame;
@@ -756,5 +769,30 @@ impl Index {
         })
         .await
         .map_err(|e| format!("decoding a fetched instance failed: {e}"))?
+    }
+
+    /// Record `id`'s instance from the archive; the error names it, and the fix when the
+    /// archive no longer holds it.
+    async fn fetch_instance(
+        &self,
+        id: RecordId,
+        fetcher: &dyn SourceFetcher,
+        instance: &InstanceRef,
+    ) -> Result<Vec<u8>, String> {
+        fetcher.fetch(instance).await.map_err(|e| {
+            let fix = match e {
+                FetchError::NotFound(_) => {
+                    "; send it to the archive again, or delete it here (`diptych delete \
+                     --instance UID`), then start the re-index again: it goes on from its last \
+                     sync"
+                }
+                FetchError::Unreachable(_) | FetchError::Refused(_) => "",
+            };
+            format!(
+                "record {id} (SOP Instance UID {}) cannot be re-encoded: fetching its instance \
+                 from the archive failed: {e}{fix}",
+                instance.sop_instance_uid
+            )
+        })
     }
 }
