@@ -24,7 +24,7 @@ use diptych_service::audit::{Audit, AuditConfig, AuditEvent, Outcome, What, Who}
 mod certs;
 #[path = "support/serve.rs"]
 mod serve;
-use serve::{Server, free_port, python, workspace};
+use serve::{Server, channel, free_port, python, runtime, workspace};
 
 const PATIENT_NAME: &str = "Quillfeather^Ottoline";
 const PATIENT_ID: &str = "PID-AUDIT-73190";
@@ -47,14 +47,6 @@ fn with_token<T>(message: T, token: &str) -> tonic::Request<T> {
         .metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     request
-}
-
-async fn channel(addr: &str) -> tonic::transport::Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// Lines of the audit file (and its rotated files) parsed, once `done` holds of them.
@@ -169,14 +161,6 @@ async fn wait_indexed(addr: &str, server: &Server) {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

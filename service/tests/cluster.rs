@@ -21,11 +21,10 @@ use diptych::api::v1::{
 };
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
-use tonic::transport::Channel;
 
 #[path = "support/serve.rs"]
 mod serve;
-use serve::{Server, free_port};
+use serve::{Server, channel, free_port, runtime};
 #[path = "support/nats.rs"]
 mod nats;
 use nats::NatsCluster;
@@ -37,22 +36,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     ONE_AT_A_TIME
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn channel(addr: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// The SOP Instance UID of slice `j` of study `s`.

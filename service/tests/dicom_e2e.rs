@@ -20,11 +20,10 @@ use diptych::api::v1::{
 };
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
-use tonic::transport::Channel;
 
 #[path = "support/serve.rs"]
 mod serve;
-use serve::{Server, free_port, python, workspace};
+use serve::{Server, channel, free_port, python, runtime, workspace};
 
 /// The tests each run a server and a DICOM load; one at a time, so that timings and timeouts
 /// are those of one server on this machine.
@@ -50,22 +49,6 @@ fn tool(program: &str, args: &[&str]) -> std::process::Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
-async fn channel(addr: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 /// Polls the statistics until nothing is pending and `records` are indexed (or panics).

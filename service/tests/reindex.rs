@@ -35,7 +35,6 @@ use diptych::api::v1::{
     Grouping, IndexStats, IngestRequest, Query, ReindexPhase, ReindexStatus, SearchMode,
     SearchRequest, SearchResponse, SliceRef, StartReindexRequest, dicom_ref, query,
 };
-use tonic::transport::Channel;
 
 #[path = "support/folder.rs"]
 mod folder;
@@ -45,7 +44,7 @@ mod phantom;
 mod serve;
 use folder::{Folder, same_records};
 use phantom::multiframe;
-use serve::{Server, free_port, workspace};
+use serve::{Server, channel, free_port, runtime, workspace};
 
 /// Frames per instance (each a record).
 const FRAMES: u64 = 32;
@@ -98,14 +97,6 @@ fn instance(i: u64) -> Vec<u8> {
         format!("{}0615", 1940 + 5 * s),
     );
     instance.to_part10()
-}
-
-async fn channel(addr: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap()
 }
 
 async fn ingest(addr: &str, instances: std::ops::Range<u64>) {
@@ -336,14 +327,6 @@ fn cli(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     stdout
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 #[test]

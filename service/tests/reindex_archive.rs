@@ -36,8 +36,7 @@ use diptych::api::v1::{
 use folder::{Folder, same_records};
 use orthanc::Orthanc;
 use phantom::multiframe;
-use serve::{Server, free_port, settled_stats, workspace};
-use tonic::transport::Channel;
+use serve::{Server, channel, free_port, settled_stats, workspace};
 
 /// Studies in the archive, instances per study, frames per instance (each frame a record).
 const STUDIES: u64 = 3;
@@ -128,14 +127,6 @@ fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .unwrap()
-}
-
-async fn channel(addr: &str) -> Channel {
-    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
         .unwrap()
 }
 

@@ -240,3 +240,21 @@ pub fn settled_stats(addr: &str) -> IndexStats {
         }
     })
 }
+
+/// The tokio runtime end-to-end tests drive their gRPC clients on: two worker threads.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A plain-HTTP/2 gRPC channel to `addr` (HOST:PORT).
+pub async fn channel(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
