@@ -16,7 +16,6 @@ use std::time::Duration;
 use dicom_core::{DataElement, PrimitiveValue, VR};
 use dicom_dictionary_std::{tags, uids};
 use dicom_object::InMemDicomObject;
-use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use dicom_ul::association::client::{AsyncClientAssociation, ClientAssociationOptions};
 use dicom_ul::pdu::PresentationContextResultReason;
 use tokio::net::TcpStream;
@@ -26,7 +25,7 @@ use super::message;
 use super::qr_dimse::{
     Incoming, STUDY_ROOT_GET, STUDY_ROOT_MOVE, SubOperations, field, is_pending, request,
 };
-use super::send::Destination;
+use super::send::{self, Destination};
 use crate::instance::error_chain;
 use crate::limits::Limits;
 use crate::scp::dimse::{Response, status};
@@ -305,23 +304,7 @@ pub async fn move_to(
         error,
     };
     let outcome = async {
-        let ts = TransferSyntaxRegistry
-            .get(&transfer_syntax)
-            .ok_or_else(|| {
-                protocol(ExchangeError::UnknownTransferSyntax(
-                    transfer_syntax.clone(),
-                ))
-            })?;
-        let mut identifier = Vec::new();
-        target
-            .identifier()
-            .write_dataset_with_ts(&mut identifier, ts)
-            .map_err(|e| {
-                protocol(ExchangeError::Encode {
-                    transfer_syntax: transfer_syntax.clone(),
-                    message: error_chain(&e),
-                })
-            })?;
+        let identifier = send::encode(&target.identifier(), &transfer_syntax).map_err(protocol)?;
         let message_id = 1;
         let command = request(
             field::C_MOVE_RQ,
@@ -385,19 +368,7 @@ async fn exchange(
         operation: "C-GET",
         error,
     };
-    let ts = TransferSyntaxRegistry
-        .get(get_syntax)
-        .ok_or_else(|| protocol(ExchangeError::UnknownTransferSyntax(get_syntax.into())))?;
-    let mut identifier = Vec::new();
-    target
-        .identifier()
-        .write_dataset_with_ts(&mut identifier, ts)
-        .map_err(|e| {
-            protocol(ExchangeError::Encode {
-                transfer_syntax: get_syntax.into(),
-                message: error_chain(&e),
-            })
-        })?;
+    let identifier = send::encode(&target.identifier(), get_syntax).map_err(protocol)?;
     let message_id = 1;
     let command = request(field::C_GET_RQ, message_id, STUDY_ROOT_GET, None);
     message::send(association, get_context, &command, Some(&identifier))

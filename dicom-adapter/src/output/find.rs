@@ -17,8 +17,7 @@ use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry
 use super::error::{ExchangeError, RetrieveError};
 use super::message;
 use super::qr_dimse::{Incoming, STUDY_ROOT_FIND, field, is_pending, request};
-use super::send::{Accepted, Destination, associate, finish};
-use crate::instance::error_chain;
+use super::send::{self, Accepted, Destination, associate, finish};
 use crate::uid::Uid;
 
 /// Largest identifier accepted in a C-FIND response (a study-level one is a few hundred bytes).
@@ -241,14 +240,7 @@ async fn exchange(
         let ts = TransferSyntaxRegistry
             .get(&transfer_syntax)
             .ok_or_else(|| ExchangeError::UnknownTransferSyntax(transfer_syntax.clone()))?;
-        let mut identifier = Vec::new();
-        query
-            .identifier()
-            .write_dataset_with_ts(&mut identifier, ts)
-            .map_err(|e| ExchangeError::Encode {
-                transfer_syntax: transfer_syntax.clone(),
-                message: error_chain(&e),
-            })?;
+        let identifier = send::encode(&query.identifier(), &transfer_syntax)?;
         let message_id = 1;
         let command = request(field::C_FIND_RQ, message_id, STUDY_ROOT_FIND, None);
         message::send(&mut association, context_id, &command, Some(&identifier)).await?;

@@ -173,7 +173,7 @@ async fn exchange(
     };
     let message_id = 1;
     let outcome = async {
-        let data_set = encode(instance, &transfer_syntax)?;
+        let data_set = encode(instance.object(), &transfer_syntax)?;
         let command = store_request(message_id, &sop_class, &sop_instance);
         let response = store(&mut association, context_id, &command, &data_set).await?;
         if response.responding_to != message_id {
@@ -224,14 +224,16 @@ fn proposed_transfer_syntaxes(current: &str) -> Vec<&'static str> {
     }
 }
 
-/// The data set encoded in the accepted transfer syntax.
-fn encode(instance: &crate::Instance, transfer_syntax: &str) -> Result<Vec<u8>, ExchangeError> {
+/// A data set (an instance, or a query's identifier) encoded in the accepted transfer syntax.
+pub(crate) fn encode(
+    data_set: &dicom_object::InMemDicomObject,
+    transfer_syntax: &str,
+) -> Result<Vec<u8>, ExchangeError> {
     let ts = TransferSyntaxRegistry
         .get(transfer_syntax)
         .ok_or_else(|| ExchangeError::UnknownTransferSyntax(transfer_syntax.to_string()))?;
     let mut bytes = Vec::new();
-    instance
-        .object()
+    data_set
         .write_dataset_with_ts(&mut bytes, ts)
         .map_err(|e| ExchangeError::Encode {
             transfer_syntax: transfer_syntax.to_string(),
