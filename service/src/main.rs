@@ -221,6 +221,10 @@ enum BenchCommand {
         /// Queries per mode and filter.
         #[arg(long, default_value_t = 200)]
         queries: usize,
+        /// Queries per mode and filter that the naive scan also answers, to check that the
+        /// hits are identical (about 1 s per query per million records).
+        #[arg(long, default_value_t = 10)]
+        naive_queries: usize,
         /// Skip the FAISS baseline.
         #[arg(long)]
         no_faiss: bool,
@@ -491,6 +495,7 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
             model,
             records,
             queries,
+            naive_queries,
             no_faiss,
             json,
         } => {
@@ -498,6 +503,7 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
                 model,
                 records,
                 queries,
+                naive_queries,
                 seeds: 2048,
                 faiss: !no_faiss,
             })

@@ -24,6 +24,8 @@ pub struct SearchBench {
     pub records: usize,
     /// Queries per mode and filter.
     pub queries: usize,
+    /// Queries per mode and filter also answered by the naive scan (the first ones).
+    pub naive_queries: usize,
     /// Distinct phantom slices encoded as seeds of the records.
     pub seeds: u64,
     /// Run the FAISS baseline.
@@ -44,6 +46,7 @@ pub async fn run(options: &SearchBench) -> anyhow::Result<SearchBenchReport> {
     let config = SearchBenchConfig {
         records: options.records,
         queries: options.queries,
+        naive_queries: options.naive_queries.min(options.queries),
         faiss: options.faiss.then(|| FaissBaseline {
             python: bench_python(),
             script: script("faiss_search.py"),
