@@ -268,36 +268,24 @@ pub async fn move_to(
     destination_ae: &str,
     idle_timeout: Duration,
 ) -> Result<(u16, SubOperations), RetrieveError> {
-    let syntaxes = [
-        uids::EXPLICIT_VR_LITTLE_ENDIAN,
-        uids::IMPLICIT_VR_LITTLE_ENDIAN,
-    ];
-    let accepted = tokio::time::timeout(
+    let send::Accepted {
+        mut association,
+        context_id,
+        transfer_syntax,
+    } = tokio::time::timeout(
         idle_timeout,
-        super::send::associate(archive, STUDY_ROOT_MOVE, &syntaxes),
+        send::associate_query_retrieve(
+            archive,
+            STUDY_ROOT_MOVE,
+            "Study Root Query/Retrieve – MOVE (C-MOVE)",
+        ),
     )
     .await
     .map_err(|_| RetrieveError::Timeout {
         archive: archive.to_string(),
         operation: "C-MOVE",
         after: idle_timeout,
-    })?
-    .map_err(|message| RetrieveError::Associate {
-        archive: archive.to_string(),
-        calling_ae: archive.calling_ae.clone(),
-        message,
-    })?;
-    let Some(super::send::Accepted {
-        mut association,
-        context_id,
-        transfer_syntax,
-    }) = accepted
-    else {
-        return Err(RetrieveError::NotAccepted {
-            archive: archive.to_string(),
-            what: "Study Root Query/Retrieve – MOVE (C-MOVE)",
-        });
-    };
+    })??;
     let protocol = |error| RetrieveError::Protocol {
         archive: archive.to_string(),
         operation: "C-MOVE",

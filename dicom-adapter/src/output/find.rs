@@ -10,14 +10,14 @@
 use std::time::Duration;
 
 use dicom_core::{DataElement, PrimitiveValue, Tag, VR};
-use dicom_dictionary_std::{tags, uids};
+use dicom_dictionary_std::tags;
 use dicom_object::InMemDicomObject;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 
 use super::error::{ExchangeError, RetrieveError};
 use super::message;
 use super::qr_dimse::{Incoming, STUDY_ROOT_FIND, field, is_pending, request};
-use super::send::{self, Accepted, Destination, associate, finish};
+use super::send::{self, Accepted, Destination, finish};
 use crate::uid::Uid;
 
 /// Largest identifier accepted in a C-FIND response (a study-level one is a few hundred bytes).
@@ -209,28 +209,16 @@ async fn exchange(
     archive: &Destination,
     query: &StudyQuery,
 ) -> Result<FoundStudies, RetrieveError> {
-    let syntaxes = [
-        uids::EXPLICIT_VR_LITTLE_ENDIAN,
-        uids::IMPLICIT_VR_LITTLE_ENDIAN,
-    ];
-    let accepted = associate(archive, STUDY_ROOT_FIND, &syntaxes)
-        .await
-        .map_err(|message| RetrieveError::Associate {
-            archive: archive.to_string(),
-            calling_ae: archive.calling_ae.clone(),
-            message,
-        })?;
-    let Some(Accepted {
+    let Accepted {
         mut association,
         context_id,
         transfer_syntax,
-    }) = accepted
-    else {
-        return Err(RetrieveError::NotAccepted {
-            archive: archive.to_string(),
-            what: "Study Root Query/Retrieve – FIND (C-FIND)",
-        });
-    };
+    } = send::associate_query_retrieve(
+        archive,
+        STUDY_ROOT_FIND,
+        "Study Root Query/Retrieve – FIND (C-FIND)",
+    )
+    .await?;
     let protocol = |error| RetrieveError::Protocol {
         archive: archive.to_string(),
         operation: "C-FIND",
@@ -385,7 +373,7 @@ mod tests {
     #[test]
     fn an_identifier_reads_back_into_a_match() {
         let ts = TransferSyntaxRegistry
-            .get(uids::IMPLICIT_VR_LITTLE_ENDIAN)
+            .get(dicom_dictionary_std::uids::IMPLICIT_VR_LITTLE_ENDIAN)
             .unwrap();
         let mut object = InMemDicomObject::new_empty();
         object.put(DataElement::new(

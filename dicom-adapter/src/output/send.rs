@@ -15,11 +15,11 @@ use dicom_dictionary_std::uids;
 use dicom_transfer_syntax_registry::{TransferSyntaxIndex, TransferSyntaxRegistry};
 use dicom_ul::Pdu;
 use dicom_ul::association::client::{AsyncClientAssociation, ClientAssociationOptions};
-use dicom_ul::pdu::{PDataValue, PDataValueType, PresentationContextResultReason};
+use dicom_ul::pdu::{PDataValueType, PresentationContextResultReason};
 use tokio::net::TcpStream;
 
 use super::dimse::{parse_store_response, store_request};
-use super::error::{ExchangeError, OutputError};
+use super::error::{ExchangeError, OutputError, RetrieveError};
 use crate::instance::error_chain;
 use crate::limits::Limits;
 
@@ -93,6 +93,31 @@ pub(super) async fn associate(
             Ok(None)
         }
     }
+}
+
+/// Opens a query/retrieve association with `archive` for `abstract_syntax`, proposed in both
+/// little endian transfer syntaxes; an archive that accepts neither is refused with an error
+/// that names the service (`what`) it would not take.
+pub(super) async fn associate_query_retrieve(
+    archive: &Destination,
+    abstract_syntax: &str,
+    what: &'static str,
+) -> Result<Accepted, RetrieveError> {
+    let syntaxes = [
+        uids::EXPLICIT_VR_LITTLE_ENDIAN,
+        uids::IMPLICIT_VR_LITTLE_ENDIAN,
+    ];
+    associate(archive, abstract_syntax, &syntaxes)
+        .await
+        .map_err(|message| RetrieveError::Associate {
+            archive: archive.to_string(),
+            calling_ae: archive.calling_ae.clone(),
+            message,
+        })?
+        .ok_or_else(|| RetrieveError::NotAccepted {
+            archive: archive.to_string(),
+            what,
+        })
 }
 
 /// Ends an association after an exchange with `peer`: released when `outcome` is `Ok` (a failed
@@ -249,27 +274,7 @@ async fn store(
     command: &[u8],
     data_set: &[u8],
 ) -> Result<super::dimse::StoreResponse, ExchangeError> {
-    let fragment = fragment_len(association.acceptor_max_pdu_length());
-    for (value_type, bytes) in [
-        (PDataValueType::Command, command),
-        (PDataValueType::Data, data_set),
-    ] {
-        let mut chunks = bytes.chunks(fragment).peekable();
-        while let Some(chunk) = chunks.next() {
-            let pdu = Pdu::PData {
-                data: vec![PDataValue {
-                    presentation_context_id: context_id,
-                    value_type: value_type.clone(),
-                    is_last: chunks.peek().is_none(),
-                    data: chunk.to_vec(),
-                }],
-            };
-            association
-                .send(&pdu)
-                .await
-                .map_err(|e| ExchangeError::Send(error_chain(&e)))?;
-        }
-    }
+    super::message::send(association, context_id, command, Some(data_set)).await?;
     let response = receive_response(association).await?;
     Ok(parse_store_response(&response)?)
 }
