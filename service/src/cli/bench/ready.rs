@@ -65,6 +65,9 @@ pub struct ReadyRow {
     pub restart_first_search_s: f64,
     /// Whether the first start left search projections in `<data>/search/`.
     pub projections_saved: bool,
+    /// Seconds from SERVING until the first start had fitted and saved the search projections
+    /// (searches are pruned from then on); the resident size is read after that.
+    pub projections_saved_after_s: Option<f64>,
     /// Resident bytes per indexed slice (loaded server minus empty server, over records).
     pub resident_bytes_per_slice: f64,
     /// Raw code bytes per slice (2·P).
@@ -83,15 +86,17 @@ pub async fn run(options: &ReadyBench) -> anyhow::Result<ReadyRow> {
     let positions = build(&options.model, &data, options.records).await?;
     let empty = options.data_dir.join("empty");
     let _ = std::fs::remove_dir_all(&empty);
-    let (empty_ready_s, _, empty_rss) = measure(&options.model, &empty, positions).await?;
+    let (empty_ready_s, _, empty_rss, _) =
+        measure(&options.model, &empty, positions, None).await?;
     // A first start without saved projections (a previous run's are removed), then a restart
     // that reads back what the first one saved.
     let _ = std::fs::remove_dir_all(data.join("search"));
-    let (ready_s, first_search_s, rss) = measure(&options.model, &data, positions).await?;
+    let (ready_s, first_search_s, rss, projections_saved_after_s) =
+        measure(&options.model, &data, positions, Some(&data.join("search"))).await?;
     let projections_saved =
         std::fs::read_dir(data.join("search")).is_ok_and(|mut entries| entries.next().is_some());
-    let (restart_ready_s, restart_first_search_s, _) =
-        measure(&options.model, &data, positions).await?;
+    let (restart_ready_s, restart_first_search_s, _, _) =
+        measure(&options.model, &data, positions, None).await?;
     let code_bytes = 2 * positions;
     let catalog_bytes = folder_bytes(&data.join("catalog")) as f64 / options.records as f64;
     let resident = (rss as f64 - empty_rss as f64) / options.records as f64;
@@ -104,6 +109,7 @@ pub async fn run(options: &ReadyBench) -> anyhow::Result<ReadyRow> {
         restart_ready_s,
         restart_first_search_s,
         projections_saved,
+        projections_saved_after_s,
         resident_bytes_per_slice: resident,
         code_bytes_per_slice: code_bytes,
         catalog_bytes_per_slice: catalog_bytes,
@@ -225,7 +231,15 @@ fn metadata_of(i: usize) -> InstanceMetadata {
 /// Starts `diptych serve` on `data`, waits for SERVING, runs one search over every record,
 /// and returns (seconds to SERVING, seconds of that first search, resident bytes once they
 /// settle).
-async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<(f64, f64, u64)> {
+/// One start of `diptych serve` on `data`: seconds to SERVING, seconds of the first search, the
+/// settled resident size, and — when `projections` names the folder the search projections are
+/// saved in — the seconds from SERVING until they were saved (the header is written last).
+async fn measure(
+    model: &Path,
+    data: &Path,
+    positions: usize,
+    projections: Option<&Path>,
+) -> anyhow::Result<(f64, f64, u64, Option<f64>)> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
@@ -299,6 +313,23 @@ async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<
         .await
         .context("the warming search failed")?;
     let first_search = searched.elapsed().as_secs_f64();
+    let mut saved_after = None;
+    if let Some(folder) = projections {
+        // Under 1M records the projections are fitted in a second; at 10M in tens of seconds.
+        let header = folder.join("header.bin");
+        while !header.is_file() {
+            if let Some(status) = server.0.try_wait()? {
+                anyhow::bail!("diptych serve exited with {status} while fitting projections");
+            }
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(900),
+                "no search projections saved in {} after 900 s",
+                folder.display()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        saved_after = Some(started.elapsed().as_secs_f64() - ready);
+    }
     // The search projections are built in the background after SERVING: wait until the
     // resident size settles (unchanged within 1 % for 2 s) before reading it.
     let pid = server.0.id();
@@ -315,7 +346,7 @@ async fn measure(model: &Path, data: &Path, positions: usize) -> anyhow::Result<
         }
         last = now;
     }
-    Ok((ready, first_search, last))
+    Ok((ready, first_search, last, saved_after))
 }
 
 struct KillOnDrop(Child);
@@ -363,6 +394,12 @@ pub fn table(r: &ReadyRow) -> String {
             "NOT saved by the first start"
         }
     );
+    if let Some(after) = r.projections_saved_after_s {
+        let _ = writeln!(
+            out,
+            "projections fitted, saved    {after:.1} s after SERVING (searches pruned from then)"
+        );
+    }
     let _ = writeln!(
         out,
         "resident per indexed slice   {:.0} bytes",
