@@ -5,7 +5,7 @@
 //!   service reads.
 //! - `proto/diptych/v1/` (feature `api` only): the public gRPC contract, compiled with tonic's
 //!   build support into `diptych::api`; `proto/diptych/internal/v1/` (feature `api` too): the
-//!   internal API of routers and shards, into `diptych::api::internal`. Crates that do not
+//!   internal API of routers, shards and encoders, into `diptych::api::internal`. Crates that do not
 //!   serve or call the API (training, the DICOM adapter) leave the feature off and compile no
 //!   gRPC code.
 //!
@@ -57,11 +57,16 @@ fn compile_api() -> Result<(), Box<dyn std::error::Error>> {
     // imported diptych.v1 files there, which must not replace the public API's.
     let internal_out = out_dir.join("internal");
     std::fs::create_dir_all(&internal_out)?;
-    let internal = PathBuf::from("proto/diptych/internal/v1/shard.proto");
-    println!("cargo:rerun-if-changed={}", internal.display());
+    let internal = [
+        PathBuf::from("proto/diptych/internal/v1/encoder.proto"),
+        PathBuf::from("proto/diptych/internal/v1/shard.proto"),
+    ];
+    for proto in &internal {
+        println!("cargo:rerun-if-changed={}", proto.display());
+    }
     tonic_prost_build::configure()
         .extern_path(".diptych.v1", "crate::api::v1")
         .out_dir(internal_out)
-        .compile_protos(&[internal], &[PathBuf::from("proto")])?;
+        .compile_protos(&internal, &[PathBuf::from("proto")])?;
     Ok(())
 }

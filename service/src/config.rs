@@ -196,6 +196,8 @@ pub enum Role {
     Router,
     /// One replica of one index shard: consumes its subject of the ingest stream.
     Shard,
+    /// Stateless: runs the encoder graph for routers and shards (`[encoder] remote_url`).
+    Encoder,
 }
 
 /// Past one machine: the role of this process, the JetStream ingest log and the shards.
@@ -470,6 +472,11 @@ pub struct EncoderConfig {
     pub max_queue_delay_ms: u64,
     /// Requests that may wait in the queue before new ones are refused.
     pub queue_capacity: usize,
+    /// `http://host:port` of a cluster's encoder role that runs the encoder graph for this
+    /// process (docs/CLUSTER.md); empty runs it here with ONNX Runtime.
+    pub remote_url: String,
+    /// The longest one batch may take at the remote encoder, in seconds.
+    pub remote_timeout_s: f64,
 }
 
 impl Default for EncoderConfig {
@@ -484,6 +491,8 @@ impl Default for EncoderConfig {
             max_batch: 32,
             max_queue_delay_ms: 2,
             queue_capacity: 1024,
+            remote_url: String::new(),
+            remote_timeout_s: 30.0,
         }
     }
 }
@@ -774,9 +783,26 @@ impl Config {
                 "must be below cluster.shards (shards are numbered from 0)",
             );
         }
+        let remote = &self.encoder.remote_url;
+        if !(remote.is_empty() || remote.starts_with("http://") || remote.starts_with("https://")) {
+            return Err(ConfigError::Invalid {
+                key: "encoder.remote_url",
+                value: remote.clone(),
+                problem: "must be http://host:port or https://host:port of a cluster encoder \
+                          role, or empty to encode here",
+            });
+        }
+        if c.role == Role::Encoder && !remote.is_empty() {
+            return Err(ConfigError::Invalid {
+                key: "encoder.remote_url",
+                value: remote.clone(),
+                problem: "an encoder role runs the model itself; leave it empty there",
+            });
+        }
         for (key, value) in [
             ("cluster.publish_timeout_s", c.publish_timeout_s),
             ("cluster.shard_timeout_s", c.shard_timeout_s),
+            ("encoder.remote_timeout_s", self.encoder.remote_timeout_s),
         ] {
             if !(value.is_finite() && value > 0.0) {
                 return Err(ConfigError::Invalid {
@@ -1075,6 +1101,31 @@ mod tests {
         };
         let err = Config::load(&flags, env_of(&[])).unwrap_err().to_string();
         assert!(err.contains("index.max_backlog_frames"), "{err}");
+    }
+
+    #[test]
+    fn a_remote_encoder_needs_a_url_and_an_encoder_role_none() {
+        let load = |text: &str| {
+            let file = write_file(text);
+            let flags = Overrides {
+                config: Some(file.path().to_path_buf()),
+                ..Overrides::default()
+            };
+            Config::load(&flags, env_of(&[])).map_err(|e| e.to_string())
+        };
+        let config = load("[encoder]\nremote_url = \"http://encoder:50051\"\n").unwrap();
+        assert_eq!(config.encoder.remote_url, "http://encoder:50051");
+        let err = load("[encoder]\nremote_url = \"encoder:50051\"\n").unwrap_err();
+        assert!(
+            err.contains("encoder.remote_url") && err.contains("http://"),
+            "{err}"
+        );
+        let err =
+            load("[cluster]\nrole = \"encoder\"\n[encoder]\nremote_url = \"http://other:50051\"\n")
+                .unwrap_err();
+        assert!(err.contains("leave it empty"), "{err}");
+        let err = load("[encoder]\nremote_timeout_s = -1.0\n").unwrap_err();
+        assert!(err.contains("encoder.remote_timeout_s"), "{err}");
     }
 
     #[test]

@@ -700,6 +700,15 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .context("diptych serve (cluster router) stopped")?;
         return Ok(());
     }
+    if config.cluster.role == diptych_service::config::Role::Encoder {
+        runtime
+            .block_on(diptych_service::cluster::encoder::run(
+                config,
+                diptych_service::server::shutdown_signal(),
+            ))
+            .context("diptych serve (cluster encoder) stopped")?;
+        return Ok(());
+    }
     runtime
         .block_on(diptych_service::server::run(
             config,

@@ -263,9 +263,11 @@ pub async fn run(
     let options = engine_options(&config);
     let mut dicom_task: Option<tokio::task::JoinHandle<()>> = None;
     let start = async {
-        let engine = tokio::task::spawn_blocking(move || Engine::start(bundle, env, options))
-            .await
-            .map_err(|e| ServeError::Interrupted(e.to_string()))??;
+        let engine_options = options.clone();
+        let engine =
+            tokio::task::spawn_blocking(move || Engine::start(bundle, env, engine_options))
+                .await
+                .map_err(|e| ServeError::Interrupted(e.to_string()))??;
         let took = engine.warm_up().await?;
         let engine = Arc::new(engine);
         let (data_dir, for_index) = (config.data_dir.clone(), engine.clone());
@@ -284,7 +286,7 @@ pub async fn run(
             min_free_bytes: config.index.min_free_bytes,
             faults: Default::default(),
             keep_frames: config.index.keep_frames,
-            engines: Some(Arc::new(BundleLoader::new(env, options))),
+            engines: Some(Arc::new(BundleLoader::new(env, options.clone()))),
             fetcher,
         };
         let opened = Instant::now();
@@ -465,7 +467,8 @@ fn open_network(config: &Config, dicom: &DicomSettings) -> Result<DicomNetwork, 
     Ok(network)
 }
 
-fn engine_options(config: &Config) -> EngineOptions {
+/// How `config` asks the model to run (also the cluster encoder role's engine).
+pub fn engine_options(config: &Config) -> EngineOptions {
     let e = &config.encoder;
     EngineOptions {
         execution_provider: e.execution_provider,
@@ -482,6 +485,11 @@ fn engine_options(config: &Config) -> EngineOptions {
             max_delay: e.max_queue_delay(),
             queue_capacity: e.queue_capacity,
         },
+        remote: (!e.remote_url.is_empty()).then(|| crate::encoder::RemoteOptions {
+            url: e.remote_url.clone(),
+            timeout: std::time::Duration::from_secs_f64(e.remote_timeout_s.max(0.001)),
+            max_message_bytes: config.grpc.max_message_bytes,
+        }),
     }
 }
 

@@ -16,6 +16,7 @@ use support::{LABELS, Toy, write_bundle, write_toy};
 
 fn options(max_batch: usize, sessions: usize) -> EngineOptions {
     EngineOptions {
+        remote: None,
         execution_provider: ExecutionProvider::Cpu,
         sessions,
         intra_threads: 1,
@@ -161,6 +162,7 @@ fn cuda_is_used_where_a_gpu_exists_and_refused_clearly_elsewhere() {
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let _guard = runtime.enter();
     let with = |provider| EngineOptions {
+        remote: None,
         execution_provider: provider,
         ..options(4, 1)
     };

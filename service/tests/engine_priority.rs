@@ -45,6 +45,7 @@ async fn every_thread_the_engine_starts_runs_at_the_configured_nice_value() {
         Bundle::load(dir.path()).unwrap(),
         env,
         EngineOptions {
+            remote: None,
             execution_provider: ExecutionProvider::Cpu,
             sessions: 2,
             intra_threads: 2,
@@ -96,6 +97,7 @@ async fn a_nice_value_that_would_raise_priority_is_refused_with_the_key_to_fix()
         Bundle::load(dir.path()).unwrap(),
         env,
         EngineOptions {
+            remote: None,
             execution_provider: ExecutionProvider::Cpu,
             sessions: 1,
             intra_threads: 1,

@@ -40,6 +40,7 @@ fn loader() -> Arc<BundleLoader> {
     Arc::new(BundleLoader::new(
         env,
         EngineOptions {
+            remote: None,
             execution_provider: ExecutionProvider::Cpu,
             sessions: 1,
             intra_threads: 1,

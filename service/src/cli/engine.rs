@@ -21,6 +21,7 @@ pub async fn start_engine(
         Bundle::load(model)?,
         env,
         EngineOptions {
+            remote: None,
             execution_provider: ExecutionProvider::Cpu,
             sessions: 1,
             intra_threads: threads,

@@ -245,6 +245,17 @@ pub const KEYS: &[Key] = &[
          `encoder.max_batch`).",
     ),
     key(
+        "encoder.remote_url",
+        "`http://HOST:PORT` of a cluster encoder role that runs the encoder graph for this process \
+         (batches of pre-processed slices over gRPC; the model ids must match); empty encodes \
+         here with ONNX Runtime. The decoder graph always runs here. See docs/CLUSTER.md.",
+    ),
+    key(
+        "encoder.remote_timeout_s",
+        "The longest one batch may take at the remote encoder, in seconds; a slower or failed \
+         batch is retried by the index like any encoder failure.",
+    ),
+    key(
         "index.max_backlog_frames",
         "Frames acknowledged but not yet indexed that may wait in memory; beyond it, senders wait \
          before their acknowledgement.",
@@ -335,8 +346,9 @@ pub const KEYS: &[Key] = &[
     key(
         "cluster.role",
         "`single` (one node, the default), `router` (DICOM listener and public API; publishes \
-         instances to JetStream, searches by scatter-gather) or `shard` (one replica of one \
-         index shard, fed from JetStream). See docs/CLUSTER.md.",
+         instances to JetStream, searches by scatter-gather) `shard` (one replica of one \
+         index shard, fed from JetStream) or `encoder` (runs the encoder graph for the others' \
+         `encoder.remote_url`). See docs/CLUSTER.md.",
     ),
     key(
         "cluster.nats_url",

@@ -9,15 +9,18 @@ use diptych::preprocess::preprocess;
 use ort::environment::Environment;
 use thiserror::Error;
 
-use super::batcher::{BatchError, Batcher, BatcherConfig};
-use super::model::{CodePair, Decoded, DecoderRunner, EncoderRunner, Geometry, SliceCode};
+use super::batcher::{BatchError, BatchRunner, Batcher, BatcherConfig};
+use super::model::{
+    CodePair, Decoded, DecoderRunner, EncoderRunner, Geometry, RunError, SliceCode,
+};
 use super::priority;
+use super::remote::{RemoteEncoder, RemoteOptions};
 use super::runtime::{Provider, RuntimeError, open_session};
 use crate::bundle::{Bundle, Codebooks};
 use crate::config::ExecutionProvider;
 
 /// How to run the model.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineOptions {
     /// auto, cuda or cpu.
     pub execution_provider: ExecutionProvider,
@@ -32,6 +35,28 @@ pub struct EngineOptions {
     pub nice: i32,
     /// The batchers' limits.
     pub batcher: BatcherConfig,
+    /// A cluster's encoder role to run the encoder graph instead of local sessions
+    /// (`[encoder] remote_url`); the decoder graph stays local.
+    pub remote: Option<RemoteOptions>,
+}
+
+/// Where the encoder graph runs: a local session, or a cluster's encoder role.
+enum EncoderBackend {
+    Local(EncoderRunner),
+    Remote(RemoteEncoder),
+}
+
+impl BatchRunner for EncoderBackend {
+    type Item = Vec<f32>;
+    type Output = SliceCode;
+    type Error = RunError;
+
+    fn run(&mut self, items: &[Vec<f32>]) -> Result<Vec<SliceCode>, RunError> {
+        match self {
+            EncoderBackend::Local(runner) => runner.run(items),
+            EncoderBackend::Remote(runner) => runner.run(items),
+        }
+    }
 }
 
 /// Why the engine could not start or warm up.
@@ -74,6 +99,7 @@ pub struct Engine {
     sessions: usize,
     encoder: Batcher<Vec<f32>, SliceCode>,
     decoder: Batcher<CodePair, Decoded>,
+    remote: Option<String>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -130,28 +156,38 @@ impl Engine {
         let threads = options.intra_threads;
         for _ in 0..options.sessions {
             let enc_name = bundle.manifest.encoder.file.as_str();
-            let (session, got) = open_session(
-                env,
-                enc_name,
-                &bundle.encoder,
-                provider_request,
-                threads,
-                options.intra_op_spinning,
-            )?;
-            // Every later session runs on the provider the first one got.
-            provider_request = match got {
-                Provider::Cuda => ExecutionProvider::Cuda,
-                Provider::Cpu => ExecutionProvider::Cpu,
-            };
-            provider.get_or_insert(got);
-            encoders.push(EncoderRunner::new(session, geometry).map_err(|e| {
-                RuntimeError::Session {
-                    graph: enc_name.to_string(),
-                    message: format!("selecting the served outputs: {e}"),
-                }
-            })?);
+            if let Some(remote) = &options.remote {
+                let runner =
+                    RemoteEncoder::new(remote.clone(), &bundle.manifest.model_id, geometry)
+                        .map_err(|e| RuntimeError::Session {
+                            graph: enc_name.to_string(),
+                            message: e.to_string(),
+                        })?;
+                encoders.push(EncoderBackend::Remote(runner));
+            } else {
+                let (session, got) = open_session(
+                    env,
+                    enc_name,
+                    &bundle.encoder,
+                    provider_request,
+                    threads,
+                    options.intra_op_spinning,
+                )?;
+                // Every later session runs on the provider the first one got.
+                provider_request = match got {
+                    Provider::Cuda => ExecutionProvider::Cuda,
+                    Provider::Cpu => ExecutionProvider::Cpu,
+                };
+                provider.get_or_insert(got);
+                encoders.push(EncoderBackend::Local(
+                    EncoderRunner::new(session, geometry).map_err(|e| RuntimeError::Session {
+                        graph: enc_name.to_string(),
+                        message: format!("selecting the served outputs: {e}"),
+                    })?,
+                ));
+            }
             let dec_name = bundle.manifest.decoder.file.as_str();
-            let (session, _) = open_session(
+            let (session, got) = open_session(
                 env,
                 dec_name,
                 &bundle.decoder,
@@ -159,6 +195,7 @@ impl Engine {
                 threads,
                 options.intra_op_spinning,
             )?;
+            provider.get_or_insert(got);
             decoders.push(DecoderRunner::new(session, geometry));
         }
         Ok(Engine {
@@ -170,7 +207,13 @@ impl Engine {
             sessions: options.sessions,
             encoder: Batcher::start(encoders, options.batcher),
             decoder: Batcher::start(decoders, options.batcher),
+            remote: options.remote.map(|r| r.url),
         })
+    }
+
+    /// The URL of the cluster encoder role that runs the encoder graph, when not local.
+    pub fn remote_encoder(&self) -> Option<&str> {
+        self.remote.as_deref()
     }
 
     /// The serving model's manifest.

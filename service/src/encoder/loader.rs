@@ -26,7 +26,8 @@ impl BundleLoader {
 impl EngineLoader for BundleLoader {
     fn load(&self, dir: &Path) -> Result<Arc<Engine>, String> {
         let bundle = Bundle::load(dir).map_err(|e| e.to_string())?;
-        let engine = Engine::start(bundle, self.env, self.options).map_err(|e| e.to_string())?;
+        let engine =
+            Engine::start(bundle, self.env, self.options.clone()).map_err(|e| e.to_string())?;
         Ok(Arc::new(engine))
     }
 }

@@ -9,6 +9,7 @@
 //! | [`engine`] | the serving model: both batchers, started from a checked bundle, warmed up |
 //! | [`loader`] | starts another bundle's engine the same way (for a re-index) |
 //! | [`stats`] | what each batcher measures: queue waits, compute times, batch sizes, failures |
+//! | [`remote`] | the encoder graph run by a cluster's encoder role over gRPC, as a batch runner |
 //! | [`priority`] | the encoder threads' nice value, so that acknowledgements come first on shared cores |
 //!
 //! `Session::run` takes `&mut self`, so each session lives on its own worker thread and the
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod loader;
 pub mod model;
 pub mod priority;
+pub mod remote;
 pub mod runtime;
 pub mod stats;
 
@@ -26,5 +28,6 @@ pub use batcher::{BatchError, BatchRunner, Batcher, BatcherConfig};
 pub use engine::{Engine, EngineError, EngineOptions, GraphStats};
 pub use loader::BundleLoader;
 pub use model::{CodePair, Decoded, Geometry, RunError, SliceCode};
+pub use remote::RemoteOptions;
 pub use runtime::{LibraryLocation, Provider, RuntimeError};
 pub use stats::BatchStats;

@@ -32,6 +32,15 @@ pub enum RunError {
         /// Values the geometry implies.
         expected: usize,
     },
+    /// The remote encoder (a cluster's encoder role) failed or gave an answer the contract
+    /// forbids.
+    #[error("the remote encoder at {url}: {message}")]
+    Remote {
+        /// Its URL (`[encoder] remote_url`).
+        url: String,
+        /// What went wrong and what to check.
+        message: String,
+    },
     /// ONNX Runtime failed to build a tensor or run the graph.
     #[error("ONNX Runtime: {0}")]
     Ort(#[from] ort::Error),

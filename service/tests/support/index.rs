@@ -21,6 +21,7 @@ pub async fn engine() -> Arc<Engine> {
     let env = environment(&library.path).unwrap();
     let bundle = Bundle::load(serve::test_bundle()).unwrap();
     let options = EngineOptions {
+        remote: None,
         execution_provider: ExecutionProvider::Cpu,
         sessions: 1,
         intra_threads: 1,

@@ -86,8 +86,7 @@ pub async fn run(options: &ReadyBench) -> anyhow::Result<ReadyRow> {
     let positions = build(&options.model, &data, options.records).await?;
     let empty = options.data_dir.join("empty");
     let _ = std::fs::remove_dir_all(&empty);
-    let (empty_ready_s, _, empty_rss, _) =
-        measure(&options.model, &empty, positions, None).await?;
+    let (empty_ready_s, _, empty_rss, _) = measure(&options.model, &empty, positions, None).await?;
     // A first start without saved projections (a previous run's are removed), then a restart
     // that reads back what the first one saved.
     let _ = std::fs::remove_dir_all(data.join("search"));

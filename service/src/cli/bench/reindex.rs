@@ -73,6 +73,7 @@ pub async fn run(options: &ReindexBench) -> anyhow::Result<ReindexRow> {
     let library = locate_library(None, |name| std::env::var(name).ok())?;
     let env = environment(&library.path)?;
     let engine_options = EngineOptions {
+        remote: None,
         execution_provider: ExecutionProvider::Cpu,
         sessions: 1,
         intra_threads: options.threads,
