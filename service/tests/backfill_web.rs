@@ -4,7 +4,7 @@
 //! and pulls them by WADO-RS into a running `diptych serve` — requests it cannot use refused
 //! with the fix, an archive that cannot be reached reported, filters honoured, a SIGKILL of the
 //! server in the middle and a resume that finishes the job, a second run that adds nothing,
-//! every study searchable afterwards — checked through the index statistics and SearchService.
+//! every study searchable afterwards, a damaged instance refused and named in the summary — checked through the index statistics and SearchService.
 
 #[path = "support/backfill.rs"]
 mod backfill;
@@ -13,7 +13,13 @@ mod orthanc;
 #[path = "support/serve.rs"]
 mod serve;
 
+use std::path::{Path, PathBuf};
 use std::process::Output;
+
+use dicom_core::VR;
+use dicom_dictionary_std::tags;
+use diptych::phantom::{PhantomConfig, PhantomGenerator};
+use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 
 use backfill::{
     BRAIN_2024, PER_STUDY, STUDIES, audited_runs, counts, kill_mid_job, sop_uid, study_uid, text,
@@ -23,6 +29,46 @@ use diptych::api::v1::search_service_client::SearchServiceClient;
 use diptych::api::v1::{Query, SearchMode, SearchRequest, SliceRef, query};
 use orthanc::Orthanc;
 use serve::{Server, channel, free_port, runtime, settled_stats};
+
+/// The Study Instance UID of the damaged study.
+const DAMAGED_STUDY: &str = "1.2.826.0.1.3680043.10.13.99";
+
+/// A study of 2025 with two instances: a good one, and one whose pixel data is half what its
+/// rows, columns and frames declare.
+fn write_damaged_study(folder: &Path) -> Vec<PathBuf> {
+    std::fs::create_dir_all(folder).unwrap();
+    let generator = PhantomGenerator::new(11, PhantomConfig::default());
+    (0..2u64)
+        .map(|i| {
+            let mut instance = SyntheticInstance::from_phantom(&generator.slice(i));
+            if let StoredSamples::U16(samples) = &instance.samples {
+                instance.samples =
+                    StoredSamples::U16(samples.iter().map(|&v| v.min(4095)).collect());
+            }
+            if i == 1 {
+                // Two frames declared, the samples of one.
+                instance.set(tags::NUMBER_OF_FRAMES, VR::IS, "2".into());
+            }
+            instance.set(tags::STUDY_INSTANCE_UID, VR::UI, DAMAGED_STUDY.into());
+            instance.set(
+                tags::SERIES_INSTANCE_UID,
+                VR::UI,
+                format!("{DAMAGED_STUDY}.1"),
+            );
+            instance.set(
+                tags::SOP_INSTANCE_UID,
+                VR::UI,
+                format!("{DAMAGED_STUDY}.1.{}", i + 1),
+            );
+            instance.set(tags::STUDY_DATE, VR::DA, "20250101".into());
+            instance.set(tags::MODALITY, VR::CS, "MR".into());
+            instance.set(tags::PATIENT_ID, VR::LO, "BACKFILL-DAMAGED".into());
+            let path = folder.join(format!("{i}.dcm"));
+            std::fs::write(&path, instance.to_part10()).unwrap();
+            path
+        })
+        .collect()
+}
 
 /// `diptych backfill --archive-url url`, with extra arguments.
 fn backfill(addr: &str, url: &str, extra: &[&str]) -> Output {
@@ -156,15 +202,40 @@ fn backfill_over_dicomweb_honours_filters_resumes_after_sigkill_and_adds_nothing
         assert!(hits.contains(&study_uid(s)), "study {s}: {hits:?}");
     }
 
+    // A study the archive holds damaged: one good instance, one whose pixel data is shorter
+    // than its rows and columns say. The good one is indexed, the damaged one refused here as a
+    // C-STORE would be, and the summary names the study and why.
+    let damaged = write_damaged_study(&dir.path().join("damaged"));
+    orthanc.store_files(&damaged);
+    let partial = backfill(&addr, &url, &["--from", "20250101"]);
+    let said = text(&partial);
+    assert!(!partial.status.success(), "{said}");
+    assert!(
+        said.contains("1 studies matched, 0 indexed (0 instances), 0 already indexed, 1 failed"),
+        "{said}"
+    );
+    assert!(
+        said.contains(&format!(
+            "failed {DAMAGED_STUDY}: 1 of its instances were refused here (first: status 0xC000: "
+        )),
+        "{said}"
+    );
+    assert!(said.contains("the rest (1) are indexed"), "{said}");
+    assert_eq!(
+        counts(&settled_stats(&addr)),
+        (all.0 + 1, all.1 + 1, all.1 + 1)
+    );
+
     // Each run that ended left a `backfill` event naming the DICOMweb archive (the killed run
-    // never ended; the unreachable and wrong-path runs name their own URL).
+    // never ended; the unreachable and wrong-path runs stopped before a job began).
     let runs: Vec<_> = audited_runs(&data)
         .into_iter()
         .filter(|run| run["what"]["archive"] == url.as_str())
         .collect();
-    assert_eq!(runs.len(), 4, "{runs:?}");
+    assert_eq!(runs.len(), 5, "{runs:?}");
     assert_eq!(runs[0]["what"]["instances"], 4);
     assert_eq!(runs[2]["what"]["instances"], 12);
     assert_eq!(runs[3]["what"]["instances"], 0);
+    assert_eq!(runs[4]["what"]["studies_failed"], 1);
     drop(orthanc);
 }

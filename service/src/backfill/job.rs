@@ -72,7 +72,7 @@ pub async fn run(
             Err(e) => return publish(&|p| p.end(State::Stopped, e.to_string())),
         },
         Source::Web(archive) => match web::archive(&archive.url, IDLE_TIMEOUT) {
-            Ok(web) => Remote::Web(web),
+            Ok(web) => Remote::Web(Box::new(web)),
             Err(e) => return publish(&|p| p.end(State::Stopped, e.to_string())),
         },
     };
@@ -273,8 +273,8 @@ pub async fn run(
 enum Remote {
     /// A DICOM node: C-FIND, C-GET, C-MOVE.
     Dicom(Destination),
-    /// A DICOMweb archive: QIDO-RS, WADO-RS.
-    Web(DicomWeb),
+    /// A DICOMweb archive: QIDO-RS, WADO-RS (its HTTP client is large: boxed).
+    Web(Box<DicomWeb>),
 }
 
 impl Remote {
