@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Backfill rate from Orthanc over C-GET beside the C-STORE ingest rate of the same studies
-(issue #13's benchmark).
+"""Backfill rate from Orthanc over C-GET and over DICOMweb (WADO-RS) beside the C-STORE ingest rate
+of the same studies (issue #13's benchmark).
 
     python dicom-adapter/bench/backfill_bench.py \\
         --diptych $CARGO_TARGET_DIR/release/diptych --model models/synth-v2 --work /tmp/bench-backfill
@@ -10,10 +10,11 @@ run and on this machine:
 
 - sent by dcmtk's storescu (one association, TCP_NODELAY) to a fresh `diptych serve`: the C-STORE
   ingest rate, from the first byte until every instance is searchable;
-- stored into Orthanc (Debian's package, C-FIND and C-GET allowed), then pulled by
-  `diptych backfill --archive ORTHANC@…` into another fresh `diptych serve`: the backfill rate,
-  from the command's start (C-FIND included) until every instance is searchable, with one study
-  at a time and with --concurrency 4.
+- stored into Orthanc (Debian's package, C-FIND and C-GET allowed, its DICOMweb plugin from
+  `orthanc-dicomweb` on), then pulled by `diptych backfill --archive ORTHANC@…` into another fresh
+  `diptych serve`: the backfill rate, from the command's start (C-FIND included) until every
+  instance is searchable, with one study at a time and with --concurrency 4; then the same by
+  `diptych backfill --archive-url http://…/dicom-web` (QIDO-RS, then WADO-RS), 1 and 4 at once.
 
 Prints a table, or with --json the table on stderr and one JSON line on stdout.
 """
@@ -29,8 +30,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cstore_bench as cb  # noqa: E402 - the shared files, servers and sender
 
 
+DICOMWEB_PLUGIN = "/usr/share/orthanc/plugins/libOrthancDicomWeb.so"
+
+
 class ArchiveOrthanc(cb.Orthanc):
-    """cstore_bench's Orthanc, with C-FIND and C-GET allowed to any calling AE."""
+    """cstore_bench's Orthanc, with C-FIND and C-GET allowed to any calling AE and its DICOMweb
+    plugin serving /dicom-web/."""
 
     def __init__(self, folder):
         folder.mkdir(parents=True)
@@ -48,7 +53,8 @@ class ArchiveOrthanc(cb.Orthanc):
             "DicomCheckCalledAet": False,
             "DicomAlwaysAllowFind": True,
             "DicomAlwaysAllowGet": True,
-            "Plugins": [],
+            "Plugins": [DICOMWEB_PLUGIN],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         }
         path = folder / "orthanc.json"
         path.write_text(json.dumps(config, indent=2))
@@ -93,9 +99,10 @@ def cstore_rate(args, stubs, files):
         server.stop()
 
 
-def backfill_rate(args, stubs, orthanc, concurrency):
-    """`diptych backfill` from Orthanc into a fresh diptych, until searchable."""
-    run = args.work / "runs" / f"backfill-{concurrency}"
+def backfill_rate(args, stubs, orthanc, concurrency, method):
+    """`diptych backfill` from Orthanc (`method`: "c-get" or "wado-rs") into a fresh diptych,
+    until searchable."""
+    run = args.work / "runs" / f"backfill-{method}-{concurrency}"
     if run.exists():
         cb.shutil.rmtree(run)
     server = cb.Diptych(args.diptych, args.model, run / "diptych", stubs)
@@ -105,8 +112,11 @@ def backfill_rate(args, stubs, orthanc, concurrency):
             "backfill",
             "--server",
             f"http://127.0.0.1:{server.grpc_port}",
-            "--archive",
-            f"{orthanc.ae_title}@127.0.0.1:{orthanc.dicom_port}",
+            *(
+                ["--archive", f"{orthanc.ae_title}@127.0.0.1:{orthanc.dicom_port}"]
+                if method == "c-get"
+                else ["--archive-url", f"http://127.0.0.1:{orthanc.http_port}/dicom-web"]
+            ),
             "--concurrency",
             str(concurrency),
         ]
@@ -150,27 +160,29 @@ def main():
         if failures or orthanc.instances() != args.files:
             raise cb.BenchError(f"storescu into Orthanc: {failures}, {orthanc.instances()} stored")
         rows = []
-        for concurrency in (1, 4):
-            cb.log(f"backfill from Orthanc over C-GET, --concurrency {concurrency} ...")
-            rate, seconds, said = backfill_rate(args, stubs, orthanc, concurrency)
-            cb.log(f"  {said}")
-            rows.append((concurrency, rate, seconds))
+        for method in ("c-get", "wado-rs"):
+            for concurrency in (1, 4):
+                cb.log(f"backfill from Orthanc over {method}, --concurrency {concurrency} ...")
+                rate, seconds, said = backfill_rate(args, stubs, orthanc, concurrency, method)
+                cb.log(f"  {said}")
+                rows.append((method, concurrency, rate, seconds))
     except cb.BenchError as error:
         sys.exit(f"backfill benchmark failed: {error}")
     finally:
         for server in list(cb.LIVE):
             server.stop()
     lines = [
-        f"Backfill from Orthanc over C-GET beside C-STORE ingest: {args.files} phantom MR instances "
+        f"Backfill from Orthanc over C-GET and WADO-RS beside C-STORE ingest: {args.files} phantom MR instances "
         f"({cb.ROWS}x{cb.COLS} uint16, {cb.STUDIES} studies), model {args.model.name}, CPU, until searchable",
         "",
         "| path | instances/s | seconds | vs C-STORE |",
         "|---|---|---|---|",
         f"| C-STORE ingest (storescu, 1 association) | {cstore:.0f} | {cstore_s:.2f} | 1.00 |",
     ]
-    for concurrency, rate, seconds in rows:
+    for method, concurrency, rate, seconds in rows:
+        path = "C-FIND + C-GET" if method == "c-get" else "QIDO-RS + WADO-RS"
         lines.append(
-            f"| backfill, C-FIND + C-GET, {concurrency} stud{'y' if concurrency == 1 else 'ies'} at once "
+            f"| backfill, {path}, {concurrency} stud{'y' if concurrency == 1 else 'ies'} at once "
             f"| {rate:.0f} | {seconds:.2f} | {rate / cstore:.2f} |"
         )
     table = "\n".join(lines)
@@ -182,8 +194,14 @@ def main():
                     "benchmark": "backfill",
                     "instances": args.files,
                     "cstore_per_s": round(cstore, 1),
-                    "backfill_per_s": {str(c): round(r, 1) for c, r, _ in rows},
-                    "backfill_vs_cstore": {str(c): round(r / cstore, 2) for c, r, _ in rows},
+                    "backfill_per_s": {str(c): round(r, 1) for m, c, r, _ in rows if m == "c-get"},
+                    "backfill_vs_cstore": {
+                        str(c): round(r / cstore, 2) for m, c, r, _ in rows if m == "c-get"
+                    },
+                    "wado_rs_per_s": {str(c): round(r, 1) for m, c, r, _ in rows if m == "wado-rs"},
+                    "wado_rs_vs_cstore": {
+                        str(c): round(r / cstore, 2) for m, c, r, _ in rows if m == "wado-rs"
+                    },
                 }
             )
         )

@@ -24,7 +24,7 @@
 //! | [`auth`] | who may call the gRPC API: tokens file, roles, the gate in front of every service |
 //! | [`audit`] | the audit trail: who saw which patient's data, to a rotated JSON-lines file and syslog |
 //! | [`admin`] | run-time administration: allowed DICOM peers, KOS destinations (persisted), recent associations |
-//! | [`backfill`] | index what an archive already holds: C-FIND, then C-GET or C-MOVE, a resumable job |
+//! | [`backfill`] | index what an archive already holds: C-FIND then C-GET or C-MOVE, or QIDO-RS then WADO-RS; a resumable job |
 //! | [`server`] | `diptych serve`: start-up order, serving, shutdown |
 //! | [`http`] | the HTTP port: `/metrics`, `/healthz`, `/readyz` |
 //! | [`web`] | the page at `/` of the HTTP port: a gRPC-Web client of the public API, embedded |

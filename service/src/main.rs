@@ -48,9 +48,10 @@ enum Command {
     /// Change who may send DICOM and where KOS documents go, without a restart; C-ECHO a
     /// destination; list recent associations (role admin).
     Admin(cli::network_admin::AdminArgs),
-    /// Index the studies an archive already holds: C-FIND (date range, modality, description),
-    /// then C-GET or C-MOVE of every study not yet indexed, as a resumable job in the server,
-    /// with a progress bar and a summary of what failed (role admin).
+    /// Index the studies an archive already holds: C-FIND or QIDO-RS (date range, modality,
+    /// description), then C-GET, C-MOVE or WADO-RS of every study not yet indexed, as a
+    /// resumable job in the server, with a progress bar and a summary of what failed (role
+    /// admin).
     Backfill(cli::backfill::BackfillArgs),
     /// Benchmarks of the README's performance section (in-process; no server needed).
     #[command(subcommand)]

@@ -172,6 +172,7 @@ pub async fn run(
     state.set_admin(grpc::admin::AdminSettings {
         backfill: Arc::new(crate::backfill::Backfills::new(stop_rx.clone())),
         data_dir: config.data_dir.clone(),
+        archive: config.archive.clone(),
         network: network.clone(),
         audit_files: config.audit.enabled.then(|| AuditFiles {
             path: config.audit.file_path(&config.data_dir),

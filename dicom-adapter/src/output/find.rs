@@ -104,8 +104,9 @@ impl StudyQuery {
         Ok(())
     }
 
-    /// The Study Date matching key: `A-B`, `A-`, `-B` or empty (universal).
-    fn date_range(&self) -> String {
+    /// The Study Date matching key: `A-B`, `A-`, `-B` or empty (universal); QIDO-RS takes the
+    /// same.
+    pub fn date_range(&self) -> String {
         match (&self.date_from, &self.date_to) {
             (None, None) => String::new(),
             (from, to) => format!(
@@ -117,8 +118,9 @@ impl StudyQuery {
     }
 
     /// Whether a match the archive returned agrees with the date range and the modality (keys
-    /// the archive left empty pass: it did not return them, so they cannot be checked).
-    fn admits(&self, found: &StudyMatch) -> bool {
+    /// the archive left empty pass: it did not return them, so they cannot be checked). A
+    /// C-FIND's and a QIDO-RS search's matches both pass it.
+    pub fn admits(&self, found: &StudyMatch) -> bool {
         let date_ok = match &found.study_date {
             Some(date) if is_date(date) => {
                 self.date_from.as_ref().is_none_or(|from| date >= from)

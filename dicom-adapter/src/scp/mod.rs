@@ -71,6 +71,7 @@ pub use sink::{
     AssociationEnd, AssociationReport, ReceivedInstance, RefusedConnection, StoreOutcome, StoreSink,
 };
 pub use stats::{DimseService, ResponseCount, ScpStats};
+pub use store::{Refusal, check_part10};
 
 use association::Shared;
 use budget::Budget;

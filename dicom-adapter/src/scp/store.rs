@@ -22,8 +22,9 @@ use crate::limits::Limits;
 use crate::uid::Uid;
 
 /// A refused instance: the status and the comment that explains it (no patient data).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Refusal {
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("status 0x{status:04X}: {comment}")]
+pub struct Refusal {
     /// DIMSE status.
     pub status: u16,
     /// Why, for the Error Comment and the log.
@@ -83,16 +84,7 @@ pub(crate) fn check(
             "data set SOP Instance UID differs from the command's",
         ));
     }
-    if instance.is_image() {
-        match instance.geometry() {
-            Err(e) => {
-                if let Some(refusal) = damage(&e) {
-                    return Err(refusal);
-                }
-            }
-            Ok(_) => undecodable_precision(&instance, &request.transfer_syntax)?,
-        }
-    }
+    image_checks(&instance, &request.transfer_syntax)?;
     Ok(ReceivedInstance {
         calling_ae: request.calling_ae,
         sop_class_uid: class.into_string(),
@@ -101,6 +93,45 @@ pub(crate) fn check(
         part10,
         parsed: instance,
     })
+}
+
+/// A Part-10 instance that came another way than a C-STORE — a WADO-RS answer of a backfill —
+/// checked as a C-STORE data set is (parsed under `limits`, its UIDs, its pixel data against its
+/// geometry), so it can go to the same [`super::StoreSink`]; `source` stands for the calling AE
+/// title (e.g. the archive's host). CPU-bound: run it off the async workers.
+pub fn check_part10(
+    part10: Vec<u8>,
+    source: &str,
+    limits: &Limits,
+) -> Result<ReceivedInstance, Refusal> {
+    let instance = crate::parse(&part10, limits).map_err(|e| refusal_of(&e))?;
+    let uids = instance.uids().map_err(|e| refusal_of(&e))?;
+    let transfer_syntax = instance.transfer_syntax().to_string();
+    image_checks(&instance, &transfer_syntax)?;
+    Ok(ReceivedInstance {
+        calling_ae: source.to_string(),
+        sop_class_uid: uids.sop_class.into_string(),
+        sop_instance_uid: uids.sop_instance.into_string(),
+        transfer_syntax,
+        part10,
+        parsed: instance,
+    })
+}
+
+/// An image whose pixel data is damaged or beyond the limits, or that cannot be decoded here,
+/// is refused before it is acknowledged.
+fn image_checks(instance: &crate::Instance, transfer_syntax: &str) -> Result<(), Refusal> {
+    if instance.is_image() {
+        match instance.geometry() {
+            Err(e) => {
+                if let Some(refusal) = damage(&e) {
+                    return Err(refusal);
+                }
+            }
+            Ok(_) => undecodable_precision(instance, transfer_syntax)?,
+        }
+    }
+    Ok(())
 }
 
 /// The start of the Part-10 file for `request`: preamble, `DICM`, the file meta group naming
@@ -243,6 +274,26 @@ mod tests {
         let parsed = crate::parse(&received.part10, &Limits::default()).unwrap();
         assert_eq!(parsed.transfer_syntax(), uids::EXPLICIT_VR_LITTLE_ENDIAN);
         assert_eq!(parsed.decode_frame(0).unwrap().values[15], 15.0);
+    }
+
+    #[test]
+    fn a_fetched_part10_file_is_checked_as_a_c_store_data_set_is() {
+        let bytes = image().to_part10();
+        let received = check_part10(bytes.clone(), "archive", &Limits::default()).unwrap();
+        assert_eq!(received.calling_ae, "archive");
+        assert_eq!(received.sop_class_uid, image().sop_class_uid);
+        assert_eq!(received.part10, bytes);
+        // Pixel data cut short: refused as a C-STORE would be, with the reason.
+        let cut = check_part10(
+            bytes[..bytes.len() - 10].to_vec(),
+            "archive",
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert_eq!(cut.status, status::CANNOT_UNDERSTAND);
+        assert!(cut.to_string().starts_with("status 0xC000: "), "{cut}");
+        // Not DICOM at all.
+        assert!(check_part10(b"not dicom".to_vec(), "archive", &Limits::default()).is_err());
     }
 
     /// UIDs that try to change a query, or are just not UIDs.

@@ -3,16 +3,18 @@
 //! code STOW-RS receives with). Every answer is bounded in size and time; nothing the archive
 //! sends can make it panic.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{StatusCode, Uri, header};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
-use crate::http::multipart::{boundary_of, parts};
+use crate::http::multipart::{Splitter, boundary_of, parts};
 use crate::logging::error_chain;
 
 /// Largest WADO-RS answer read (a study's instances, or one instance).
@@ -107,14 +109,19 @@ impl DicomWeb {
         &self.base
     }
 
-    /// `GET {base}{path}` accepting `accept`; the Content-Type and the body (at most
-    /// `max_bytes`). 404 is [`WebError::NotFound`]; 204 an empty body.
-    pub async fn get(
-        &self,
-        path: &str,
-        accept: &str,
-        max_bytes: usize,
-    ) -> Result<(String, Bytes), WebError> {
+    /// `HOST:PORT` of the base URL (for the audit trail and as the source of what it sends).
+    pub fn authority(&self) -> String {
+        self.base
+            .parse::<Uri>()
+            .ok()
+            .and_then(|uri| uri.authority().map(|a| a.to_string()))
+            .unwrap_or_else(|| self.base.clone())
+    }
+
+    /// `GET {base}{path}` accepting `accept`, up to the answer's headers (within the timeout):
+    /// its URL, Content-Type and body, to be read. 404 is [`WebError::NotFound`]; 200 and 204
+    /// pass.
+    async fn open(&self, path: &str, accept: &str) -> Result<Opened, WebError> {
         let url = format!("{}{path}", self.base);
         let uri: Uri = url.parse().map_err(|_| WebError::Url(url.clone()))?;
         let request = http::Request::get(uri)
@@ -146,17 +153,12 @@ impl DicomWeb {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            let body = Limited::new(response.into_body(), max_bytes)
-                .collect()
-                .await
-                .map_err(|e| WebError::Body {
-                    url: url.clone(),
-                    message: format!(
-                        "reading it failed or it is larger than {max_bytes} bytes: {e}"
-                    ),
-                })?
-                .to_bytes();
-            Ok((content_type, body))
+            let body = response.into_body().map_err(|e| error_chain(&e)).boxed();
+            Ok(Opened {
+                url: url.clone(),
+                content_type,
+                body,
+            })
         };
         tokio::time::timeout(self.timeout, exchange)
             .await
@@ -164,6 +166,75 @@ impl DicomWeb {
                 url: url.clone(),
                 after: self.timeout,
             })?
+    }
+
+    /// `GET {base}{path}` accepting `accept`; the Content-Type and the body (at most
+    /// `max_bytes`), all within the timeout. 404 is [`WebError::NotFound`]; 204 an empty body.
+    pub async fn get(
+        &self,
+        path: &str,
+        accept: &str,
+        max_bytes: usize,
+    ) -> Result<(String, Bytes), WebError> {
+        let started = tokio::time::Instant::now();
+        let opened = self.open(path, accept).await?;
+        let url = opened.url.clone();
+        let left = self.timeout.saturating_sub(started.elapsed());
+        let read = async {
+            Limited::new(opened.body, max_bytes)
+                .collect()
+                .await
+                .map_err(|e| WebError::Body {
+                    url: url.clone(),
+                    message: format!(
+                        "reading it failed or it is larger than {max_bytes} bytes: {e}"
+                    ),
+                })
+                .map(|collected| collected.to_bytes())
+        };
+        let body = tokio::time::timeout(left, read)
+            .await
+            .map_err(|_| WebError::Timeout {
+                url: url.clone(),
+                after: self.timeout,
+            })??;
+        Ok((opened.content_type, body))
+    }
+
+    /// WADO-RS, streamed: the Part-10 instances at `path` (`/studies/{s}`), read one by one as
+    /// they arrive, in the archive's transfer syntax (`transfer-syntax=*`), each at most
+    /// `max_instance_bytes`; the archive may pause at most `idle` between two pieces.
+    pub async fn stream_instances(
+        &self,
+        path: &str,
+        idle: Duration,
+        max_instance_bytes: usize,
+    ) -> Result<InstanceStream, WebError> {
+        let opened = self
+            .open(
+                path,
+                "multipart/related; type=\"application/dicom\"; transfer-syntax=*",
+            )
+            .await?;
+        let splitter = match boundary_of(&opened.content_type) {
+            Ok(boundary) => Some(Splitter::new(&boundary, max_instance_bytes)),
+            // 204: nothing to retrieve.
+            Err(_) if opened.content_type.is_empty() => None,
+            Err(message) => {
+                return Err(WebError::Body {
+                    url: opened.url,
+                    message,
+                });
+            }
+        };
+        Ok(InstanceStream {
+            url: opened.url,
+            body: opened.body,
+            splitter,
+            ready: VecDeque::new(),
+            idle,
+            ended: false,
+        })
     }
 
     /// WADO-RS: the Part-10 instances at `path` (`/studies/{s}`, `…/series/{se}`,
@@ -186,6 +257,87 @@ impl DicomWeb {
             .into_iter()
             .map(|(_, part)| body.slice_ref(part))
             .collect())
+    }
+}
+
+/// An answer whose headers came: the body is still to be read.
+struct Opened {
+    url: String,
+    content_type: String,
+    body: BoxBody<Bytes, String>,
+}
+
+/// The instances of a streamed WADO-RS answer ([`DicomWeb::stream_instances`]).
+pub struct InstanceStream {
+    url: String,
+    body: BoxBody<Bytes, String>,
+    splitter: Option<Splitter>,
+    ready: VecDeque<(String, Bytes)>,
+    idle: Duration,
+    ended: bool,
+}
+
+impl std::fmt::Debug for InstanceStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InstanceStream")
+            .field("url", &self.url)
+            .finish()
+    }
+}
+
+impl InstanceStream {
+    /// The next instance (a Part-10 file), `None` after the last; an error when the answer
+    /// breaks off, stalls longer than the idle time, or is malformed.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, WebError> {
+        let unusable = |url: &str, message: String| WebError::Body {
+            url: url.to_string(),
+            message,
+        };
+        loop {
+            if let Some((part_type, part)) = self.ready.pop_front() {
+                if !part_type.is_empty() && !part_type.eq_ignore_ascii_case("application/dicom") {
+                    return Err(unusable(
+                        &self.url,
+                        format!("a part is {part_type}, not application/dicom"),
+                    ));
+                }
+                return Ok(Some(part));
+            }
+            let Some(splitter) = self.splitter.as_mut() else {
+                return Ok(None);
+            };
+            if self.ended {
+                return Ok(None);
+            }
+            let frame = tokio::time::timeout(self.idle, self.body.frame())
+                .await
+                .map_err(|_| WebError::Timeout {
+                    url: self.url.clone(),
+                    after: self.idle,
+                })?;
+            match frame {
+                None => {
+                    self.ended = true;
+                    splitter
+                        .finish()
+                        .map_err(|message| unusable(&self.url, message))?;
+                }
+                Some(Err(message)) => {
+                    return Err(WebError::Unreachable {
+                        url: self.url.clone(),
+                        message: format!("the answer broke off: {message}"),
+                    });
+                }
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        let done = splitter
+                            .push(&data)
+                            .map_err(|message| unusable(&self.url, message))?;
+                        self.ready.extend(done);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -8,12 +8,14 @@
 //! | [`cget`] | [`CGetFetcher`]: one instance by C-GET at IMAGE level, into memory |
 //! | [`wado`] | [`WadoFetcher`]: one instance by WADO-RS |
 //! | [`dicomweb`] | [`dicomweb::DicomWeb`]: the DICOMweb client (plain HTTP, bounded answers) |
+//! | [`qido`] | QIDO-RS study search, for a backfill from a DICOMweb archive |
 //!
 //! C-MOVE cannot serve here: the archive would send the instance to diptych's listener, which
 //! indexes it, not to the re-index that asked for it.
 
 pub mod cget;
 pub mod dicomweb;
+pub mod qido;
 pub mod wado;
 
 use std::sync::Arc;

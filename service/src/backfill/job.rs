@@ -1,5 +1,6 @@
-//! Running a backfill job: ask the archive (or read back the job being resumed), then pull each
-//! study not yet indexed, at the pace asked, recording each finished study durably.
+//! Running a backfill job: ask the archive (C-FIND, or QIDO-RS — or read back the job being
+//! resumed), then pull each study not yet indexed (C-GET, C-MOVE or WADO-RS), at the pace asked,
+//! recording each finished study durably.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,14 +16,17 @@ use tokio::task::JoinSet;
 
 use super::position::{self, Finished, FinishedLine, JobFile, Journal, PlannedStudy};
 use super::progress::{Failure, Progress, State};
-use super::spec::{JobSpec, Method, Pace};
+use super::spec::{JobSpec, Method, Pace, Source};
+use super::web;
+use crate::archive::dicomweb::DicomWeb;
 use crate::audit::{AuditEvent, Outcome, What};
 use crate::catalog::UidLookup;
 use crate::index::Index;
 
 /// Longest wait for a C-FIND's answers.
 const FIND_TIMEOUT: Duration = Duration::from_secs(300);
-/// Longest wait for the archive's next message while a study is pulled.
+/// Longest wait for the archive's next message while a study is pulled (and for a DICOMweb
+/// archive's answer to begin, or a QIDO-RS page to arrive whole).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Everything a job needs from the server.
@@ -58,13 +62,19 @@ pub async fn run(
             p.elapsed = started.elapsed();
         });
     };
-    let archive = match spec.archive.resolve() {
-        Ok(addr) => Destination {
-            addr,
-            called_ae: spec.archive.ae_title.clone(),
-            calling_ae: context.ae_title.clone(),
+    let remote = match &spec.archive {
+        Source::Dicom(node) => match node.resolve() {
+            Ok(addr) => Remote::Dicom(Destination {
+                addr,
+                called_ae: node.ae_title.clone(),
+                calling_ae: context.ae_title.clone(),
+            }),
+            Err(e) => return publish(&|p| p.end(State::Stopped, e.to_string())),
         },
-        Err(e) => return publish(&|p| p.end(State::Stopped, e.to_string())),
+        Source::Web(archive) => match web::archive(&archive.url, IDLE_TIMEOUT) {
+            Ok(web) => Remote::Web(Box::new(web)),
+            Err(e) => return publish(&|p| p.end(State::Stopped, e.to_string())),
+        },
     };
     // Resume the job of the data folder when it is this one and not complete.
     let resumed = position::load(&context.data_dir).and_then(|(job, finished)| {
@@ -80,9 +90,17 @@ pub async fn run(
         Some(found) => found,
         None => {
             publish(&|p| p.state = State::Querying);
-            let found = match find_studies(&archive, &spec.query, FIND_TIMEOUT).await {
+            let found = match &remote {
+                Remote::Dicom(archive) => find_studies(archive, &spec.query, FIND_TIMEOUT)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Remote::Web(archive) => web::search(archive, &spec.query)
+                    .await
+                    .map_err(|e| e.to_string()),
+            };
+            let found = match found {
                 Ok(found) => found,
-                Err(e) => return publish(&|p| p.end(State::Stopped, e.to_string())),
+                Err(e) => return publish(&|p| p.end(State::Stopped, e.clone())),
             };
             if found.malformed + found.outside_query > 0 {
                 tracing::warn!(
@@ -137,11 +155,11 @@ pub async fn run(
     tracing::info!(
         studies = job.studies.len(),
         resumed = resumed_studies,
-        archive = %archive,
+        archive = %spec.archive,
         "backfill started"
     );
     let context = Arc::new(context);
-    let archive = Arc::new(archive);
+    let remote = Arc::new(remote);
     let mut queue = pending.into_iter();
     let mut running = JoinSet::new();
     let mut next_start = Instant::now();
@@ -166,9 +184,9 @@ pub async fn run(
                 publish(&|p| p.state = State::Fetching);
             }
             next_start = Instant::now() + pace.interval();
-            let (context, archive, method) = (context.clone(), archive.clone(), spec.method);
+            let (context, remote, method) = (context.clone(), remote.clone(), spec.method);
             running.spawn(async move {
-                let finished = pull(&context, &archive, method, &study).await;
+                let finished = pull(&context, &remote, method, &study).await;
                 (study.uid, finished)
             });
         }
@@ -224,7 +242,7 @@ pub async fn run(
             Outcome::Success
         },
         context.who.clone(),
-        Some(archive.addr.to_string()),
+        Some(remote.peer()),
         What::Backfill {
             archive: spec.archive.to_string(),
             state: if stopped { "stopped" } else { "done" }.to_string(),
@@ -251,10 +269,28 @@ pub async fn run(
     }
 }
 
+/// The archive as the job talks to it.
+enum Remote {
+    /// A DICOM node: C-FIND, C-GET, C-MOVE.
+    Dicom(Destination),
+    /// A DICOMweb archive: QIDO-RS, WADO-RS (its HTTP client is large: boxed).
+    Web(Box<DicomWeb>),
+}
+
+impl Remote {
+    /// Its address, for the audit trail.
+    fn peer(&self) -> String {
+        match self {
+            Remote::Dicom(archive) => archive.addr.to_string(),
+            Remote::Web(archive) => archive.authority(),
+        }
+    }
+}
+
 /// Pulls one study, unless the index already holds as many of its instances as the archive.
 async fn pull(
     context: &JobContext,
-    archive: &Destination,
+    remote: &Remote,
     method: Method,
     study: &PlannedStudy,
 ) -> Finished {
@@ -277,9 +313,12 @@ async fn pull(
             return Finished::Skipped;
         }
     }
-    let target = FetchTarget::Study(uid);
-    match method {
-        Method::CGet => {
+    let target = FetchTarget::Study(uid.clone());
+    match (remote, method) {
+        (Remote::Web(archive), Method::WadoRs) => {
+            web::retrieve(archive, context, &uid, IDLE_TIMEOUT).await
+        }
+        (Remote::Dicom(archive), Method::CGet) => {
             let options = FetchOptions {
                 idle_timeout: IDLE_TIMEOUT,
                 limits: context.limits,
@@ -308,22 +347,26 @@ async fn pull(
                 },
             }
         }
-        Method::WadoRs => Finished::Failed {
-            reason: "a backfill over DICOMweb is not supported yet; use C-GET or C-MOVE".into(),
-        },
-        Method::CMove => match move_to(archive, &target, &archive.calling_ae, IDLE_TIMEOUT).await {
-            Ok((0x0000, counts)) if counts.failed == 0 => Finished::Indexed {
-                instances: u32::from(counts.completed),
-            },
-            Ok((status, counts)) => Finished::Failed {
-                reason: format!(
-                    "the archive ended the C-MOVE with status 0x{status:04X}: {} sent, {} failed; check that it knows this server's AE title and address",
-                    counts.completed, counts.failed
-                ),
-            },
-            Err(e) => Finished::Failed {
-                reason: e.to_string(),
-            },
+        (Remote::Dicom(archive), Method::CMove) => {
+            match move_to(archive, &target, &archive.calling_ae, IDLE_TIMEOUT).await {
+                Ok((0x0000, counts)) if counts.failed == 0 => Finished::Indexed {
+                    instances: u32::from(counts.completed),
+                },
+                Ok((status, counts)) => Finished::Failed {
+                    reason: format!(
+                        "the archive ended the C-MOVE with status 0x{status:04X}: {} sent, {} failed; check that it knows this server's AE title and address",
+                        counts.completed, counts.failed
+                    ),
+                },
+                Err(e) => Finished::Failed {
+                    reason: e.to_string(),
+                },
+            }
+        }
+        _ => Finished::Failed {
+            reason: "WADO-RS pulls from a DICOMweb base URL, C-GET and C-MOVE from a DICOM node; \
+                     give the archive that matches the method"
+                .into(),
         },
     }
 }

@@ -1,9 +1,9 @@
 //! Backfill (issue #13): index the studies an archive already holds. A hospital's PACS holds
 //! years of studies nobody will send again by hand; a backfill job asks it what it holds
-//! (C-FIND, Study Root, study level, narrowed by date range, modality and description) and
-//! pulls each study not yet indexed — by C-GET on the same association, or by C-MOVE to this
-//! server's own AE title — every instance through the C-STORE path ([`crate::dicom::IndexSink`]),
-//! acknowledged to the archive only once durable.
+//! (C-FIND, Study Root, study level — or QIDO-RS for a DICOMweb archive — narrowed by date
+//! range, modality and description) and pulls each study not yet indexed — by C-GET on the same
+//! association, by C-MOVE to this server's own AE title, or by WADO-RS — every instance through
+//! the C-STORE path ([`crate::dicom::IndexSink`]), counted as pulled only once durable.
 //!
 //! A job is resumable (its position is durable: [`position`]), idempotent (a study the index
 //! already holds is skipped, and an instance pulled twice is dropped by the index as a
@@ -15,12 +15,14 @@
 //! | [`spec`] | [`JobSpec`] (archive, query, method) and [`Pace`], checked on the way in |
 //! | [`position`] | `<data>/backfill/`: the job and its finished studies, durable |
 //! | [`job`] | the run: ask or resume, pull each study, record it, publish [`Progress`] |
+//! | [`web`] | the DICOMweb side: QIDO-RS search, WADO-RS retrieve into the C-STORE path |
 //! | [`progress`] | [`Progress`]: counts, state, failures |
 
 pub mod job;
 pub mod position;
 pub mod progress;
 pub mod spec;
+pub mod web;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
@@ -29,7 +31,7 @@ use tokio::sync::watch;
 
 pub use job::JobContext;
 pub use progress::{Failure, Progress, State};
-pub use spec::{Archive, JobSpec, Method, Pace, SpecError};
+pub use spec::{Archive, JobSpec, Method, Pace, Source, SpecError, WebArchive};
 
 /// The backfill jobs of one server: at most one runs.
 #[derive(Debug)]

@@ -162,7 +162,7 @@ impl Journal {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backfill::spec::{Archive, Method};
+    use crate::backfill::spec::{Archive, Method, Source};
 
     #[test]
     fn a_job_reads_back_with_its_finished_studies_and_a_torn_line_is_not_finished() {
@@ -171,7 +171,7 @@ mod tests {
         let job = JobFile {
             version: 1,
             spec: JobSpec {
-                archive: Archive::parse("PACS@127.0.0.1:104").unwrap(),
+                archive: Source::Dicom(Archive::parse("PACS@127.0.0.1:104").unwrap()),
                 query: Default::default(),
                 method: Method::CGet,
             },

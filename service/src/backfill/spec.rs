@@ -1,5 +1,6 @@
-//! What a backfill job asks for — the archive, the studies (a [`StudyQuery`]) and how to pull
-//! them — and how politely ([`Pace`]): checked on the way in, with errors that say what to fix.
+//! What a backfill job asks for — the archive (a DICOM node or a DICOMweb base URL: [`Source`]),
+//! the studies (a [`StudyQuery`]) and how to pull them — and how politely ([`Pace`]): checked on
+//! the way in, with errors that say what to fix.
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -18,7 +19,8 @@ pub enum Method {
     CGet,
     /// C-MOVE to this server's own AE title (its listener receives them).
     CMove,
-    /// WADO-RS from a DICOMweb archive (for the re-index's archive fetcher).
+    /// QIDO-RS and WADO-RS from a DICOMweb archive (a backfill), or WADO-RS alone (the
+    /// re-index's archive fetcher).
     WadoRs,
 }
 
@@ -68,11 +70,50 @@ impl std::fmt::Display for Archive {
     }
 }
 
+/// A DICOMweb archive: its base URL, `http://HOST:PORT/PATH`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebArchive {
+    /// The base URL, without a trailing slash.
+    pub url: String,
+}
+
+impl WebArchive {
+    /// Reads a base URL (plain `http://` with a host); the error says how to write it.
+    pub fn parse(text: &str) -> Result<WebArchive, SpecError> {
+        crate::archive::dicomweb::check_url(text).map_err(|e| SpecError::Url(e.to_string()))?;
+        Ok(WebArchive {
+            url: text.trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// Where a job pulls from: a DICOM node (C-FIND, then C-GET or C-MOVE) or a DICOMweb archive
+/// (QIDO-RS, then WADO-RS). Written in `job.json` as the node's or the URL's fields, so the job
+/// file of a version that knew only DICOM nodes reads back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Source {
+    /// A DICOM node.
+    Dicom(Archive),
+    /// A DICOMweb base URL.
+    Web(WebArchive),
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::Dicom(archive) => archive.fmt(f),
+            Source::Web(web) => f.write_str(&web.url),
+        }
+    }
+}
+
 /// What a job pulls: the same spec resumes the same job.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
-    /// Where from.
-    pub archive: Archive,
+    /// Where from: a DICOM node for [`Method::CGet`] and [`Method::CMove`], a DICOMweb archive
+    /// for [`Method::WadoRs`].
+    pub archive: Source,
     /// Which studies.
     pub query: StudyQuery,
     /// How.
@@ -194,6 +235,9 @@ pub enum SpecError {
     /// A negative or infinite rate.
     #[error("studies_per_minute {0} must be 0 (no limit) or a positive number")]
     Rate(f64),
+    /// A DICOMweb base URL that cannot be used.
+    #[error("{0}")]
+    Url(String),
     /// A malformed window.
     #[error("off hours {0:?} is not HH:MM-HH:MM (UTC), e.g. 19:00-07:00")]
     OffHours(String),
@@ -220,6 +264,22 @@ mod tests {
                 .to_string()
                 .contains("AE@HOST:PORT")
         );
+    }
+
+    #[test]
+    fn a_source_reads_back_from_the_job_file_whatever_its_kind() {
+        let dicom = Source::Dicom(Archive::parse("PACS@10.0.0.7:104").unwrap());
+        let web = Source::Web(WebArchive::parse("http://pacs:8042/dicom-web/").unwrap());
+        assert_eq!(web.to_string(), "http://pacs:8042/dicom-web");
+        for source in [&dicom, &web] {
+            let text = serde_json::to_string(source).unwrap();
+            assert_eq!(&serde_json::from_str::<Source>(&text).unwrap(), source);
+        }
+        // A job file written before DICOMweb sources existed.
+        let old = r#"{"ae_title":"PACS","host":"10.0.0.7","port":104}"#;
+        assert_eq!(serde_json::from_str::<Source>(old).unwrap(), dicom);
+        let bad = WebArchive::parse("https://pacs/dicom-web").unwrap_err();
+        assert!(bad.to_string().contains("http://HOST:PORT/PATH"), "{bad}");
     }
 
     #[test]

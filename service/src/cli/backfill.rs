@@ -1,4 +1,5 @@
-//! `diptych backfill`: index what an archive already holds, through the AdminService's Backfill
+//! `diptych backfill`: index what an archive already holds — a DICOM node (C-FIND, then C-GET or
+//! C-MOVE) or a DICOMweb archive (QIDO-RS, then WADO-RS) — through the AdminService's Backfill
 //! call of a running server (role `admin`), with a progress bar and a summary of what failed
 //! and why. The job runs in the server: interrupting this command does not stop it, and running
 //! it again with the same arguments follows it, or resumes it after a restart.
@@ -10,20 +11,32 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{ServerArgs, connect, refused};
 
 /// How instances are pulled.
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MethodArg {
     /// C-GET on the association that asked.
     Get,
     /// C-MOVE to the server's own AE title (the archive must know where it listens).
     Move,
+    /// WADO-RS from a DICOMweb archive (--archive-url), after a QIDO-RS search.
+    WadoRs,
 }
 
 /// `diptych backfill …`
 #[derive(Debug, clap::Args)]
 pub struct BackfillArgs {
-    /// The archive, AE@HOST:PORT (e.g. PACS@10.0.0.7:104).
-    #[arg(long)]
+    /// The archive's DICOM node, AE@HOST:PORT (e.g. PACS@10.0.0.7:104), for get and move;
+    /// without it, `dicom` of the server's [archive] section.
+    #[arg(long, default_value = "")]
     archive: String,
+    /// The archive's DICOMweb base URL (e.g. http://pacs:8042/dicom-web): the studies are found
+    /// by QIDO-RS and pulled by WADO-RS; implies --method wado-rs.
+    #[arg(
+        long,
+        value_name = "URL",
+        default_value = "",
+        conflicts_with = "archive"
+    )]
+    archive_url: String,
     /// First study date, YYYYMMDD.
     #[arg(long, value_name = "YYYYMMDD", default_value = "")]
     from: String,
@@ -36,9 +49,10 @@ pub struct BackfillArgs {
     /// Study Description, with wildcards * and ?.
     #[arg(long, default_value = "")]
     description: String,
-    /// How instances are pulled.
-    #[arg(long, value_enum, default_value_t = MethodArg::Get)]
-    method: MethodArg,
+    /// How instances are pulled [default: wado-rs with --archive-url, else get]; wado-rs
+    /// without --archive-url pulls from `url` of the server's [archive] section.
+    #[arg(long, value_enum)]
+    method: Option<MethodArg>,
     /// Studies fetched at once (1 to 16).
     #[arg(long, default_value_t = 1)]
     concurrency: u32,
@@ -55,16 +69,28 @@ pub struct BackfillArgs {
 /// Runs (or follows) the job and prints its summary; an error when it stopped or a study
 /// failed.
 pub async fn run(args: BackfillArgs) -> anyhow::Result<()> {
+    let method = match args.method {
+        Some(method) => method,
+        None if !args.archive_url.is_empty() => MethodArg::WadoRs,
+        None => MethodArg::Get,
+    };
+    if !args.archive_url.is_empty() && method != MethodArg::WadoRs {
+        anyhow::bail!(
+            "--archive-url is a DICOMweb archive, pulled with --method wado-rs; for get or move give the DICOM node with --archive AE@HOST:PORT"
+        );
+    }
     let mut client = AdminServiceClient::new(connect(&args.server).await?);
     let request = BackfillRequest {
         archive: args.archive,
+        archive_url: args.archive_url,
         date_from: args.from,
         date_to: args.to,
         modality: args.modality,
         description: args.description,
-        method: match args.method {
+        method: match method {
             MethodArg::Get => BackfillMethod::CGet,
             MethodArg::Move => BackfillMethod::CMove,
+            MethodArg::WadoRs => BackfillMethod::WadoRs,
         } as i32,
         concurrency: args.concurrency,
         studies_per_minute: args.per_minute,

@@ -9,7 +9,7 @@
 //! | [`lettering`] | a 5×7 bitmap font for the labels of the montage and the eval figure |
 //! | [`source`] | where a query side comes from (a DICOM file or an indexed UID), for search and montage |
 //! | [`admin`] | `diptych stats`, `diptych delete` |
-//! | [`backfill`] | `diptych backfill`: index what an archive holds (C-FIND, then C-GET or C-MOVE), with a progress bar |
+//! | [`backfill`] | `diptych backfill`: index what an archive holds (C-FIND then C-GET or C-MOVE, or QIDO-RS then WADO-RS), with a progress bar |
 //! | [`network_admin`] | `diptych admin peers|kos|associations`: allowed DICOM peers, KOS destinations, C-ECHO, recent associations |
 //! | [`reindex`] | `diptych admin reindex --model DIR` (and `status`, `wait`, `cancel`): a new model bundle, with a progress bar |
 //! | [`connect`] | how every client command reaches the server: URL, TLS, token; refusals explained |

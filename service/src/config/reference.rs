@@ -390,13 +390,16 @@ pub const KEYS: &[Key] = &[
         "The archive a re-index fetches instances from again (method `c-get`), `AE@HOST:PORT`, \
          when records have no usable kept frame (`index.keep_frames` was off, or the new bundle \
          pre-processes differently); diptych calls it as `dicom.ae_title` and must be allowed to \
-         C-GET there. The `[archive]` section is optional: without it such a re-index is refused.",
+         C-GET there. The `[archive]` section is optional: without it such a re-index is refused. \
+         A C-GET or C-MOVE `diptych backfill` that names no archive pulls from it too.",
     )
     .example("\"PACS@10.0.0.7:104\""),
     key(
         "archive.url",
         "The archive's DICOMweb base URL for method `wado-rs` (plain `http://`); instances are \
-         fetched with `GET {url}/studies/{study}/series/{series}/instances/{instance}`.",
+         fetched with `GET {url}/studies/{study}/series/{series}/instances/{instance}`. A \
+         `diptych backfill --method wado-rs` without `--archive-url` pulls from it too (QIDO-RS, \
+         then WADO-RS by study).",
     )
     .example("\"http://pacs:8042/dicom-web\""),
     key(

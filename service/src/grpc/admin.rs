@@ -36,6 +36,8 @@ pub struct AdminSettings {
     pub backfill: Arc<crate::backfill::Backfills>,
     /// The data folder (the backfill job's position lives there).
     pub data_dir: std::path::PathBuf,
+    /// The `[archive]` section: the archive a backfill request that names none pulls from.
+    pub archive: Option<crate::archive::ArchiveConfig>,
 }
 
 /// The AdminService handler.
@@ -160,7 +162,13 @@ impl AdminService for AdminApi {
             audit: self.state.audit(),
             who: Who::caller(request.extensions().get::<Caller>()),
         };
-        super::backfill::start(&settings.backfill, context, request.into_inner()).map(Response::new)
+        super::backfill::start(
+            &settings.backfill,
+            context,
+            request.into_inner(),
+            settings.archive.as_ref(),
+        )
+        .map(Response::new)
     }
 
     async fn list_peers(
