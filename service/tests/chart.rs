@@ -6,7 +6,9 @@
 //! `charts/diptych/tests/check_chart.py` lints and renders the chart's profiles and runs the
 //! reviewer's checks; this test then hands each rendered configuration file, command line and
 //! environment to the server's own parser (`Config::load`, `diptych serve --help`), so the chart
-//! cannot name a key or flag that the server does not know.
+//! cannot name a key or flag that the server does not know. In the cluster profile that is every
+//! router's and shard's configuration with its pod's environment, the routers' shard list through
+//! the router's own parser, and the NATS configuration through `nats-server -t`.
 //!
 //! A key that belongs to a server feature not landed yet goes in `PENDING_KEYS` (empty now that
 //! gRPC TLS, tokens, the HTTP port and the log format are in): left out of the parse, and checked to be

@@ -506,10 +506,10 @@ def review_cluster(docs: list[dict], values: dict) -> list[str]:
         governing = headless.get(sts["spec"]["serviceName"])
         if not governing or not selects({"matchLabels": governing["spec"]["selector"]}, sts["spec"]["template"]["metadata"]["labels"]):
             found.append(f"{sts['metadata']['name']}: no headless Service {sts['spec']['serviceName']} selects its pods")
-        sc = tomllib.loads(config_of(docs, sts)).get("cluster", {})
+        shard_config = tomllib.loads(config_of(docs, sts))
+        sc = shard_config.get("cluster", {})
         if sc.get("role") != "shard" or sc.get("shards") != cl["shards"] or sc.get("nats_url") != rc.get("nats_url"):
             found.append(f"{sts['metadata']['name']}: [cluster] {sc}")
-        shard_config = tomllib.loads(config_of(docs, sts))
         if shard_config["dicom"]["enabled"]:
             found.append(f"{sts['metadata']['name']}: a shard listens for DICOM")
         if {p["name"] for p in c["ports"]} != {"grpc", "http"}:
