@@ -76,7 +76,8 @@
 //! `DIPTYCH_ORT_LIBRARY`, `DIPTYCH_MAX_BATCH`, `DIPTYCH_SESSIONS`, `DIPTYCH_DICOM_ADDR`,
 //! `DIPTYCH_AE_TITLE`, `DIPTYCH_TOKENS_FILE`, `DIPTYCH_GRPC_TLS_CERT`, `DIPTYCH_GRPC_TLS_KEY`,
 //! `DIPTYCH_GRPC_TLS_CLIENT_CA`, `DIPTYCH_AUDIT_ENABLED`, `DIPTYCH_AUDIT_PATH`,
-//! `DIPTYCH_AUDIT_SYSLOG_ADDR`, `DIPTYCH_AUDIT_SYSLOG_TLS_CA`.
+//! `DIPTYCH_AUDIT_SYSLOG_ADDR`, `DIPTYCH_AUDIT_SYSLOG_TLS_CA`, `DIPTYCH_CLUSTER_SHARD`,
+//! `DIPTYCH_CLUSTER_REPLICA`.
 //!
 //! Every key, with its default, variable and flag, is in [`reference::KEYS`], from which
 //! `diptych config reference` prints docs/CONFIGURATION.md.
@@ -713,6 +714,14 @@ impl Config {
         if let Some(v) = env("DIPTYCH_AUDIT_SYSLOG_TLS_CA") {
             self.audit.syslog_tls_ca = Some(PathBuf::from(v));
         }
+        // A shard pod of a Kubernetes StatefulSet learns its shard and replica name from its
+        // environment: the chart sets the shard, and the replica from the pod's stable name.
+        if let Some(v) = env("DIPTYCH_CLUSTER_SHARD") {
+            self.cluster.shard = parsed("DIPTYCH_CLUSTER_SHARD", v, "a shard number from 0")?;
+        }
+        if let Some(v) = env("DIPTYCH_CLUSTER_REPLICA") {
+            self.cluster.replica = v;
+        }
         Ok(())
     }
 
@@ -797,6 +806,15 @@ impl Config {
                 key: "encoder.remote_url",
                 value: remote.clone(),
                 problem: "an encoder role runs the model itself; leave it empty there",
+            });
+        }
+        let name_ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+        if c.role == Role::Shard && (c.replica.is_empty() || !c.replica.chars().all(name_ok)) {
+            return Err(ConfigError::Invalid {
+                key: "cluster.replica",
+                value: c.replica.clone(),
+                problem: "must be a non-empty name of letters, digits, - and _ (it names the \
+                          replica's JetStream consumer)",
             });
         }
         for (key, value) in [
@@ -1134,6 +1152,35 @@ mod tests {
         let env = env_of(&[("DIPTYCH_CONFIG", file.path().to_str().unwrap())]);
         let config = Config::load(&Overrides::default(), env).unwrap();
         assert_eq!(config.model, PathBuf::from("/env/config/model"));
+    }
+
+    #[test]
+    fn a_shard_pod_takes_its_shard_and_replica_from_the_environment() {
+        let file = write_file("[cluster]\nrole = \"shard\"\nshards = 4\n");
+        let flags = Overrides {
+            config: Some(file.path().to_path_buf()),
+            ..Overrides::default()
+        };
+        let env = env_of(&[
+            ("DIPTYCH_CLUSTER_SHARD", "3"),
+            ("DIPTYCH_CLUSTER_REPLICA", "diptych-shard-3-1"),
+        ]);
+        let config = Config::load(&flags, env).unwrap();
+        assert_eq!(config.cluster.shard, 3);
+        assert_eq!(config.cluster.replica, "diptych-shard-3-1");
+
+        let err = Config::load(&flags, env_of(&[("DIPTYCH_CLUSTER_SHARD", "4")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cluster.shard"), "{err}");
+        let err = Config::load(&flags, env_of(&[("DIPTYCH_CLUSTER_SHARD", "one")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("DIPTYCH_CLUSTER_SHARD"), "{err}");
+        let err = Config::load(&flags, env_of(&[("DIPTYCH_CLUSTER_REPLICA", "a.b")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("cluster.replica"), "{err}");
     }
 
     #[test]

@@ -6,7 +6,9 @@
 //! `charts/diptych/tests/check_chart.py` lints and renders the chart's profiles and runs the
 //! reviewer's checks; this test then hands each rendered configuration file, command line and
 //! environment to the server's own parser (`Config::load`, `diptych serve --help`), so the chart
-//! cannot name a key or flag that the server does not know.
+//! cannot name a key or flag that the server does not know. In the cluster profile that is every
+//! router's and shard's configuration with its pod's environment, the routers' shard list through
+//! the router's own parser, and the NATS configuration through `nats-server -t`.
 //!
 //! A key that belongs to a server feature not landed yet goes in `PENDING_KEYS` (empty now that
 //! gRPC TLS, tokens, the HTTP port and the log format are in): left out of the parse, and checked to be
@@ -16,12 +18,13 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use diptych_service::config::{Config, ExecutionProvider, Overrides};
+use diptych_service::cluster::router::Shards;
+use diptych_service::config::{Config, ExecutionProvider, Overrides, Role};
 
 /// Keys the chart writes that this server does not parse yet, as `section.key` or `section`.
 const PENDING_KEYS: &[&str] = &[];
 
-const PROFILES: [&str; 4] = ["default", "gpu", "tls", "minimal"];
+const PROFILES: [&str; 5] = ["default", "gpu", "tls", "minimal", "cluster"];
 
 fn workspace() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,6 +76,116 @@ fn without_pending(text: &str) -> String {
     toml::to_string(&table).unwrap()
 }
 
+/// One workload's rendered configuration (`dir/diptych.toml`, without the pending keys) with its
+/// pod's environment (`dir/env.json`) through the server's own loader; its command line
+/// (`dir/args.json`) checked against `diptych serve --help`.
+fn load_rendered(what: &str, dir: &Path, help: &str) -> Config {
+    let text = std::fs::read_to_string(dir.join("diptych.toml")).unwrap();
+    let parsable = dir.join("diptych.parsable.toml");
+    std::fs::write(&parsable, without_pending(&text)).unwrap();
+    let env: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("env.json")).unwrap()).unwrap();
+    let overrides = Overrides {
+        config: Some(parsable.clone()),
+        ..Overrides::default()
+    };
+    let config = Config::load(&overrides, |name| {
+        env.get(name).and_then(|v| v.as_str()).map(str::to_string)
+    })
+    .unwrap_or_else(|e| {
+        panic!("{what}: the server refuses the chart's configuration: {e}\n{text}")
+    });
+    // Every flag of the command line is one `diptych serve` knows.
+    let args: Vec<String> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("args.json")).unwrap()).unwrap();
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        assert!(
+            help.contains(&format!("{flag} ")),
+            "{what}: `diptych serve` has no flag {flag}:\n{help}"
+        );
+    }
+    config
+}
+
+/// The cluster profile: every router and shard workload's configuration through the server's
+/// loader (the shard and replica from the pod's environment), and the NATS configuration through
+/// `nats-server -t`, with the pod name it takes from its environment and without it.
+fn check_cluster_roles(dir: &Path, router: &Config, help: &str) {
+    assert_eq!(router.cluster.role, Role::Router);
+    let shards = router.cluster.shards;
+    assert!(shards >= 2, "the cluster profile has several shards");
+    assert_eq!(router.cluster.shard_addrs.len(), shards as usize);
+    let roles: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("roles.json")).unwrap()).unwrap();
+    let mut served = Vec::new();
+    for role in &roles {
+        let name = role["dir"].as_str().unwrap();
+        let config = load_rendered(name, &dir.join(name), help);
+        assert_eq!(config.data_dir, PathBuf::from("/data"), "{name}");
+        assert_eq!(config.grpc.addr.port(), 50051, "{name}");
+        assert_eq!(config.cluster.shards, shards, "{name}");
+        assert_eq!(config.cluster.nats_url, router.cluster.nats_url, "{name}");
+        match role["role"].as_str().unwrap() {
+            "router" => {
+                assert_eq!(config.cluster.role, Role::Router, "{name}");
+                // The router's own reading of the shard list: one entry per shard, every
+                // replica an address it can connect to.
+                let runtime = tokio::runtime::Runtime::new().unwrap();
+                runtime
+                    .block_on(async { Shards::from_config(&config.cluster).map(|_| ()) })
+                    .unwrap_or_else(|e| panic!("{name}: the router refuses shard_addrs: {e}"));
+            }
+            "shard" => {
+                assert_eq!(config.cluster.role, Role::Shard, "{name}");
+                assert!(!config.dicom.enabled, "{name}: a shard takes no DICOM");
+                assert_eq!(config.encoder.execution_provider, ExecutionProvider::Cpu);
+                // The pod's name (here the last replica's, <StatefulSet>-<ordinal>) is its
+                // replica name; its StatefulSet's name ends with the shard it serves.
+                let ordinal = config.cluster.replica.strip_prefix(&format!("{name}-"));
+                assert!(
+                    ordinal.is_some_and(|o| o.parse::<u32>().is_ok()),
+                    "{name}: the replica {:?} is not named by the pod",
+                    config.cluster.replica
+                );
+                assert_eq!(
+                    name.rsplit('-').next().unwrap(),
+                    config.cluster.shard.to_string(),
+                    "{name}"
+                );
+                served.push(config.cluster.shard);
+            }
+            other => panic!("{name}: unknown role {other}"),
+        }
+    }
+    served.sort();
+    assert_eq!(
+        served,
+        (0..shards).collect::<Vec<_>>(),
+        "one StatefulSet per shard"
+    );
+
+    let nats_conf = dir.join("nats.conf");
+    let pod = std::fs::read_to_string(dir.join("nats-pod-name")).unwrap();
+    run(Command::new("nats-server")
+        .arg("-t")
+        .arg("-c")
+        .arg(&nats_conf)
+        .env("POD_NAME", pod.trim()));
+    // The check can fail: without the variable the configuration names, nats-server refuses it.
+    let status = Command::new("nats-server")
+        .arg("-t")
+        .arg("-c")
+        .arg(&nats_conf)
+        .env_remove("POD_NAME")
+        .output()
+        .expect("nats-server starts (`make deps-apt`)")
+        .status;
+    assert!(
+        !status.success(),
+        "nats-server accepted server_name without POD_NAME"
+    );
+}
+
 fn serve_help() -> String {
     run(Command::new(env!("CARGO_BIN_EXE_diptych")).args(["serve", "--help"]))
 }
@@ -89,30 +202,18 @@ fn the_chart_lints_renders_validates_and_the_server_parses_its_configuration() {
     let help = serve_help();
     for profile in PROFILES {
         let dir = out.path().join(profile);
-        let toml_path = dir.join("diptych.toml");
-        let text = std::fs::read_to_string(&toml_path).unwrap();
-        let parsable = dir.join("diptych.parsable.toml");
-        std::fs::write(&parsable, without_pending(&text)).unwrap();
-
-        // The configuration, with the pod's environment, through the server's own loader.
-        let env: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("env.json")).unwrap()).unwrap();
-        let overrides = Overrides {
-            config: Some(parsable.clone()),
-            ..Overrides::default()
-        };
-        let config = Config::load(&overrides, |name| {
-            env.get(name).and_then(|v| v.as_str()).map(str::to_string)
-        })
-        .unwrap_or_else(|e| {
-            panic!("{profile}: the server refuses the chart's configuration: {e}\n{text}")
-        });
+        let config = load_rendered(profile, &dir, &help);
         let expected = if profile == "gpu" {
             ExecutionProvider::Cuda
         } else {
             ExecutionProvider::Cpu
         };
-        assert_eq!(config.encoder.execution_provider, expected, "{profile}");
+        if profile == "cluster" {
+            // The routers run no encoder; the shards' provider is checked with their roles.
+            check_cluster_roles(&dir, &config, &help);
+        } else {
+            assert_eq!(config.encoder.execution_provider, expected, "{profile}");
+        }
         assert_eq!(config.data_dir, PathBuf::from("/data"), "{profile}");
         assert_eq!(config.grpc.addr.port(), 50051, "{profile}");
         assert_eq!(config.dicom.enabled, profile != "minimal", "{profile}");
@@ -142,16 +243,6 @@ fn the_chart_lints_renders_validates_and_the_server_parses_its_configuration() {
             assert!(config.dicom.tls_cert.is_some() && config.dicom.tls_client_ca.is_some());
             assert!(config.dicom.kos.is_some());
             assert_eq!(config.dicom.allowed_callers, ["CT1", "PACS@10.20.0.5"]);
-        }
-
-        // Every flag of the command line is one `diptych serve` knows.
-        let args: Vec<String> =
-            serde_json::from_str(&std::fs::read_to_string(dir.join("args.json")).unwrap()).unwrap();
-        for flag in args.iter().filter(|a| a.starts_with("--")) {
-            assert!(
-                help.contains(&format!("{flag} ")),
-                "{profile}: `diptych serve` has no flag {flag}:\n{help}"
-            );
         }
     }
 }

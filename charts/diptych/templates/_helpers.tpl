@@ -100,9 +100,65 @@ auth: /etc/diptych/auth
 {{- if and (not .Values.dicom.plain) (not .Values.dicom.tls.enabled) }}
 {{- fail "dicom.plain = false (TLS only) needs dicom.tls.enabled and dicom.tls.secretName; or set dicom.enabled = false for no DICOM" }}
 {{- end }}
+{{- with .Values.cluster }}
+{{- if .enabled }}
+{{- if $.Values.grpc.tls.enabled }}
+{{- fail "cluster.enabled with grpc.tls.enabled: the kubelet's gRPC probes speak plaintext and routers serve no HTTP port yet, and routers call shards in plaintext; terminate TLS in front of the routers' gRPC Service" }}
+{{- end }}
+{{- if $.Values.dicom.kos.enabled }}
+{{- fail "cluster.enabled with dicom.kos.enabled: a cluster does not send KOS documents yet; use a single node for KOS" }}
+{{- end }}
+{{- if and (not .nats.url) (gt (int .nats.streamReplicas) 3) }}
+{{- fail (printf "cluster.nats.streamReplicas (%v) is more than the three NATS servers this chart deploys" .nats.streamReplicas) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $ports := list (int .Values.grpc.port) (int .Values.http.port) (int .Values.dicom.port) }}
 {{- if .Values.dicom.tls.enabled }}{{ $ports = append $ports (int .Values.dicom.tls.port) }}{{ end }}
 {{- if ne (len (uniq $ports)) (len $ports) }}
 {{- fail (printf "grpc.port, http.port, dicom.port and dicom.tls.port must differ (%v)" $ports) }}
 {{- end }}
+{{- end }}
+
+{{/* The NATS servers' client URLs: cluster.nats.url, or the three nodes of this release. */}}
+{{- define "diptych.natsUrl" -}}
+{{- if .Values.cluster.nats.url }}
+{{- .Values.cluster.nats.url }}
+{{- else }}
+{{- $fullname := include "diptych.fullname" . }}
+{{- $urls := list }}
+{{- range $i := until 3 }}
+{{- $urls = append $urls (printf "nats://%s-nats-%d.%s-nats-headless.%s.svc:4222" $fullname $i $fullname $.Release.Namespace) }}
+{{- end }}
+{{- join "," $urls }}
+{{- end }}
+{{- end }}
+
+{{/* The pod and container security contexts of every pod of the cluster mode. */}}
+{{- define "diptych.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ int .Values.runAsUser }}
+runAsGroup: {{ int .Values.runAsGroup }}
+fsGroup: {{ int .Values.fsGroup }}
+fsGroupChangePolicy: OnRootMismatch
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{- define "diptych.containerSecurityContext" -}}
+runAsNonRoot: true
+allowPrivilegeEscalation: false
+privileged: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop:
+    - ALL
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
+{{/* The labels selecting one component's pods in the cluster mode. */}}
+{{- define "diptych.componentSelector" -}}
+{{ include "diptych.selectorLabels" .root }}
+app.kubernetes.io/component: {{ .component }}
 {{- end }}

@@ -1,19 +1,24 @@
 """Checks of the diptych Helm chart, with Helm's own library (helm-python-sdk: Helm 4 as a shared
 library, no helm binary) and the Kubernetes schemas of kubernetes-validate, offline.
 
-For every profile in ci/*-values.yaml (default, gpu, tls, minimal): `helm lint --strict`, render
+For every profile in ci/*-values.yaml (default, gpu, tls, minimal, cluster): `helm lint --strict`, render
 as `helm install` would (values checked against values.schema.json), every manifest validated
 against the Kubernetes schemas of the oldest and newest versions the chart supports, then what a
 reviewer checks: non-root, read-only root, no privilege escalation, capabilities dropped, seccomp;
 the three probes from gRPC health; GPU limits, the CUDA image and the CUDA execution provider only
 with gpu.enabled; no Secret and no secret material anywhere in the output; DICOM admitted only
 from the configured CIDRs; ports that agree between the configuration, the container and the
-Services. The reviewer's checks are then run on broken copies of the manifests, each of which
+Services; in the cluster profile, one router Deployment, one StatefulSet per shard with the shard
+in its pods' environment, the replica named by the pod and a volume claim per replica, routers
+that list every replica by its stable name, three NATS nodes with JetStream, routes by stable
+names and max_payload above 1 MiB, and the shards' gRPC admitted from the routers only. The
+reviewer's checks are then run on broken copies of the manifests, each of which
 they must reject, and the schema must refuse a list of bad values.
 
 Usage: python check_chart.py CHART_DIR OUT_DIR
 Writes OUT_DIR/<profile>/diptych.toml (the ConfigMap's configuration), args.json and env.json
-(the server's command-line arguments and environment) and manifests.yaml, for
+(the server's command-line arguments and environment) and manifests.yaml; for the cluster profile
+also one folder of these per router and shard workload (roles.json lists them) and nats.conf, for
 service/tests/chart.rs to check against the server's own configuration parser. Exits 1 and names every problem when one is found.
 """
 
@@ -33,7 +38,7 @@ from kubernetes_validate.utils import SchemaNotFoundError
 
 # The chart's kubeVersion floor (native gRPC probes are GA from 1.27) and the newest schemas.
 KUBE_VERSIONS = ["1.27.0", kubernetes_validate.utils.latest_version()]
-PROFILES = ["default", "gpu", "tls", "minimal"]
+PROFILES = ["default", "gpu", "tls", "minimal", "cluster"]
 RELEASE = "diptych-ci"
 NAMESPACE = "pacs"
 
@@ -66,6 +71,24 @@ def of_kind(docs: list[dict], kind: str) -> list[dict]:
     return [d for d in docs if d.get("kind") == kind]
 
 
+def workloads(docs: list[dict]) -> list[dict]:
+    """The StatefulSets and Deployments: every pod template of the release."""
+    return [d for d in docs if d.get("kind") in ("StatefulSet", "Deployment")]
+
+
+def component(d: dict) -> str:
+    return d["metadata"]["labels"].get("app.kubernetes.io/component", "server")
+
+
+def of_component(docs: list[dict], name: str) -> list[dict]:
+    return [d for d in workloads(docs) if component(d) == name]
+
+
+def server(docs: list[dict]) -> dict:
+    """The workload that takes DICOM and the public API: the single node, or the routers."""
+    return (of_component(docs, "router") or of_kind(docs, "StatefulSet"))[0]
+
+
 def merged(chart_values: dict, override: dict) -> dict:
     out = copy.deepcopy(chart_values)
     for key, value in override.items():
@@ -81,7 +104,7 @@ def merged(chart_values: dict, override: dict) -> dict:
 
 def review_security(docs: list[dict], values: dict) -> list[str]:
     found = []
-    for sts in of_kind(docs, "StatefulSet"):
+    for sts in workloads(docs):
         pod = sts["spec"]["template"]["spec"]
         psc = pod.get("securityContext", {})
         if psc.get("runAsNonRoot") is not True:
@@ -126,8 +149,10 @@ def review_security(docs: list[dict], values: dict) -> list[str]:
 def review_probes(docs: list[dict], values: dict) -> list[str]:
     found = []
     tls = values["grpc"]["tls"]["enabled"]
-    for sts in of_kind(docs, "StatefulSet"):
+    for sts in workloads(docs):
         c = sts["spec"]["template"]["spec"]["containers"][0]
+        if c["name"] != "diptych":
+            continue  # NATS: review_cluster
         ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
         for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
             probe = c.get(kind)
@@ -150,7 +175,13 @@ def review_probes(docs: list[dict], values: dict) -> list[str]:
 def review_gpu(docs: list[dict], values: dict) -> list[str]:
     found = []
     gpu = values["gpu"]["enabled"]
-    for sts in of_kind(docs, "StatefulSet"):
+    for router in of_component(docs, "router"):
+        for c in router["spec"]["template"]["spec"]["containers"]:
+            if c["image"].rsplit(":", 1)[-1].endswith("-cuda") or any(
+                k.endswith("/gpu") for part in ("limits", "requests") for k in c.get("resources", {}).get(part, {})
+            ):
+                found.append("a router with a GPU or the CUDA image: it runs no encoder")
+    for sts in of_component(docs, "server") + of_component(docs, "shard"):
         pod = sts["spec"]["template"]["spec"]
         for c in pod["containers"]:
             res = c.get("resources", {})
@@ -191,7 +222,8 @@ def review_secrets(docs: list[dict], values: dict, text: str) -> list[str]:
             found.append(f"{d['kind']} {d['metadata']['name']} carries data")
     if PEM.search(text):
         found.append("PEM or private key material in the rendered output")
-    for sts in of_kind(docs, "StatefulSet"):
+    for sts in workloads(docs):
+        role = component(sts)
         pod = sts["spec"]["template"]["spec"]
         for c in pod["containers"]:
             for e in c.get("env", []):
@@ -203,15 +235,18 @@ def review_secrets(docs: list[dict], values: dict, text: str) -> list[str]:
             if "secret" in v
         }
         expected = set()
-        if values["grpc"]["tls"]["enabled"]:
+        if role in ("shard", "nats"):
+            # No DICOM, no tokens and no TLS of their own.
+            pass
+        elif values["grpc"]["tls"]["enabled"]:
             expected |= {values["grpc"]["tls"]["secretName"], values["grpc"]["tls"]["clientCASecretName"]}
-        if values["dicom"]["tls"]["enabled"]:
+        if values["dicom"]["tls"]["enabled"] and role in ("server", "router"):
             expected |= {values["dicom"]["tls"]["secretName"], values["dicom"]["tls"]["clientCASecretName"]}
-        if values["auth"]["enabled"]:
+        if values["auth"]["enabled"] and role in ("server", "router"):
             expected.add(values["auth"]["existingSecret"])
         expected.discard("")
         if named != expected:
-            found.append(f"Secrets mounted {sorted(named)}, the values name {sorted(expected)}")
+            found.append(f"{role}: Secrets mounted {sorted(named)}, the values name {sorted(expected)}")
     for cm in of_kind(docs, "ConfigMap"):
         for key, body in cm.get("data", {}).items():
             if PEM.search(body):
@@ -219,18 +254,36 @@ def review_secrets(docs: list[dict], values: dict, text: str) -> list[str]:
     return found
 
 
+def selects(selector: dict, labels: dict) -> bool:
+    """Whether a LabelSelector (matchLabels, matchExpressions In/NotIn) selects `labels`."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for e in selector.get("matchExpressions", []):
+        inside = labels.get(e["key"]) in e.get("values", [])
+        if (e["operator"] == "In" and not inside) or (e["operator"] == "NotIn" and inside):
+            return False
+    return True
+
+
 def review_network(docs: list[dict], values: dict) -> list[str]:
     found = []
     policies = of_kind(docs, "NetworkPolicy")
     if not values["networkPolicy"]["enabled"]:
         return ["a NetworkPolicy rendered while networkPolicy.enabled is false"] if policies else []
-    if len(policies) != 1:
-        return [f"{len(policies)} NetworkPolicies rendered, expected 1"]
-    spec = policies[0]["spec"]
+    sts = server(docs)
+    labels = sts["spec"]["template"]["metadata"]["labels"]
+    mine = [p for p in policies if selects(p["spec"]["podSelector"], labels)]
+    others = [p for p in policies if p not in mine]
+    if len(mine) != 1:
+        return [f"{len(mine)} NetworkPolicies select the DICOM pods, expected 1"]
+    for other in others:
+        for rule in other["spec"].get("ingress", []):
+            if any(p.get("port") in ("dicom", "dicom-tls") for p in rule.get("ports") or []):
+                found.append(f"NetworkPolicy {other['metadata']['name']} admits DICOM")
+    spec = mine[0]["spec"]
     if "Ingress" not in spec.get("policyTypes", []):
         found.append("the NetworkPolicy does not govern ingress")
     dicom_names = {"dicom", "dicom-tls"}
-    sts = of_kind(docs, "StatefulSet")[0]
     dicom_numbers = {
         p["containerPort"]
         for p in sts["spec"]["template"]["spec"]["containers"][0].get("ports", [])
@@ -270,10 +323,11 @@ def review_network(docs: list[dict], values: dict) -> list[str]:
 
 def review_ports(docs: list[dict], values: dict, config: dict) -> list[str]:
     found = []
-    sts = of_kind(docs, "StatefulSet")[0]
+    sts = server(docs)
     c = sts["spec"]["template"]["spec"]["containers"][0]
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     dicom_tls = values["dicom"]["tls"]["enabled"]
+    clustered = values["cluster"]["enabled"]
 
     def port_of(addr: str) -> int:
         return int(addr.rsplit(":", 1)[1])
@@ -281,7 +335,9 @@ def review_ports(docs: list[dict], values: dict, config: dict) -> list[str]:
     if port_of(config["grpc"]["addr"]) != ports.get("grpc") or ports.get("grpc") != values["grpc"]["port"]:
         found.append(f"gRPC: config {config['grpc']['addr']}, container {ports.get('grpc')}")
     http_addr = config.get("http", {}).get("addr", "")
-    if not http_addr or port_of(http_addr) != ports.get("http") or ports.get("http") != values["http"]["port"]:
+    if clustered:
+        pass  # routers serve no HTTP port; review_cluster checks the shards'
+    elif not http_addr or port_of(http_addr) != ports.get("http") or ports.get("http") != values["http"]["port"]:
         found.append(f"HTTP: config {http_addr!r}, container {ports.get('http')}")
     # The plain port unless dicom.plain is false, and the DICOM-TLS port beside it while TLS is on.
     dicom_plain = values["dicom"]["plain"]
@@ -318,14 +374,22 @@ def review_ports(docs: list[dict], values: dict, config: dict) -> list[str]:
                     found.append(f"{key} = {value} is on no mounted volume")
     # Services: every targetPort names a container port; the expected Services exist.
     services = {s["metadata"]["name"]: s for s in of_kind(docs, "Service")}
-    base = sts["metadata"]["name"]
+    base = sts["metadata"]["name"].removesuffix("-router")
     expected = {base, f"{base}-http", f"{base}-headless"} | ({f"{base}-dicom"} if values["dicom"]["enabled"] else set())
+    if clustered:
+        expected = (expected - {f"{base}-headless"}) | {f"{base}-shard-headless"}
+        expected |= set() if values["cluster"]["nats"]["url"] else {f"{base}-nats-headless"}
     if set(services) != expected:
         found.append(f"Services {sorted(services)}, expected {sorted(expected)}")
     for name, svc in services.items():
-        for p in svc["spec"]["ports"]:
-            if p["targetPort"] not in ports:
-                found.append(f"Service {name} targets {p['targetPort']}, which the container does not open")
+        chosen = [w for w in workloads(docs) if selects({"matchLabels": svc["spec"]["selector"]}, w["spec"]["template"]["metadata"]["labels"])]
+        if not chosen:
+            found.append(f"Service {name} selects no pod")
+        for w in chosen:
+            opened = {p["name"] for c in w["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+            for p in svc["spec"]["ports"]:
+                if p["targetPort"] not in opened:
+                    found.append(f"Service {name} targets {p['targetPort']}, which {w['metadata']['name']} does not open")
     if f"{base}-dicom" in services:
         dicom_ports = services[f"{base}-dicom"]["spec"]["ports"]
         if [p["name"] for p in dicom_ports] != dicom_names:
@@ -384,8 +448,140 @@ def review_monitoring(docs: list[dict], values: dict) -> list[str]:
     return found
 
 
+def config_of(docs: list[dict], workload: dict, key: str = "diptych.toml") -> str:
+    """The configuration file a workload's pods mount, from its ConfigMap."""
+    volumes = workload["spec"]["template"]["spec"]["volumes"]
+    name = [v["configMap"]["name"] for v in volumes if v["name"] == "config"][0]
+    return [m for m in of_kind(docs, "ConfigMap") if m["metadata"]["name"] == name][0]["data"][key]
+
+
+def server_config(docs: list[dict]) -> dict:
+    return tomllib.loads(config_of(docs, server(docs)))
+
+
+def env_of(c: dict) -> dict:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+
+
+def review_cluster(docs: list[dict], values: dict) -> list[str]:
+    """The cluster mode: routers, one StatefulSet per shard with a volume per replica, NATS."""
+    found = []
+    cl = values["cluster"]
+    routers = of_component(docs, "router")
+    shards = of_component(docs, "shard")
+    nats = of_component(docs, "nats")
+    if [d["kind"] for d in routers] != ["Deployment"] or routers[0]["spec"]["replicas"] != cl["router"]["replicas"]:
+        return [f"expected one router Deployment of {cl['router']['replicas']} replicas: {[d['kind'] for d in routers]}"]
+    if of_component(docs, "server"):
+        found.append("the single node's StatefulSet is rendered in the cluster mode")
+    if any(d["kind"] == "HorizontalPodAutoscaler" for d in docs) or of_component(docs, "encoder"):
+        found.append("an encoder Deployment or autoscaler: the remote encoder role is not built")
+    # No two workloads select each other's pods.
+    for a in workloads(docs):
+        for b in workloads(docs):
+            if a is not b and selects(a["spec"]["selector"], b["spec"]["template"]["metadata"]["labels"]):
+                found.append(f"{a['metadata']['name']} selects the pods of {b['metadata']['name']}")
+    router = tomllib.loads(config_of(docs, routers[0]))
+    rc = router.get("cluster", {})
+    if rc.get("role") != "router" or rc.get("shards") != cl["shards"]:
+        found.append(f"router [cluster] {rc}")
+    # The shards: one StatefulSet per shard, the shard in the pods' environment, the replica
+    # name from the pod's stable name, one volume claim per replica.
+    by_shard = {}
+    headless = {s["metadata"]["name"]: s for s in of_kind(docs, "Service") if s["spec"].get("clusterIP") == "None"}
+    for sts in shards:
+        c = sts["spec"]["template"]["spec"]["containers"][0]
+        env = env_of(c)
+        shard = int(env.get("DIPTYCH_CLUSTER_SHARD", -1))
+        if shard in by_shard:
+            found.append(f"two StatefulSets serve shard {shard}")
+        by_shard[shard] = sts
+        if sts["kind"] != "StatefulSet" or sts["spec"]["replicas"] != cl["replicas"]:
+            found.append(f"{sts['metadata']['name']}: {sts['kind']} of {sts['spec'].get('replicas')} replicas, expected {cl['replicas']}")
+        if env.get("DIPTYCH_CLUSTER_REPLICA") != {"fieldRef": {"fieldPath": "metadata.name"}}:
+            found.append(f"{sts['metadata']['name']}: the replica name is not the pod's name: {env.get('DIPTYCH_CLUSTER_REPLICA')}")
+        claims = [t["metadata"]["name"] for t in sts["spec"].get("volumeClaimTemplates", [])]
+        if values["persistence"]["enabled"] and claims != ["data"]:
+            found.append(f"{sts['metadata']['name']}: claims {claims}, expected one data claim per replica")
+        governing = headless.get(sts["spec"]["serviceName"])
+        if not governing or not selects({"matchLabels": governing["spec"]["selector"]}, sts["spec"]["template"]["metadata"]["labels"]):
+            found.append(f"{sts['metadata']['name']}: no headless Service {sts['spec']['serviceName']} selects its pods")
+        shard_config = tomllib.loads(config_of(docs, sts))
+        sc = shard_config.get("cluster", {})
+        if sc.get("role") != "shard" or sc.get("shards") != cl["shards"] or sc.get("nats_url") != rc.get("nats_url"):
+            found.append(f"{sts['metadata']['name']}: [cluster] {sc}")
+        if shard_config["dicom"]["enabled"]:
+            found.append(f"{sts['metadata']['name']}: a shard listens for DICOM")
+        if {p["name"] for p in c["ports"]} != {"grpc", "http"}:
+            found.append(f"{sts['metadata']['name']}: ports {c['ports']}")
+    if sorted(by_shard) != list(range(cl["shards"])):
+        found.append(f"shards served {sorted(by_shard)}, expected 0..{cl['shards'] - 1}")
+    # The router reaches every replica of every shard by its stable name, in shard order.
+    addrs = rc.get("shard_addrs", [])
+    if len(addrs) != cl["shards"]:
+        found.append(f"shard_addrs has {len(addrs)} entries for {cl['shards']} shards")
+    for shard, entry in enumerate(addrs):
+        sts = by_shard.get(shard)
+        if not sts:
+            continue
+        port = [p["containerPort"] for p in sts["spec"]["template"]["spec"]["containers"][0]["ports"] if p["name"] == "grpc"][0]
+        want = [
+            f"http://{sts['metadata']['name']}-{r}.{sts['spec']['serviceName']}.{NAMESPACE}.svc:{port}"
+            for r in range(sts["spec"]["replicas"])
+        ]
+        if entry.split("|") != want:
+            found.append(f"shard_addrs[{shard}] = {entry}, expected {'|'.join(want)}")
+    # NATS: three JetStream nodes routed by their stable names, max_payload above 1 MiB; or the
+    # given URL and nothing deployed.
+    if cl["nats"]["url"]:
+        if nats:
+            found.append("a NATS StatefulSet although cluster.nats.url names one")
+        if rc.get("nats_url") != cl["nats"]["url"]:
+            found.append(f"nats_url {rc.get('nats_url')}, the values say {cl['nats']['url']}")
+        return found
+    if len(nats) != 1 or nats[0]["kind"] != "StatefulSet" or nats[0]["spec"]["replicas"] != 3:
+        return found + [f"expected a NATS StatefulSet of three: {[(n['kind'], n['spec'].get('replicas')) for n in nats]}"]
+    n = nats[0]
+    conf = config_of(docs, n, "nats.conf")
+    service = n["spec"]["serviceName"]
+    pods = [f"{n['metadata']['name']}-{i}.{service}.{NAMESPACE}.svc" for i in range(3)]
+    if service not in headless:
+        found.append(f"NATS: no headless Service {service}")
+    if not re.search(r"^jetstream\s*\{", conf, re.M):
+        found.append("NATS: JetStream is not enabled")
+    payload = re.search(r"^max_payload:\s*(\d+)", conf, re.M)
+    if not payload or not (1 << 20) < int(payload.group(1)) <= (64 << 20) or int(payload.group(1)) != cl["nats"]["maxPayload"]:
+        found.append(f"NATS: max_payload {payload and payload.group(1)} is not cluster.nats.maxPayload above 1 MiB")
+    routes = re.findall(r'"nats://([^":]+):(\d+)"', conf)
+    if routes != [(p, "6222") for p in pods]:
+        found.append(f"NATS: routes {routes}, expected the three nodes' stable names on 6222")
+    if rc.get("nats_url") != ",".join(f"nats://{p}:4222" for p in pods):
+        found.append(f"NATS: the routers' nats_url {rc.get('nats_url')} is not the three nodes")
+    if rc.get("stream_replicas") != cl["nats"]["streamReplicas"] or cl["nats"]["streamReplicas"] > 3:
+        found.append(f"stream_replicas {rc.get('stream_replicas')}")
+    nc = n["spec"]["template"]["spec"]["containers"][0]
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        if nc.get(kind, {}).get("httpGet", {}).get("port") != "monitor":
+            found.append(f"NATS {kind} is not on the monitoring port")
+    if [t["metadata"]["name"] for t in n["spec"].get("volumeClaimTemplates", [])] != ["data"]:
+        found.append("NATS: no volume claim per node")
+    if values["networkPolicy"]["enabled"]:
+        policies = {p["metadata"]["name"]: p for p in of_kind(docs, "NetworkPolicy")}
+        shard_policy = [p for p in policies.values() if selects(p["spec"]["podSelector"], shards[0]["spec"]["template"]["metadata"]["labels"])]
+        router_labels = routers[0]["spec"]["template"]["metadata"]["labels"]
+        for p in shard_policy:
+            for rule in p["spec"].get("ingress", []):
+                if any(x.get("port") == "grpc" for x in rule.get("ports") or []):
+                    peers = rule.get("from") or [{}]
+                    if not all("podSelector" in x and selects(x["podSelector"], router_labels) and set(x) == {"podSelector"} for x in peers):
+                        found.append(f"the shards' gRPC (open without a token) is admitted from {peers}, not the routers only")
+        if len(shard_policy) != 1:
+            found.append(f"{len(shard_policy)} NetworkPolicies select the shards")
+    return found
+
+
 def review(docs: list[dict], values: dict, text: str) -> list[str]:
-    config = tomllib.loads(of_kind(docs, "ConfigMap")[0]["data"]["diptych.toml"])
+    config = server_config(docs)
     return (
         review_security(docs, values)
         + review_probes(docs, values)
@@ -393,7 +589,7 @@ def review(docs: list[dict], values: dict, text: str) -> list[str]:
         + review_secrets(docs, values, text)
         + review_network(docs, values)
         + review_ports(docs, values, config)
-        + review_storage(docs, values)
+        + (review_cluster(docs, values) if values["cluster"]["enabled"] else review_storage(docs, values))
         + review_monitoring(docs, values)
     )
 
@@ -402,11 +598,11 @@ def review(docs: list[dict], values: dict, text: str) -> list[str]:
 
 
 def container(docs):
-    return of_kind(docs, "StatefulSet")[0]["spec"]["template"]["spec"]["containers"][0]
+    return server(docs)["spec"]["template"]["spec"]["containers"][0]
 
 
 def pod(docs):
-    return of_kind(docs, "StatefulSet")[0]["spec"]["template"]["spec"]
+    return server(docs)["spec"]["template"]["spec"]
 
 
 BREAKAGES = {
@@ -440,6 +636,75 @@ BREAKAGES = {
     "a port that nothing opens": lambda d: of_kind(d, "Service")[1]["spec"]["ports"][0].update(targetPort="grpcs"),
     "two replicas": lambda d: of_kind(d, "StatefulSet")[0]["spec"].update(replicas=2),
 }
+
+
+def named(docs, name):
+    return [d for d in docs if d["metadata"]["name"].endswith(name)][0]
+
+
+def set_env(workload, name, value):
+    for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if e["name"] == name:
+            e.pop("valueFrom", None)
+            e["value"] = value
+
+
+def edit_config(docs, workload_name, key, edit):
+    name = config_of_name(named(workloads(docs), workload_name))
+    cm = [m for m in of_kind(docs, "ConfigMap") if m["metadata"]["name"] == name][0]
+    cm["data"][key] = edit(cm["data"][key])
+
+
+def config_of_name(workload):
+    return [v["configMap"]["name"] for v in workload["spec"]["template"]["spec"]["volumes"] if v["name"] == "config"][0]
+
+
+def shard_policy(docs):
+    return [p for p in of_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-shard")][0]
+
+
+CLUSTER_BREAKAGES = {
+    "two StatefulSets for one shard": lambda d: set_env(named(workloads(d), "-shard-1"), "DIPTYCH_CLUSTER_SHARD", "0"),
+    "one replica name for every pod": lambda d: set_env(named(workloads(d), "-shard-0"), "DIPTYCH_CLUSTER_REPLICA", "0"),
+    "shard replicas without a volume each": lambda d: named(workloads(d), "-shard-2")["spec"].pop("volumeClaimTemplates"),
+    "a router that misses a replica": lambda d: edit_config(
+        d, "-router", "diptych.toml", lambda t: re.sub(r"\|http://diptych-ci-shard-1-1[^\"|]*", "", t)
+    ),
+    "NATS at its 1 MiB default": lambda d: edit_config(
+        d, "-nats", "nats.conf", lambda t: re.sub(r"max_payload: \d+", "max_payload: 1048576", t)
+    ),
+    "NATS without JetStream": lambda d: edit_config(d, "-nats", "nats.conf", lambda t: t.replace("jetstream {", "leafnodes {")),
+    "NATS of one node": lambda d: named(workloads(d), "-nats")["spec"].update(replicas=1),
+    "the shards' gRPC open to all": lambda d: shard_policy(d)["spec"]["ingress"][0].pop("from"),
+    "DICOM admitted to the shards": lambda d: shard_policy(d)["spec"]["ingress"].append(
+        {"ports": [{"port": "dicom"}], "from": [{"ipBlock": {"cidr": "10.20.0.0/16"}}]}
+    ),
+    "a router with a GPU": lambda d: container(d)["resources"]["limits"].update({"nvidia.com/gpu": 1}),
+    "a router selecting every pod": lambda d: named(workloads(d), "-router")["spec"]["selector"]["matchLabels"].pop(
+        "app.kubernetes.io/component"
+    ),
+    "a shard pod as root": lambda d: named(workloads(d), "-shard-0")["spec"]["template"]["spec"]["securityContext"].update(runAsUser=0),
+    "a writable NATS root": lambda d: named(workloads(d), "-nats")["spec"]["template"]["spec"]["containers"][0]["securityContext"].update(
+        readOnlyRootFilesystem=False
+    ),
+}
+
+
+def write_role(dest: Path, workload: dict, docs: list[dict]) -> None:
+    """One diptych workload's configuration file, command line and environment, the pod name
+    filled in where the environment takes it from the pod (the last replica's)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    c = workload["spec"]["template"]["spec"]["containers"][0]
+    pod_name = f"{workload['metadata']['name']}-{workload['spec']['replicas'] - 1}"
+    env = {}
+    for e in c["env"]:
+        if "value" in e:
+            env[e["name"]] = e["value"]
+        elif e.get("valueFrom") == {"fieldRef": {"fieldPath": "metadata.name"}}:
+            env[e["name"]] = pod_name
+    (dest / "diptych.toml").write_text(config_of(docs, workload))
+    (dest / "args.json").write_text(json.dumps(c["args"]))
+    (dest / "env.json").write_text(json.dumps(env))
 
 
 def main() -> int:
@@ -484,12 +749,23 @@ def main() -> int:
             check("SearchService/Search" in notes, f"{profile}: NOTES.txt does not say how to search")
             dest = out / profile
             dest.mkdir(parents=True, exist_ok=True)
-            (dest / "diptych.toml").write_text(of_kind(docs, "ConfigMap")[0]["data"]["diptych.toml"])
-            (dest / "args.json").write_text(json.dumps(container(docs)["args"]))
-            (dest / "env.json").write_text(json.dumps(
-                {e["name"]: e["value"] for e in container(docs)["env"] if "value" in e}
-            ))
+            write_role(dest, server(docs), docs)
             (dest / "manifests.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+            if values["cluster"]["enabled"]:
+                # Every role's files (routers, each shard) and the NATS configuration.
+                roles = []
+                for w in of_component(docs, "router") + of_component(docs, "shard"):
+                    write_role(dest / w["metadata"]["name"], w, docs)
+                    roles.append({"dir": w["metadata"]["name"], "role": component(w)})
+                (dest / "roles.json").write_text(json.dumps(roles))
+                n = of_component(docs, "nats")[0]
+                (dest / "nats.conf").write_text(config_of(docs, n, "nats.conf"))
+                (dest / "nats-pod-name").write_text(f"{n['metadata']['name']}-0")
+                for name, breaks in CLUSTER_BREAKAGES.items():
+                    broken = copy.deepcopy(docs)
+                    breaks(broken)
+                    check(bool(review(broken, values, text + yaml.safe_dump_all(broken))),
+                          f"the review accepts a broken cluster chart: {name}")
 
             if profile == "default":
                 for name, breaks in BREAKAGES.items():
@@ -528,6 +804,15 @@ def main() -> int:
                                                                    "port": 11112}}},
             "TLS-only DICOM without TLS": {"dicom": {"plain": False}},
             "a string for dicom.plain": {"dicom": {"plain": "no"}},
+            "a cluster of no shards": {"cluster": {"enabled": True, "shards": 0}},
+            "NATS at its 1 MiB default": {"cluster": {"enabled": True, "nats": {"maxPayload": 1048576}}},
+            "more stream copies than NATS nodes": {"cluster": {"enabled": True, "nats": {"streamReplicas": 4}}},
+            "a NATS URL that is no URL": {"cluster": {"enabled": True, "nats": {"url": "nats-host:4222"}}},
+            "a cluster with gRPC TLS": {"cluster": {"enabled": True},
+                                         "grpc": {"tls": {"enabled": True, "secretName": "s"}}},
+            "a cluster sending KOS": {"cluster": {"enabled": True},
+                                      "dicom": {"kos": {"enabled": True, "destination": "W@h:1",
+                                                        "archive": "teaching"}}},
         }
         for name, bad_values in refused.items():
             try:
@@ -543,6 +828,8 @@ def main() -> int:
             "a spaced AE title": {"dicom": {"aeTitle": "MY ARCHIVE"}},
             "DICOM-TLS beside plain DICOM": {"dicom": {"tls": {"enabled": True, "secretName": "s"}}},
             "TLS-only DICOM": {"dicom": {"plain": False, "tls": {"enabled": True, "secretName": "s"}}},
+            "a cluster on an existing NATS": {"cluster": {"enabled": True, "nats": {
+                "url": "nats://nats-0.nats:4222,nats://nats-1.nats:4222"}}},
         }
         for name, good in accepted.items():
             try:
@@ -551,6 +838,9 @@ def main() -> int:
             except helm.HelmError as e:
                 check(False, f"refused {name}: {e}")
                 continue
+            if name == "a cluster on an existing NATS":
+                found = review_cluster(docs, merged(defaults, good))
+                check(not found and not of_component(docs, "nats"), f"{name}: " + "; ".join(found))
             if name.startswith("DICOM on port 104"):
                 svc = [s for s in of_kind(docs, "Service") if s["metadata"]["name"].endswith("-dicom")][0]
                 port = svc["spec"]["ports"][0]

@@ -359,12 +359,15 @@ pub const KEYS: &[Key] = &[
         "Shards of the cluster (1..=1024), fixed at install and the same on every router and \
          shard; studies are placed by rendezvous hashing of their Study Instance UID.",
     ),
-    key("cluster.shard", "Role `shard`: which shard this process serves, from 0."),
+    key("cluster.shard", "Role `shard`: which shard this process serves, from 0.")
+        .env("DIPTYCH_CLUSTER_SHARD"),
     key(
         "cluster.replica",
-        "Role `shard`: this replica's name, unique within its shard; it names the durable \
-         JetStream consumer.",
-    ),
+        "Role `shard`: this replica's name, unique within its shard and stable across restarts \
+         (the Helm chart gives the pod's name); it names the durable JetStream consumer, so \
+         letters, digits, `-` and `_` only.",
+    )
+    .env("DIPTYCH_CLUSTER_REPLICA"),
     key(
         "cluster.stream_replicas",
         "Copies JetStream keeps of the ingest stream when it is created (3 in production, at \
