@@ -5,13 +5,19 @@
 //! |---|---|
 //! | [`shard_map`] | which shard holds a study: rendezvous hashing of its Study Instance UID |
 //! | [`merge`] | the exact merge of per-shard top-k lists into the global top-k |
+//! | [`deletes`] | deletions through the ingest stream, and a replica's progress through it |
 //! | [`ingest_log`] | the JetStream stream: connect, create, publish with acknowledgement |
 //! | [`router`] | the router role: DICOM to the ingest log, search by scatter-gather |
+//! | [`router_ingest`] | a router's IngestService: Ingest through the ingest log, deletes fanned out through it |
+//! | [`router_info`] | a router's InfoService (summed over the shards) and ImageService (on a shard) |
 //! | [`shard`] | the shard role: the durable consumer feeding the index, its checkpoint, `ShardService` |
 
+pub mod deletes;
 pub mod ingest_log;
 pub mod merge;
 pub mod router;
+pub mod router_info;
+pub mod router_ingest;
 pub mod shard;
 pub mod shard_map;
 

@@ -199,18 +199,16 @@ type Deleted = (
     Option<(&'static str, String)>,
 );
 
-/// Carries out a Delete request.
-async fn delete(index: &crate::index::Index, request: DeleteRequest) -> Deleted {
+/// What a Delete request names, and the request field that names it: INVALID_ARGUMENT when
+/// it names nothing or a UID breaks the UID rule (an empty identifier is the caller's to check).
+pub fn delete_target(request: DeleteRequest) -> Result<(&'static str, DeleteTarget), Status> {
     let target = match request.target.and_then(|t| t.level) {
         None => {
-            return (
-                Err(invalid(
-                    "target",
-                    "is required; set one of patient_id, study_instance_uid, \
-                     series_instance_uid, sop_instance_uid",
-                )),
-                None,
-            );
+            return Err(invalid(
+                "target",
+                "is required; set one of patient_id, study_instance_uid, series_instance_uid, \
+                 sop_instance_uid",
+            ));
         }
         // UIDs are checked against the UID rule; the patient ID is any text.
         Some(dicom_ref::Level::PatientId(id)) => {
@@ -239,8 +237,13 @@ async fn delete(index: &crate::index::Index, request: DeleteRequest) -> Deleted 
         }
     };
     let (field, target) = target;
-    let target = match target {
-        Ok(target) => target,
+    target.map(|target| (field, target))
+}
+
+/// Carries out a Delete request.
+async fn delete(index: &crate::index::Index, request: DeleteRequest) -> Deleted {
+    let (field, target) = match delete_target(request) {
+        Ok(named) => named,
         Err(status) => return (Err(status), None),
     };
     let named = Some((target.level(), target.identifier().to_string()));

@@ -376,6 +376,9 @@ impl SearchService for SearchApi {
             records_total: outcome.records_total,
             exact: true,
             elapsed_ms: outcome.elapsed_ms,
+            // A single node is the one shard of its index.
+            shards_answered: vec![0],
+            shards_total: 1,
         }))
     }
 
