@@ -20,7 +20,7 @@ use diptych::api::v1::search_service_client::SearchServiceClient;
 use diptych::api::v1::{
     CodeSource, CompositeQuery, DeleteRequest, DicomRef, EncodeRequest, GetIndexStatsRequest,
     Grouping, ImageInput, IngestRequest, IngestResponse, Query, SearchMode, SearchRequest,
-    SearchResponse, SliceRef, code_source, dicom_ref, image_input, query,
+    SearchResponse, SliceRef, WatchRequest, code_source, dicom_ref, image_input, query,
 };
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
@@ -904,5 +904,129 @@ fn a_router_serves_ingest_deletes_statistics_images_and_partial_answers() {
             5.min(shard0_records as usize),
             "{partial:?}"
         );
+    });
+}
+
+/// The next Watch event about `study_uid` on `stream` (others skipped), within 90 s.
+async fn event_of(
+    stream: &mut tonic::Streaming<diptych::api::v1::WatchEvent>,
+    study_uid: &str,
+    what: &str,
+) -> diptych::api::v1::WatchEvent {
+    let started = Instant::now();
+    loop {
+        let left = Duration::from_secs(90).saturating_sub(started.elapsed());
+        let event = tokio::time::timeout(left, stream.message())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no Watch event for {study_uid} within 90 s"))
+            .unwrap_or_else(|s| panic!("{what}: the Watch stream failed: {s:?}"))
+            .unwrap_or_else(|| panic!("{what}: the Watch stream ended"));
+        if event.study_instance_uid == study_uid {
+            return event;
+        }
+    }
+}
+
+/// Per mode of a Watch event: the mode, the model, and every hit as text.
+type ModeEssence = (i32, String, Vec<String>);
+
+/// What must be identical between two Watch events: the study, its slices, and per mode the
+/// model and every hit's rank, slice, study and distances.
+fn event_essence(event: &diptych::api::v1::WatchEvent) -> (String, u32, Vec<ModeEssence>) {
+    let results = event
+        .results
+        .iter()
+        .map(|r| {
+            let hits = r
+                .hits
+                .iter()
+                .map(|h| {
+                    let slice = h.slice.clone().unwrap_or_default();
+                    format!(
+                        "#{} {}/{} study {} d={:?} dn={:?} da={:?}",
+                        h.rank,
+                        slice.sop_instance_uid,
+                        slice.frame,
+                        h.study_instance_uid,
+                        h.distance,
+                        h.normal_distance,
+                        h.abnormal_distance
+                    )
+                })
+                .collect();
+            (r.mode, r.model_id.clone(), hits)
+        })
+        .collect();
+    (event.study_instance_uid.clone(), event.slices, results)
+}
+
+#[test]
+fn a_router_watch_streams_the_similar_studies_a_single_node_finds() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (studies, slices) = (7u64, 3u64);
+    let folders: Vec<PathBuf> = (0..studies)
+        .map(|s| write_study(dir.path(), s, slices))
+        .collect();
+    let single_addr = format!("127.0.0.1:{}", free_port());
+    let _single = Server::start(
+        &dir.path().join("single"),
+        &single_addr,
+        &["--no-dicom"],
+        dir.path().join("single.log"),
+    );
+    let cluster = start_cluster(dir.path(), 1);
+    let router = cluster.routers[1].1.clone();
+    runtime().block_on(async {
+        let before = &folders[..folders.len() - 1];
+        ingest_grpc(&single_addr, before).await;
+        ingest_grpc(&router, before).await;
+        let indexed = (studies - 1) * slices;
+        wait_records(std::slice::from_ref(&single_addr), indexed, "single node").await;
+        wait_records(&cluster.shard_addrs, indexed, "cluster").await;
+        // Past the quiet period ([dicom] study_quiet_period_s, 10 s): these studies are
+        // announced before anyone watches.
+        tokio::time::sleep(Duration::from_secs(12)).await;
+
+        let bad = SearchServiceClient::new(channel(&router).await)
+            .watch(WatchRequest {
+                filter: "modality:(".into(),
+                ..WatchRequest::default()
+            })
+            .await
+            .expect_err("a malformed filter is refused at once");
+        assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
+
+        let subscribe = |addr: String| async move {
+            SearchServiceClient::new(channel(&addr).await)
+                .watch(WatchRequest {
+                    modes: Vec::new(),
+                    top_k: 4,
+                    filter: String::new(),
+                })
+                .await
+                .unwrap_or_else(|s| panic!("Watch on {addr}: {s:?}"))
+                .into_inner()
+        };
+        let mut on_single = subscribe(single_addr.clone()).await;
+        let mut on_router = subscribe(router.clone()).await;
+        let last = &folders[folders.len() - 1..];
+        ingest_grpc(&single_addr, last).await;
+        ingest_grpc(&router, last).await;
+        let uid = study(studies - 1);
+        let want = event_of(&mut on_single, &uid, "single node").await;
+        let got = event_of(&mut on_router, &uid, "router").await;
+        assert_eq!(want.results.len(), 3);
+        assert!(want.results.iter().all(|r| r.hits.len() == 4), "{want:?}");
+        assert_eq!(event_essence(&got), event_essence(&want));
+        // Both shards contributed: the study's own (left out there) and the other (by codes).
+        let mut from = [0, 0];
+        for hit in got.results.iter().flat_map(|r| &r.hits) {
+            let filter = format!("study_instance_uid:\"{}\"", hit.study_instance_uid);
+            for (shard, addr) in cluster.shard_addrs.iter().enumerate() {
+                from[shard] += matching(addr, &filter).await.min(1);
+            }
+        }
+        assert!(from[0] > 0 && from[1] > 0, "hits per shard: {from:?}");
     });
 }

@@ -171,6 +171,11 @@ impl Shards {
         self.channels.len()
     }
 
+    /// The connections to the replicas of `shard`, in the order they are tried.
+    pub fn replicas(&self, shard: usize) -> &[Channel] {
+        &self.channels[shard]
+    }
+
     /// How long one call to a replica may take (`[cluster] shard_timeout_s`).
     pub fn timeout(&self) -> Duration {
         self.timeout
@@ -634,11 +639,11 @@ impl SearchService for RouterSearch {
 
     async fn watch(
         &self,
-        _request: Request<WatchRequest>,
+        request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented(
-            "Watch is not served by a cluster router yet; subscribe to a single node",
-        ))
+        super::router_watch::watch(self.shards.clone(), request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::{self, AckKind, consumer};
 use diptych::api::internal::v1::shard_service_server::ShardService;
 use diptych::api::internal::v1::{
-    DeletedRequest, DeletedResponse, ShardSearchResponse, ShardSliceCodes,
+    DeletedRequest, DeletedResponse, ShardSearchResponse, ShardSimilarStudies, ShardSliceCodes,
+    SimilarStudiesRequest, StudiesReceivedRequest, StudyReceived,
 };
 use diptych::api::v1::search_service_server::SearchService;
 use diptych::api::v1::{self as pb, SearchRequest, SliceRef};
@@ -517,6 +518,25 @@ impl ShardService for ShardApi {
             },
         };
         Ok(Response::new(answer))
+    }
+
+    type StudiesReceivedStream =
+        tokio_stream::wrappers::ReceiverStream<Result<StudyReceived, Status>>;
+
+    async fn studies_received(
+        &self,
+        _request: Request<StudiesReceivedRequest>,
+    ) -> Result<Response<Self::StudiesReceivedStream>, Status> {
+        super::similar::studies_received(&self.state).map(Response::new)
+    }
+
+    async fn similar_studies(
+        &self,
+        request: Request<SimilarStudiesRequest>,
+    ) -> Result<Response<ShardSimilarStudies>, Status> {
+        super::similar::similar_studies(&self.state, &self.sequences, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 
