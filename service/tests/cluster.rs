@@ -744,6 +744,33 @@ fn a_router_serves_ingest_deletes_statistics_images_and_partial_answers() {
             .expect_err("garbage is no image");
         assert_eq!(bad.code(), tonic::Code::InvalidArgument, "{bad:?}");
 
+        // A shard takes instances and deletions only from the stream.
+        let refused = IngestServiceClient::new(channel(&cluster.shard_addrs[0]).await)
+            .delete(DeleteRequest {
+                target: Some(DicomRef {
+                    level: Some(dicom_ref::Level::StudyInstanceUid(study(0))),
+                }),
+            })
+            .await
+            .expect_err("a shard refuses a deletion that is not in the stream");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+        let refused = IngestServiceClient::new(channel(&cluster.shard_addrs[1]).await)
+            .ingest(tokio_stream::iter(vec![IngestRequest {
+                dicom: b"anything".to_vec(),
+                client_ref: String::new(),
+            }]))
+            .await
+            .expect_err("a shard refuses instances that are not in the stream");
+        assert_eq!(
+            refused.code(),
+            tonic::Code::FailedPrecondition,
+            "{refused:?}"
+        );
+
         // Deletes through a router: a study (on one shard), an instance and a patient (asked of
         // every shard); the single node's counts, NOT_FOUND for what is not there.
         // A patient whose studies sit on both shards: its deletion must reach both.

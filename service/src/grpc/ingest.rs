@@ -36,6 +36,18 @@ pub fn index_error(error: IndexError) -> Status {
     }
 }
 
+/// FAILED_PRECONDITION on a cluster shard: what it holds comes only from the ingest stream, so
+/// that every replica holds the same and a rebuilt one replays it (docs/CLUSTER.md).
+fn refuse_on_shard(state: &ServiceState, what: &str) -> Result<(), Status> {
+    if state.is_shard() {
+        return Err(Status::failed_precondition(format!(
+            "this server is a cluster shard: {what} through a router, which puts it in the \
+             ingest stream for every replica"
+        )));
+    }
+    Ok(())
+}
+
 /// Instances of one Ingest stream examined and logged at the same time.
 const MAX_IN_FLIGHT: usize = 16;
 
@@ -84,6 +96,7 @@ impl IngestService for IngestApi {
         &self,
         request: Request<Streaming<IngestRequest>>,
     ) -> Result<Response<IngestResponse>, Status> {
+        refuse_on_shard(&self.state, "send instances")?;
         let index = self.state.index()?;
         match index.refuses_work(0) {
             Some(Refusal::DiskFull(m)) => return Err(Status::resource_exhausted(m)),
@@ -123,6 +136,7 @@ impl IngestService for IngestApi {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        refuse_on_shard(&self.state, "delete")?;
         let index = self.state.index()?;
         let who = Who::caller(request.extensions().get::<Caller>());
         let peer = request.remote_addr().map(|a| a.to_string());

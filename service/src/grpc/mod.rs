@@ -178,6 +178,11 @@ impl ServiceState {
         self.shard.set((sequences, progress, shard)).is_ok()
     }
 
+    /// Whether this server is a cluster shard, whose records come only from the ingest stream.
+    pub fn is_shard(&self) -> bool {
+        self.shard.get().is_some()
+    }
+
     /// What the admin API works on, once installed.
     pub fn admin(&self) -> Option<&admin::AdminSettings> {
         self.admin.get()
