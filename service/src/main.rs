@@ -315,6 +315,10 @@ struct SearchArgs {
     /// Leave the query slice (its series or study with --group) out; for indexed queries.
     #[arg(long)]
     exclude_query: bool,
+    /// On a cluster router: answer from the shards that answer when one does not (the answer
+    /// then says it is not exact) instead of failing.
+    #[arg(long)]
+    allow_partial: bool,
     /// Write the query and the hits, each above its normal-appearing image, to this PNG.
     #[arg(long, value_name = "PNG")]
     montage: Option<PathBuf>,
@@ -645,6 +649,7 @@ fn search_options(args: SearchArgs) -> anyhow::Result<cli::search::SearchOptions
         },
         mean_of_best: args.mean_of_best,
         exclude_query: args.exclude_query,
+        allow_partial: args.allow_partial,
         montage: args.montage,
     })
 }

@@ -245,8 +245,9 @@ pub async fn run(
     .map_err(|e| ServeError::Interrupted(e.to_string()))?;
     tracing::info!(origins = ?origins.origins(), "gRPC-Web: pages of these origins may call");
     let stop_rx_shard = stop_rx.clone();
+    let progress = Arc::new(crate::cluster::deletes::Progress::default());
     if let Some(sequences) = &sequences {
-        state.set_shard(sequences.clone(), config.cluster.shard);
+        state.set_shard(sequences.clone(), progress.clone(), config.cluster.shard);
     }
     let server = tokio::spawn(grpc::serve(
         listener,
@@ -370,6 +371,7 @@ pub async fn run(
                 tokio::spawn(crate::cluster::shard::run(
                     index.clone(),
                     sequences.clone(),
+                    progress.clone(),
                     shard_state.clone(),
                     config.cluster.clone(),
                     stop_rx_shard.clone(),

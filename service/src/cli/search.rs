@@ -37,6 +37,8 @@ pub struct SearchOptions {
     pub mean_of_best: Option<u32>,
     /// Leave the query's own slice (series, study) out.
     pub exclude_query: bool,
+    /// On a cluster router, accept an answer without a shard that does not answer.
+    pub allow_partial: bool,
     /// Write a montage PNG here.
     pub montage: Option<PathBuf>,
 }
@@ -102,6 +104,7 @@ pub async fn request(options: &SearchOptions) -> anyhow::Result<SearchRequest> {
         group_best_n: options.mean_of_best.unwrap_or(0),
         include_thumbnails: options.montage.is_some(),
         exclude_query: options.exclude_query,
+        allow_partial: options.allow_partial,
     })
 }
 
@@ -140,6 +143,12 @@ pub fn print_table(answer: &SearchResponse) {
         answer.elapsed_ms,
         answer.exact
     );
+    if (answer.shards_answered.len() as u32) < answer.shards_total {
+        println!(
+            "partial: shards {:?} of {} answered",
+            answer.shards_answered, answer.shards_total
+        );
+    }
     println!(
         "{:>4}  {:>10}  {:>10}  {:>10}  {:>5}  {:<8}  {:<8}  {:<6}  {:<40}  frame",
         "rank",

@@ -109,6 +109,11 @@ impl IngestLog {
         IngestLog { js, map, timeout }
     }
 
+    /// The placement of studies on shards.
+    pub fn map(&self) -> &ShardMap {
+        &self.map
+    }
+
     /// Publishes one instance's bytes on its study's shard subject and waits until JetStream
     /// has stored it (on a quorum of the stream's replicas). A refused or lost publish (no
     /// stream leader during an election, a NATS node restarting) is tried again until the
@@ -120,12 +125,40 @@ impl IngestLog {
         bytes: Vec<u8>,
     ) -> Result<Published, LogError> {
         let shard = self.map.shard_of(study_instance_uid);
-        let payload = Bytes::from(bytes);
+        self.send(shard, sop_instance_uid, None, Bytes::from(bytes))
+            .await
+    }
+
+    /// Publishes a deletion on `shard`'s subject (docs/CLUSTER.md, "Deletes"): every replica of
+    /// the shard applies it in stream order, and a shard rebuilt from the stream replays it.
+    /// The message id is drawn once, so a retried publish does not add a second deletion.
+    pub async fn publish_delete(
+        &self,
+        shard: u32,
+        target: &crate::record::DeleteTarget,
+    ) -> Result<Published, LogError> {
+        let id = format!("delete-{}", uuid::Uuid::new_v4());
+        let (header, payload) = super::deletes::message_of(target);
+        self.send(shard, &id, Some(header), payload).await
+    }
+
+    /// Publishes `payload` on `shard`'s subject with the message id `id` (and one more header),
+    /// retrying until JetStream acknowledges it or the timeout passes.
+    async fn send(
+        &self,
+        shard: u32,
+        id: &str,
+        extra: Option<(&'static str, &'static str)>,
+        payload: Bytes,
+    ) -> Result<Published, LogError> {
         let deadline = tokio::time::Instant::now() + self.timeout;
         let mut pause = Duration::from_millis(50);
         let ack = loop {
             let mut headers = async_nats::HeaderMap::new();
-            headers.insert(async_nats::header::NATS_MESSAGE_ID, sop_instance_uid);
+            headers.insert(async_nats::header::NATS_MESSAGE_ID, id);
+            if let Some((name, value)) = extra {
+                headers.insert(name, value);
+            }
             let attempt = async {
                 let ack = self
                     .js

@@ -5,17 +5,27 @@
 //! |---|---|
 //! | [`shard_map`] | which shard holds a study: rendezvous hashing of its Study Instance UID |
 //! | [`merge`] | the exact merge of per-shard top-k lists into the global top-k |
+//! | [`deletes`] | deletions through the ingest stream, and a replica's progress through it |
 //! | [`ingest_log`] | the JetStream stream: connect, create, publish with acknowledgement |
 //! | [`router`] | the router role: DICOM to the ingest log, search by scatter-gather |
+//! | [`router_ingest`] | a router's IngestService: Ingest through the ingest log, deletes fanned out through it |
+//! | [`router_watch`] | a router's Watch: the shards' received studies, their similar studies gathered from every shard |
+//! | [`similar`] | a shard's received studies and its share of a study's similar studies, for the routers |
+//! | [`router_info`] | a router's InfoService (summed over the shards) and ImageService (on a shard) |
 //! | [`encoder`] | the encoder role: the model's encoder graph served to routers and shards |
 //! | [`shard`] | the shard role: the durable consumer feeding the index, its checkpoint, `ShardService` |
 
+pub mod deletes;
 pub mod encoder;
 pub mod ingest_log;
 pub mod merge;
 pub mod router;
+pub mod router_info;
+pub mod router_ingest;
+pub mod router_watch;
 pub mod shard;
 pub mod shard_map;
+pub mod similar;
 
 /// The subjects of the ingest stream: `diptych.ingest.<shard>`.
 pub const SUBJECT_PREFIX: &str = "diptych.ingest";

@@ -15,13 +15,17 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, AckKind, consumer};
 use diptych::api::internal::v1::shard_service_server::ShardService;
-use diptych::api::internal::v1::{ShardSearchResponse, ShardSliceCodes};
+use diptych::api::internal::v1::{
+    DeletedRequest, DeletedResponse, ShardSearchResponse, ShardSimilarStudies, ShardSliceCodes,
+    SimilarStudiesRequest, StudiesReceivedRequest, StudyReceived,
+};
 use diptych::api::v1::search_service_server::SearchService;
 use diptych::api::v1::{self as pb, SearchRequest, SliceRef};
 use tokio::sync::watch;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
+use super::deletes::{self, DeletedState, Progress};
 use super::ingest_log::{self, LogError};
 use super::shard_map::subject;
 use crate::config::ClusterConfig;
@@ -198,10 +202,11 @@ pub fn consumer_name(shard: u32, replica: &str) -> String {
 }
 
 /// Consumes this shard's subject into `index` until `stop` turns true; reconnects and resumes
-/// from the checkpoint after an error.
+/// from the checkpoint after an error. `progress` follows what is applied.
 pub async fn run(
     index: Arc<Index>,
     sequences: Arc<Sequences>,
+    progress: Arc<Progress>,
     dir: PathBuf,
     config: ClusterConfig,
     mut stop: watch::Receiver<bool>,
@@ -209,7 +214,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     loop {
         let consumed = tokio::select! {
-            r = consume(&index, &sequences, &dir, &config) => r,
+            r = consume(&index, &sequences, &progress, &dir, &config) => r,
             _ = stop.wait_for(|s| *s) => return,
         };
         if let Err(error) = consumed {
@@ -227,6 +232,7 @@ pub async fn run(
 async fn consume(
     index: &Index,
     sequences: &Sequences,
+    progress: &Progress,
     dir: &Path,
     config: &ClusterConfig,
 ) -> Result<(), ShardError> {
@@ -261,6 +267,7 @@ async fn consume(
     tracing::info!(shard = config.shard, consumer = %name, from = checkpoint + 1, "consuming the ingest stream");
     let mut messages = consumer.messages().await.map_err(|e| consumer_error(&e))?;
     let mut applied = checkpoint;
+    progress.advance(checkpoint);
     let mut saved = (checkpoint, Instant::now());
     loop {
         let next = tokio::time::timeout(Duration::from_millis(500), messages.next()).await;
@@ -286,9 +293,13 @@ async fn consume(
             let _ = message.ack().await;
             continue;
         }
-        apply_one(index, sequences, &message, sequence).await?;
+        match deletes::target_of(message.headers.as_ref(), &message.payload) {
+            None => apply_one(index, sequences, &message, sequence).await?,
+            Some(target) => apply_delete(index, progress, &message, sequence, target).await?,
+        }
         message.ack().await.map_err(|e| consumer_error(&e))?;
         applied = sequence;
+        progress.advance(sequence);
         if applied - saved.0 >= 256 || saved.1.elapsed() > Duration::from_secs(1) {
             sequences.sync()?;
             write_checkpoint(dir, applied)?;
@@ -342,22 +353,75 @@ async fn apply_one(
     }
 }
 
+/// Applies a deletion of the stream durably (the single node's delete), retrying what may pass
+/// until it does; records what it removed for the router waiting on it.
+async fn apply_delete(
+    index: &Index,
+    progress: &Progress,
+    message: &jetstream::Message,
+    sequence: u64,
+    target: Result<crate::record::DeleteTarget, deletes::DeleteMessageError>,
+) -> Result<(), ShardError> {
+    let target = match target {
+        Ok(target) => target,
+        Err(error) => {
+            tracing::error!(sequence, %error, "a deletion of the ingest stream cannot be read");
+            let _ = message.ack_with(AckKind::Term).await;
+            return Ok(());
+        }
+    };
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match index.delete(target.clone()).await {
+            Ok(counts) => {
+                tracing::info!(
+                    sequence,
+                    level = target.level(),
+                    records = counts.records,
+                    "deletion of the ingest stream applied"
+                );
+                progress.record_delete(sequence, counts);
+                return Ok(());
+            }
+            Err(error) => {
+                if index.is_closing() {
+                    return Err(ShardError::Consumer {
+                        name: "shard".into(),
+                        message: "the index is stopping".into(),
+                    });
+                }
+                tracing::warn!(sequence, %error, "retrying a deletion of the ingest stream");
+                let _ = message.ack_with(AckKind::Progress).await;
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
 /// The internal `ShardService` of a shard: its own exact search with each hit's stream
 /// sequence, and the codes of the slices it holds.
 pub struct ShardApi {
     state: Arc<ServiceState>,
     search: SearchApi,
     sequences: Arc<Sequences>,
+    progress: Arc<Progress>,
     shard: u32,
 }
 
 impl ShardApi {
-    /// The service over the shard's state and sequences.
-    pub fn new(state: Arc<ServiceState>, sequences: Arc<Sequences>, shard: u32) -> Self {
+    /// The service over the shard's state, sequences and consumer's progress.
+    pub fn new(
+        state: Arc<ServiceState>,
+        sequences: Arc<Sequences>,
+        progress: Arc<Progress>,
+        shard: u32,
+    ) -> Self {
         ShardApi {
             search: SearchApi::new(state.clone()),
             state,
             sequences,
+            progress,
             shard,
         }
     }
@@ -432,6 +496,47 @@ impl ShardService for ShardApi {
             })),
             Err(error) => Err(query_error(&error)),
         }
+    }
+
+    async fn deleted(
+        &self,
+        request: Request<DeletedRequest>,
+    ) -> Result<Response<DeletedResponse>, Status> {
+        let request = request.into_inner();
+        let wait = Duration::from_millis(u64::from(request.wait_ms.min(60_000)));
+        let answer = match self.progress.deleted(request.sequence, wait).await {
+            DeletedState::Pending => DeletedResponse::default(),
+            DeletedState::AppliedUncounted => DeletedResponse {
+                applied: true,
+                ..DeletedResponse::default()
+            },
+            DeletedState::Applied(counts) => DeletedResponse {
+                applied: true,
+                known: true,
+                records_deleted: counts.records,
+                instances_deleted: counts.instances,
+            },
+        };
+        Ok(Response::new(answer))
+    }
+
+    type StudiesReceivedStream =
+        tokio_stream::wrappers::ReceiverStream<Result<StudyReceived, Status>>;
+
+    async fn studies_received(
+        &self,
+        _request: Request<StudiesReceivedRequest>,
+    ) -> Result<Response<Self::StudiesReceivedStream>, Status> {
+        super::similar::studies_received(&self.state).map(Response::new)
+    }
+
+    async fn similar_studies(
+        &self,
+        request: Request<SimilarStudiesRequest>,
+    ) -> Result<Response<ShardSimilarStudies>, Status> {
+        super::similar::similar_studies(&self.state, &self.sequences, request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
 

@@ -385,8 +385,9 @@ pub const KEYS: &[Key] = &[
     ),
     key(
         "cluster.shard_timeout_s",
-        "Role `router`: longest wait for a shard's search answer; past it the shard is missing \
-         and the search fails UNAVAILABLE.",
+        "Role `router`: longest wait for a shard's answer; past it the shard is missing (a \
+         search fails UNAVAILABLE unless partial answers were allowed; a deletion stays in the \
+         stream and is answered UNAVAILABLE).",
     ),
     key(
         "archive.dicom",

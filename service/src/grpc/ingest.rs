@@ -36,6 +36,18 @@ pub fn index_error(error: IndexError) -> Status {
     }
 }
 
+/// FAILED_PRECONDITION on a cluster shard: what it holds comes only from the ingest stream, so
+/// that every replica holds the same and a rebuilt one replays it (docs/CLUSTER.md).
+fn refuse_on_shard(state: &ServiceState, what: &str) -> Result<(), Status> {
+    if state.is_shard() {
+        return Err(Status::failed_precondition(format!(
+            "this server is a cluster shard: {what} through a router, which puts it in the \
+             ingest stream for every replica"
+        )));
+    }
+    Ok(())
+}
+
 /// Instances of one Ingest stream examined and logged at the same time.
 const MAX_IN_FLIGHT: usize = 16;
 
@@ -84,6 +96,7 @@ impl IngestService for IngestApi {
         &self,
         request: Request<Streaming<IngestRequest>>,
     ) -> Result<Response<IngestResponse>, Status> {
+        refuse_on_shard(&self.state, "send instances")?;
         let index = self.state.index()?;
         match index.refuses_work(0) {
             Some(Refusal::DiskFull(m)) => return Err(Status::resource_exhausted(m)),
@@ -123,6 +136,7 @@ impl IngestService for IngestApi {
         &self,
         request: Request<DeleteRequest>,
     ) -> Result<Response<DeleteResponse>, Status> {
+        refuse_on_shard(&self.state, "delete")?;
         let index = self.state.index()?;
         let who = Who::caller(request.extensions().get::<Caller>());
         let peer = request.remote_addr().map(|a| a.to_string());
@@ -199,18 +213,16 @@ type Deleted = (
     Option<(&'static str, String)>,
 );
 
-/// Carries out a Delete request.
-async fn delete(index: &crate::index::Index, request: DeleteRequest) -> Deleted {
+/// What a Delete request names, and the request field that names it: INVALID_ARGUMENT when
+/// it names nothing or a UID breaks the UID rule (an empty identifier is the caller's to check).
+pub fn delete_target(request: DeleteRequest) -> Result<(&'static str, DeleteTarget), Status> {
     let target = match request.target.and_then(|t| t.level) {
         None => {
-            return (
-                Err(invalid(
-                    "target",
-                    "is required; set one of patient_id, study_instance_uid, \
-                     series_instance_uid, sop_instance_uid",
-                )),
-                None,
-            );
+            return Err(invalid(
+                "target",
+                "is required; set one of patient_id, study_instance_uid, series_instance_uid, \
+                 sop_instance_uid",
+            ));
         }
         // UIDs are checked against the UID rule; the patient ID is any text.
         Some(dicom_ref::Level::PatientId(id)) => {
@@ -239,8 +251,13 @@ async fn delete(index: &crate::index::Index, request: DeleteRequest) -> Deleted 
         }
     };
     let (field, target) = target;
-    let target = match target {
-        Ok(target) => target,
+    target.map(|target| (field, target))
+}
+
+/// Carries out a Delete request.
+async fn delete(index: &crate::index::Index, request: DeleteRequest) -> Deleted {
+    let (field, target) = match delete_target(request) {
+        Ok(named) => named,
         Err(status) => return (Err(status), None),
     };
     let named = Some((target.level(), target.identifier().to_string()));

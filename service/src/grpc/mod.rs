@@ -65,6 +65,14 @@ pub struct DicomListening {
     pub tls_port: Option<u16>,
 }
 
+/// What a cluster shard's internal service reads: its stream sequences, its consumer's
+/// progress, and its shard number.
+type ShardParts = (
+    Arc<crate::cluster::shard::Sequences>,
+    Arc<crate::cluster::deletes::Progress>,
+    u32,
+);
+
 /// What every handler shares: the engine and the index once they are ready, and the limits.
 pub struct ServiceState {
     engine: OnceLock<Arc<Engine>>,
@@ -72,7 +80,7 @@ pub struct ServiceState {
     dicom: OnceLock<DicomListening>,
     audit: OnceLock<crate::audit::Audit>,
     admin: OnceLock<admin::AdminSettings>,
-    shard: OnceLock<(Arc<crate::cluster::shard::Sequences>, u32)>,
+    shard: OnceLock<ShardParts>,
     /// A viewer deep-link template for search hits, with `{study_instance_uid}`,
     /// `{series_instance_uid}` and `{sop_instance_uid}` placeholders.
     pub viewer_url_template: Option<String>,
@@ -159,9 +167,20 @@ impl ServiceState {
     }
 
     /// Makes this server a cluster shard (docs/CLUSTER.md): [`serve`] then also serves the
-    /// internal `ShardService` over `sequences`; returns false if already set.
-    pub fn set_shard(&self, sequences: Arc<crate::cluster::shard::Sequences>, shard: u32) -> bool {
-        self.shard.set((sequences, shard)).is_ok()
+    /// internal `ShardService` over `sequences` and the consumer's `progress`; returns false if
+    /// already set.
+    pub fn set_shard(
+        &self,
+        sequences: Arc<crate::cluster::shard::Sequences>,
+        progress: Arc<crate::cluster::deletes::Progress>,
+        shard: u32,
+    ) -> bool {
+        self.shard.set((sequences, progress, shard)).is_ok()
+    }
+
+    /// Whether this server is a cluster shard, whose records come only from the ingest stream.
+    pub fn is_shard(&self) -> bool {
+        self.shard.get().is_some()
     }
 
     /// What the admin API works on, once installed.
@@ -230,8 +249,13 @@ pub async fn serve<H: Health>(
         .expect("the embedded descriptor sets are valid");
 
     let max = state.max_message_bytes;
-    let shard = state.shard.get().map(|(sequences, shard)| {
-        crate::cluster::shard::ShardApi::new(state.clone(), sequences.clone(), *shard)
+    let shard = state.shard.get().map(|(sequences, progress, shard)| {
+        crate::cluster::shard::ShardApi::new(
+            state.clone(),
+            sequences.clone(),
+            progress.clone(),
+            *shard,
+        )
     });
     // HTTP/1.1 too: browsers may send gRPC-Web over either version.
     let mut server = tonic::transport::Server::builder().accept_http1(true);

@@ -111,7 +111,7 @@ pub fn grouping(value: i32, score: i32, best_n: u32) -> Result<(Grouping, GroupS
 }
 
 /// Codes given in a request, checked for shape against the serving model.
-fn codes(codes: pb::SliceCodes, field: &str, model_id: &str) -> Result<QueryCodes, Status> {
+pub fn codes(codes: pb::SliceCodes, field: &str, model_id: &str) -> Result<QueryCodes, Status> {
     if !codes.model_id.is_empty() && codes.model_id != model_id {
         return Err(invalid(
             &format!("{field}.model_id"),
@@ -207,7 +207,7 @@ pub fn query_source(query: Option<pb::Query>, model_id: &str) -> Result<QuerySou
 }
 
 /// One hit as the API returns it; `size` is the model's image side for thumbnails.
-fn search_hit(i: usize, view: HitView, size: usize, viewer: Option<&str>) -> SearchHit {
+pub fn search_hit(i: usize, view: HitView, size: usize, viewer: Option<&str>) -> SearchHit {
     let (thumbnail, normal_appearing) = match &view.thumbnails {
         Some((x_hat, x_tilde)) => (
             Some(output::image(x_hat, size, ImageFormat::Png)),
@@ -376,6 +376,9 @@ impl SearchService for SearchApi {
             records_total: outcome.records_total,
             exact: true,
             elapsed_ms: outcome.elapsed_ms,
+            // A single node is the one shard of its index.
+            shards_answered: vec![0],
+            shards_total: 1,
         }))
     }
 

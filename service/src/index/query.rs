@@ -250,6 +250,48 @@ impl Index {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _one_model = self.model_switch.read().await;
         let filter = self.parse_filter(filter)?;
+        let queries = self.study_codes_now(study_instance_uid)?;
+        let (hits, model_id) = self
+            .similar_to_now(
+                &queries,
+                Some(study_instance_uid),
+                mode,
+                filter.as_ref(),
+                top_k,
+            )
+            .await?;
+        Ok((queries.len(), hits, model_id))
+    }
+
+    /// The codes of every live slice of a study this index holds, in record order (empty when
+    /// it holds none): what a cluster router sends to the other shards to find the study's
+    /// similar studies there.
+    pub async fn study_codes(
+        &self,
+        study_instance_uid: &Uid,
+    ) -> Result<Vec<QueryCodes>, QueryError> {
+        let _one_model = self.model_switch.read().await;
+        self.study_codes_now(study_instance_uid)
+    }
+
+    /// The most similar studies, in one mode, to a study given by the codes of its slices
+    /// (another shard's study, in a cluster): [`Index::similar_studies`] without a study to
+    /// leave out, since this index does not hold it.
+    pub async fn similar_to_codes(
+        &self,
+        queries: &[QueryCodes],
+        mode: Mode,
+        filter: &str,
+        top_k: usize,
+    ) -> Result<(Vec<HitView>, String), QueryError> {
+        let _one_model = self.model_switch.read().await;
+        let filter = self.parse_filter(filter)?;
+        self.similar_to_now(queries, None, mode, filter.as_ref(), top_k)
+            .await
+    }
+
+    /// [`Index::study_codes`] under a model lock the caller holds.
+    fn study_codes_now(&self, study_instance_uid: &Uid) -> Result<Vec<QueryCodes>, QueryError> {
         let mut slices: Vec<RecordId> = self
             .catalog
             .records_with(&UidLookup::study(study_instance_uid))
@@ -258,15 +300,11 @@ impl Index {
             .map(|(record, _)| record)
             .collect();
         slices.sort_unstable();
-        let exclude = Some(search::Exclude::Study(crate::record::key_of(
-            study_instance_uid.as_str(),
-        )));
-        // One model throughout: the study's codes and every record's are read under one lock.
         let serving = self.serving();
-        let (queries, found) = tokio::task::block_in_place(|| {
-            let (store, state) = self.read_serving(&serving)?;
+        tokio::task::block_in_place(|| {
+            let (store, _state) = self.read_serving(&serving)?;
             let view = store.view();
-            let queries: Vec<QueryCodes> = slices
+            Ok(slices
                 .iter()
                 .filter(|&&record| {
                     (record as usize) < view.len() && !view.records()[record as usize].is_deleted()
@@ -275,9 +313,28 @@ impl Index {
                     normal: view.normal_code(record).to_vec(),
                     abnormal: view.abnormal_code(record).to_vec(),
                 })
-                .collect();
+                .collect())
+        })
+    }
+
+    /// Each query slice searched with grouping by study (`exclude` left out), a candidate
+    /// study's distance its best slice's to any query slice; under a model lock the caller
+    /// holds.
+    async fn similar_to_now(
+        &self,
+        queries: &[QueryCodes],
+        exclude: Option<&Uid>,
+        mode: Mode,
+        filter: Option<&RecordSet>,
+        top_k: usize,
+    ) -> Result<(Vec<HitView>, String), QueryError> {
+        let exclude =
+            exclude.map(|study| search::Exclude::Study(crate::record::key_of(study.as_str())));
+        let serving = self.serving();
+        let found = tokio::task::block_in_place(|| {
+            let (store, state) = self.read_serving(&serving)?;
             let mut found = Vec::new();
-            for query in &queries {
+            for query in queries {
                 let request = search::SearchRequest {
                     query: query.clone(),
                     mode,
@@ -286,12 +343,9 @@ impl Index {
                     top_k,
                     exclude,
                 };
-                found.extend(
-                    self.scan(&serving, &store, &state, &request, filter.as_ref())?
-                        .0,
-                );
+                found.extend(self.scan(&serving, &store, &state, &request, filter)?.0);
             }
-            Ok::<_, QueryError>((queries, found))
+            Ok::<_, QueryError>(found)
         })?;
         let mut best: std::collections::HashMap<u64, Hit> = std::collections::HashMap::new();
         {
@@ -315,7 +369,7 @@ impl Index {
         });
         hits.truncate(top_k);
         let hits = self.hydrate(&serving, hits, false).await?;
-        Ok((queries.len(), hits, serving.model_id().to_string()))
+        Ok((hits, serving.model_id().to_string()))
     }
 
     /// The records a filter keeps; `None` for an empty filter. A malformed filter is

@@ -45,7 +45,7 @@ pub fn study(s: u64) -> String {
 /// Study `s` as `slices` phantom files in a folder of its own. Neighbouring studies share
 /// phantom slices (slice j of study s is phantom slice 2s + j), so equal distances between
 /// different records are common and ties must be broken alike. Even studies are "alpha", odd
-/// ones "beta" (series description), for the filter.
+/// ones "beta" (series description), for the filter; patient `PAT-<s / 3>`.
 pub fn write_study(dir: &Path, s: u64, slices: u64) -> PathBuf {
     let folder = dir.join(format!("study{s:03}"));
     std::fs::create_dir_all(&folder).unwrap();
@@ -61,6 +61,8 @@ pub fn write_study(dir: &Path, s: u64, slices: u64) -> PathBuf {
         instance.set(tags::SERIES_INSTANCE_UID, VR::UI, format!("{}.1", study(s)));
         let description = if s.is_multiple_of(2) { "alpha" } else { "beta" };
         instance.set(tags::SERIES_DESCRIPTION, VR::LO, description.to_string());
+        // Three studies per patient, so that a patient's studies may sit on several shards.
+        instance.set(tags::PATIENT_ID, VR::LO, format!("PAT-{}", s / 3));
         let mut object = instance.object();
         object.put(dicom_core::DataElement::new(
             tags::BITS_STORED,
