@@ -30,8 +30,8 @@ mod nats;
 #[path = "support/cluster.rs"]
 mod support_cluster;
 use support_cluster::{
-    essence, indexed_records, request, serial, sop, start_cluster, storescu, study, wait_records,
-    write_study,
+    essence, indexed_records, request, serial, sop, start_cluster, storescu,
+    studies_and_single_node, study, wait_records, write_study,
 };
 
 #[test]
@@ -342,16 +342,7 @@ fn a_router_serves_ingest_deletes_statistics_images_and_partial_answers() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (studies, slices) = (8u64, 4u64);
-    let folders: Vec<PathBuf> = (0..studies)
-        .map(|s| write_study(dir.path(), s, slices))
-        .collect();
-    let single_addr = format!("127.0.0.1:{}", free_port());
-    let _single = Server::start(
-        &dir.path().join("single"),
-        &single_addr,
-        &["--no-dicom"],
-        dir.path().join("single.log"),
-    );
+    let (folders, single_addr, _single) = studies_and_single_node(dir.path(), studies, slices);
     let mut cluster = start_cluster(dir.path(), 2);
     let total = studies * slices;
     let (router0, router1) = (cluster.routers[0].1.clone(), cluster.routers[1].1.clone());
@@ -737,16 +728,7 @@ fn a_router_watch_streams_the_similar_studies_a_single_node_finds() {
     let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let (studies, slices) = (7u64, 3u64);
-    let folders: Vec<PathBuf> = (0..studies)
-        .map(|s| write_study(dir.path(), s, slices))
-        .collect();
-    let single_addr = format!("127.0.0.1:{}", free_port());
-    let _single = Server::start(
-        &dir.path().join("single"),
-        &single_addr,
-        &["--no-dicom"],
-        dir.path().join("single.log"),
-    );
+    let (folders, single_addr, _single) = studies_and_single_node(dir.path(), studies, slices);
     let cluster = start_cluster(dir.path(), 1);
     let router = cluster.routers[1].1.clone();
     runtime().block_on(async {

@@ -14,6 +14,7 @@ use diptych::api::internal::v1::{EncodeBatchRequest, EncodeBatchResponse, Encode
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
+use super::RoleError;
 use crate::bundle::Bundle;
 use crate::config::Config;
 use crate::encoder::{BatchError, Engine, runtime};
@@ -103,42 +104,14 @@ impl EncoderService for EncoderApi {
     }
 }
 
-/// Why an encoder role cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum EncoderRoleError {
-    /// The configuration or a start-up step.
-    #[error("{0}")]
-    Start(String),
-    /// The model bundle.
-    #[error(transparent)]
-    Bundle(#[from] crate::bundle::BundleError),
-    /// ONNX Runtime or the warm-up.
-    #[error(transparent)]
-    Engine(#[from] crate::encoder::EngineError),
-    /// ONNX Runtime's library.
-    #[error(transparent)]
-    Runtime(#[from] crate::encoder::RuntimeError),
-    /// The gRPC port.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The gRPC server.
-    #[error("the gRPC server stopped: {0}")]
-    Grpc(#[from] tonic::transport::Error),
-}
-
 /// Runs an encoder role until `shutdown` completes: loads the bundle, warms the engine up, then
 /// serves `EncoderService` and gRPC health on `[grpc] addr`, behind the same TLS and tokens as
 /// any other role (the service needs role admin, or loopback without tokens).
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), EncoderRoleError> {
-    let start = |e: String| EncoderRoleError::Start(e);
+) -> Result<(), RoleError> {
+    let start = |e: String| RoleError::Config(e);
     let security = crate::grpc::security::Security::from_config(&config.grpc, &config.auth, |n| {
         std::env::var(n).ok()
     })
@@ -154,7 +127,7 @@ pub async fn run(
     let addr = config.grpc.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| EncoderRoleError::Bind { addr, source })?;
+        .map_err(|source| RoleError::Bind { addr, source })?;
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in ["", "diptych.internal.v1.EncoderService"] {
         reporter

@@ -29,3 +29,34 @@ pub mod similar;
 
 /// The subjects of the ingest stream: `diptych.ingest.<shard>`.
 pub const SUBJECT_PREFIX: &str = "diptych.ingest";
+
+/// Why a role without an index of its own (a router, an encoder) cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    /// The configuration, or a start-up step.
+    #[error("{0}")]
+    Config(String),
+    /// The model bundle.
+    #[error(transparent)]
+    Bundle(#[from] crate::bundle::BundleError),
+    /// The ingest log.
+    #[error(transparent)]
+    Log(#[from] ingest_log::LogError),
+    /// ONNX Runtime's sessions or the warm-up.
+    #[error(transparent)]
+    Engine(#[from] crate::encoder::EngineError),
+    /// ONNX Runtime's library.
+    #[error(transparent)]
+    Runtime(#[from] crate::encoder::RuntimeError),
+    /// A port.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The gRPC server.
+    #[error("the gRPC server stopped: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+}

@@ -22,6 +22,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
 use tonic_health::ServingStatus;
 
+use super::RoleError;
 use super::ingest_log::{self, IngestLog};
 use super::merge::{RankKey, merge_top_k};
 use super::router_info::{RouterImage, RouterInfo, RouterListener};
@@ -647,49 +648,23 @@ impl SearchService for RouterSearch {
     }
 }
 
-/// Why a router cannot start.
-#[derive(Debug, thiserror::Error)]
-pub enum RouterError {
-    /// The configuration.
-    #[error("{0}")]
-    Config(String),
-    /// The model bundle.
-    #[error(transparent)]
-    Bundle(#[from] crate::bundle::BundleError),
-    /// The ingest log.
-    #[error(transparent)]
-    Log(#[from] ingest_log::LogError),
-    /// A port.
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        /// The address.
-        addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The gRPC server.
-    #[error("the gRPC server stopped: {0}")]
-    Grpc(#[from] tonic::transport::Error),
-}
-
 /// Runs a router until `shutdown` completes: the DICOM listener publishing to JetStream, and
 /// the public Search, Ingest, Info and Image services over the ingest log and the shards.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), RouterError> {
-    let map =
-        ShardMap::new(config.cluster.shards).map_err(|e| RouterError::Config(e.to_string()))?;
+) -> Result<(), RoleError> {
+    let map = ShardMap::new(config.cluster.shards).map_err(|e| RoleError::Config(e.to_string()))?;
     let shards =
-        Shards::from_config(&config.cluster).map_err(|e| RouterError::Config(e.to_string()))?;
+        Shards::from_config(&config.cluster).map_err(|e| RoleError::Config(e.to_string()))?;
     let security = crate::grpc::security::Security::from_config(&config.grpc, &config.auth, |n| {
         std::env::var(n).ok()
     })
-    .map_err(|e| RouterError::Config(e.to_string()))?;
+    .map_err(|e| RoleError::Config(e.to_string()))?;
     let model_dir = config.model.clone();
     let bundle = tokio::task::spawn_blocking(move || Bundle::load(model_dir))
         .await
-        .map_err(|e| RouterError::Config(e.to_string()))??;
+        .map_err(|e| RoleError::Config(e.to_string()))??;
     let params = bundle.manifest.preprocess;
     let js = ingest_log::connect(&config.cluster).await?;
     // A NATS cluster that is starting has no JetStream leader yet: wait for it a while.
@@ -736,10 +711,10 @@ pub async fn run(
     let mut listening = RouterListener::default();
     if config.dicom.enabled {
         let dicom = DicomSettings::from_config(&config.dicom, &config.images)
-            .map_err(|e| RouterError::Config(e.to_string()))?;
+            .map_err(|e| RoleError::Config(e.to_string()))?;
         let listener = scp::bind(dicom.scp.clone())
             .await
-            .map_err(|e| RouterError::Config(e.to_string()))?;
+            .map_err(|e| RoleError::Config(e.to_string()))?;
         if let Some(addr) = listener.plain_addr() {
             tracing::info!(listener = "plain", %addr, ae_title = %dicom.scp.ae_title, "DICOM listening (plain) on {addr}; instances go to the ingest log");
         }
@@ -763,7 +738,7 @@ pub async fn run(
     let addr = config.grpc.addr;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|source| RouterError::Bind { addr, source })?;
+        .map_err(|source| RoleError::Bind { addr, source })?;
     let (reporter, health) = tonic_health::server::health_reporter();
     for name in [
         "",

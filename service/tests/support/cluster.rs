@@ -42,6 +42,25 @@ pub fn study(s: u64) -> String {
     format!("2.25.8{s:03}")
 }
 
+/// Studies `0..studies` of `slices` files each (see [`write_study`]) in `dir`, and a single node
+/// with `--no-dicom` on `dir/single` to compare the cluster with: the folders, the node's gRPC
+/// address and the node.
+pub fn studies_and_single_node(
+    dir: &Path,
+    studies: u64,
+    slices: u64,
+) -> (Vec<PathBuf>, String, Server) {
+    let folders = (0..studies).map(|s| write_study(dir, s, slices)).collect();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let single = Server::start(
+        &dir.join("single"),
+        &addr,
+        &["--no-dicom"],
+        dir.join("single.log"),
+    );
+    (folders, addr, single)
+}
+
 /// Study `s` as `slices` phantom files in a folder of its own. Neighbouring studies share
 /// phantom slices (slice j of study s is phantom slice 2s + j), so equal distances between
 /// different records are common and ties must be broken alike. Even studies are "alpha", odd
