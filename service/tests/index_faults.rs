@@ -318,3 +318,72 @@ async fn a_replay_larger_than_the_backlog_bound_stays_within_it() {
     );
     restart_and_check(dir.path(), &engine, index, &acknowledged).await;
 }
+
+/// The pixels of an instance are decoded while its bytes are written to the log (one sender's
+/// wait is the longer of the two, not their sum). An instance whose header is fine but whose
+/// pixels cannot be pre-processed is refused all the same, though its bytes reached the log:
+/// the worker moves past that entry at once (the next instance is not held up behind it), it
+/// counts as nothing pending, and a replay of the log skips it as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_whose_pixels_fail_while_its_log_write_runs_is_refused_and_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine().await;
+    let faults = Arc::new(Faults::default());
+    let index = Index::open(dir.path(), engine.clone(), options(&faults)).unwrap();
+    let mut acknowledged = send(&index, 0..2).await;
+    applied(&index).await;
+
+    // A rescale slope this large turns the stored values into infinities: decoding refuses
+    // the frame, after the header was read and while the log write runs.
+    let slice = PhantomGenerator::new(7, PhantomConfig::default()).slice(100);
+    let mut bad = SyntheticInstance::from_phantom(&slice);
+    bad.set(tags::SOP_INSTANCE_UID, VR::UI, sop_uid(100));
+    bad.set(tags::RESCALE_SLOPE, VR::DS, "1e38".into());
+    let logged = index.log_position().unwrap();
+    match index.accept(bad.to_part10()).await.unwrap() {
+        AcceptOutcome::Refused {
+            sop_instance_uid,
+            refusal: Refusal::CannotUnderstand(reason),
+        } => {
+            assert_eq!(sop_instance_uid.as_deref(), Some(sop_uid(100).as_str()));
+            assert!(reason.contains("not a finite number"), "{reason}");
+        }
+        other => panic!("an undecodable instance must be refused as such: {other:?}"),
+    }
+    assert_eq!(
+        index.log_position(),
+        Some(logged + 1),
+        "its bytes reached the log while its pixels were decoded"
+    );
+
+    // The next instance is applied at once: the worker did not wait for the refused entry
+    // (a gap is only read back from the log after 5 s).
+    acknowledged.extend(send(&index, 2..3).await);
+    wait_until(
+        "the instance after the refused one applied",
+        Duration::from_secs(4),
+        || index.counters.pending.load(Ordering::Relaxed) == 0,
+    )
+    .await;
+    exactly_once(&index, &acknowledged);
+    assert_eq!(index.counters.acknowledged.load(Ordering::Relaxed), 3);
+
+    // A copy that decodes, sent after the refusal, is accepted: the refused one holds no claim.
+    acknowledged.extend(send(&index, 100..101).await);
+    applied(&index).await;
+    exactly_once(&index, &acknowledged);
+
+    restart_and_check(dir.path(), &engine, index, &acknowledged).await;
+
+    // A crash that leaves such an entry in the log between two good ones: the replay skips it.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (wal, _) = Wal::open(dir.path().join("wal"), WalOptions::default()).unwrap();
+        for dicom in [instance(0), bad.to_part10(), instance(1)] {
+            wal.append_blocking(WalRecord::Instance { dicom }).unwrap();
+        }
+    }
+    let index = Index::open(dir.path(), engine.clone(), options(&faults)).unwrap();
+    applied(&index).await;
+    restart_and_check(dir.path(), &engine, index, &[0, 1]).await;
+}

@@ -13,13 +13,10 @@ use tonic::{Request, Response, Status, Streaming};
 
 use super::ingest_log::IngestLog;
 use super::router::Shards;
-use crate::grpc::ingest::delete_target;
+use crate::grpc::ingest::{delete_target, read_ingest_stream};
 use crate::grpc::input::invalid;
 use crate::index::accept::{ExamineError, Examined, examine_with};
 use crate::record::DeleteTarget;
-
-/// Instances of one Ingest stream examined and published at the same time.
-const MAX_IN_FLIGHT: usize = 16;
 
 /// The IngestService of a router.
 pub struct RouterIngest {
@@ -135,34 +132,15 @@ impl IngestService for RouterIngest {
         let mut stream = request.into_inner();
         let mut answer = IngestResponse::default();
         let mut position = 0u32;
-        let mut in_flight = tokio::task::JoinSet::new();
-        while let Some(message) = stream.message().await? {
-            let at = position;
-            let client_ref = message.client_ref;
-            if message.dicom.is_empty() {
-                answer.failures.push(IngestFailure {
-                    position: at,
-                    client_ref,
-                    sop_instance_uid: String::new(),
-                    reason: "dicom: is empty; send a DICOM Part-10 file".into(),
-                });
-            } else {
-                let (log, params, limits) = (self.log.clone(), self.params, self.limits);
-                let dicom = message.dicom;
-                in_flight.spawn(async move {
-                    (at, client_ref, offer(log, params, limits, dicom).await)
-                });
-                while in_flight.len() >= MAX_IN_FLIGHT {
-                    if let Some(done) = in_flight.join_next().await {
-                        record(&mut answer, done)?;
-                    }
-                }
-            }
-            position += 1;
-        }
-        while let Some(done) = in_flight.join_next().await {
-            record(&mut answer, done)?;
-        }
+        let (log, params, limits) = (self.log.clone(), self.params, self.limits);
+        read_ingest_stream(
+            &mut stream,
+            &mut answer,
+            &mut position,
+            move |dicom| offer(log.clone(), params, limits, dicom),
+            record,
+        )
+        .await?;
         answer.failures.sort_by_key(|f| f.position);
         Ok(Response::new(answer))
     }

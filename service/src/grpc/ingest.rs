@@ -175,36 +175,67 @@ impl IngestApi {
         answer: &mut IngestResponse,
         position: &mut u32,
     ) -> Result<(), Status> {
-        // Instances of one stream are examined and logged concurrently (group commit shares the
-        // fsyncs); the answer still reports each by its position in the stream.
-        let mut in_flight = tokio::task::JoinSet::new();
-        while let Some(message) = stream.message().await? {
-            let at = *position;
-            let client_ref = message.client_ref;
-            if message.dicom.is_empty() {
-                answer.failures.push(IngestFailure {
-                    position: at,
-                    client_ref,
-                    sop_instance_uid: String::new(),
-                    reason: "dicom: is empty; send a DICOM Part-10 file".into(),
-                });
-            } else {
+        let index = index.clone();
+        read_ingest_stream(
+            stream,
+            answer,
+            position,
+            move |dicom| {
                 let index = index.clone();
-                let dicom = message.dicom;
-                in_flight.spawn(async move { (at, client_ref, index.accept(dicom).await) });
-                while in_flight.len() >= MAX_IN_FLIGHT {
-                    if let Some(done) = in_flight.join_next().await {
-                        record(answer, done)?;
-                    }
+                async move { index.accept(dicom).await }
+            },
+            record,
+        )
+        .await
+    }
+}
+
+/// Reads an Ingest stream into `answer`, counting its messages in `position`: each non-empty
+/// message's bytes go to `offer`, at most [`MAX_IN_FLIGHT`] at once (instances of one stream are
+/// examined and logged concurrently, so group commit shares the fsyncs), and each outcome is
+/// added by `record`, which may end the call; an empty message is a failure at its position.
+/// The answer still reports each instance by its position in the stream. A single node's and
+/// a cluster router's Ingest both read their streams with it.
+pub(crate) async fn read_ingest_stream<T, Offer>(
+    stream: &mut Streaming<IngestRequest>,
+    answer: &mut IngestResponse,
+    position: &mut u32,
+    offer: impl Fn(Vec<u8>) -> Offer,
+    record: impl Fn(
+        &mut IngestResponse,
+        Result<(u32, String, T), tokio::task::JoinError>,
+    ) -> Result<(), Status>,
+) -> Result<(), Status>
+where
+    Offer: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let mut in_flight = tokio::task::JoinSet::new();
+    while let Some(message) = stream.message().await? {
+        let at = *position;
+        let client_ref = message.client_ref;
+        if message.dicom.is_empty() {
+            answer.failures.push(IngestFailure {
+                position: at,
+                client_ref,
+                sop_instance_uid: String::new(),
+                reason: "dicom: is empty; send a DICOM Part-10 file".into(),
+            });
+        } else {
+            let offered = offer(message.dicom);
+            in_flight.spawn(async move { (at, client_ref, offered.await) });
+            while in_flight.len() >= MAX_IN_FLIGHT {
+                if let Some(done) = in_flight.join_next().await {
+                    record(answer, done)?;
                 }
             }
-            *position += 1;
         }
-        while let Some(done) = in_flight.join_next().await {
-            record(answer, done)?;
-        }
-        Ok(())
+        *position += 1;
     }
+    while let Some(done) = in_flight.join_next().await {
+        record(answer, done)?;
+    }
+    Ok(())
 }
 
 /// A Delete: the answer, and the level and identifier named (None when the request named none).

@@ -326,9 +326,9 @@ impl Live {
         let mut metric = e.encode_descriptor(
             "diptych_accept_stage_duration",
             "Seconds each stage of accepting an image instance took, from its arrival at the \
-             index to its acknowledgement: examine (parse, decode, pre-process), backlog (room \
+             index to its acknowledgement: examine (parse, UID rule, header), backlog (room \
              for its frames), claim (duplicate check), durable (write-ahead log append and \
-             fsync), total",
+             fsync, with the pixels decoded and pre-processed meanwhile), total",
             Some(&Unit::Seconds),
             MetricType::Histogram,
         )?;

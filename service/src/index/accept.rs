@@ -1,12 +1,18 @@
 //! Accepting an instance: examine it completely (parse, check its UIDs against the UID rule of
 //! [`diptych_dicom_adapter::uid`], decode every frame, apply the image contract) so that nothing
-//! acknowledged can fail later, drop duplicates, then append it to the
-//! write-ahead log and wait for the fsync. The acknowledgement means "durable".
+//! acknowledged can fail later, drop duplicates, then append it to the write-ahead log and wait
+//! for the fsync. The acknowledgement means "durable".
+//!
+//! The pixels are decoded while the log writes and syncs the instance's bytes ([`inspect`] is
+//! the cheap half done before, [`decode`] the half overlapped with the sync): one DIMSE sender
+//! waits for each answer, so the overlap takes the decode off its per-instance time. An instance
+//! whose pixels do not decode is refused all the same; its log entry is skipped by the worker,
+//! and by a replay, which examines every entry again.
 
 use std::sync::atomic::Ordering;
 
 use diptych::preprocess::{PreprocessError, PreprocessParams, preprocess};
-use diptych_dicom_adapter::{AdapterError, Instance, Limits, Uid};
+use diptych_dicom_adapter::{AdapterError, Instance, InstanceMetadata, InstanceUids, Limits, Uid};
 use tracing::Instrument;
 
 use super::stages::Stopwatch;
@@ -95,6 +101,9 @@ pub enum ExamineError {
         /// What the image contract refused.
         error: PreprocessError,
     },
+    /// Decoding stopped unexpectedly (a codec's bug, logged); the instance is refused.
+    #[error("the pixel data could not be decoded (the decoder failed unexpectedly)")]
+    DecoderFailed,
 }
 
 /// Parses, decodes and pre-processes every frame of `bytes`; the error says what is wrong with
@@ -133,12 +142,45 @@ pub fn examine_with(
     params: &PreprocessParams,
     known: impl Fn(&Uid) -> bool,
 ) -> Result<Examined, ExamineError> {
+    Ok(match inspect(instance, known)? {
+        Inspected::Image(header) => Examined::Image(Box::new(decode(instance, *header, params)?)),
+        Inspected::NonImage => Examined::NonImage,
+        Inspected::Duplicate(uid) => Examined::Duplicate(uid),
+    })
+}
+
+/// What an instance's header says, read before any pixel is decoded.
+pub enum Inspected {
+    /// An image, whose frames [`decode`] turns into model input.
+    Image(Box<Header>),
+    /// A non-image object (SR, KOS, presentation state, raw data): counted, not indexed.
+    NonImage,
+    /// An instance already indexed or in flight.
+    Duplicate(Uid),
+}
+
+/// The header of an image instance: everything the catalog keeps, checked, and its frame count.
+pub struct Header {
+    /// The catalog metadata; its UIDs are those of `uids`.
+    pub metadata: InstanceMetadata,
+    /// The identifying UIDs, checked against the UID rule.
+    pub uids: InstanceUids,
+    /// How many frames it holds.
+    pub frames: u32,
+}
+
+/// The first half of [`examine_with`]: the UID rule, image or not, duplicate or not, and the
+/// header — cheap, no pixel decoded.
+pub fn inspect(
+    instance: &Instance,
+    known: impl Fn(&Uid) -> bool,
+) -> Result<Inspected, ExamineError> {
     let uids = instance.uids()?;
     if !instance.is_image() {
-        return Ok(Examined::NonImage);
+        return Ok(Inspected::NonImage);
     }
     if known(&uids.sop_instance) {
-        return Ok(Examined::Duplicate(uids.sop_instance));
+        return Ok(Inspected::Duplicate(uids.sop_instance));
     }
     let mut metadata = instance.metadata();
     // The catalog holds the UIDs as checked (padding stripped).
@@ -146,20 +188,34 @@ pub fn examine_with(
     metadata.sop_instance_uid = uids.sop_instance.to_string();
     metadata.study_instance_uid = uids.study.to_string();
     metadata.series_instance_uid = uids.series.to_string();
-    let count = instance.frame_count()?;
-    let mut frames = Vec::with_capacity(count as usize);
-    for i in 0..count {
+    let frames = instance.frame_count()?;
+    Ok(Inspected::Image(Box::new(Header {
+        metadata,
+        uids,
+        frames,
+    })))
+}
+
+/// The second half of [`examine_with`]: decodes and pre-processes every frame of an image whose
+/// [`Header`] was inspected; the error names the frame and what is wrong with it.
+pub fn decode(
+    instance: &Instance,
+    header: Header,
+    params: &PreprocessParams,
+) -> Result<Prepared, ExamineError> {
+    let mut frames = Vec::with_capacity(header.frames as usize);
+    for i in 0..header.frames {
         let frame = instance.decode_frame(i)?;
         let input = preprocess(&frame.raw_frame(), params)
             .map_err(|error| ExamineError::Preprocess { frame: i, error })?;
         frames.push(input.pixels);
     }
-    Ok(Examined::Image(Box::new(Prepared {
-        keys_instance: in_flight_entry(&uids).0,
-        metadata,
-        uids,
+    Ok(Prepared {
+        keys_instance: in_flight_entry(&header.uids).0,
+        metadata: header.metadata,
+        uids: header.uids,
         frames,
-    })))
+    })
 }
 
 impl Index {
@@ -239,45 +295,43 @@ impl Index {
         }
         let started = std::time::Instant::now();
         let mut watch = Stopwatch::start();
-        // Parsing and decoding are CPU work: done in place, with the runtime told so.
-        let engine = self.engine();
-        let examined = tokio::task::block_in_place(|| {
-            let known = |sop: &Uid| self.known(sop);
-            match &parsed {
-                Some(instance) => examine_parsed(instance, &engine, known),
-                None => examine(&dicom, &self.limits, &engine, known),
-            }
+        // Parsing is CPU work: done in place, with the runtime told so.
+        let refused = |error: ExamineError| AcceptOutcome::Refused {
+            sop_instance_uid: None,
+            refusal: Refusal::CannotUnderstand(error.to_string()),
+        };
+        let inspected = tokio::task::block_in_place(|| {
+            let instance = match parsed {
+                Some(instance) => instance,
+                None => diptych_dicom_adapter::parse(&dicom, &self.limits)?,
+            };
+            let inspected = inspect(&instance, |sop| self.known(sop))?;
+            Ok::<_, ExamineError>((instance, inspected))
         });
-        drop(parsed);
         watch.lap(&self.stages.examine);
-        let prepared = match examined {
-            Err(error) => {
-                return Ok(AcceptOutcome::Refused {
-                    sop_instance_uid: None,
-                    refusal: Refusal::CannotUnderstand(error.to_string()),
-                });
-            }
-            Ok(Examined::NonImage) => {
+        let (instance, header) = match inspected {
+            Err(error) => return Ok(refused(error)),
+            Ok((_, Inspected::NonImage)) => {
                 self.counters.non_image.fetch_add(1, Ordering::Relaxed);
                 return Ok(AcceptOutcome::NonImage);
             }
-            Ok(Examined::Duplicate(sop_instance_uid)) => {
+            Ok((_, Inspected::Duplicate(sop_instance_uid))) => {
                 self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 return Ok(AcceptOutcome::Duplicate {
                     sop_instance_uid: sop_instance_uid.into_string(),
                 });
             }
-            Ok(Examined::Image(prepared)) => prepared,
+            Ok((instance, Inspected::Image(header))) => (instance, header),
         };
-        let sop_instance_uid = prepared.metadata.sop_instance_uid.clone();
+        let sop_instance_uid = header.metadata.sop_instance_uid.clone();
         // Room in the backlog before the acknowledgement: when indexing falls behind, the
         // sender waits here instead of memory filling with decoded frames. Taken before the
         // duplicate claim, so a copy is never answered for an original still waiting.
         let backlog = match self
             .backlog
             .clone()
-            .acquire_many_owned((prepared.frames.len() as u32).clamp(1, self.max_backlog))
-            .instrument(tracing::info_span!("queue", frames = prepared.frames.len()))
+            .acquire_many_owned(header.frames.clamp(1, self.max_backlog))
+            .instrument(tracing::info_span!("queue", frames = header.frames))
             .await
         {
             Ok(permit) => permit,
@@ -285,11 +339,12 @@ impl Index {
         };
         watch.lap(&self.stages.backlog);
         // Claim the instance key before the log append so two concurrent copies cannot both go in.
+        let (key, study) = in_flight_entry(&header.uids);
         {
             let mut in_flight = self.in_flight.lock().expect("in-flight set poisoned");
             let indexed = match self
                 .catalog
-                .records_with(&UidLookup::instance(&prepared.uids.sop_instance))
+                .records_with(&UidLookup::instance(&header.uids.sop_instance))
             {
                 Ok(records) => !records.is_empty(),
                 Err(error) => {
@@ -301,30 +356,53 @@ impl Index {
                     });
                 }
             };
-            if indexed || in_flight.contains_key(&prepared.keys_instance) {
+            if indexed || in_flight.contains_key(&key) {
                 self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
                 return Ok(AcceptOutcome::Duplicate { sop_instance_uid });
             }
-            let (key, study) = in_flight_entry(&prepared.uids);
             in_flight.insert(key, study);
         }
         watch.lap(&self.stages.claim);
-        let slices = prepared.frames.len() as u32;
-        let study_instance_uid = prepared.metadata.study_instance_uid.clone();
-        let study = prepared.uids.study.clone();
-        let key = prepared.keys_instance;
-        let seq = match self
+        // The pixels are decoded on another thread while the log writes and syncs the bytes: a
+        // DIMSE sender waits for each answer, and the two together take the longer of their
+        // times, not their sum. An instance whose pixels turn out not to decode is refused and
+        // its log entry skipped (a replay examines it again and skips it as well).
+        let params = self.engine().manifest().preprocess;
+        let decoding = tokio::task::spawn_blocking(move || {
+            let _span = tracing::info_span!("decode", frames = header.frames).entered();
+            decode(&instance, *header, &params)
+        });
+        let appending = self
             .wal
             .append(WalRecord::Instance { dicom })
-            .instrument(tracing::info_span!("store", to = "write-ahead log"))
-            .await
-        {
-            Ok(seq) => seq,
-            Err(error) => {
-                self.in_flight
-                    .lock()
-                    .expect("in-flight set poisoned")
-                    .remove(&key);
+            .instrument(tracing::info_span!("store", to = "write-ahead log"));
+        let (decoded, appended) = tokio::join!(decoding, appending);
+        let decoded = decoded.unwrap_or_else(|panic| {
+            tracing::error!(%panic, "decoding an instance panicked");
+            Err(ExamineError::DecoderFailed)
+        });
+        if decoded.is_err() || appended.is_err() {
+            self.in_flight
+                .lock()
+                .expect("in-flight set poisoned")
+                .remove(&key);
+        }
+        let prepared = match (decoded, appended) {
+            (Ok(prepared), Ok(seq)) => (prepared, seq),
+            (Err(error), appended) => {
+                if let Ok(seq) = appended {
+                    // The entry is durable but holds nothing to apply: the worker moves past it.
+                    self.counters.pending.fetch_add(1, Ordering::Relaxed);
+                    self.work
+                        .send(Work::Skip { seq })
+                        .map_err(|_| IndexError::Stopped)?;
+                }
+                return Ok(AcceptOutcome::Refused {
+                    sop_instance_uid: Some(sop_instance_uid),
+                    refusal: Refusal::CannotUnderstand(error.to_string()),
+                });
+            }
+            (Ok(_), Err(error)) => {
                 tracing::error!(%error, "write-ahead log append failed");
                 return Ok(AcceptOutcome::Refused {
                     sop_instance_uid: Some(sop_instance_uid),
@@ -334,6 +412,10 @@ impl Index {
                 });
             }
         };
+        let (prepared, seq) = (Box::new(prepared.0), prepared.1);
+        let slices = prepared.frames.len() as u32;
+        let study_instance_uid = prepared.metadata.study_instance_uid.clone();
+        let study = prepared.uids.study.clone();
         watch.lap(&self.stages.durable);
         self.stages.total.observe(started.elapsed().as_secs_f64());
         self.counters.pending.fetch_add(1, Ordering::Relaxed);

@@ -684,6 +684,11 @@ impl Index {
         &self.catalog
     }
 
+    /// Sequence number of the last durable write-ahead log entry (none in an empty log).
+    pub fn log_position(&self) -> Option<u64> {
+        self.wal.last_seq()
+    }
+
     /// Records in the store (deleted ones included) and live records.
     pub fn record_counts(&self) -> (usize, usize) {
         let codes = self.codes.read().expect("code store lock poisoned");

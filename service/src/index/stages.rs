@@ -1,7 +1,7 @@
 //! [`AcceptStages`]: where the time of one accepted instance goes between its arrival at the
-//! index and its acknowledgement — examining it (parse, decode, pre-process), waiting for room
+//! index and its acknowledgement — examining it (parse, UID rule, header), waiting for room
 //! in the backlog, the duplicate check against the catalog, and the write-ahead log's append and
-//! fsync — as histograms that `/metrics` exports. A DIMSE sender waits for each answer before
+//! fsync with the decoding and pre-processing of its pixels alongside — as histograms that `/metrics` exports. A DIMSE sender waits for each answer before
 //! the next instance, so these stages are what one modality's C-STORE rate is made of.
 
 use std::time::Instant;
@@ -11,13 +11,15 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 /// One histogram per stage of [`super::Index::accept`], in seconds.
 #[derive(Debug)]
 pub struct AcceptStages {
-    /// Parsing, decoding and pre-processing (and the duplicate check against the known set).
+    /// Parsing, the UID rule and the header (and the duplicate check against the known set).
     pub examine: Histogram,
     /// Waiting for room in the backlog of acknowledged frames (non-zero when indexing lags).
     pub backlog: Histogram,
     /// The catalog look-up that claims the instance against copies in flight or indexed.
     pub claim: Histogram,
-    /// The write-ahead log's append: writing, the group commit's fsync, and waiting for it.
+    /// The write-ahead log's append (writing, the group commit's fsync, waiting for it) and,
+    /// at the same time on another thread, decoding and pre-processing the pixels: the longer
+    /// of the two.
     pub durable: Histogram,
     /// The whole accept, from arrival to the answer.
     pub total: Histogram,
