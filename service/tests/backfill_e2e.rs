@@ -13,9 +13,11 @@ mod serve;
 
 use std::process::Output;
 
-use backfill::{BRAIN_2024, audited_runs, counts, kill_mid_job, text, write_archive};
+use backfill::{
+    BRAIN_2024, audited_runs, counts, kill_and_resume, one_study, start_server, text, write_archive,
+};
 use orthanc::Orthanc;
-use serve::{Server, free_port, settled_stats};
+use serve::{free_port, settled_stats};
 
 /// `diptych backfill` against `archive`, with extra arguments.
 fn backfill(addr: &str, archive: &str, extra: &[&str]) -> Output {
@@ -29,11 +31,9 @@ fn backfill_honours_filters_resumes_after_sigkill_and_adds_nothing_twice() {
     let orthanc = Orthanc::start(&dir.path().join("orthanc"), &[("DIPTYCH", dicom_port)]);
     orthanc.store_files(&write_archive(&dir.path().join("archive")));
     let archive = format!("ORTHANC@127.0.0.1:{}", orthanc.dicom.port());
-    let data = dir.path().join("data");
-    let addr = format!("127.0.0.1:{}", free_port());
     let dicom_addr = format!("127.0.0.1:{dicom_port}");
     let serve_args = ["--dicom-addr", dicom_addr.as_str()];
-    let mut server = Server::start(&data, &addr, &serve_args, dir.path().join("serve1.log"));
+    let (data, addr, mut server) = start_server(dir.path(), &serve_args);
 
     // A request the server cannot use is refused with what to fix.
     let bad = backfill(&addr, "ORTHANC", &[]);
@@ -41,35 +41,16 @@ fn backfill_honours_filters_resumes_after_sigkill_and_adds_nothing_twice() {
     assert!(text(&bad).contains("AE@HOST:PORT"), "{}", text(&bad));
 
     // Only the CT study.
-    let ct = backfill(&addr, &archive, &["--modality", "CT"]);
-    assert!(ct.status.success(), "{}\n{}", text(&ct), server.log_tail());
-    assert!(
-        text(&ct).contains("1 studies matched, 1 indexed (4 instances)"),
-        "{}",
-        text(&ct)
-    );
-    assert_eq!(counts(&settled_stats(&addr)), (1, 4, 4));
+    let from = ["--archive", archive.as_str()];
+    one_study(&server, &addr, &from, &["--modality", "CT"], (1, 4, 4));
 
-    // The 2024 brain studies, one every 3 s; SIGKILL once the first is indexed.
-    let brain = BRAIN_2024;
-    let slow = [
-        &["--archive", archive.as_str(), "--per-minute", "20"],
-        &brain[..],
-    ]
-    .concat();
-    kill_mid_job(&mut server, &addr, &data, &slow, 8);
-
-    // Restart; the same request resumes the job and finishes it.
-    let server = Server::start(&data, &addr, &serve_args, dir.path().join("serve2.log"));
-    let resumed = backfill(&addr, &archive, &brain);
-    let said = text(&resumed);
-    assert!(resumed.status.success(), "{said}\n{}", server.log_tail());
-    assert!(said.contains("backfill done: 4 studies matched"), "{said}");
-    assert!(said.contains("finished before this run"), "{said}");
+    // The 2024 brain studies, one every 3 s; SIGKILL once the first is indexed; restarted, the
+    // same request resumes the job and finishes it.
+    let (server, said) = kill_and_resume(&mut server, dir.path(), &addr, &from, &serve_args, 8);
     assert_eq!(counts(&settled_stats(&addr)), (5, 20, 20), "{said}");
 
     // Again: the archive is asked anew, everything is already indexed, nothing is added.
-    let again = backfill(&addr, &archive, &brain);
+    let again = backfill(&addr, &archive, &BRAIN_2024);
     let said = text(&again);
     assert!(again.status.success(), "{said}");
     assert!(
@@ -79,18 +60,8 @@ fn backfill_honours_filters_resumes_after_sigkill_and_adds_nothing_twice() {
     assert_eq!(counts(&settled_stats(&addr)), (5, 20, 20));
 
     // The 2023 study by C-MOVE to the server's own AE title.
-    let moved = backfill(
-        &addr,
-        &archive,
-        &["--method", "move", "--from", "20230101", "--to", "20231231"],
-    );
-    let said = text(&moved);
-    assert!(moved.status.success(), "{said}\n{}", server.log_tail());
-    assert!(
-        said.contains("1 studies matched, 1 indexed (4 instances)"),
-        "{said}"
-    );
-    assert_eq!(counts(&settled_stats(&addr)), (6, 24, 24));
+    let moved = ["--method", "move", "--from", "20230101", "--to", "20231231"];
+    one_study(&server, &addr, &from, &moved, (6, 24, 24));
 
     // Each run left a `backfill` event in the audit trail: who pulled what from where.
     let runs = audited_runs(&data);

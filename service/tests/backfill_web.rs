@@ -22,13 +22,13 @@ use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 
 use backfill::{
-    BRAIN_2024, PER_STUDY, STUDIES, audited_runs, counts, kill_mid_job, sop_uid, study_uid, text,
-    write_archive,
+    PER_STUDY, STUDIES, audited_runs, counts, kill_and_resume, one_study, sop_uid, start_server,
+    study_uid, text, write_archive,
 };
 use diptych::api::v1::search_service_client::SearchServiceClient;
 use diptych::api::v1::{Query, SearchMode, SearchRequest, SliceRef, query};
 use orthanc::Orthanc;
-use serve::{Server, channel, free_port, runtime, settled_stats};
+use serve::{channel, free_port, runtime, settled_stats};
 
 /// The Study Instance UID of the damaged study.
 const DAMAGED_STUDY: &str = "1.2.826.0.1.3680043.10.13.99";
@@ -108,9 +108,7 @@ fn backfill_over_dicomweb_honours_filters_resumes_after_sigkill_and_adds_nothing
     let orthanc = Orthanc::start_with(&dir.path().join("orthanc"), &[], true);
     orthanc.store_files(&write_archive(&dir.path().join("archive")));
     let url = orthanc.dicomweb_url();
-    let data = dir.path().join("data");
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut server = Server::start(&data, &addr, &[], dir.path().join("serve1.log"));
+    let (data, addr, mut server) = start_server(dir.path(), &[]);
 
     // Requests the server cannot use are refused with what to fix.
     let no_url = backfill::backfill(&addr, &["--method", "wado-rs"]);
@@ -141,43 +139,14 @@ fn backfill_over_dicomweb_honours_filters_resumes_after_sigkill_and_adds_nothing
     assert_eq!(counts(&settled_stats(&addr)), (0, 0, 0));
 
     // Only the CT study (modality), then only the 2023 study (date range).
-    let ct = backfill(&addr, &url, &["--modality", "CT"]);
-    assert!(ct.status.success(), "{}\n{}", text(&ct), server.log_tail());
-    assert!(
-        text(&ct).contains("1 studies matched, 1 indexed (4 instances)"),
-        "{}",
-        text(&ct)
-    );
-    assert_eq!(counts(&settled_stats(&addr)), (1, 4, 4));
-    let old = backfill(&addr, &url, &["--from", "20230101", "--to", "20231231"]);
-    assert!(
-        old.status.success(),
-        "{}\n{}",
-        text(&old),
-        server.log_tail()
-    );
-    assert!(
-        text(&old).contains("1 studies matched, 1 indexed (4 instances)"),
-        "{}",
-        text(&old)
-    );
-    assert_eq!(counts(&settled_stats(&addr)), (2, 8, 8));
+    let archive = ["--archive-url", url.as_str()];
+    one_study(&server, &addr, &archive, &["--modality", "CT"], (1, 4, 4));
+    let old = ["--from", "20230101", "--to", "20231231"];
+    one_study(&server, &addr, &archive, &old, (2, 8, 8));
 
-    // The 2024 brain studies, one every 3 s; SIGKILL once the first is indexed.
-    let slow = [
-        &["--archive-url", url.as_str(), "--per-minute", "20"],
-        &BRAIN_2024[..],
-    ]
-    .concat();
-    kill_mid_job(&mut server, &addr, &data, &slow, 12);
-
-    // Restart; the same request resumes the job and finishes it.
-    let server = Server::start(&data, &addr, &[], dir.path().join("serve2.log"));
-    let resumed = backfill(&addr, &url, &BRAIN_2024);
-    let said = text(&resumed);
-    assert!(resumed.status.success(), "{said}\n{}", server.log_tail());
-    assert!(said.contains("backfill done: 4 studies matched"), "{said}");
-    assert!(said.contains("finished before this run"), "{said}");
+    // The 2024 brain studies, one every 3 s; SIGKILL once the first is indexed; restarted, the
+    // same request resumes the job and finishes it.
+    let (_server, said) = kill_and_resume(&mut server, dir.path(), &addr, &archive, &[], 12);
     assert!(said.contains("0 failed"), "{said}");
     let all = (STUDIES.len() as u64, STUDIES.len() as u64 * PER_STUDY);
     assert_eq!(

@@ -3,9 +3,10 @@
 //! built binary, the routers reading from different replicas — takes the same phantom studies
 //! by storescu (through both routers) as a single `diptych serve`, and answers every search
 //! exactly as the single node does: the same records, distances and order, in normal, abnormal
-//! and combined modes, with and without a filter, by instance and grouped by study. Then a
-//! shard killed with SIGKILL in the middle of an ingest: searches say UNAVAILABLE while it is
-//! gone, and once it is back it holds every acknowledged instance exactly once.
+//! and combined modes, with and without a filter, by instance and grouped by study. Every shard
+//! encodes through the cluster's encoder role. A router serves Ingest, deletes, statistics,
+//! image queries, partial answers and Watch as a single node does. (Faults, each during ingest,
+//! are in cluster_faults.rs.)
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -19,8 +20,6 @@ use diptych::api::v1::{
     Grouping, ImageInput, IngestRequest, IngestResponse, Query, SearchMode, SearchRequest,
     SliceRef, WatchRequest, code_source, dicom_ref, image_input, query,
 };
-use diptych::phantom::{PhantomConfig, PhantomGenerator};
-use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 
 #[path = "support/serve.rs"]
 mod serve;
@@ -30,8 +29,8 @@ mod nats;
 #[path = "support/cluster.rs"]
 mod support_cluster;
 use support_cluster::{
-    essence, indexed_records, request, serial, sop, start_cluster, storescu,
-    studies_and_single_node, study, wait_records, write_study,
+    essence, hit_essence, indexed_records, kill, phantom_image, request, serial, sop,
+    start_cluster, storescu, studies_and_single_node, study, wait_records, write_study,
 };
 
 #[test]
@@ -125,112 +124,6 @@ fn cluster_answers_exactly_as_a_single_node() {
     drop(cluster.shards);
 }
 
-#[test]
-fn a_shard_killed_during_ingest_keeps_every_acknowledged_instance_once() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let (studies, slices) = (30u64, 8u64);
-    let folders: Vec<PathBuf> = (0..studies)
-        .map(|s| write_study(dir.path(), s, slices))
-        .collect();
-    let mut cluster = start_cluster(dir.path(), 1);
-
-    // Senders through both routers while shard 0 is killed and restarted: routers keep
-    // acknowledging (JetStream holds the instances), and the shard catches up.
-    let ports: Vec<u16> = cluster.routers.iter().map(|r| r.2).collect();
-    let sender = std::thread::spawn({
-        let folders = folders.clone();
-        move || {
-            for (s, folder) in folders.iter().enumerate() {
-                storescu(folder, ports[s % 2]);
-            }
-        }
-    });
-    // Kill once shard 0 has taken something, long before it has taken everything.
-    let started = Instant::now();
-    let first = cluster.shard_addrs[0].clone();
-    let at_kill = runtime().block_on(async {
-        loop {
-            let stats = InfoServiceClient::new(channel(&first).await)
-                .get_index_stats(GetIndexStatsRequest {})
-                .await
-                .unwrap()
-                .into_inner();
-            if stats.records + stats.pending > 0 {
-                break stats.records + stats.pending;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "shard 0 took nothing"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    });
-    let killed = &mut cluster.shards[0];
-    killed.child.kill().unwrap(); // SIGKILL
-    killed.child.wait().unwrap();
-    // With a shard gone, a search cannot be exact: it fails UNAVAILABLE, naming the shard.
-    runtime().block_on(async {
-        let mut client = SearchServiceClient::new(channel(&cluster.routers[1].1).await);
-        let status = client
-            .search(request(
-                &sop(0, 0),
-                SearchMode::Normal,
-                "",
-                Grouping::Instance,
-            ))
-            .await
-            .expect_err("a search with shard 0 down must not answer");
-        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-        assert!(status.message().contains("shard 0"), "{status:?}");
-    });
-    let config_arg = cluster.shard_configs[0].display().to_string();
-    let restarted = Server::start(
-        &dir.path().join("shard0"),
-        &cluster.shard_addrs[0],
-        &["--config", &config_arg],
-        dir.path().join("shard0-restarted.log"),
-    );
-    cluster.shards[0] = restarted;
-    sender
-        .join()
-        .expect("every instance acknowledged by the routers");
-
-    let total = studies * slices;
-    runtime().block_on(async {
-        wait_records(&cluster.shard_addrs, total, "cluster after the kill").await;
-        let shard0 = indexed_records(std::slice::from_ref(&first)).await;
-        assert!(
-            shard0 > at_kill,
-            "the kill came mid-ingest: shard 0 had {at_kill} records then, {shard0} now"
-        );
-        eprintln!("shard 0 killed at {at_kill} of its {shard0} records");
-        let mut client = SearchServiceClient::new(channel(&cluster.routers[0].1).await);
-        for s in 0..studies {
-            for j in 0..slices {
-                let uid = sop(s, j);
-                let r = SearchRequest {
-                    filter: format!("sop_instance_uid:\"{uid}\""),
-                    ..request(&uid, SearchMode::Combined, "", Grouping::Instance)
-                };
-                let answer = client
-                    .search(SearchRequest {
-                        exclude_query: false,
-                        ..r
-                    })
-                    .await
-                    .unwrap()
-                    .into_inner();
-                assert_eq!(
-                    answer.records_matched, 1,
-                    "{uid} was acknowledged: searchable exactly once"
-                );
-                assert_eq!(answer.records_total, total);
-            }
-        }
-    });
-}
-
 /// Every file of `folders` (in name order) sent over gRPC to `addr`, one Ingest call per
 /// file so that the order of arrival is the order of the files (ties between equal distances
 /// are broken by it), then one call with an instance that is not DICOM and an empty one; the
@@ -302,22 +195,6 @@ async fn matching(addr: &str, filter: &str) -> u64 {
         .unwrap_or_else(|s| panic!("search on {addr}: {s:?}"))
         .into_inner()
         .records_matched
-}
-
-/// A query image: a phantom slice that no study of the tests holds.
-fn phantom_image() -> ImageInput {
-    let slice = PhantomGenerator::new(11, PhantomConfig::default()).slice(3);
-    let mut instance = SyntheticInstance::from_phantom(&slice);
-    if let StoredSamples::U16(samples) = &instance.samples {
-        instance.samples = StoredSamples::U16(samples.iter().map(|&v| v.min(4095)).collect());
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("query.dcm");
-    instance.object().write_to_file(&path).unwrap();
-    ImageInput {
-        source: Some(image_input::Source::Dicom(std::fs::read(&path).unwrap())),
-        frame: 0,
-    }
 }
 
 /// Waits until the replica at `addr` holds `records` records, nothing pending; a replica
@@ -416,8 +293,9 @@ fn a_router_serves_ingest_deletes_statistics_images_and_partial_answers() {
             )
         );
 
-        // Image queries on a router: encoded on a shard, searched by codes, the single node's
-        // answer; a plain query and a composite one, and the image calls themselves.
+        // Image queries on a router: encoded on a shard (by the cluster's encoder), searched by
+        // codes, the single node's answer; a plain query and a composite one, and the image
+        // calls themselves.
         let mut single = SearchServiceClient::new(channel(&single_addr).await);
         let image_request = |grouping: Grouping| SearchRequest {
             query: Some(Query {
@@ -585,21 +463,11 @@ fn a_router_serves_ingest_deletes_statistics_images_and_partial_answers() {
     // A replica restarted keeps the deletions; one whose volume is lost rebuilds from the
     // stream, deletions replayed in order, and holds what its twin holds.
     for (at, wipe) in [(0usize, false), (1usize, true)] {
-        let shard = &mut cluster.shards[at];
-        shard.child.kill().unwrap();
-        shard.child.wait().unwrap();
-        let (i, name) = (at % 2, (b'a' + (at / 2) as u8) as char);
-        let data = dir.path().join(format!("shard{i}{name}"));
+        kill(&mut cluster.shards[at]);
         if wipe {
-            std::fs::remove_dir_all(&data).unwrap();
+            std::fs::remove_dir_all(cluster.shard_data(at)).unwrap();
         }
-        let config_arg = cluster.shard_configs[at].display().to_string();
-        cluster.shards[at] = Server::start(
-            &data,
-            &cluster.shard_addrs[at],
-            &["--config", &config_arg],
-            dir.path().join(format!("shard{i}{name}-again.log")),
-        );
+        cluster.restart_shard(at, "again");
     }
     runtime().block_on(async {
         for at in [0usize, 1] {
@@ -627,8 +495,7 @@ fn a_router_serves_ingest_deletes_statistics_images_and_partial_answers() {
         &cluster.shard_addrs[0],
     )));
     for at in [1usize, 3] {
-        cluster.shards[at].child.kill().unwrap();
-        cluster.shards[at].child.wait().unwrap();
+        kill(&mut cluster.shards[at]);
     }
     runtime().block_on(async {
         let mut client = SearchServiceClient::new(channel(&router0).await);
@@ -694,29 +561,13 @@ async fn event_of(
 type ModeEssence = (i32, String, Vec<String>);
 
 /// What must be identical between two Watch events: the study, its slices, and per mode the
-/// model and every hit's rank, slice, study and distances.
+/// model and every hit ([`hit_essence`]).
 fn event_essence(event: &diptych::api::v1::WatchEvent) -> (String, u32, Vec<ModeEssence>) {
     let results = event
         .results
         .iter()
         .map(|r| {
-            let hits = r
-                .hits
-                .iter()
-                .map(|h| {
-                    let slice = h.slice.clone().unwrap_or_default();
-                    format!(
-                        "#{} {}/{} study {} d={:?} dn={:?} da={:?}",
-                        h.rank,
-                        slice.sop_instance_uid,
-                        slice.frame,
-                        h.study_instance_uid,
-                        h.distance,
-                        h.normal_distance,
-                        h.abnormal_distance
-                    )
-                })
-                .collect();
+            let hits = r.hits.iter().map(hit_essence).collect();
             (r.mode, r.model_id.clone(), hits)
         })
         .collect();

@@ -1,12 +1,17 @@
 //! Issue #15, faults: the cluster of service/tests/cluster.rs (three `nats-server` processes as a
-//! JetStream cluster on loopback, two shards, two routers from the built binary) loses a part
-//! with SIGKILL while storescu senders run through both routers:
+//! JetStream cluster on loopback, one encoder, two shards, two routers from the built binary)
+//! loses a part with SIGKILL while storescu senders run through both routers:
 //!
 //! - a router: the senders go on through the other one, and the router restarted on its ports
 //!   takes instances again;
+//! - a shard replica: its twin answers every search exactly while it is gone, and restarted on
+//!   its volume it catches up and holds what its twin holds;
 //! - the NATS node that leads the ingest stream: the stream elects another leader, both routers
 //!   acknowledge again while the node is still down (each router on its own, so that one that
 //!   never reconnects cannot hide behind the other), and the node rejoins;
+//! - the encoder: the routers go on acknowledging, nothing is indexed while it is gone (a query
+//!   image cannot be encoded: UNAVAILABLE, naming the encoder), and once it is back every
+//!   acknowledged instance is indexed;
 //! - a shard's volume: the shard restarted on an empty data folder rebuilds from the stream and
 //!   answers every search exactly as before.
 //!
@@ -14,18 +19,19 @@
 //! C-STORE was answered Success (0x0000); an instance that was not is sent again, through the
 //! other router first. Afterwards every acknowledged instance is searchable exactly once and the
 //! index holds nothing twice; searches asked during the fault either answer exactly what they
-//! answer afterwards or fail UNAVAILABLE. (A shard replica killed during ingest is in
-//! cluster.rs.)
+//! answer afterwards or fail UNAVAILABLE.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use diptych::api::v1::info_service_client::InfoServiceClient;
 use diptych::api::v1::search_service_client::SearchServiceClient;
-use diptych::api::v1::{Grouping, SearchMode, SearchRequest};
+use diptych::api::v1::{GetIndexStatsRequest, Grouping, Query, SearchMode, SearchRequest, query};
 
 #[path = "support/serve.rs"]
 mod serve;
@@ -35,9 +41,12 @@ mod nats;
 #[path = "support/cluster.rs"]
 mod support_cluster;
 use support_cluster::{
-    Cluster, essence, indexed_records, request, serial, sop, start_cluster, study, wait_records,
-    write_study,
+    Cluster, essence, indexed_records, kill, phantom_image, request, serial, sop, start_cluster,
+    study, wait_records, write_study,
 };
+
+/// The probe's answer that must not change: hits, records matched, exact.
+type Stable = (Vec<String>, u64, bool);
 
 const SLICES: u64 = 6;
 /// The senders' pause between studies: the ingest lasts several seconds, so that the fault
@@ -53,6 +62,15 @@ struct Ledger {
 }
 
 impl Ledger {
+    /// Nothing acknowledged yet of the files in `uid_of`.
+    fn new(uid_of: BTreeMap<PathBuf, String>) -> Ledger {
+        Ledger {
+            uid_of,
+            acked: Mutex::new(BTreeSet::new()),
+            failed_runs: AtomicUsize::new(0),
+        }
+    }
+
     fn acked(&self) -> usize {
         self.acked.lock().unwrap().len()
     }
@@ -138,12 +156,7 @@ fn corpus(dir: &Path, studies: u64) -> (Vec<PathBuf>, Arc<Ledger>) {
             uid_of.insert(folder.join(format!("{j:03}.dcm")), sop(s as u64, j));
         }
     }
-    let ledger = Arc::new(Ledger {
-        uid_of,
-        acked: Mutex::new(BTreeSet::new()),
-        failed_runs: AtomicUsize::new(0),
-    });
-    (folders, ledger)
+    (folders, Arc::new(Ledger::new(uid_of)))
 }
 
 /// Two senders, one per router (each falling back on the other), the studies dealt between them.
@@ -193,13 +206,13 @@ fn probe() -> SearchRequest {
 
 /// The part of an answer that must not change while other studies arrive: every hit and the
 /// records matched (not the records in the index).
-fn stable(response: &diptych::api::v1::SearchResponse) -> (Vec<String>, u64, bool) {
+fn stable(response: &diptych::api::v1::SearchResponse) -> Stable {
     let (hits, matched, _total, exact, _model) = essence(response);
     (hits, matched, exact)
 }
 
 /// Waits until a router answers the probe with all of study 0.
-async fn wait_study_zero(addr: &str) -> (Vec<String>, u64, bool) {
+async fn wait_study_zero(addr: &str) -> Stable {
     let started = Instant::now();
     loop {
         let mut client = SearchServiceClient::new(channel(addr).await);
@@ -217,24 +230,6 @@ async fn wait_study_zero(addr: &str) -> (Vec<String>, u64, bool) {
     }
 }
 
-/// Sends study 0 alone, before the others, and returns the probe's answer once the router at
-/// `addr` finds all of it: the answer every search during and after the fault must give.
-fn study_zero_first(
-    folders: &[PathBuf],
-    cluster: &Cluster,
-    ledger: &Arc<Ledger>,
-    addr: &str,
-) -> (Vec<String>, u64, bool) {
-    let ports = [cluster.routers[0].2, cluster.routers[1].2];
-    send(
-        vec![folders[0].clone()],
-        ports,
-        ledger.clone(),
-        Duration::ZERO,
-    );
-    runtime().block_on(wait_study_zero(addr))
-}
-
 /// How the searches asked during a fault went.
 #[derive(Debug, Default)]
 struct DuringFault {
@@ -247,7 +242,7 @@ struct DuringFault {
 /// answer).
 async fn search_during(
     addrs: &[String],
-    expected: &(Vec<String>, u64, bool),
+    expected: &Stable,
     window: Duration,
 ) -> BTreeMap<String, DuringFault> {
     let mut outcomes: BTreeMap<String, DuringFault> = BTreeMap::new();
@@ -296,9 +291,10 @@ async fn search_during(
 }
 
 /// After the senders are done: every instance sent was acknowledged (the senders retry until
-/// it is), the shards hold each exactly once, and each is found exactly once by a search
-/// through `router`; the probe answers as before.
-fn verify(cluster: &Cluster, ledger: &Ledger, router: &str, expected: &(Vec<String>, u64, bool)) {
+/// it is), every replica set (one replica of each shard) holds each exactly once, and each is
+/// found exactly once by a search through `router`; the probe answers as before through every
+/// router.
+fn verify(cluster: &Cluster, ledger: &Ledger, router: &str, expected: &Stable) {
     let acked = ledger.acked.lock().unwrap().clone();
     let sent: BTreeSet<String> = ledger.uid_of.values().cloned().collect();
     assert_eq!(acked, sent, "every instance was acknowledged in the end");
@@ -306,7 +302,9 @@ fn verify(cluster: &Cluster, ledger: &Ledger, router: &str, expected: &(Vec<Stri
     runtime().block_on(async {
         // wait_records fails as soon as the shards hold more records than were sent: a
         // duplicate anywhere.
-        wait_records(&cluster.shard_addrs, total, "the shards after the fault").await;
+        for (r, set) in cluster.shard_addrs.chunks(2).enumerate() {
+            wait_records(set, total, &format!("replica set {r} after the fault")).await;
+        }
         let mut client = SearchServiceClient::new(channel(router).await);
         for uid in &acked {
             let answer = client
@@ -327,16 +325,18 @@ fn verify(cluster: &Cluster, ledger: &Ledger, router: &str, expected: &(Vec<Stri
                 "{uid}: the index holds nothing twice"
             );
         }
-        let after = SearchServiceClient::new(channel(router).await)
-            .search(probe())
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(
-            &stable(&after),
-            expected,
-            "the probe answers as before the fault"
-        );
+        for (_, addr, _) in &cluster.routers {
+            let after = SearchServiceClient::new(channel(addr).await)
+                .search(probe())
+                .await
+                .unwrap_or_else(|s| panic!("the probe through {addr}: {s:?}"))
+                .into_inner();
+            assert_eq!(
+                &stable(&after),
+                expected,
+                "{addr}: the probe answers as before the fault"
+            );
+        }
     });
 }
 
@@ -382,31 +382,116 @@ fn expect_extra(ledger: Ledger, dir: &Path, range: std::ops::Range<u64>) -> Ledg
     Ledger { uid_of, ..ledger }
 }
 
-fn router_addrs(cluster: &Cluster) -> Vec<String> {
-    cluster.routers.iter().map(|r| r.1.clone()).collect()
+/// A fault test's cluster and its corpus; one test at a time (the guard is dropped last).
+struct Scene {
+    cluster: Cluster,
+    ledger: Arc<Ledger>,
+    folders: Vec<PathBuf>,
+    /// The routers' gRPC addresses.
+    addrs: Vec<String>,
+    studies: u64,
+    dir: tempfile::TempDir,
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// An ingest under way: the probe's answer before the fault, and the senders.
+struct Ingest {
+    expected: Stable,
+    senders: Vec<JoinHandle<()>>,
+}
+
+impl Ingest {
+    /// Waits until the senders are done (every instance acknowledged).
+    fn finish(self) {
+        for sender in self.senders {
+            sender.join().expect("a sender failed");
+        }
+    }
+}
+
+impl Scene {
+    /// `studies` phantom studies of [`SLICES`] files, and a cluster of two shards of
+    /// `replicas` replicas each.
+    fn new(studies: u64, replicas: usize) -> Scene {
+        let serial = serial();
+        let dir = tempfile::tempdir().unwrap();
+        let (folders, ledger) = corpus(dir.path(), studies);
+        let cluster = start_cluster(dir.path(), replicas);
+        let addrs = cluster.routers.iter().map(|r| r.1.clone()).collect();
+        Scene {
+            cluster,
+            ledger,
+            folders,
+            addrs,
+            studies,
+            dir,
+            _serial: serial,
+        }
+    }
+
+    /// Every instance of the corpus.
+    fn total(&self) -> usize {
+        (self.studies * SLICES) as usize
+    }
+
+    /// Sends study 0 alone and waits until every router finds all of it (with two replicas,
+    /// each router asks another one), then starts the senders on the others at [`PACE`];
+    /// returns once a quarter of the corpus is acknowledged, with the probe's answer: the one
+    /// every search during and after the fault must give.
+    fn ingest_until_a_quarter(&self) -> Ingest {
+        let ports = [self.cluster.routers[0].2, self.cluster.routers[1].2];
+        send(
+            vec![self.folders[0].clone()],
+            ports,
+            self.ledger.clone(),
+            Duration::ZERO,
+        );
+        let answers: Vec<Stable> = runtime().block_on(async {
+            let mut answers = Vec::new();
+            for addr in &self.addrs {
+                answers.push(wait_study_zero(addr).await);
+            }
+            answers
+        });
+        assert_eq!(answers[0], answers[1], "the routers answer the probe alike");
+        let senders = start_senders(&self.folders[1..], &self.cluster, &self.ledger, PACE);
+        wait_acked(&self.ledger, self.total() / 4, "before the fault");
+        Ingest {
+            expected: answers[0].clone(),
+            senders,
+        }
+    }
+
+    /// The ledger, once the senders are done, extended with the studies after the corpus that
+    /// [`router_alone_acknowledges`] sent (`extra` of them).
+    fn ledger_with_extra(&mut self, extra: u64) -> Ledger {
+        let ledger = std::mem::replace(&mut self.ledger, Arc::new(Ledger::new(BTreeMap::new())));
+        expect_extra(
+            Arc::into_inner(ledger).expect("the senders are done"),
+            self.dir.path(),
+            self.studies..self.studies + extra,
+        )
+    }
 }
 
 #[test]
 fn a_router_killed_during_ingest_loses_no_acknowledged_instance() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let studies = 30;
-    let (folders, ledger) = corpus(dir.path(), studies);
-    let mut cluster = start_cluster(dir.path(), 1);
-    let addrs = router_addrs(&cluster);
+    let mut scene = Scene::new(30, 1);
+    let ingest = scene.ingest_until_a_quarter();
+    let (addrs, total) = (scene.addrs.clone(), scene.total());
 
-    let expected = study_zero_first(&folders, &cluster, &ledger, &addrs[1]);
-    let senders = start_senders(&folders[1..], &cluster, &ledger, PACE);
-    let total = (studies * SLICES) as usize;
-    wait_acked(&ledger, total / 4, "before the kill");
-
-    let at_kill = ledger.acked();
-    let (killed, addr, dicom_port) = &mut cluster.routers[0];
-    killed.child.kill().unwrap(); // SIGKILL
-    killed.child.wait().unwrap();
-    let (addr, dicom_port) = (addr.clone(), *dicom_port);
-    let during = runtime().block_on(search_during(&addrs, &expected, Duration::from_secs(4)));
-    let at_restart = ledger.acked();
+    let at_kill = scene.ledger.acked();
+    let (addr, dicom_port) = (
+        scene.cluster.routers[0].1.clone(),
+        scene.cluster.routers[0].2,
+    );
+    kill(&mut scene.cluster.routers[0].0);
+    let during = runtime().block_on(search_during(
+        &addrs,
+        &ingest.expected,
+        Duration::from_secs(4),
+    ));
+    let at_restart = scene.ledger.acked();
     assert!(
         at_restart > at_kill,
         "the senders went on through the other router: {at_kill} acknowledged at the kill, \
@@ -418,35 +503,116 @@ fn a_router_killed_during_ingest_loses_no_acknowledged_instance() {
     );
 
     // The router back on its ports takes instances on its own.
-    let config = dir.path().join("router0.toml").display().to_string();
+    let dir = scene.dir.path();
+    let config = dir.join("router0.toml").display().to_string();
     let dicom_arg = format!("127.0.0.1:{dicom_port}");
-    cluster.routers[0].0 = Server::start(
-        &dir.path().join("router0"),
+    scene.cluster.routers[0].0 = Server::start(
+        &dir.join("router0"),
         &addr,
         &["--config", &config, "--dicom-addr", &dicom_arg],
-        dir.path().join("router0-restarted.log"),
+        dir.join("router0-restarted.log"),
     );
     router_alone_acknowledges(
-        dir.path(),
-        studies,
+        dir,
+        scene.studies,
         dicom_port,
-        &ledger,
+        &scene.ledger,
         Duration::from_secs(30),
     );
-    for sender in senders {
-        sender.join().expect("a sender failed");
-    }
+    let expected = ingest.expected.clone();
+    ingest.finish();
     eprintln!(
         "router 0 killed at {at_kill} of {total} acknowledged; {} storescu runs retried; \
          searches during the fault: {during:?}",
-        ledger.failed_runs.load(Ordering::Relaxed)
+        scene.ledger.failed_runs.load(Ordering::Relaxed)
     );
-    let ledger = expect_extra(
-        Arc::into_inner(ledger).unwrap(),
-        dir.path(),
-        studies..studies + 1,
+    let ledger = scene.ledger_with_extra(1);
+    verify(&scene.cluster, &ledger, &addrs[0], &expected);
+}
+
+/// The records matching the probe on the server at `addr` (a shard answers for its own).
+async fn probe_matches(addr: &str) -> u64 {
+    SearchServiceClient::new(channel(addr).await)
+        .search(probe())
+        .await
+        .unwrap_or_else(|s| panic!("the probe on {addr}: {s:?}"))
+        .into_inner()
+        .records_matched
+}
+
+#[test]
+fn a_shard_replica_killed_during_ingest_loses_nothing_while_its_twin_answers() {
+    let mut scene = Scene::new(30, 2);
+    let ingest = scene.ingest_until_a_quarter();
+    let (addrs, total) = (scene.addrs.clone(), scene.total());
+
+    // Replica a of the shard that holds study 0, so that every probe during the fault is
+    // answered by its twin (router 0 asks replica a first, router 1 replica b).
+    let cluster = &mut scene.cluster;
+    let (at, taken) = runtime().block_on(async {
+        let at = if probe_matches(&cluster.shard_addrs[0]).await == SLICES {
+            0
+        } else {
+            1
+        };
+        assert_eq!(probe_matches(&cluster.shard_addrs[at + 2]).await, SLICES);
+        (
+            at,
+            counts(std::slice::from_ref(&cluster.shard_addrs[at])).await,
+        )
+    });
+    assert!(
+        taken.0 + taken.1 > 0,
+        "replica {at} took nothing before the kill"
     );
-    verify(&cluster, &ledger, &addrs[0], &expected);
+    let at_kill = scene.ledger.acked();
+    kill(&mut cluster.shards[at]);
+    let during = runtime().block_on(search_during(
+        &addrs,
+        &ingest.expected,
+        Duration::from_secs(4),
+    ));
+    let at_restart = scene.ledger.acked();
+    assert!(
+        at_restart > at_kill,
+        "the routers went on acknowledging: {at_kill} acknowledged at the kill, {at_restart} \
+         four seconds later"
+    );
+    for (addr, tally) in &during {
+        assert!(
+            tally.exact > 0 && tally.unavailable == 0,
+            "{addr}: with the twin up every search answers exactly: {during:?}"
+        );
+    }
+    cluster.restart_shard(at, "restarted");
+    let expected = ingest.expected.clone();
+    ingest.finish();
+    // The restarted replica caught up from its checkpoint and holds what its twin holds.
+    let (held, twin) = runtime().block_on(async {
+        for (r, set) in cluster.shard_addrs.chunks(2).enumerate() {
+            wait_records(set, total as u64, &format!("replica set {r}")).await;
+        }
+        (
+            indexed_records(std::slice::from_ref(&cluster.shard_addrs[at])).await,
+            indexed_records(std::slice::from_ref(&cluster.shard_addrs[at + 2])).await,
+        )
+    });
+    assert_eq!(
+        held, twin,
+        "the restarted replica holds what its twin holds"
+    );
+    assert!(
+        held > taken.0 + taken.1,
+        "the kill came mid-ingest: replica {at} had {taken:?} (records, pending) then, {held} now"
+    );
+    eprintln!(
+        "shard {at} replica a killed at {at_kill} of {total} acknowledged, holding {taken:?} \
+         (records, pending), {held} after its restart; {} storescu runs retried; searches \
+         during the fault: {during:?}",
+        scene.ledger.failed_runs.load(Ordering::Relaxed)
+    );
+    // Router 0 asks replica a first: every instance is found once on the restarted replica.
+    verify(&scene.cluster, &scene.ledger, &addrs[0], &expected);
 }
 
 /// The name of the NATS server that leads the ingest stream.
@@ -464,56 +630,51 @@ async fn stream_leader(url: &str) -> String {
 
 #[test]
 fn the_nats_node_leading_the_stream_killed_during_ingest_loses_no_acknowledged_instance() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let studies = 30;
-    let (folders, ledger) = corpus(dir.path(), studies);
-    let mut cluster = start_cluster(dir.path(), 1);
-    let addrs = router_addrs(&cluster);
+    let mut scene = Scene::new(30, 1);
+    let ingest = scene.ingest_until_a_quarter();
+    let (addrs, total) = (scene.addrs.clone(), scene.total());
 
-    let expected = study_zero_first(&folders, &cluster, &ledger, &addrs[0]);
-    let senders = start_senders(&folders[1..], &cluster, &ledger, PACE);
-    let total = (studies * SLICES) as usize;
-    wait_acked(&ledger, total / 4, "before the kill");
-
-    let leader = runtime().block_on(stream_leader(&cluster.nats.url()));
+    let leader = runtime().block_on(stream_leader(&scene.cluster.nats.url()));
     let node: usize = leader.trim_start_matches('n').parse().unwrap();
-    let at_kill = ledger.acked();
-    let mut child = cluster.nats.nodes[node].child.take().unwrap();
+    let at_kill = scene.ledger.acked();
+    let mut child = scene.cluster.nats.nodes[node].child.take().unwrap();
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let killed_at = Instant::now();
-    let during = runtime().block_on(search_during(&addrs, &expected, Duration::from_secs(4)));
+    let during = runtime().block_on(search_during(
+        &addrs,
+        &ingest.expected,
+        Duration::from_secs(4),
+    ));
     // The stream's replicas elect a new leader (seconds: NATS' Raft election timeout), while
     // the routers retry each publish within [cluster] publish_timeout_s; the senders' instances
     // are acknowledged again well within it.
     let resumed = Instant::now();
-    wait_acked(&ledger, at_kill + 1, "after the leader's kill");
+    wait_acked(&scene.ledger, at_kill + 1, "after the leader's kill");
     let resumed_after = killed_at.elapsed();
     let waited = resumed.elapsed();
     // With the leader still down, each router on its own acknowledges a study: a router whose
     // client stayed with the dead node would fail here instead of hiding behind the other.
-    for (k, router) in cluster.routers.iter().enumerate() {
+    for (k, router) in scene.cluster.routers.iter().enumerate() {
         router_alone_acknowledges(
-            dir.path(),
-            studies + k as u64,
+            scene.dir.path(),
+            scene.studies + k as u64,
             router.2,
-            &ledger,
+            &scene.ledger,
             Duration::from_secs(40),
         );
     }
-    let new_leader = runtime().block_on(stream_leader(&cluster.nats.url()));
+    let new_leader = runtime().block_on(stream_leader(&scene.cluster.nats.url()));
     assert_ne!(new_leader, leader, "the stream elected another leader");
-    cluster.nats.nodes[node].start();
-    cluster.nats.nodes[node].wait_listening();
-    for sender in senders {
-        sender.join().expect("a sender failed");
-    }
+    scene.cluster.nats.nodes[node].start();
+    scene.cluster.nats.nodes[node].wait_listening();
+    let expected = ingest.expected.clone();
+    ingest.finish();
     eprintln!(
         "NATS {leader} (the stream's leader) killed at {at_kill} of {total} acknowledged, \
-         acknowledged again {resumed_after:?} after the kill ({waited:?} after the searches), {new_leader} led then; {} storescu runs \
-         retried; searches during the fault: {during:?}",
-        ledger.failed_runs.load(Ordering::Relaxed)
+         acknowledged again {resumed_after:?} after the kill ({waited:?} after the searches), \
+         {new_leader} led then; {} storescu runs retried; searches during the fault: {during:?}",
+        scene.ledger.failed_runs.load(Ordering::Relaxed)
     );
     assert!(
         resumed_after < Duration::from_secs(20),
@@ -525,27 +686,137 @@ fn the_nats_node_leading_the_stream_killed_during_ingest_loses_no_acknowledged_i
             "{addr} answered no search while NATS lost a node: {during:?}"
         );
     }
-    let ledger = expect_extra(
-        Arc::into_inner(ledger).unwrap(),
-        dir.path(),
-        studies..studies + 2,
+    let ledger = scene.ledger_with_extra(2);
+    verify(&scene.cluster, &ledger, &addrs[1], &expected);
+}
+
+/// (records, pending) of the servers at `addrs` together, as they are now.
+async fn counts(addrs: &[String]) -> (u64, u64) {
+    let mut sum = (0, 0);
+    for addr in addrs {
+        let stats = InfoServiceClient::new(channel(addr).await)
+            .get_index_stats(GetIndexStatsRequest {})
+            .await
+            .unwrap_or_else(|s| panic!("statistics of {addr}: {s:?}"))
+            .into_inner();
+        sum = (sum.0 + stats.records, sum.1 + stats.pending);
+    }
+    sum
+}
+
+/// A search by a query image through the router at `addr`: the image is encoded first.
+async fn search_by_image(addr: &str) -> Result<diptych::api::v1::SearchResponse, tonic::Status> {
+    SearchServiceClient::new(channel(addr).await)
+        .search(SearchRequest {
+            query: Some(Query {
+                source: Some(query::Source::Image(phantom_image())),
+            }),
+            mode: SearchMode::Combined as i32,
+            top_k: 5,
+            ..SearchRequest::default()
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[test]
+fn the_encoder_killed_during_ingest_loses_no_acknowledged_instance() {
+    let mut scene = Scene::new(30, 1);
+    let ingest = scene.ingest_until_a_quarter();
+    let (addrs, total) = (scene.addrs.clone(), scene.total());
+
+    let at_kill = scene.ledger.acked();
+    kill(&mut scene.cluster.encoder);
+    // What was encoded before the kill is committed within a checkpoint (100 ms); after that
+    // nothing more can be indexed.
+    std::thread::sleep(Duration::from_secs(1));
+    let shards = scene.cluster.shard_addrs.clone();
+    let held = runtime().block_on(counts(&shards));
+    let during = runtime().block_on(search_during(
+        &addrs,
+        &ingest.expected,
+        Duration::from_secs(4),
+    ));
+    // A query image cannot be encoded: the router says it could not answer, and why.
+    runtime().block_on(async {
+        for addr in &addrs {
+            let status = search_by_image(addr)
+                .await
+                .expect_err("a query image cannot be encoded without the encoder");
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unavailable,
+                "{addr}: {status:?}"
+            );
+            assert!(
+                status.message().contains("remote encoder"),
+                "{addr}: {status:?}"
+            );
+        }
+    });
+    let still = runtime().block_on(counts(&shards));
+    let at_restart = scene.ledger.acked();
+    assert!(
+        at_restart > at_kill,
+        "the routers acknowledge without the encoder (the stream keeps what the shards cannot \
+         index yet): {at_kill} acknowledged at the kill, {at_restart} five seconds later"
     );
-    verify(&cluster, &ledger, &addrs[1], &expected);
+    assert_eq!(
+        still.0, held.0,
+        "nothing is indexed without the encoder: {held:?} then {still:?} (records, pending)"
+    );
+    assert!(
+        still.1 > 0,
+        "the shards hold acknowledged instances they cannot index yet: {still:?}"
+    );
+    for (addr, tally) in &during {
+        assert!(
+            tally.exact > 0 && tally.unavailable == 0,
+            "{addr}: a search by an indexed slice needs no encoder; every one answers exactly: \
+             {during:?}"
+        );
+    }
+
+    scene.cluster.restart_encoder("restarted");
+    let expected = ingest.expected.clone();
+    ingest.finish();
+    eprintln!(
+        "the encoder killed at {at_kill} of {total} acknowledged, the shards holding {held:?} \
+         (records, pending) then and {still:?} five seconds later; {} storescu runs retried; \
+         searches during the fault: {during:?}",
+        scene.ledger.failed_runs.load(Ordering::Relaxed)
+    );
+    verify(&scene.cluster, &scene.ledger, &addrs[0], &expected);
+    // The encoder is back: query images are encoded again.
+    runtime().block_on(async {
+        for addr in &addrs {
+            let answer = search_by_image(addr)
+                .await
+                .unwrap_or_else(|s| panic!("{addr}: a query image after the restart: {s:?}"));
+            assert!(answer.exact && answer.hits.len() == 5, "{addr}: {answer:?}");
+        }
+    });
 }
 
 #[test]
 fn a_shard_whose_volume_is_lost_rebuilds_from_the_stream_and_answers_as_before() {
-    let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let studies = 16;
-    let (folders, ledger) = corpus(dir.path(), studies);
-    let mut cluster = start_cluster(dir.path(), 1);
-    let addrs = router_addrs(&cluster);
-    for sender in start_senders(&folders, &cluster, &ledger, Duration::ZERO) {
+    let mut scene = Scene::new(16, 1);
+    for sender in start_senders(
+        &scene.folders,
+        &scene.cluster,
+        &scene.ledger,
+        Duration::ZERO,
+    ) {
         sender.join().expect("a sender failed");
     }
-    let total = studies * SLICES;
-    assert_eq!(ledger.acked() as u64, total, "every instance acknowledged");
+    let total = scene.total() as u64;
+    assert_eq!(
+        scene.ledger.acked() as u64,
+        total,
+        "every instance acknowledged"
+    );
+    let addrs = scene.addrs.clone();
+    let cluster = &mut scene.cluster;
     let queries: Vec<SearchRequest> = [sop(0, 2), sop(7, 0), sop(15, 5)]
         .iter()
         .flat_map(|q| {
@@ -578,11 +849,8 @@ fn a_shard_whose_volume_is_lost_rebuilds_from_the_stream_and_answers_as_before()
     assert!(held > 0 && held < total, "shard 0 holds {held} of {total}");
 
     // The volume is gone: kill the shard, delete its data folder, start it on an empty one.
-    let shard = &mut cluster.shards[0];
-    shard.child.kill().unwrap();
-    shard.child.wait().unwrap();
-    let data = dir.path().join("shard0a");
-    std::fs::remove_dir_all(&data).unwrap();
+    kill(&mut cluster.shards[0]);
+    std::fs::remove_dir_all(cluster.shard_data(0)).unwrap();
     runtime().block_on(async {
         let status = SearchServiceClient::new(channel(&addrs[1]).await)
             .search(queries[0].clone())
@@ -591,13 +859,7 @@ fn a_shard_whose_volume_is_lost_rebuilds_from_the_stream_and_answers_as_before()
         assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
         assert!(status.message().contains("shard 0"), "{status:?}");
     });
-    let config = cluster.shard_configs[0].display().to_string();
-    cluster.shards[0] = Server::start(
-        &data,
-        &cluster.shard_addrs[0],
-        &["--config", &config],
-        dir.path().join("shard0-rebuilt.log"),
-    );
+    cluster.restart_shard(0, "rebuilt");
     let after = runtime().block_on(async {
         wait_records(&cluster.shard_addrs, total, "after the rebuild").await;
         let rebuilt = indexed_records(std::slice::from_ref(&cluster.shard_addrs[0])).await;

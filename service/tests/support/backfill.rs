@@ -14,7 +14,7 @@ use diptych::api::v1::IndexStats;
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
 
-use crate::serve::{Server, settled_stats};
+use crate::serve::{Server, free_port, settled_stats};
 
 /// Instances per study.
 pub const PER_STUDY: u64 = 4;
@@ -103,6 +103,60 @@ pub fn text(output: &Output) -> String {
 /// (studies, instances, records) of the index.
 pub fn counts(stats: &IndexStats) -> (u64, u64, u64) {
     (stats.studies, stats.instances, stats.records)
+}
+
+/// A `diptych serve` on `dir/data` with `extra` arguments, its log in `dir/serve1.log`: the
+/// data folder, the gRPC address and the server.
+pub fn start_server(dir: &Path, extra: &[&str]) -> (PathBuf, String, Server) {
+    let data = dir.join("data");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let server = Server::start(&data, &addr, extra, dir.join("serve1.log"));
+    (data, addr, server)
+}
+
+/// `diptych backfill` from the archive `archive` names (`--archive AE@…` or `--archive-url …`)
+/// with `extra` arguments, which must find and index one study of [`PER_STUDY`] instances and
+/// leave the index at `want` ([`counts`]).
+pub fn one_study(
+    server: &Server,
+    addr: &str,
+    archive: &[&str],
+    extra: &[&str],
+    want: (u64, u64, u64),
+) {
+    let run = backfill(addr, &[archive, extra].concat());
+    let said = text(&run);
+    assert!(run.status.success(), "{said}\n{}", server.log_tail());
+    assert!(
+        said.contains("1 studies matched, 1 indexed (4 instances)"),
+        "{said}"
+    );
+    assert_eq!(counts(&settled_stats(addr)), want, "{said}");
+}
+
+/// The 2024 brain studies ([`BRAIN_2024`]) from the archive `archive` names (`--archive AE@…`
+/// or `--archive-url …`), one every 3 s, the server killed once the index holds `instances`
+/// instances ([`kill_mid_job`]); then the server started again on `dir/data` with `extra`
+/// (its log in `dir/serve2.log`) and the same request run again, which must resume the job and
+/// finish it. The restarted server and what the resumed run printed.
+pub fn kill_and_resume(
+    server: &mut Server,
+    dir: &Path,
+    addr: &str,
+    archive: &[&str],
+    extra: &[&str],
+    instances: u64,
+) -> (Server, String) {
+    let data = dir.join("data");
+    let slow = [archive, &["--per-minute", "20"], &BRAIN_2024[..]].concat();
+    kill_mid_job(server, addr, &data, &slow, instances);
+    let server = Server::start(&data, addr, extra, dir.join("serve2.log"));
+    let resumed = backfill(addr, &[archive, &BRAIN_2024[..]].concat());
+    let said = text(&resumed);
+    assert!(resumed.status.success(), "{said}\n{}", server.log_tail());
+    assert!(said.contains("backfill done: 4 studies matched"), "{said}");
+    assert!(said.contains("finished before this run"), "{said}");
+    (server, said)
 }
 
 /// Starts `diptych backfill` with `args` (which should pace it slowly), waits until the index

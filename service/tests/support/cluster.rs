@@ -1,7 +1,7 @@
 //! The cluster of the cluster tests (service/tests/cluster.rs, cluster_faults.rs): three
-//! `nats-server` processes as a JetStream cluster on loopback, shards and routers from the built
-//! binary, phantom studies written as DICOM files and sent with storescu, and the search helpers
-//! that compare answers. The including test declares `mod serve` (support/serve.rs) and
+//! `nats-server` processes as a JetStream cluster on loopback, one encoder, shards and routers
+//! from the built binary (the shards and routers encode through the encoder), phantom studies
+//! written as DICOM files and sent with storescu, and the search helpers that compare answers. The including test declares `mod serve` (support/serve.rs) and
 //! `mod nats` (support/nats.rs) beside this module.
 
 #![allow(dead_code)]
@@ -14,8 +14,8 @@ use dicom_core::VR;
 use dicom_dictionary_std::tags;
 use diptych::api::v1::info_service_client::InfoServiceClient;
 use diptych::api::v1::{
-    GetIndexStatsRequest, Grouping, Query, SearchMode, SearchRequest, SearchResponse, SliceRef,
-    query,
+    GetIndexStatsRequest, Grouping, ImageInput, Query, SearchHit, SearchMode, SearchRequest,
+    SearchResponse, SliceRef, image_input, query,
 };
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::synthetic::{StoredSamples, SyntheticInstance};
@@ -186,34 +186,47 @@ pub fn request(
     }
 }
 
-/// What must be identical between two answers: every hit's rank, slice, study, distances and
-/// group size, and the counts.
+/// What must be identical between two hits: rank, slice, study, distances and group size.
+pub fn hit_essence(h: &SearchHit) -> String {
+    let slice = h.slice.clone().unwrap_or_default();
+    format!(
+        "#{} {}/{} study {} d={:?} dn={:?} da={:?} n={}",
+        h.rank,
+        slice.sop_instance_uid,
+        slice.frame,
+        h.study_instance_uid,
+        h.distance,
+        h.normal_distance,
+        h.abnormal_distance,
+        h.group_slices
+    )
+}
+
+/// What must be identical between two answers: every hit ([`hit_essence`]) and the counts.
 pub fn essence(response: &SearchResponse) -> (Vec<String>, u64, u64, bool, String) {
-    let hits = response
-        .hits
-        .iter()
-        .map(|h| {
-            let slice = h.slice.clone().unwrap_or_default();
-            format!(
-                "#{} {}/{} study {} d={:?} dn={:?} da={:?} n={}",
-                h.rank,
-                slice.sop_instance_uid,
-                slice.frame,
-                h.study_instance_uid,
-                h.distance,
-                h.normal_distance,
-                h.abnormal_distance,
-                h.group_slices
-            )
-        })
-        .collect();
     (
-        hits,
+        response.hits.iter().map(hit_essence).collect(),
         response.records_matched,
         response.records_total,
         response.exact,
         response.model_id.clone(),
     )
+}
+
+/// A query image: a phantom slice that no study of the tests holds.
+pub fn phantom_image() -> ImageInput {
+    let slice = PhantomGenerator::new(11, PhantomConfig::default()).slice(3);
+    let mut instance = SyntheticInstance::from_phantom(&slice);
+    if let StoredSamples::U16(samples) = &instance.samples {
+        instance.samples = StoredSamples::U16(samples.iter().map(|&v| v.min(4095)).collect());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("query.dcm");
+    instance.object().write_to_file(&path).unwrap();
+    ImageInput {
+        source: Some(image_input::Source::Dicom(std::fs::read(&path).unwrap())),
+        frame: 0,
+    }
 }
 
 /// Writes a TOML configuration file for a cluster role.
@@ -222,21 +235,96 @@ pub fn cluster_config(path: &Path, body: &str) -> PathBuf {
     path.to_path_buf()
 }
 
+/// The processes of a test cluster, killed when dropped.
 pub struct Cluster {
     pub nats: NatsCluster,
     pub shards: Vec<Server>,
     pub shard_addrs: Vec<String>,
     pub shard_configs: Vec<PathBuf>,
     pub routers: Vec<(Server, String, u16)>,
+    /// The encoder role every shard and router names in `[encoder] remote_url`.
+    pub encoder: Server,
+    /// Its gRPC address.
+    pub encoder_addr: String,
+    /// Its configuration file (to start it again on the same ports).
+    pub encoder_config: PathBuf,
+    /// The folder of every process's files.
+    pub dir: PathBuf,
 }
 
-/// NATS, two shards of `replicas` replicas each (named a, b, ...) and two routers under `dir`.
-/// `shards`, `shard_addrs` and `shard_configs` list replica r of shard i at `2 * r + i`; router
-/// 0 tries the replicas of a shard in order a, b, ..., router 1 in the reverse order, so that
-/// with two replicas the routers' answers come from different replicas.
+/// Kills `server` with SIGKILL and reaps it.
+pub fn kill(server: &mut Server) {
+    server.child.kill().unwrap();
+    server.child.wait().unwrap();
+}
+
+impl Cluster {
+    /// The data folder of shard replica `at` (replica `at / 2` of shard `at % 2`).
+    pub fn shard_data(&self, at: usize) -> PathBuf {
+        self.dir.join(shard_name(at))
+    }
+
+    /// Starts shard replica `at` again on its address, configuration and data folder (which
+    /// may have been emptied), its log in `<name>-<log>.log`; waits until it serves.
+    pub fn restart_shard(&mut self, at: usize, log: &str) {
+        let config = self.shard_configs[at].display().to_string();
+        self.shards[at] = Server::start(
+            &self.shard_data(at),
+            &self.shard_addrs[at],
+            &["--config", &config],
+            self.dir.join(format!("{}-{log}.log", shard_name(at))),
+        );
+    }
+
+    /// Starts the encoder again on its ports, its log in `encoder-<log>.log`; waits until it
+    /// serves.
+    pub fn restart_encoder(&mut self, log: &str) {
+        let http = self.encoder.http_addr.clone();
+        self.encoder = start_encoder(
+            &self.dir,
+            &self.encoder_addr,
+            &http,
+            &self.encoder_config,
+            log,
+        );
+    }
+}
+
+/// Shard replica `at`'s name: `shard<i><r>`, replica r (a, b, ...) of shard i.
+fn shard_name(at: usize) -> String {
+    format!("shard{}{}", at % 2, (b'a' + (at / 2) as u8) as char)
+}
+
+/// The encoder role on gRPC `addr` and HTTP `http` (the `[http] addr` of `config`), its log in
+/// `encoder-<log>.log`.
+fn start_encoder(dir: &Path, addr: &str, http: &str, config: &Path, log: &str) -> Server {
+    let config = config.display().to_string();
+    Server::start(
+        &dir.join("encoder"),
+        addr,
+        &["--config", &config, "--http-addr", http],
+        dir.join(format!("encoder-{log}.log")),
+    )
+}
+
+/// NATS, one encoder, two shards of `replicas` replicas each (named a, b, ...) and two routers
+/// under `dir`, every shard and router encoding through the encoder. `shards`, `shard_addrs`
+/// and `shard_configs` list replica r of shard i at `2 * r + i`; router 0 tries the replicas of
+/// a shard in order a, b, ..., router 1 in the reverse order, so that with two replicas the
+/// routers' answers come from different replicas.
 pub fn start_cluster(dir: &Path, replicas: usize) -> Cluster {
     let nats = NatsCluster::start(dir, 3);
     let url = nats.url();
+    // The encoder first: a shard checks the encoder's model when it warms up. Its HTTP port is
+    // a free one of its own (the default 0.0.0.0:8080 would collide between processes).
+    let encoder_addr = format!("127.0.0.1:{}", free_port());
+    let encoder_http = format!("127.0.0.1:{}", free_port());
+    let encoder_config = cluster_config(
+        &dir.join("encoder.toml"),
+        &format!("[cluster]\nrole = \"encoder\"\n[http]\naddr = \"{encoder_http}\"\n"),
+    );
+    let encoder = start_encoder(dir, &encoder_addr, &encoder_http, &encoder_config, "first");
+    let remote = format!("[encoder]\nremote_url = \"http://{encoder_addr}\"\n");
     let shard_addrs: Vec<String> = (0..2 * replicas)
         .map(|_| format!("127.0.0.1:{}", free_port()))
         .collect();
@@ -245,18 +333,18 @@ pub fn start_cluster(dir: &Path, replicas: usize) -> Cluster {
     for (at, addr) in shard_addrs.iter().enumerate() {
         let (i, name) = (at % 2, (b'a' + (at / 2) as u8) as char);
         let config = cluster_config(
-            &dir.join(format!("shard{i}{name}.toml")),
+            &dir.join(format!("{}.toml", shard_name(at))),
             &format!(
                 "[cluster]\nrole = \"shard\"\nnats_url = \"{url}\"\nshards = 2\nshard = {i}\n\
-                 replica = \"{name}\"\nstream_replicas = 3\n"
+                 replica = \"{name}\"\nstream_replicas = 3\n{remote}"
             ),
         );
         let config_arg = config.display().to_string();
         shards.push(Server::start(
-            &dir.join(format!("shard{i}{name}")),
+            &dir.join(shard_name(at)),
             addr,
             &["--config", &config_arg],
-            dir.join(format!("shard{i}{name}.log")),
+            dir.join(format!("{}.log", shard_name(at))),
         ));
         shard_configs.push(config);
     }
@@ -279,7 +367,7 @@ pub fn start_cluster(dir: &Path, replicas: usize) -> Cluster {
             &dir.join(format!("router{router}.toml")),
             &format!(
                 "[cluster]\nrole = \"router\"\nnats_url = \"{url}\"\nshards = 2\n\
-                 stream_replicas = 3\nshard_addrs = [{}]\n",
+                 stream_replicas = 3\nshard_addrs = [{}]\n{remote}",
                 entries.join(", ")
             ),
         );
@@ -301,5 +389,9 @@ pub fn start_cluster(dir: &Path, replicas: usize) -> Cluster {
         shard_addrs,
         shard_configs,
         routers,
+        encoder,
+        encoder_addr,
+        encoder_config,
+        dir: dir.to_path_buf(),
     }
 }
