@@ -306,6 +306,16 @@ fn a_remote_encoder_indexes_what_a_local_one_does_and_its_loss_loses_nothing() {
         ),
         0.0
     );
+    // The node's side: not one of its batches failed.
+    assert_eq!(
+        sample(
+            &scrape(&remote.http_addr),
+            "diptych_encoder_failed_batches_total{graph=\"encoder\"}"
+        ),
+        0.0,
+        "{}",
+        remote.log_tail()
+    );
     // No data folder, index or DICOM listener: none of their families.
     for absent in ["diptych_data_disk", "diptych_index_", "diptych_dicom_"] {
         assert!(!after.contains(absent), "{absent} on the encoder:\n{after}");
