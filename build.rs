@@ -66,6 +66,7 @@ fn compile_api() -> Result<(), Box<dyn std::error::Error>> {
     }
     tonic_prost_build::configure()
         .extern_path(".diptych.v1", "crate::api::v1")
+        .file_descriptor_set_path(out_dir.join("diptych_internal_v1_descriptor.bin"))
         .out_dir(internal_out)
         .compile_protos(&internal, &[PathBuf::from("proto")])?;
     Ok(())

@@ -21,3 +21,9 @@ pub mod internal {
 
 /// The encoded file descriptor set of `diptych.v1`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("diptych_v1_descriptor");
+
+/// The encoded file descriptor set of `diptych.internal.v1` (with the `diptych.v1` files it
+/// imports): the methods the internal services answer, for naming them in metrics. Not served
+/// by reflection.
+pub const INTERNAL_FILE_DESCRIPTOR_SET: &[u8] =
+    tonic::include_file_descriptor_set!("diptych_internal_v1_descriptor");

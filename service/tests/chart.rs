@@ -7,8 +7,9 @@
 //! reviewer's checks; this test then hands each rendered configuration file, command line and
 //! environment to the server's own parser (`Config::load`, `diptych serve --help`), so the chart
 //! cannot name a key or flag that the server does not know. In the cluster profile that is every
-//! router's and shard's configuration with its pod's environment, the routers' shard list through
-//! the router's own parser, and the NATS configuration through `nats-server -t`.
+//! router's, shard's and encoder's configuration with its pod's environment (the shards' remote
+//! encoder URL, the encoder's provider), the routers' shard list through the router's own parser,
+//! and the NATS configuration through `nats-server -t`.
 //!
 //! A key that belongs to a server feature not landed yet goes in `PENDING_KEYS` (empty now that
 //! gRPC TLS, tokens, the HTTP port and the log format are in): left out of the parse, and checked to be
@@ -107,8 +108,8 @@ fn load_rendered(what: &str, dir: &Path, help: &str) -> Config {
     config
 }
 
-/// The cluster profile: every router and shard workload's configuration through the server's
-/// loader (the shard and replica from the pod's environment), and the NATS configuration through
+/// The cluster profile: every router, shard and encoder workload's configuration through the
+/// server's loader (the shard and replica from the pod's environment), and the NATS configuration through
 /// `nats-server -t`, with the pod name it takes from its environment and without it.
 fn check_cluster_roles(dir: &Path, router: &Config, help: &str) {
     assert_eq!(router.cluster.role, Role::Router);
@@ -118,11 +119,25 @@ fn check_cluster_roles(dir: &Path, router: &Config, help: &str) {
     let roles: Vec<serde_json::Value> =
         serde_json::from_str(&std::fs::read_to_string(dir.join("roles.json")).unwrap()).unwrap();
     let mut served = Vec::new();
+    let mut encoders = 0;
+    // The encoder Service that the shards' remote_url must name (the profile enables it).
+    let encoder_url = "http://diptych-ci-encoder.pacs.svc:50051";
     for role in &roles {
         let name = role["dir"].as_str().unwrap();
         let config = load_rendered(name, &dir.join(name), help);
-        assert_eq!(config.data_dir, PathBuf::from("/data"), "{name}");
         assert_eq!(config.grpc.addr.port(), 50051, "{name}");
+        if role["role"] == "encoder" {
+            // The encoder role on its GPU: no remote encoder of its own, no DICOM, its HTTP
+            // port (metrics for the autoscaler, probes) on the chart's http.port.
+            assert_eq!(config.cluster.role, Role::Encoder, "{name}");
+            assert_eq!(config.encoder.execution_provider, ExecutionProvider::Cuda);
+            assert!(config.encoder.remote_url.is_empty(), "{name}");
+            assert!(!config.dicom.enabled, "{name}");
+            assert_eq!(config.http.addr.port(), 8080, "{name}");
+            encoders += 1;
+            continue;
+        }
+        assert_eq!(config.data_dir, PathBuf::from("/data"), "{name}");
         assert_eq!(config.cluster.shards, shards, "{name}");
         assert_eq!(config.cluster.nats_url, router.cluster.nats_url, "{name}");
         match role["role"].as_str().unwrap() {
@@ -139,6 +154,10 @@ fn check_cluster_roles(dir: &Path, router: &Config, help: &str) {
                 assert_eq!(config.cluster.role, Role::Shard, "{name}");
                 assert!(!config.dicom.enabled, "{name}: a shard takes no DICOM");
                 assert_eq!(config.encoder.execution_provider, ExecutionProvider::Cpu);
+                // Its batches go to the encoder Service, a URL the client accepts.
+                assert_eq!(config.encoder.remote_url, encoder_url, "{name}");
+                tonic::transport::Endpoint::from_shared(config.encoder.remote_url.clone())
+                    .unwrap_or_else(|e| panic!("{name}: remote_url: {e}"));
                 // The pod's name (here the last replica's, <StatefulSet>-<ordinal>) is its
                 // replica name; its StatefulSet's name ends with the shard it serves.
                 let ordinal = config.cluster.replica.strip_prefix(&format!("{name}-"));
@@ -157,6 +176,7 @@ fn check_cluster_roles(dir: &Path, router: &Config, help: &str) {
             other => panic!("{name}: unknown role {other}"),
         }
     }
+    assert_eq!(encoders, 1, "one encoder Deployment");
     served.sort();
     assert_eq!(
         served,

@@ -4,10 +4,16 @@
 //!   and scores as a node that encodes itself, and answers the same searches;
 //! - the encoder killed (SIGKILL): instances the node acknowledged meanwhile wait (pending),
 //!   and once the encoder is back every acknowledged instance is searchable exactly once;
+//! - the encoder's HTTP port: `/metrics` counts every slice the node sent in its queue-time and
+//!   batch-size histograms (what the chart's autoscaler reads) and its `EncodeBatch` calls,
+//!   `/readyz` says SERVING, and SIGTERM stops it cleanly;
 //! - a malformed batch is refused with INVALID_ARGUMENT, and a node whose bundle differs from
 //!   the encoder's refuses to start, naming both models.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dicom_core::VR;
@@ -122,9 +128,78 @@ fn start_encoder(model: &Path, dir: &Path, addr: &str, log: &str) -> Server {
     )
 }
 
+/// A GET on an HTTP port: status and body.
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("HTTP {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, body.to_string())
+}
+
+/// The Prometheus text of `/metrics` on `addr`.
+fn scrape(addr: &str) -> String {
+    let (status, body) = get(addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body
+}
+
+/// The value of the sample written `series` (name and labels as the exporter writes them), or
+/// a panic that shows the exposition.
+fn sample(text: &str, series: &str) -> f64 {
+    let found: Vec<f64> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+        .map(|value| value.trim().parse().unwrap())
+        .collect();
+    assert_eq!(found.len(), 1, "one sample {series}:\n{text}");
+    found[0]
+}
+
+const ENCODER_QUEUE: &str = "diptych_encoder_queue_duration_seconds_count{graph=\"encoder\"}";
+const ENCODER_SLICES: &str = "diptych_encoder_batch_size_sum{graph=\"encoder\"}";
+const ENCODER_BATCHES: &str = "diptych_encoder_batch_size_count{graph=\"encoder\"}";
+const ENCODE_CALLS: &str = "diptych_grpc_requests_total{service=\"diptych.internal.v1.EncoderService\",method=\"EncodeBatch\",outcome=\"success\",code=\"OK\"}";
+
 fn kill(mut server: Server) {
     server.child.kill().unwrap();
     server.child.wait().unwrap();
+}
+
+/// SIGTERM, then the process must exit 0 within 30 s, its log saying so.
+fn stop(mut server: Server) {
+    let term = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let signalled = Instant::now();
+    let status = loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            signalled.elapsed() < Duration::from_secs(30),
+            "the encoder did not stop within 30 s of SIGTERM:\n{}",
+            server.log_tail()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status}:\n{}", server.log_tail());
+    assert!(
+        server.log_tail().contains("encoder stopped"),
+        "{}",
+        server.log_tail()
+    );
 }
 
 fn model_id(bundle: &Path) -> String {
@@ -162,6 +237,14 @@ fn a_remote_encoder_indexes_what_a_local_one_does_and_its_loss_loses_nothing() {
         dir.join("local.log"),
     );
     let rt = runtime();
+    // The encoder's counts once both nodes are warm (the remote node warmed up through it).
+    let (status, body) = get(&encoder.http_addr, "/readyz");
+    assert_eq!((status, body.as_str()), (200, "SERVING\n"));
+    assert_eq!(
+        get(&encoder.http_addr, "/healthz"),
+        (200, "ok\n".to_string())
+    );
+    let before = scrape(&encoder.http_addr);
 
     // The encoder serves: both nodes index the same instances.
     rt.block_on(async {
@@ -187,6 +270,56 @@ fn a_remote_encoder_indexes_what_a_local_one_does_and_its_loss_loses_nothing() {
         served.contains("encoder: gRPC listening; SERVING"),
         "{served}"
     );
+    // Its metrics: every slice the node indexed waited in the encoder's queue once and ran in
+    // one of its batches (a search by an indexed slice encodes nothing); its calls are counted.
+    let after = scrape(&encoder.http_addr);
+    let slices = (FIRST * FRAMES) as f64;
+    assert_eq!(
+        sample(&after, ENCODER_QUEUE) - sample(&before, ENCODER_QUEUE),
+        slices,
+        "queue waits of the node's slices"
+    );
+    assert_eq!(
+        sample(&after, ENCODER_SLICES) - sample(&before, ENCODER_SLICES),
+        slices,
+        "slices in the encoder's batches"
+    );
+    let batches = sample(&after, ENCODER_BATCHES) - sample(&before, ENCODER_BATCHES);
+    assert!((1.0..=slices).contains(&batches), "{batches} batches");
+    let calls = sample(&after, ENCODE_CALLS) - sample(&before, ENCODE_CALLS);
+    assert!((1.0..=slices).contains(&calls), "{calls} EncodeBatch calls");
+    assert!(
+        sample(
+            &after,
+            "diptych_encoder_queue_duration_seconds_sum{graph=\"encoder\"}"
+        ) >= 0.0
+    );
+    assert_eq!(sample(&after, "diptych_serving"), 1.0);
+    assert_eq!(
+        sample(&after, "diptych_encoder_queue_depth{graph=\"encoder\"}"),
+        0.0
+    );
+    assert_eq!(
+        sample(
+            &after,
+            "diptych_encoder_failed_batches_total{graph=\"encoder\"}"
+        ),
+        0.0
+    );
+    // The node's side: not one of its batches failed.
+    assert_eq!(
+        sample(
+            &scrape(&remote.http_addr),
+            "diptych_encoder_failed_batches_total{graph=\"encoder\"}"
+        ),
+        0.0,
+        "{}",
+        remote.log_tail()
+    );
+    // No data folder, index or DICOM listener: none of their families.
+    for absent in ["diptych_data_disk", "diptych_index_", "diptych_dicom_"] {
+        assert!(!after.contains(absent), "{absent} on the encoder:\n{after}");
+    }
 
     // The encoder killed: what the node acknowledges meanwhile waits, nothing is lost.
     kill(encoder);
@@ -252,7 +385,10 @@ fn a_remote_encoder_indexes_what_a_local_one_does_and_its_loss_loses_nothing() {
         .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     assert!(refused.message().contains("float32 values"), "{refused:?}");
-    kill(encoder);
+    let refusals = "diptych_grpc_requests_total{service=\"diptych.internal.v1.EncoderService\",method=\"EncodeBatch\",outcome=\"failure\",code=\"INVALID_ARGUMENT\"}";
+    assert_eq!(sample(&scrape(&encoder.http_addr), refusals), 1.0);
+    // SIGTERM, as Kubernetes stops a pod: the encoder stops by itself, exit status 0.
+    stop(encoder);
     kill(remote);
     kill(local);
     // The same records, codes, scores and catalog documents, record by record.

@@ -46,6 +46,9 @@ intra_op_spinning = {{ $v.encoder.intraOpSpinning }}
 max_batch = {{ int $v.encoder.maxBatch }}
 max_queue_delay_ms = {{ int $v.encoder.maxQueueDelayMs }}
 queue_capacity = {{ int $v.encoder.queueCapacity }}
+{{- with $v.encoder.remoteUrl }}
+remote_url = {{ . | toJson }}
+{{- end }}
 
 [index]
 max_backlog_frames = {{ int64 $v.index.maxBacklogFrames }}

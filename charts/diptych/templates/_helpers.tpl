@@ -40,11 +40,39 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 
 {{/* The CPU image, or the CUDA image with gpu.enabled. */}}
 {{- define "diptych.image" -}}
-{{- $tag := default .Chart.AppVersion .Values.image.tag }}
-{{- if .Values.gpu.enabled }}
-{{- $tag = default (printf "%s-cuda" $tag) .Values.image.cudaTag }}
+{{- include "diptych.imageFor" (dict "root" . "gpu" .Values.gpu.enabled) }}
 {{- end }}
-{{- printf "%s:%s" .Values.image.repository $tag }}
+
+{{/* The CPU image, or the CUDA image when .gpu (the encoder role's own gpu.enabled). */}}
+{{- define "diptych.imageFor" -}}
+{{- $v := .root.Values }}
+{{- $tag := default .root.Chart.AppVersion $v.image.tag }}
+{{- if .gpu }}
+{{- $tag = default (printf "%s-cuda" $tag) $v.image.cudaTag }}
+{{- end }}
+{{- printf "%s:%s" $v.image.repository $tag }}
+{{- end }}
+
+{{/* The prometheus-adapter rule (its configuration file's `rules:`) that serves the encoder
+autoscaler's metric: per pod, rate(sum) / rate(count) of the encoder graph's queue-wait
+histogram, 0 while no slice arrives. */}}
+{{- define "diptych.encoderAdapterRule" -}}
+{{- $a := .Values.cluster.encoder.autoscaling -}}
+{{- $series := "diptych_encoder_queue_duration_seconds" -}}
+rules:
+  - seriesQuery: '{{ $series }}_count{namespace!="",pod!="",graph="encoder"}'
+    resources:
+      overrides:
+        namespace:
+          resource: namespace
+        pod:
+          resource: pod
+    name:
+      matches: ^{{ $series }}_count$
+      as: {{ $a.metricName }}
+    metricsQuery: >-
+      sum by (<<.GroupBy>>) (rate({{ $series }}_sum{<<.LabelMatchers>>,graph="encoder"}[{{ $a.rateWindow }}]))
+      / clamp_min(sum by (<<.GroupBy>>) (rate({{ $series }}_count{<<.LabelMatchers>>,graph="encoder"}[{{ $a.rateWindow }}])), 1e-9)
 {{- end }}
 
 {{/* The DICOM ports the server listens on, as "NAME PORT" lines: the plain port (`dicom`)
@@ -107,6 +135,9 @@ auth: /etc/diptych/auth
 {{- end }}
 {{- if $.Values.dicom.kos.enabled }}
 {{- fail "cluster.enabled with dicom.kos.enabled: a cluster does not send KOS documents yet; use a single node for KOS" }}
+{{- end }}
+{{- if and .encoder.enabled .encoder.autoscaling.enabled (gt (int .encoder.autoscaling.minReplicas) (int .encoder.autoscaling.maxReplicas)) }}
+{{- fail (printf "cluster.encoder.autoscaling.minReplicas (%v) must not be above maxReplicas (%v)" .encoder.autoscaling.minReplicas .encoder.autoscaling.maxReplicas) }}
 {{- end }}
 {{- if and (not .nats.url) (gt (int .nats.streamReplicas) 3) }}
 {{- fail (printf "cluster.nats.streamReplicas (%v) is more than the three NATS servers this chart deploys" .nats.streamReplicas) }}

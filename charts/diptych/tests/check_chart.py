@@ -11,14 +11,19 @@ from the configured CIDRs; ports that agree between the configuration, the conta
 Services; in the cluster profile, one router Deployment, one StatefulSet per shard with the shard
 in its pods' environment, the replica named by the pod and a volume claim per replica, routers
 that list every replica by its stable name, three NATS nodes with JetStream, routes by stable
-names and max_payload above 1 MiB, and the shards' gRPC admitted from the routers only. The
+names and max_payload above 1 MiB, and the shards' gRPC admitted from the routers only; with
+cluster.encoder.enabled, the encoder Deployment on its GPU nodes behind the Service that every
+shard's remote_url names, its HorizontalPodAutoscaler on the custom metric that the chart's
+prometheus-adapter rule derives from the queue-time histogram (rate of the sum over rate of the
+count, per pod), the ServiceMonitor that feeds it, and the encoders' gRPC admitted from the
+shards only. The
 reviewer's checks are then run on broken copies of the manifests, each of which
 they must reject, and the schema must refuse a list of bad values.
 
 Usage: python check_chart.py CHART_DIR OUT_DIR
 Writes OUT_DIR/<profile>/diptych.toml (the ConfigMap's configuration), args.json and env.json
 (the server's command-line arguments and environment) and manifests.yaml; for the cluster profile
-also one folder of these per router and shard workload (roles.json lists them) and nats.conf, for
+also one folder of these per router, shard and encoder workload (roles.json lists them) and nats.conf, for
 service/tests/chart.rs to check against the server's own configuration parser. Exits 1 and names every problem when one is found.
 """
 
@@ -141,7 +146,8 @@ def review_security(docs: list[dict], values: dict) -> list[str]:
             tmp = mounts.get("/tmp")
             if not tmp or "emptyDir" not in volumes.get(tmp["name"], {}):
                 found.append(f"container {name}: /tmp is not a writable emptyDir")
-            if "/data" not in mounts:
+            if "/data" not in mounts and component(sts) != "encoder":
+                # (The encoder role keeps nothing: it has no data folder.)
                 found.append(f"container {name}: the data folder /data is not mounted")
     return found
 
@@ -159,7 +165,14 @@ def review_probes(docs: list[dict], values: dict) -> list[str]:
             if not probe:
                 found.append(f"{kind} missing")
                 continue
-            if tls:
+            if component(sts) == "encoder":
+                # The encoder's HTTP port: /readyz (SERVING once warm) for startup and
+                # readiness, /healthz for liveness.
+                path = values["http"]["livenessPath" if kind == "livenessProbe" else "readinessPath"]
+                get = probe.get("httpGet", {})
+                if get.get("port") not in ("http", ports.get("http")) or get.get("path") != path:
+                    found.append(f"encoder {kind}: not {path} on the HTTP port: {probe}")
+            elif tls:
                 get = probe.get("httpGet", {})
                 if get.get("port") not in ("http", ports.get("http")):
                     found.append(f"{kind}: with gRPC TLS it must ask the HTTP port, not {probe}")
@@ -174,22 +187,27 @@ def review_probes(docs: list[dict], values: dict) -> list[str]:
 
 def review_gpu(docs: list[dict], values: dict) -> list[str]:
     found = []
-    gpu = values["gpu"]["enabled"]
     for router in of_component(docs, "router"):
         for c in router["spec"]["template"]["spec"]["containers"]:
             if c["image"].rsplit(":", 1)[-1].endswith("-cuda") or any(
                 k.endswith("/gpu") for part in ("limits", "requests") for k in c.get("resources", {}).get(part, {})
             ):
                 found.append("a router with a GPU or the CUDA image: it runs no encoder")
-    for sts in of_component(docs, "server") + of_component(docs, "shard"):
+    for sts in of_component(docs, "server") + of_component(docs, "shard") + of_component(docs, "encoder"):
         pod = sts["spec"]["template"]["spec"]
+        # The encoder pods have GPU and placement values of their own.
+        own = values["cluster"]["encoder"] if component(sts) == "encoder" else values
+        gpu = own["gpu"]["enabled"]
+        runtime_class = own["gpu"].get("runtimeClassName") if gpu else None
+        if (pod.get("runtimeClassName") or None) != (runtime_class or None):
+            found.append(f"{sts['metadata']['name']}: runtimeClassName {pod.get('runtimeClassName')!r}, expected {runtime_class!r}")
         for c in pod["containers"]:
             res = c.get("resources", {})
             gpu_keys = [k for part in ("limits", "requests") for k in res.get(part, {}) if k.endswith("/gpu")]
             provider = {e["name"]: e.get("value") for e in c.get("env", [])}.get("DIPTYCH_EXECUTION_PROVIDER")
             cuda_image = c["image"].rsplit(":", 1)[-1].endswith("-cuda")
             if gpu:
-                if res.get("limits", {}).get("nvidia.com/gpu") != values["gpu"]["count"]:
+                if res.get("limits", {}).get("nvidia.com/gpu") != own["gpu"]["count"]:
                     found.append(f"gpu.enabled but the limits hold no nvidia.com/gpu: {res}")
                 if provider != "cuda":
                     found.append(f"gpu.enabled but DIPTYCH_EXECUTION_PROVIDER is {provider!r}")
@@ -204,8 +222,8 @@ def review_gpu(docs: list[dict], values: dict) -> list[str]:
                     found.append(f"the CUDA image without gpu.enabled: {c['image']}")
         placement = {k: pod.get(k) for k in ("nodeSelector", "tolerations", "affinity")}
         for key, given in placement.items():
-            if (values.get(key) or None) != (given or None):
-                found.append(f"{key} is {given!r}, the values say {values.get(key)!r}")
+            if (own.get(key) or None) != (given or None):
+                found.append(f"{sts['metadata']['name']}: {key} is {given!r}, the values say {own.get(key)!r}")
     return found
 
 
@@ -235,7 +253,7 @@ def review_secrets(docs: list[dict], values: dict, text: str) -> list[str]:
             if "secret" in v
         }
         expected = set()
-        if role in ("shard", "nats"):
+        if role in ("shard", "nats", "encoder"):
             # No DICOM, no tokens and no TLS of their own.
             pass
         elif values["grpc"]["tls"]["enabled"]:
@@ -379,6 +397,7 @@ def review_ports(docs: list[dict], values: dict, config: dict) -> list[str]:
     if clustered:
         expected = (expected - {f"{base}-headless"}) | {f"{base}-shard-headless"}
         expected |= set() if values["cluster"]["nats"]["url"] else {f"{base}-nats-headless"}
+        expected |= {f"{base}-encoder"} if values["cluster"]["encoder"]["enabled"] else set()
     if set(services) != expected:
         found.append(f"Services {sorted(services)}, expected {sorted(expected)}")
     for name, svc in services.items():
@@ -424,7 +443,8 @@ def review_storage(docs: list[dict], values: dict) -> list[str]:
 
 
 def review_monitoring(docs: list[dict], values: dict) -> list[str]:
-    monitors = of_kind(docs, "ServiceMonitor")
+    # (The encoders' own ServiceMonitor: review_encoder.)
+    monitors = [m for m in of_kind(docs, "ServiceMonitor") if component(m) != "encoder"]
     if not values["metrics"]["serviceMonitor"]["enabled"]:
         return ["a ServiceMonitor without metrics.serviceMonitor.enabled"] if monitors else []
     if len(monitors) != 1:
@@ -474,8 +494,7 @@ def review_cluster(docs: list[dict], values: dict) -> list[str]:
         return [f"expected one router Deployment of {cl['router']['replicas']} replicas: {[d['kind'] for d in routers]}"]
     if of_component(docs, "server"):
         found.append("the single node's StatefulSet is rendered in the cluster mode")
-    if any(d["kind"] == "HorizontalPodAutoscaler" for d in docs) or of_component(docs, "encoder"):
-        found.append("an encoder Deployment or autoscaler: the remote encoder role is not built")
+    found += review_encoder(docs, values)
     # No two workloads select each other's pods.
     for a in workloads(docs):
         for b in workloads(docs):
@@ -577,6 +596,129 @@ def review_cluster(docs: list[dict], values: dict) -> list[str]:
                         found.append(f"the shards' gRPC (open without a token) is admitted from {peers}, not the routers only")
         if len(shard_policy) != 1:
             found.append(f"{len(shard_policy)} NetworkPolicies select the shards")
+    return found
+
+
+def review_encoder(docs: list[dict], values: dict) -> list[str]:
+    """The encoder role: a Deployment serving the shards' remote_url, autoscaled on the metric
+    that the chart's prometheus-adapter rule derives from its queue-time histogram."""
+    found = []
+    e = values["cluster"]["encoder"]
+    encoders = of_component(docs, "encoder")
+    hpas = of_kind(docs, "HorizontalPodAutoscaler")
+    shards = of_component(docs, "shard")
+    shard_urls = {tomllib.loads(config_of(docs, s)).get("encoder", {}).get("remote_url") for s in shards}
+    if not e["enabled"]:
+        if encoders or hpas:
+            found.append("an encoder Deployment or autoscaler while cluster.encoder.enabled is false")
+        if shard_urls != {None}:
+            found.append(f"shards encode remotely ({shard_urls}) without the encoder")
+        return found
+    if [d["kind"] for d in encoders] != ["Deployment"]:
+        return [f"expected one encoder Deployment: {[d['kind'] for d in encoders]}"]
+    dep = encoders[0]
+    name = dep["metadata"]["name"]
+    c = dep["spec"]["template"]["spec"]["containers"][0]
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    if set(ports) != {"grpc", "http"}:
+        found.append(f"{name}: ports {ports}, expected grpc and http")
+    config = tomllib.loads(config_of(docs, dep))
+    if config.get("cluster", {}).get("role") != "encoder" or config["dicom"]["enabled"]:
+        found.append(f"{name}: [cluster] {config.get('cluster')}, dicom {config['dicom']['enabled']}")
+    if config.get("encoder", {}).get("remote_url"):
+        found.append(f"{name}: an encoder with a remote_url of its own")
+    if "http" not in config or int(config["http"]["addr"].rsplit(":", 1)[1]) != ports.get("http"):
+        found.append(f"{name}: [http] {config.get('http')} is not its http port {ports.get('http')}")
+    # The shards hand their batches to the encoder Service, which selects these pods.
+    services = [s for s in of_kind(docs, "Service") if component(s) == "encoder"]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    if len(services) != 1 or not selects({"matchLabels": services[0]["spec"]["selector"]}, labels):
+        return found + [f"no one Service selects the encoder pods: {[s['metadata']['name'] for s in services]}"]
+    svc = services[0]
+    grpc_port = [p["port"] for p in svc["spec"]["ports"] if p["targetPort"] == "grpc"]
+    want = f"http://{svc['metadata']['name']}.{NAMESPACE}.svc:{grpc_port[0] if grpc_port else '?'}"
+    if shard_urls != {want}:
+        found.append(f"the shards' [encoder] remote_url {sorted(map(str, shard_urls))}, expected {want}")
+    for w in workloads(docs):
+        if w is not dep and selects({"matchLabels": svc["spec"]["selector"]}, w["spec"]["template"]["metadata"]["labels"]):
+            found.append(f"the encoder Service also selects {w['metadata']['name']}")
+    # The autoscaler: on this Deployment, on the adapter rule's metric, the CPU as fallback.
+    a = e["autoscaling"]
+    if not a["enabled"]:
+        if hpas or dep["spec"].get("replicas") != e["replicas"]:
+            found.append(f"without autoscaling: {len(hpas)} autoscalers, replicas {dep['spec'].get('replicas')}")
+        return found
+    if "replicas" in dep["spec"]:
+        found.append(f"{name} sets replicas although its autoscaler owns them")
+    if len(hpas) != 1:
+        return found + [f"{len(hpas)} HorizontalPodAutoscalers, expected one"]
+    hpa = hpas[0]["spec"]
+    target = hpa["scaleTargetRef"]
+    if (target.get("apiVersion"), target.get("kind"), target.get("name")) != ("apps/v1", "Deployment", name):
+        found.append(f"the autoscaler scales {target}, not {name}")
+    if (hpa.get("minReplicas"), hpa.get("maxReplicas")) != (a["minReplicas"], a["maxReplicas"]):
+        found.append(f"the autoscaler's bounds {hpa.get('minReplicas')}..{hpa.get('maxReplicas')}")
+    pods = [m["pods"] for m in hpa.get("metrics", []) if m.get("type") == "Pods"]
+    if len(pods) != 1 or pods[0]["metric"]["name"] != a["metricName"] or pods[0]["target"] != {
+        "type": "AverageValue", "averageValue": str(a["targetQueueSeconds"])
+    }:
+        found.append(f"the autoscaler's Pods metric {pods}, expected {a['metricName']} averaging {a['targetQueueSeconds']}")
+    cpu = [m["resource"] for m in hpa.get("metrics", []) if m.get("type") == "Resource"]
+    want_cpu = [{"name": "cpu", "target": {"type": "Utilization", "averageUtilization": a["targetCPUUtilizationPercentage"]}}]
+    if cpu != (want_cpu if a["targetCPUUtilizationPercentage"] else []):
+        found.append(f"the autoscaler's CPU metric {cpu}")
+    if a["targetCPUUtilizationPercentage"] and "cpu" not in c.get("resources", {}).get("requests", {}):
+        found.append("CPU utilisation without a CPU request")
+    # The adapter rule derives that metric per pod from the encoder graph's queue histogram.
+    rules = [m for m in of_kind(docs, "ConfigMap") if m["metadata"]["name"] == f"{name}-adapter-rule"]
+    if len(rules) != 1:
+        return found + ["no ConfigMap with the prometheus-adapter rule"]
+    rule = yaml.safe_load(rules[0]["data"]["config.yaml"])["rules"]
+    series = "diptych_encoder_queue_duration_seconds"
+    window = f"[{a['rateWindow']}]"
+    if len(rule) != 1:
+        return found + [f"adapter rules {rule}"]
+    r = rule[0]
+    query = r.get("metricsQuery", "")
+    if r.get("name", {}).get("as") != a["metricName"]:
+        found.append(f"the adapter rule serves {r.get('name')}, the autoscaler reads {a['metricName']}")
+    if r.get("resources", {}).get("overrides", {}).get("pod") != {"resource": "pod"}:
+        found.append("the adapter rule does not map the pod label to pods")
+    for part in (f"rate({series}_sum{{<<.LabelMatchers>>,graph=\"encoder\"}}{window})",
+                 f"rate({series}_count{{<<.LabelMatchers>>,graph=\"encoder\"}}{window})", " / "):
+        if part not in query:
+            found.append(f"the adapter rule's query lacks {part}: {query}")
+    if not -1 < query.find("_sum{") < query.find(" / ") < query.find("_count{"):
+        found.append(f"the adapter rule's query is not rate(sum) / rate(count): {query}")
+    if not r.get("seriesQuery", "").startswith(f"{series}_count{{"):
+        found.append(f"the adapter rule discovers {r.get('seriesQuery')}")
+    # Prometheus must scrape the encoder pods for the metric to exist.
+    monitors = [m for m in of_kind(docs, "ServiceMonitor") if component(m) == "encoder"]
+    if values["metrics"]["serviceMonitor"]["enabled"]:
+        chosen = [
+            s["metadata"]["name"] for s in of_kind(docs, "Service")
+            if len(monitors) == 1 and selects(monitors[0]["spec"]["selector"], s["metadata"]["labels"])
+        ]
+        if chosen != [svc["metadata"]["name"]]:
+            found.append(f"the encoders' ServiceMonitor selects {chosen}")
+        elif [(x.get("port"), x.get("path")) for x in monitors[0]["spec"]["endpoints"]] != [("http", "/metrics")]:
+            found.append("the encoders' ServiceMonitor does not scrape /metrics on the http port")
+    elif monitors:
+        found.append("an encoder ServiceMonitor without metrics.serviceMonitor.enabled")
+    # The encoders' gRPC answers without a token: admitted from the shards only.
+    if values["networkPolicy"]["enabled"]:
+        policies = [p for p in of_kind(docs, "NetworkPolicy") if selects(p["spec"]["podSelector"], labels)]
+        shard_labels = shards[0]["spec"]["template"]["metadata"]["labels"]
+        router_labels = of_component(docs, "router")[0]["spec"]["template"]["metadata"]["labels"]
+        if len(policies) != 1:
+            found.append(f"{len(policies)} NetworkPolicies select the encoders")
+        for p in policies:
+            for rule_ in p["spec"].get("ingress", []):
+                if any(x.get("port") in ("grpc", ports.get("grpc")) for x in rule_.get("ports") or [{"port": "grpc"}]):
+                    peers = rule_.get("from") or [{}]
+                    if not all(set(x) == {"podSelector"} and selects(x["podSelector"], shard_labels)
+                               and not selects(x["podSelector"], router_labels) for x in peers):
+                        found.append(f"the encoders' gRPC (open without a token) is admitted from {peers}, not the shards only")
     return found
 
 
@@ -687,7 +829,59 @@ CLUSTER_BREAKAGES = {
     "a writable NATS root": lambda d: named(workloads(d), "-nats")["spec"]["template"]["spec"]["containers"][0]["securityContext"].update(
         readOnlyRootFilesystem=False
     ),
+    "an encoder without its GPU": lambda d: encoder(d)["spec"]["template"]["spec"]["containers"][0]["resources"]["limits"].pop(
+        "nvidia.com/gpu"
+    ),
+    "an encoder on the CPU image": lambda d: encoder(d)["spec"]["template"]["spec"]["containers"][0].update(image="r/diptych:1"),
+    "an encoder off the GPU nodes": lambda d: encoder(d)["spec"]["template"]["spec"].pop("tolerations"),
+    "an encoder without its RuntimeClass": lambda d: encoder(d)["spec"]["template"]["spec"].pop("runtimeClassName"),
+    "an encoder ready on gRPC health": lambda d: encoder(d)["spec"]["template"]["spec"]["containers"][0].update(
+        readinessProbe={"grpc": {"port": 50051}}
+    ),
+    "an encoder as root": lambda d: encoder(d)["spec"]["template"]["spec"]["securityContext"].update(runAsUser=0),
+    "a shard encoding itself": lambda d: edit_config(
+        d, "-shard-1", "diptych.toml", lambda t: re.sub(r"remote_url = .*\n", "", t)
+    ),
+    "a shard calling another encoder": lambda d: edit_config(
+        d, "-shard-0", "diptych.toml", lambda t: t.replace("-encoder.pacs.svc", "-encoder.other.svc")
+    ),
+    "an encoder Deployment with fixed replicas": lambda d: encoder(d)["spec"].update(replicas=3),
+    "an autoscaler on another Deployment": lambda d: hpa(d)["scaleTargetRef"].update(name="diptych-ci-router"),
+    "an autoscaler on a metric nobody serves": lambda d: hpa(d)["metrics"][0]["pods"]["metric"].update(name="queue_seconds"),
+    "an autoscaler on a total, not an average": lambda d: hpa(d)["metrics"][0]["pods"].update(
+        target={"type": "Value", "value": "0.02"}
+    ),
+    "an autoscaler without its CPU fallback": lambda d: hpa(d)["metrics"].pop(1),
+    "an adapter rule on the decoder's queue": lambda d: edit_named_config(
+        d, "-encoder-adapter-rule", "config.yaml", lambda t: t.replace('graph="encoder"', 'graph="decoder"')
+    ),
+    "an adapter rule serving the sum alone": lambda d: edit_named_config(
+        d, "-encoder-adapter-rule", "config.yaml", lambda t: t.split("\n      / ")[0] + "\n"
+    ),
+    "no adapter rule": lambda d: d.remove(named(of_kind(d, "ConfigMap"), "-encoder-adapter-rule")),
+    "the encoders not scraped": lambda d: d.remove(named(of_kind(d, "ServiceMonitor"), "-encoder")),
+    "the encoders' gRPC open to all": lambda d: encoder_policy(d)["spec"]["ingress"][0].pop("from"),
+    "the encoders' gRPC open to the routers": lambda d: encoder_policy(d)["spec"]["ingress"][0]["from"].append(
+        {"podSelector": {"matchLabels": {"app.kubernetes.io/component": "router"}}}
+    ),
 }
+
+
+def encoder(docs):
+    return named(workloads(docs), "-encoder")
+
+
+def hpa(docs):
+    return of_kind(docs, "HorizontalPodAutoscaler")[0]["spec"]
+
+
+def encoder_policy(docs):
+    return [p for p in of_kind(docs, "NetworkPolicy") if p["metadata"]["name"].endswith("-encoder")][0]
+
+
+def edit_named_config(docs, name, key, edit):
+    cm = named(of_kind(docs, "ConfigMap"), name)
+    cm["data"][key] = edit(cm["data"][key])
 
 
 def write_role(dest: Path, workload: dict, docs: list[dict]) -> None:
@@ -695,7 +889,8 @@ def write_role(dest: Path, workload: dict, docs: list[dict]) -> None:
     filled in where the environment takes it from the pod (the last replica's)."""
     dest.mkdir(parents=True, exist_ok=True)
     c = workload["spec"]["template"]["spec"]["containers"][0]
-    pod_name = f"{workload['metadata']['name']}-{workload['spec']['replicas'] - 1}"
+    # (An autoscaled Deployment names no replicas: its first pod's ordinal stands in.)
+    pod_name = f"{workload['metadata']['name']}-{workload['spec'].get('replicas', 1) - 1}"
     env = {}
     for e in c["env"]:
         if "value" in e:
@@ -754,7 +949,7 @@ def main() -> int:
             if values["cluster"]["enabled"]:
                 # Every role's files (routers, each shard) and the NATS configuration.
                 roles = []
-                for w in of_component(docs, "router") + of_component(docs, "shard"):
+                for w in of_component(docs, "router") + of_component(docs, "shard") + of_component(docs, "encoder"):
                     write_role(dest / w["metadata"]["name"], w, docs)
                     roles.append({"dir": w["metadata"]["name"], "role": component(w)})
                 (dest / "roles.json").write_text(json.dumps(roles))
@@ -813,6 +1008,15 @@ def main() -> int:
             "a cluster sending KOS": {"cluster": {"enabled": True},
                                       "dicom": {"kos": {"enabled": True, "destination": "W@h:1",
                                                         "archive": "teaching"}}},
+            "an encoder autoscaler whose minimum is above its maximum": {"cluster": {
+                "enabled": True, "encoder": {"enabled": True, "autoscaling": {"minReplicas": 5, "maxReplicas": 2}}}},
+            "no queue time to scale on": {"cluster": {"enabled": True, "encoder": {
+                "enabled": True, "autoscaling": {"targetQueueSeconds": 0}}}},
+            "a metric name that Prometheus cannot hold": {"cluster": {"enabled": True, "encoder": {
+                "enabled": True, "autoscaling": {"metricName": "queue-seconds"}}}},
+            "a string for the encoder's GPU switch": {"cluster": {"enabled": True, "encoder": {
+                "enabled": True, "gpu": {"enabled": "yes"}}}},
+            "an unknown encoder key": {"cluster": {"enabled": True, "encoder": {"enabled": True, "image": "x"}}},
         }
         for name, bad_values in refused.items():
             try:
@@ -830,6 +1034,9 @@ def main() -> int:
             "TLS-only DICOM": {"dicom": {"plain": False, "tls": {"enabled": True, "secretName": "s"}}},
             "a cluster on an existing NATS": {"cluster": {"enabled": True, "nats": {
                 "url": "nats://nats-0.nats:4222,nats://nats-1.nats:4222"}}},
+            "a CPU encoder of three fixed pods": {"cluster": {"enabled": True, "encoder": {
+                "enabled": True, "replicas": 3, "gpu": {"enabled": False}, "autoscaling": {"enabled": False}}}},
+            "an encoder autoscaled on its queue time alone": {"cluster": {"enabled": True, "encoder": {"enabled": True}}},
         }
         for name, good in accepted.items():
             try:
@@ -838,6 +1045,12 @@ def main() -> int:
             except helm.HelmError as e:
                 check(False, f"refused {name}: {e}")
                 continue
+            if "encoder" in name:
+                found = review(docs, merged(defaults, good), "\n".join(yaml.safe_dump_all(docs)))
+                encoders = of_component(docs, "encoder")
+                check(not found and len(encoders) == 1, f"{name}: " + "; ".join(found))
+                image = encoders[0]["spec"]["template"]["spec"]["containers"][0]["image"] if encoders else ""
+                check(image.endswith("-cuda") == ("CPU" not in name), f"{name}: image {image}")
             if name == "a cluster on an existing NATS":
                 found = review_cluster(docs, merged(defaults, good))
                 check(not found and not of_component(docs, "nats"), f"{name}: " + "; ".join(found))

@@ -59,4 +59,7 @@ pub enum RoleError {
     /// The gRPC server.
     #[error("the gRPC server stopped: {0}")]
     Grpc(#[from] tonic::transport::Error),
+    /// The HTTP port (metrics and probes).
+    #[error(transparent)]
+    Http(#[from] crate::http::HttpError),
 }

@@ -183,7 +183,9 @@ pub const KEYS: &[Key] = &[
         "HTTP listen address, HOST:PORT: the page at `/` (`http.page`), `/metrics` \
          (Prometheus), `/healthz` (liveness), `/readyz` (readiness, mirroring gRPC health), and \
          STOW-RS `POST /dicomweb/studies` (a bearer token of role ingest with a tokens file; \
-         without one, only on a loopback address or with `auth.allow_unauthenticated`).",
+         without one, only on a loopback address or with `auth.allow_unauthenticated`). A \
+         cluster encoder role serves `/metrics`, `/healthz` and `/readyz` only (its queue time \
+         is what its autoscaler reads); a router binds none yet.",
     )
     .env("DIPTYCH_HTTP_ADDR")
     .flag("--http-addr"),

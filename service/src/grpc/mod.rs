@@ -200,7 +200,7 @@ impl ServiceState {
 }
 
 /// The names health checking reports on: the whole server ("") and each serving service.
-const HEALTH_NAMES: [&str; 6] = [
+pub const HEALTH_NAMES: [&str; 6] = [
     "",
     "diptych.v1.AdminService",
     "diptych.v1.ImageService",
@@ -211,15 +211,28 @@ const HEALTH_NAMES: [&str; 6] = [
 
 /// Sets every health name to `status`.
 pub async fn set_health(reporter: &HealthReporter, status: ServingStatus) {
-    for name in HEALTH_NAMES {
+    set_health_of(reporter, &HEALTH_NAMES, status).await;
+}
+
+/// Sets each of `names` to `status`: the health names of a process that serves other services
+/// (the cluster's encoder role).
+pub async fn set_health_of(reporter: &HealthReporter, names: &[&str], status: ServingStatus) {
+    for name in names {
         reporter.set_service_status(name, status).await;
     }
 }
 
 /// The health service and its reporter, every name NOT_SERVING.
 pub async fn health() -> (HealthReporter, HealthServer<impl Health>) {
+    health_of(&HEALTH_NAMES).await
+}
+
+/// The health service and its reporter for `names`, every one NOT_SERVING.
+pub async fn health_of(
+    names: &'static [&'static str],
+) -> (HealthReporter, HealthServer<impl Health>) {
     let (reporter, server) = tonic_health::server::health_reporter();
-    set_health(&reporter, ServingStatus::NotServing).await;
+    set_health_of(&reporter, names, ServingStatus::NotServing).await;
     (reporter, server)
 }
 

@@ -4,8 +4,8 @@
 //! and [`RpcMetrics`] count it by outcome and gRPC status and time it to its end — the status in
 //! the trailers, or in the headers of a trailers-only answer; a stream's duration is its life.
 //!
-//! Labels are bounded: a path that names no method of the API, health or reflection counts as
-//! `unknown`, whatever a client sends.
+//! Labels are bounded: a path that names no method of the API, the cluster's internal services,
+//! health or reflection counts as `unknown`, whatever a client sends.
 
 use std::collections::HashSet;
 use std::future::Future;
@@ -105,6 +105,7 @@ static KNOWN: LazyLock<HashSet<(String, String)>> = LazyLock::new(|| {
     let mut known = HashSet::new();
     for set in [
         diptych::api::FILE_DESCRIPTOR_SET,
+        diptych::api::INTERNAL_FILE_DESCRIPTOR_SET,
         tonic_health::pb::FILE_DESCRIPTOR_SET,
     ] {
         let set = prost_types::FileDescriptorSet::decode(set)
@@ -397,6 +398,12 @@ mod tests {
         );
         let health = rpc_of("/grpc.health.v1.Health/Check");
         assert_eq!(health.method, "Check");
+        // The internal services of the cluster's roles are named too.
+        let batch = rpc_of("/diptych.internal.v1.EncoderService/EncodeBatch");
+        assert_eq!(
+            (batch.service.as_str(), batch.method.as_str()),
+            ("diptych.internal.v1.EncoderService", "EncodeBatch")
+        );
         for path in [
             "/diptych.v1.SearchService/Nope",
             "/x.Y/Search",

@@ -65,8 +65,9 @@ struct Live {
     state: Arc<ServiceState>,
     readiness: Readiness,
     dicom: OnceLock<Arc<ScpStats>>,
-    data_dir: PathBuf,
-    min_free_bytes: u64,
+    /// The data folder whose file system is reported, with its free-space floor; none for a
+    /// process without one (the cluster's encoder role).
+    data_dir: Option<(PathBuf, u64)>,
 }
 
 impl std::fmt::Debug for Live {
@@ -86,13 +87,26 @@ impl Metrics {
         data_dir: PathBuf,
         min_free_bytes: u64,
     ) -> Metrics {
+        Self::build(state, readiness, Some((data_dir, min_free_bytes)))
+    }
+
+    /// The metrics of a process without a data folder or an index, the cluster's encoder role:
+    /// readiness, the gRPC layer's families, and the engine's once `state` holds it.
+    pub fn for_engine(state: Arc<ServiceState>, readiness: Readiness) -> Metrics {
+        Self::build(state, readiness, None)
+    }
+
+    fn build(
+        state: Arc<ServiceState>,
+        readiness: Readiness,
+        data_dir: Option<(PathBuf, u64)>,
+    ) -> Metrics {
         let rpc = Arc::new(RpcMetrics::default());
         let live = Arc::new(Live {
             state,
             readiness,
             dicom: OnceLock::new(),
             data_dir,
-            min_free_bytes,
         });
         let mut registry = Registry::default();
         rpc.register(&mut registry);
@@ -211,7 +225,9 @@ impl Collector for Live {
         if let Some(stats) = self.dicom.get() {
             encode_dicom(e, stats)?;
         }
-        if let Ok(stats) = fs4::statvfs(&self.data_dir) {
+        if let Some((data_dir, min_free_bytes)) = &self.data_dir
+            && let Ok(stats) = fs4::statvfs(data_dir)
+        {
             gauge(
                 e,
                 "diptych_data_disk_free",
@@ -232,7 +248,7 @@ impl Collector for Live {
                 "Free bytes kept on the data folder's file system ([index] min_free_bytes): below \
                  it new instances are refused",
                 Some(&Unit::Bytes),
-                self.min_free_bytes as i64,
+                *min_free_bytes as i64,
             )?;
         }
         Ok(())

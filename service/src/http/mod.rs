@@ -10,6 +10,11 @@
 //!
 //! It is bound with the gRPC port, before warm-up (liveness answers, readiness says why not
 //! yet), and stops last on SIGTERM, so `/readyz` reports `stopping` while the server drains.
+//!
+//! By role (`[cluster] role`, docs/CLUSTER.md): a single node and a shard serve all of it; the
+//! encoder role serves
+//! `/metrics` (the engine's families, the gRPC layer's, readiness; no index, disk or DICOM
+//! families), `/healthz` and `/readyz` only; a router binds no HTTP port yet.
 
 pub mod metrics;
 pub mod multipart;

@@ -26,6 +26,8 @@ pub struct Readiness {
     /// The readiness, and whether the server is stopping.
     state: Arc<watch::Sender<(Ready, bool)>>,
     reporter: HealthReporter,
+    /// The gRPC health names it sets.
+    names: &'static [&'static str],
     /// Orders changes, so gRPC health ends as the state does.
     changing: Arc<tokio::sync::Mutex<()>>,
 }
@@ -41,13 +43,27 @@ impl std::fmt::Debug for Readiness {
 impl Readiness {
     /// Readiness NOT_SERVING ("starting"), and the gRPC health service that reports it.
     pub async fn start() -> (Readiness, HealthServer<impl Health>) {
-        let (reporter, health) = grpc::health().await;
-        let starting = Ready::NotServing(
-            "starting: the model is warming up and the index is opening".to_string(),
-        );
+        Self::start_of(
+            &grpc::HEALTH_NAMES,
+            "starting: the model is warming up and the index is opening",
+        )
+        .await
+    }
+
+    /// Readiness NOT_SERVING for the reason `starting`, and the gRPC health service that reports
+    /// it on `names` (the whole process "" and the services it serves).
+    pub async fn start_of(
+        names: &'static [&'static str],
+        starting: &'static str,
+    ) -> (Readiness, HealthServer<impl Health>) {
+        let (reporter, health) = grpc::health_of(names).await;
         let readiness = Readiness {
-            state: Arc::new(watch::Sender::new((starting, false))),
+            state: Arc::new(watch::Sender::new((
+                Ready::NotServing(starting.to_string()),
+                false,
+            ))),
             reporter,
+            names,
             changing: Arc::default(),
         };
         (readiness, health)
@@ -69,7 +85,7 @@ impl Readiness {
             Ready::NotServing(_) => ServingStatus::NotServing,
         };
         self.state.send_replace((ready, false));
-        grpc::set_health(&self.reporter, status).await;
+        grpc::set_health_of(&self.reporter, self.names, status).await;
     }
 
     /// The server is stopping: NOT_SERVING ("stopping") from now on, whatever is set after.
@@ -79,7 +95,7 @@ impl Readiness {
             Ready::NotServing("stopping: answering what is in flight".to_string()),
             true,
         ));
-        grpc::set_health(&self.reporter, ServingStatus::NotServing).await;
+        grpc::set_health_of(&self.reporter, self.names, ServingStatus::NotServing).await;
     }
 }
 
