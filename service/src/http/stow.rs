@@ -165,6 +165,15 @@ async fn store(State(stow): State<Stow>, headers: HeaderMap, body: Bytes) -> Res
         Ok(caller) => caller,
         Err(refused) => return *refused,
     };
+    if stow.state.is_shard() {
+        // What is not in the ingest stream would be on this replica only, and a rebuilt
+        // replica would not replay it (docs/CLUSTER.md), as for gRPC Ingest on a shard.
+        return plain(
+            StatusCode::FORBIDDEN,
+            "this server is a cluster shard: it takes instances only from the ingest stream; \
+             send them to a router over DICOM or gRPC Ingest",
+        );
+    }
     let index = match stow.state.index() {
         Ok(index) => index,
         Err(_) => {
