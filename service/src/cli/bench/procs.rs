@@ -135,12 +135,10 @@ pub async fn wait_serving(
 
 /// A plain-HTTP/2 gRPC channel to `addr` (HOST:PORT).
 pub async fn channel(addr: &str) -> anyhow::Result<tonic::transport::Channel> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-            .connect()
-            .await
-            .with_context(|| format!("connecting to {addr}"))?,
-    )
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))
 }
 
 /// `nodes` `nats-server` processes with JetStream under `dir`, routed to each other as one
