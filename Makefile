@@ -96,6 +96,7 @@ bench: deps deps-build deps-apt deps-bench
 	$(DIPTYCH) bench search --model $(MODEL) --json >> $(CACHE)/bench.jsonl
 	$(DIPTYCH) bench ready --model $(MODEL) --data-dir $(CACHE)/bench-ready --json >> $(CACHE)/bench.jsonl
 	$(DIPTYCH) bench reindex --model $(MODEL) --data-dir $(CACHE)/bench-reindex --json >> $(CACHE)/bench.jsonl
+	$(DIPTYCH) bench cluster --model $(MODEL) --work $(CACHE)/bench-cluster --json >> $(CACHE)/bench.jsonl
 	$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(DIPTYCH) --model $(MODEL) \
 		--work $(CACHE)/bench-cstore --json >> $(CACHE)/bench.jsonl
 	$(PY_VENV)/bin/python dicom-adapter/bench/cstore_bench.py --diptych $(DIPTYCH) --model $(MODEL) \

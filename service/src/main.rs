@@ -271,6 +271,40 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
+    /// A router over shards against a single node on this machine: search p50/p99 at N records
+    /// (identical answers checked), the extra hop, ingest by storescu; and on paper the nodes
+    /// and latency for 100M and 1B slices.
+    Cluster {
+        /// Model bundle of every process.
+        #[arg(long, default_value = "models/synth-v3")]
+        model: PathBuf,
+        /// Records searched.
+        #[arg(long, default_value_t = 1_000_000)]
+        records: usize,
+        /// Shards (one replica each).
+        #[arg(long, default_value_t = 2)]
+        shards: u32,
+        /// Queries per mode and filter on each side.
+        #[arg(long, default_value_t = 100)]
+        queries: usize,
+        /// Phantom subjects sent in the ingest comparison (16 slices each, plus the healthy
+        /// twins of the diseased ones: about 26 instances per subject).
+        #[arg(long, default_value_t = 12)]
+        ingest_subjects: u64,
+        /// Runs of the ingest comparison (0 skips it).
+        #[arg(long, default_value_t = 3)]
+        ingest_runs: usize,
+        /// NATS servers, and copies of the ingest stream, in the ingest comparison.
+        #[arg(long, default_value_t = 1)]
+        stream_replicas: usize,
+        /// Data folders (kept for reuse), files and logs
+        /// [default: ~/.cache/diptych/bench-cluster].
+        #[arg(long)]
+        work: Option<PathBuf>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -474,7 +508,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
-    use cli::bench::{self, encode, ready, reindex, search};
+    use cli::bench::{self, cluster, encode, ready, reindex, search};
     match bench {
         BenchCommand::Encode {
             model,
@@ -546,6 +580,50 @@ async fn run_bench(bench: BenchCommand) -> anyhow::Result<()> {
             })
             .await?;
             bench::report(json, &ready::table(&row), &[row])
+        }
+        BenchCommand::Cluster {
+            model,
+            records,
+            shards,
+            queries,
+            ingest_subjects,
+            ingest_runs,
+            stream_replicas,
+            work,
+            json,
+        } => {
+            anyhow::ensure!(
+                (1..=3).contains(&stream_replicas),
+                "--stream-replicas is {stream_replicas}: give 1 or 3 (one NATS server per copy)"
+            );
+            anyhow::ensure!(
+                records > 0 && queries > 0,
+                "--records and --queries must be above 0"
+            );
+            let work = match work {
+                Some(work) => work,
+                None => std::env::var_os("HOME")
+                    .map(PathBuf::from)
+                    .context("HOME is not set: give --work")?
+                    .join(".cache/diptych/bench-cluster"),
+            };
+            let report = cluster::run(&cluster::ClusterBench {
+                model,
+                records,
+                shards,
+                queries,
+                work,
+                ingest_subjects,
+                ingest_runs,
+                stream_replicas,
+            })
+            .await?;
+            bench::report(json, &cluster::table(&report), &report.json_rows()?)?;
+            anyhow::ensure!(
+                report.identical(),
+                "the router's answers differ from the single node's (see the table)"
+            );
+            Ok(())
         }
     }
 }

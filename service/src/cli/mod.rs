@@ -13,7 +13,7 @@
 //! | [`network_admin`] | `diptych admin peers|kos|associations`: allowed DICOM peers, KOS destinations, C-ECHO, recent associations |
 //! | [`reindex`] | `diptych admin reindex --model DIR` (and `status`, `wait`, `cancel`): a new model bundle, with a progress bar |
 //! | [`connect`] | how every client command reaches the server: URL, TLS, token; refusals explained |
-//! | [`bench`] | `diptych bench encode|search|ready|reindex` (in-process, no server needed) |
+//! | [`bench`] | `diptych bench encode|search|ready|reindex|cluster` (`ready` and `cluster` start servers from this binary) |
 //! | [`eval`] | `diptych eval`: retrieval quality (label Dice, twins, composites) against baselines (in-process) |
 //! | [`calibrate`] | `diptych calibrate`: a bundle's combined-mode balance, measured and written into its manifest |
 //! | [`engine`] | the in-process encoder the benchmarks and `eval` start |

@@ -230,7 +230,8 @@ pub async fn run(
                 .max_encoding_message_size(max),
         )
         .serve_with_incoming_shutdown(
-            tokio_stream::wrappers::TcpListenerStream::new(listener),
+            // Nagle off, as in `grpc::serve` (a delayed ACK per call otherwise).
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
             async move {
                 let _ = stop_rx.wait_for(|stop| *stop).await;
             },

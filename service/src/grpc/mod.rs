@@ -45,7 +45,6 @@ use diptych::api::v1::ingest_service_server::IngestServiceServer;
 use diptych::api::v1::search_service_server::SearchServiceServer;
 use diptych_dicom_adapter::Limits;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic::Status;
 use tonic_health::ServingStatus;
 use tonic_health::pb::health_server::{Health, HealthServer};
@@ -314,6 +313,12 @@ pub async fn serve<H: Health>(
                 .max_decoding_message_size(max)
                 .max_encoding_message_size(max)
         }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        // Nagle off on every accepted connection, as `Server::serve` would set it: with the
+        // listener handed over, tonic leaves the socket as accepted, and a response's headers,
+        // data and trailers then wait on the peer's delayed ACK (about 40 ms per call).
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
 }

@@ -7,11 +7,21 @@
 //! | [`search`] | p50/p99 latency of top-10 over 1M records, each mode, with and without a 10 % filter | the naive scan, FAISS IndexPQ |
 //! | [`ready`] | resident memory per indexed slice and start-to-ready time at 1M records | raw code bytes + catalog |
 //! | [`reindex`] | records/s of a re-index from kept frames, start to switch | the new encoder alone on the same frames |
+//! | [`cluster`] | search p50/p99 at 1M records and ingest rate through a router over shards; nodes and latency at 100M and 1B on paper | a single node on the same records and studies |
 //!
 //! [`search_run`] holds the search benchmark's measurement (replicated encodings, the FAISS
-//! subprocess), which [`search`] and [`ready`] drive.
+//! subprocess), which [`search`] and [`ready`] drive. [`procs`] starts the server processes
+//! of [`ready`] and [`cluster`]; [`cluster_data`], [`cluster_nodes`], [`cluster_search`],
+//! [`cluster_ingest`] and [`projection`] are the cluster benchmark's parts.
 
+pub mod cluster;
+pub mod cluster_data;
+pub mod cluster_ingest;
+pub mod cluster_nodes;
+pub mod cluster_search;
 pub mod encode;
+pub mod procs;
+pub mod projection;
 pub mod ready;
 pub mod reindex;
 pub mod search;

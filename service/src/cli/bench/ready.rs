@@ -12,24 +12,23 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::procs;
 use super::search_run::{phantom_encodings, replicate};
 use anyhow::Context;
 use diptych::api::v1::search_service_client::SearchServiceClient;
 use diptych::api::v1::{Query, SearchMode, SearchRequest, SliceCodes, query};
 use diptych_dicom_adapter::InstanceMetadata;
 use diptych_service::catalog::{Catalog, CatalogEntry, Checkpoint};
+use diptych_service::encoder::Engine;
 use diptych_service::index::folder_bytes;
 use diptych_service::record::{RecordKeys, key_of};
 use diptych_service::search::DistanceTables;
 use diptych_service::store::{CodeStore, ModelStamp, NewRecord};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
-use tonic_health::pb::HealthCheckRequest;
-use tonic_health::pb::health_client::HealthClient;
 
 use crate::cli::engine::start_engine;
 
@@ -119,39 +118,76 @@ pub async fn run(options: &ReadyBench) -> anyhow::Result<ReadyRow> {
 /// Builds the data folder unless a previous run left one with the same count.
 async fn build(model: &Path, data: &Path, records: usize) -> anyhow::Result<usize> {
     let engine = Arc::new(start_engine(model, 32, 2).await?);
-    let manifest = engine.manifest().clone();
-    let positions = manifest.grid.rows * manifest.grid.cols;
-    let done = data.join("complete");
-    if done.is_file() {
+    let positions = engine.manifest().grid.rows * engine.manifest().grid.cols;
+    if data.join("complete").is_file() {
         return Ok(positions);
     }
+    let built = Records::replicate(&engine, records, 2048).await?;
+    write_folder(data, &built, &(0..records).collect::<Vec<_>>())?;
+    Ok(positions)
+}
+
+/// N records of the serving model's codes: `seeds` encodings of phantom slices (seed 1)
+/// replicated with small perturbations, as in the search benchmark.
+pub struct Records {
+    /// The model's stamp for the code store.
+    pub stamp: ModelStamp,
+    /// Normal codes, N×P.
+    pub normal: Vec<u8>,
+    /// Abnormal codes, N×P.
+    pub abnormal: Vec<u8>,
+}
+
+impl Records {
+    /// Encodes the seeds with `engine` and replicates them to `records` records.
+    pub async fn replicate(engine: &Engine, records: usize, seeds: u64) -> anyhow::Result<Records> {
+        let manifest = engine.manifest().clone();
+        let positions = manifest.grid.rows * manifest.grid.cols;
+        let seeds = phantom_encodings(engine, 1, 0, seeds).await?;
+        let tables = DistanceTables::of(engine.codebooks())?;
+        let (normal, abnormal) = replicate(&tables, &seeds, records, 11);
+        Ok(Records {
+            stamp: ModelStamp {
+                model_id: manifest.model_id.clone(),
+                positions,
+                codebook_size: manifest.codebook_size,
+            },
+            normal,
+            abnormal,
+        })
+    }
+
+    /// Positions per code.
+    pub fn positions(&self) -> usize {
+        self.stamp.positions
+    }
+}
+
+/// Writes records `ids` (ascending) of `records` into a fresh data folder at `data`, as `diptych
+/// serve` would leave it after ingesting them in that order: record `ids[j]` becomes the
+/// folder's record `j`, with the metadata of [`metadata_of`]`(ids[j])`. Marks the folder
+/// `complete` last, so an interrupted build is redone.
+pub fn write_folder(data: &Path, records: &Records, ids: &[usize]) -> anyhow::Result<()> {
     let _ = std::fs::remove_dir_all(data);
-    let seeds = phantom_encodings(&engine, 1, 0, 2048).await?;
-    let tables = DistanceTables::of(engine.codebooks())?;
-    let (normal, abnormal) = replicate(&tables, &seeds, records, 11);
-    let mut store = CodeStore::open(
-        data.join("codes"),
-        ModelStamp {
-            model_id: manifest.model_id.clone(),
-            positions,
-            codebook_size: manifest.codebook_size,
-        },
-    )?;
+    let positions = records.positions();
+    let mut store = CodeStore::open(data.join("codes"), records.stamp.clone())?;
     let catalog = Catalog::open(&data.join("catalog"))?;
-    let bar = ProgressBar::new(records as u64).with_style(
-        ProgressStyle::with_template("building {pos}/{len} records [{bar:30}] {per_sec} eta {eta}")
-            .context("progress template")?,
+    let bar = ProgressBar::new(ids.len() as u64).with_style(
+        ProgressStyle::with_template(&format!(
+            "building {} {{pos}}/{{len}} records [{{bar:30}}] {{per_sec}} eta {{eta}}",
+            data.display()
+        ))
+        .context("progress template")?,
     );
     const CHUNK: usize = 10_000;
-    for start in (0..records).step_by(CHUNK) {
-        let end = (start + CHUNK).min(records);
-        let mut new = Vec::with_capacity(end - start);
-        let mut entries = Vec::with_capacity(end - start);
-        for i in start..end {
+    for (chunk_at, chunk) in ids.chunks(CHUNK).enumerate() {
+        let mut new = Vec::with_capacity(chunk.len());
+        let mut entries = Vec::with_capacity(chunk.len());
+        for (j, &i) in chunk.iter().enumerate() {
             let metadata = metadata_of(i);
             new.push(NewRecord {
-                normal: normal[i * positions..(i + 1) * positions].to_vec(),
-                abnormal: abnormal[i * positions..(i + 1) * positions].to_vec(),
+                normal: records.normal[i * positions..(i + 1) * positions].to_vec(),
+                abnormal: records.abnormal[i * positions..(i + 1) * positions].to_vec(),
                 keys: RecordKeys {
                     patient: key_of(&metadata.patient_id),
                     study: key_of(&metadata.study_instance_uid),
@@ -162,7 +198,7 @@ async fn build(model: &Path, data: &Path, records: usize) -> anyhow::Result<usiz
                 abnormality: (i % 100) as f32 / 100.0,
             });
             entries.push(CatalogEntry {
-                record: i as u32,
+                record: (chunk_at * CHUNK + j) as u32,
                 frame: 0,
                 metadata,
                 abnormality: (i % 100) as f32 / 100.0,
@@ -170,28 +206,33 @@ async fn build(model: &Path, data: &Path, records: usize) -> anyhow::Result<usiz
         }
         store.append(&new)?;
         catalog.add(&entries)?;
-        bar.set_position(end as u64);
+        bar.inc(chunk.len() as u64);
     }
     store.sync()?;
     catalog.commit(Checkpoint {
         applied_seq: 0,
-        records: records as u64,
+        records: ids.len() as u64,
         ..Default::default()
     })?;
     bar.finish_and_clear();
-    std::fs::write(done, records.to_string())?;
-    Ok(positions)
+    std::fs::write(data.join("complete"), ids.len().to_string())?;
+    Ok(())
+}
+
+/// The Study Instance UID of synthetic record `i` (one study per 150 records).
+pub fn study_of(i: usize) -> String {
+    format!("2.25.{}", 10_000_000 + i / 150)
 }
 
 /// Metadata of synthetic record `i`: 150 slices per series, 1 series per study, 2 studies per
-/// patient, dates over five years, MR and CT.
-fn metadata_of(i: usize) -> InstanceMetadata {
+/// patient, dates over five years, MR and CT (every tenth series: the 10 % `modality:CT`).
+pub fn metadata_of(i: usize) -> InstanceMetadata {
     let series = i / 150;
     InstanceMetadata {
         patient_id: format!("BENCH-{:07}", series / 2),
         patient_sex: if series.is_multiple_of(2) { "F" } else { "M" }.into(),
         patient_age: format!("{:03}Y", 20 + series % 60),
-        study_instance_uid: format!("2.25.{}", 10_000_000 + series),
+        study_instance_uid: study_of(i),
         series_instance_uid: format!("2.25.{}", 20_000_000 + series),
         sop_instance_uid: format!("2.25.{}", 100_000_000 + i),
         sop_class_uid: "1.2.840.10008.5.1.4.1.1.4".into(),
@@ -227,9 +268,6 @@ fn metadata_of(i: usize) -> InstanceMetadata {
     }
 }
 
-/// Starts `diptych serve` on `data`, waits for SERVING, runs one search over every record,
-/// and returns (seconds to SERVING, seconds of that first search, resident bytes once they
-/// settle).
 /// One start of `diptych serve` on `data`: seconds to SERVING, seconds of the first search, the
 /// settled resident size, and — when `projections` names the folder the search projections are
 /// saved in — the seconds from SERVING until they were saved (the header is written last).
@@ -239,54 +277,12 @@ async fn measure(
     positions: usize,
     projections: Option<&Path>,
 ) -> anyhow::Result<(f64, f64, u64, Option<f64>)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let addr = format!("127.0.0.1:{port}");
+    let addr = procs::free_addr()?;
     let started = Instant::now();
-    let child = Command::new(std::env::current_exe()?)
-        .arg("serve")
-        .arg("--model")
-        .arg(model)
-        .arg("--data-dir")
-        .arg(data)
-        .args([
-            "--grpc-addr",
-            &addr,
-            "--http-addr",
-            "127.0.0.1:0",
-            "--no-dicom",
-            "--execution-provider",
-            "cpu",
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .context("starting diptych serve")?;
-    let mut server = KillOnDrop(child);
+    let mut server =
+        procs::start_serve("diptych serve", model, data, &addr, &["--no-dicom"], None)?;
+    let ready = procs::wait_serving(&mut server, &addr, started, Duration::from_secs(300)).await?;
     let url = format!("http://{addr}");
-    let ready = loop {
-        if let Some(status) = server.0.try_wait()? {
-            anyhow::bail!("diptych serve exited with {status} before it was ready");
-        }
-        if let Ok(channel) = tonic::transport::Endpoint::from_shared(url.clone())?
-            .connect()
-            .await
-        {
-            let answer = HealthClient::new(channel)
-                .check(HealthCheckRequest::default())
-                .await;
-            if answer.is_ok_and(|a| a.into_inner().status == 1) {
-                break started.elapsed().as_secs_f64();
-            }
-        }
-        anyhow::ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "not ready after 300 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
     let channel = tonic::transport::Endpoint::from_shared(url)?
         .connect()
         .await?;
@@ -317,9 +313,7 @@ async fn measure(
         // Under 1M records the projections are fitted in a second; at 10M in tens of seconds.
         let header = folder.join("header.bin");
         while !header.is_file() {
-            if let Some(status) = server.0.try_wait()? {
-                anyhow::bail!("diptych serve exited with {status} while fitting projections");
-            }
+            server.check_alive()?;
             anyhow::ensure!(
                 started.elapsed() < Duration::from_secs(900),
                 "no search projections saved in {} after 900 s",
@@ -331,7 +325,7 @@ async fn measure(
     }
     // The search projections are built in the background after SERVING: wait until the
     // resident size settles (unchanged within 1 % for 2 s) before reading it.
-    let pid = server.0.id();
+    let pid = server.pid();
     let mut last = resident_bytes(pid)?;
     let mut stable_since = Instant::now();
     let settling = Instant::now();
@@ -346,15 +340,6 @@ async fn measure(
         last = now;
     }
     Ok((ready, first_search, last, saved_after))
-}
-
-struct KillOnDrop(Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// VmRSS of a process, from /proc.

@@ -222,7 +222,8 @@ pub fn replicate(
     (normal, abnormal)
 }
 
-fn percentile(sorted_ms: &[f64], q: f64) -> f64 {
+/// The `q` quantile (0..=1) of ascending values, nearest rank; NaN when there are none.
+pub fn percentile(sorted_ms: &[f64], q: f64) -> f64 {
     if sorted_ms.is_empty() {
         return f64::NAN;
     }
