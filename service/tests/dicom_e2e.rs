@@ -713,23 +713,8 @@ fn sigterm_during_storescu_stops_cleanly_and_the_next_start_replays_nothing() {
     });
     let log = dir.path().join("storescu.log");
     let mut storescu = storescu_until(&files, dicom_port, &log, 60);
-    let term = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
     let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(30),
-            "diptych serve did not stop within 30 s of SIGTERM:\n{}",
-            server.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.terminate("diptych serve");
     let stopped_in = signalled.elapsed();
     assert!(
         status.success(),

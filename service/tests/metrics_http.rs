@@ -458,23 +458,7 @@ fn metrics_move_by_what_was_sent_and_probes_answer() {
     );
 
     // SIGTERM stops everything, the HTTP port last; the exit status is 0.
-    let term = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(30),
-            "diptych serve did not stop within 30 s of SIGTERM:\n{}",
-            server.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.terminate("diptych serve");
     assert!(status.success(), "{status}:\n{}", server.log_tail());
     assert!(
         TcpStream::connect(&http).is_err(),

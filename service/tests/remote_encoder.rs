@@ -13,7 +13,6 @@
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dicom_core::VR;
@@ -177,23 +176,7 @@ fn kill(mut server: Server) {
 
 /// SIGTERM, then the process must exit 0 within 30 s, its log saying so.
 fn stop(mut server: Server) {
-    let term = Command::new("kill")
-        .args(["-TERM", &server.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let signalled = Instant::now();
-    let status = loop {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            signalled.elapsed() < Duration::from_secs(30),
-            "the encoder did not stop within 30 s of SIGTERM:\n{}",
-            server.log_tail()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let status = server.terminate("the encoder");
     assert!(status.success(), "{status}:\n{}", server.log_tail());
     assert!(
         server.log_tail().contains("encoder stopped"),

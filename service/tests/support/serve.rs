@@ -73,6 +73,28 @@ impl Server {
         let lines: Vec<&str> = text.lines().collect();
         lines[lines.len().saturating_sub(40)..].join("\n")
     }
+
+    /// Sends SIGTERM and waits for the process to exit, at most 30 s (else the test fails with
+    /// the log's tail, naming `what`); returns its exit status.
+    pub fn terminate(&mut self, what: &str) -> std::process::ExitStatus {
+        let term = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(term.success());
+        let signalled = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                signalled.elapsed() < Duration::from_secs(30),
+                "{what} did not stop within 30 s of SIGTERM:\n{}",
+                self.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }
 
 impl Drop for Server {
