@@ -385,7 +385,16 @@ fn a_router_serves_ingest_deletes_statistics_images_and_partial_answers() {
             "{refused:?}"
         );
         // Nor over STOW-RS on its HTTP port.
-        let answer = stow_post(&cluster.shards[0].http_addr, b"anything");
+        let answer = serve::http_request(
+            &cluster.shards[0].http_addr,
+            "POST",
+            "/dicomweb/studies",
+            &[(
+                "Content-Type",
+                "multipart/related; type=\"application/dicom\"; boundary=b",
+            )],
+            b"anything",
+        );
         assert!(
             answer.starts_with("HTTP/1.1 403") && answer.contains("cluster shard"),
             "a shard refuses STOW-RS: {answer}"
@@ -640,20 +649,4 @@ fn a_router_watch_streams_the_similar_studies_a_single_node_finds() {
         }
         assert!(from[0] > 0 && from[1] > 0, "hits per shard: {from:?}");
     });
-}
-
-/// POSTs `body` to STOW-RS at `addr` and returns the raw answer.
-fn stow_post(addr: &str, body: &[u8]) -> String {
-    use std::io::{Read, Write};
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    let head = format!(
-        "POST /dicomweb/studies HTTP/1.1\r\nHost: {addr}\r\nContent-Type: multipart/related; \
-         type=\"application/dicom\"; boundary=b\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    );
-    stream.write_all(head.as_bytes()).unwrap();
-    stream.write_all(body).unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
 }

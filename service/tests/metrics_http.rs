@@ -8,7 +8,7 @@
 //! and `/readyz` answer 200; the request id comes back and is on the call's log lines, which
 //! are JSON and free of patient IDs; SIGTERM stops the whole server, HTTP port included.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,24 +27,11 @@ use serde_json::Value;
 mod serve;
 use serve::{Server, free_port, python, workspace};
 
-/// A GET on the server's HTTP port: status, lower-cased head, body.
+/// A GET on the server's HTTP port: status, lower-cased head, body (sized, never chunked).
 fn get(addr: &str, path: &str, accept: &str) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("HTTP {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAccept: {accept}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let head = head.to_ascii_lowercase();
+    let (status, head, body) = serve::http_get(addr, path, accept);
     assert!(!head.contains("chunked"), "a sized body: {head}");
-    (status, head, body.to_string())
+    (status, head, body)
 }
 
 /// The samples of an exposition, as prometheus_client parses it.

@@ -10,8 +10,6 @@
 //! - a malformed batch is refused with INVALID_ARGUMENT, and a node whose bundle differs from
 //!   the encoder's refuses to start, naming both models.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -129,20 +127,8 @@ fn start_encoder(model: &Path, dir: &Path, addr: &str, log: &str) -> Server {
 
 /// A GET on an HTTP port: status and body.
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("HTTP {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    (status, body.to_string())
+    let (status, _, body) = serve::http_get(addr, path, "*/*");
+    (status, body)
 }
 
 /// The Prometheus text of `/metrics` on `addr`.

@@ -6,7 +6,6 @@
 #[path = "support/serve.rs"]
 mod serve;
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -130,29 +129,11 @@ fn a_network_http_port_without_tokens_refuses_to_store() {
 }
 
 fn http_get(addr: &str, path: &str) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut answer = String::new();
-    stream.read_to_string(&mut answer).unwrap();
-    answer
+    serve::http_request(addr, "GET", path, &[], &[])
 }
 
 fn http_post(addr: &str, path: &str, content_type: &str, body: &[u8]) -> String {
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    write!(
-        stream,
-        "POST {path} HTTP/1.1\r\nHost: t\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-        body.len()
-    )
-    .unwrap();
-    stream.write_all(body).unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).unwrap();
-    String::from_utf8_lossy(&answer).into_owned()
+    serve::http_request(addr, "POST", path, &[("Content-Type", content_type)], body)
 }
 
 /// The value of an unlabelled sample in Prometheus text.

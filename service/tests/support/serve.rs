@@ -3,7 +3,8 @@
 
 #![allow(dead_code)]
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -279,4 +280,40 @@ pub async fn channel(addr: &str) -> tonic::transport::Channel {
         .connect()
         .await
         .unwrap()
+}
+
+/// One HTTP/1.1 request to `addr` (`Connection: close`, a 30 s read timeout) with the header
+/// lines `headers` and `body` (sized); the whole answer as it came, head and body.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> String {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("HTTP {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (name, value) in headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    if method != "GET" {
+        head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).unwrap();
+    stream.write_all(body).unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// A GET asking for `accept`: the status, the head lower-cased, and the body.
+pub fn http_get(addr: &str, path: &str, accept: &str) -> (u16, String, String) {
+    let answer = http_request(addr, "GET", path, &[("Accept", accept)], &[]);
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (status, head.to_ascii_lowercase(), body.to_string())
 }
