@@ -110,6 +110,10 @@ impl InfoApi {
                 ..IndexStats::default()
             }));
         };
+        // Pending first: the catalog reloads at each commit, so counts read after
+        // `pending` reached zero include every acknowledged record; read the other
+        // way round, a commit between the reads shows "0 records, 0 pending".
+        let pending = index.counters.pending.load(Ordering::Relaxed);
         let counts = index
             .catalog()
             .counts()
@@ -124,7 +128,7 @@ impl InfoApi {
             model_id: index.engine().manifest().model_id.clone(),
             code_bytes,
             catalog_bytes,
-            pending: index.counters.pending.load(Ordering::Relaxed),
+            pending,
             non_image: index.counters.non_image.load(Ordering::Relaxed),
         }))
     }
