@@ -14,7 +14,8 @@
 #   install-deps.sh test-peers            the DICOM peers of the tests and benchmarks (apt): dcmtk,
 #                                         GDCM's tools, Orthanc, and libgdcm-dev; and the browser of
 #                                         the page's test: chromium and chromium-driver; nats-server,
-#                                         the JetStream cluster of the cluster test
+#                                         the JetStream cluster of the cluster test; rsyslog,
+#                                         the syslog receiver of the audit test
 #   install-deps.sh node                  Node and npm (apt), unless a node is already installed
 #   install-deps.sh image-libs BIN DIR    copy the shared libraries BIN links beyond the C and C++
 #                                         runtimes (GDCM's 12-bit JPEG library) into DIR: the final
@@ -81,9 +82,9 @@ jpeg12_dev() {
 
 test_peers() {
 	local t
-	for t in /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so "$JPEG12_HEADER" /usr/bin/chromium /usr/bin/chromedriver /usr/sbin/nats-server; do
+	for t in /usr/bin/storescu /usr/bin/gdcmconv /usr/sbin/Orthanc /usr/share/orthanc/plugins/libOrthancDicomWeb.so "$JPEG12_HEADER" /usr/bin/chromium /usr/bin/chromedriver /usr/sbin/nats-server /usr/sbin/rsyslogd; do
 		if [ ! -e "$t" ]; then
-			apt_install dcmtk libgdcm-tools libgdcm-dev orthanc orthanc-dicomweb chromium chromium-driver nats-server
+			apt_install dcmtk libgdcm-tools libgdcm-dev orthanc orthanc-dicomweb chromium chromium-driver nats-server rsyslog
 			return 0
 		fi
 	done
