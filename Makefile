@@ -155,11 +155,12 @@ $(ATLAS_MAPS):
 	test -s $(ATLAS_MAPS)
 
 ## deps-py: the Python peers of the tests (gRPC client stubs, numpy, DICOM peers, dicomweb-client
-## for STOW-RS, and the Prometheus project's exposition parsers that check /metrics).
+## for STOW-RS, the Prometheus project's exposition parsers that check /metrics, and ONNX Runtime's
+## quantiser for `diptych quantize`).
 deps-py: $(PY_VENV)/.ok
 $(PY_VENV)/.ok: Makefile
 	$(PYTHON) -m venv $(PY_VENV)
-	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pynetdicom pydicom prometheus-client selenium dicomweb-client
+	$(PY_VENV)/bin/pip install --quiet grpcio grpcio-tools grpcio-health-checking grpcio-reflection numpy pynetdicom pydicom prometheus-client selenium dicomweb-client onnx onnxruntime==$(ORT_VERSION)
 	touch $@
 
 ## deps-web: Node and npm (Debian's, when no node is installed) and the npm packages of

@@ -55,6 +55,24 @@ pub struct GraphFile {
     pub sha256: String,
 }
 
+/// An int8 copy of the encoder graph (`diptych quantize`), with how closely its codes follow
+/// the float graph's on held-out slices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantizedEncoder {
+    /// The graph file and its checksum.
+    #[serde(flatten)]
+    pub graph: GraphFile,
+    /// Share of grid positions of the check slices whose normal code is the float graph's.
+    pub normal_agreement: f64,
+    /// The same share for the abnormal code.
+    pub abnormal_agreement: f64,
+    /// Mean |difference| of the abnormality score between the two graphs on those slices.
+    pub score_mean_abs_difference: f64,
+    /// Slices the agreement was measured on (held-out seed, every source the bundle knows).
+    pub checked_slices: usize,
+}
+
 /// Names of the codebook initializers inside both graphs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -112,6 +130,10 @@ pub struct Manifest {
     /// made before it (the paper's plain `d_n + d_a`).
     #[serde(default = "unit_balance")]
     pub combined_balance: f32,
+    /// The int8 encoder that `[encoder] precision = "int8"` serves, when `diptych quantize`
+    /// made one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoder_int8: Option<QuantizedEncoder>,
 }
 
 /// The combined-mode balance of a bundle that records none.
@@ -174,7 +196,7 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> ManifestError {
 }
 
 impl Manifest {
-    /// Reads `dir/manifest.json`, validates it and verifies the checksums of both graphs.
+    /// Reads `dir/manifest.json`, validates it and verifies the checksums of its graphs.
     pub fn load(dir: impl AsRef<Path>) -> Result<Manifest, ManifestError> {
         let dir = dir.as_ref();
         let manifest = Self::read(dir)?;
@@ -279,6 +301,29 @@ impl Manifest {
         }
         validate_graph("encoder.file", "encoder.sha256", &self.encoder)?;
         validate_graph("decoder.file", "decoder.sha256", &self.decoder)?;
+        if let Some(int8) = &self.encoder_int8 {
+            validate_graph("encoder_int8.file", "encoder_int8.sha256", &int8.graph)?;
+            if [&self.encoder.file, &self.decoder.file].contains(&&int8.graph.file) {
+                return Err(invalid(
+                    "encoder_int8.file",
+                    format!(
+                        "is {:?}, a file of the float graphs; the int8 encoder needs its own",
+                        int8.graph.file
+                    ),
+                ));
+            }
+            for (field, share) in [
+                ("encoder_int8.normal_agreement", int8.normal_agreement),
+                ("encoder_int8.abnormal_agreement", int8.abnormal_agreement),
+            ] {
+                if !(0.0..=1.0).contains(&share) {
+                    return Err(invalid(
+                        field,
+                        format!("{share} is not a share in [0, 1]; run `diptych quantize` again"),
+                    ));
+                }
+            }
+        }
         if self.encoder.file == self.decoder.file {
             return Err(invalid(
                 "decoder.file",
@@ -357,7 +402,11 @@ impl Manifest {
     /// Verifies that both graph files in `dir` match their SHA-256 in the manifest.
     pub fn verify_checksums(&self, dir: impl AsRef<Path>) -> Result<(), ManifestError> {
         let dir = dir.as_ref();
-        for graph in [&self.encoder, &self.decoder] {
+        let int8 = self.encoder_int8.as_ref().map(|q| &q.graph);
+        for graph in [Some(&self.encoder), Some(&self.decoder), int8]
+            .into_iter()
+            .flatten()
+        {
             let path = dir.join(&graph.file);
             let actual = sha256_file(&path)?;
             if !actual.eq_ignore_ascii_case(&graph.sha256) {

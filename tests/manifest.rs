@@ -3,7 +3,8 @@
 use std::path::{Path, PathBuf};
 
 use diptych::manifest::{
-    CodebookNames, GraphFile, Grid, MANIFEST_FILE, Manifest, ManifestError, sha256_file,
+    CodebookNames, GraphFile, Grid, MANIFEST_FILE, Manifest, ManifestError, QuantizedEncoder,
+    sha256_file,
 };
 use diptych::phantom::{ABNORMAL_LABELS, NORMAL_LABELS};
 use diptych::preprocess::PreprocessParams;
@@ -49,6 +50,7 @@ fn sample(dir: &Path) -> Manifest {
         codebooks: CodebookNames::default(),
         training: serde_json::json!({"seed": 1, "steps": 1000, "device": "cpu"}),
         combined_balance: 12.5,
+        encoder_int8: None,
     }
 }
 
@@ -139,6 +141,17 @@ fn each_invalid_field_is_named() {
         ("decoder.file", |m| m.decoder.file = "encoder.onnx".into()),
         ("encoder.sha256", |m| m.encoder.sha256 = "abc".into()),
         ("decoder.sha256", |m| m.decoder.sha256 = "z".repeat(64)),
+        ("encoder_int8.file", |m| {
+            m.encoder_int8 = Some(int8("decoder.onnx", 0.999));
+        }),
+        ("encoder_int8.sha256", |m| {
+            let mut q = int8("encoder.int8.onnx", 0.999);
+            q.graph.sha256 = "0".repeat(63);
+            m.encoder_int8 = Some(q);
+        }),
+        ("encoder_int8.normal_agreement", |m| {
+            m.encoder_int8 = Some(int8("encoder.int8.onnx", 1.5));
+        }),
         ("codebooks.normal", |m| m.codebooks.normal = String::new()),
         ("codebooks.abnormal", |m| {
             m.codebooks.abnormal = "codebook_normal".into()
@@ -196,6 +209,44 @@ fn invalid_manifest_on_disk_is_refused_by_load() {
     ));
     // `read` parses without judging.
     assert_eq!(Manifest::read(&dir).unwrap().codebook_size, 0);
+}
+
+/// An int8 encoder entry naming `file`, with normal agreement `normal`.
+fn int8(file: &str, normal: f64) -> QuantizedEncoder {
+    QuantizedEncoder {
+        graph: GraphFile {
+            file: file.into(),
+            sha256: "a".repeat(64),
+        },
+        normal_agreement: normal,
+        abnormal_agreement: 0.998,
+        score_mean_abs_difference: 0.003,
+        checked_slices: 600,
+    }
+}
+
+#[test]
+fn an_int8_encoder_round_trips_and_its_checksum_is_verified() {
+    let (dir, mut manifest) = bundle("int8");
+    std::fs::write(dir.join("encoder.int8.onnx"), b"int8 graph bytes").unwrap();
+    let mut q = int8("encoder.int8.onnx", 0.997);
+    q.graph.sha256 = sha256_file(dir.join("encoder.int8.onnx")).unwrap();
+    manifest.encoder_int8 = Some(q);
+    manifest.write(&dir).unwrap();
+    assert_eq!(Manifest::load(&dir).unwrap(), manifest);
+    let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+    assert!(text.contains("\"normal_agreement\": 0.997"), "{text}");
+    std::fs::write(dir.join("encoder.int8.onnx"), b"int8 graph, changed").unwrap();
+    match Manifest::load(&dir) {
+        Err(ManifestError::ChecksumMismatch { path, .. }) => {
+            assert_eq!(path, dir.join("encoder.int8.onnx"))
+        }
+        other => panic!("expected a checksum mismatch, got {other:?}"),
+    }
+    // A bundle without one writes no key at all.
+    let (dir, _) = bundle("no-int8");
+    let text = std::fs::read_to_string(dir.join(MANIFEST_FILE)).unwrap();
+    assert!(!text.contains("encoder_int8"), "{text}");
 }
 
 #[test]

@@ -30,6 +30,7 @@
 //! sessions = 1                     # ONNX Runtime sessions per graph
 //! intra_threads = 0                # threads per session; 0 = cores / sessions
 //! intra_op_spinning = false        # idle ONNX Runtime threads spin instead of sleeping
+//! precision = "float"              # float | int8 (the bundle's `diptych quantize` graph)
 //! nice = 10                        # the encoder's threads yield the cores to acknowledgements
 //! max_batch = 32
 //! max_queue_delay_ms = 2
@@ -447,6 +448,29 @@ impl FromStr for ExecutionProvider {
     }
 }
 
+/// Which of the bundle's encoder graphs runs: the float one, or the int8 copy that
+/// `diptych quantize` made (docs/QUANTIZATION.md).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// `encoder.onnx`, as trained.
+    #[default]
+    Float,
+    /// The manifest's `encoder_int8` graph.
+    Int8,
+}
+
+impl FromStr for Precision {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "float" => Ok(Self::Float),
+            "int8" => Ok(Self::Int8),
+            other => Err(format!("{other:?} is not a precision; use float or int8")),
+        }
+    }
+}
+
 /// ONNX Runtime sessions and the dynamic batcher in front of them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -463,6 +487,8 @@ pub struct EncoderConfig {
     /// listener, decoding and the catalog share the cores, and spinning threads take CPU from
     /// them; on a machine that only encodes, spinning can shave latency.
     pub intra_op_spinning: bool,
+    /// Which encoder graph of the bundle runs: float, or the int8 copy of `diptych quantize`.
+    pub precision: Precision,
     /// Nice value (0..=19) of the encoder's threads: above 0 they yield the cores to the DICOM
     /// listener's acknowledgements and to searches when both want them (see
     /// `encoder/priority.rs`); 0 runs them at the process's own priority.
@@ -488,6 +514,7 @@ impl Default for EncoderConfig {
             sessions: 1,
             intra_threads: 0,
             intra_op_spinning: false,
+            precision: Precision::Float,
             nice: 10,
             max_batch: 32,
             max_queue_delay_ms: 2,
@@ -670,6 +697,9 @@ impl Config {
         }
         if let Some(v) = env("DIPTYCH_LOG_FORMAT") {
             self.log.format = parsed("DIPTYCH_LOG_FORMAT", v, "text or json")?;
+        }
+        if let Some(v) = env("DIPTYCH_ENCODER_PRECISION") {
+            self.encoder.precision = parsed("DIPTYCH_ENCODER_PRECISION", v, "float or int8")?;
         }
         if let Some(v) = env("DIPTYCH_EXECUTION_PROVIDER") {
             self.encoder.execution_provider =

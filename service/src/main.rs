@@ -68,6 +68,10 @@ enum Command {
     /// code count alike, E[d_n] / E[d_a] on held-out synthetic slices) and write it into its
     /// manifest; searches that name no weights use it (in-process; no server needed).
     Calibrate(CalibrateArgs),
+    /// Write an int8 copy of a bundle's encoder (ONNX Runtime's static quantisation, calibrated
+    /// on held-out synthetic slices) and record it in the manifest only if its codes agree with
+    /// the float graph's on other held-out slices; `[encoder] precision = "int8"` serves it.
+    Quantize(QuantizeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -160,6 +164,38 @@ struct CalibrateArgs {
     /// Slices per source (held-out seed 2, half healthy).
     #[arg(long, default_value_t = 300)]
     slices: usize,
+    /// Threads for generation and encoding.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Print one JSON line instead of a sentence.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, clap::Args)]
+struct QuantizeArgs {
+    /// Model bundle (encoder.int8.onnx is written into it and its manifest.json rewritten).
+    #[arg(long)]
+    model: PathBuf,
+    /// Synthetic sources of the slices, as the bundle was trained on.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [SourceArg::Phantom, SourceArg::Anatomy])]
+    source: Vec<SourceArg>,
+    /// Calibration slices per source (held-out seed 5, half healthy).
+    #[arg(long, default_value_t = 256)]
+    calibration_slices: usize,
+    /// Slices per source the agreement is measured on (held-out seed 2, half healthy).
+    #[arg(long, default_value_t = 300)]
+    check_slices: usize,
+    /// The least share of grid positions whose normal and abnormal codes equal the float graph's.
+    #[arg(long, default_value_t = 0.995)]
+    min_agreement: f64,
+    /// Convolutions (ONNX node names) to keep in float; default: the first one and the
+    /// encoder's 1x1 head.
+    #[arg(long, value_delimiter = ',')]
+    keep_float: Option<Vec<String>>,
+    /// Python with onnx and onnxruntime (default: the `make deps-py` venv).
+    #[arg(long)]
+    python: Option<PathBuf>,
     /// Threads for generation and encoding.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -491,6 +527,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Eval(args) => client(run_eval(args)),
         Command::Calibrate(args) => client(run_calibrate(args)),
+        Command::Quantize(args) => client(run_quantize(args)),
         Command::Delete(args) => {
             use cli::admin::Level;
             let level = match (args.patient, args.study, args.series, args.instance) {
@@ -663,16 +700,52 @@ async fn run_eval(args: EvalArgs) -> anyhow::Result<()> {
     eval::print(&report, args.json)
 }
 
-async fn run_calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
+/// The generators the `--source` arguments name.
+fn source_kinds(sources: &[SourceArg]) -> Vec<diptych::synthetic::SourceKind> {
     use diptych::synthetic::SourceKind;
-    let sources: Vec<SourceKind> = args
-        .source
+    sources
         .iter()
         .map(|s| match s {
             SourceArg::Phantom => SourceKind::Phantom,
             SourceArg::Anatomy => SourceKind::Anatomy,
         })
-        .collect();
+        .collect()
+}
+
+async fn run_quantize(args: QuantizeArgs) -> anyhow::Result<()> {
+    use cli::quantize::{self, QuantizeOptions};
+    let options = QuantizeOptions {
+        model: args.model,
+        sources: source_kinds(&args.source),
+        calibration_slices: args.calibration_slices,
+        check_slices: args.check_slices,
+        min_agreement: args.min_agreement,
+        keep_float: args.keep_float,
+        python: args.python.unwrap_or_else(quantize::default_python),
+        script: quantize::default_script(),
+        threads: args.threads,
+    };
+    let q = quantize::run(&options).await?;
+    if args.json {
+        println!("{}", serde_json::to_string(&q)?);
+    } else {
+        println!(
+            "{}: {} written; its codes equal the float encoder's at {:.2} % (normal) and {:.2} % \
+             (abnormal) of the positions of {} held-out slices, scores within {:.4} on average; \
+             serve it with [encoder] precision = \"int8\"",
+            q.model_id,
+            options.model.join(&q.file).display(),
+            100.0 * q.normal_agreement,
+            100.0 * q.abnormal_agreement,
+            q.checked_slices,
+            q.score_mean_abs_difference
+        );
+    }
+    Ok(())
+}
+
+async fn run_calibrate(args: CalibrateArgs) -> anyhow::Result<()> {
+    let sources = source_kinds(&args.source);
     let c = cli::calibrate::run(&args.model, &sources, args.slices, args.threads).await?;
     if args.json {
         println!("{}", serde_json::to_string(&c)?);

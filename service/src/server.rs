@@ -482,6 +482,7 @@ pub fn engine_options(config: &Config) -> EngineOptions {
             e.intra_threads
         },
         intra_op_spinning: e.intra_op_spinning,
+        precision: e.precision,
         nice: e.nice,
         batcher: BatcherConfig {
             max_batch: e.max_batch,

@@ -22,6 +22,7 @@ fn options(max_batch: usize, sessions: usize) -> EngineOptions {
         intra_threads: 1,
         // Both settings run: the pooled (several-session) engines spin, the others sleep.
         intra_op_spinning: sessions > 1,
+        precision: Default::default(),
         nice: 0,
         batcher: BatcherConfig {
             max_batch,

@@ -50,6 +50,7 @@ async fn every_thread_the_engine_starts_runs_at_the_configured_nice_value() {
             sessions: 2,
             intra_threads: 2,
             intra_op_spinning: false,
+            precision: Default::default(),
             nice: 7,
             batcher: BatcherConfig {
                 max_batch: 4,
@@ -102,6 +103,7 @@ async fn a_nice_value_that_would_raise_priority_is_refused_with_the_key_to_fix()
             sessions: 1,
             intra_threads: 1,
             intra_op_spinning: false,
+            precision: Default::default(),
             nice: -5,
             batcher: BatcherConfig {
                 max_batch: 4,

@@ -45,6 +45,7 @@ fn loader() -> Arc<BundleLoader> {
             sessions: 1,
             intra_threads: 1,
             intra_op_spinning: false,
+            precision: Default::default(),
             nice: 0,
             batcher: BatcherConfig {
                 max_batch: 8,

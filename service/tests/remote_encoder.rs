@@ -21,8 +21,8 @@ use diptych::api::v1::info_service_client::InfoServiceClient;
 use diptych::api::v1::ingest_service_client::IngestServiceClient;
 use diptych::api::v1::search_service_client::SearchServiceClient;
 use diptych::api::v1::{
-    GetIndexStatsRequest, IngestRequest, Query, SearchMode, SearchRequest, SearchResponse,
-    SliceRef, query,
+    GetIndexStatsRequest, ImageInput, IngestRequest, Query, SearchMode, SearchRequest,
+    SearchResponse, SliceRef, image_input, query,
 };
 
 #[path = "support/folder.rs"]
@@ -315,6 +315,33 @@ fn a_remote_encoder_indexes_what_a_local_one_does_and_its_loss_loses_nothing() {
     assert!(
         waiting.pending >= 1 && waiting.records == FIRST * FRAMES,
         "with the encoder down nothing can be indexed: {waiting:?}"
+    );
+    // A search that must encode its image meanwhile: UNAVAILABLE (retry later), not INTERNAL.
+    let refused = rt
+        .block_on(async {
+            SearchServiceClient::new(channel(&remote_addr).await)
+                .search(SearchRequest {
+                    query: Some(Query {
+                        source: Some(query::Source::Image(ImageInput {
+                            source: Some(image_input::Source::Dicom(instance(FIRST + DURING))),
+                            frame: 0,
+                        })),
+                    }),
+                    mode: SearchMode::Combined as i32,
+                    top_k: 10,
+                    ..SearchRequest::default()
+                })
+                .await
+        })
+        .expect_err("a search by a new image with the encoder down");
+    assert_eq!(
+        refused.code(),
+        tonic::Code::Unavailable,
+        "a search by image with the encoder down: {refused:?}"
+    );
+    assert!(
+        refused.message().contains(&encoder_addr),
+        "the refusal names the encoder: {refused:?}"
     );
     let encoder = start_encoder(&test_bundle(), dir, &encoder_addr, "encoder-2.log");
     let started = Instant::now();

@@ -123,6 +123,8 @@ pub struct Bundle {
     pub decoder: Vec<u8>,
     /// The codebooks, as the encoder carries them (the decoder's are identical).
     pub codebooks: Codebooks,
+    /// Bytes of the int8 encoder graph (`diptych quantize`), when the manifest names one.
+    pub encoder_int8: Option<Vec<u8>>,
 }
 
 impl Bundle {
@@ -143,7 +145,20 @@ impl Bundle {
         let encoder = read(&manifest.encoder.file)?;
         let decoder = read(&manifest.decoder.file)?;
         let codebooks = check_graphs(&manifest, &encoder, &decoder)?;
+        let encoder_int8 = match &manifest.encoder_int8 {
+            Some(int8) => {
+                let bytes = read(&int8.graph.file)?;
+                // The same contract as the float encoder, and the same codebooks as the
+                // decoder (hence as the float encoder).
+                let mut as_encoder = manifest.clone();
+                as_encoder.encoder = int8.graph.clone();
+                check_graphs(&as_encoder, &bytes, &decoder)?;
+                Some(bytes)
+            }
+            None => None,
+        };
         Ok(Bundle {
+            encoder_int8,
             dir,
             manifest,
             encoder,

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use diptych_service::bundle::Bundle;
-use diptych_service::config::ExecutionProvider;
+use diptych_service::config::{ExecutionProvider, Precision};
 use diptych_service::encoder::runtime::{environment, locate_library};
 use diptych_service::encoder::{BatcherConfig, Engine, EngineOptions};
 
@@ -15,10 +15,20 @@ pub async fn start_engine(
     max_batch: usize,
     threads: usize,
 ) -> anyhow::Result<Engine> {
+    start_bundle(Bundle::load(model)?, Precision::Float, max_batch, threads).await
+}
+
+/// [`start_engine`] on a loaded bundle, running its encoder graph of `precision`.
+pub async fn start_bundle(
+    bundle: Bundle,
+    precision: Precision,
+    max_batch: usize,
+    threads: usize,
+) -> anyhow::Result<Engine> {
     let library = locate_library(None, |name| std::env::var(name).ok())?;
     let env = environment(&library.path)?;
     let engine = Engine::start(
-        Bundle::load(model)?,
+        bundle,
         env,
         EngineOptions {
             remote: None,
@@ -27,6 +37,7 @@ pub async fn start_engine(
             intra_threads: threads,
             // As `diptych serve` runs it by default.
             intra_op_spinning: false,
+            precision,
             nice: diptych_service::config::EncoderConfig::default().nice,
             batcher: BatcherConfig {
                 max_batch,

@@ -16,6 +16,7 @@
 //! | [`bench`] | `diptych bench encode|search|ready|reindex|cluster` (`ready` and `cluster` start servers from this binary) |
 //! | [`eval`] | `diptych eval`: retrieval quality (label Dice, twins, composites) against baselines (in-process) |
 //! | [`calibrate`] | `diptych calibrate`: a bundle's combined-mode balance, measured and written into its manifest |
+//! | [`quantize`] | `diptych quantize`: an int8 copy of a bundle's encoder, written only if its codes agree with the float graph's |
 //! | [`engine`] | the in-process encoder the benchmarks and `eval` start |
 
 pub mod admin;
@@ -29,6 +30,7 @@ pub mod ingest;
 pub mod lettering;
 pub mod montage;
 pub mod network_admin;
+pub mod quantize;
 pub mod reindex;
 pub mod search;
 pub mod source;

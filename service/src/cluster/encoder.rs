@@ -84,9 +84,9 @@ impl EncoderService for EncoderApi {
         while let Some(done) = tasks.join_next().await {
             let (i, code) = done.map_err(|e| Status::internal(e.to_string()))?;
             codes[i] = Some(code.map_err(|error| match error {
-                BatchError::QueueFull { .. } | BatchError::Stopped => {
-                    Status::unavailable(format!("{error}"))
-                }
+                BatchError::QueueFull { .. }
+                | BatchError::Stopped
+                | BatchError::Unavailable { .. } => Status::unavailable(format!("{error}")),
                 other => Status::internal(other.to_string()),
             })?);
         }

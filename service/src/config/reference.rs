@@ -230,6 +230,13 @@ pub const KEYS: &[Key] = &[
          only encodes; takes CPU from the listener and the catalog otherwise).",
     ),
     key(
+        "encoder.precision",
+        "`float` runs the bundle's `encoder.onnx`; `int8` its int8 copy made by `diptych \
+         quantize` (faster on CPUs with int8 dot products; the manifest records how often its \
+         codes equal the float graph's, at least 99.5 %). A bundle without one refuses to start.",
+    )
+    .env("DIPTYCH_ENCODER_PRECISION"),
+    key(
         "encoder.nice",
         "Nice value (0..=19) of the encoder's threads: above 0 they yield the cores to the DICOM \
          listener's acknowledgements and to searches when both want them; 0 runs them at the \

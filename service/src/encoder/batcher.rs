@@ -31,6 +31,12 @@ pub trait BatchRunner: Send + 'static {
     /// Processes `items` together; returns one output per item, in order, or why the whole
     /// batch failed.
     fn run(&mut self, items: &[Self::Item]) -> Result<Vec<Self::Output>, Self::Error>;
+
+    /// Whether `error` says that something the runner depends on is unavailable for now (the
+    /// same batch may succeed later), rather than that the batch itself failed.
+    fn unavailable(_error: &Self::Error) -> bool {
+        false
+    }
 }
 
 /// Limits of the batcher.
@@ -56,6 +62,12 @@ pub enum BatchError {
     /// The batcher has shut down.
     #[error("the encoder is shutting down")]
     Stopped,
+    /// Something the runner depends on (a remote encoder) is unavailable for now.
+    #[error("the encoder is unavailable: {message}; retry later")]
+    Unavailable {
+        /// The runner's message.
+        message: String,
+    },
     /// The runner failed on the batch holding this request.
     #[error("the model failed on a batch of {batch}: {message}")]
     Failed {
@@ -210,9 +222,12 @@ fn work<R: BatchRunner>(
             let (items, replies): (Vec<_>, Vec<_>) =
                 batch.into_iter().map(|j| (j.item, j.reply)).unzip();
             let outcome = catch_unwind(AssertUnwindSafe(|| {
-                runner.run(&items).map_err(|e| e.to_string())
+                runner.run(&items).map_err(|e| Failure {
+                    unavailable: R::unavailable(&e),
+                    message: e.to_string(),
+                })
             }))
-            .unwrap_or_else(|_| Err("the model runner panicked".to_string()));
+            .unwrap_or_else(|_| Err(Failure::from("the model runner panicked".to_string())));
             stats.compute.observe(started.elapsed().as_secs_f64());
             if !matches!(&outcome, Ok(outputs) if outputs.len() == size) {
                 stats.batch_failed();
@@ -226,12 +241,12 @@ fn work<R: BatchRunner>(
                 Ok(outputs) => fail_all(
                     replies,
                     size,
-                    format!(
+                    Failure::from(format!(
                         "the runner returned {} results for {size} items",
                         outputs.len()
-                    ),
+                    )),
                 ),
-                Err(message) => fail_all(replies, size, message),
+                Err(failure) => fail_all(replies, size, failure),
             }
         }
         if idle.send(id).is_err() {
@@ -240,16 +255,37 @@ fn work<R: BatchRunner>(
     }
 }
 
+/// Why a batch failed, as the batcher passes it on to every request of the batch.
+struct Failure {
+    unavailable: bool,
+    message: String,
+}
+
+impl From<String> for Failure {
+    fn from(message: String) -> Failure {
+        Failure {
+            unavailable: false,
+            message,
+        }
+    }
+}
+
 fn fail_all<O>(
     replies: Vec<oneshot::Sender<Result<O, BatchError>>>,
     batch: usize,
-    message: String,
+    failure: Failure,
 ) {
-    tracing::warn!(batch, %message, "model batch failed");
+    let Failure {
+        unavailable,
+        message,
+    } = failure;
+    tracing::warn!(batch, unavailable, %message, "model batch failed");
     for reply in replies {
-        let _ = reply.send(Err(BatchError::Failed {
-            batch,
-            message: message.clone(),
+        let message = message.clone();
+        let _ = reply.send(Err(if unavailable {
+            BatchError::Unavailable { message }
+        } else {
+            BatchError::Failed { batch, message }
         }));
     }
 }
@@ -259,7 +295,8 @@ mod tests {
     use super::*;
     use std::sync::{Arc, Mutex};
 
-    /// Doubles numbers; records batch sizes; optionally sleeps, fails on 13, panics on 666.
+    /// Doubles numbers; records batch sizes; optionally sleeps, fails on 13, panics on 666, and
+    /// finds what it depends on unavailable on 7.
     struct Doubler {
         sizes: Arc<Mutex<Vec<usize>>>,
         delay: Duration,
@@ -278,7 +315,14 @@ mod tests {
             if items.contains(&13) {
                 return Err(std::io::Error::other("unlucky batch"));
             }
+            if items.contains(&7) {
+                return Err(std::io::ErrorKind::ConnectionRefused.into());
+            }
             Ok(items.iter().map(|v| v * 2).collect())
+        }
+
+        fn unavailable(error: &std::io::Error) -> bool {
+            error.kind() == std::io::ErrorKind::ConnectionRefused
         }
     }
 
@@ -364,8 +408,13 @@ mod tests {
         );
         let err = batcher.submit(666).await.unwrap_err();
         assert!(err.to_string().contains("panicked"), "{err}");
+        let err = batcher.submit(7).await.unwrap_err();
+        assert!(
+            matches!(&err, BatchError::Unavailable { .. }),
+            "a runner's unavailable dependency is not the batch's failure: {err}"
+        );
         assert_eq!(batcher.submit(4).await, Ok(8), "the worker survives");
-        assert_eq!(batcher.stats().failed_batches(), 2);
+        assert_eq!(batcher.stats().failed_batches(), 3);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

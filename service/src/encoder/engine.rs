@@ -17,7 +17,7 @@ use super::priority;
 use super::remote::{RemoteEncoder, RemoteOptions};
 use super::runtime::{Provider, RuntimeError, open_session};
 use crate::bundle::{Bundle, Codebooks};
-use crate::config::ExecutionProvider;
+use crate::config::{ExecutionProvider, Precision};
 
 /// How to run the model.
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +30,8 @@ pub struct EngineOptions {
     pub intra_threads: usize,
     /// Whether idle intra-op threads spin (see `EncoderConfig::intra_op_spinning`).
     pub intra_op_spinning: bool,
+    /// Which encoder graph of the bundle runs (`[encoder] precision`).
+    pub precision: Precision,
     /// Nice value of every thread the engine starts (0..=19; 0: the process's own priority),
     /// see [`super::priority`].
     pub nice: i32,
@@ -57,6 +59,10 @@ impl BatchRunner for EncoderBackend {
             EncoderBackend::Remote(runner) => runner.run(items),
         }
     }
+
+    fn unavailable(error: &RunError) -> bool {
+        RemoteEncoder::unavailable(error)
+    }
 }
 
 /// Why the engine could not start or warm up.
@@ -65,6 +71,19 @@ pub enum EngineError {
     /// ONNX Runtime refused a session.
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
+    /// `[encoder] precision = "int8"` but the bundle has no int8 encoder.
+    #[error(
+        "encoder.precision is int8 but model {model_id} ({}) has no int8 encoder; make one \
+         with `diptych quantize --model {}`, or set precision = \"float\"",
+        dir.display(),
+        dir.display()
+    )]
+    NoInt8Encoder {
+        /// The bundle's model id.
+        model_id: String,
+        /// The bundle folder.
+        dir: std::path::PathBuf,
+    },
     /// The threads' priority could not be set.
     #[error("{0}")]
     Priority(String),
@@ -154,8 +173,23 @@ impl Engine {
         let mut encoders = Vec::with_capacity(options.sessions);
         let mut decoders = Vec::with_capacity(options.sessions);
         let threads = options.intra_threads;
+        let (enc_name, enc_bytes) = match (options.precision, &bundle.manifest.encoder_int8) {
+            (Precision::Float, _) => (bundle.manifest.encoder.file.as_str(), &bundle.encoder),
+            (Precision::Int8, Some(int8)) => (
+                int8.graph.file.as_str(),
+                bundle
+                    .encoder_int8
+                    .as_ref()
+                    .expect("Bundle::load reads the manifest's int8 encoder"),
+            ),
+            (Precision::Int8, None) => {
+                return Err(EngineError::NoInt8Encoder {
+                    model_id: bundle.manifest.model_id.clone(),
+                    dir: bundle.dir.clone(),
+                });
+            }
+        };
         for _ in 0..options.sessions {
-            let enc_name = bundle.manifest.encoder.file.as_str();
             if let Some(remote) = &options.remote {
                 let runner =
                     RemoteEncoder::new(remote.clone(), &bundle.manifest.model_id, geometry)
@@ -168,7 +202,7 @@ impl Engine {
                 let (session, got) = open_session(
                     env,
                     enc_name,
-                    &bundle.encoder,
+                    enc_bytes,
                     provider_request,
                     threads,
                     options.intra_op_spinning,

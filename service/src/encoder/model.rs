@@ -41,6 +41,15 @@ pub enum RunError {
         /// What went wrong and what to check.
         message: String,
     },
+    /// The remote encoder could not be reached or was too busy to answer: the batch is fine,
+    /// and the same request may succeed later.
+    #[error("the remote encoder at {url} is unavailable: {message}")]
+    RemoteUnavailable {
+        /// Its URL (`[encoder] remote_url`).
+        url: String,
+        /// What went wrong and what to check.
+        message: String,
+    },
     /// ONNX Runtime failed to build a tensor or run the graph.
     #[error("ONNX Runtime: {0}")]
     Ort(#[from] ort::Error),

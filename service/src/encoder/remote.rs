@@ -113,6 +113,10 @@ impl BatchRunner for RemoteEncoder {
     type Output = SliceCode;
     type Error = RunError;
 
+    fn unavailable(error: &RunError) -> bool {
+        matches!(error, RunError::RemoteUnavailable { .. })
+    }
+
     fn run(&mut self, items: &[Vec<f32>]) -> Result<Vec<SliceCode>, RunError> {
         let pixels = self.geometry.pixels();
         let mut bytes = Vec::with_capacity(items.len() * pixels * 4);
@@ -137,12 +141,22 @@ impl BatchRunner for RemoteEncoder {
             .runtime
             .block_on(async move { client.encode_batch(request).await })
             .map_err(|status| {
-                self.fail(format!(
+                let message = format!(
                     "{:?}: {}; check that the encoder role runs and serves model {}",
                     status.code(),
                     status.message(),
                     self.model_id
-                ))
+                );
+                match status.code() {
+                    // Down, restarting, too busy or too slow: the same batch may pass later.
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::ResourceExhausted => RunError::RemoteUnavailable {
+                        url: self.options.url.clone(),
+                        message,
+                    },
+                    _ => self.fail(message),
+                }
             })?
             .into_inner();
         if answer.model_id != self.model_id {

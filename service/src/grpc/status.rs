@@ -11,12 +11,14 @@ pub fn slice(error: SliceError) -> Status {
     super::input::invalid(error.field(), &error)
 }
 
-/// RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when stopping, INTERNAL when the model
-/// failed.
+/// RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when stopping or when a remote encoder
+/// cannot be reached, INTERNAL when the model failed.
 pub fn batch(error: &BatchError) -> Status {
     match error {
         BatchError::QueueFull { .. } => Status::resource_exhausted(error.to_string()),
-        BatchError::Stopped => Status::unavailable(error.to_string()),
+        BatchError::Stopped | BatchError::Unavailable { .. } => {
+            Status::unavailable(error.to_string())
+        }
         BatchError::Failed { .. } => Status::internal(error.to_string()),
     }
 }

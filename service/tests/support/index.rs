@@ -26,6 +26,7 @@ pub async fn engine() -> Arc<Engine> {
         sessions: 1,
         intra_threads: 1,
         intra_op_spinning: false,
+        precision: Default::default(),
         nice: 0,
         batcher: BatcherConfig {
             max_batch: 16,

@@ -356,6 +356,7 @@ pub fn manifest(toy: &Toy) -> Manifest {
         codebooks: CodebookNames::default(),
         training: serde_json::json!({"recipe": "toy graphs written by the service tests"}),
         combined_balance: 1.0,
+        encoder_int8: None,
     }
 }
 

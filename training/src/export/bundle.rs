@@ -84,6 +84,7 @@ pub fn export_bundle(
         training: serde_json::Value::Object(recipe),
         // Measured on the exported graphs by `diptych calibrate` (Makefile: train-default).
         combined_balance: 1.0,
+        encoder_int8: None,
     };
     manifest.validate()?;
     manifest.write(out)?;

@@ -3,7 +3,8 @@
 //! the same slices and the same number of threads. The machine's speed drifts within minutes, so
 //! the two alternate within one run (ONNX Runtime first in odd runs, PyTorch first in even ones,
 //! PyTorch kept loaded in a child process between measurements), each run is printed, and a
-//! row reports the medians and the median of the per-run ratios.
+//! row reports the medians and the median of the per-run ratios. When the bundle has an int8
+//! encoder (`diptych quantize`), it is measured too, against the same float PyTorch baseline.
 
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write as _};
@@ -19,7 +20,8 @@ use diptych_service::bundle::Bundle;
 use diptych_service::encoder::Engine;
 use serde::Serialize;
 
-use crate::cli::engine::start_engine;
+use crate::cli::engine::start_bundle;
+use diptych_service::config::Precision;
 
 /// Options of the encode benchmark.
 #[derive(Debug, Clone)]
@@ -47,6 +49,8 @@ pub struct EncodeBench {
 pub struct EncodeRow {
     /// Always "encode".
     pub bench: &'static str,
+    /// Which encoder graph ONNX Runtime ran: "float" or "int8".
+    pub precision: &'static str,
     /// Batch size.
     pub batch: usize,
     /// Threads of both runtimes.
@@ -59,7 +63,8 @@ pub struct EncodeRow {
     pub torch_slices_per_s: f64,
     /// Median over the runs of ort / torch.
     pub ratio: f64,
-    /// Share of grid positions where PyTorch and ONNX Runtime chose the same normal code.
+    /// Share of grid positions with the same normal code: PyTorch's and ONNX Runtime's (float),
+    /// or the int8 graph's and the float graph's (int8), both through ONNX Runtime.
     pub index_agreement: f64,
     /// Each run: (ONNX Runtime slices/s, PyTorch slices/s), in the order they ran.
     pub runs: Vec<(f64, f64)>,
@@ -80,17 +85,34 @@ pub async fn run(options: &EncodeBench) -> anyhow::Result<Vec<EncodeRow>> {
         .collect::<Result<_, _>>()
         .context("pre-processing phantom slices")?;
 
-    let mut engines = Vec::new();
-    for &batch in &options.batches {
-        engines.push(Arc::new(
-            start_engine(&options.model, batch, options.threads).await?,
-        ));
+    // What ONNX Runtime measures: every batch size with the float graph, then with the int8
+    // one when the bundle has it; each with the share of normal codes equal to the reference.
+    let mut precisions = vec![Precision::Float];
+    if bundle.encoder_int8.is_some() {
+        precisions.push(Precision::Int8);
     }
-    let codes = normal_codes(&engines[0], &inputs).await?;
+    let mut variants = Vec::new();
+    for &precision in &precisions {
+        for &batch in &options.batches {
+            let engine = start_bundle(bundle.clone(), precision, batch, options.threads).await?;
+            variants.push((precision, batch, Arc::new(engine)));
+        }
+    }
+    let codes = normal_codes(&variants[0].2, &inputs).await?;
+    let mut int8_agreement = None;
+    if let Some((_, _, int8)) = variants.iter().find(|v| v.0 == Precision::Int8) {
+        let int8_codes = normal_codes(int8, &inputs).await?;
+        let same = codes
+            .iter()
+            .zip(&int8_codes)
+            .filter(|(a, b)| a == b)
+            .count();
+        int8_agreement = Some(same as f64 / codes.len().max(1) as f64);
+    }
 
-    let dir = tempfile_dir()?;
-    let inputs_path = dir.join("inputs.f32");
-    let codes_path = dir.join("codes.i64");
+    let dir = tempfile::tempdir().context("a temporary folder for the slices")?;
+    let inputs_path = dir.path().join("inputs.f32");
+    let codes_path = dir.path().join("codes.i64");
     std::fs::write(
         &inputs_path,
         inputs
@@ -107,22 +129,26 @@ pub async fn run(options: &EncodeBench) -> anyhow::Result<Vec<EncodeRow>> {
             .collect::<Vec<u8>>(),
     )?;
     let started = TorchBaseline::start(options, &inputs_path, &codes_path, inputs.len(), size);
-    let _ = std::fs::remove_dir_all(&dir);
+    drop(dir);
     let (mut torch, agreement) = started?;
 
-    let steps = (options.runs * options.batches.len() * 2) as u64;
+    let steps = (options.runs * variants.len() * 2) as u64;
     let bar = super::progress_bar(steps, "encode");
-    // Per batch: (ort rate, ort CPU ms, torch rate) of every run.
-    let mut measured: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); options.batches.len()];
+    // Per variant: (ort rate, ort CPU ms, torch rate) of every run.
+    let mut measured: Vec<Vec<(f64, f64, f64)>> = vec![Vec::new(); variants.len()];
     for run in 0..options.runs {
-        for (b, &batch) in options.batches.iter().enumerate() {
+        for (b, (precision, batch, engine)) in variants.iter().enumerate() {
+            let (precision, batch) = (precision_name(*precision), *batch);
             let ort_first = run % 2 == 0;
             let mut ort = (0.0, 0.0);
             let mut theirs = 0.0;
             for turn in 0..2 {
                 if (turn == 0) == ort_first {
-                    bar.set_message(format!("run {}: ONNX Runtime, batch {batch}", run + 1));
-                    ort = measure_ort(&engines[b], &inputs, batch, options.seconds).await?;
+                    bar.set_message(format!(
+                        "run {}: ONNX Runtime ({precision}), batch {batch}",
+                        run + 1
+                    ));
+                    ort = measure_ort(engine, &inputs, batch, options.seconds).await?;
                 } else {
                     bar.set_message(format!("run {}: PyTorch, batch {batch}", run + 1));
                     theirs = torch.measure(batch, options.seconds)?;
@@ -130,8 +156,8 @@ pub async fn run(options: &EncodeBench) -> anyhow::Result<Vec<EncodeRow>> {
                 bar.inc(1);
             }
             let line = format!(
-                "run {}  batch {batch:>3}: ONNX Runtime {:.1} slices/s, PyTorch {:.1} slices/s, \
-                 {:.2}x ({} first)",
+                "run {}  batch {batch:>3}: ONNX Runtime ({precision}) {:.1} slices/s, PyTorch \
+                 {:.1} slices/s, {:.2}x ({} first)",
                 run + 1,
                 ort.0,
                 theirs,
@@ -143,26 +169,37 @@ pub async fn run(options: &EncodeBench) -> anyhow::Result<Vec<EncodeRow>> {
         }
     }
     bar.finish_and_clear();
-    Ok(options
-        .batches
+    Ok(variants
         .iter()
         .zip(measured)
-        .map(|(&batch, runs)| {
+        .map(|((precision, batch, _), runs)| {
             let median_of =
                 |f: &dyn Fn(&(f64, f64, f64)) -> f64| median(runs.iter().map(f).collect());
             EncodeRow {
                 bench: "encode",
-                batch,
+                precision: precision_name(*precision),
+                batch: *batch,
                 threads: options.threads,
                 ort_slices_per_s: median_of(&|r| r.0),
                 ort_cpu_ms_per_slice: median_of(&|r| r.1),
                 torch_slices_per_s: median_of(&|r| r.2),
                 ratio: median_of(&|r| r.0 / r.2),
-                index_agreement: agreement,
+                index_agreement: match precision {
+                    Precision::Float => agreement,
+                    Precision::Int8 => int8_agreement.unwrap_or(f64::NAN),
+                },
                 runs: runs.iter().map(|r| (r.0, r.2)).collect(),
             }
         })
         .collect())
+}
+
+/// How the table and the JSON name a precision.
+fn precision_name(precision: Precision) -> &'static str {
+    match precision {
+        Precision::Float => "float",
+        Precision::Int8 => "int8",
+    }
 }
 
 /// The median of `values` (the mean of the middle two when their count is even).
@@ -309,24 +346,26 @@ impl Drop for TorchBaseline {
     }
 }
 
-fn tempfile_dir() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("diptych-bench-encode-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    Ok(dir)
-}
-
 /// The rows as a table.
 pub fn table(rows: &[EncodeRow]) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:>6}  {:>8}  {:>14}  {:>14}  {:>16}  {:>7}  {:>10}",
-        "batch", "threads", "ort slices/s", "ort CPU ms/sl", "torch slices/s", "ratio", "agreement"
+        "{:>9}  {:>6}  {:>8}  {:>14}  {:>14}  {:>16}  {:>7}  {:>10}",
+        "precision",
+        "batch",
+        "threads",
+        "ort slices/s",
+        "ort CPU ms/sl",
+        "torch slices/s",
+        "ratio",
+        "agreement"
     );
     for r in rows {
         let _ = writeln!(
             out,
-            "{:>6}  {:>8}  {:>14.1}  {:>14.2}  {:>16.1}  {:>6.2}x  {:>9.4}",
+            "{:>9}  {:>6}  {:>8}  {:>14.1}  {:>14.2}  {:>16.1}  {:>6.2}x  {:>9.4}",
+            r.precision,
             r.batch,
             r.threads,
             r.ort_slices_per_s,

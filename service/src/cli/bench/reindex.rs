@@ -78,6 +78,7 @@ pub async fn run(options: &ReindexBench) -> anyhow::Result<ReindexRow> {
         sessions: 1,
         intra_threads: options.threads,
         intra_op_spinning: false,
+        precision: Default::default(),
         nice: 0,
         batcher: BatcherConfig {
             max_batch: 32,

@@ -45,7 +45,7 @@ use anyhow::Context;
 use diptych::brats::{BratsConfig, BratsFolder, BratsSplit, Contrast};
 use diptych::synthetic::{ABNORMAL_LABELS, SliceGenerator, SourceKind};
 use diptych_service::bundle::Bundle;
-use diptych_service::encoder::{CodePair, Engine};
+use diptych_service::encoder::{CodePair, Engine, SliceCode};
 use diptych_service::record::{RecordKeys, RecordSet};
 use diptych_service::search::{
     Corpus, DistanceTables, GroupScore, Grouping, Mode, QueryCodes, SearchIndex, SearchRequest,
@@ -133,12 +133,13 @@ struct CodeCorpus {
     positions: usize,
 }
 
-/// Encodes `images` through the engine, 64 in flight at a time so its batcher fills batches.
-pub(crate) async fn encode_all(
+/// Encodes `images` through the service's encoder, 64 in flight at a time; one code each, in
+/// order.
+pub(crate) async fn encode_slices(
     engine: &Arc<Engine>,
     images: &[&[f32]],
     bar: &ProgressBar,
-) -> anyhow::Result<Vec<QueryCodes>> {
+) -> anyhow::Result<Vec<SliceCode>> {
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(64) {
         let mut set = tokio::task::JoinSet::new();
@@ -146,24 +147,38 @@ pub(crate) async fn encode_all(
             let (engine, pixels) = (engine.clone(), pixels.to_vec());
             set.spawn(async move { (i, engine.encode(pixels).await) });
         }
-        let mut codes: Vec<Option<QueryCodes>> = vec![None; chunk.len()];
+        let mut codes: Vec<Option<SliceCode>> = vec![None; chunk.len()];
         while let Some(done) = set.join_next().await {
             let (i, code) = done.context("an encoding task failed")?;
-            let code = code.context("encoding a slice")?;
-            let narrow = |v: &[u32]| -> anyhow::Result<Vec<u8>> {
-                v.iter()
-                    .map(|&c| u8::try_from(c).context("a code does not fit a byte"))
-                    .collect()
-            };
-            codes[i] = Some(QueryCodes {
-                normal: narrow(&code.normal)?,
-                abnormal: narrow(&code.abnormal)?,
-            });
+            codes[i] = Some(code.context("encoding a slice")?);
             bar.inc(1);
         }
         out.extend(codes.into_iter().map(|c| c.expect("every task answered")));
     }
     Ok(out)
+}
+
+/// Encodes `images` through the service's encoder: the codes as the index keeps them.
+pub(crate) async fn encode_all(
+    engine: &Arc<Engine>,
+    images: &[&[f32]],
+    bar: &ProgressBar,
+) -> anyhow::Result<Vec<QueryCodes>> {
+    let narrow = |v: &[u32]| -> anyhow::Result<Vec<u8>> {
+        v.iter()
+            .map(|&c| u8::try_from(c).context("a code does not fit a byte"))
+            .collect()
+    };
+    encode_slices(engine, images, bar)
+        .await?
+        .iter()
+        .map(|code| {
+            Ok(QueryCodes {
+                normal: narrow(&code.normal)?,
+                abnormal: narrow(&code.abnormal)?,
+            })
+        })
+        .collect()
 }
 
 /// Runs the latent session over `images` in batches of 32.
