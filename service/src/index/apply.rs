@@ -230,13 +230,11 @@ pub async fn run(
                 }
                 return;
             }
-            Some(Some(work)) => {
-                waiting.insert(work.seq(), work);
-            }
+            Some(Some(work)) => admit(&index, &mut waiting, work),
             None => {}
         }
         while let Ok(work) = rx.try_recv() {
-            waiting.insert(work.seq(), work);
+            admit(&index, &mut waiting, work);
         }
         if let Err(failure) = step(
             &index,
@@ -250,6 +248,15 @@ pub async fn run(
             redo(&index, &mut commits, &mut waiting, &mut next, failure).await;
             gap_since = None;
         }
+    }
+}
+
+/// Queues an acceptor's `work`. When a sequence gap was filled from the log before it arrived,
+/// the log's copy of the same entry may still wait here: the acceptor's copy (with its backlog
+/// room and its reply) replaces it, and the entry, counted as pending by both, counts once.
+fn admit(index: &Index, waiting: &mut BTreeMap<u64, Work>, work: Work) {
+    if waiting.insert(work.seq(), work).is_some() {
+        index.counters.pending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
