@@ -44,6 +44,12 @@ pub struct ModelConfig {
     /// Pin row 0 of the abnormal codebook to zero: the "no lesion" code. Normal positions
     /// quantise to it only with `loss.discrimination = "null"`, which pulls them onto it.
     pub abnormal_null_code: bool,
+    /// At inference (the exported encoder and [`crate::model::Diptych::encode`]), a grid cell
+    /// with no lesion pixel predicted by the segmentation decoder in it or in its eight
+    /// neighbours takes the null code whatever code lies nearest: a healthy region's abnormal
+    /// code is then exactly "no lesion", so abnormal-mode distances come from lesions only. Needs `abnormal_null_code`; off by default so that older
+    /// recipes export as they were trained.
+    pub null_outside_lesion: bool,
 }
 
 impl Default for ModelConfig {
@@ -63,6 +69,7 @@ impl Default for ModelConfig {
             dead_code_threshold: 0.01,
             abnormality_margin: 2.0,
             abnormal_null_code: true,
+            null_outside_lesion: false,
         }
     }
 }
@@ -108,6 +115,13 @@ impl ModelConfig {
         }
         if !(0.0..1.0).contains(&self.ema_decay) || self.abnormality_margin <= 0.0 {
             return bad("model.ema_decay must be in [0,1) and abnormality_margin > 0".into());
+        }
+        if self.null_outside_lesion && !self.abnormal_null_code {
+            return bad(
+                "model.null_outside_lesion needs model.abnormal_null_code = true (the code that \
+                 healthy cells take)"
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -454,6 +468,15 @@ mod tests {
         c.model.abnormal_null_code = false;
         let err = c.validate().unwrap_err().to_string();
         assert!(err.contains("abnormal_null_code"), "{err}");
+    }
+
+    #[test]
+    fn null_outside_lesion_needs_the_null_code() {
+        let mut c: TrainConfig = toml::from_str("[model]\nnull_outside_lesion = true\n").unwrap();
+        c.validate().unwrap();
+        c.model.abnormal_null_code = false;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("null_outside_lesion"), "{err}");
     }
 
     #[test]

@@ -191,3 +191,41 @@ fn bundle_manifest_validates_and_codebooks_read_back() {
     assert!(err.contains("SHA-256"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn healthy_cells_take_the_null_code_in_onnx_as_in_tch() {
+    require_ort();
+    let mut config = tiny_config();
+    config.model.null_outside_lesion = true;
+    let (vs, net) = trained_tiny(&config, 11);
+    let dir = temp_dir("export-null-outside-lesion");
+    export_tiny(&config, &vs, &dir);
+
+    let params = config.preprocess();
+    let x = phantom_batch(2, 0, SLICES, &params);
+    // The forward pass quantises to the nearest code and masks nothing.
+    let nearest = ints(&tch::no_grad(|| net.forward_t(&x, false)).idx_a);
+    let masked = ints(&net.encode(&x).idx_a);
+    let mut runner = BundleRunner::open(&dir).expect("bundle opens in ONNX Runtime");
+    let encoded = runner
+        .encode(&phantom_pixels(2, 0, SLICES, &params))
+        .expect("encoder runs");
+    agreement("abnormal_indices", &masked, &encoded.abnormal_indices);
+
+    let nulled = nearest
+        .iter()
+        .zip(&masked)
+        .filter(|(n, m)| n != m)
+        .inspect(|(_, m)| assert_eq!(**m, 0, "a masked cell takes the null code"))
+        .count();
+    let kept = nearest
+        .iter()
+        .zip(&masked)
+        .filter(|(n, m)| n == m && **n != 0)
+        .count();
+    assert!(
+        nulled > 0 && kept > 0,
+        "a degenerate test: {nulled} cells nulled, {kept} non-null cells kept"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -30,6 +30,7 @@ struct Sizes {
     hidden: usize,
     labels: usize,
     eps: f64,
+    null_outside_lesion: bool,
 }
 
 impl Sizes {
@@ -47,6 +48,7 @@ impl Sizes {
             hidden: config.spade_hidden,
             labels: config.abnormal_labels,
             eps: config.bn_eps,
+            null_outside_lesion: config.null_outside_lesion,
         })
     }
 
@@ -102,7 +104,12 @@ pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelPro
     let z_a = layers::slice_channels(&mut g, &latent, z.d, 2 * z.d);
 
     layers::vq_indices(&mut g, &z_n, &cb_n, NORMAL_INDICES);
-    let idx_a = layers::vq_indices(&mut g, &z_a, &cb_a, ABNORMAL_INDICES);
+    let nearest_a = if z.null_outside_lesion {
+        "abnormal_indices_nearest"
+    } else {
+        ABNORMAL_INDICES
+    };
+    let idx_a = layers::vq_indices(&mut g, &z_a, &cb_a, nearest_a);
     let e_a = layers::gather_codes(&mut g, &cb_a, &idx_a);
     let diff = g.node("Sub", &[&z_a, &e_a], vec![]);
     let sq = g.node("Mul", &[&diff, &diff], vec![]);
@@ -123,6 +130,38 @@ pub fn encoder_graph(config: &ModelConfig, weights: &Weights) -> Result<ModelPro
     let is_background = g.node("Equal", &[&label, &background], vec![]);
     let is_lesion = g.node("Not", &[&is_background], vec![]);
     let lesion = g.node("Cast", &[&is_lesion], vec![attr_int("to", 1)]);
+    if z.null_outside_lesion {
+        // `ModelConfig::null_outside_lesion`: a cell more than one cell away from a predicted
+        // lesion pixel → code 0 (the ring stays: the segmentation decoder reads it).
+        let axis = g.shared_i64("const.axis_1", &[1], &[1]);
+        let map = g.node("Unsqueeze", &[&lesion, &axis], vec![]);
+        let cell = (z.s / z.grid) as i64;
+        let pooled = g.node(
+            "MaxPool",
+            &[&map],
+            vec![
+                attr_ints("kernel_shape", &[cell, cell]),
+                attr_ints("strides", &[cell, cell]),
+            ],
+        );
+        let ring = g.node(
+            "MaxPool",
+            &[&pooled],
+            vec![
+                attr_ints("kernel_shape", &[3, 3]),
+                attr_ints("strides", &[1, 1]),
+                attr_ints("pads", &[1, 1, 1, 1]),
+            ],
+        );
+        let cells = g.node("Squeeze", &[&ring, &axis], vec![]);
+        let near_lesion = g.node("Cast", &[&cells], vec![attr_int("to", 9)]);
+        g.node_into(
+            "Where",
+            &[&near_lesion, &idx_a, &background],
+            vec![],
+            ABNORMAL_INDICES,
+        );
+    }
     let share = g.node(
         "ReduceMean",
         &[&lesion],

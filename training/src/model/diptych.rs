@@ -169,15 +169,17 @@ impl Diptych {
             let qa = self.quantizer_abnormal.forward(&z_a);
             let e_a = self.quantizer_abnormal.lookup(&qa.indices);
             let seg_logits = self.seg_decoder.forward_t(&e_a, false);
-            let lesion = seg_logits
-                .argmax(1, false)
-                .ne(0)
-                .to_kind(Kind::Float)
-                .mean_dim(&[1i64, 2][..], false, Kind::Float);
+            let lesion_map = seg_logits.argmax(1, false).ne(0).to_kind(Kind::Float);
+            let lesion = lesion_map.mean_dim(&[1i64, 2][..], false, Kind::Float);
             let abnormality = &lesion / (&lesion + ABNORMALITY_HALF_FRACTION);
+            let idx_a = if self.config.null_outside_lesion {
+                null_outside_lesion(&qa.indices, &lesion_map)
+            } else {
+                qa.indices
+            };
             Encoded {
                 idx_n,
-                idx_a: qa.indices,
+                idx_a,
                 abnormal_distance: qa.distance,
                 abnormality,
                 z_n,
@@ -199,6 +201,22 @@ impl Diptych {
             }
         })
     }
+}
+
+/// Abnormal indices [N,h,w] with every cell that is more than one cell away from a predicted
+/// lesion pixel of `lesion_map` [N,S,S] (1 = lesion) set to the null code 0
+/// (`ModelConfig::null_outside_lesion`). The ring of cells around the lesion keeps its codes:
+/// the segmentation decoder reads them too (its 3×3 convolutions see the neighbours), and
+/// nulling them shrinks the lesion the code decodes to.
+fn null_outside_lesion(indices: &Tensor, lesion_map: &Tensor) -> Tensor {
+    let cell = lesion_map.size()[1] / indices.size()[1];
+    let near_lesion = lesion_map
+        .unsqueeze(1)
+        .max_pool2d([cell, cell], [cell, cell], [0, 0], [1, 1], false)
+        .max_pool2d([3, 3], [1, 1], [1, 1], [1, 1], false)
+        .squeeze_dim(1)
+        .gt(0.0);
+    indices.where_self(&near_lesion, &indices.zeros_like())
 }
 
 #[cfg(test)]
@@ -270,6 +288,21 @@ mod tests {
         assert_eq!(names["encoder.down0.conv.weight"].size(), [6, 4, 4, 4]);
         assert_eq!(names["seg_decoder.up0.conv.weight"].size(), [6, 8, 3, 3]);
         assert_eq!(names["encoder.head.weight"].size(), [8, 8, 1, 1]);
+    }
+
+    #[test]
+    fn cells_away_from_a_predicted_lesion_take_the_null_code() {
+        // A 4×4 grid of 2×2-pixel cells, codes 1..=16; one lesion pixel in cell (1, 1).
+        let indices = Tensor::arange_start(1, 17, (Kind::Int64, Device::Cpu)).reshape([1, 4, 4]);
+        let mut map = vec![0f32; 64];
+        map[3 * 8 + 2] = 1.0;
+        let lesion = Tensor::from_slice(&map).reshape([1, 8, 8]);
+        let masked = null_outside_lesion(&indices, &lesion);
+        assert_eq!(
+            Vec::<i64>::try_from(masked.flatten(0, -1)).unwrap(),
+            [1, 2, 3, 0, 5, 6, 7, 0, 9, 10, 11, 0, 0, 0, 0, 0],
+            "the lesion's cell and its ring keep their codes, every other cell is null"
+        );
     }
 
     #[test]
