@@ -11,9 +11,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use diptych_service::bundle::Bundle;
-use diptych_service::config::ExecutionProvider;
 use diptych_service::encoder::runtime::{environment, locate_library};
-use diptych_service::encoder::{BatcherConfig, Engine, EngineOptions};
+use diptych_service::encoder::{Engine, EngineOptions};
 use support::{Toy, write_toy};
 
 /// This process's threads: id → (name, nice value), from /proc/self/task.
@@ -45,18 +44,8 @@ async fn every_thread_the_engine_starts_runs_at_the_configured_nice_value() {
         Bundle::load(dir.path()).unwrap(),
         env,
         EngineOptions {
-            remote: None,
-            execution_provider: ExecutionProvider::Cpu,
-            sessions: 2,
-            intra_threads: 2,
-            intra_op_spinning: false,
-            precision: Default::default(),
             nice: 7,
-            batcher: BatcherConfig {
-                max_batch: 4,
-                max_delay: Duration::from_millis(1),
-                queue_capacity: 16,
-            },
+            ..EngineOptions::cpu(2, 2, 4, Duration::from_millis(1), 16)
         },
     )
     .unwrap();
@@ -98,18 +87,8 @@ async fn a_nice_value_that_would_raise_priority_is_refused_with_the_key_to_fix()
         Bundle::load(dir.path()).unwrap(),
         env,
         EngineOptions {
-            remote: None,
-            execution_provider: ExecutionProvider::Cpu,
-            sessions: 1,
-            intra_threads: 1,
-            intra_op_spinning: false,
-            precision: Default::default(),
             nice: -5,
-            batcher: BatcherConfig {
-                max_batch: 4,
-                max_delay: Duration::from_millis(1),
-                queue_capacity: 16,
-            },
+            ..EngineOptions::cpu(1, 1, 4, Duration::from_millis(1), 16)
         },
     )
     .unwrap_err()

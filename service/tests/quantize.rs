@@ -19,9 +19,9 @@ use diptych::manifest::{Manifest, sha256_file};
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych::preprocess::preprocess;
 use diptych_service::bundle::Bundle;
-use diptych_service::config::{ExecutionProvider, Precision};
+use diptych_service::config::Precision;
 use diptych_service::encoder::runtime::{environment, locate_library};
-use diptych_service::encoder::{BatcherConfig, Engine, EngineOptions};
+use diptych_service::encoder::{Engine, EngineOptions};
 use serde_json::Value;
 
 fn quantize(model: &Path, extra: &[&str]) -> Output {
@@ -58,18 +58,8 @@ fn engine(bundle: Bundle, precision: Precision) -> Result<Engine, String> {
         bundle,
         env,
         EngineOptions {
-            remote: None,
-            execution_provider: ExecutionProvider::Cpu,
-            sessions: 1,
-            intra_threads: 1,
-            intra_op_spinning: false,
             precision,
-            nice: 0,
-            batcher: BatcherConfig {
-                max_batch: 8,
-                max_delay: Duration::from_millis(1),
-                queue_capacity: 64,
-            },
+            ..EngineOptions::cpu(1, 1, 8, Duration::from_millis(1), 64)
         },
     )
     .map_err(|e| e.to_string())

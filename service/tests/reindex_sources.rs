@@ -17,9 +17,8 @@ use std::time::{Duration, Instant};
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych_dicom_adapter::Limits;
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
-use diptych_service::config::ExecutionProvider;
 use diptych_service::encoder::runtime::{environment, locate_library};
-use diptych_service::encoder::{BatcherConfig, BundleLoader, EngineOptions};
+use diptych_service::encoder::{BundleLoader, EngineOptions};
 use diptych_service::index::{
     AcceptOutcome, EngineLoader, Index, IndexOptions, ReindexError, ReindexPhase,
 };
@@ -39,20 +38,7 @@ fn loader() -> Arc<BundleLoader> {
     let env = environment(&library.path).unwrap();
     Arc::new(BundleLoader::new(
         env,
-        EngineOptions {
-            remote: None,
-            execution_provider: ExecutionProvider::Cpu,
-            sessions: 1,
-            intra_threads: 1,
-            intra_op_spinning: false,
-            precision: Default::default(),
-            nice: 0,
-            batcher: BatcherConfig {
-                max_batch: 8,
-                max_delay: Duration::from_millis(2),
-                queue_capacity: 64,
-            },
-        },
+        EngineOptions::cpu(1, 1, 8, Duration::from_millis(2), 64),
     ))
 }
 

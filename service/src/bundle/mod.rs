@@ -144,15 +144,14 @@ impl Bundle {
         };
         let encoder = read(&manifest.encoder.file)?;
         let decoder = read(&manifest.decoder.file)?;
-        let codebooks = check_graphs(&manifest, &encoder, &decoder)?;
+        let enc_graph = decode_graph(&manifest.encoder.file, &encoder)?;
+        let dec_graph = decode_graph(&manifest.decoder.file, &decoder)?;
+        let codebooks = check_decoded(&manifest, &manifest.encoder.file, &enc_graph, &dec_graph)?;
         let encoder_int8 = match &manifest.encoder_int8 {
             Some(int8) => {
                 let bytes = read(&int8.graph.file)?;
-                // The same contract as the float encoder, and the same codebooks as the
-                // decoder (hence as the float encoder).
-                let mut as_encoder = manifest.clone();
-                as_encoder.encoder = int8.graph.clone();
-                check_graphs(&as_encoder, &bytes, &decoder)?;
+                let int8_graph = decode_graph(&int8.graph.file, &bytes)?;
+                check_decoded(&manifest, &int8.graph.file, &int8_graph, &dec_graph)?;
                 Some(bytes)
             }
             None => None,
@@ -174,23 +173,44 @@ pub fn check_graphs(
     encoder: &[u8],
     decoder: &[u8],
 ) -> Result<Codebooks, BundleError> {
-    let (enc_file, dec_file) = (
-        manifest.encoder.file.as_str(),
-        manifest.decoder.file.as_str(),
-    );
-    let enc_graph = decode_graph(enc_file, encoder)?;
-    let dec_graph = decode_graph(dec_file, decoder)?;
+    let enc_graph = decode_graph(&manifest.encoder.file, encoder)?;
+    let dec_graph = decode_graph(&manifest.decoder.file, decoder)?;
+    check_decoded(manifest, &manifest.encoder.file, &enc_graph, &dec_graph)
+}
 
+/// Checks an int8 copy of the encoder graph (`diptych quantize`; `file` names it in errors) as
+/// the float one is checked: the encoder contract, and the same codebooks as the decoder (hence
+/// as the float encoder).
+pub fn check_int8_encoder(
+    manifest: &Manifest,
+    file: &str,
+    bytes: &[u8],
+    decoder: &[u8],
+) -> Result<(), BundleError> {
+    let int8_graph = decode_graph(file, bytes)?;
+    let dec_graph = decode_graph(&manifest.decoder.file, decoder)?;
+    check_decoded(manifest, file, &int8_graph, &dec_graph).map(|_| ())
+}
+
+/// Checks a decoded encoder graph (file name `enc_file`) and the decoded decoder graph against
+/// the manifest's contract and each other's codebooks, and returns the codebooks.
+fn check_decoded(
+    manifest: &Manifest,
+    enc_file: &str,
+    enc_graph: &GraphProto,
+    dec_graph: &GraphProto,
+) -> Result<Codebooks, BundleError> {
+    let dec_file = manifest.decoder.file.as_str();
     let sizes = Sizes::of(manifest);
-    Signature::encoder(&sizes).check(&enc_graph, enc_file)?;
-    Signature::decoder(&sizes).check(&dec_graph, dec_file)?;
+    Signature::encoder(&sizes).check(enc_graph, enc_file)?;
+    Signature::decoder(&sizes).check(dec_graph, dec_file)?;
 
     let (k, d) = (manifest.codebook_size, manifest.code_dim);
     let names = &manifest.codebooks;
     let mut books = Vec::with_capacity(2);
     for name in [&names.normal, &names.abnormal] {
-        let in_encoder = codebook::read_codebook(&enc_graph, enc_file, name, k, d)?;
-        let in_decoder = codebook::read_codebook(&dec_graph, dec_file, name, k, d)?;
+        let in_encoder = codebook::read_codebook(enc_graph, enc_file, name, k, d)?;
+        let in_decoder = codebook::read_codebook(dec_graph, dec_file, name, k, d)?;
         if in_encoder != in_decoder {
             return Err(BundleError::CodebooksDiffer {
                 name: name.clone(),

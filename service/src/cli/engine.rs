@@ -4,9 +4,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use diptych_service::bundle::Bundle;
-use diptych_service::config::{ExecutionProvider, Precision};
+use diptych_service::config::Precision;
 use diptych_service::encoder::runtime::{environment, locate_library};
-use diptych_service::encoder::{BatcherConfig, Engine, EngineOptions};
+use diptych_service::encoder::{Engine, EngineOptions};
 
 /// Loads `model`, opens one CPU session with `threads` threads behind a batcher of `max_batch`,
 /// and warms it up.
@@ -31,19 +31,15 @@ pub async fn start_bundle(
         bundle,
         env,
         EngineOptions {
-            remote: None,
-            execution_provider: ExecutionProvider::Cpu,
-            sessions: 1,
-            intra_threads: threads,
-            // As `diptych serve` runs it by default.
-            intra_op_spinning: false,
             precision,
             nice: diptych_service::config::EncoderConfig::default().nice,
-            batcher: BatcherConfig {
+            ..EngineOptions::cpu(
+                1,
+                threads,
                 max_batch,
-                max_delay: Duration::from_millis(if max_batch == 1 { 0 } else { 5 }),
-                queue_capacity: 4 * max_batch.max(64),
-            },
+                Duration::from_millis(if max_batch == 1 { 0 } else { 5 }),
+                4 * max_batch.max(64),
+            )
         },
     )?;
     engine.warm_up().await?;

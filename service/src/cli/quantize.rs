@@ -16,7 +16,7 @@ use anyhow::Context;
 use diptych::manifest::{GraphFile, Manifest, QuantizedEncoder, sha256_file};
 use diptych::preprocess::PreprocessParams;
 use diptych::synthetic::SourceKind;
-use diptych_service::bundle::{Bundle, check_graphs};
+use diptych_service::bundle::{Bundle, check_int8_encoder};
 use diptych_service::config::Precision;
 use diptych_service::encoder::{Engine, SliceCode};
 use serde::Serialize;
@@ -124,9 +124,7 @@ pub async fn run(options: &QuantizeOptions) -> anyhow::Result<Quantized> {
     let report = quantize_graph(options, &inputs, calibration.len(), size, &partial)?;
 
     let int8 = std::fs::read(&partial).context("reading the int8 graph the script wrote")?;
-    let mut as_encoder = bundle.manifest.clone();
-    as_encoder.encoder.file = INT8_FILE.to_string();
-    check_graphs(&as_encoder, &int8, &bundle.decoder)
+    check_int8_encoder(&bundle.manifest, INT8_FILE, &int8, &bundle.decoder)
         .context("the int8 graph breaks the encoder contract")?;
 
     let check = slices(options, &params, CHECK_SEED, options.check_slices)?;

@@ -42,6 +42,35 @@ pub struct EngineOptions {
     pub remote: Option<RemoteOptions>,
 }
 
+impl EngineOptions {
+    /// Local CPU sessions (`sessions` × `intra_threads` threads) at the process's own priority,
+    /// the float graph, idle threads not spinning, batches of up to `max_batch` gathered for at
+    /// most `max_delay` with `queue_capacity` requests allowed to wait: how the command-line
+    /// tools and the tests run the model (struct update syntax changes the rest).
+    pub fn cpu(
+        sessions: usize,
+        intra_threads: usize,
+        max_batch: usize,
+        max_delay: Duration,
+        queue_capacity: usize,
+    ) -> Self {
+        Self {
+            execution_provider: ExecutionProvider::Cpu,
+            sessions,
+            intra_threads,
+            intra_op_spinning: false,
+            precision: Precision::default(),
+            nice: 0,
+            batcher: BatcherConfig {
+                max_batch,
+                max_delay,
+                queue_capacity,
+            },
+            remote: None,
+        }
+    }
+}
+
 /// Where the encoder graph runs: a local session, or a cluster's encoder role.
 enum EncoderBackend {
     Local(EncoderRunner),

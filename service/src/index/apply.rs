@@ -24,7 +24,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
@@ -230,11 +230,11 @@ pub async fn run(
                 }
                 return;
             }
-            Some(Some(work)) => admit(&index, &mut waiting, work),
+            Some(Some(work)) => admit(&index.counters.pending, &mut waiting, work),
             None => {}
         }
         while let Ok(work) = rx.try_recv() {
-            admit(&index, &mut waiting, work);
+            admit(&index.counters.pending, &mut waiting, work);
         }
         if let Err(failure) = step(
             &index,
@@ -254,9 +254,9 @@ pub async fn run(
 /// Queues an acceptor's `work`. When a sequence gap was filled from the log before it arrived,
 /// the log's copy of the same entry may still wait here: the acceptor's copy (with its backlog
 /// room and its reply) replaces it, and the entry, counted as pending by both, counts once.
-fn admit(index: &Index, waiting: &mut BTreeMap<u64, Work>, work: Work) {
+fn admit(pending: &AtomicU64, waiting: &mut BTreeMap<u64, Work>, work: Work) {
     if waiting.insert(work.seq(), work).is_some() {
-        index.counters.pending.fetch_sub(1, Ordering::Relaxed);
+        pending.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -932,5 +932,28 @@ impl Index {
         rx.await
             .map_err(|_| super::IndexError::Stopped)?
             .map_err(super::IndexError::Apply)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_entry_queued_twice_counts_as_pending_once() {
+        // Entries 7 and 8 are pending: 8 was read back from the log to fill a gap, and then
+        // its acceptor hands its own copy over.
+        let pending = AtomicU64::new(2);
+        let mut waiting = BTreeMap::new();
+        admit(&pending, &mut waiting, Work::Skip { seq: 7 });
+        admit(&pending, &mut waiting, Work::Skip { seq: 8 });
+        assert_eq!(pending.load(Ordering::Relaxed), 2);
+        admit(&pending, &mut waiting, Work::Skip { seq: 8 });
+        assert_eq!(
+            pending.load(Ordering::Relaxed),
+            1,
+            "the replaced copy's count is released"
+        );
+        assert_eq!(waiting.len(), 2);
     }
 }
