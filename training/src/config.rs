@@ -462,21 +462,22 @@ mod tests {
     }
 
     #[test]
-    fn null_discrimination_needs_the_null_code() {
-        let mut c: TrainConfig = toml::from_str("[loss]\ndiscrimination = \"null\"\n").unwrap();
-        c.validate().unwrap();
-        c.model.abnormal_null_code = false;
-        let err = c.validate().unwrap_err().to_string();
-        assert!(err.contains("abnormal_null_code"), "{err}");
-    }
-
-    #[test]
-    fn null_outside_lesion_needs_the_null_code() {
-        let mut c: TrainConfig = toml::from_str("[model]\nnull_outside_lesion = true\n").unwrap();
-        c.validate().unwrap();
-        c.model.abnormal_null_code = false;
-        let err = c.validate().unwrap_err().to_string();
-        assert!(err.contains("null_outside_lesion"), "{err}");
+    fn options_that_use_the_null_code_need_it() {
+        // (config that uses the null code, the key the error must name)
+        let cases = [
+            ("[loss]\ndiscrimination = \"null\"\n", "abnormal_null_code"),
+            (
+                "[model]\nnull_outside_lesion = true\n",
+                "null_outside_lesion",
+            ),
+        ];
+        for (toml_text, key) in cases {
+            let mut c: TrainConfig = toml::from_str(toml_text).unwrap();
+            c.validate().unwrap();
+            c.model.abnormal_null_code = false;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains(key), "{toml_text}: {err}");
+        }
     }
 
     #[test]

@@ -1,4 +1,10 @@
 //! Structural similarity (Wang 2004) with an 11×11 Gaussian window (σ = 1.5), data range 1.
+//!
+//! The window is separable, so each local mean is two 1-D passes rather than one 11×11
+//! convolution, each pass a product with a banded matrix, and the five means SSIM needs (x, y,
+//! x², y², xy) go through them as one batch. The result is the same up to float rounding; the
+//! gradient is far cheaper on CPU, where a single-channel 11×11 convolution's backward pass falls
+//! back to a slow path (it was a third of a training step on a 2-core AVX2 machine).
 
 use tch::{Kind, Tensor};
 
@@ -9,25 +15,50 @@ const SIGMA: f64 = 1.5;
 const C1: f64 = 0.01 * 0.01;
 const C2: f64 = 0.03 * 0.03;
 
-fn window(device: tch::Device) -> Tensor {
+/// The normalised 1-D Gaussian of the window, [SSIM_WINDOW].
+fn gaussian(device: tch::Device) -> Tensor {
     let half = (SSIM_WINDOW / 2) as f64;
     let g: Vec<f32> = (0..SSIM_WINDOW)
         .map(|i| (-((i as f64 - half).powi(2)) / (2.0 * SIGMA * SIGMA)).exp() as f32)
         .collect();
     let g = Tensor::from_slice(&g).to_device(device);
-    let g = &g / g.sum(Kind::Float);
-    g.outer(&g).reshape([1, 1, SSIM_WINDOW, SSIM_WINDOW])
+    &g / g.sum(Kind::Float)
+}
+
+/// The valid-region 1-D Gaussian filter along an axis of length n as a banded matrix
+/// [n, n − SSIM_WINDOW + 1]: column j holds the window at rows j..j + SSIM_WINDOW.
+fn band(g: &[f32], n: i64, device: tch::Device) -> Tensor {
+    let out = n - SSIM_WINDOW + 1;
+    let mut m = vec![0f32; (n * out) as usize];
+    for j in 0..out {
+        for (k, w) in g.iter().enumerate() {
+            m[((j + k as i64) * out + j) as usize] = *w;
+        }
+    }
+    Tensor::from_slice(&m).reshape([n, out]).to_device(device)
+}
+
+/// Valid-region Gaussian mean of each image of t [M,1,H,W]: a column pass and a row pass, each
+/// a matrix product with a banded matrix (a GEMM, cheap forwards and backwards).
+fn blur(t: &Tensor, g: &Tensor) -> Tensor {
+    let g: Vec<f32> = Vec::try_from(g.to_device(tch::Device::Cpu)).expect("a float vector");
+    let (h, w) = (t.size()[2], t.size()[3]);
+    let rows = band(&g, w, t.device());
+    let cols = band(&g, h, t.device()).transpose(0, 1);
+    cols.matmul(&t.matmul(&rows))
 }
 
 /// SSIM map [N,1,H−10,W−10] of images x, y [N,1,H,W] with values in [0,1].
 pub fn ssim_map(x: &Tensor, y: &Tensor) -> Tensor {
-    let w = window(x.device());
-    let blur = |t: &Tensor| t.conv2d(&w, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
-    let (mu_x, mu_y) = (blur(x), blur(y));
-    let (mu_xx, mu_yy, mu_xy) = (mu_x.square(), mu_y.square(), &mu_x * &mu_y);
-    let var_x = blur(&x.square()) - &mu_xx;
-    let var_y = blur(&y.square()) - &mu_yy;
-    let cov = blur(&(x * y)) - &mu_xy;
+    let stacked = Tensor::cat(&[x, y, &x.square(), &y.square(), &(x * y)], 0);
+    let means = blur(&stacked, &gaussian(x.device())).chunk(5, 0);
+    let [mu_x, mu_y, m_xx, m_yy, m_xy] = &means[..] else {
+        unreachable!("chunk(5) of a batch of 5·N gives five parts")
+    };
+    let (mu_xx, mu_yy, mu_xy) = (mu_x.square(), mu_y.square(), mu_x * mu_y);
+    let var_x = m_xx - &mu_xx;
+    let var_y = m_yy - &mu_yy;
+    let cov = m_xy - &mu_xy;
     ((mu_xy * 2.0 + C1) * (cov * 2.0 + C2)) / ((mu_xx + mu_yy + C1) * (var_x + var_y + C2))
 }
 
@@ -57,6 +88,19 @@ mod tests {
         let b = Tensor::full([1, 1, 16, 16], 0.25, opts);
         let s = ssim(&a, &b).double_value(&[0]);
         assert!((s - 0.2501 / 0.3126).abs() < 1e-4, "{s}");
+    }
+
+    #[test]
+    fn the_separable_window_equals_the_full_11_by_11_one() {
+        let opts = (Kind::Float, Device::Cpu);
+        let x = Tensor::rand([3, 1, 40, 36], opts);
+        let g = gaussian(Device::Cpu);
+        let full = g.outer(&g).reshape([1, 1, SSIM_WINDOW, SSIM_WINDOW]);
+        let dense = x.conv2d(&full, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
+        let separable = blur(&x, &g);
+        assert_eq!(separable.size(), [3, 1, 30, 26]);
+        let worst = (separable - dense).abs().max().double_value(&[]);
+        assert!(worst < 1e-6, "largest difference {worst}");
     }
 
     #[test]
