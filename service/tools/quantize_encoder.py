@@ -8,8 +8,10 @@ Two steps, both on the ONNX graph:
    four 2x2 convolutions of the map before it, one per output phase (row and column parity):
    each phase sees two source rows and columns, the kernel's taps that land on the same source
    pixel summed. The four phases are computed at 64x64 (16/36 of the multiply-adds), each gets
-   its ReLU and the head, and the ArgMax runs per phase; only the share of lesion pixels is
-   used downstream, and it is the same whatever order the pixels come in.
+   its ReLU and the head, the ArgMax runs per phase, and the four label maps are interleaved
+   back into the full-size map (a reshape and a transpose), so every consumer of the labels —
+   the lesion share of the score, and the lesion mask that nulls healthy cells' abnormal codes
+   (`null_outside_lesion`) — sees the same map as before.
 2. ONNX Runtime's static quantisation (QDQ format): convolution weights int8 per output
    channel, their inputs uint8 with one scale per tensor, ranges calibrated on the slices given.
    Only convolutions are quantised, and not those named by --keep-float; by default every
@@ -70,9 +72,10 @@ def attr(node, name, default=None):
     return default
 
 
-def rewrite_score_stage(model: onnx.ModelProto) -> int:
-    """Replaces Resize(x2, nearest) -> Conv 3x3 -> Relu -> Conv 1x1 -> ArgMax(axis 1) by its
-    four-phase form; returns the number of phases written (0 when the pattern is absent)."""
+def rewrite_score_stage(model: onnx.ModelProto, size: int) -> int:
+    """Replaces Resize(x2, nearest) -> Conv 3x3 -> Relu -> Conv 1x1 -> ArgMax(axis 1) at the
+    full input size `size` by its four-phase form; returns the number of phases written (0 when
+    the pattern is absent)."""
     g = model.graph
     init = {i.name: i for i in g.initializer}
     consumers = {}
@@ -113,11 +116,17 @@ def rewrite_score_stage(model: onnx.ModelProto) -> int:
                 new.append(helper.make_node("Conv", inputs, [f"{tag}.conv"], name=f"{tag}.conv", kernel_shape=[2, 2], pads=pads))
                 new.append(helper.make_node("Relu", [f"{tag}.conv"], [f"{tag}.relu"], name=f"{tag}.relu"))
                 new.append(helper.make_node("Conv", [f"{tag}.relu"] + list(head.input[1:]), [f"{tag}.logits"], name=f"{tag}.head", kernel_shape=[1, 1]))
-                new.append(helper.make_node("ArgMax", [f"{tag}.logits"], [f"{tag}.labels"], name=f"{tag}.argmax", axis=1, keepdims=0))
+                new.append(helper.make_node("ArgMax", [f"{tag}.logits"], [f"{tag}.labels"], name=f"{tag}.argmax", axis=1, keepdims=1))
                 labels.append(f"{tag}.labels")
-        # [N, h, w] per phase -> [N, 4h, w]: the reductions after it (over axes 1 and 2) see
-        # every pixel of the full-size map, in another order.
-        new.append(helper.make_node("Concat", labels, [argmax.output[0]], name="score_phases.concat", axis=1))
+        # Phase (a, b) holds the labels of full-size pixels (2i + a, 2j + b): concatenated in
+        # that order, [N, 4, h, w] -> [N, a, b, h, w] -> [N, h, a, w, b] -> [N, 2h, 2w].
+        half = size // 2
+        g.initializer.append(numpy_helper.from_array(np.array([-1, 2, 2, half, half], np.int64), "score_phases.split"))
+        g.initializer.append(numpy_helper.from_array(np.array([-1, size, size], np.int64), "score_phases.full"))
+        new.append(helper.make_node("Concat", labels, ["score_phases.stacked"], name="score_phases.concat", axis=1))
+        new.append(helper.make_node("Reshape", ["score_phases.stacked", "score_phases.split"], ["score_phases.split_out"], name="score_phases.reshape_split"))
+        new.append(helper.make_node("Transpose", ["score_phases.split_out"], ["score_phases.interleaved"], name="score_phases.interleave", perm=[0, 3, 1, 4, 2]))
+        new.append(helper.make_node("Reshape", ["score_phases.interleaved", "score_phases.full"], [argmax.output[0]], name="score_phases.reshape_full"))
         gone = {id(n) for n in (resize, conv, relu, head, argmax)}
         nodes = []
         for n in g.node:
@@ -173,7 +182,7 @@ def main() -> None:
         unknown = keep - {n.name for n in convs}
         if unknown:
             raise SystemExit(f"--keep-float names no convolution of {source}: {sorted(unknown)}")
-    phases = rewrite_score_stage(model)
+    phases = rewrite_score_stage(model, args.size)
     onnx.checker.check_model(model)
     x = np.fromfile(args.inputs, dtype="<f4").reshape(args.count, 1, args.size, args.size)
     check_rewrite(source, model, x[:64])
