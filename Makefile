@@ -41,8 +41,8 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 # finds everything built (scripts/check-one-build.sh).
 SERVICE_PACKAGES := -p diptych -p diptych-dicom-adapter -p diptych-service
 
-MODEL ?= models/synth-v3
-TRAIN_CONFIG ?= training/configs/synth-v3.toml
+MODEL ?= models/synth-v4
+TRAIN_CONFIG ?= training/configs/synth-v4.toml
 RUN_NAME := $(notdir $(MODEL))
 
 .PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-atlas deps-bench deps-chart deps-web web lint fmt clean-cache
@@ -77,8 +77,8 @@ eval: deps
 		--figure $(EVAL_DIR)/retrieval-figure.png | tee $(EVAL_DIR)/retrieval.txt
 	@$(PYTHON) training/eval_summary.py $(EVAL_DIR)/phantom.txt $(EVAL_DIR)/anatomy.txt $(EVAL_DIR)/retrieval.txt
 
-## train-default: train the default bundle models/synth-v3 on the phantom and the atlas source
-## (CPU, ~65 min on two free cores).
+## train-default: train the default bundle models/synth-v4 on the phantom and the atlas source
+## (CPU, ~87 min on two free AVX2 cores).
 train-default: deps
 	cargo build --release -p diptych-training -p diptych
 	$(CARGO_TARGET_DIR)/release/diptych-train train --config $(TRAIN_CONFIG) --out $(CACHE)/runs/$(RUN_NAME)

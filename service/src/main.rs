@@ -105,7 +105,7 @@ enum ConfigCommand {
 #[derive(Debug, clap::Args)]
 struct EvalArgs {
     /// Model bundle.
-    #[arg(long, default_value = "models/synth-v3")]
+    #[arg(long, default_value = "models/synth-v4")]
     model: PathBuf,
     /// Synthetic source of queries and references (anatomy reads the MNI152 maps that
     /// `make deps-atlas` unpacks, or DIPTYCH_ATLAS_DIR).
@@ -230,7 +230,7 @@ enum BenchCommand {
     /// alternating within one run; medians of the runs.
     Encode {
         /// Model bundle.
-        #[arg(long, default_value = "models/synth-v3")]
+        #[arg(long, default_value = "models/synth-v4")]
         model: PathBuf,
         /// Threads for both runtimes.
         #[arg(long, default_value_t = 2)]
@@ -250,7 +250,7 @@ enum BenchCommand {
     /// against the naive scan and FAISS IndexPQ.
     Search {
         /// Model bundle.
-        #[arg(long, default_value = "models/synth-v3")]
+        #[arg(long, default_value = "models/synth-v4")]
         model: PathBuf,
         /// Records to search.
         #[arg(long, default_value_t = 1_000_000)]
@@ -295,7 +295,7 @@ enum BenchCommand {
     /// index of N records.
     Ready {
         /// Model bundle.
-        #[arg(long, default_value = "models/synth-v3")]
+        #[arg(long, default_value = "models/synth-v4")]
         model: PathBuf,
         /// Records in the index.
         #[arg(long, default_value_t = 1_000_000)]
@@ -312,7 +312,7 @@ enum BenchCommand {
     /// and latency for 100M and 1B slices.
     Cluster {
         /// Model bundle of every process.
-        #[arg(long, default_value = "models/synth-v3")]
+        #[arg(long, default_value = "models/synth-v4")]
         model: PathBuf,
         /// Records searched.
         #[arg(long, default_value_t = 1_000_000)]
@@ -437,7 +437,7 @@ struct ServeArgs {
     /// Folder for the service's data [default: data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Model bundle folder [default: models/synth-v3].
+    /// Model bundle folder [default: models/synth-v4].
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
     /// gRPC listen address [default: 0.0.0.0:50051].

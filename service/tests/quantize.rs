@@ -1,4 +1,4 @@
-//! `diptych quantize` end to end on a copy of the shipped `models/synth-v3` (the only shipped
+//! `diptych quantize` end to end on a copy of the shipped `models/synth-v4` (the only shipped
 //! bundle with a score head to quantise): ONNX Runtime's quantiser in the `make deps-py` venv
 //! writes the int8 graph, the check through the service's encoder passes, the manifest records
 //! it and the bundle still loads; an engine asked for int8 runs it and gives the float graph's
@@ -38,9 +38,9 @@ fn quantize(model: &Path, extra: &[&str]) -> Output {
         .expect("diptych runs")
 }
 
-/// A copy of the shipped synth-v3 bundle in `to`.
+/// A copy of the shipped synth-v4 bundle in `to`.
 fn copy_bundle(to: &Path) {
-    let from = serve::workspace().join("models/synth-v3");
+    let from = serve::workspace().join("models/synth-v4");
     std::fs::create_dir_all(to).unwrap();
     for file in ["manifest.json", "encoder.onnx", "decoder.onnx"] {
         std::fs::copy(from.join(file), to.join(file)).unwrap();
