@@ -15,14 +15,14 @@ const SIGMA: f64 = 1.5;
 const C1: f64 = 0.01 * 0.01;
 const C2: f64 = 0.03 * 0.03;
 
-/// The normalised 1-D Gaussian of the window, [SSIM_WINDOW].
-fn gaussian(device: tch::Device) -> Tensor {
+/// The normalised 1-D Gaussian of the window, SSIM_WINDOW taps.
+fn gaussian() -> Vec<f32> {
     let half = (SSIM_WINDOW / 2) as f64;
-    let g: Vec<f32> = (0..SSIM_WINDOW)
-        .map(|i| (-((i as f64 - half).powi(2)) / (2.0 * SIGMA * SIGMA)).exp() as f32)
+    let g: Vec<f64> = (0..SSIM_WINDOW)
+        .map(|i| (-((i as f64 - half).powi(2)) / (2.0 * SIGMA * SIGMA)).exp())
         .collect();
-    let g = Tensor::from_slice(&g).to_device(device);
-    &g / g.sum(Kind::Float)
+    let sum: f64 = g.iter().sum();
+    g.iter().map(|v| (v / sum) as f32).collect()
 }
 
 /// The valid-region 1-D Gaussian filter along an axis of length n as a banded matrix
@@ -40,8 +40,8 @@ fn band(g: &[f32], n: i64, device: tch::Device) -> Tensor {
 
 /// Valid-region Gaussian mean of each image of t [M,1,H,W]: a column pass and a row pass, each
 /// a matrix product with a banded matrix (a GEMM, cheap forwards and backwards).
-fn blur(t: &Tensor, g: &Tensor) -> Tensor {
-    let g: Vec<f32> = Vec::try_from(g.to_device(tch::Device::Cpu)).expect("a float vector");
+fn blur(t: &Tensor) -> Tensor {
+    let g = gaussian();
     let (h, w) = (t.size()[2], t.size()[3]);
     let rows = band(&g, w, t.device());
     let cols = band(&g, h, t.device()).transpose(0, 1);
@@ -51,7 +51,7 @@ fn blur(t: &Tensor, g: &Tensor) -> Tensor {
 /// SSIM map [N,1,H−10,W−10] of images x, y [N,1,H,W] with values in [0,1].
 pub fn ssim_map(x: &Tensor, y: &Tensor) -> Tensor {
     let stacked = Tensor::cat(&[x, y, &x.square(), &y.square(), &(x * y)], 0);
-    let means = blur(&stacked, &gaussian(x.device())).chunk(5, 0);
+    let means = blur(&stacked).chunk(5, 0);
     let [mu_x, mu_y, m_xx, m_yy, m_xy] = &means[..] else {
         unreachable!("chunk(5) of a batch of 5·N gives five parts")
     };
@@ -94,10 +94,10 @@ mod tests {
     fn the_separable_window_equals_the_full_11_by_11_one() {
         let opts = (Kind::Float, Device::Cpu);
         let x = Tensor::rand([3, 1, 40, 36], opts);
-        let g = gaussian(Device::Cpu);
+        let g = Tensor::from_slice(&gaussian());
         let full = g.outer(&g).reshape([1, 1, SSIM_WINDOW, SSIM_WINDOW]);
         let dense = x.conv2d(&full, None::<Tensor>, [1, 1], [0, 0], [1, 1], 1);
-        let separable = blur(&x, &g);
+        let separable = blur(&x);
         assert_eq!(separable.size(), [3, 1, 30, 26]);
         let worst = (separable - dense).abs().max().double_value(&[]);
         assert!(worst < 1e-6, "largest difference {worst}");
