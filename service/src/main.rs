@@ -196,6 +196,10 @@ struct QuantizeArgs {
     /// Python with onnx and onnxruntime (default: the `make deps-py` venv).
     #[arg(long)]
     python: Option<PathBuf>,
+    /// service/tools/quantize_encoder.py (default: the one of the checkout in the current
+    /// directory, else the one beside the workspace this binary was built from).
+    #[arg(long)]
+    script: Option<PathBuf>,
     /// Threads for generation and encoding.
     #[arg(long, default_value_t = 2)]
     threads: usize,
@@ -722,7 +726,7 @@ async fn run_quantize(args: QuantizeArgs) -> anyhow::Result<()> {
         min_agreement: args.min_agreement,
         keep_float: args.keep_float,
         python: args.python.unwrap_or_else(quantize::default_python),
-        script: quantize::default_script(),
+        script: args.script.unwrap_or_else(quantize::default_script),
         threads: args.threads,
     };
     let q = quantize::run(&options).await?;

@@ -25,7 +25,13 @@ use diptych_service::encoder::{Engine, EngineOptions};
 use serde_json::Value;
 
 fn quantize(model: &Path, extra: &[&str]) -> Output {
+    quantize_in(model, extra, Path::new(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// `diptych quantize` run in the folder `cwd`.
+fn quantize_in(model: &Path, extra: &[&str], cwd: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_diptych"))
+        .current_dir(cwd)
         .arg("quantize")
         .arg("--model")
         .arg(model)
@@ -168,6 +174,34 @@ fn a_quantisation_that_moves_the_codes_is_refused_and_writes_nothing() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("Conv_404"), "{err}");
     assert!(!model.join("encoder.int8.onnx").exists());
+
+    // A script that is not there is refused before anything runs, saying how to name one.
+    let out = quantize(&model, &["--script", "/nonexistent/quantize_encoder.py"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/quantize_encoder.py: no such script")
+            && err.contains("--script"),
+        "{err}"
+    );
+
+    // Run in another checkout, the binary takes that checkout's script, not the one beside the
+    // workspace it was built from (a shared CARGO_TARGET_DIR).
+    let checkout = dir.path().join("checkout");
+    std::fs::create_dir_all(checkout.join("service/tools")).unwrap();
+    std::fs::write(
+        checkout.join("service/tools/quantize_encoder.py"),
+        "import sys\nsys.exit('the script of the checkout in the current directory ran')\n",
+    )
+    .unwrap();
+    let out = quantize_in(&model, &[], &checkout);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("the script of the checkout in the current directory ran"),
+        "{err}"
+    );
+    assert_eq!(std::fs::read(model.join("manifest.json")).unwrap(), before);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

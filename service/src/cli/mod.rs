@@ -39,3 +39,17 @@ pub use connect::{Connection, ServerArgs, connect, refused};
 
 /// Largest message the client commands send or accept (the server's default limit).
 pub const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// A file of the repository (`relative` to its root): the one of the checkout in the current
+/// directory when there is one (`make` runs from the repository root), else the one beside the
+/// workspace the binary was built from — so a binary built in another checkout (a shared
+/// `CARGO_TARGET_DIR`) still runs the scripts of the checkout it is run in.
+pub fn checkout_file(relative: &str) -> std::path::PathBuf {
+    let here = std::path::Path::new(relative);
+    if here.is_file() {
+        return here.to_path_buf();
+    }
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}

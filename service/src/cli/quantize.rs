@@ -78,9 +78,13 @@ pub struct Quantized {
     pub graph: serde_json::Value,
 }
 
-/// The script next to the workspace the binary was built from.
+/// The script's path inside a checkout of the repository.
+const SCRIPT: &str = "service/tools/quantize_encoder.py";
+
+/// The script of the checkout in the current directory, else the one beside the workspace the
+/// binary was built from ([`checkout_file`](crate::cli::checkout_file)).
 pub fn default_script() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tools/quantize_encoder.py")
+    crate::cli::checkout_file(SCRIPT)
 }
 
 /// The Python of the `make deps-py` venv.
@@ -102,6 +106,11 @@ pub async fn run(options: &QuantizeOptions) -> anyhow::Result<Quantized> {
         (0.0..=1.0).contains(&options.min_agreement),
         "--min-agreement {} is not a share in [0, 1] (the default 0.995 is 99.5 %)",
         options.min_agreement
+    );
+    anyhow::ensure!(
+        options.script.is_file(),
+        "{}: no such script; run from the repository root, or name {SCRIPT} with --script",
+        options.script.display()
     );
     let bundle = Bundle::load(&options.model)?;
     let params = bundle.manifest.preprocess;

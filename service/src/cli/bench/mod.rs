@@ -27,7 +27,7 @@ pub mod reindex;
 pub mod search;
 pub mod search_run;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The Python of the `make deps-bench` venv (torch, onnx2torch, faiss-cpu), or of `$DIPTYCH_BENCH_PYTHON`.
 pub fn bench_python() -> PathBuf {
@@ -40,11 +40,10 @@ pub fn bench_python() -> PathBuf {
     home.join(".cache/diptych/torch-venv/bin/python")
 }
 
-/// A script under `service/bench/`, found next to the workspace the binary was built from.
+/// A script under `service/bench/`, of the checkout in the current directory or else the one
+/// beside the workspace the binary was built from ([`checkout_file`](crate::cli::checkout_file)).
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("bench")
-        .join(name)
+    crate::cli::checkout_file(&format!("service/bench/{name}"))
 }
 
 /// A progress bar of `len` steps labelled `what`, its message saying what runs now.
