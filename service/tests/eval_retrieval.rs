@@ -143,6 +143,48 @@ fn eval_scores_the_model_against_its_baselines_and_draws_the_figure() {
          ({abnormal} vs {random})"
     );
 
+    // The label oracle is the ceiling of both Dice figures, and its composite sweep runs from
+    // A's anatomy alone (all of its normal row kept) to B's lesion alone (all of its abnormal row).
+    for (oracle, others) in [
+        (
+            "normal_oracle_normal_dice_at10",
+            [
+                "normal_mode_normal_dice_at10",
+                "pixel_l2_normal_dice_at10",
+                "random_normal_dice_at10",
+            ],
+        ),
+        (
+            "abnormal_oracle_abnormal_dice_at10",
+            [
+                "abnormal_mode_abnormal_dice_at10",
+                "pixel_l2_abnormal_dice_at10",
+                "random_abnormal_dice_at10",
+            ],
+        ),
+    ] {
+        let ceiling = number(&report, oracle);
+        for other in others {
+            let v = number(&report, other);
+            assert!(
+                v <= ceiling + 1e-9,
+                "{other} = {v} above the label oracle's {ceiling}"
+            );
+        }
+    }
+    let sweep = report["composite_oracle"]
+        .as_array()
+        .expect("the oracle's composite sweep");
+    assert!(sweep.len() >= 3, "{sweep:?}");
+    let ratio = |i: usize, key: &str| sweep[i]["scores"][key].as_f64().unwrap();
+    assert_eq!(ratio(0, "normal_ratio"), 1.0);
+    assert_eq!(ratio(sweep.len() - 1, "abnormal_ratio"), 1.0);
+    let kept = number(&report, "oracle_composite_kept_of_both");
+    assert!(
+        kept > 0.0 && kept <= 1.0,
+        "oracle_composite_kept_of_both = {kept}"
+    );
+
     // LABEL_WIDTH + 6·(S + GAP) × HEADER + 4·(S + S/2 + ROW_GAP), as figure.rs documents.
     let png = image::open(&figure).expect("the figure is a readable PNG");
     assert_eq!(

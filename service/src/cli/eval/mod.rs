@@ -12,20 +12,22 @@
 //! mode (normal weight 1, abnormal weight the bundle's balance). The same metrics ([`metrics`]) score the baselines
 //! ([`baselines`]): random retrieval, L2 on the pre-processed pixels, and L2 on the encoder's
 //! continuous outputs when the graph declares them; the label oracle ([`oracle`]) ranks by the
-//! true abnormal labels, the ceiling of abnormal-label Dice on this data. Then:
+//! true normal or abnormal labels, the ceiling of either Dice on this data. Then:
 //!
 //! - the twin check: each diseased query's healthy twin joins the references for that query
 //!   alone; is it in the query's top 5? (Sources without twins leave it out: null in the JSON.)
 //! - composites: A's normal code with B's abnormal code (B diseased), combined mode; Dice of
 //!   the results to A's normal labels and to B's abnormal labels, and their ratios to the
-//!   single-mode searches.
+//!   single-mode searches; and the same for the label oracle ranking by a weighted sum of the
+//!   true Dice to A and to B, at several weights, against its own single-mode Dice — how much of
+//!   both a perfect ranking can keep at once on this reference set.
 //!
 //! | module | what it is for |
 //! |---|---|
 //! | [`dataset`] | the query and reference sets at the model's input size |
 //! | [`metrics`] | Dice, lesion precision, level error, ratios |
 //! | [`baselines`] | random, brute-force L2, the session reading z_n and z_a |
-//! | [`oracle`] | the label oracle: references ranked by true abnormal-label overlap |
+//! | [`oracle`] | the label oracle: references ranked by true label overlap |
 //! | [`figure`] | the `--figure` PNG |
 //! | [`report`] | the markdown table and the JSON line |
 
@@ -59,7 +61,8 @@ use self::baselines::{
 use self::dataset::{EvalSlice, build_set, composite_pairs, diseased};
 use self::metrics::{QueryScores, RowScores, TOP_K, ratio_of_means, score_query};
 use self::report::{
-    BRATS_NORMAL_LABELS, BratsSummary, CompositeBalance, CompositeScores, EvalReport, MethodRow,
+    BRATS_NORMAL_LABELS, BratsSummary, CompositeBalance, CompositeOracle, CompositeScores,
+    EvalReport, MethodRow,
 };
 use crate::cli::engine::start_engine;
 
@@ -508,7 +511,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
 
     // Scores.
     let b = bar(0, "scoring");
-    b.set_length(9);
+    b.set_length(10);
     let mut rows = Vec::new();
     let per_query_of = |method: &'static str,
                         keys: &[&'static str],
@@ -632,17 +635,61 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         }
     };
     per_query_of("pixel L2", &["pixel_l2"], &pixels, &mut rows);
+    let normal_matrix =
+        tokio::task::block_in_place(|| oracle::normal_dice_matrix(&queries, &refs, labels.0));
     let oracle = Retrieval {
-        modes: vec![ModeResults::new(
-            "-",
-            (
-                oracle::top_by_abnormal_dice(&queries, &refs, labels.1, TOP_K),
-                Vec::new(),
+        modes: vec![
+            ModeResults::new(
+                "normal",
+                (
+                    oracle::top_by_normal_dice(&normal_matrix, TOP_K),
+                    Vec::new(),
+                ),
             ),
-        )],
+            ModeResults::new(
+                "abnormal",
+                (
+                    oracle::top_by_abnormal_dice(&queries, &refs, labels.1, TOP_K),
+                    Vec::new(),
+                ),
+            ),
+        ],
         composites: Vec::new(),
     };
-    per_query_of("label oracle", &["abnormal_oracle"], &oracle, &mut rows);
+    let oracle_scores = per_query_of(
+        "label oracle",
+        &["normal_oracle", "abnormal_oracle"],
+        &oracle,
+        &mut rows,
+    );
+    let ranked = tokio::task::block_in_place(|| {
+        oracle::top_by_composite_dice(
+            &normal_matrix,
+            &queries,
+            &refs,
+            &pairs,
+            labels.1,
+            &ORACLE_SHARES,
+            TOP_K,
+        )
+    });
+    let composite_oracle: Vec<CompositeOracle> = ORACLE_SHARES
+        .iter()
+        .zip(&ranked)
+        .filter(|_| !pairs.is_empty())
+        .map(|(&abnormal_share, results)| CompositeOracle {
+            abnormal_share,
+            scores: score_composites(
+                &queries,
+                &refs,
+                &pairs,
+                results,
+                &oracle_scores[0],
+                &oracle_scores[1],
+                labels,
+            ),
+        })
+        .collect();
     per_query_of("random", &["random"], &random, &mut rows);
     b.finish_and_clear();
 
@@ -707,6 +754,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         composite,
         latent_composite,
         composite_balance,
+        composite_oracle,
         mean_balance,
         combined_balance: engine.manifest().combined_balance,
         seconds: started.elapsed().as_secs_f64(),
@@ -760,6 +808,11 @@ fn record_keys(id: u32) -> RecordKeys {
         ..RecordKeys::default()
     }
 }
+
+/// Shares of the abnormal-label Dice to B in the label oracle's composite ranking
+/// (`(1 − s) · normal Dice to A + s · abnormal Dice to B`), from A's anatomy alone to B's lesion
+/// alone.
+const ORACLE_SHARES: [f64; 7] = [0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0];
 
 /// Abnormal weights (normal weight 1) of the composite-balance sweep: how the composite check
 /// moves as the abnormal distance counts more.

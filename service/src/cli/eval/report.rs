@@ -49,6 +49,27 @@ pub struct CompositeBalance {
     pub abnormal_ratio: Option<f64>,
 }
 
+/// The label oracle's composite check at one trade-off: references ranked by
+/// `(1 − share) · normal-label Dice to A + share · abnormal-label Dice to B`, the ratios taken
+/// to the oracle's own normal and abnormal rows.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CompositeOracle {
+    /// Share of the abnormal-label Dice to B in the ranking.
+    pub abnormal_share: f64,
+    /// The composite figures at this share.
+    pub scores: CompositeScores,
+}
+
+impl CompositeOracle {
+    /// The smaller of the two ratios: how much of both single modes this ranking keeps at once.
+    pub fn kept_of_both(&self) -> Option<f64> {
+        match (self.scores.normal_ratio, self.scores.abnormal_ratio) {
+            (Some(n), Some(a)) => Some(n.min(a)),
+            _ => None,
+        }
+    }
+}
+
 /// What a run on a BraTS folder used of it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct BratsSummary {
@@ -114,6 +135,8 @@ pub struct EvalReport {
     pub latent_composite: Option<CompositeScores>,
     /// The composite check on the codes across combined-mode balances.
     pub composite_balance: Vec<CompositeBalance>,
+    /// The label oracle's composite check across trade-offs (empty without composite pairs).
+    pub composite_oracle: Vec<CompositeOracle>,
     /// The bundle's combined-mode balance (`Manifest::combined_balance`): the abnormal weight of
     /// the combined rows and of the composites.
     pub combined_balance: f32,
@@ -180,6 +203,17 @@ impl EvalReport {
             put("normal_ratio", c.and_then(|c| c.normal_ratio));
             put("abnormal_ratio", c.and_then(|c| c.abnormal_ratio));
         }
+        // The most of both single modes that any weighting of the true labels keeps at once: the
+        // ceiling of the composite ratios on this reference set.
+        flat.insert(
+            "oracle_composite_kept_of_both".into(),
+            json!(
+                self.composite_oracle
+                    .iter()
+                    .filter_map(CompositeOracle::kept_of_both)
+                    .max_by(f64::total_cmp)
+            ),
+        );
         flat.insert(
             "abnormal_null_share_healthy_cells".into(),
             json!(self.null_code.map(|u| u.healthy_cells_on_null)),
@@ -307,6 +341,30 @@ impl EvalReport {
                 );
             }
         }
+        if !self.composite_oracle.is_empty() {
+            let _ = writeln!(
+                out,
+                "\nComposite check with the label oracle (references ranked by (1 − s) · normal \
+                 Dice to A + s · abnormal Dice to B; ratios to the oracle's own normal and \
+                 abnormal rows):\n"
+            );
+            let _ = writeln!(
+                out,
+                "| share s | normal Dice@10 to A | abnormal Dice@10 to B | normal ratio | abnormal ratio |"
+            );
+            let _ = writeln!(out, "|---:|---:|---:|---:|---:|");
+            for c in &self.composite_oracle {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} | {} |",
+                    c.abnormal_share,
+                    f(c.scores.normal_dice_to_a_at10),
+                    f(c.scores.abnormal_dice_to_b_at10),
+                    f(c.scores.normal_ratio),
+                    f(c.scores.abnormal_ratio)
+                );
+            }
+        }
         if let Some(u) = self.null_code {
             let _ = writeln!(
                 out,
@@ -385,6 +443,19 @@ mod tests {
             }),
             latent_composite: None,
             composite_balance: Vec::new(),
+            composite_oracle: [(0.0, 1.0, 0.3), (0.5, 0.9, 0.7), (1.0, 0.2, 1.0)]
+                .into_iter()
+                .map(|(share, n, a)| CompositeOracle {
+                    abnormal_share: share,
+                    scores: CompositeScores {
+                        pairs: 3,
+                        normal_dice_to_a_at10: Some(n / 2.0),
+                        abnormal_dice_to_b_at10: Some(a / 2.0),
+                        normal_ratio: Some(n),
+                        abnormal_ratio: Some(a),
+                    },
+                })
+                .collect(),
             mean_balance: 1.0,
             combined_balance: 1.0,
             seconds: 1.0,
@@ -395,6 +466,8 @@ mod tests {
         assert_eq!(v["normal_mode_twin_top5"], Value::Null);
         assert_eq!(v["latent_normal_mode_normal_dice_at10"], Value::Null);
         assert_eq!(v["composite_normal_ratio"], json!(0.8));
+        // The oracle keeps 70 % of both at its middle share, less at either end.
+        assert_eq!(v["oracle_composite_kept_of_both"], json!(0.7));
         assert_eq!(v["source"], json!("phantom"));
         assert_eq!(v["seed_queries"], json!(4));
         // A synthetic source's report has no BraTS keys.
@@ -404,6 +477,10 @@ mod tests {
         assert!(md.starts_with("Retrieval on phantom (3 queries"));
         assert!(md.contains("| codes | normal | 0.500 |"));
         assert!(md.contains("| latent | normal | absent"));
+        assert!(
+            md.contains("| 0.5 | 0.450 | 0.350 | 0.900 | 0.700 |"),
+            "{md}"
+        );
 
         let brats = EvalReport {
             source: "brats".into(),
