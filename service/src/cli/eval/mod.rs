@@ -635,23 +635,21 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         }
     };
     per_query_of("pixel L2", &["pixel_l2"], &pixels, &mut rows);
-    let normal_matrix =
-        tokio::task::block_in_place(|| oracle::normal_dice_matrix(&queries, &refs, labels.0));
+    let (normal_matrix, abnormal_matrix) = tokio::task::block_in_place(|| {
+        (
+            oracle::normal_dice_matrix(&queries, &refs, labels.0),
+            oracle::abnormal_dice_matrix(&queries, &refs, labels.1),
+        )
+    });
     let oracle = Retrieval {
         modes: vec![
             ModeResults::new(
                 "normal",
-                (
-                    oracle::top_by_normal_dice(&normal_matrix, TOP_K),
-                    Vec::new(),
-                ),
+                (oracle::top_by_dice(&normal_matrix, TOP_K), Vec::new()),
             ),
             ModeResults::new(
                 "abnormal",
-                (
-                    oracle::top_by_abnormal_dice(&queries, &refs, labels.1, TOP_K),
-                    Vec::new(),
-                ),
+                (oracle::top_by_dice(&abnormal_matrix, TOP_K), Vec::new()),
             ),
         ],
         composites: Vec::new(),
@@ -665,10 +663,8 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
     let ranked = tokio::task::block_in_place(|| {
         oracle::top_by_composite_dice(
             &normal_matrix,
-            &queries,
-            &refs,
+            &abnormal_matrix,
             &pairs,
-            labels.1,
             &ORACLE_SHARES,
             TOP_K,
         )

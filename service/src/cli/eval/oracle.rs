@@ -44,14 +44,13 @@ fn sparse_dice(
     (n > 0).then(|| sum / n as f64)
 }
 
-/// Per query, the `k` references of highest abnormal-label Dice (two healthy slices count as a
-/// perfect match), best first.
-pub fn top_by_abnormal_dice(
+/// Abnormal-label Dice of every query (rows) to every reference (columns) over label values
+/// `1..labels`; two healthy slices count as a perfect match.
+pub fn abnormal_dice_matrix(
     queries: &[EvalSlice],
     references: &[EvalSlice],
     labels: usize,
-    k: usize,
-) -> Vec<Vec<usize>> {
+) -> Vec<Vec<f64>> {
     let refs: Vec<Vec<(u32, u8)>> = references
         .iter()
         .map(|r| lesion_pixels(r, labels))
@@ -65,10 +64,11 @@ pub fn top_by_abnormal_dice(
                     counts[l as usize] += 1;
                 }
             }
-            let scores = refs.iter().map(|pixels| {
-                sparse_dice(&q.abnormal_labels, &counts, pixels, labels).unwrap_or(1.0)
-            });
-            best(scores, k)
+            refs.iter()
+                .map(|pixels| {
+                    sparse_dice(&q.abnormal_labels, &counts, pixels, labels).unwrap_or(1.0)
+                })
+                .collect()
         })
         .collect()
 }
@@ -157,9 +157,9 @@ pub fn normal_dice_matrix(
         .collect()
 }
 
-/// Per query, the `k` references of highest normal-label Dice (a row of
-/// [`normal_dice_matrix`]), best first.
-pub fn top_by_normal_dice(matrix: &[Vec<f64>], k: usize) -> Vec<Vec<usize>> {
+/// Per query, the `k` references of highest Dice (a row of [`normal_dice_matrix`] or
+/// [`abnormal_dice_matrix`]), best first.
+pub fn top_by_dice(matrix: &[Vec<f64>], k: usize) -> Vec<Vec<usize>> {
     matrix
         .iter()
         .map(|row| best(row.iter().copied(), k))
@@ -168,43 +168,31 @@ pub fn top_by_normal_dice(matrix: &[Vec<f64>], k: usize) -> Vec<Vec<usize>> {
 
 /// Per share `s` of `shares` and per composite pair (A, B): the `k` references of highest
 /// `(1 − s) · normal Dice to A + s · abnormal Dice to B`, best first — the label oracle's answer to
-/// "A's anatomy with B's lesion" at every trade-off between the two. `matrix` is
-/// [`normal_dice_matrix`] of the queries; the result is indexed `[share][pair]`.
+/// "A's anatomy with B's lesion" at every trade-off between the two. `normal` and `abnormal` are
+/// [`normal_dice_matrix`] and [`abnormal_dice_matrix`] of the queries; the result is indexed
+/// `[share][pair]`.
 pub fn top_by_composite_dice(
-    matrix: &[Vec<f64>],
-    queries: &[EvalSlice],
-    references: &[EvalSlice],
+    normal: &[Vec<f64>],
+    abnormal: &[Vec<f64>],
     pairs: &[(usize, usize)],
-    abnormal_labels: usize,
     shares: &[f64],
     k: usize,
 ) -> Vec<Vec<Vec<usize>>> {
-    let refs: Vec<Vec<(u32, u8)>> = references
+    shares
         .iter()
-        .map(|r| lesion_pixels(r, abnormal_labels))
-        .collect();
-    let mut out = vec![Vec::with_capacity(pairs.len()); shares.len()];
-    for &(a, b) in pairs {
-        let lesion = &queries[b].abnormal_labels;
-        let mut counts = vec![0usize; abnormal_labels];
-        for &l in lesion {
-            if (l as usize) < abnormal_labels {
-                counts[l as usize] += 1;
-            }
-        }
-        let abnormal: Vec<f64> = refs
-            .iter()
-            .map(|pixels| sparse_dice(lesion, &counts, pixels, abnormal_labels).unwrap_or(1.0))
-            .collect();
-        for (ranked, &s) in out.iter_mut().zip(shares) {
-            let scores = matrix[a]
+        .map(|&s| {
+            pairs
                 .iter()
-                .zip(&abnormal)
-                .map(|(n, d)| (1.0 - s) * n + s * d);
-            ranked.push(best(scores, k));
-        }
-    }
-    out
+                .map(|&(a, b)| {
+                    let scores = normal[a]
+                        .iter()
+                        .zip(&abnormal[b])
+                        .map(|(n, d)| (1.0 - s) * n + s * d);
+                    best(scores, k)
+                })
+                .collect()
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -246,7 +234,7 @@ mod tests {
             let dense = label_dice(&q.abnormal_labels, &r.abnormal_labels, 4).mean;
             assert_eq!(sparse, dense);
         }
-        let top = top_by_abnormal_dice(&[q], &refs, 4, 3);
+        let top = top_by_dice(&abnormal_dice_matrix(&[q], &refs, 4), 3);
         assert_eq!(top, vec![vec![2, 1, 0]]);
     }
 
@@ -284,9 +272,10 @@ mod tests {
         ];
         let matrix = normal_dice_matrix(&queries, &refs, 3);
         assert_eq!(matrix[0], vec![1.0, 0.0, 1.0]);
-        assert_eq!(top_by_normal_dice(&matrix, 2), vec![vec![0, 2], vec![1, 0]]);
-        let ranked =
-            top_by_composite_dice(&matrix, &queries, &refs, &[(0, 1)], 4, &[0.0, 0.5, 1.0], 1);
+        assert_eq!(top_by_dice(&matrix, 2), vec![vec![0, 2], vec![1, 0]]);
+        let lesions = abnormal_dice_matrix(&queries, &refs, 4);
+        assert_eq!(lesions[1], vec![0.0, 1.0, 1.0]);
+        let ranked = top_by_composite_dice(&matrix, &lesions, &[(0, 1)], &[0.0, 0.5, 1.0], 1);
         // Share 0: A's anatomy (ties to the lower index); ½: the reference with both; 1: B's lesion.
         assert_eq!(ranked, vec![vec![vec![0]], vec![vec![2]], vec![vec![1]]]);
     }
