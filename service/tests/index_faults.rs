@@ -27,7 +27,8 @@ use diptych_dicom_adapter::Uid;
 use diptych_dicom_adapter::synthetic::SyntheticInstance;
 use diptych_service::catalog::UidLookup;
 use diptych_service::encoder::Engine;
-use diptych_service::index::{AcceptOutcome, FaultPoint, Faults, Index, Refusal};
+use diptych_service::index::{AcceptOutcome, DeleteCounts, FaultPoint, Faults, Index, Refusal};
+use diptych_service::record::DeleteTarget;
 use diptych_service::store::{Wal, WalOptions, WalRecord};
 
 fn sop_uid(i: u64) -> String {
@@ -386,4 +387,88 @@ async fn an_instance_whose_pixels_fail_while_its_log_write_runs_is_refused_and_s
     let index = Index::open(dir.path(), engine.clone(), options(&faults)).unwrap();
     applied(&index).await;
     restart_and_check(dir.path(), &engine, index, &[0, 1]).await;
+}
+
+/// An acceptor that stalls between its log append and its hand-over for longer than the worker
+/// waits for a sequence gap: the worker reads the entry back from the log and applies it, and the
+/// acceptor's copy, arriving after, is dropped. Every instance is indexed once, and a delete's
+/// caller still hears what its delete removed. Before this test existed, the late copy was
+/// applied a second time (the instance indexed twice).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_acceptor_slower_than_the_gap_patience_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = engine().await;
+    let faults = Arc::new(Faults::default());
+    let index = Index::open(dir.path(), engine.clone(), options(&faults)).unwrap();
+    let mut acknowledged = send(&index, 0..2).await;
+    applied(&index).await;
+    let late = || index.counters.late_copies.load(Ordering::Relaxed);
+    let pending = || index.counters.pending.load(Ordering::Relaxed);
+
+    // Instance 2's acceptor stalls after its log append; instance 3 comes in behind it.
+    faults.fail_next(FaultPoint::SlowHandOver, 1);
+    let slow = {
+        let index = index.clone();
+        tokio::spawn(async move { index.accept(instance(2)).await.unwrap() })
+    };
+    wait_until(
+        "instance 2's acceptor stalled after its log append",
+        Duration::from_secs(30),
+        || faults.injected(FaultPoint::SlowHandOver) == 1,
+    )
+    .await;
+    acknowledged.extend(send(&index, 3..4).await);
+    match slow.await.unwrap() {
+        AcceptOutcome::Accepted { .. } => acknowledged.push(2),
+        other => panic!("the slow acceptor's instance is acknowledged: {other:?}"),
+    }
+    wait_until("the late copy handled", Duration::from_secs(30), || {
+        pending() == 0 && late() == 1
+    })
+    .await;
+    exactly_once(&index, &acknowledged);
+    let counted = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(
+        (
+            counted(&index.counters.acknowledged),
+            counted(&index.counters.indexed)
+        ),
+        (4, 4),
+        "each instance acknowledged and indexed once"
+    );
+
+    // A delete whose caller stalls the same way: it is applied from the log, and the caller,
+    // whose copy is dropped, hears what it removed.
+    faults.fail_next(FaultPoint::SlowHandOver, 1);
+    let deleting = {
+        let index = index.clone();
+        tokio::spawn(async move { index.delete(DeleteTarget::Instance(sop_uid(0))).await })
+    };
+    wait_until(
+        "the delete's caller stalled after its log append",
+        Duration::from_secs(30),
+        || faults.injected(FaultPoint::SlowHandOver) == 2,
+    )
+    .await;
+    acknowledged.extend(send(&index, 4..5).await);
+    let counts = deleting
+        .await
+        .unwrap()
+        .expect("the delete's caller hears its outcome");
+    assert_eq!(
+        counts,
+        DeleteCounts {
+            records: 1,
+            instances: 1
+        }
+    );
+    wait_until(
+        "the delete's late copy handled",
+        Duration::from_secs(30),
+        || pending() == 0 && late() == 2,
+    )
+    .await;
+    acknowledged.retain(|&i| i != 0);
+    exactly_once(&index, &acknowledged);
+    restart_and_check(dir.path(), &engine, index, &acknowledged).await;
 }

@@ -379,6 +379,13 @@ impl Live {
         )?;
         counter(
             e,
+            "diptych_index_late_copies",
+            "Log entries handed to the index's worker after it had read them back from the \
+             write-ahead log and applied them (a slow acceptor): dropped, not applied twice",
+            load(&c.late_copies),
+        )?;
+        counter(
+            e,
             "diptych_index_similar_studies_searches",
             "Similar-studies searches run for received studies (Watch, KOS)",
             load(&c.similar_studies),

@@ -10,11 +10,13 @@
 //! and by a replay, which examines every entry again.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use diptych::preprocess::{PreprocessError, PreprocessParams, preprocess};
 use diptych_dicom_adapter::{AdapterError, Instance, InstanceMetadata, InstanceUids, Limits, Uid};
 use tracing::Instrument;
 
+use super::faults::FaultPoint;
 use super::stages::Stopwatch;
 use super::work::{Prepared, Work, in_flight_entry};
 use super::{Index, IndexError};
@@ -219,6 +221,15 @@ pub fn decode(
 }
 
 impl Index {
+    /// Stalls for longer than the worker waits for a sequence gap when a test armed
+    /// [`FaultPoint::SlowHandOver`]: the worker reads the entry back from the log before this
+    /// acceptor's copy arrives. Unarmed, one atomic load.
+    pub(super) async fn hand_over_late_when_injected(&self) {
+        if self.faults.hit(FaultPoint::SlowHandOver) {
+            tokio::time::sleep(super::apply::GAP_PATIENCE + Duration::from_secs(3)).await;
+        }
+    }
+
     /// Whether an instance is indexed or acknowledged and on its way (a read error counts as
     /// unknown: the claim under the lock in [`Index::accept`] decides).
     fn known(&self, sop_instance_uid: &Uid) -> bool {
@@ -418,6 +429,7 @@ impl Index {
         let study = prepared.uids.study.clone();
         watch.lap(&self.stages.durable);
         self.stages.total.observe(started.elapsed().as_secs_f64());
+        self.hand_over_late_when_injected().await;
         self.counters.pending.fetch_add(1, Ordering::Relaxed);
         self.counters.acknowledged.fetch_add(1, Ordering::Relaxed);
         self.work

@@ -24,16 +24,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::Index;
 use super::apply_error::ApplyError;
 use super::faults::FaultPoint;
 use super::work::{DeleteCounts, DeleteReply, Prepared, Work};
+use super::{Counters, Index};
 use crate::catalog::{CatalogEntry, Checkpoint};
 use crate::encoder::{BatchError, SliceCode};
 use crate::record::DeleteTarget;
@@ -42,7 +42,7 @@ use crate::store::{NewRecord, StoreError, WalRecord, WalReplay};
 /// Most frames encoded in one chunk.
 const CHUNK_FRAMES: usize = 512;
 /// How long a gap in the sequence numbers is waited for before it is read from the log.
-const GAP_PATIENCE: Duration = Duration::from_secs(5);
+pub(super) const GAP_PATIENCE: Duration = Duration::from_secs(5);
 /// How often an open sequence gap is looked at again.
 const GAP_RECHECK: Duration = Duration::from_millis(200);
 /// Longest applied work waits for its checkpoint (which makes it searchable).
@@ -55,6 +55,30 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Failures in a row after which new work is refused until the worker recovers.
 pub const PERSISTENT_AFTER: u32 = 3;
+
+/// Deletes applied from the log whose callers' own copies may still arrive, at most this many.
+const LATE_ANSWERS_KEPT: usize = 256;
+
+/// What deletes read back from the log to fill a sequence gap removed: applied without a caller
+/// to answer, while the caller's own copy was still on its way. That copy, arriving after, is
+/// answered from here.
+#[derive(Default)]
+struct LateAnswers(BTreeMap<u64, DeleteCounts>);
+
+impl LateAnswers {
+    /// Keeps what the delete at `seq` removed (dropping the oldest beyond [`LATE_ANSWERS_KEPT`]).
+    fn record(&mut self, seq: u64, counts: DeleteCounts) {
+        self.0.insert(seq, counts);
+        while self.0.len() > LATE_ANSWERS_KEPT {
+            self.0.pop_first();
+        }
+    }
+
+    /// The answer for the caller of the delete at `seq`, which was applied from the log.
+    fn take(&mut self, seq: u64) -> Result<DeleteCounts, ApplyError> {
+        self.0.remove(&seq).ok_or(ApplyError::AppliedFromLog)
+    }
+}
 
 /// Why applying failed, and what the failed work held that its redo from the log needs.
 struct Failure {
@@ -132,6 +156,7 @@ pub async fn run(
     let mut next = first_seq;
     let mut gap_since: Option<Instant> = None;
     let mut commits = Commits::default();
+    let mut answers = LateAnswers::default();
     let mut stop = index.stopping.subscribe();
     let mut closed = false;
     loop {
@@ -214,7 +239,14 @@ pub async fn run(
                 // Closing, with work still to apply (a reorder gap or the replay): apply it.
                 // A gap is read from the log at once: nothing else will fill it.
                 let mut patience = Instant::now().checked_sub(GAP_PATIENCE);
-                let drained = step(&index, &mut waiting, &mut next, &mut patience, &mut commits);
+                let drained = step(
+                    &index,
+                    &mut waiting,
+                    &mut next,
+                    &mut patience,
+                    &mut commits,
+                    &mut answers,
+                );
                 if let Err(failure) = drained.await {
                     tracing::error!(reason = %failure.reason, "applying the last work before stopping failed; the next start replays the log");
                     return;
@@ -230,11 +262,11 @@ pub async fn run(
                 }
                 return;
             }
-            Some(Some(work)) => admit(&index.counters.pending, &mut waiting, work),
+            Some(Some(work)) => admit(&index.counters, &mut waiting, next, &mut answers, work),
             None => {}
         }
         while let Ok(work) = rx.try_recv() {
-            admit(&index.counters.pending, &mut waiting, work);
+            admit(&index.counters, &mut waiting, next, &mut answers, work);
         }
         if let Err(failure) = step(
             &index,
@@ -242,6 +274,7 @@ pub async fn run(
             &mut next,
             &mut gap_since,
             &mut commits,
+            &mut answers,
         )
         .await
         {
@@ -251,10 +284,34 @@ pub async fn run(
     }
 }
 
-/// Queues an acceptor's `work`. When a sequence gap was filled from the log before it arrived,
-/// the log's copy of the same entry may still wait here: the acceptor's copy (with its backlog
-/// room and its reply) replaces it, and the entry, counted as pending by both, counts once.
-fn admit(pending: &AtomicU64, waiting: &mut BTreeMap<u64, Work>, work: Work) {
+/// Queues an acceptor's `work`, `next` being the first entry not yet applied.
+///
+/// An acceptor slower than [`GAP_PATIENCE`] finds its entry already read back from the log (the
+/// entry counted as pending by both). If the log's copy still waits here, the acceptor's copy
+/// (with its backlog room and its reply) replaces it. If it was applied already, the acceptor's
+/// copy is dropped — applying it again would index the instance twice — giving its backlog room
+/// back, and a delete's caller hears what the log's copy removed.
+fn admit(
+    counters: &Counters,
+    waiting: &mut BTreeMap<u64, Work>,
+    next: u64,
+    answers: &mut LateAnswers,
+    work: Work,
+) {
+    let pending = &counters.pending;
+    if work.seq() < next {
+        pending.fetch_sub(1, Ordering::Relaxed);
+        counters.late_copies.fetch_add(1, Ordering::Relaxed);
+        if let Work::Delete {
+            seq,
+            reply: Some(reply),
+            ..
+        } = work
+        {
+            let _ = reply.send(answers.take(seq));
+        }
+        return;
+    }
     if waiting.insert(work.seq(), work).is_some() {
         pending.fetch_sub(1, Ordering::Relaxed);
     }
@@ -303,30 +360,24 @@ fn pull_replay(
     Ok(more)
 }
 
-/// One round of the worker: the due checkpoint, late arrivals, and the next contiguous chunk.
+/// One round of the worker: the due checkpoint, then the next contiguous chunk, or a sequence
+/// gap read back from the log once it has lasted [`GAP_PATIENCE`].
 async fn step(
     index: &Arc<Index>,
     waiting: &mut BTreeMap<u64, Work>,
     next: &mut u64,
     gap_since: &mut Option<Instant>,
     commits: &mut Commits,
+    answers: &mut LateAnswers,
 ) -> Result<(), Failure> {
     // Applied work whose checkpoint is due is committed now, while the next chunk encodes.
     if commits.due_in() == Some(Duration::ZERO) {
         commits.checkpoint(index).await?;
     }
-    // Late arrivals below `next` (entries read from the log to fill a gap) are applied at once.
-    let late: Vec<Work> = {
-        let keep = waiting.split_off(next);
-        std::mem::replace(waiting, keep).into_values().collect()
-    };
-    if !late.is_empty() {
-        apply_chunk(index, late, commits).await?;
-    }
     let ready = take_contiguous(waiting, next);
     if !ready.is_empty() {
         *gap_since = None;
-        return apply_chunk(index, ready, commits).await;
+        return apply_chunk(index, ready, commits, answers).await;
     }
     let since = *gap_since.get_or_insert_with(Instant::now);
     if since.elapsed() >= GAP_PATIENCE
@@ -570,11 +621,13 @@ impl Uncommitted {
 }
 
 /// Applies a chunk in order; its checkpoint is left to `commits`. On failure, what the chunk's
-/// unapplied work holds goes with the failure.
+/// unapplied work holds goes with the failure. What a delete without a caller removed is kept
+/// in `answers`, for a caller whose copy is late.
 async fn apply_chunk(
     index: &Arc<Index>,
     chunk: Vec<Work>,
     commits: &mut Commits,
+    answers: &mut LateAnswers,
 ) -> Result<(), Failure> {
     let Some(last_seq) = chunk.last().map(Work::seq) else {
         return Ok(());
@@ -617,8 +670,11 @@ async fn apply_chunk(
                 match outcome {
                     Ok(counts) => {
                         index.counters.pending.fetch_sub(1, Ordering::Relaxed);
-                        if let Some(reply) = reply {
-                            let _ = reply.send(Ok(counts));
+                        match reply {
+                            Some(reply) => {
+                                let _ = reply.send(Ok(counts));
+                            }
+                            None => answers.record(seq, counts),
                         }
                     }
                     Err(DeleteFailure::Committed(message)) => {
@@ -921,6 +977,7 @@ impl Index {
             })
             .await?;
         let (tx, rx) = oneshot::channel();
+        self.hand_over_late_when_injected().await;
         self.counters.pending.fetch_add(1, Ordering::Relaxed);
         self.work
             .send(Work::Delete {
@@ -943,17 +1000,84 @@ mod tests {
     fn an_entry_queued_twice_counts_as_pending_once() {
         // Entries 7 and 8 are pending: 8 was read back from the log to fill a gap, and then
         // its acceptor hands its own copy over.
-        let pending = AtomicU64::new(2);
+        let counters = Counters::default();
+        counters.pending.store(2, Ordering::Relaxed);
         let mut waiting = BTreeMap::new();
-        admit(&pending, &mut waiting, Work::Skip { seq: 7 });
-        admit(&pending, &mut waiting, Work::Skip { seq: 8 });
-        assert_eq!(pending.load(Ordering::Relaxed), 2);
-        admit(&pending, &mut waiting, Work::Skip { seq: 8 });
+        let mut answers = LateAnswers::default();
+        admit(
+            &counters,
+            &mut waiting,
+            7,
+            &mut answers,
+            Work::Skip { seq: 7 },
+        );
+        admit(
+            &counters,
+            &mut waiting,
+            7,
+            &mut answers,
+            Work::Skip { seq: 8 },
+        );
+        assert_eq!(counters.pending.load(Ordering::Relaxed), 2);
+        admit(
+            &counters,
+            &mut waiting,
+            7,
+            &mut answers,
+            Work::Skip { seq: 8 },
+        );
         assert_eq!(
-            pending.load(Ordering::Relaxed),
+            counters.pending.load(Ordering::Relaxed),
             1,
             "the replaced copy's count is released"
         );
         assert_eq!(waiting.len(), 2);
+        assert_eq!(counters.late_copies.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn a_copy_of_an_applied_entry_is_dropped_and_its_caller_answered() {
+        // Entries through 9 are applied; 8 was a delete read back from the log (it removed 3
+        // records of 1 instance), 6 one whose answer is no longer kept. Their callers' copies
+        // arrive now, each counted as pending once more.
+        let counters = Counters::default();
+        counters.pending.store(2, Ordering::Relaxed);
+        let mut waiting = BTreeMap::new();
+        let mut answers = LateAnswers::default();
+        let removed = DeleteCounts {
+            records: 3,
+            instances: 1,
+        };
+        answers.record(8, removed);
+        let late_delete = |seq| {
+            let (tx, rx) = oneshot::channel();
+            let work = Work::Delete {
+                seq,
+                target: DeleteTarget::Instance("1.2.3".into()),
+                reply: Some(tx),
+            };
+            (work, rx)
+        };
+        let (work, mut heard) = late_delete(8);
+        admit(&counters, &mut waiting, 10, &mut answers, work);
+        assert_eq!(heard.try_recv().unwrap().unwrap(), removed);
+        let (work, mut heard) = late_delete(6);
+        admit(&counters, &mut waiting, 10, &mut answers, work);
+        let unknown = heard.try_recv().unwrap().unwrap_err();
+        assert!(matches!(unknown, ApplyError::AppliedFromLog), "{unknown}");
+        assert!(waiting.is_empty(), "nothing is queued to be applied again");
+        assert_eq!(counters.pending.load(Ordering::Relaxed), 0);
+        assert_eq!(counters.late_copies.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn late_answers_keep_the_newest() {
+        let mut answers = LateAnswers::default();
+        for seq in 0..(LATE_ANSWERS_KEPT as u64 + 10) {
+            answers.record(seq, DeleteCounts::default());
+        }
+        assert!(answers.take(9).is_err(), "the oldest are dropped");
+        assert!(answers.take(10).is_ok());
+        assert!(answers.take(10).is_err(), "an answer is given once");
     }
 }

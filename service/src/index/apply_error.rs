@@ -54,6 +54,13 @@ pub enum ApplyError {
         /// The log's error.
         source: Box<StoreError>,
     },
+    /// A delete's request reached the worker after the worker had read the delete back from the
+    /// log and applied it, and what it removed is no longer known.
+    #[error(
+        "the delete was applied, read back from the write-ahead log before this request reached \
+         the index; how many records it removed is no longer known (search to confirm)"
+    )]
+    AppliedFromLog,
     /// A failure injected by a test ([`super::Faults`]).
     #[error("{0:?}: an injected failure")]
     Injected(FaultPoint),

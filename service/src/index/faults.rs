@@ -1,6 +1,6 @@
 //! Failures injected on purpose: the tests that prove nothing acknowledged is lost make the
 //! encoder, the code store, the catalog or a checkpoint fail a given number of times, then
-//! recover. Unarmed (the default, and always in `diptych serve`), every check is one atomic load.
+//! recover, or make an acceptor hand its work over late. Unarmed (the default, and always in `diptych serve`), every check is one atomic load.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -15,14 +15,19 @@ pub enum FaultPoint {
     CatalogAdd,
     /// A checkpoint's catalog commit fails.
     Checkpoint,
+    /// An acceptor (of an instance or a delete) stalls between its log append and handing its
+    /// work to the worker for longer than the worker waits for a sequence gap, so the worker
+    /// reads the entry back from the log first (not a failure: nothing is refused).
+    SlowHandOver,
 }
 
 impl FaultPoint {
-    const ALL: [FaultPoint; 4] = [
+    const ALL: [FaultPoint; 5] = [
         FaultPoint::Encode,
         FaultPoint::StoreAppend,
         FaultPoint::CatalogAdd,
         FaultPoint::Checkpoint,
+        FaultPoint::SlowHandOver,
     ];
 
     fn slot(self) -> usize {
@@ -33,8 +38,8 @@ impl FaultPoint {
 /// Armed failures per [`FaultPoint`]: how many of the next attempts there fail.
 #[derive(Debug, Default)]
 pub struct Faults {
-    remaining: [AtomicU32; 4],
-    injected: [AtomicU32; 4],
+    remaining: [AtomicU32; FaultPoint::ALL.len()],
+    injected: [AtomicU32; FaultPoint::ALL.len()],
 }
 
 impl Faults {

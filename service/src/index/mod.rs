@@ -184,6 +184,10 @@ pub struct Counters {
     pub duplicates: AtomicU64,
     /// Non-image objects received.
     pub non_image: AtomicU64,
+    /// Acceptors' copies of log entries that arrived after the worker had read the entry back
+    /// from the log (a sequence gap outlasting its patience) and applied it: dropped, so that
+    /// nothing is applied twice.
+    pub late_copies: AtomicU64,
     /// Most decoded frames a replay of the log held in memory at once (bounded by
     /// [`IndexOptions::max_backlog_frames`], however long the log).
     pub replay_frames_peak: AtomicU64,
