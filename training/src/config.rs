@@ -155,6 +155,9 @@ pub struct LossConfig {
     pub lambda_dis: f64,
     /// λ_seg.
     pub lambda_seg: f64,
+    /// Weight, inside L_seg, of a per-image soft Dice of the whole tumour (every lesion label as
+    /// one) next to the generalised Dice and the cross-entropy; 0 is the method as published.
+    pub whole_tumour_dice: f64,
     /// λ_rec.
     pub lambda_rec: f64,
     /// λ_res.
@@ -178,6 +181,7 @@ impl Default for LossConfig {
             lambda_lat: 1.0,
             lambda_dis: 1.0,
             lambda_seg: 1.0,
+            whole_tumour_dice: 0.0,
             lambda_rec: 10.0,
             lambda_res: 1.0,
             lambda_ssim: 0.1,

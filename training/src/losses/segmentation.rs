@@ -1,4 +1,5 @@
-//! Segmentation loss: generalised Dice (Sudre 2017) plus cross-entropy.
+//! Segmentation loss: generalised Dice (Sudre 2017) plus cross-entropy, and optionally a soft
+//! Dice of the whole tumour per image (docs/METHOD.md §2).
 
 use tch::{Kind, Tensor};
 
@@ -48,9 +49,34 @@ pub fn cross_entropy(logits: &Tensor, labels: &Tensor) -> Tensor {
         .mean(Kind::Float)
 }
 
-/// `L_seg = L_GD + L_CE`.
-pub fn segmentation(logits: &Tensor, labels: &Tensor) -> Tensor {
-    generalized_dice(logits, labels) + cross_entropy(logits, labels)
+/// Smoothing of the whole-tumour Dice, in pixels: an image with no lesion and no predicted lesion
+/// costs nothing, one with no lesion and p pixels' worth of predicted lesion costs p / (p + 1).
+const WHOLE_TUMOUR_SMOOTHING: f64 = 1.0;
+
+/// Soft Dice loss of the whole tumour (every label but background, as one), per image and
+/// averaged over the batch: `1 − (2 Σ p y + s) / (Σ p + Σ y + s)` with p = 1 − P(background),
+/// y = 1 on lesion pixels, s = [`WHOLE_TUMOUR_SMOOTHING`].
+///
+/// Generalised Dice weighs each label by its volume, so on a healthy image a few stray lesion
+/// pixels barely cost anything; the evaluation's whole-tumour Dice counts such an image as 0.
+/// This term scores each image the way the evaluation does.
+pub fn whole_tumour_dice(logits: &Tensor, labels: &Tensor) -> Tensor {
+    let p = -logits.softmax(1, Kind::Float).select(1, 0) + 1.0;
+    let y = labels.gt(0).to_kind(Kind::Float);
+    let intersection = (&p * &y).sum_dim_intlist(&[1i64, 2][..], false, Kind::Float);
+    let total = (p + y).sum_dim_intlist(&[1i64, 2][..], false, Kind::Float);
+    let ratio = (intersection * 2.0 + WHOLE_TUMOUR_SMOOTHING) / (total + WHOLE_TUMOUR_SMOOTHING);
+    (-ratio + 1.0).mean(Kind::Float)
+}
+
+/// `L_seg = L_GD + L_CE + w · L_WT`, w = `whole_tumour_weight` (0: the method as published).
+pub fn segmentation(logits: &Tensor, labels: &Tensor, whole_tumour_weight: f64) -> Tensor {
+    let published = generalized_dice(logits, labels) + cross_entropy(logits, labels);
+    if whole_tumour_weight > 0.0 {
+        published + whole_tumour_dice(logits, labels) * whole_tumour_weight
+    } else {
+        published
+    }
 }
 
 #[cfg(test)]
@@ -99,7 +125,38 @@ mod tests {
         assert!((gd - 0.625).abs() < 1e-6, "{gd}");
         let ce = cross_entropy(&logits, &y).double_value(&[]);
         assert!((ce - 2f64.ln()).abs() < 1e-6, "{ce}");
-        let seg = segmentation(&logits, &y).double_value(&[]);
+        let seg = segmentation(&logits, &y, 0.0).double_value(&[]);
         assert!((seg - 0.625 - 2f64.ln()).abs() < 1e-6);
+        // whole tumour: p = 0.5 everywhere, y = [0,0,0,1]: 1 − (2·0.5 + 1)/(2 + 1 + 1) = 0.5
+        let wt = whole_tumour_dice(&logits, &y).double_value(&[]);
+        assert!((wt - 0.5).abs() < 1e-6, "{wt}");
+        let seg = segmentation(&logits, &y, 2.0).double_value(&[]);
+        assert!((seg - 0.625 - 2f64.ln() - 1.0).abs() < 1e-6, "{seg}");
+    }
+
+    #[test]
+    fn whole_tumour_dice_punishes_stray_pixels_on_a_healthy_image() {
+        // a healthy 4×4 image: nothing predicted costs ~0, one confident stray pixel about half
+        let healthy = Tensor::zeros([1, 4, 4], (Kind::Int64, Device::Cpu));
+        let clean = one_hot(&healthy, 4) * 50.0;
+        let clean_loss = whole_tumour_dice(&clean, &healthy).double_value(&[]);
+        assert!(clean_loss < 1e-4, "{clean_loss}");
+        let mut stray = vec![0i64; 16];
+        stray[7] = 2;
+        let stray = one_hot(&Tensor::from_slice(&stray).reshape([1, 4, 4]), 4) * 50.0;
+        let stray_loss = whole_tumour_dice(&stray, &healthy).double_value(&[]);
+        assert!((stray_loss - 0.5).abs() < 1e-4, "{stray_loss}");
+        // the generalised Dice hardly sees that pixel
+        let gd = generalized_dice(&stray, &healthy).double_value(&[]);
+        assert!(gd < 0.1, "{gd}");
+        // and a wrong lesion label inside the true lesion is still a whole-tumour hit
+        let y = labels();
+        let mut swapped = vec![0i64; 16];
+        for i in [0usize, 5, 6, 9, 10] {
+            swapped[i] = 3;
+        }
+        let swapped = one_hot(&Tensor::from_slice(&swapped).reshape([1, 4, 4]), 4) * 50.0;
+        let hit = whole_tumour_dice(&swapped, &y).double_value(&[]);
+        assert!(hit < 1e-4, "{hit}");
     }
 }

@@ -123,7 +123,7 @@ pub fn total_loss(out: &Outputs, targets: &Targets, config: &LossConfig) -> Loss
             )
         }
     };
-    let seg = segmentation(&out.seg_logits, &targets.abnormal);
+    let seg = segmentation(&out.seg_logits, &targets.abnormal, config.whole_tumour_dice);
     let rec = reconstruction(
         &targets.image,
         &out.recon,
