@@ -102,6 +102,20 @@ fn exactly_once(index: &Index, acknowledged: &[u64]) {
     );
 }
 
+/// `/metrics` counts each of the `n` instances acknowledged and indexed once, redone work and
+/// copies read back from the log included.
+fn counted_once(index: &Index, n: u64) {
+    let counted = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    assert_eq!(
+        (
+            counted(&index.counters.acknowledged),
+            counted(&index.counters.indexed)
+        ),
+        (n, n),
+        "each instance acknowledged and indexed once"
+    );
+}
+
 /// Closes the index, opens the folder again with nothing injected, and checks that nothing
 /// was left to replay and everything is there once.
 async fn restart_and_check(
@@ -142,15 +156,7 @@ async fn survives(point: FaultPoint, times: u32) {
     applied(&index).await;
     assert_eq!(faults.injected(point), times, "the failures happened");
     exactly_once(&index, &acknowledged);
-    let counted = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    assert_eq!(
-        (
-            counted(&index.counters.acknowledged),
-            counted(&index.counters.indexed)
-        ),
-        (12, 12),
-        "/metrics counts each instance acknowledged and indexed once, redone work included"
-    );
+    counted_once(&index, 12);
     assert!(index.health().fault().is_none(), "the index recovered");
     restart_and_check(dir.path(), &engine, index, &acknowledged).await;
 }
@@ -427,15 +433,7 @@ async fn an_acceptor_slower_than_the_gap_patience_is_applied_once() {
     })
     .await;
     exactly_once(&index, &acknowledged);
-    let counted = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
-    assert_eq!(
-        (
-            counted(&index.counters.acknowledged),
-            counted(&index.counters.indexed)
-        ),
-        (4, 4),
-        "each instance acknowledged and indexed once"
-    );
+    counted_once(&index, 4);
 
     // A delete whose caller stalls the same way: it is applied from the log, and the caller,
     // whose copy is dropped, hears what it removed.

@@ -2,6 +2,8 @@
 //! L2 over vectors (the pre-processed pixels, or the encoder's continuous outputs z_n and z_a
 //! before quantisation), and the ONNX Runtime session that fetches those continuous outputs.
 
+use std::cmp::Ordering;
+
 use anyhow::Context;
 use diptych::bundle::names::{ABNORMAL_LATENT, IMAGE, NORMAL_LATENT};
 use diptych_service::bundle::Bundle;
@@ -112,16 +114,22 @@ pub fn distance_matrix(
 /// The `k` smallest entries of `distances`, nearest first, ties by index (as the code search
 /// orders ties by record id).
 pub fn top_k(distances: &[f32], k: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..distances.len()).collect();
-    let cmp = |a: &usize, b: &usize| distances[*a].total_cmp(&distances[*b]).then(a.cmp(b));
-    let k = k.min(order.len());
+    first_k_by(distances, k, f32::total_cmp)
+}
+
+/// The indices of the `k` first entries of `values` in the order `order`, first first; ties go
+/// to the lower index. Selects before it sorts, so a long row costs O(n + k log k).
+pub fn first_k_by<T>(values: &[T], k: usize, order: impl Fn(&T, &T) -> Ordering) -> Vec<usize> {
+    let mut indices: Vec<usize> = (0..values.len()).collect();
+    let cmp = |a: &usize, b: &usize| order(&values[*a], &values[*b]).then(a.cmp(b));
+    let k = k.min(indices.len());
     if k == 0 {
         return Vec::new();
     }
-    order.select_nth_unstable_by(k - 1, cmp);
-    order.truncate(k);
-    order.sort_by(cmp);
-    order
+    indices.select_nth_unstable_by(k - 1, cmp);
+    indices.truncate(k);
+    indices.sort_by(cmp);
+    indices
 }
 
 /// Whether an item at distance `twin`, appended after the references (so it loses ties), would
@@ -324,6 +332,15 @@ mod tests {
         assert_eq!(top_k(&m[3 * 50..4 * 50], 4), vec![6, 7, 4, 5]);
         assert!(appended_in_top(&m[3 * 50..4 * 50], 0.5, 3));
         assert!(!appended_in_top(&m[3 * 50..4 * 50], 0.0, 2)); // ties go to the references
+    }
+
+    #[test]
+    fn first_k_by_any_order_sends_ties_to_the_lower_index() {
+        let scores = [0.5f64, 0.9, 0.1, 0.9, 0.7];
+        // highest first: the two 0.9s by index, then 0.7
+        assert_eq!(first_k_by(&scores, 3, |a, b| b.total_cmp(a)), vec![1, 3, 4]);
+        assert_eq!(first_k_by(&scores, 9, f64::total_cmp), vec![2, 0, 4, 1, 3]);
+        assert!(first_k_by(&scores, 0, f64::total_cmp).is_empty());
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! data whose lesions sit anywhere, references with a lesion at the query's place and size may
 //! simply not exist, and fewer still with A's anatomy as well.
 
+use super::baselines::first_k_by;
 use super::dataset::EvalSlice;
 
 /// The lesion pixels of one slice: `(pixel index, label)` for every non-zero label below `labels`.
@@ -74,10 +75,8 @@ pub fn abnormal_dice_matrix(
 }
 
 /// Returns the `k` highest of `scores` (indices), best first; ties go to the lower index.
-fn best(scores: impl Iterator<Item = f64>, k: usize) -> Vec<usize> {
-    let mut scored: Vec<(f64, usize)> = scores.enumerate().map(|(r, d)| (d, r)).collect();
-    scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-    scored.into_iter().take(k).map(|(_, r)| r).collect()
+fn best(scores: &[f64], k: usize) -> Vec<usize> {
+    first_k_by(scores, k, |a, b| b.total_cmp(a))
 }
 
 /// A label map as one bitset per label value (bit `i` of label `l` set where pixel `i` is `l`),
@@ -160,10 +159,7 @@ pub fn normal_dice_matrix(
 /// Per query, the `k` references of highest Dice (a row of [`normal_dice_matrix`] or
 /// [`abnormal_dice_matrix`]), best first.
 pub fn top_by_dice(matrix: &[Vec<f64>], k: usize) -> Vec<Vec<usize>> {
-    matrix
-        .iter()
-        .map(|row| best(row.iter().copied(), k))
-        .collect()
+    matrix.iter().map(|row| best(row, k)).collect()
 }
 
 /// Per share `s` of `shares` and per composite pair (A, B): the `k` references of highest
@@ -184,11 +180,12 @@ pub fn top_by_composite_dice(
             pairs
                 .iter()
                 .map(|&(a, b)| {
-                    let scores = normal[a]
+                    let scores: Vec<f64> = normal[a]
                         .iter()
                         .zip(&abnormal[b])
-                        .map(|(n, d)| (1.0 - s) * n + s * d);
-                    best(scores, k)
+                        .map(|(n, d)| (1.0 - s) * n + s * d)
+                        .collect();
+                    best(&scores, k)
                 })
                 .collect()
         })
