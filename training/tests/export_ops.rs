@@ -10,7 +10,7 @@ use diptych_training::eval::runtime::open_session;
 use diptych_training::export::graph::{Axis, Elem, GraphBuilder};
 use diptych_training::export::{Weights, layers};
 use diptych_training::model::{ConvBn, Spade, VectorQuantizer, upsample2};
-use export_fixture::{require_ort, temp_dir};
+use export_fixture::{require_ort, seeded_torch, temp_dir};
 use prost::Message;
 use tch::nn::{self, Module};
 use tch::{Device, Kind, Tensor};
@@ -64,7 +64,10 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
 /// Moves BatchNorm statistics and affine parameters away from their initial values.
 fn perturb_and_warm(vs: &nn::VarStore, mut forward_train: impl FnMut(&Tensor)) {
     tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
+        // `variables()` is a HashMap, its order random per process: draw in name order.
+        let mut variables: Vec<_> = vs.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut t) in variables {
             if name.ends_with("bias") || name.ends_with("bn.weight") {
                 let _ = t.g_add_(&(Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.3));
             }
@@ -85,7 +88,7 @@ fn config() -> ModelConfig {
 
 #[test]
 fn strided_conv_with_folded_batch_norm_matches_tch() {
-    tch::manual_seed(1);
+    let _torch = seeded_torch(1);
     let config = config();
     let vs = nn::VarStore::new(Device::Cpu);
     let block = ConvBn::new(&(vs.root() / "blk"), &config, 3, 5, 4, 2, 1);
@@ -134,7 +137,7 @@ fn upsample_and_average_pool_match_tch() {
 
 #[test]
 fn spade_block_with_folded_batch_norm_matches_tch() {
-    tch::manual_seed(2);
+    let _torch = seeded_torch(2);
     let config = ModelConfig {
         abnormal_labels: 4,
         spade_hidden: 5,
@@ -197,7 +200,7 @@ fn spade_block_with_folded_batch_norm_matches_tch() {
 
 #[test]
 fn vector_quantiser_lookup_matches_tch_including_ties() {
-    tch::manual_seed(3);
+    let _torch = seeded_torch(3);
     let config = ModelConfig {
         codebook_size: 6,
         code_dim: 3,

@@ -5,7 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use diptych::phantom::{PhantomConfig, PhantomGenerator};
 use diptych::preprocess::{PreprocessParams, preprocess};
@@ -60,19 +60,28 @@ pub fn phantom_batch(seed: u64, start: u64, n: usize, params: &PreprocessParams)
     Tensor::from_slice(&phantom_pixels(seed, start, n, params)).reshape([n as i64, 1, s, s])
 }
 
+/// Seeds torch's global generator and holds it until the guard drops. The tests of one binary
+/// run in parallel and the generator is shared: a test that draws random tensors holds the guard
+/// until its last draw, so that its draws are the same on every run.
+pub fn seeded_torch(seed: i64) -> MutexGuard<'static, ()> {
+    static TORCH_RNG: Mutex<()> = Mutex::new(());
+    let guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
+    tch::manual_seed(seed);
+    guard
+}
+
 /// A tiny network with random weights made non-trivial: every BatchNorm affine parameter and
 /// every bias is perturbed, then a few train-mode passes on phantom slices (seed 1) move the
 /// BatchNorm running statistics and the EMA codebooks away from their initial values.
 pub fn trained_tiny(config: &TrainConfig, torch_seed: i64) -> (nn::VarStore, Diptych) {
-    // torch's generator is global: tests of one binary run in parallel, so draw under a lock to
-    // keep every test's weights reproducible.
-    static TORCH_RNG: Mutex<()> = Mutex::new(());
-    let _guard = TORCH_RNG.lock().unwrap_or_else(|e| e.into_inner());
-    tch::manual_seed(torch_seed);
+    let _torch = seeded_torch(torch_seed);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Diptych::new(&vs.root(), &config.model);
     tch::no_grad(|| {
-        for (name, mut t) in vs.variables() {
+        // `variables()` is a HashMap, its order random per process: draw in name order.
+        let mut variables: Vec<_> = vs.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut t) in variables {
             if name.ends_with(".bias") || name.ends_with(".bn.weight") {
                 let noise = Tensor::randn(t.size(), (Kind::Float, Device::Cpu)) * 0.2;
                 let _ = t.g_add_(&noise);
