@@ -14,4 +14,5 @@ pub mod export;
 pub mod figures;
 pub mod losses;
 pub mod model;
+pub mod threshold;
 pub mod trainer;

@@ -1,5 +1,5 @@
-//! `diptych-train`: train the diptych network, write the phantom contact sheet, and (with the
-//! export helper's subcommands) export a model bundle and evaluate it.
+//! `diptych-train`: train the diptych network, write the phantom contact sheet, export a model
+//! bundle (with its lesion threshold chosen on validation slices, or as trained) and evaluate it.
 
 use std::path::{Path, PathBuf};
 
@@ -30,6 +30,9 @@ enum Command {
     Export(diptych_training::export::command::ExportArgs),
     /// Score a model bundle through ONNX Runtime on held-out phantom slices.
     Eval(diptych_training::eval::command::EvalArgs),
+    /// Export a checkpoint with the lesion threshold (background-logit offset) that segments
+    /// validation slices of its training sources best.
+    Threshold(diptych_training::threshold::command::ThresholdArgs),
 }
 
 #[derive(Debug, Args)]
@@ -177,6 +180,9 @@ fn main() -> Result<()> {
             println!("{}", command::summary(&exported, &args.out));
             Ok(())
         }
+        Command::Threshold(args) => diptych_training::threshold::command::run(args)
+            .map(|_| ())
+            .context("threshold failed"),
         Command::Eval(args) => diptych_training::eval::command::run(args)
             .map(|_| ())
             .context("eval failed"),

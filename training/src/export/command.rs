@@ -36,8 +36,19 @@ pub struct ExportArgs {
 pub fn run(args: &ExportArgs) -> Result<Exported, ExportError> {
     let config = TrainConfig::load(&args.config)?;
     let weights = Weights::load(&args.checkpoint)?;
-    let model_id = match &args.model_id {
-        Some(id) => id.clone(),
+    export_bundle(
+        &config,
+        &weights,
+        &model_id(args)?,
+        recipe(args)?,
+        &args.out,
+    )
+}
+
+/// The model id: `--model-id`, else the name of the `--out` folder.
+pub fn model_id(args: &ExportArgs) -> Result<String, ExportError> {
+    match &args.model_id {
+        Some(id) => Ok(id.clone()),
         None => args
             .out
             .file_name()
@@ -47,14 +58,12 @@ pub fn run(args: &ExportArgs) -> Result<Exported, ExportError> {
                     "cannot derive a model id from --out {}; pass --model-id",
                     args.out.display()
                 ))
-            })?,
-    };
-    let recipe = recipe(args)?;
-    export_bundle(&config, &weights, &model_id, recipe, &args.out)
+            }),
+    }
 }
 
 /// The recipe JSON: `--recipe`, else the first of [`RECIPE_FILES`] beside the checkpoint, else `{}`.
-fn recipe(args: &ExportArgs) -> Result<serde_json::Value, ExportError> {
+pub fn recipe(args: &ExportArgs) -> Result<serde_json::Value, ExportError> {
     let beside = args
         .checkpoint
         .parent()

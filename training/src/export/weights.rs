@@ -70,6 +70,18 @@ impl Weights {
         Self { tensors }
     }
 
+    /// The same weights with the tensor at `name` replaced by `tensor` (added if absent); the
+    /// other tensors are shared, not copied.
+    pub fn replaced(&self, name: &str, tensor: Tensor) -> Self {
+        let mut tensors: HashMap<String, Tensor> = self
+            .tensors
+            .iter()
+            .map(|(n, t)| (n.clone(), t.shallow_clone()))
+            .collect();
+        tensors.insert(name.to_string(), tensor);
+        Self::from_named(tensors)
+    }
+
     /// Whether a tensor of that path exists.
     pub fn contains(&self, name: &str) -> bool {
         self.tensors.contains_key(name)
