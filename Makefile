@@ -41,7 +41,9 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 # finds everything built (scripts/check-one-build.sh).
 SERVICE_PACKAGES := -p diptych -p diptych-dicom-adapter -p diptych-service
 
-MODEL ?= models/synth-v4
+MODEL ?= models/synth-v5
+# synth-v5 is synth-v4's recipe and checkpoint, exported with its lesion threshold chosen by
+# `diptych-train threshold` (docs/METHOD.md §2).
 TRAIN_CONFIG ?= training/configs/synth-v4.toml
 RUN_NAME := $(notdir $(MODEL))
 
@@ -77,12 +79,13 @@ eval: deps
 		--figure $(EVAL_DIR)/retrieval-figure.png | tee $(EVAL_DIR)/retrieval.txt
 	@$(PYTHON) training/eval_summary.py $(EVAL_DIR)/phantom.txt $(EVAL_DIR)/anatomy.txt $(EVAL_DIR)/retrieval.txt
 
-## train-default: train the default bundle models/synth-v4 on the phantom and the atlas source
-## (CPU, ~87 min on two free AVX2 cores).
+## train-default: train the default bundle models/synth-v5 on the phantom and the atlas source
+## (CPU, ~89 min on two free AVX2 cores), export it with the lesion threshold chosen on
+## validation slices (~10 min), and measure its combined-mode balance.
 train-default: deps
 	cargo build --release -p diptych-training -p diptych
 	$(CARGO_TARGET_DIR)/release/diptych-train train --config $(TRAIN_CONFIG) --out $(CACHE)/runs/$(RUN_NAME)
-	$(CARGO_TARGET_DIR)/release/diptych-train export --checkpoint $(CACHE)/runs/$(RUN_NAME)/last.ot --config $(TRAIN_CONFIG) --out $(MODEL)
+	$(CARGO_TARGET_DIR)/release/diptych-train threshold --checkpoint $(CACHE)/runs/$(RUN_NAME)/last.ot --config $(TRAIN_CONFIG) --out $(MODEL)
 	cargo build --release $(SERVICE_PACKAGES)
 	$(CARGO_TARGET_DIR)/release/diptych calibrate --model $(MODEL)
 
