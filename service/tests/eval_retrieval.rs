@@ -283,6 +283,28 @@ fn eval_scores_the_continuous_latents_when_the_encoder_gives_them() {
 
 /// Writes the sample BraTS folder (8 subjects of 64 × 64 × 40 voxels, both namings, lesions in
 /// 5) into `dir`.
+/// The default bundle gives the "no lesion" code to healthy cells whatever their latent
+/// (`null_outside_lesion`): its continuous latents still quantise to the service's codes, and
+/// the evaluation does not warn that they might not be z_n/z_a. (Counting the nulled cells as
+/// disagreements, it reported 81 % and warned on every run.)
+#[test]
+fn latents_of_a_bundle_that_nulls_healthy_cells_agree_with_its_codes() {
+    let model = serve::workspace().join("models/synth-v5");
+    let (report, stderr) = parse(run_eval(&["--source", "anatomy"], &model, 20, 60, None));
+    assert_eq!(report["latent_baseline"], true, "{stderr}");
+    let agreement = number(&report, "latent_code_agreement");
+    assert!(
+        agreement > 0.99,
+        "the latents quantise to the service's codes at only {agreement} of positions"
+    );
+    assert!(!stderr.contains("warning"), "{stderr}");
+    let nulled = number(&report, "abnormal_null_share_healthy_cells");
+    assert!(
+        nulled > 0.5,
+        "a degenerate test: {nulled} of healthy cells nulled"
+    );
+}
+
 fn brats_folder(dir: &Path) -> std::path::PathBuf {
     let folder = dir.join("brats");
     sample::write_sample(&folder, &Default::default()).unwrap_or_else(|e| panic!("{e}"));

@@ -759,22 +759,24 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
 }
 
 /// Share of grid positions (both halves, the first 32 queries) where the nearest codebook entry
-/// of the continuous latent is the code the service's encoder gave.
+/// of the continuous latent is the code the service's encoder gave. The abnormal half leaves out
+/// the positions given code 0: a bundle exported with `null_outside_lesion` gives that "no
+/// lesion" code to every cell away from a predicted lesion, whatever its latent (docs/METHOD.md
+/// §1), and a latent nearest to code 0 agrees anyway.
 fn code_agreement(engine: &Engine, latents: &[Latents], codes: &[QueryCodes]) -> f64 {
     let books = engine.codebooks();
     let (mut same, mut total) = (0usize, 0usize);
     for (l, c) in latents.iter().zip(codes).take(32) {
-        for (latent, book, code) in [
-            (&l.normal, &books.normal, &c.normal),
-            (&l.abnormal, &books.abnormal, &c.abnormal),
+        for (latent, book, code, null_left_out) in [
+            (&l.normal, &books.normal, &c.normal, false),
+            (&l.abnormal, &books.abnormal, &c.abnormal, true),
         ] {
             let nearest = baselines::nearest_codes(latent, &book.values, book.dim);
-            same += nearest
-                .iter()
-                .zip(code)
-                .filter(|&(&n, &c)| n == usize::from(c))
-                .count();
-            total += code.len();
+            let compared = nearest.iter().zip(code);
+            for (&n, &c) in compared.filter(|&(_, &c)| !(null_left_out && c == 0)) {
+                same += usize::from(n == usize::from(c));
+                total += 1;
+            }
         }
     }
     if total == 0 {

@@ -123,7 +123,8 @@ pub struct EvalReport {
     /// Whether the encoder graph gave continuous latents (the `latent` rows).
     pub latent_baseline: bool,
     /// Share of grid positions where the continuous latents quantise to the service's codes
-    /// (a check that the outputs are z_n and z_a); `None` without latents.
+    /// (a check that the outputs are z_n and z_a; abnormal positions given the null code are
+    /// left out, see `null_outside_lesion`); `None` without latents.
     pub latent_code_agreement: Option<f64>,
     /// How the abnormal codes of both sets use the null code; `None` for bundles without one.
     pub null_code: Option<super::null_code::NullCodeUse>,
