@@ -395,6 +395,25 @@ async fn an_instance_whose_pixels_fail_while_its_log_write_runs_is_refused_and_s
     restart_and_check(dir.path(), &engine, index, &[0, 1]).await;
 }
 
+/// Spawns `call` with the next hand-over stalled (`FaultPoint::SlowHandOver`) and returns once
+/// `who` — the caller inside `call` — has made its log append and stalled.
+async fn spawn_stalled<T: Send + 'static>(
+    faults: &Faults,
+    who: &str,
+    call: impl Future<Output = T> + Send + 'static,
+) -> tokio::task::JoinHandle<T> {
+    let before = faults.injected(FaultPoint::SlowHandOver);
+    faults.fail_next(FaultPoint::SlowHandOver, 1);
+    let handle = tokio::spawn(call);
+    wait_until(
+        &format!("{who} stalled after its log append"),
+        Duration::from_secs(30),
+        || faults.injected(FaultPoint::SlowHandOver) == before + 1,
+    )
+    .await;
+    handle
+}
+
 /// An acceptor that stalls between its log append and its hand-over for longer than the worker
 /// waits for a sequence gap: the worker reads the entry back from the log and applies it, and the
 /// acceptor's copy, arriving after, is dropped. Every instance is indexed once, and a delete's
@@ -412,17 +431,13 @@ async fn an_acceptor_slower_than_the_gap_patience_is_applied_once() {
     let pending = || index.counters.pending.load(Ordering::Relaxed);
 
     // Instance 2's acceptor stalls after its log append; instance 3 comes in behind it.
-    faults.fail_next(FaultPoint::SlowHandOver, 1);
     let slow = {
         let index = index.clone();
-        tokio::spawn(async move { index.accept(instance(2)).await.unwrap() })
+        spawn_stalled(&faults, "instance 2's acceptor", async move {
+            index.accept(instance(2)).await.unwrap()
+        })
+        .await
     };
-    wait_until(
-        "instance 2's acceptor stalled after its log append",
-        Duration::from_secs(30),
-        || faults.injected(FaultPoint::SlowHandOver) == 1,
-    )
-    .await;
     acknowledged.extend(send(&index, 3..4).await);
     match slow.await.unwrap() {
         AcceptOutcome::Accepted { .. } => acknowledged.push(2),
@@ -437,17 +452,13 @@ async fn an_acceptor_slower_than_the_gap_patience_is_applied_once() {
 
     // A delete whose caller stalls the same way: it is applied from the log, and the caller,
     // whose copy is dropped, hears what it removed.
-    faults.fail_next(FaultPoint::SlowHandOver, 1);
     let deleting = {
         let index = index.clone();
-        tokio::spawn(async move { index.delete(DeleteTarget::Instance(sop_uid(0))).await })
+        spawn_stalled(&faults, "the delete's caller", async move {
+            index.delete(DeleteTarget::Instance(sop_uid(0))).await
+        })
+        .await
     };
-    wait_until(
-        "the delete's caller stalled after its log append",
-        Duration::from_secs(30),
-        || faults.injected(FaultPoint::SlowHandOver) == 2,
-    )
-    .await;
     acknowledged.extend(send(&index, 4..5).await);
     let counts = deleting
         .await

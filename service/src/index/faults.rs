@@ -1,6 +1,7 @@
 //! Failures injected on purpose: the tests that prove nothing acknowledged is lost make the
 //! encoder, the code store, the catalog or a checkpoint fail a given number of times, then
-//! recover, or make an acceptor hand its work over late. Unarmed (the default, and always in `diptych serve`), every check is one atomic load.
+//! recover, or make an acceptor hand its work over late. Unarmed (the default, and always in
+//! `diptych serve`), every check is one atomic load.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
