@@ -53,6 +53,8 @@ fn eval_json_has_every_figure_in_range() {
 
     let unit = [
         "whole_tumor_dice",
+        "whole_tumor_dice_diseased",
+        "healthy_with_predicted_lesion",
         "dice_necrotic_core",
         "dice_edema",
         "dice_enhancing_tumor",
@@ -91,6 +93,27 @@ fn eval_json_has_every_figure_in_range() {
             "{key} = {v} dB is outside [0, 100]"
         );
     }
+    // The breakdown adds up: the size bins hold every diseased slice and average to the
+    // diseased mean, and the whole-tumour Dice is that mean with every flagged healthy slice
+    // counted as 0.
+    let f = |key: &str| report[key].as_f64().unwrap();
+    let bins = report["whole_tumor_dice_by_size"].as_array().unwrap();
+    assert_eq!(bins.len(), 3);
+    let slices: Vec<f64> = bins.iter().map(|b| b["slices"].as_f64().unwrap()).collect();
+    // (A lesion that the resampling to 128² removes entirely leaves its slice's Dice undefined
+    // when nothing is predicted either: such a slice is in no bin.)
+    let scored = slices.iter().sum::<f64>();
+    assert!(scored > 0.0 && scored <= diseased as f64, "{report}");
+    let weighted: f64 = bins
+        .iter()
+        .zip(&slices)
+        .map(|(b, n)| b["dice"].as_f64().map_or(0.0, |d| d * n))
+        .sum();
+    let diseased_mean = f("whole_tumor_dice_diseased");
+    assert!((weighted / scored - diseased_mean).abs() < 1e-9, "{report}");
+    let flagged = f("healthy_with_predicted_lesion") * healthy as f64;
+    let expected = diseased_mean * scored / (scored + flagged);
+    assert!((f("whole_tumor_dice") - expected).abs() < 1e-9, "{report}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 use diptych::synthetic::SourceKind;
 
-use super::{EVAL_BATCH, EVAL_SEED, EvalError, EvalOptions, EvalReport, evaluate};
+use super::{EVAL_BATCH, EVAL_SEED, EvalError, EvalOptions, EvalReport, SizeBin, evaluate};
 
 /// Arguments of `diptych-train eval`.
 #[derive(Debug, Clone, Args)]
@@ -80,11 +80,30 @@ fn triple(v: Option<[f64; 3]>) -> String {
     )
 }
 
+/// A size bin as `Dice (n slices)`.
+fn bin(b: &SizeBin) -> String {
+    match b.dice {
+        Some(d) => format!("{d:.4} ({} slices)", b.slices),
+        None => "n/a (0 slices)".to_string(),
+    }
+}
+
 /// A human-readable table of the figures.
 pub fn summary(r: &EvalReport) -> String {
     let f = |v: Option<f64>| v.map_or_else(|| "n/a".to_string(), |v| format!("{v:.4}"));
     let rows = [
         ("whole-tumour Dice", f(r.whole_tumor_dice)),
+        ("  diseased slices only", f(r.whole_tumor_dice_diseased)),
+        (
+            "  lesion < 0.5 % of frame",
+            bin(&r.whole_tumor_dice_by_size[0]),
+        ),
+        ("  lesion 0.5–2 %", bin(&r.whole_tumor_dice_by_size[1])),
+        ("  lesion ≥ 2 %", bin(&r.whole_tumor_dice_by_size[2])),
+        (
+            "healthy with a lesion pixel",
+            f(r.healthy_with_predicted_lesion),
+        ),
         ("  NCR/NET Dice", f(r.dice_necrotic_core)),
         ("  edema Dice", f(r.dice_edema)),
         ("  enhancing Dice", f(r.dice_enhancing_tumor)),

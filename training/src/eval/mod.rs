@@ -7,7 +7,8 @@
 //!
 //! - Dice of each abnormal label, averaged over the slices where that label is present in the
 //!   truth or the prediction (argmax of the segmentation logits); the same for the whole tumour
-//!   (labels 1|2|3);
+//!   (labels 1|2|3), with its breakdown: the diseased slices alone and by true lesion size, and
+//!   the share of healthy slices with any predicted lesion pixel (each scores a Dice of 0);
 //! - x̃ (normal-appearing) against the healthy twin: SSIM and PSNR inside the true lesion
 //!   (averaged over diseased slices) and outside it (all pixels of the frame not in the lesion,
 //!   averaged over all slices);
@@ -86,6 +87,21 @@ impl Default for EvalOptions {
     }
 }
 
+/// Lesions smaller than this share of the frame are "small" in the size breakdown (0.5 %: about
+/// 9 × 9 pixels at 128², near one grid cell).
+pub const SMALL_LESION: f64 = 0.005;
+/// Lesions from this share of the frame on are "large" (2 %: about 18 × 18 pixels at 128²).
+pub const LARGE_LESION: f64 = 0.02;
+
+/// The mean whole-tumour Dice of one lesion-size bin.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct SizeBin {
+    /// Diseased slices in the bin.
+    pub slices: usize,
+    /// Their mean whole-tumour Dice (`null` for an empty bin).
+    pub dice: Option<f64>,
+}
+
 /// Dice per abnormal label (background excluded), `null` where no slice had the label.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LabelDice {
@@ -114,6 +130,14 @@ pub struct EvalReport {
     pub healthy: usize,
     /// Mean Dice of the whole tumour (labels 1|2|3).
     pub whole_tumor_dice: Option<f64>,
+    /// Mean whole-tumour Dice of the diseased slices alone.
+    pub whole_tumor_dice_diseased: Option<f64>,
+    /// Mean whole-tumour Dice of the diseased slices by true lesion size — under
+    /// [`SMALL_LESION`] of the frame, up to [`LARGE_LESION`], larger — with the slice counts.
+    pub whole_tumor_dice_by_size: [SizeBin; 3],
+    /// Share of healthy slices with at least one pixel predicted as lesion: each counts as a
+    /// whole-tumour Dice of 0.
+    pub healthy_with_predicted_lesion: Option<f64>,
     /// Mean Dice of NCR/NET.
     pub dice_necrotic_core: Option<f64>,
     /// Mean Dice of edema.
@@ -171,6 +195,9 @@ impl Mean {
 struct Tally {
     label_dice: [Mean; 3],
     whole_dice: Mean,
+    whole_dice_diseased: Mean,
+    whole_dice_by_size: [Mean; 3],
+    healthy_flagged: Mean,
     twin_ssim_in: Mean,
     twin_ssim_out: Mean,
     twin_psnr_in: Mean,
@@ -293,6 +320,12 @@ pub fn evaluate(model: &Path, options: &EvalOptions) -> Result<EvalReport, EvalE
         healthy: options.n - diseased,
         whole_tumor_dice: tally.whole_dice.get(),
         dice_necrotic_core: tally.label_dice[0].get(),
+        whole_tumor_dice_diseased: tally.whole_dice_diseased.get(),
+        whole_tumor_dice_by_size: tally.whole_dice_by_size.map(|m| SizeBin {
+            slices: m.count,
+            dice: m.get(),
+        }),
+        healthy_with_predicted_lesion: tally.healthy_flagged.get(),
         dice_edema: tally.label_dice[1].get(),
         dice_enhancing_tumor: tally.label_dice[2].get(),
         abnormality_auc: roc_auc(&tally.scores, &tally.diseased),
@@ -327,7 +360,17 @@ impl Tally {
         }
         let lesion: Vec<bool> = s.labels.iter().map(|&v| v != 0).collect();
         let predicted_lesion: Vec<bool> = predicted.iter().map(|&v| v != 0).collect();
-        self.whole_dice.add(dice(&predicted_lesion, &lesion));
+        let whole = dice(&predicted_lesion, &lesion);
+        self.whole_dice.add(whole);
+        if s.has_lesion {
+            self.whole_dice_diseased.add(whole);
+            let share = lesion.iter().filter(|&&v| v).count() as f64 / lesion.len() as f64;
+            let bin = usize::from(share >= SMALL_LESION) + usize::from(share >= LARGE_LESION);
+            self.whole_dice_by_size[bin].add(whole);
+        } else {
+            let flagged = predicted_lesion.iter().any(|&v| v);
+            self.healthy_flagged.add(Some(f64::from(u8::from(flagged))));
+        }
 
         let outside: Vec<bool> = lesion.iter().map(|&v| !v).collect();
         let twin_map = ssim_map(normal, &s.twin, size);
