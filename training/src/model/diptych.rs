@@ -145,12 +145,12 @@ impl Diptych {
     fn decode_codes(&self, e_n: &Tensor, e_a: &Tensor, train: bool) -> (Tensor, Tensor, Tensor) {
         let seg_logits = self.seg_decoder.forward_t(e_a, train);
         let condition = seg_logits.softmax(1, Kind::Float);
-        let both_conditions = Tensor::cat(&[&condition, &condition.zeros_like()], 0);
         let both_codes = Tensor::cat(&[e_n, e_n], 0);
+        let n = e_n.size()[0];
+        // x̃'s zero condition modulates every sample alike: computed once (same result).
         let images = self
             .image_decoder
-            .forward_t(&both_codes, &both_conditions, train);
-        let n = e_n.size()[0];
+            .forward_with_zero_tail(&both_codes, &condition, n, train);
         (seg_logits, images.narrow(0, 0, n), images.narrow(0, n, n))
     }
 

@@ -73,6 +73,30 @@ pub fn bench(config: &TrainConfig, device: Device, steps: usize) -> Result<Timin
                 t3 - t2,
                 t4 - t3
             );
+            // x̂ and x̃ as the training step renders them (2N), forward and backward: with N zero
+            // maps appended to the condition (the baseline) and with the zero condition's
+            // modulation computed once.
+            let (c, e) = (c.detach(), qn.e.detach());
+            let codes = tch::Tensor::cat(&[&e, &e], 0);
+            let n = e.size()[0];
+            let t = Instant::now();
+            let appended = tch::Tensor::cat(&[&c, &c.zeros_like()], 0);
+            net.image_decoder
+                .forward_t(&codes, &appended, true)
+                .sum(tch::Kind::Float)
+                .backward();
+            let plain = t.elapsed().as_secs_f64();
+            let t = Instant::now();
+            net.image_decoder
+                .forward_with_zero_tail(&codes, &c, n, true)
+                .sum(tch::Kind::Float)
+                .backward();
+            let shared = t.elapsed().as_secs_f64();
+            eprintln!(
+                "image(2N) forward+backward: zero maps appended {plain:.3}, zero condition \
+                 shared {shared:.3} ({:.2}x)",
+                plain / shared
+            );
         }
     }
     let mut elapsed = 0.0;
