@@ -26,6 +26,15 @@ pub struct Exported {
     pub bundle_bytes: u64,
 }
 
+/// The fields of a training recipe: an object's own, none for `null`, anything else as `notes`.
+pub fn recipe_fields(training: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+    match training {
+        serde_json::Value::Object(map) => map,
+        serde_json::Value::Null => serde_json::Map::new(),
+        other => serde_json::Map::from_iter([("notes".to_string(), other)]),
+    }
+}
+
 /// Writes `encoder.onnx`, `decoder.onnx` and `manifest.json` into `out` (created if missing).
 ///
 /// `training` is the recipe recorded in the manifest (seed, steps, time, device, figures); the
@@ -47,15 +56,7 @@ pub fn export_bundle(
     let encoder = write_graph(&encoder, &out.join(ENCODER_FILE))?;
     let decoder = write_graph(&decoder, &out.join(DECODER_FILE))?;
 
-    let mut recipe = match training {
-        serde_json::Value::Object(map) => map,
-        serde_json::Value::Null => serde_json::Map::new(),
-        other => {
-            let mut map = serde_json::Map::new();
-            map.insert("notes".into(), other);
-            map
-        }
-    };
+    let mut recipe = recipe_fields(training);
     recipe.insert(
         "config".into(),
         serde_json::to_value(config).expect("a TrainConfig always serialises to JSON"),

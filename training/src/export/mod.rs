@@ -12,6 +12,6 @@ pub mod layers;
 pub mod network;
 mod weights;
 
-pub use bundle::{BUNDLE_LIMIT_BYTES, Exported, export_bundle, read_initializer};
+pub use bundle::{BUNDLE_LIMIT_BYTES, Exported, export_bundle, read_initializer, recipe_fields};
 pub use error::ExportError;
 pub use weights::{FoldedConv, Weights};

@@ -19,7 +19,7 @@ pub struct ThresholdArgs {
         long,
         value_delimiter = ',',
         allow_hyphen_values = true,
-        default_value = "-1,-0.5,0,0.5,1,1.5,2,2.5,3"
+        default_values_t = super::DEFAULT_OFFSETS
     )]
     pub offsets: Vec<f32>,
     /// Validation slices per source.

@@ -24,7 +24,7 @@ use serde::Serialize;
 
 use crate::config::{SourceConfig, TrainConfig};
 use crate::eval::{EvalError, EvalOptions, evaluate};
-use crate::export::{ExportError, Exported, Weights, export_bundle};
+use crate::export::{ExportError, Exported, Weights, export_bundle, recipe_fields};
 
 /// The seed of the slices the offset is chosen on (training 1, eval 2, retrieval eval 3 and 4).
 pub const THRESHOLD_SEED: u64 = 5;
@@ -219,11 +219,7 @@ pub fn tune_and_export(
         trials,
         chosen,
     };
-    let mut recipe = match recipe {
-        serde_json::Value::Object(map) => map,
-        serde_json::Value::Null => serde_json::Map::new(),
-        other => serde_json::Map::from_iter([("notes".to_string(), other)]),
-    };
+    let mut recipe = recipe_fields(recipe);
     recipe.insert(
         "threshold".into(),
         serde_json::to_value(&report).expect("a ThresholdReport always serialises to JSON"),
