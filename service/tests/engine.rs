@@ -1,6 +1,8 @@
 //! The engine on ONNX Runtime (CPU), with the toy bundle of `support`: sessions open, warm-up
 //! passes, batched results go back to the right requests, and a graph whose real output shapes
-//! disagree with the manifest is refused at warm-up.
+//! disagree with the manifest is refused at warm-up; with the shipped phantom-v1 network, a
+//! slice gets the same codes alone and in any batch, its float outputs equal up to rounding
+//! (docs/DESIGN.md, "Batches").
 //!
 //! Needs libonnxruntime 1.31: ORT_DYLIB_PATH, or the cache `make deps-ort` fills.
 
@@ -10,8 +12,11 @@ use std::time::Duration;
 
 use diptych_service::bundle::Bundle;
 use diptych_service::config::ExecutionProvider;
-use diptych_service::encoder::runtime::{environment, locate_library};
-use diptych_service::encoder::{BatcherConfig, CodePair, Engine, EngineOptions, Provider};
+use diptych_service::encoder::model::{EncoderRunner, Geometry};
+use diptych_service::encoder::runtime::{environment, locate_library, open_session};
+use diptych_service::encoder::{
+    BatchRunner, BatcherConfig, CodePair, Engine, EngineOptions, Provider, SliceCode,
+};
 use support::{LABELS, Toy, write_bundle, write_toy};
 
 fn options(max_batch: usize, sessions: usize) -> EngineOptions {
@@ -197,4 +202,92 @@ fn cuda_is_used_where_a_gpu_exists_and_refused_clearly_elsewhere() {
             "NOT RUN: the CUDA path needs a GPU (none on this machine); checked the CPU fallback"
         );
     }
+}
+
+/// The shipped phantom-v1 bundle: a real network, unlike the toy.
+fn shipped_bundle() -> Bundle {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/phantom-v1");
+    Bundle::load(&dir).unwrap()
+}
+
+/// `n` images of smooth blobs over noise, in [0, 1], different for every `seed`.
+fn textured(size: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
+    let (cx, cy) = (
+        size as f32 * (0.3 + 0.05 * (seed % 7) as f32),
+        size as f32 * (0.6 - 0.04 * (seed % 5) as f32),
+    );
+    (0..size * size)
+        .map(|i| {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let noise = (state >> 40) as f32 / (1u64 << 24) as f32;
+            let (x, y) = ((i % size) as f32, (i / size) as f32);
+            let blob = (-((x - cx).powi(2) + (y - cy).powi(2)) / (size as f32 * 6.0)).exp();
+            (0.6 * blob + 0.4 * noise).clamp(0.0, 1.0)
+        })
+        .collect()
+}
+
+/// How far the float outputs of `a` and `b` are apart (the largest absolute difference), after
+/// checking that their codes are the same.
+fn float_gap(a: &SliceCode, b: &SliceCode, what: &str) -> f32 {
+    assert_eq!(a.normal, b.normal, "{what}: normal code");
+    assert_eq!(a.abnormal, b.abnormal, "{what}: abnormal code");
+    a.abnormal_distance
+        .iter()
+        .zip(&b.abnormal_distance)
+        .map(|(x, y)| (x - y).abs())
+        .fold((a.abnormality - b.abnormality).abs(), f32::max)
+}
+
+/// Rounding the float outputs may differ by between batch sizes (docs/DESIGN.md, "Batches").
+const ROUNDING: f32 = 1e-5;
+
+/// ONNX Runtime's CPU kernels reduce a batch of one along another path than larger batches
+/// (the graph's `ReduceMean` of the abnormal distances); a slice must still get the same codes
+/// in every batch — so that a query encoded alone finds its own indexed slice at distance 0 and
+/// two nodes that batched differently store the same codes — and float outputs that differ by
+/// rounding only.
+#[test]
+fn a_slice_gets_the_same_codes_alone_as_in_any_batch() {
+    let bundle = shipped_bundle();
+    let geometry = Geometry::of(&bundle.manifest);
+    let library = locate_library(None, |name| std::env::var(name).ok()).unwrap();
+    let env = environment(&library.path).unwrap();
+    let (session, _) = open_session(
+        env,
+        "encoder.onnx",
+        &bundle.encoder,
+        ExecutionProvider::Cpu,
+        2,
+        false,
+    )
+    .unwrap();
+    let mut runner = EncoderRunner::new(session, geometry).unwrap();
+    let images: Vec<Vec<f32>> = (0..7).map(|n| textured(geometry.size, n)).collect();
+    let batch = runner.run(&images).unwrap();
+    let mut largest = 0.0f32;
+    for (n, image) in images.iter().enumerate() {
+        let alone = runner.run(std::slice::from_ref(image)).unwrap();
+        assert_eq!(alone.len(), 1, "one slice in, one code out");
+        largest = largest.max(float_gap(&alone[0], &batch[n], &format!("image {n} alone")));
+    }
+    // Batches of two or more share one path: bit for bit the same.
+    for (k, code) in runner.run(&images[2..4]).unwrap().iter().enumerate() {
+        assert_eq!(
+            code,
+            &batch[2 + k],
+            "image {} in a batch of 2 and of 7",
+            2 + k
+        );
+    }
+    assert!(
+        largest <= ROUNDING,
+        "a lone slice's float outputs are {largest:e} from its batched ones"
+    );
+    eprintln!("codes equal alone and batched; float outputs at most {largest:e} apart");
 }
