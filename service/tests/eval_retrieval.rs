@@ -185,6 +185,23 @@ fn eval_scores_the_model_against_its_baselines_and_draws_the_figure() {
         "oracle_composite_kept_of_both = {kept}"
     );
 
+    // The lesion-size breakdown covers every diseased query once, and the oracle stays the
+    // ceiling in each bin.
+    let bins = report["abnormal_dice_at10_by_lesion_size"]
+        .as_array()
+        .expect("the lesion-size breakdown");
+    assert_eq!(bins.len(), 3, "{bins:?}");
+    let counted: u64 = bins.iter().map(|b| b["queries"].as_u64().unwrap()).sum();
+    assert_eq!(
+        counted,
+        report["diseased_queries"].as_u64().unwrap(),
+        "{bins:?}"
+    );
+    for b in bins.iter().filter(|b| b["queries"].as_u64() > Some(0)) {
+        let (codes, oracle) = (b["codes"].as_f64().unwrap(), b["oracle"].as_f64().unwrap());
+        assert!(codes <= oracle + 1e-9, "{b}: codes above the oracle");
+    }
+
     // LABEL_WIDTH + 6·(S + GAP) × HEADER + 4·(S + S/2 + ROW_GAP), as figure.rs documents.
     let png = image::open(&figure).expect("the figure is a readable PNG");
     assert_eq!(

@@ -14,6 +14,7 @@
 //! ([`SliceGenerator::try_slice`]).
 
 pub(crate) mod field;
+pub mod lesion_size;
 pub(crate) mod shape;
 
 use crate::preprocess::{Photometric, RawFrame};

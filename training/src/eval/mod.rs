@@ -25,7 +25,7 @@ use std::time::Instant;
 
 use diptych::phantom::PhantomConfig;
 use diptych::preprocess::{PreprocessError, PreprocessParams, place_labels, preprocess};
-use diptych::synthetic::{ABNORMAL_LABELS, SourceKind, SyntheticSlice};
+use diptych::synthetic::{ABNORMAL_LABELS, SourceKind, SyntheticSlice, lesion_size};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
@@ -87,12 +87,6 @@ impl Default for EvalOptions {
     }
 }
 
-/// Lesions smaller than this share of the frame are "small" in the size breakdown (0.5 %: about
-/// 9 × 9 pixels at 128², near one grid cell).
-pub const SMALL_LESION: f64 = 0.005;
-/// Lesions from this share of the frame on are "large" (2 %: about 18 × 18 pixels at 128²).
-pub const LARGE_LESION: f64 = 0.02;
-
 /// The mean whole-tumour Dice of one lesion-size bin.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct SizeBin {
@@ -132,8 +126,8 @@ pub struct EvalReport {
     pub whole_tumor_dice: Option<f64>,
     /// Mean whole-tumour Dice of the diseased slices alone.
     pub whole_tumor_dice_diseased: Option<f64>,
-    /// Mean whole-tumour Dice of the diseased slices by true lesion size — under
-    /// [`SMALL_LESION`] of the frame, up to [`LARGE_LESION`], larger — with the slice counts.
+    /// Mean whole-tumour Dice of the diseased slices by true lesion size (the bins of
+    /// [`lesion_size`]: under 0.5 % of the frame, up to 2 %, larger), with the slice counts.
     pub whole_tumor_dice_by_size: [SizeBin; 3],
     /// Share of healthy slices with at least one pixel predicted as lesion: each counts as a
     /// whole-tumour Dice of 0.
@@ -364,8 +358,7 @@ impl Tally {
         self.whole_dice.add(whole);
         if s.has_lesion {
             self.whole_dice_diseased.add(whole);
-            let share = lesion.iter().filter(|&&v| v).count() as f64 / lesion.len() as f64;
-            let bin = usize::from(share >= SMALL_LESION) + usize::from(share >= LARGE_LESION);
+            let bin = lesion_size::bin(lesion_size::share(&s.labels));
             self.whole_dice_by_size[bin].add(whole);
         } else {
             let flagged = predicted_lesion.iter().any(|&v| v);

@@ -28,10 +28,12 @@
 //! | [`metrics`] | Dice, lesion precision, level error, ratios |
 //! | [`baselines`] | random, brute-force L2, the session reading z_n and z_a |
 //! | [`oracle`] | the label oracle: references ranked by true label overlap |
+//! | [`by_size`] | abnormal-mode Dice@10 of the codes and the oracle by the query's lesion size |
 //! | [`figure`] | the `--figure` PNG |
 //! | [`report`] | the markdown table and the JSON line |
 
 pub mod baselines;
+pub mod by_size;
 pub mod dataset;
 pub mod figure;
 pub mod metrics;
@@ -660,6 +662,8 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         &oracle,
         &mut rows,
     );
+    let by_lesion_size =
+        by_size::abnormal_dice_by_lesion_size(&queries, &code_scores[1], &oracle_scores[1]);
     let ranked = tokio::task::block_in_place(|| {
         oracle::top_by_composite_dice(
             &normal_matrix,
@@ -751,6 +755,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         latent_composite,
         composite_balance,
         composite_oracle,
+        abnormal_dice_at10_by_lesion_size: by_lesion_size,
         mean_balance,
         combined_balance: engine.manifest().combined_balance,
         seconds: started.elapsed().as_secs_f64(),

@@ -138,6 +138,8 @@ pub struct EvalReport {
     pub composite_balance: Vec<CompositeBalance>,
     /// The label oracle's composite check across trade-offs (empty without composite pairs).
     pub composite_oracle: Vec<CompositeOracle>,
+    /// Abnormal-mode Dice@10 of the diseased queries by lesion size, codes and label oracle.
+    pub abnormal_dice_at10_by_lesion_size: Vec<super::by_size::SizeBinDice>,
     /// The bundle's combined-mode balance (`Manifest::combined_balance`): the abnormal weight of
     /// the combined rows and of the composites.
     pub combined_balance: f32,
@@ -366,6 +368,29 @@ impl EvalReport {
                 );
             }
         }
+        if self
+            .abnormal_dice_at10_by_lesion_size
+            .iter()
+            .any(|b| b.queries > 0)
+        {
+            let _ = writeln!(
+                out,
+                "\nAbnormal mode by the diseased query's lesion size (share of the frame), \
+                 abnormal-label Dice@10:\n"
+            );
+            let _ = writeln!(out, "| lesion size | queries | codes | label oracle |");
+            let _ = writeln!(out, "|---|---:|---:|---:|");
+            for b in &self.abnormal_dice_at10_by_lesion_size {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    b.bin,
+                    b.queries,
+                    f(b.codes),
+                    f(b.oracle)
+                );
+            }
+        }
         if let Some(u) = self.null_code {
             let _ = writeln!(
                 out,
@@ -457,6 +482,12 @@ mod tests {
                     },
                 })
                 .collect(),
+            abnormal_dice_at10_by_lesion_size: vec![super::super::by_size::SizeBinDice {
+                bin: "≥ 2 %",
+                queries: 2,
+                codes: Some(0.25),
+                oracle: Some(0.5),
+            }],
             mean_balance: 1.0,
             combined_balance: 1.0,
             seconds: 1.0,
@@ -471,6 +502,10 @@ mod tests {
         assert_eq!(v["oracle_composite_kept_of_both"], json!(0.7));
         assert_eq!(v["source"], json!("phantom"));
         assert_eq!(v["seed_queries"], json!(4));
+        assert_eq!(
+            v["abnormal_dice_at10_by_lesion_size"][0]["oracle"],
+            json!(0.5)
+        );
         // A synthetic source's report has no BraTS keys.
         assert!(v.get("contrast").is_none() && v.get("brats").is_none());
         assert!(!serde_json::to_string(&v).unwrap().contains('\n'));
@@ -478,6 +513,7 @@ mod tests {
         assert!(md.starts_with("Retrieval on phantom (3 queries"));
         assert!(md.contains("| codes | normal | 0.500 |"));
         assert!(md.contains("| latent | normal | absent"));
+        assert!(md.contains("| ≥ 2 % | 2 | 0.250 | 0.500 |"), "{md}");
         assert!(
             md.contains("| 0.5 | 0.450 | 0.350 | 0.900 | 0.700 |"),
             "{md}"
