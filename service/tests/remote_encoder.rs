@@ -1,7 +1,8 @@
 //! The cluster's encoder role (issue #15, docs/CLUSTER.md), end to end with `diptych serve`
 //! processes on ONNX Runtime:
-//! - a node whose `[encoder] remote_url` names an encoder role indexes the same records, codes
-//!   and scores as a node that encodes itself, and answers the same searches;
+//! - a node whose `[encoder] remote_url` names an encoder role indexes the same records and
+//!   codes as a node that encodes itself, scores equal up to rounding (docs/DESIGN.md,
+//!   "Batches"), and answers the same searches;
 //! - the encoder killed (SIGKILL): instances the node acknowledged meanwhile wait (pending),
 //!   and once the encoder is back every acknowledged instance is searchable exactly once;
 //! - the encoder's HTTP port: `/metrics` counts every slice the node sent in its queue-time and
