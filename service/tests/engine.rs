@@ -210,7 +210,7 @@ fn shipped_bundle() -> Bundle {
     Bundle::load(&dir).unwrap()
 }
 
-/// `n` images of smooth blobs over noise, in [0, 1], different for every `seed`.
+/// An S×S image of a smooth blob over noise, in [0, 1], different for every `seed`.
 fn textured(size: usize, seed: u64) -> Vec<f32> {
     let mut state = seed
         .wrapping_mul(6364136223846793005)
