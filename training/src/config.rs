@@ -50,6 +50,11 @@ pub struct ModelConfig {
     /// code is then exactly "no lesion", so abnormal-mode distances come from lesions only. Needs `abnormal_null_code`; off by default so that older
     /// recipes export as they were trained.
     pub null_outside_lesion: bool,
+    /// Extra 3×3 conv + BatchNorm + ReLU blocks the segmentation decoder runs at each of its
+    /// resolutions (the code grid and every upsampling), at that level's width: more depth to
+    /// draw a lesion's outline from the codes, at little cost (the decoder is narrow). 0 (the
+    /// default) is the one conv per level of docs/METHOD.md §1, as every bundle before synth-v7.
+    pub seg_refine_convs: usize,
 }
 
 impl Default for ModelConfig {
@@ -70,6 +75,7 @@ impl Default for ModelConfig {
             abnormality_margin: 2.0,
             abnormal_null_code: true,
             null_outside_lesion: false,
+            seg_refine_convs: 0,
         }
     }
 }
@@ -115,6 +121,12 @@ impl ModelConfig {
         }
         if !(0.0..1.0).contains(&self.ema_decay) || self.abnormality_margin <= 0.0 {
             return bad("model.ema_decay must be in [0,1) and abnormality_margin > 0".into());
+        }
+        if self.seg_refine_convs > 4 {
+            return bad(format!(
+                "model.seg_refine_convs is {}; at most 4 extra convs per level are supported",
+                self.seg_refine_convs
+            ));
         }
         if self.null_outside_lesion && !self.abnormal_null_code {
             return bad(
@@ -482,6 +494,15 @@ mod tests {
             let err = c.validate().unwrap_err().to_string();
             assert!(err.contains(key), "{toml_text}: {err}");
         }
+    }
+
+    #[test]
+    fn too_deep_a_segmentation_decoder_is_refused_by_name() {
+        let mut c: TrainConfig = toml::from_str("[model]\nseg_refine_convs = 2\n").unwrap();
+        c.validate().unwrap();
+        c.model.seg_refine_convs = 5;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("seg_refine_convs"), "{err}");
     }
 
     #[test]

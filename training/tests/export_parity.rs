@@ -96,11 +96,37 @@ fn tie_free_slices(z: &Tensor, codebook: &Tensor) -> Vec<usize> {
 
 #[test]
 fn onnx_bundle_matches_tch_forward() {
+    matches_tch_forward(&tiny_config(), "export-parity");
+}
+
+/// `model.seg_refine_convs` adds blocks to the segmentation decoder: the exporter must emit
+/// every one of them, in order, or the bundle's segmentation (and so its abnormality score,
+/// its null-code mask and x̂'s condition) differs from the network's.
+#[test]
+fn a_deeper_segmentation_decoder_exports_alike() {
+    let mut config = tiny_config();
+    config.model.seg_refine_convs = 2;
+    let (vs, _) = trained_tiny(&config, 11);
+    let refine = vs
+        .variables()
+        .keys()
+        .filter(|k| k.contains("_refine") && k.ends_with(".conv.weight"))
+        .count();
+    assert_eq!(
+        refine,
+        2 * (config.model.downsamples + 1),
+        "refine blocks built"
+    );
+    matches_tch_forward(&config, "export-parity-refine");
+}
+
+/// Trains the tiny network of `config` briefly, exports it and checks that ONNX Runtime's
+/// encoder and decoder give what tch gives.
+fn matches_tch_forward(config: &diptych_training::config::TrainConfig, name: &str) {
     require_ort();
-    let config = tiny_config();
-    let (vs, net) = trained_tiny(&config, 11);
-    let dir = temp_dir("export-parity");
-    let exported = export_tiny(&config, &vs, &dir);
+    let (vs, net) = trained_tiny(config, 11);
+    let dir = temp_dir(name);
+    let exported = export_tiny(config, &vs, &dir);
     assert!(exported.bundle_bytes < BUNDLE_LIMIT_BYTES);
 
     let params = config.preprocess();

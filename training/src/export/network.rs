@@ -17,7 +17,7 @@ use super::graph::{GraphBuilder, attr_int, attr_ints};
 use super::layers::{self, SpadeConvs};
 use super::weights::Weights;
 use crate::config::ModelConfig;
-use crate::model::ABNORMALITY_HALF_FRACTION;
+use crate::model::{ABNORMALITY_HALF_FRACTION, refine_name};
 
 /// The sizes the graphs need, checked once against the configuration.
 struct Sizes {
@@ -31,6 +31,7 @@ struct Sizes {
     labels: usize,
     eps: f64,
     null_outside_lesion: bool,
+    seg_refine_convs: usize,
 }
 
 impl Sizes {
@@ -49,6 +50,7 @@ impl Sizes {
             labels: config.abnormal_labels,
             eps: config.bn_eps,
             null_outside_lesion: config.null_outside_lesion,
+            seg_refine_convs: config.seg_refine_convs,
         })
     }
 
@@ -248,6 +250,7 @@ fn seg_decoder(
     )?;
     let mut h = layers::conv(g, "seg_decoder.inp", e_a, &inp, 1, 1);
     h = layers::relu(g, &h);
+    h = seg_refine(g, weights, z, "inp", w[z.n], h)?;
     for j in 0..z.n {
         let p = format!("seg_decoder.up{j}");
         let c = weights.conv_bn(
@@ -259,9 +262,34 @@ fn seg_decoder(
         h = layers::upsample2(g, &h);
         h = layers::conv(g, &p, &h, &c, 1, 1);
         h = layers::relu(g, &h);
+        h = seg_refine(g, weights, z, &format!("up{j}"), w[z.n - j - 1], h)?;
     }
     let head = weights.conv("seg_decoder.head", [z.labels, w[0], 1, 1])?;
     Ok(layers::conv(g, "seg_decoder.head", &h, &head, 1, 0))
+}
+
+/// The `seg_refine_convs` extra conv+BN+ReLU blocks after one level of the segmentation decoder
+/// (`ModelConfig::seg_refine_convs`; none for older recipes).
+fn seg_refine(
+    g: &mut GraphBuilder,
+    weights: &Weights,
+    z: &Sizes,
+    level: &str,
+    width: usize,
+    mut h: String,
+) -> Result<String, ExportError> {
+    for k in 0..z.seg_refine_convs {
+        let p = format!("seg_decoder.{}", refine_name(level, k));
+        let c = weights.conv_bn(
+            &format!("{p}.conv"),
+            &format!("{p}.bn"),
+            [width, width, 3, 3],
+            z.eps,
+        )?;
+        h = layers::conv(g, &p, &h, &c, 1, 1);
+        h = layers::relu(g, &h);
+    }
+    Ok(h)
 }
 
 /// What conditions the image decoder's SPADE layers.

@@ -15,5 +15,5 @@ pub use diptych::{ABNORMALITY_HALF_FRACTION, Decoded, Diptych, Encoded, Outputs}
 pub use encoder::Encoder;
 pub use image_decoder::ImageDecoder;
 pub use quantizer::{Quantized, VectorQuantizer};
-pub use seg_decoder::SegDecoder;
+pub use seg_decoder::{SegDecoder, refine_name};
 pub use spade::Spade;
