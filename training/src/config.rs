@@ -53,7 +53,7 @@ pub struct ModelConfig {
     /// Extra 3×3 conv + BatchNorm + ReLU blocks the segmentation decoder runs at each of its
     /// resolutions (the code grid and every upsampling), at that level's width: more depth to
     /// draw a lesion's outline from the codes, at little cost (the decoder is narrow). 0 (the
-    /// default) is the one conv per level of docs/METHOD.md §1, as every bundle before synth-v7.
+    /// default) is the one conv per level of docs/METHOD.md §1, as in every shipped bundle.
     pub seg_refine_convs: usize,
 }
 
