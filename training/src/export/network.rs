@@ -242,26 +242,12 @@ fn seg_decoder(
     e_a: &str,
 ) -> Result<String, ExportError> {
     let w = &z.widths;
-    let inp = weights.conv_bn(
-        "seg_decoder.inp.conv",
-        "seg_decoder.inp.bn",
-        [w[z.n], z.d, 3, 3],
-        z.eps,
-    )?;
-    let mut h = layers::conv(g, "seg_decoder.inp", e_a, &inp, 1, 1);
-    h = layers::relu(g, &h);
+    let mut h = conv_bn_relu(g, weights, z, "seg_decoder.inp", [w[z.n], z.d], e_a)?;
     h = seg_refine(g, weights, z, "inp", w[z.n], h)?;
     for j in 0..z.n {
+        let up = layers::upsample2(g, &h);
         let p = format!("seg_decoder.up{j}");
-        let c = weights.conv_bn(
-            &format!("{p}.conv"),
-            &format!("{p}.bn"),
-            [w[z.n - j - 1], w[z.n - j], 3, 3],
-            z.eps,
-        )?;
-        h = layers::upsample2(g, &h);
-        h = layers::conv(g, &p, &h, &c, 1, 1);
-        h = layers::relu(g, &h);
+        h = conv_bn_relu(g, weights, z, &p, [w[z.n - j - 1], w[z.n - j]], &up)?;
         h = seg_refine(g, weights, z, &format!("up{j}"), w[z.n - j - 1], h)?;
     }
     let head = weights.conv("seg_decoder.head", [z.labels, w[0], 1, 1])?;
@@ -280,16 +266,29 @@ fn seg_refine(
 ) -> Result<String, ExportError> {
     for k in 0..z.seg_refine_convs {
         let p = format!("seg_decoder.{}", refine_name(level, k));
-        let c = weights.conv_bn(
-            &format!("{p}.conv"),
-            &format!("{p}.bn"),
-            [width, width, 3, 3],
-            z.eps,
-        )?;
-        h = layers::conv(g, &p, &h, &c, 1, 1);
-        h = layers::relu(g, &h);
+        h = conv_bn_relu(g, weights, z, &p, [width, width], &h)?;
     }
     Ok(h)
+}
+
+/// One segmentation-decoder block: the 3×3 convolution `{prefix}.conv` (out × in channels) with
+/// the BatchNorm `{prefix}.bn` folded in, then ReLU.
+fn conv_bn_relu(
+    g: &mut GraphBuilder,
+    weights: &Weights,
+    z: &Sizes,
+    prefix: &str,
+    [out, inp]: [usize; 2],
+    x: &str,
+) -> Result<String, ExportError> {
+    let c = weights.conv_bn(
+        &format!("{prefix}.conv"),
+        &format!("{prefix}.bn"),
+        [out, inp, 3, 3],
+        z.eps,
+    )?;
+    let h = layers::conv(g, prefix, x, &c, 1, 1);
+    Ok(layers::relu(g, &h))
 }
 
 /// What conditions the image decoder's SPADE layers.
