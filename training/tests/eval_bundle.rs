@@ -114,6 +114,14 @@ fn eval_json_has_every_figure_in_range() {
     let flagged = f("healthy_with_predicted_lesion") * healthy as f64;
     let expected = diseased_mean * scored / (scored + flagged);
     assert!((f("whole_tumor_dice") - expected).abs() < 1e-9, "{report}");
+    // Codebook use: at least one row of each codebook, at most K.
+    let k = config.model.codebook_size as u64;
+    for key in ["normal_codes_used", "abnormal_codes_used"] {
+        let used = report[key]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{key} missing: {report}"));
+        assert!((1..=k).contains(&used), "{key} = {used}, K = {k}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -20,6 +20,7 @@ pub mod command;
 pub mod metrics;
 pub mod runtime;
 
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Instant;
 
@@ -160,6 +161,11 @@ pub struct EvalReport {
     pub abnormality_healthy_percentiles: Option<[f64; 3]>,
     /// 10th, 50th and 90th percentile of the abnormality score on diseased slices.
     pub abnormality_diseased_percentiles: Option<[f64; 3]>,
+    /// Distinct rows of the normal codebook that the slices' normal codes use (of K).
+    pub normal_codes_used: usize,
+    /// Distinct rows of the abnormal codebook that the slices' abnormal codes use (of K; the
+    /// "no lesion" row counts as one): how much of the codebook the lesions draw on.
+    pub abnormal_codes_used: usize,
     /// Wall time of the evaluation, seconds.
     pub seconds: f64,
 }
@@ -200,6 +206,8 @@ struct Tally {
     recon_psnr: Mean,
     scores: Vec<f64>,
     diseased: Vec<bool>,
+    normal_codes: BTreeSet<i64>,
+    abnormal_codes: BTreeSet<i64>,
 }
 
 /// One held-out slice ready for the model.
@@ -270,6 +278,8 @@ pub fn evaluate(model: &Path, options: &EvalOptions) -> Result<EvalReport, EvalE
             .collect();
         let encoded = runner.encode(&images)?;
         let decoded = runner.decode(&encoded.normal_indices, &encoded.abnormal_indices)?;
+        tally.normal_codes.extend(&encoded.normal_indices);
+        tally.abnormal_codes.extend(&encoded.abnormal_indices);
         for (k, s) in samples.iter().enumerate() {
             let logits = &decoded.segmentation[k * labels * pixels..(k + 1) * labels * pixels];
             let predicted = argmax_channels(logits, labels, pixels);
@@ -333,6 +343,8 @@ pub fn evaluate(model: &Path, options: &EvalOptions) -> Result<EvalReport, EvalE
         abnormality_mean_healthy: mean_score(false),
         abnormality_healthy_percentiles: percentiles(false),
         abnormality_diseased_percentiles: percentiles(true),
+        normal_codes_used: tally.normal_codes.len(),
+        abnormal_codes_used: tally.abnormal_codes.len(),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
