@@ -268,7 +268,8 @@ pub enum SourceConfig {
         /// The folder holding one sub-folder (or file pair) per case.
         dir: PathBuf,
     },
-    /// Several sources, interleaved slice by slice (equal shares).
+    /// Several sources, interleaved slice by slice (one share per part: a source listed twice,
+    /// with another seed, gets two).
     Mix {
         /// The sources.
         parts: Vec<SourceConfig>,
@@ -277,7 +278,8 @@ pub enum SourceConfig {
 
 impl SourceConfig {
     /// The same sources with the held-out seed 2 (for validation); `None` for a BraTS folder,
-    /// which has no held-out split of its own.
+    /// which has no held-out split of its own. A mix keeps each held-out source once: two parts
+    /// of one kind (other seeds, to weight it) would otherwise validate on the same slices twice.
     pub fn held_out(&self) -> Option<SourceConfig> {
         match self {
             Self::Phantom {
@@ -294,7 +296,12 @@ impl SourceConfig {
             }),
             Self::Brats { .. } => None,
             Self::Mix { parts } => {
-                let held: Vec<_> = parts.iter().filter_map(Self::held_out).collect();
+                let mut held: Vec<SourceConfig> = Vec::with_capacity(parts.len());
+                for part in parts.iter().filter_map(Self::held_out) {
+                    if !held.contains(&part) {
+                        held.push(part);
+                    }
+                }
                 (!held.is_empty()).then_some(Self::Mix { parts: held })
             }
         }
@@ -536,6 +543,33 @@ mod tests {
                     },
                 ]
             }
+        );
+    }
+
+    #[test]
+    fn a_source_weighted_twice_is_held_out_once() {
+        let c: TrainConfig = toml::from_str(
+            "[data]\nsource = { kind = \"mix\", parts = [\
+             { kind = \"phantom\", seed = 1, healthy_fraction = 0.5 }, \
+             { kind = \"anatomy\", seed = 1, healthy_fraction = 0.5 }, \
+             { kind = \"phantom\", seed = 6, healthy_fraction = 0.5 }] }\n",
+        )
+        .unwrap();
+        let SourceConfig::Mix { parts } = c.data.source.held_out().unwrap() else {
+            panic!("a mix is held out as a mix");
+        };
+        assert_eq!(
+            parts,
+            vec![
+                SourceConfig::Phantom {
+                    seed: 2,
+                    healthy_fraction: 0.5
+                },
+                SourceConfig::Anatomy {
+                    seed: 2,
+                    healthy_fraction: 0.5
+                },
+            ]
         );
     }
 
