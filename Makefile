@@ -41,10 +41,10 @@ export LD_LIBRARY_PATH := $(TORCH_LIB):$(LD_LIBRARY_PATH)
 # finds everything built (scripts/check-one-build.sh).
 SERVICE_PACKAGES := -p diptych -p diptych-dicom-adapter -p diptych-service
 
-MODEL ?= models/synth-v5
-# synth-v5 is synth-v4's recipe and checkpoint, exported with its lesion threshold chosen by
-# `diptych-train threshold` (docs/METHOD.md §2).
-TRAIN_CONFIG ?= training/configs/synth-v4.toml
+MODEL ?= models/synth-v8
+# synth-v8: synth-v4's recipe with two phantom slices per atlas slice, exported with its lesion
+# threshold chosen by `diptych-train threshold` (docs/METHOD.md §2).
+TRAIN_CONFIG ?= training/configs/synth-v8.toml
 RUN_NAME := $(notdir $(MODEL))
 
 .PHONY: run test bench build eval train-default deps deps-build deps-apt deps-torch deps-ort deps-py deps-atlas deps-bench deps-chart deps-web web lint fmt clean-cache
@@ -79,8 +79,8 @@ eval: deps
 		--figure $(EVAL_DIR)/retrieval-figure.png | tee $(EVAL_DIR)/retrieval.txt
 	@$(PYTHON) training/eval_summary.py $(EVAL_DIR)/phantom.txt $(EVAL_DIR)/anatomy.txt $(EVAL_DIR)/retrieval.txt
 
-## train-default: train the default bundle models/synth-v5 on the phantom and the atlas source
-## (CPU, ~89 min on two free AVX2 cores), export it with the lesion threshold chosen on
+## train-default: train the default bundle models/synth-v8 on the phantom and the atlas source
+## (CPU, ~72 min on two free AVX2 cores), export it with the lesion threshold chosen on
 ## validation slices (~10 min), and measure its combined-mode balance.
 train-default: deps
 	cargo build --release -p diptych-training -p diptych
