@@ -122,12 +122,12 @@ pub fn summary(r: &EvalReport) -> String {
             "score, diseased p10/50/90",
             triple(r.abnormality_diseased_percentiles),
         ),
+        (
+            "codebook rows used, normal",
+            r.normal_codes_used.to_string(),
+        ),
+        ("  abnormal", r.abnormal_codes_used.to_string()),
     ];
-    let used = |n: usize| n.to_string();
-    let rows = rows.into_iter().chain([
-        ("normal codebook rows used", used(r.normal_codes_used)),
-        ("abnormal codebook rows used", used(r.abnormal_codes_used)),
-    ]);
     let mut out = format!(
         "model {} on {} held-out {:?} slices (seed {}: {} diseased, {} healthy) in {:.1} s\n",
         r.model_id, r.n, r.source, r.seed, r.diseased, r.healthy, r.seconds
