@@ -25,7 +25,7 @@ pub struct ThresholdArgs {
     /// Validation slices per source.
     #[arg(long, default_value_t = 500)]
     pub n: usize,
-    /// Seed of the validation slices (not 1, 2, 3 or 4: training and the evaluations use them).
+    /// Seed of the validation slices (not 1 to 4 or 6: training and the evaluations use them).
     #[arg(long, default_value_t = super::THRESHOLD_SEED)]
     pub seed: u64,
     /// No progress bar.
