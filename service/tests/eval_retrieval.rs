@@ -151,6 +151,7 @@ fn eval_scores_the_model_against_its_baselines_and_draws_the_figure() {
             [
                 "normal_mode_normal_dice_at10",
                 "pixel_l2_normal_dice_at10",
+                "label_cells_normal_mode_normal_dice_at10",
                 "random_normal_dice_at10",
             ],
         ),
@@ -159,6 +160,7 @@ fn eval_scores_the_model_against_its_baselines_and_draws_the_figure() {
             [
                 "abnormal_mode_abnormal_dice_at10",
                 "pixel_l2_abnormal_dice_at10",
+                "label_cells_abnormal_mode_abnormal_dice_at10",
                 "random_abnormal_dice_at10",
             ],
         ),
@@ -184,6 +186,37 @@ fn eval_scores_the_model_against_its_baselines_and_draws_the_figure() {
         kept > 0.0 && kept <= 1.0,
         "oracle_composite_kept_of_both = {kept}"
     );
+
+    // Label-cell codes (each grid cell's true label set) retrieve by the labels they are made
+    // of: better than random in both modes, with no twin check (slices carry no twin labels),
+    // and their composite sweep and the codes' give how much of both modes each keeps at once.
+    for (cells, random) in [
+        (
+            "label_cells_normal_mode_normal_dice_at10",
+            "random_normal_dice_at10",
+        ),
+        (
+            "label_cells_abnormal_mode_abnormal_dice_at10_diseased",
+            "random_abnormal_dice_at10_diseased",
+        ),
+    ] {
+        let (c, r) = (number(&report, cells), number(&report, random));
+        assert!(c > r, "{cells} = {c} no better than {random} = {r}");
+    }
+    assert!(report["label_cells_normal_mode_twin_top5"].is_null());
+    assert!(
+        report["label_cells"]["balance"].as_f64().unwrap() > 0.0,
+        "{}",
+        report["label_cells"]
+    );
+    for key in [
+        "composite_kept_of_both",
+        "label_cells_composite_kept_of_both",
+        "label_cells_composite_normal_ratio",
+    ] {
+        let v = number(&report, key);
+        assert!(v > 0.0 && v <= 1.5, "{key} = {v}");
+    }
 
     // The lesion-size breakdown covers every diseased query once, and the oracle stays the
     // ceiling in each bin.

@@ -11,8 +11,10 @@
 //! codes form a [`Corpus`] searched by [`search_with_threads`] in normal, abnormal and combined
 //! mode (normal weight 1, abnormal weight the bundle's balance). The same metrics ([`metrics`]) score the baselines
 //! ([`baselines`]): random retrieval, L2 on the pre-processed pixels, and L2 on the encoder's
-//! continuous outputs when the graph declares them; the label oracle ([`oracle`]) ranks by the
-//! true normal or abnormal labels, the ceiling of either Dice on this data. Then:
+//! continuous outputs when the graph declares them; label-cell codes ([`label_cells`]), each
+//! grid cell's true label set searched like the model's codes, show what perfect codes on the
+//! bundle's grid would retrieve; the label oracle ([`oracle`]) ranks by the true normal or
+//! abnormal labels, the ceiling of either Dice on this data. Then:
 //!
 //! - the twin check: each diseased query's healthy twin joins the references for that query
 //!   alone; is it in the query's top 5? (Sources without twins leave it out: null in the JSON.)
@@ -27,6 +29,7 @@
 //! | [`dataset`] | the query and reference sets at the model's input size |
 //! | [`metrics`] | Dice, lesion precision, level error, ratios |
 //! | [`baselines`] | random, brute-force L2, the session reading z_n and z_a |
+//! | [`label_cells`] | perfect codes on the model's grid: each cell's true label set |
 //! | [`oracle`] | the label oracle: references ranked by true label overlap |
 //! | [`by_size`] | abnormal-mode Dice@10 of the codes and the oracle by the query's lesion size |
 //! | [`figure`] | the `--figure` PNG |
@@ -36,6 +39,7 @@ pub mod baselines;
 pub mod by_size;
 pub mod dataset;
 pub mod figure;
+pub mod label_cells;
 pub mod metrics;
 pub mod null_code;
 pub mod oracle;
@@ -445,6 +449,31 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         code_retrieval(&search, &query_codes, &twinned, &pairs, combined(&engine))
     })?;
 
+    // Perfect codes on the same grid: each cell's true label set (label_cells). Slices carry no
+    // labels of their twins, so these rows have no twin check.
+    let grid = (geometry.grid_rows, geometry.grid_cols);
+    let cells = match label_cells::tables(labels).transpose()? {
+        Some(tables) => Some(LabelCells::new(tables, &refs, &queries, size, grid, labels)),
+        None => {
+            eprintln!(
+                "note: a half of the {} source has more than {} label values; the label-cell \
+                 rows are absent (null in the JSON)",
+                ref_gen.name(),
+                label_cells::MAX_LABELS
+            );
+            None
+        }
+    };
+    let cells_search = cells
+        .as_ref()
+        .map(|c| CodeSearch::new(&c.tables, &c.corpus, nr, threads));
+    let cells_retrieval = match (&cells, &cells_search) {
+        (Some(c), Some(search)) => Some(tokio::task::block_in_place(|| {
+            code_retrieval(search, &c.queries, &[], &pairs, c.combined())
+        })?),
+        _ => None,
+    };
+
     // Baselines.
     let random = random_retrieval(nq, nr, twinned.len());
     let b = bar(nq, "pixel L2 (brute force)");
@@ -513,7 +542,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
 
     // Scores.
     let b = bar(0, "scoring");
-    b.set_length(10);
+    b.set_length(13);
     let mut rows = Vec::new();
     let per_query_of = |method: &'static str,
                         keys: &[&'static str],
@@ -565,42 +594,17 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
     let mean_balance = tokio::task::block_in_place(|| {
         diptych_service::search::balance::balance(&tables, &query_codes, &ref_sample)
     });
-    let mut weights = BALANCE_WEIGHTS.to_vec();
-    weights.push(mean_balance);
-    weights.sort_by(f32::total_cmp);
-    let mut composite_balance = Vec::new();
-    for &abnormal_weight in weights.iter().filter(|_| !pairs.is_empty()) {
-        let mode = Mode::Combined {
-            normal_weight: 1.0,
-            abnormal_weight,
-        };
-        let results = tokio::task::block_in_place(|| {
-            pairs
-                .iter()
-                .map(|&(a, bq)| {
-                    let composite = QueryCodes {
-                        normal: query_codes[a].normal.clone(),
-                        abnormal: query_codes[bq].abnormal.clone(),
-                    };
-                    search.top(composite, mode, TOP_K, None)
-                })
-                .collect::<anyhow::Result<Vec<_>>>()
-        })?;
-        let scores = score_composites(
+    let composite_balance = composite_sweep(&search, &query_codes, &pairs, mean_balance, |r| {
+        score_composites(
             &queries,
             &refs,
             &pairs,
-            &results,
+            r,
             &code_scores[0],
             &code_scores[1],
             labels,
-        );
-        composite_balance.push(CompositeBalance {
-            abnormal_weight,
-            normal_ratio: scores.normal_ratio,
-            abnormal_ratio: scores.abnormal_ratio,
-        });
-    }
+        )
+    })?;
     let latent_keys = [
         "latent_normal_mode",
         "latent_abnormal_mode",
@@ -637,6 +641,38 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         }
     };
     per_query_of("pixel L2", &["pixel_l2"], &pixels, &mut rows);
+    let cells_keys = [
+        "label_cells_normal_mode",
+        "label_cells_abnormal_mode",
+        "label_cells_combined_mode",
+    ];
+    let label_cells = match (&cells, &cells_search, &cells_retrieval) {
+        (Some(c), Some(search), Some(retrieval)) => {
+            let s = per_query_of("label cells", &cells_keys, retrieval, &mut rows);
+            let score = |results: &[Vec<usize>]| {
+                score_composites(&queries, &refs, &pairs, results, &s[0], &s[1], labels)
+            };
+            Some(report::LabelCellsComposites {
+                balance: c.balance,
+                composite: (!pairs.is_empty()).then(|| score(&retrieval.composites)),
+                composite_balance: composite_sweep(search, &c.queries, &pairs, c.balance, score)?,
+            })
+        }
+        _ => {
+            for (mode, key) in ["normal", "abnormal", "combined"]
+                .into_iter()
+                .zip(cells_keys)
+            {
+                rows.push(MethodRow {
+                    method: "label cells",
+                    mode,
+                    key,
+                    scores: None,
+                });
+            }
+            None
+        }
+    };
     let (normal_matrix, abnormal_matrix) = tokio::task::block_in_place(|| {
         (
             oracle::normal_dice_matrix(&queries, &refs, labels.0),
@@ -754,6 +790,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         composite,
         latent_composite,
         composite_balance,
+        label_cells,
         composite_oracle,
         abnormal_dice_at10_by_lesion_size: by_lesion_size,
         mean_balance,
@@ -820,6 +857,99 @@ const ORACLE_SHARES: [f64; 7] = [0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0];
 /// Abnormal weights (normal weight 1) of the composite-balance sweep: how the composite check
 /// moves as the abnormal distance counts more.
 const BALANCE_WEIGHTS: [f32; 8] = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+/// The composite check of `search` at each abnormal weight of [`BALANCE_WEIGHTS`] and at
+/// `balance` (normal weight 1): A's normal and B's abnormal half of `codes` for every pair,
+/// scored by `score`. Empty without pairs.
+fn composite_sweep(
+    search: &CodeSearch,
+    codes: &[QueryCodes],
+    pairs: &[(usize, usize)],
+    balance: f32,
+    score: impl Fn(&[Vec<usize>]) -> CompositeScores,
+) -> anyhow::Result<Vec<CompositeBalance>> {
+    let mut weights = BALANCE_WEIGHTS.to_vec();
+    weights.push(balance);
+    weights.sort_by(f32::total_cmp);
+    let mut sweep = Vec::new();
+    for &abnormal_weight in weights.iter().filter(|_| !pairs.is_empty()) {
+        let mode = Mode::Combined {
+            normal_weight: 1.0,
+            abnormal_weight,
+        };
+        let results = tokio::task::block_in_place(|| {
+            pairs
+                .iter()
+                .map(|&(a, b)| {
+                    let composite = QueryCodes {
+                        normal: codes[a].normal.clone(),
+                        abnormal: codes[b].abnormal.clone(),
+                    };
+                    search.top(composite, mode, TOP_K, None)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
+        let scores = score(&results);
+        sweep.push(CompositeBalance {
+            abnormal_weight,
+            normal_ratio: scores.normal_ratio,
+            abnormal_ratio: scores.abnormal_ratio,
+        });
+    }
+    Ok(sweep)
+}
+
+/// The label-cell codes of a run (see [`label_cells`]): their tables, the references as a
+/// corpus, the queries, and their own label-free balance.
+struct LabelCells {
+    tables: DistanceTables,
+    corpus: CodeCorpus,
+    queries: Vec<QueryCodes>,
+    /// `E[d_n] / E[d_a]` of these codes over queries × (up to 1000) references.
+    balance: f32,
+}
+
+impl LabelCells {
+    /// The label-cell codes of `refs` and `queries` on an S×S image's `grid`.
+    fn new(
+        tables: DistanceTables,
+        refs: &[EvalSlice],
+        queries: &[EvalSlice],
+        size: usize,
+        grid: (usize, usize),
+        labels: (usize, usize),
+    ) -> Self {
+        let code = |s: &EvalSlice| label_cells::slice_codes(s, size, grid, labels);
+        let ref_codes: Vec<QueryCodes> = refs.iter().map(code).collect();
+        let queries: Vec<QueryCodes> = queries.iter().map(code).collect();
+        let positions = grid.0 * grid.1;
+        let mut corpus = CodeCorpus {
+            normal: Vec::with_capacity(refs.len() * positions),
+            abnormal: Vec::with_capacity(refs.len() * positions),
+            positions,
+        };
+        for c in &ref_codes {
+            corpus.normal.extend_from_slice(&c.normal);
+            corpus.abnormal.extend_from_slice(&c.abnormal);
+        }
+        let sample = &ref_codes[..ref_codes.len().min(1000)];
+        let balance = diptych_service::search::balance::balance(&tables, &queries, sample);
+        Self {
+            tables,
+            corpus,
+            queries,
+            balance,
+        }
+    }
+
+    /// Combined mode at these codes' own balance (normal weight 1).
+    fn combined(&self) -> Mode {
+        Mode::Combined {
+            normal_weight: 1.0,
+            abnormal_weight: self.balance,
+        }
+    }
+}
 
 /// Combined mode as a search that names no weights: normal weight 1, abnormal weight the
 /// bundle's balance (`Manifest::combined_balance`).

@@ -49,6 +49,28 @@ pub struct CompositeBalance {
     pub abnormal_ratio: Option<f64>,
 }
 
+impl CompositeBalance {
+    /// The smaller of the two ratios: how much of both single modes this weight keeps at once.
+    pub fn kept_of_both(&self) -> Option<f64> {
+        match (self.normal_ratio, self.abnormal_ratio) {
+            (Some(n), Some(a)) => Some(n.min(a)),
+            _ => None,
+        }
+    }
+}
+
+/// The composite check of the label-cell codes (perfect codes on the model's grid, see
+/// `label_cells`): at their own label-free balance, and across weights.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LabelCellsComposites {
+    /// Their label-free balance `E[d_n] / E[d_a]`, the abnormal weight of their combined rows.
+    pub balance: f32,
+    /// The composite check at that balance (`None` without composite pairs).
+    pub composite: Option<CompositeScores>,
+    /// The composite check across combined-mode weights.
+    pub composite_balance: Vec<CompositeBalance>,
+}
+
 /// The label oracle's composite check at one trade-off: references ranked by
 /// `(1 − share) · normal-label Dice to A + share · abnormal-label Dice to B`, the ratios taken
 /// to the oracle's own normal and abnormal rows.
@@ -136,6 +158,9 @@ pub struct EvalReport {
     pub latent_composite: Option<CompositeScores>,
     /// The composite check on the codes across combined-mode balances.
     pub composite_balance: Vec<CompositeBalance>,
+    /// The label-cell codes' composite checks; `None` when the source has too many labels
+    /// for them.
+    pub label_cells: Option<LabelCellsComposites>,
     /// The label oracle's composite check across trade-offs (empty without composite pairs).
     pub composite_oracle: Vec<CompositeOracle>,
     /// Abnormal-mode Dice@10 of the diseased queries by lesion size, codes and label oracle.
@@ -187,11 +212,12 @@ impl EvalReport {
             // Null where the source has no healthy twins (a BraTS folder).
             put("twin_top5".into(), s.and_then(|s| s.twin_top5));
         }
+        let cells_composite = self.label_cells.as_ref().and_then(|c| c.composite.as_ref());
         for (prefix, c) in [
-            ("composite", &self.composite),
-            ("latent_composite", &self.latent_composite),
+            ("composite", self.composite.as_ref()),
+            ("latent_composite", self.latent_composite.as_ref()),
+            ("label_cells_composite", cells_composite),
         ] {
-            let c = c.as_ref();
             let mut put = |name: &str, value: Option<f64>| {
                 flat.insert(format!("{prefix}_{name}"), json!(value));
             };
@@ -215,6 +241,25 @@ impl EvalReport {
                     .iter()
                     .filter_map(CompositeOracle::kept_of_both)
                     .max_by(f64::total_cmp)
+            ),
+        );
+        // The same for the codes and the label-cell codes, over their combined-mode weights.
+        let kept = |sweep: &[CompositeBalance]| {
+            sweep
+                .iter()
+                .filter_map(CompositeBalance::kept_of_both)
+                .max_by(f64::total_cmp)
+        };
+        flat.insert(
+            "composite_kept_of_both".into(),
+            json!(kept(&self.composite_balance)),
+        );
+        flat.insert(
+            "label_cells_composite_kept_of_both".into(),
+            json!(
+                self.label_cells
+                    .as_ref()
+                    .and_then(|c| kept(&c.composite_balance))
             ),
         );
         flat.insert(
@@ -296,17 +341,20 @@ impl EvalReport {
         let _ = writeln!(
             out,
             "\nComposite queries (A's normal + B's abnormal representation, combined mode at the \
-             bundle's balance {} for the codes and 1 for the latents, top 10):\n",
+             bundle's balance {} for the codes, 1 for the latents, and their own for the label \
+             cells, top 10):\n",
             self.combined_balance
         );
+        let cells_composite = self.label_cells.as_ref().and_then(|c| c.composite.as_ref());
         let _ = writeln!(
             out,
             "| method | pairs | normal Dice@10 to A | abnormal Dice@10 to B | normal ratio | abnormal ratio |"
         );
         let _ = writeln!(out, "|---|---:|---:|---:|---:|---:|");
         for (method, c) in [
-            ("codes", &self.composite),
-            ("latent", &self.latent_composite),
+            ("codes", self.composite.as_ref()),
+            ("latent", self.latent_composite.as_ref()),
+            ("label cells", cells_composite),
         ] {
             match c {
                 Some(c) => {
@@ -335,6 +383,30 @@ impl EvalReport {
             let _ = writeln!(out, "| abnormal weight | normal ratio | abnormal ratio |");
             let _ = writeln!(out, "|---:|---:|---:|");
             for c in &self.composite_balance {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} |",
+                    c.abnormal_weight,
+                    f(c.normal_ratio),
+                    f(c.abnormal_ratio)
+                );
+            }
+        }
+        if let Some(cells) = self
+            .label_cells
+            .as_ref()
+            .filter(|c| !c.composite_balance.is_empty())
+        {
+            let _ = writeln!(
+                out,
+                "\nComposite check on the label-cell codes (each grid cell's true label set: \
+                 perfect codes on this grid) by combined-mode balance (normal weight 1; their \
+                 label-free balance is {:.2}):\n",
+                cells.balance
+            );
+            let _ = writeln!(out, "| abnormal weight | normal ratio | abnormal ratio |");
+            let _ = writeln!(out, "|---:|---:|---:|");
+            for c in &cells.composite_balance {
                 let _ = writeln!(
                     out,
                     "| {} | {} | {} |",
@@ -468,7 +540,29 @@ mod tests {
                 abnormal_ratio: Some(0.5),
             }),
             latent_composite: None,
-            composite_balance: Vec::new(),
+            composite_balance: [(1.0, 0.9, 0.2), (8.0, 0.6, 0.65), (64.0, 0.3, 0.95)]
+                .into_iter()
+                .map(|(w, n, a)| CompositeBalance {
+                    abnormal_weight: w,
+                    normal_ratio: Some(n),
+                    abnormal_ratio: Some(a),
+                })
+                .collect(),
+            label_cells: Some(LabelCellsComposites {
+                balance: 20.0,
+                composite: Some(CompositeScores {
+                    pairs: 3,
+                    normal_dice_to_a_at10: Some(0.5),
+                    abnormal_dice_to_b_at10: Some(0.25),
+                    normal_ratio: Some(0.85),
+                    abnormal_ratio: Some(0.4),
+                }),
+                composite_balance: vec![CompositeBalance {
+                    abnormal_weight: 20.0,
+                    normal_ratio: Some(0.85),
+                    abnormal_ratio: Some(0.4),
+                }],
+            }),
             composite_oracle: [(0.0, 1.0, 0.3), (0.5, 0.9, 0.7), (1.0, 0.2, 1.0)]
                 .into_iter()
                 .map(|(share, n, a)| CompositeOracle {
@@ -500,6 +594,10 @@ mod tests {
         assert_eq!(v["composite_normal_ratio"], json!(0.8));
         // The oracle keeps 70 % of both at its middle share, less at either end.
         assert_eq!(v["oracle_composite_kept_of_both"], json!(0.7));
+        // The codes keep at most 60 % of both (weight 8); the label cells 40 %.
+        assert_eq!(v["composite_kept_of_both"], json!(0.6));
+        assert_eq!(v["label_cells_composite_kept_of_both"], json!(0.4));
+        assert_eq!(v["label_cells_composite_normal_ratio"], json!(0.85));
         assert_eq!(v["source"], json!("phantom"));
         assert_eq!(v["seed_queries"], json!(4));
         assert_eq!(
@@ -513,6 +611,11 @@ mod tests {
         assert!(md.starts_with("Retrieval on phantom (3 queries"));
         assert!(md.contains("| codes | normal | 0.500 |"));
         assert!(md.contains("| latent | normal | absent"));
+        assert!(
+            md.contains("| label cells | 3 | 0.500 | 0.250 | 0.850 | 0.400 |"),
+            "{md}"
+        );
+        assert!(md.contains("their label-free balance is 20.00"), "{md}");
         assert!(md.contains("| ≥ 2 % | 2 | 0.250 | 0.500 |"), "{md}");
         assert!(
             md.contains("| 0.5 | 0.450 | 0.350 | 0.900 | 0.700 |"),
