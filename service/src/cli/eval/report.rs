@@ -380,17 +380,7 @@ impl EvalReport {
                  label-free balance E[d_n] / E[d_a] is {:.2}):\n",
                 self.mean_balance
             );
-            let _ = writeln!(out, "| abnormal weight | normal ratio | abnormal ratio |");
-            let _ = writeln!(out, "|---:|---:|---:|");
-            for c in &self.composite_balance {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} |",
-                    c.abnormal_weight,
-                    f(c.normal_ratio),
-                    f(c.abnormal_ratio)
-                );
-            }
+            sweep_table(&mut out, &self.composite_balance);
         }
         if let Some(cells) = self
             .label_cells
@@ -404,17 +394,7 @@ impl EvalReport {
                  label-free balance is {:.2}):\n",
                 cells.balance
             );
-            let _ = writeln!(out, "| abnormal weight | normal ratio | abnormal ratio |");
-            let _ = writeln!(out, "|---:|---:|---:|");
-            for c in &cells.composite_balance {
-                let _ = writeln!(
-                    out,
-                    "| {} | {} | {} |",
-                    c.abnormal_weight,
-                    f(c.normal_ratio),
-                    f(c.abnormal_ratio)
-                );
-            }
+            sweep_table(&mut out, &cells.composite_balance);
         }
         if !self.composite_oracle.is_empty() {
             let _ = writeln!(
@@ -480,6 +460,22 @@ impl EvalReport {
             self.seconds
         );
         out
+    }
+}
+
+/// Writes a composite sweep as a markdown table: abnormal weight, normal and abnormal ratio.
+fn sweep_table(out: &mut String, sweep: &[CompositeBalance]) {
+    let f = |v: Option<f64>| v.map_or("n/a".to_string(), |v| format!("{v:.3}"));
+    let _ = writeln!(out, "| abnormal weight | normal ratio | abnormal ratio |");
+    let _ = writeln!(out, "|---:|---:|---:|");
+    for c in sweep {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} |",
+            c.abnormal_weight,
+            f(c.normal_ratio),
+            f(c.abnormal_ratio)
+        );
     }
 }
 
@@ -616,6 +612,8 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("their label-free balance is 20.00"), "{md}");
+        assert!(md.contains("| 8 | 0.600 | 0.650 |"), "{md}");
+        assert!(md.contains("| 20 | 0.850 | 0.400 |"), "{md}");
         assert!(md.contains("| ≥ 2 % | 2 | 0.250 | 0.500 |"), "{md}");
         assert!(
             md.contains("| 0.5 | 0.450 | 0.350 | 0.900 | 0.700 |"),
