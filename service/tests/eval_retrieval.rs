@@ -219,7 +219,7 @@ fn eval_scores_the_model_against_its_baselines_and_draws_the_figure() {
     }
 
     // The lesion-size breakdown covers every diseased query once, and the oracle stays the
-    // ceiling in each bin.
+    // ceiling of the codes and the label cells in each bin.
     let bins = report["abnormal_dice_at10_by_lesion_size"]
         .as_array()
         .expect("the lesion-size breakdown");
@@ -233,6 +233,8 @@ fn eval_scores_the_model_against_its_baselines_and_draws_the_figure() {
     for b in bins.iter().filter(|b| b["queries"].as_u64() > Some(0)) {
         let (codes, oracle) = (b["codes"].as_f64().unwrap(), b["oracle"].as_f64().unwrap());
         assert!(codes <= oracle + 1e-9, "{b}: codes above the oracle");
+        let cells = b["label_cells"].as_f64().unwrap();
+        assert!(cells <= oracle + 1e-9, "{b}: label cells above the oracle");
     }
 
     // LABEL_WIDTH + 6·(S + GAP) × HEADER + 4·(S + S/2 + ROW_GAP), as figure.rs documents.

@@ -646,17 +646,19 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         "label_cells_abnormal_mode",
         "label_cells_combined_mode",
     ];
-    let label_cells = match (&cells, &cells_search, &cells_retrieval) {
+    // The label cells' composite checks, and their per-query abnormal-mode scores.
+    let (label_cells, cells_abnormal) = match (&cells, &cells_search, &cells_retrieval) {
         (Some(c), Some(search), Some(retrieval)) => {
-            let s = per_query_of("label cells", &cells_keys, retrieval, &mut rows);
+            let mut s = per_query_of("label cells", &cells_keys, retrieval, &mut rows);
             let score = |results: &[Vec<usize>]| {
                 score_composites(&queries, &refs, &pairs, results, &s[0], &s[1], labels)
             };
-            Some(report::LabelCellsComposites {
+            let composites = report::LabelCellsComposites {
                 balance: c.balance,
                 composite: (!pairs.is_empty()).then(|| score(&retrieval.composites)),
                 composite_balance: composite_sweep(search, &c.queries, &pairs, c.balance, score)?,
-            })
+            };
+            (Some(composites), Some(s.swap_remove(1)))
         }
         _ => {
             for (mode, key) in ["normal", "abnormal", "combined"]
@@ -670,7 +672,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
                     scores: None,
                 });
             }
-            None
+            (None, None)
         }
     };
     let (normal_matrix, abnormal_matrix) = tokio::task::block_in_place(|| {
@@ -698,8 +700,12 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
         &oracle,
         &mut rows,
     );
-    let by_lesion_size =
-        by_size::abnormal_dice_by_lesion_size(&queries, &code_scores[1], &oracle_scores[1]);
+    let by_lesion_size = by_size::abnormal_dice_by_lesion_size(
+        &queries,
+        &code_scores[1],
+        cells_abnormal.as_deref(),
+        &oracle_scores[1],
+    );
     let ranked = tokio::task::block_in_place(|| {
         oracle::top_by_composite_dice(
             &normal_matrix,

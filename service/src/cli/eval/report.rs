@@ -430,15 +430,19 @@ impl EvalReport {
                 "\nAbnormal mode by the diseased query's lesion size (share of the frame), \
                  abnormal-label Dice@10:\n"
             );
-            let _ = writeln!(out, "| lesion size | queries | codes | label oracle |");
-            let _ = writeln!(out, "|---|---:|---:|---:|");
+            let _ = writeln!(
+                out,
+                "| lesion size | queries | codes | label cells | label oracle |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|");
             for b in &self.abnormal_dice_at10_by_lesion_size {
                 let _ = writeln!(
                     out,
-                    "| {} | {} | {} | {} |",
+                    "| {} | {} | {} | {} | {} |",
                     b.bin,
                     b.queries,
                     f(b.codes),
+                    f(b.label_cells),
                     f(b.oracle)
                 );
             }
@@ -576,6 +580,7 @@ mod tests {
                 bin: "≥ 2 %",
                 queries: 2,
                 codes: Some(0.25),
+                label_cells: Some(0.4),
                 oracle: Some(0.5),
             }],
             mean_balance: 1.0,
@@ -614,7 +619,7 @@ mod tests {
         assert!(md.contains("their label-free balance is 20.00"), "{md}");
         assert!(md.contains("| 8 | 0.600 | 0.650 |"), "{md}");
         assert!(md.contains("| 20 | 0.850 | 0.400 |"), "{md}");
-        assert!(md.contains("| ≥ 2 % | 2 | 0.250 | 0.500 |"), "{md}");
+        assert!(md.contains("| ≥ 2 % | 2 | 0.250 | 0.400 | 0.500 |"), "{md}");
         assert!(
             md.contains("| 0.5 | 0.450 | 0.350 | 0.900 | 0.700 |"),
             "{md}"
