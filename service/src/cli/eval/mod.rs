@@ -31,7 +31,7 @@
 //! | [`baselines`] | random, brute-force L2, the session reading z_n and z_a |
 //! | [`label_cells`] | perfect codes on the model's grid: each cell's true label set |
 //! | [`oracle`] | the label oracle: references ranked by true label overlap |
-//! | [`by_size`] | abnormal-mode Dice@10 of the codes and the oracle by the query's lesion size |
+//! | [`by_size`] | abnormal-mode Dice@10 of codes, label cells and oracle by lesion size |
 //! | [`figure`] | the `--figure` PNG |
 //! | [`report`] | the markdown table and the JSON line |
 
