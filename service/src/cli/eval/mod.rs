@@ -142,6 +142,22 @@ struct CodeCorpus {
     positions: usize,
 }
 
+impl CodeCorpus {
+    /// The records `codes` (normal and abnormal codes of `positions` each), in order.
+    fn of<'a>(codes: impl IntoIterator<Item = (&'a [u8], &'a [u8])>, positions: usize) -> Self {
+        let mut corpus = CodeCorpus {
+            normal: Vec::new(),
+            abnormal: Vec::new(),
+            positions,
+        };
+        for (normal, abnormal) in codes {
+            corpus.normal.extend_from_slice(normal);
+            corpus.abnormal.extend_from_slice(abnormal);
+        }
+        corpus
+    }
+}
+
 /// Encodes `images` through the service's encoder, 64 in flight at a time; one code each, in
 /// order.
 pub(crate) async fn encode_slices(
@@ -417,15 +433,13 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
     let twin_codes = encode_all(&engine, &twins, &b).await?;
     b.finish_and_clear();
     let positions = engine.geometry().positions();
-    let mut corpus = CodeCorpus {
-        normal: Vec::with_capacity((nr + twins.len()) * positions),
-        abnormal: Vec::with_capacity((nr + twins.len()) * positions),
+    let corpus = CodeCorpus::of(
+        ref_codes
+            .iter()
+            .chain(&twin_codes)
+            .map(|c| (c.normal.as_slice(), c.abnormal.as_slice())),
         positions,
-    };
-    for c in ref_codes.iter().chain(&twin_codes) {
-        corpus.normal.extend_from_slice(&c.normal);
-        corpus.abnormal.extend_from_slice(&c.abnormal);
-    }
+    );
     let pairs = composite_pairs(nq, &sick);
     let geometry = engine.geometry();
     let null_code = null_code::has_null_code(&engine.codebooks().abnormal)
@@ -928,16 +942,12 @@ impl LabelCells {
         let code = |s: &EvalSlice| label_cells::slice_codes(s, size, grid, labels);
         let ref_codes: Vec<QueryCodes> = refs.iter().map(code).collect();
         let queries: Vec<QueryCodes> = queries.iter().map(code).collect();
-        let positions = grid.0 * grid.1;
-        let mut corpus = CodeCorpus {
-            normal: Vec::with_capacity(refs.len() * positions),
-            abnormal: Vec::with_capacity(refs.len() * positions),
-            positions,
-        };
-        for c in &ref_codes {
-            corpus.normal.extend_from_slice(&c.normal);
-            corpus.abnormal.extend_from_slice(&c.abnormal);
-        }
+        let corpus = CodeCorpus::of(
+            ref_codes
+                .iter()
+                .map(|c| (c.normal.as_slice(), c.abnormal.as_slice())),
+            grid.0 * grid.1,
+        );
         let sample = &ref_codes[..ref_codes.len().min(1000)];
         let balance = diptych_service::search::balance::balance(&tables, &queries, sample);
         Self {
