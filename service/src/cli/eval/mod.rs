@@ -640,17 +640,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
             })
         }
         None => {
-            for (mode, key) in ["normal", "abnormal", "combined"]
-                .into_iter()
-                .zip(latent_keys)
-            {
-                rows.push(MethodRow {
-                    method: "latent",
-                    mode,
-                    key,
-                    scores: None,
-                });
-            }
+            absent_rows("latent", &latent_keys, &mut rows);
             None
         }
     };
@@ -675,17 +665,7 @@ pub async fn run(options: &EvalOptions) -> anyhow::Result<EvalReport> {
             (Some(composites), Some(s.swap_remove(1)))
         }
         _ => {
-            for (mode, key) in ["normal", "abnormal", "combined"]
-                .into_iter()
-                .zip(cells_keys)
-            {
-                rows.push(MethodRow {
-                    method: "label cells",
-                    mode,
-                    key,
-                    scores: None,
-                });
-            }
+            absent_rows("label cells", &cells_keys, &mut rows);
             (None, None)
         }
     };
@@ -877,6 +857,19 @@ const ORACLE_SHARES: [f64; 7] = [0.0, 0.2, 0.35, 0.5, 0.65, 0.8, 1.0];
 /// Abnormal weights (normal weight 1) of the composite-balance sweep: how the composite check
 /// moves as the abnormal distance counts more.
 const BALANCE_WEIGHTS: [f32; 8] = [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0];
+
+/// Rows for a method that could not run, one per mode (normal, abnormal, combined) with its
+/// key: absent in the table, null in the JSON.
+fn absent_rows(method: &'static str, keys: &[&'static str; 3], rows: &mut Vec<MethodRow>) {
+    for (mode, &key) in ["normal", "abnormal", "combined"].into_iter().zip(keys) {
+        rows.push(MethodRow {
+            method,
+            mode,
+            key,
+            scores: None,
+        });
+    }
+}
 
 /// The composite check of `search` at each abnormal weight of [`BALANCE_WEIGHTS`] and at
 /// `balance` (normal weight 1): A's normal and B's abnormal half of `codes` for every pair,
