@@ -6,6 +6,8 @@
 //!
 //! Needs libonnxruntime 1.31: ORT_DYLIB_PATH, or the cache `make deps-ort` fills.
 
+#[path = "support/folder.rs"]
+mod folder;
 mod support;
 
 use std::time::Duration;
@@ -17,6 +19,7 @@ use diptych_service::encoder::runtime::{environment, locate_library, open_sessio
 use diptych_service::encoder::{
     BatchRunner, BatcherConfig, CodePair, Engine, EngineOptions, Provider, SliceCode,
 };
+use folder::BATCH_ROUNDING;
 use support::{LABELS, Toy, write_bundle, write_toy};
 
 fn options(max_batch: usize, sessions: usize) -> EngineOptions {
@@ -244,9 +247,6 @@ fn float_gap(a: &SliceCode, b: &SliceCode, what: &str) -> f32 {
         .fold((a.abnormality - b.abnormality).abs(), f32::max)
 }
 
-/// Rounding the float outputs may differ by between batch sizes (docs/DESIGN.md, "Batches").
-const ROUNDING: f32 = 1e-5;
-
 /// ONNX Runtime's CPU kernels reduce a batch of one along another path than larger batches
 /// (the graph's `ReduceMean` of the abnormal distances); a slice must still get the same codes
 /// in every batch — so that a query encoded alone finds its own indexed slice at distance 0 and
@@ -286,7 +286,7 @@ fn a_slice_gets_the_same_codes_alone_as_in_any_batch() {
         );
     }
     assert!(
-        largest <= ROUNDING,
+        largest <= BATCH_ROUNDING,
         "a lone slice's float outputs are {largest:e} from its batched ones"
     );
     eprintln!("codes equal alone and batched; float outputs at most {largest:e} apart");

@@ -137,15 +137,16 @@ pub fn same_records(fresh: &Folder, reindexed: &Folder) {
     }
 }
 
-/// How far two encodings of one slice's abnormality score may be apart: a slice encoded alone
-/// and in a batch get the same codes but a score that may differ in the last bits
-/// (docs/DESIGN.md, "Batches"), and which slices a batcher hands over alone depends on timing.
-pub const SCORE_ROUNDING: f32 = 1e-5;
+/// How far two encodings of one slice's float outputs (abnormality score, abnormal distances)
+/// may be apart: a slice encoded alone and in a batch gets the same codes but floats that may
+/// differ in the last bits (docs/DESIGN.md, "Batches"), and which slices a batcher hands over
+/// alone depends on timing.
+pub const BATCH_ROUNDING: f32 = 1e-5;
 
-/// Asserts that two scores of one slice agree up to [`SCORE_ROUNDING`].
+/// Asserts that two scores of one slice agree up to [`BATCH_ROUNDING`].
 pub fn assert_rounding(a: f32, b: f32, what: &str) {
     assert!(
-        (a - b).abs() <= SCORE_ROUNDING,
+        (a - b).abs() <= BATCH_ROUNDING,
         "{what}: {a} against {b}, more than rounding apart"
     );
 }
