@@ -226,6 +226,12 @@ pub struct ScheduleConfig {
     pub figure_every: usize,
     /// Held-out slices (phantom seed 2) scored at each figure step.
     pub validation_slices: usize,
+    /// Start from the weights, BatchNorm statistics and codebooks of this checkpoint (a
+    /// `last.ot`; its `last.json` beside it, when there is one, must name the same `[model]`)
+    /// instead of a fresh network: a second stage of training with its own data, learning rate
+    /// and steps, on a fresh optimiser. Relative paths are taken from the working directory.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
 }
 
 impl Default for ScheduleConfig {
@@ -240,6 +246,7 @@ impl Default for ScheduleConfig {
             checkpoint_every: 500,
             figure_every: 500,
             validation_slices: 128,
+            init: None,
         }
     }
 }
@@ -478,6 +485,17 @@ mod tests {
                     TrainConfig::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 c.validate()
                     .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                // a second stage names a committed checkpoint of its own [model]
+                if let Some(init) = &c.schedule.init {
+                    let root = dir.parent().and_then(Path::parent).unwrap();
+                    let info = root.join(init).with_extension("json");
+                    let text = std::fs::read_to_string(&info)
+                        .unwrap_or_else(|e| panic!("{}: {}: {e}", path.display(), info.display()));
+                    let info: crate::trainer::checkpoint::CheckpointInfo =
+                        serde_json::from_str(&text).unwrap();
+                    assert_eq!(info.config.model, c.model, "{}", path.display());
+                    assert!(root.join(init).is_file(), "{}", path.display());
+                }
                 seen += 1;
             }
         }

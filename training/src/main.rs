@@ -55,6 +55,10 @@ struct TrainArgs {
     /// Override schedule.seed.
     #[arg(long)]
     seed: Option<u64>,
+    /// Override schedule.init: start from this checkpoint's weights (a last.ot) instead of the
+    /// one the config names, e.g. a first stage just trained.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// cpu, cuda or auto (CUDA when available).
     #[arg(long, default_value = "auto")]
     device: DeviceChoice,
@@ -111,6 +115,9 @@ fn run_train(args: &TrainArgs) -> Result<()> {
     s.batch_size = args.batch.unwrap_or(s.batch_size);
     s.learning_rate = args.lr.unwrap_or(s.learning_rate);
     s.seed = args.seed.unwrap_or(s.seed);
+    if let Some(init) = &args.init {
+        s.init = Some(init.clone());
+    }
     let device = args.device.resolve()?;
     let cores = set_torch_threads(args.threads);
     eprintln!(

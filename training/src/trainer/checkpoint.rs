@@ -9,7 +9,7 @@ use tch::nn::VarStore;
 
 use super::TrainError;
 use super::adam::Adam;
-use crate::config::TrainConfig;
+use crate::config::{ModelConfig, TrainConfig};
 
 /// The JSON half of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -113,4 +113,44 @@ pub fn restore(
             what: format!("loading {}", paths.optimizer.display()),
             source,
         })
+}
+
+/// Loads the weights, BatchNorm statistics and codebooks of the checkpoint `weights` (a
+/// `last.ot`) into a freshly built network (`schedule.init`); the `last.json` beside it, when
+/// there is one, must name the same `model`.
+pub fn warm_start(
+    weights: &Path,
+    model: &ModelConfig,
+    vs: &mut VarStore,
+) -> Result<(), TrainError> {
+    if !weights.is_file() {
+        return Err(TrainError::Init(format!(
+            "{} does not exist: point schedule.init at a checkpoint's last.ot",
+            weights.display()
+        )));
+    }
+    let info = weights.with_extension("json");
+    if info.is_file() {
+        let text = std::fs::read_to_string(&info).map_err(io(&info))?;
+        let info_of: CheckpointInfo = serde_json::from_str(&text).map_err(|e| {
+            TrainError::Init(format!(
+                "{} is not a checkpoint's JSON: {e}",
+                info.display()
+            ))
+        })?;
+        if info_of.config.model != *model {
+            return Err(TrainError::Init(format!(
+                "{} was trained with a different [model] section; a second stage keeps the \
+                 first stage's [model]",
+                weights.display()
+            )));
+        }
+    }
+    vs.load(weights).map_err(|source| TrainError::Torch {
+        what: format!(
+            "loading {} (schedule.init; was it written by a different model config?)",
+            weights.display()
+        ),
+        source,
+    })
 }

@@ -62,6 +62,9 @@ pub enum TrainError {
     /// `--resume` found nothing or something inconsistent.
     #[error("cannot resume: {0}")]
     Resume(String),
+    /// `schedule.init` names no checkpoint, or one of another model.
+    #[error("cannot start from schedule.init: {0}")]
+    Init(String),
     /// The loss became NaN or infinite.
     #[error("the loss diverged at step {step} ({losses}); lower schedule.learning_rate")]
     Diverged {
@@ -157,6 +160,8 @@ pub fn train(options: &TrainOptions) -> Result<TrainReport, TrainError> {
             history = serde_json::from_str(&text).unwrap_or_default();
             history.rows.retain(|r| r.0 < start);
         }
+    } else if let Some(init) = &schedule.init {
+        checkpoint::warm_start(init, &config.model, &mut vs)?;
     }
 
     let source: Arc<dyn SliceSource> = Arc::from(open_source(config)?);
@@ -484,6 +489,62 @@ mod tests {
                 .unwrap()
                 .step,
             6
+        );
+        std::fs::remove_dir_all(&p).unwrap();
+        std::fs::remove_dir_all(&q).unwrap();
+    }
+
+    #[test]
+    fn init_starts_from_the_checkpoints_weights_and_refuses_another_model() {
+        let (p, q) = (scratch("init-p"), scratch("init-q"));
+        let mut first = tiny(3, &p);
+        first.config.schedule.validation_slices = 0;
+        train(&first).unwrap();
+        let saved = weights(&p.join("last.ot"));
+        // a fresh network is not the checkpoint; warm-started, it is, codebooks and BatchNorm
+        // statistics included
+        let model = &first.config.model;
+        let mut vs = VarStore::new(Device::Cpu);
+        let _net = Diptych::new(&vs.root(), model);
+        let sorted = |vs: &VarStore| {
+            let mut v: Vec<(String, tch::Tensor)> = vs.variables().into_iter().collect();
+            v.sort_by(|a, b| a.0.cmp(&b.0));
+            v
+        };
+        let fresh = sorted(&vs);
+        assert_eq!(fresh.len(), saved.len());
+        assert!(
+            fresh.iter().zip(&saved).any(|((_, a), (_, b))| !a.equal(b)),
+            "a fresh network equals the checkpoint"
+        );
+        checkpoint::warm_start(&p.join("last.ot"), model, &mut vs).unwrap();
+        for ((name, a), (other, b)) in saved.iter().zip(&sorted(&vs)) {
+            assert_eq!(name, other);
+            assert!(a.equal(b), "{name} not taken from the checkpoint");
+        }
+        // a second stage trains on from there, on a fresh optimiser, from step 0
+        let mut second = first.clone();
+        second.out = q.clone();
+        second.config.schedule.steps = 2;
+        second.config.schedule.init = Some(p.join("last.ot"));
+        let report = train(&second).unwrap();
+        assert_eq!((report.steps, report.session_steps), (2, 2));
+        let info = checkpoint::read_info(&CheckpointPaths::new(&q)).unwrap();
+        assert_eq!(info.config.schedule.init, Some(p.join("last.ot")));
+        // another model is refused with the reason; a missing file names itself
+        let mut other = second.clone();
+        other.config.model.code_dim = 4;
+        let err = train(&other).unwrap_err().to_string();
+        assert!(
+            err.contains("schedule.init") && err.contains("[model]"),
+            "{err}"
+        );
+        let mut missing = second.clone();
+        missing.config.schedule.init = Some(p.join("nothing.ot"));
+        let err = train(&missing).unwrap_err().to_string();
+        assert!(
+            err.contains("nothing.ot") && err.contains("does not exist"),
+            "{err}"
         );
         std::fs::remove_dir_all(&p).unwrap();
         std::fs::remove_dir_all(&q).unwrap();
