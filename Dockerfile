@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
 #
-# diptych's container images: `diptych serve` on the shipped model (models/synth-v8), its data
+# diptych's container images: `diptych serve` on the shipped model (models/synth-v9), its data
 # folder a volume at /data, as an unprivileged user. One Dockerfile, two flavours:
 #
 #   docker build -t REGISTRY/diptych:0.1.0 .                                  # CPU
@@ -60,7 +60,7 @@ LABEL org.opencontainers.image.title="diptych" \
 COPY --from=build /out/bin/diptych /usr/local/bin/diptych
 COPY --from=build /out/lib/ /usr/local/lib/
 COPY --from=ort /opt/onnxruntime/ /opt/onnxruntime/
-COPY models/synth-v8/ /opt/diptych/models/synth-v8/
+COPY models/synth-v9/ /opt/diptych/models/synth-v9/
 # uid/gid 10001: above the ranges of the base images' own users (Ubuntu's `ubuntu` is 1000);
 # the Helm chart runs the pod as the same ids.
 RUN ldconfig \
@@ -76,4 +76,4 @@ VOLUME ["/data"]
 # gRPC (and gRPC-Web), DICOM, HTTP (metrics, health)
 EXPOSE 50051 11112 8080
 ENTRYPOINT ["/usr/local/bin/diptych", "serve"]
-CMD ["--data-dir", "/data", "--model", "/opt/diptych/models/synth-v8"]
+CMD ["--data-dir", "/data", "--model", "/opt/diptych/models/synth-v9"]

@@ -3,7 +3,7 @@
 //!
 //! ```toml
 //! data_dir = "data"
-//! model = "models/synth-v8"
+//! model = "models/synth-v9"
 //! viewer_url_template = "https://viewer.example/viewer?StudyInstanceUIDs={study_instance_uid}"
 //! shutdown_deadline_s = 25.0       # SIGTERM: drain, checkpoint and exit within this
 //!
@@ -140,7 +140,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("data"),
-            model: PathBuf::from("models/synth-v8"),
+            model: PathBuf::from("models/synth-v9"),
             grpc: GrpcConfig::default(),
             http: HttpConfig::default(),
             log: LogConfig::default(),
@@ -1015,7 +1015,7 @@ mod tests {
     fn defaults_are_the_documented_ones() {
         let config = Config::load(&Overrides::default(), env_of(&[])).unwrap();
         assert_eq!(config.data_dir, PathBuf::from("data"));
-        assert_eq!(config.model, PathBuf::from("models/synth-v8"));
+        assert_eq!(config.model, PathBuf::from("models/synth-v9"));
         assert_eq!(config.grpc.addr.to_string(), "0.0.0.0:50051");
         assert_eq!(config.encoder.execution_provider, ExecutionProvider::Auto);
         assert_eq!(config.encoder.ort_library, None);

@@ -105,7 +105,7 @@ enum ConfigCommand {
 #[derive(Debug, clap::Args)]
 struct EvalArgs {
     /// Model bundle.
-    #[arg(long, default_value = "models/synth-v8")]
+    #[arg(long, default_value = "models/synth-v9")]
     model: PathBuf,
     /// Synthetic source of queries and references (anatomy reads the MNI152 maps that
     /// `make deps-atlas` unpacks, or DIPTYCH_ATLAS_DIR).
@@ -234,7 +234,7 @@ enum BenchCommand {
     /// alternating within one run; medians of the runs.
     Encode {
         /// Model bundle.
-        #[arg(long, default_value = "models/synth-v8")]
+        #[arg(long, default_value = "models/synth-v9")]
         model: PathBuf,
         /// Threads for both runtimes.
         #[arg(long, default_value_t = 2)]
@@ -254,7 +254,7 @@ enum BenchCommand {
     /// against the naive scan and FAISS IndexPQ.
     Search {
         /// Model bundle.
-        #[arg(long, default_value = "models/synth-v8")]
+        #[arg(long, default_value = "models/synth-v9")]
         model: PathBuf,
         /// Records to search.
         #[arg(long, default_value_t = 1_000_000)]
@@ -299,7 +299,7 @@ enum BenchCommand {
     /// index of N records.
     Ready {
         /// Model bundle.
-        #[arg(long, default_value = "models/synth-v8")]
+        #[arg(long, default_value = "models/synth-v9")]
         model: PathBuf,
         /// Records in the index.
         #[arg(long, default_value_t = 1_000_000)]
@@ -316,7 +316,7 @@ enum BenchCommand {
     /// and latency for 100M and 1B slices.
     Cluster {
         /// Model bundle of every process.
-        #[arg(long, default_value = "models/synth-v8")]
+        #[arg(long, default_value = "models/synth-v9")]
         model: PathBuf,
         /// Records searched.
         #[arg(long, default_value_t = 1_000_000)]
@@ -441,7 +441,7 @@ struct ServeArgs {
     /// Folder for the service's data [default: data].
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Model bundle folder [default: models/synth-v8].
+    /// Model bundle folder [default: models/synth-v9].
     #[arg(long, value_name = "DIR")]
     model: Option<PathBuf>,
     /// gRPC listen address [default: 0.0.0.0:50051].

@@ -341,7 +341,7 @@ fn eval_scores_the_continuous_latents_when_the_encoder_gives_them() {
 /// disagreements, it reported 81 % and warned on every run.)
 #[test]
 fn latents_of_a_bundle_that_nulls_healthy_cells_agree_with_its_codes() {
-    let model = serve::workspace().join("models/synth-v8");
+    let model = serve::workspace().join("models/synth-v9");
     let (report, stderr) = parse(run_eval(&["--source", "anatomy"], &model, 20, 60, None));
     assert_eq!(report["latent_baseline"], true, "{stderr}");
     let agreement = number(&report, "latent_code_agreement");

@@ -1,4 +1,4 @@
-//! `diptych quantize` end to end on a copy of the default bundle `models/synth-v8` (its score
+//! `diptych quantize` end to end on a copy of the default bundle `models/synth-v9` (its score
 //! head is what gets quantised): ONNX Runtime's quantiser in the `make deps-py` venv
 //! writes the int8 graph, the check through the service's encoder passes, the manifest records
 //! it and the bundle still loads; an engine asked for int8 runs it and gives the float graph's
@@ -44,9 +44,9 @@ fn quantize_in(model: &Path, extra: &[&str], cwd: &Path) -> Output {
         .expect("diptych runs")
 }
 
-/// A copy of the shipped synth-v8 bundle in `to`.
+/// A copy of the shipped synth-v9 bundle in `to`.
 fn copy_bundle(to: &Path) {
-    let from = serve::workspace().join("models/synth-v8");
+    let from = serve::workspace().join("models/synth-v9");
     std::fs::create_dir_all(to).unwrap();
     for file in ["manifest.json", "encoder.onnx", "decoder.onnx"] {
         std::fs::copy(from.join(file), to.join(file)).unwrap();
