@@ -88,9 +88,24 @@ pub fn save(
 
 /// Reads the JSON half.
 pub fn read_info(paths: &CheckpointPaths) -> Result<CheckpointInfo, TrainError> {
-    let text = std::fs::read_to_string(&paths.info).map_err(io(&paths.info))?;
-    serde_json::from_str(&text).map_err(|e| {
-        TrainError::Resume(format!("{} is not a checkpoint: {e}", paths.info.display()))
+    parse_info(&paths.info, TrainError::Resume)
+}
+
+/// Reads a checkpoint's JSON half at `path`; a file that is not one becomes `error`.
+fn parse_info(path: &Path, error: fn(String) -> TrainError) -> Result<CheckpointInfo, TrainError> {
+    let text = std::fs::read_to_string(path).map_err(io(path))?;
+    serde_json::from_str(&text)
+        .map_err(|e| error(format!("{} is not a checkpoint: {e}", path.display())))
+}
+
+/// Loads `weights` (a `last.ot`) into an already built network; `why` says which run asked.
+fn load_weights(vs: &mut VarStore, weights: &Path, why: &str) -> Result<(), TrainError> {
+    vs.load(weights).map_err(|source| TrainError::Torch {
+        what: format!(
+            "loading {} ({why}was it written by a different model config?)",
+            weights.display()
+        ),
+        source,
     })
 }
 
@@ -100,14 +115,7 @@ pub fn restore(
     vs: &mut VarStore,
     adam: &mut Adam,
 ) -> Result<(), TrainError> {
-    vs.load(&paths.weights)
-        .map_err(|source| TrainError::Torch {
-            what: format!(
-                "loading {} (was it written by a different model config?)",
-                paths.weights.display()
-            ),
-            source,
-        })?;
+    load_weights(vs, &paths.weights, "")?;
     adam.load(&paths.optimizer)
         .map_err(|source| TrainError::Torch {
             what: format!("loading {}", paths.optimizer.display()),
@@ -130,27 +138,12 @@ pub fn warm_start(
         )));
     }
     let info = weights.with_extension("json");
-    if info.is_file() {
-        let text = std::fs::read_to_string(&info).map_err(io(&info))?;
-        let info_of: CheckpointInfo = serde_json::from_str(&text).map_err(|e| {
-            TrainError::Init(format!(
-                "{} is not a checkpoint's JSON: {e}",
-                info.display()
-            ))
-        })?;
-        if info_of.config.model != *model {
-            return Err(TrainError::Init(format!(
-                "{} was trained with a different [model] section; a second stage keeps the \
-                 first stage's [model]",
-                weights.display()
-            )));
-        }
-    }
-    vs.load(weights).map_err(|source| TrainError::Torch {
-        what: format!(
-            "loading {} (schedule.init; was it written by a different model config?)",
+    if info.is_file() && parse_info(&info, TrainError::Init)?.config.model != *model {
+        return Err(TrainError::Init(format!(
+            "{} was trained with a different [model] section; a second stage keeps the \
+             first stage's [model]",
             weights.display()
-        ),
-        source,
-    })
+        )));
+    }
+    load_weights(vs, weights, "schedule.init; ")
 }
